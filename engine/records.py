@@ -1,0 +1,87 @@
+"""Record helpers: time semantics (device_time vs gateway_time, clock skew) and record builders."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final
+
+Record = dict[str, Any]
+
+# Spec, time semantics: alert when device and gateway clocks disagree by more than this.
+MAX_CLOCK_SKEW_MS: Final = 10_000
+
+
+def now_utc() -> datetime:
+    """The gateway clock, timezone-aware, at the millisecond precision Avro keeps."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def apply_time_rules(record: Record, gateway_time: datetime | None = None) -> bool:
+    """Stamp gateway_time, fill clock_skew_ms, and downgrade quality when device_time is missing.
+
+    Returns True when the skew exceeds MAX_CLOCK_SKEW_MS, so the caller raises a clock_skew event.
+    Mutates the record in place: this runs on every reading, so no copy.
+    """
+    timestamps = record.setdefault("timestamps", {})
+    gateway = timestamps.get("gateway_time") or gateway_time or now_utc()
+    timestamps["gateway_time"] = gateway
+    device = timestamps.get("device_time")
+    if device is None:
+        record["clock_skew_ms"] = None
+        if record.get("quality", "GOOD") in ("GOOD", "SUSPECT"):
+            record["quality"] = "UNCERTAIN"
+        return False
+    skew = int((gateway - device).total_seconds() * 1000)
+    record["clock_skew_ms"] = skew
+    return abs(skew) > MAX_CLOCK_SKEW_MS
+
+
+def event_time(record: Record) -> datetime:
+    """The authoritative time of a reading: device_time, else gateway_time."""
+    timestamps = record["timestamps"]
+    result: datetime = timestamps.get("device_time") or timestamps["gateway_time"]
+    return result
+
+
+def telemetry(
+    asset_id: str,
+    parameter: str,
+    value: float | None,
+    *,
+    unit: str | None = None,
+    device_time: datetime | None = None,
+    gateway_time: datetime | None = None,
+    quality: str = "GOOD",
+    metadata: dict[str, str] | None = None,
+) -> Record:
+    """A telemetry record with the time rules applied."""
+    record: Record = {
+        "asset_id": asset_id,
+        "parameter": parameter,
+        "value": value,
+        "unit": unit,
+        "quality": quality,
+        "classification": "TELEMETRY",
+        "timestamps": {"device_time": device_time, "gateway_time": gateway_time or now_utc()},
+        "metadata": metadata or {},
+    }
+    apply_time_rules(record)
+    return record
+
+
+def clock_skew_event(reading: Record) -> Record:
+    """The event a source emits when a reading's clock skew exceeds MAX_CLOCK_SKEW_MS."""
+    skew = reading["clock_skew_ms"]
+    return {
+        "asset_id": reading["asset_id"],
+        "event_type": "clock_skew",
+        "parameter": reading.get("parameter"),
+        "value": float(skew),
+        "message": f"device clock differs from gateway clock by {skew} ms (limit {MAX_CLOCK_SKEW_MS} ms)",
+        "quality": "SUSPECT",
+        "classification": "EVENT",
+        "timestamps": dict(reading["timestamps"]),
+        "clock_skew_ms": skew,
+        "metadata": dict(reading.get("metadata") or {}),
+    }

@@ -1,0 +1,200 @@
+"""Avro encoding and decoding in the Confluent wire format: magic byte 0, 4-byte schema id, body."""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import fastavro
+from fastavro.validation import ValidationError, validate
+
+from streamforge.engine.schema_registry import SchemaRegistry
+from streamforge.engine.schemas import Schema
+
+MAGIC = 0
+HEADER = struct.Struct(">bI")
+HEADER_SIZE = HEADER.size
+
+Record = dict[str, Any]
+
+
+class WireFormatError(ValueError):
+    """Bytes that are not a Confluent-framed Avro value."""
+
+
+@dataclass(frozen=True)
+class RecordError:
+    """Why one record of a batch could not be encoded or decoded; the rest of the batch goes on."""
+
+    index: int
+    pointer: str
+    message: str
+    record_key: str | None = None
+
+    def __str__(self) -> str:
+        where = f"record #{self.index}" + (f" ({self.record_key})" if self.record_key else "")
+        return f"{where}: field {self.pointer or '/'}: {self.message}"
+
+
+@dataclass
+class BatchResult:
+    """Per-record outcome of a batch call: values for the good ones, errors for the rest."""
+
+    ok: list[tuple[int, Any]] = field(default_factory=list)
+    errors: list[RecordError] = field(default_factory=list)
+
+
+def _field_pointers(schema: Schema) -> dict[str, str]:
+    """Map each record type's full name to its JSON pointer, so errors can name nested fields."""
+    pointers: dict[str, str] = {}
+
+    def walk(node: Any, pointer: str) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                walk(branch, pointer)
+        elif isinstance(node, dict):
+            kind = node.get("type")
+            if kind == "record":
+                pointers.setdefault(node["name"], pointer)
+                for child in node["fields"]:
+                    walk(child["type"], f"{pointer}/{child['name']}")
+            elif kind == "array":
+                walk(node["items"], f"{pointer}/-")
+            elif kind == "map":
+                walk(node["values"], f"{pointer}/*")
+            elif isinstance(kind, dict | list):
+                walk(kind, pointer)
+
+    walk(schema, "")
+    return pointers
+
+
+class Encoder:
+    """Encodes records of one subject. The schema is parsed and registered once, up front."""
+
+    def __init__(self, schema_id: int, schema: Schema, key_field: str | None = "asset_id") -> None:
+        self.schema_id = schema_id
+        self.parsed = fastavro.parse_schema(schema)
+        self.header = HEADER.pack(MAGIC, schema_id)
+        self.key_field = key_field
+        self._pointers = _field_pointers(cast(Schema, self.parsed))
+        self._buffer = io.BytesIO()
+
+    def encode(self, record: Record) -> bytes:
+        """One record; raises ValueError naming the offending field."""
+        result = self.encode_batch((record,))
+        if result.errors:
+            raise ValueError(str(result.errors[0]))
+        value: bytes = result.ok[0][1]
+        return value
+
+    def encode_batch(self, records: Sequence[Record]) -> BatchResult:
+        """Every record of the batch: the good ones encoded, each bad one with its error."""
+        result = BatchResult()
+        buffer = self._buffer
+        header = self.header
+        parsed = self.parsed
+        writer = fastavro.schemaless_writer
+        for index, record in enumerate(records):
+            buffer.seek(0)
+            buffer.truncate()
+            buffer.write(header)
+            try:
+                writer(buffer, parsed, record)
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+                result.errors.append(self._explain(index, record, exc))
+                continue
+            result.ok.append((index, buffer.getvalue()))
+        return result
+
+    def _explain(self, index: int, record: Any, exc: Exception) -> RecordError:
+        """Slow path, only for failures: validate to find exactly which field is wrong."""
+        key = None
+        if isinstance(record, dict) and self.key_field:
+            key = f"{self.key_field}={record.get(self.key_field)!r}"
+        if not isinstance(record, dict):
+            return RecordError(index, "", f"expected an object, got {type(record).__name__}", key)
+        try:
+            validate(record, self.parsed, raise_errors=True)
+        except ValidationError as invalid:
+            problem = invalid.errors[0]
+            owner, _, name = str(problem.field).rpartition(".")
+            pointer = f"{self._pointers.get(owner, '')}/{name}"
+            expected = problem.schema if isinstance(problem.schema, str) else _type_name(problem.schema)
+            if problem.datum is None:
+                message = f"missing; expected {expected}"
+            else:
+                message = f"expected {expected}, got {type(problem.datum).__name__} {problem.datum!r:.60}"
+            return RecordError(index, pointer, message, key)
+        return RecordError(index, "", str(exc), key)
+
+
+def _type_name(schema: Any) -> str:
+    if isinstance(schema, dict):
+        if schema.get("type") == "enum":
+            return "one of " + ", ".join(schema["symbols"])
+        return str(schema.get("logicalType") or schema.get("name") or schema.get("type"))
+    if isinstance(schema, list):
+        return " or ".join(_type_name(branch) for branch in schema)
+    return str(schema)
+
+
+def schema_id_of(value: bytes) -> int:
+    """The schema id in a framed value's header."""
+    if len(value) < HEADER_SIZE:
+        raise WireFormatError(f"value of {len(value)} bytes is shorter than the 5-byte header")
+    magic, schema_id = HEADER.unpack_from(value)
+    if magic != MAGIC:
+        raise WireFormatError(f"magic byte is {magic}, expected {MAGIC}: not Confluent-framed Avro")
+    return int(schema_id)
+
+
+class Decoder:
+    """Decodes framed values of any schema id, fetching each unknown writer schema once."""
+
+    def __init__(self, registry: SchemaRegistry) -> None:
+        self.registry = registry
+        self._parsed: dict[int, Any] = {}
+
+    async def prepare(self, values: Iterable[bytes]) -> None:
+        """Make sure every schema id seen in `values` is parsed (one registry call per new id)."""
+        for value in values:
+            try:
+                schema_id = schema_id_of(value)
+            except WireFormatError:
+                continue
+            if schema_id not in self._parsed:
+                self._parsed[schema_id] = fastavro.parse_schema(await self.registry.schema_by_id(schema_id))
+
+    def decode(self, value: bytes) -> Record:
+        """One value whose schema is prepared; raises WireFormatError or ValueError."""
+        schema_id = schema_id_of(value)
+        parsed = self._parsed.get(schema_id)
+        if parsed is None:
+            raise WireFormatError(f"schema id {schema_id} is not prepared; call prepare() first")
+        stream = io.BytesIO(value)
+        stream.seek(HEADER_SIZE)
+        try:
+            record = cast(Record, fastavro.schemaless_reader(stream, parsed, None))
+        except (EOFError, ValueError, IndexError, UnicodeDecodeError) as exc:
+            raise WireFormatError(f"body does not match schema id {schema_id}: {exc!r}") from exc
+        return record
+
+    async def decode_batch(self, values: Sequence[bytes]) -> BatchResult:
+        """Every value of the batch: decoded records, and an error for each undecodable one."""
+        await self.prepare(values)
+        result = BatchResult()
+        for index, value in enumerate(values):
+            try:
+                result.ok.append((index, self.decode(value)))
+            except WireFormatError as exc:
+                result.errors.append(RecordError(index, "", str(exc)))
+        return result
+
+
+async def encoder_for(registry: SchemaRegistry, subject: str, schema: Schema) -> Encoder:
+    """Register `schema` under `subject` (or find it in the cache) and build its encoder."""
+    return Encoder(await registry.register(subject, schema), schema)

@@ -1,0 +1,1 @@
+"""Gateway runtime and control plane: embedded Kafka, workers, APIs."""

@@ -1,0 +1,201 @@
+"""The `streamforge` command: embedded Kafka management, schema registry, and the demo round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from streamforge.runtime.kafka.install import KAFKA_VERSION, InstallError, distribution, install
+from streamforge.runtime.logs import configure_logging
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """StreamForge: an industrial data gateway whose every reading lands in a local Kafka first.
+
+    \b
+    kafka     install and run the embedded Apache Kafka (single-node KRaft)
+    registry  serve the Confluent-compatible schema registry
+    demo      the main job today: embedded Kafka + a visible round trip of sample records
+    """
+    configure_logging("cli")
+
+
+@main.group()
+def kafka() -> None:
+    """Install, start, stop and inspect the embedded Apache Kafka broker."""
+
+
+_cache_option = click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path),
+    envvar="STREAMFORGE_CACHE_DIR",
+    help="Where the Kafka jars live [env STREAMFORGE_CACHE_DIR; default ~/.cache/streamforge].",
+)
+_data_option = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="STREAMFORGE_KAFKA_DATA_DIR",
+    help="Broker data, configs and logs [env STREAMFORGE_KAFKA_DATA_DIR; default ~/.local/share/streamforge/kafka].",
+)
+
+
+@kafka.command("install")
+@_cache_option
+@click.option("--force", is_flag=True, help="Resolve again even if already installed.")
+def kafka_install(cache_dir: Path | None, force: bool) -> None:
+    """Resolve Apache Kafka (pinned) and its dependencies from Maven Central with mvn. Idempotent."""
+    try:
+        dist = install(cache_dir, force=force)
+    except InstallError as exc:
+        _fail(str(exc))
+    jars = len(list(dist.libs.glob("*.jar")))
+    click.echo(json.dumps({"version": dist.version, "home": str(dist.home), "jars": jars}))
+
+
+def _broker(cache_dir: Path | None, data_dir: Path | None):  # type: ignore[no-untyped-def]
+    from streamforge.runtime.kafka.broker import Broker
+
+    return Broker(distribution(cache_dir), data_dir)
+
+
+@kafka.command("start")
+@_cache_option
+@_data_option
+@click.option("--port", type=int, default=None, help="Client port (default: the last one used, else a free one).")
+@click.option("--controller-port", type=int, default=None, help="KRaft controller port (default: as --port).")
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to wait for readiness.")
+@click.option("--no-topics", is_flag=True, help="Do not create the catalogue's topics.")
+def kafka_start(
+    cache_dir: Path | None,
+    data_dir: Path | None,
+    port: int | None,
+    controller_port: int | None,
+    timeout: float,
+    no_topics: bool,
+) -> None:
+    """Start the broker in the background; return once it accepts produce requests."""
+    from streamforge.runtime.kafka.broker import wait_ready
+    from streamforge.runtime.kafka.topics import ensure_topics
+
+    broker = _broker(cache_dir, data_dir)
+    if broker.running_pid() is not None:
+        _fail(f"Kafka already runs from {broker.data_dir} (pid {broker.running_pid()})")
+    try:
+        settings = broker.prepare(port, controller_port)
+    except (InstallError, RuntimeError) as exc:
+        _fail(str(exc))
+    pid = broker.start_detached(settings)
+
+    async def ready() -> None:
+        await wait_ready(settings.bootstrap, timeout, alive=lambda: broker.running_pid() is not None)
+        if not no_topics:
+            await ensure_topics(settings.bootstrap)
+
+    try:
+        asyncio.run(ready())
+    except (RuntimeError, TimeoutError) as exc:
+        broker.stop_detached()
+        _fail(str(exc))
+    click.echo(
+        json.dumps(
+            {
+                "pid": pid,
+                "bootstrap": settings.bootstrap,
+                "version": broker.dist.version,
+                "ready": True,
+                "data_dir": str(broker.data_dir),
+            }
+        )
+    )
+
+
+@kafka.command("stop")
+@_cache_option
+@_data_option
+def kafka_stop(cache_dir: Path | None, data_dir: Path | None) -> None:
+    """Stop the background broker (SIGTERM, then SIGKILL after 30 s)."""
+    broker = _broker(cache_dir, data_dir)
+    stopped = broker.stop_detached()
+    click.echo(json.dumps({"stopped": stopped, "data_dir": str(broker.data_dir)}))
+
+
+@kafka.command("status")
+@_cache_option
+@_data_option
+def kafka_status(cache_dir: Path | None, data_dir: Path | None) -> None:
+    """Print JSON: pid, bootstrap address, version, ready. Exit 1 when not ready."""
+    from streamforge.runtime.kafka.broker import accepts_produce
+
+    broker = _broker(cache_dir, data_dir)
+    settings = broker.load_settings()
+    pid = broker.running_pid()
+    bootstrap = settings.bootstrap if settings else None
+    ready = bool(pid and bootstrap and asyncio.run(accepts_produce(bootstrap, timeout_s=5.0)))
+    click.echo(
+        json.dumps(
+            {
+                "pid": pid,
+                "bootstrap": bootstrap,
+                "version": broker.dist.version,
+                "ready": ready,
+                "installed": broker.dist.is_installed(),
+                "data_dir": str(broker.data_dir),
+            }
+        )
+    )
+    sys.exit(0 if ready else 1)
+
+
+@main.group()
+def registry() -> None:
+    """The Confluent-compatible schema registry."""
+
+
+@registry.command("serve")
+@click.option("--db", type=click.Path(path_type=Path), default=Path("registry.sqlite"), show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8081, show_default=True)
+def registry_serve(db: Path, host: str, port: int) -> None:
+    """Serve the registry API (subjects, versions, ids, BACKWARD compatibility) from a SQLite file."""
+    import uvicorn
+
+    from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
+
+    uvicorn.run(schema_registry_app(SchemaStore(db)), host=host, port=port, log_config=None)
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="STREAMFORGE_HOME",
+    default=Path.home() / ".local" / "share" / "streamforge",
+    show_default=True,
+    help="Kafka data, registry database and schema cache [env STREAMFORGE_HOME].",
+)
+@click.option("--records", type=int, default=1000, show_default=True, help="Telemetry readings to send.")
+@click.option(
+    "--bootstrap",
+    envvar="STREAMFORGE_KAFKA_BOOTSTRAP",
+    default=None,
+    help="Use this existing Kafka cluster instead of the embedded broker [env STREAMFORGE_KAFKA_BOOTSTRAP].",
+)
+def demo(data_dir: Path, records: int, bootstrap: str | None) -> None:
+    """Start embedded Kafka and the registry, send sample records of every type, read them back."""
+    from streamforge.runtime.demo import round_trip
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    click.echo(f"StreamForge demo: Apache Kafka {KAFKA_VERSION} (KRaft), Avro in the Confluent wire format")
+    received = asyncio.run(round_trip(data_dir, records, bootstrap, click.echo))
+    if received == 0:
+        _fail("no records came back")

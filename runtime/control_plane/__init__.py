@@ -1,0 +1,1 @@
+"""Control plane services (config, schema registry, APIs)."""

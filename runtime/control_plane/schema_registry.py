@@ -1,0 +1,218 @@
+"""Confluent-compatible schema-registry API (subjects, versions, ids, BACKWARD compatibility) on SQLite."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import fastavro
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from streamforge.engine.compatibility import backward_problems
+from streamforge.engine.schema_registry import CONTENT_TYPE
+from streamforge.engine.schemas import canonical_json
+
+LEVELS = {"NONE", "BACKWARD", "BACKWARD_TRANSITIVE"}
+
+
+class RegistryError(Exception):
+    """An error in Confluent's shape: HTTP status, error_code, message."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class SchemaStore:
+    """Schemas with global ids, subject versions, and per-subject compatibility levels."""
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.executescript(
+            """
+            PRAGMA journal_mode=WAL;
+            CREATE TABLE IF NOT EXISTS schemas (id INTEGER PRIMARY KEY AUTOINCREMENT, schema TEXT UNIQUE NOT NULL);
+            CREATE TABLE IF NOT EXISTS versions (
+                subject TEXT NOT NULL, version INTEGER NOT NULL, schema_id INTEGER NOT NULL REFERENCES schemas(id),
+                PRIMARY KEY (subject, version));
+            CREATE TABLE IF NOT EXISTS config (subject TEXT PRIMARY KEY, level TEXT NOT NULL);
+            """
+        )
+
+    def level(self, subject: str | None) -> str:
+        row = None
+        if subject is not None:
+            row = self._db.execute("SELECT level FROM config WHERE subject=?", (subject,)).fetchone()
+        row = row or self._db.execute("SELECT level FROM config WHERE subject=''").fetchone()
+        return row[0] if row else "BACKWARD"
+
+    def set_level(self, subject: str | None, level: str) -> None:
+        if level not in LEVELS:
+            raise RegistryError(422, 42203, f"invalid compatibility level {level!r}; use one of {sorted(LEVELS)}")
+        self._db.execute("INSERT OR REPLACE INTO config VALUES (?, ?)", (subject or "", level))
+
+    def subjects(self) -> list[str]:
+        return [row[0] for row in self._db.execute("SELECT DISTINCT subject FROM versions ORDER BY subject")]
+
+    def versions(self, subject: str) -> list[tuple[int, int, str]]:
+        rows = self._db.execute(
+            "SELECT v.version, v.schema_id, s.schema FROM versions v JOIN schemas s ON s.id=v.schema_id "
+            "WHERE v.subject=? ORDER BY v.version",
+            (subject,),
+        ).fetchall()
+        if not rows:
+            raise RegistryError(404, 40401, f"Subject '{subject}' not found.")
+        return [(int(v), int(i), str(s)) for v, i, s in rows]
+
+    def version(self, subject: str, version: str) -> tuple[int, int, str]:
+        rows = self.versions(subject)
+        if version == "latest":
+            return rows[-1]
+        for row in rows:
+            if str(row[0]) == version:
+                return row
+        raise RegistryError(404, 40402, f"Version {version} not found.")
+
+    def by_id(self, schema_id: int) -> str:
+        row = self._db.execute("SELECT schema FROM schemas WHERE id=?", (schema_id,)).fetchone()
+        if row is None:
+            raise RegistryError(404, 40403, f"Schema {schema_id} not found")
+        return str(row[0])
+
+    def problems(self, subject: str, schema: dict[str, Any], version: str | None = None) -> list[str]:
+        level = self.level(subject)
+        try:
+            existing = self.versions(subject)
+        except RegistryError:
+            return []
+        if level == "NONE":
+            return []
+        if version is not None:
+            existing = [self.version(subject, version)]
+        elif level == "BACKWARD":
+            existing = existing[-1:]
+        problems = []
+        for number, _, text in existing:
+            problems += [f"version {number}: {p}" for p in backward_problems(schema, json.loads(text))]
+        return problems
+
+    def register(self, subject: str, text: str) -> int:
+        schema = _parse(text)
+        canonical = canonical_json(schema)
+        with self._lock:
+            for _, schema_id, existing in self._safe_versions(subject):
+                if existing == canonical:
+                    return schema_id
+            problems = self.problems(subject, schema)
+            if problems:
+                raise RegistryError(
+                    409,
+                    409,
+                    f"Schema being registered is incompatible with an earlier schema for subject "
+                    f"'{subject}' ({self.level(subject)}): " + "; ".join(problems),
+                )
+            self._db.execute("INSERT OR IGNORE INTO schemas(schema) VALUES (?)", (canonical,))
+            schema_id = int(self._db.execute("SELECT id FROM schemas WHERE schema=?", (canonical,)).fetchone()[0])
+            latest = self._db.execute("SELECT MAX(version) FROM versions WHERE subject=?", (subject,)).fetchone()[0]
+            self._db.execute("INSERT INTO versions VALUES (?, ?, ?)", (subject, (latest or 0) + 1, schema_id))
+            return schema_id
+
+    def _safe_versions(self, subject: str) -> list[tuple[int, int, str]]:
+        try:
+            return self.versions(subject)
+        except RegistryError:
+            return []
+
+
+def _parse(text: str) -> dict[str, Any]:
+    try:
+        schema = json.loads(text)
+        fastavro.parse_schema(schema)
+    except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as exc:
+        raise RegistryError(422, 42201, f"Invalid Avro schema: {exc}") from exc
+    if not isinstance(schema, dict):
+        raise RegistryError(422, 42201, "Invalid Avro schema: top level must be a record")
+    return schema
+
+
+def _answer(body: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status, media_type=CONTENT_TYPE)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise RegistryError(400, 400, f"request body is not JSON: {exc}") from exc
+    if not isinstance(body, dict) or not isinstance(body.get("schema"), str):
+        raise RegistryError(422, 42201, "body must be an object with a string field 'schema'")
+    if body.get("schemaType", "AVRO") != "AVRO":
+        raise RegistryError(422, 42201, f"schemaType {body['schemaType']!r} is not supported; only AVRO")
+    return body
+
+
+def schema_registry_app(store: SchemaStore) -> Starlette:
+    """The registry as an ASGI app, to mount under the control plane or serve on its own."""
+
+    async def subjects(request: Request) -> JSONResponse:
+        return _answer(store.subjects())
+
+    async def versions(request: Request) -> JSONResponse:
+        subject = request.path_params["subject"]
+        if request.method == "POST":
+            body = await _body(request)
+            return _answer({"id": store.register(subject, body["schema"])})
+        return _answer([number for number, _, _ in store.versions(subject)])
+
+    async def version(request: Request) -> JSONResponse:
+        subject, wanted = request.path_params["subject"], request.path_params["version"]
+        number, schema_id, text = store.version(subject, wanted)
+        return _answer({"subject": subject, "version": number, "id": schema_id, "schema": text})
+
+    async def lookup(request: Request) -> JSONResponse:
+        subject = request.path_params["subject"]
+        canonical = canonical_json(_parse((await _body(request))["schema"]))
+        for number, schema_id, text in store.versions(subject):
+            if text == canonical:
+                return _answer({"subject": subject, "version": number, "id": schema_id, "schema": text})
+        raise RegistryError(404, 40403, "Schema not found")
+
+    async def by_id(request: Request) -> JSONResponse:
+        return _answer({"schema": store.by_id(int(request.path_params["schema_id"]))})
+
+    async def config(request: Request) -> JSONResponse:
+        subject = request.path_params.get("subject")
+        if request.method == "PUT":
+            body = await request.json()
+            store.set_level(subject, str(body.get("compatibility", "")))
+            return _answer({"compatibility": store.level(subject)})
+        return _answer({"compatibilityLevel": store.level(subject)})
+
+    async def compatibility(request: Request) -> JSONResponse:
+        subject, wanted = request.path_params["subject"], request.path_params["version"]
+        schema = _parse((await _body(request))["schema"])
+        problems = store.problems(subject, schema, None if wanted == "latest" else wanted)
+        return _answer({"is_compatible": not problems, "messages": problems})
+
+    async def registry_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RegistryError)
+        return _answer({"error_code": exc.code, "message": exc.message}, exc.status)
+
+    routes = [
+        Route("/subjects", subjects),
+        Route("/subjects/{subject}/versions", versions, methods=["GET", "POST"]),
+        Route("/subjects/{subject}/versions/{version}", version),
+        Route("/subjects/{subject}", lookup, methods=["POST"]),
+        Route("/schemas/ids/{schema_id:int}", by_id),
+        Route("/config", config, methods=["GET", "PUT"]),
+        Route("/config/{subject}", config, methods=["GET", "PUT"]),
+        Route("/compatibility/subjects/{subject}/versions/{version}", compatibility, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={RegistryError: registry_error})

@@ -1,0 +1,31 @@
+"""Serve an ASGI app with uvicorn inside the running event loop (gateway, control plane, tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from streamforge.runtime.kafka.broker import free_port
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve `app` until the block exits; yields its base URL."""
+    port = port or free_port(host)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(), name=f"http-{port}")
+    while not server.started:
+        if task.done():
+            task.result()  # re-raise the start-up error (port taken, ...)
+            raise RuntimeError(f"HTTP server on {host}:{port} stopped during start-up")
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task

@@ -1,0 +1,1 @@
+"""The gateway's embedded Apache Kafka: install, configure, supervise, and client helpers."""

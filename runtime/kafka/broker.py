@@ -1,0 +1,233 @@
+"""One single-node KRaft broker: its configuration, first-boot formatting, launch and readiness probe."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from streamforge.runtime.kafka.install import KafkaDistribution, check_java
+
+HEALTH_TOPIC = "_streamforge.health"
+STATE_FILE = "broker.json"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def default_data_dir() -> Path:
+    home = os.environ.get("STREAMFORGE_HOME") or Path.home() / ".local" / "share" / "streamforge"
+    return Path(home).expanduser() / "kafka"
+
+
+@dataclass
+class BrokerSettings:
+    """What a broker needs to boot; persisted beside its data so a restart reuses the same ports."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    controller_port: int = 0
+    cluster_id: str = ""
+    heap: str = "1g"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class Broker:
+    """A broker process rooted at `data_dir`: <data_dir>/log holds Kafka's data, broker.json its settings."""
+
+    def __init__(self, dist: KafkaDistribution, data_dir: str | Path | None = None) -> None:
+        self.dist = dist
+        self.data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
+        self.log_dir = self.data_dir / "log"
+        self.state_path = self.data_dir / STATE_FILE
+        self.pid_path = self.data_dir / "kafka.pid"
+
+    def load_settings(self) -> BrokerSettings | None:
+        if not self.state_path.exists():
+            return None
+        return BrokerSettings(**json.loads(self.state_path.read_text())["settings"])
+
+    def prepare(self, port: int | None = None, controller_port: int | None = None) -> BrokerSettings:
+        """Write configs; format storage on first boot only. Explicit ports override remembered ones."""
+        check_java()
+        if not self.dist.is_installed():
+            raise RuntimeError(
+                f"Kafka {self.dist.version} is not installed in {self.dist.home}: run `streamforge kafka install`"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        settings = self.load_settings() or BrokerSettings(cluster_id=uuid.uuid4().hex[:22])
+        settings.port = port or settings.port or free_port(settings.host)
+        settings.controller_port = controller_port or settings.controller_port or free_port(settings.host)
+        (self.data_dir / "server.properties").write_text(self._properties(settings))
+        log4j = resources.files("streamforge.runtime.kafka").joinpath("templates/log4j2.xml").read_text()
+        (self.data_dir / "log4j2.xml").write_text(log4j)
+        if not (self.log_dir / "meta.properties").exists():
+            self._format(settings)
+        self._save({"settings": asdict(settings), "version": self.dist.version})
+        return settings
+
+    def _save(self, state: dict[str, Any]) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.state_path)
+
+    def _properties(self, s: BrokerSettings) -> str:
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{s.host}:{s.controller_port}",
+            "listeners": f"PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{s.host}:{s.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.log_dir),
+            "num.partitions": "12",
+            # One node: every replicated internal topic has exactly one replica.
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "12",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # Durability: never elect a replica that may have lost acknowledged writes.
+            "unclean.leader.election.enable": "false",
+            # Topics are created deliberately (catalogue + flows); a typo must not create one.
+            "auto.create.topics.enable": "false",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.retention.check.interval.ms": "60000",
+        }
+        return "".join(f"{key}={value}\n" for key, value in props.items())
+
+    def _format(self, s: BrokerSettings) -> None:
+        completed = subprocess.run(
+            [
+                *self._java(),
+                "kafka.tools.StorageTool",
+                "format",
+                "--ignore-formatted",
+                "-t",
+                s.cluster_id,
+                "-c",
+                str(self.data_dir / "server.properties"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(f"formatting Kafka storage in {self.log_dir} failed:\n{completed.stdout[-2000:]}")
+
+    def _java(self, heap: str = "256m") -> list[str]:
+        return [
+            "java",
+            f"-Xmx{heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.data_dir / 'log4j2.xml'}",
+            f"-Dstreamforge.log.dir={self.data_dir}",
+            "-cp",
+            self.dist.classpath,
+        ]
+
+    def command(self, settings: BrokerSettings) -> list[str]:
+        return [*self._java(settings.heap), "kafka.Kafka", str(self.data_dir / "server.properties")]
+
+    # -- detached use, for `streamforge kafka start|stop|status` -------------------------------------
+
+    def running_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def start_detached(self, settings: BrokerSettings) -> int:
+        stderr = (self.data_dir / "broker.stderr").open("ab")
+        process = subprocess.Popen(
+            self.command(settings), stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
+        )
+        self.pid_path.write_text(str(process.pid))
+        return process.pid
+
+    def stop_detached(self, timeout_s: float = 30.0) -> bool:
+        pid = self.running_pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.running_pid() is None:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_path.unlink(missing_ok=True)
+        return True
+
+
+def port_open(host: str, port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+async def accepts_produce(bootstrap: str, timeout_s: float = 10.0) -> bool:
+    """True once the broker accepts an acks=all produce request (creating the health topic if needed)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics([NewTopic(HEALTH_TOPIC, 1, 1, topic_configs={"retention.ms": "3600000"})])
+        await asyncio.wait_for(producer.start(), timeout_s)
+        await asyncio.wait_for(producer.send_and_wait(HEALTH_TOPIC, b"ping"), timeout_s)
+        return True
+    except (KafkaError, TimeoutError, OSError):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+async def wait_ready(bootstrap: str, timeout_s: float, alive: Any = None) -> None:
+    """Wait until the broker accepts produce requests; `alive()` False aborts early (process died)."""
+    host, _, port = bootstrap.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise RuntimeError(f"Kafka at {bootstrap} exited during start-up; see broker.log in its data dir")
+        if port_open(host, int(port)) and await accepts_produce(bootstrap, timeout_s=5.0):
+            return
+        await asyncio.sleep(0.3)
+    raise TimeoutError(f"Kafka at {bootstrap} did not accept produce requests within {timeout_s:.0f}s")

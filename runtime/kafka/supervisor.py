@@ -1,0 +1,177 @@
+"""Supervisor for the embedded broker: start, watch, restart after a crash with data kept, report health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import deque
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from streamforge.runtime.kafka.broker import Broker, BrokerSettings, wait_ready
+from streamforge.runtime.kafka.install import distribution
+
+log = logging.getLogger("streamforge.kafka")
+
+
+class BrokerState(StrEnum):
+    STARTING = "STARTING"
+    HEALTHY = "HEALTHY"
+    RESTARTING = "RESTARTING"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+
+
+class EmbeddedKafka:
+    """`async with EmbeddedKafka(data_dir) as kafka:` runs a supervised single-node KRaft broker.
+
+    A broker that dies is restarted on the same data and ports; more than `max_restarts`
+    within `restart_window_s` marks it FAILED (spec: max 5 restarts in 5 minutes).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        port: int | None = None,
+        controller_port: int | None = None,
+        start_timeout_s: float = 120.0,
+        max_restarts: int = 5,
+        restart_window_s: float = 300.0,
+        restart_backoff_s: float = 0.5,
+    ) -> None:
+        self.broker = Broker(distribution(cache_dir), data_dir)
+        self._ports = (port, controller_port)
+        self.start_timeout_s = start_timeout_s
+        self.max_restarts = max_restarts
+        self.restart_window_s = restart_window_s
+        self.restart_backoff_s = restart_backoff_s
+        self.state = BrokerState.STOPPED
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.settings: BrokerSettings | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._recent_restarts: deque[float] = deque()
+        self._healthy = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def bootstrap(self) -> str:
+        if self.settings is None:
+            raise RuntimeError("the embedded Kafka has not been started")
+        return self.settings.bootstrap
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def data_dir(self) -> Path:
+        return self.broker.data_dir
+
+    async def __aenter__(self) -> EmbeddedKafka:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        self._stopping = False
+        self.settings = await asyncio.to_thread(self.broker.prepare, *self._ports)
+        self.state = BrokerState.STARTING
+        await self._spawn_until_ready()
+        self._watcher = asyncio.create_task(self._watch(), name="kafka-supervisor")
+
+    async def _spawn_until_ready(self) -> None:
+        assert self.settings is not None
+        stderr = (self.data_dir / "broker.stderr").open("ab")
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                *self.broker.command(self.settings),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        finally:
+            stderr.close()
+        process = self._process
+        log.info("kafka started", extra={"pid": process.pid, "bootstrap": self.bootstrap})
+        await wait_ready(self.bootstrap, self.start_timeout_s, alive=lambda: process.returncode is None)
+        self.state = BrokerState.HEALTHY
+        self._healthy.set()
+        log.info("kafka ready", extra={"pid": process.pid, "bootstrap": self.bootstrap})
+
+    async def _watch(self) -> None:
+        while not self._stopping:
+            assert self._process is not None
+            returncode = await self._process.wait()
+            if self._stopping:
+                return
+            self._healthy.clear()
+            self.last_error = f"broker exited with code {returncode}"
+            now = time.monotonic()
+            self._recent_restarts.append(now)
+            while self._recent_restarts and now - self._recent_restarts[0] > self.restart_window_s:
+                self._recent_restarts.popleft()
+            if len(self._recent_restarts) > self.max_restarts:
+                self.state = BrokerState.FAILED
+                log.error("kafka failed: restart limit reached", extra={"error": self.last_error})
+                return
+            self.state = BrokerState.RESTARTING
+            self.restarts += 1
+            log.warning(
+                "kafka crashed; restarting on the same data",
+                extra={"error": self.last_error, "restarts": self.restarts},
+            )
+            await asyncio.sleep(self.restart_backoff_s)
+            try:
+                await self._spawn_until_ready()
+            except (RuntimeError, TimeoutError) as exc:
+                self.last_error = str(exc)
+                log.error("kafka restart failed", extra={"error": self.last_error})
+                if self._process is not None and self._process.returncode is None:
+                    self._process.kill()
+
+    async def wait_healthy(self, timeout_s: float = 120.0) -> None:
+        await asyncio.wait_for(self._healthy.wait(), timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL the broker (chaos testing); the supervisor restarts it."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.send_signal(signal.SIGKILL)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "component": "kafka",
+            "status": self.state.value,
+            "pid": self.pid,
+            "bootstrap": None if self.settings is None else self.bootstrap,
+            "version": self.broker.dist.version,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
+            "data_dir": str(self.data_dir),
+        }
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        self._stopping = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout_s)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        self._healthy.clear()
+        self.state = BrokerState.STOPPED

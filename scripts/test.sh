@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's test command: set up, lint, type-check, then the full suite against real Kafka.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
+echo "== mypy"; scripts/typecheck.sh
+echo "== pytest"; exec .venv/bin/python -m pytest "$@"
