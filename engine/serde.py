@@ -47,9 +47,9 @@ class BatchResult:
     errors: list[RecordError] = field(default_factory=list)
 
 
-def _field_pointers(schema: Schema) -> dict[str, str]:
-    """Map each record type's full name to its JSON pointer, so errors can name nested fields."""
-    pointers: dict[str, str] = {}
+def _field_index(schema: Schema) -> dict[str, tuple[str, Any]]:
+    """Map "<record full name>.<field>" to the field's JSON pointer and declared type, for error messages."""
+    index: dict[str, tuple[str, Any]] = {}
 
     def walk(node: Any, pointer: str) -> None:
         if isinstance(node, list):
@@ -58,9 +58,10 @@ def _field_pointers(schema: Schema) -> dict[str, str]:
         elif isinstance(node, dict):
             kind = node.get("type")
             if kind == "record":
-                pointers.setdefault(node["name"], pointer)
                 for child in node["fields"]:
-                    walk(child["type"], f"{pointer}/{child['name']}")
+                    child_pointer = f"{pointer}/{child['name']}"
+                    index.setdefault(f"{node['name']}.{child['name']}", (child_pointer, child["type"]))
+                    walk(child["type"], child_pointer)
             elif kind == "array":
                 walk(node["items"], f"{pointer}/-")
             elif kind == "map":
@@ -69,7 +70,7 @@ def _field_pointers(schema: Schema) -> dict[str, str]:
                 walk(kind, pointer)
 
     walk(schema, "")
-    return pointers
+    return index
 
 
 class Encoder:
@@ -80,7 +81,7 @@ class Encoder:
         self.parsed = fastavro.parse_schema(schema)
         self.header = HEADER.pack(MAGIC, schema_id)
         self.key_field = key_field
-        self._pointers = _field_pointers(cast(Schema, self.parsed))
+        self._fields = _field_index(cast(Schema, self.parsed))
         self._buffer = io.BytesIO()
 
     def encode(self, record: Record) -> bytes:
@@ -121,9 +122,8 @@ class Encoder:
             validate(record, self.parsed, raise_errors=True)
         except ValidationError as invalid:
             problem = invalid.errors[0]
-            owner, _, name = str(problem.field).rpartition(".")
-            pointer = f"{self._pointers.get(owner, '')}/{name}"
-            expected = problem.schema if isinstance(problem.schema, str) else _type_name(problem.schema)
+            pointer, declared = self._fields.get(str(problem.field), (f"/{problem.field}", problem.schema))
+            expected = _type_name(declared)
             if problem.datum is None:
                 message = f"missing; expected {expected}"
             else:
@@ -136,7 +136,7 @@ def _type_name(schema: Any) -> str:
     if isinstance(schema, dict):
         if schema.get("type") == "enum":
             return "one of " + ", ".join(schema["symbols"])
-        return str(schema.get("logicalType") or schema.get("name") or schema.get("type"))
+        return str(schema.get("logicalType") or schema.get("name") or _type_name(schema.get("type")))
     if isinstance(schema, list):
         return " or ".join(_type_name(branch) for branch in schema)
     return str(schema)

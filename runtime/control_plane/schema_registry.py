@@ -146,11 +146,15 @@ def _answer(body: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type=CONTENT_TYPE)
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def _json(request: Request) -> Any:
     try:
-        body = await request.json()
+        return await request.json()
     except ValueError as exc:
         raise RegistryError(400, 400, f"request body is not JSON: {exc}") from exc
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    body = await _json(request)
     if not isinstance(body, dict) or not isinstance(body.get("schema"), str):
         raise RegistryError(422, 42201, "body must be an object with a string field 'schema'")
     if body.get("schemaType", "AVRO") != "AVRO":
@@ -190,8 +194,9 @@ def schema_registry_app(store: SchemaStore) -> Starlette:
     async def config(request: Request) -> JSONResponse:
         subject = request.path_params.get("subject")
         if request.method == "PUT":
-            body = await request.json()
-            store.set_level(subject, str(body.get("compatibility", "")))
+            body = await _json(request)
+            level = body.get("compatibility") if isinstance(body, dict) else None
+            store.set_level(subject, str(level))
             return _answer({"compatibility": store.level(subject)})
         return _answer({"compatibilityLevel": store.level(subject)})
 

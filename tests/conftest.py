@@ -1,0 +1,63 @@
+"""Shared fixtures: one real Kafka broker and one schema registry per test session; unique names per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
+from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
+from streamforge.runtime.http import serve_app
+from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("streamforge")
+
+
+@pytest.fixture(scope="session")
+async def kafka(session_dir: Path) -> AsyncIterator[EmbeddedKafka]:
+    """The session's broker: a real single-node KRaft Kafka, supervised like the gateway's."""
+    async with EmbeddedKafka(session_dir / "kafka") as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+async def registry_url() -> AsyncIterator[str]:
+    async with serve_app(schema_registry_app(SchemaStore())) as url:
+        yield url
+
+
+@pytest.fixture
+async def registry(registry_url: str, tmp_path: Path) -> AsyncIterator[CachedSchemaRegistry]:
+    """A gateway-side registry client with a cache of its own."""
+    remote = HttpSchemaRegistry(registry_url)
+    yield CachedSchemaRegistry(remote, SchemaCache(tmp_path / "schema-cache.json"))
+    await remote.aclose()
+
+
+@pytest.fixture
+def unique(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A name no other test uses: prefix topics and consumer groups with it."""
+    yield f"t{os.getpid()}-{int(time.time())}-{next(_counter)}-{request.node.name[:40]}".replace("[", "-").replace(
+        "]", ""
+    )
+
+
+async def create_topic(bootstrap: str, name: str, partitions: int = 12, **configs: str) -> str:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
+    finally:
+        await admin.close()
+    return name
