@@ -199,3 +199,7 @@ def demo(data_dir: Path, records: int, bootstrap: str | None) -> None:
     received = asyncio.run(round_trip(data_dir, records, bootstrap, click.echo))
     if received == 0:
         _fail("no records came back")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,12 +9,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from streamforge.runtime.kafka.topics import create_topics
 
 _counter = itertools.count()
 
@@ -54,10 +55,6 @@ def unique(request: pytest.FixtureRequest) -> Iterator[str]:
 
 
 async def create_topic(bootstrap: str, name: str, partitions: int = 12, **configs: str) -> str:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1, topic_configs=configs)])
-    finally:
-        await admin.close()
+    """A test's own topic, ready for produce (every partition has a leader)."""
+    await create_topics(bootstrap, [NewTopic(name, partitions, 1, topic_configs=configs)])
     return name

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -12,30 +14,41 @@ from aiokafka.errors import TopicAlreadyExistsError
 from streamforge.engine.topics import TOPIC_METADATA_TOPIC, TOPICS, TopicSpec
 
 
-async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec] = TOPICS) -> list[str]:
-    """Create every missing topic with its configs; (re)write each one's metadata record. Idempotent."""
+async def create_topics(bootstrap: str, topics: Sequence[NewTopic], timeout_s: float = 30.0) -> list[str]:
+    """Create the missing ones of `topics` and wait until every partition has a leader. Returns those created."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.kafka_configs())
-            for spec in specs
-            if spec.name not in existing
-        ]
-        if TOPIC_METADATA_TOPIC not in existing:
-            wanted.append(
-                NewTopic(TOPIC_METADATA_TOPIC, 1, 1, topic_configs={"cleanup.policy": "compact", "flush.messages": "1"})
-            )
         created = []
-        for topic in wanted:  # one by one: a topic another gateway process just made is not an error
+        for topic in topics:  # one by one: a topic another process just made is not an error
+            if topic.name in existing:
+                continue
             try:
                 await admin.create_topics([topic])
             except TopicAlreadyExistsError:
                 continue
             created.append(topic.name)
+        deadline = time.monotonic() + timeout_s
+        while created:
+            described = await admin.describe_topics(created)
+            if all(t["error_code"] == 0 and all(p["leader"] >= 0 for p in t["partitions"]) for t in described):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topics {created} have no partition leaders after {timeout_s:.0f}s")
+            await asyncio.sleep(0.1)
+        return created
     finally:
         await admin.close()
+
+
+async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec] = TOPICS) -> list[str]:
+    """Create every missing catalogue topic with its configs; (re)write each one's metadata record. Idempotent."""
+    wanted = [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.kafka_configs()) for spec in specs]
+    wanted.append(
+        NewTopic(TOPIC_METADATA_TOPIC, 1, 1, topic_configs={"cleanup.policy": "compact", "flush.messages": "1"})
+    )
+    created = await create_topics(bootstrap, wanted)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
@@ -53,4 +66,4 @@ async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec] = TOPICS) -> 
         await (await producer.send_batch(batch, TOPIC_METADATA_TOPIC, partition=0))
     finally:
         await producer.stop()
-    return created
+    return [name for name in created if name != TOPIC_METADATA_TOPIC]

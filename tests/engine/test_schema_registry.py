@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from streamforge.engine import schema_registry as module
 from streamforge.engine.schema_registry import (
     CachedSchemaRegistry,
     HttpSchemaRegistry,
@@ -57,7 +56,7 @@ def test_cache_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     def crash(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(module.json, "dump", crash)
+    monkeypatch.setattr(json, "dump", crash)
     with pytest.raises(OSError, match="disk full"):
         cache.put(2, SCHEMAS["event"], "events.raw-value")
     monkeypatch.undo()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import fastavro
 import httpx
@@ -12,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.serde import Decoder, encoder_for
-from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer, node_headers
+from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer, Consumed, node_headers
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.conftest import create_topic
 from tests.engine.samples import SAMPLES
@@ -30,7 +31,7 @@ async def test_round_trip_through_the_broker(
     assert len(report.delivered) == 20 and not report.failed and not report.rejected
 
     async with BatchConsumer(kafka.bootstrap, f"{unique}.g", [topic], Decoder(registry)) as consumer:
-        got = []
+        got: list[Consumed] = []
         while len(got) < 20:
             got += (await consumer.next_batch(timeout_ms=2000)).records
     assert sorted((c.record for c in got), key=lambda r: r["asset_id"]) == sorted(records, key=lambda r: r["asset_id"])
@@ -40,11 +41,11 @@ async def test_round_trip_through_the_broker(
     # Independently of our decoder: the schema as the registry serves it, plain fastavro, raw bytes.
     async with httpx.AsyncClient(base_url=registry_url) as http:
         served = (await http.get(f"/schemas/ids/{encoder.schema_id}")).json()["schema"]
-    writer = fastavro.parse_schema(fastavro.schema.parse_schema(__import__("json").loads(served)))
+    writer = fastavro.parse_schema(json.loads(served))
     raw = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest")
     await raw.start()
     try:
-        values = []
+        values: list[bytes] = []
         while len(values) < 20:
             for messages in (await raw.getmany(timeout_ms=2000)).values():
                 values += [m.value for m in messages]
@@ -53,6 +54,7 @@ async def test_round_trip_through_the_broker(
     for value in values:
         assert value[0] == 0 and int.from_bytes(value[1:5], "big") == encoder.schema_id
         plain = fastavro.schemaless_reader(io.BytesIO(value[5:]), writer, None)
+        assert isinstance(plain, dict)
         assert plain == dict(SAMPLES[record_type], asset_id=plain["asset_id"])
 
 
@@ -95,7 +97,7 @@ async def test_consumer_keeps_only_wired_nodes_and_commits_manually(
         assert len(batch.records) == 3 and batch.skipped == 2
         # not committed: a new consumer in the same group sees everything again
     async with BatchConsumer(kafka.bootstrap, group, [topic], Decoder(registry)) as c:
-        again = []
+        again: list[Consumed] = []
         while len(again) < 5:
             b = await c.next_batch(timeout_ms=2000)
             again += b.records

@@ -1,0 +1,61 @@
+"""Topic bootstrap: the spec's topics, 12 partitions, retention, fsync for critical ones, priority metadata."""
+
+from __future__ import annotations
+
+import json
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from streamforge.engine.topics import TOPIC_METADATA_TOPIC, TOPICS, Priority
+from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from streamforge.runtime.kafka.topics import ensure_topics
+
+SPEC_TOPICS = {
+    "telemetry.raw", "telemetry.clean", "telemetry.1s", "telemetry.1min", "telemetry.1hour",
+    "events.raw", "events.clean", "alarms.raw", "alarms.clean", "dlq.telemetry", "dlq.events",
+}  # fmt: skip
+
+
+async def test_catalogue_is_created_with_configs_and_metadata(kafka: EmbeddedKafka) -> None:
+    await ensure_topics(kafka.bootstrap)
+    assert await ensure_topics(kafka.bootstrap) == []  # idempotent
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        described = {t["topic"]: t for t in await admin.describe_topics(sorted(SPEC_TOPICS))}
+        assert set(described) == SPEC_TOPICS
+        assert all(len(t["partitions"]) == 12 for t in described.values())
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in sorted(SPEC_TOPICS)]
+        responses = await admin.describe_configs(resources)
+    finally:
+        await admin.close()
+    configs: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for resource in response.to_object()["resources"]:
+            configs[resource["resource_name"]] = {
+                c["config_names"]: c["config_value"] for c in resource["config_entries"]
+            }
+    for spec in TOPICS:
+        got = configs[spec.name]
+        assert got["retention.ms"] == str(spec.retention_ms)
+        assert got["retention.bytes"] == str(spec.retention_bytes)
+        assert got["unclean.leader.election.enable"] == "false"
+        assert got["flush.messages"] == ("1" if spec.priority is Priority.CRITICAL else "9223372036854775807")
+    assert configs["alarms.clean"]["retention.ms"] == "-1"  # alarms are never evicted
+
+    consumer = AIOKafkaConsumer(TOPIC_METADATA_TOPIC, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        metadata: dict[str, dict[str, object]] = {}
+        while len(metadata) < len(SPEC_TOPICS):
+            for messages in (await consumer.getmany(timeout_ms=2000)).values():
+                metadata.update({m.key.decode(): json.loads(m.value) for m in messages})
+    finally:
+        await consumer.stop()
+    assert metadata["telemetry.raw"]["priority"] == "LOW"
+    assert metadata["telemetry.1s"]["priority"] == "MEDIUM"
+    assert metadata["telemetry.1min"]["priority"] == "HIGH"
+    assert metadata["events.raw"]["priority"] == "HIGH"
+    assert {metadata[t]["priority"] for t in SPEC_TOPICS if t.startswith(("alarms.", "dlq."))} == {"CRITICAL"}
