@@ -80,7 +80,7 @@ async def helpers(bootstrap: str, topic: str, records: list[dict[str, Any]], reg
     return time.perf_counter() - started
 
 
-def codec_costs(records: list[dict[str, Any]], registry_schema_id: int, decoder: Decoder) -> dict[str, float]:
+async def codec_costs(records: list[dict[str, Any]], registry_schema_id: int, decoder: Decoder) -> dict[str, float]:
     from streamforge.engine.serde import Encoder
 
     encoder = Encoder(registry_schema_id, SCHEMAS["telemetry"])
@@ -89,8 +89,8 @@ def codec_costs(records: list[dict[str, Any]], registry_schema_id: int, decoder:
     encode_s = time.perf_counter() - started
     values = [value for _, value in encoded.ok]
     started = time.perf_counter()
-    for value in values:
-        decoder.decode(value)
+    decoded = await decoder.decode_batch(values)
+    assert len(decoded.ok) == len(values)
     decode_s = time.perf_counter() - started
     started = time.perf_counter()
     texts = [json.dumps(r, default=str).encode() for r in records]
@@ -114,7 +114,6 @@ async def main(records_n: int, rounds: int, bootstrap: str | None) -> dict[str, 
     decoder = Decoder(registry)
     encoder = await encoder_for(registry, "bench-value", SCHEMAS["telemetry"])
     payloads = [(r["asset_id"].encode(), encoder.encode(r)) for r in records]
-    await decoder.prepare([payloads[0][1]])
 
     async def measure(servers: str) -> dict[str, Any]:
         timings: dict[str, list[float]] = {"bare": [], "ours": []}
@@ -144,7 +143,7 @@ async def main(records_n: int, rounds: int, bootstrap: str | None) -> dict[str, 
     else:
         async with EmbeddedKafka(workdir / "kafka") as kafka:
             result = await measure(kafka.bootstrap)
-    result["codec"] = codec_costs(records, encoder.schema_id, decoder)
+    result["codec"] = await codec_costs(records, encoder.schema_id, decoder)
     return result
 
 

@@ -169,30 +169,32 @@ class Decoder:
             if schema_id not in self._parsed:
                 self._parsed[schema_id] = fastavro.parse_schema(await self.registry.schema_by_id(schema_id))
 
-    def decode(self, value: bytes) -> Record:
-        """One value whose schema is prepared; raises WireFormatError or ValueError."""
-        schema_id = schema_id_of(value)
-        parsed = self._parsed.get(schema_id)
-        if parsed is None:
-            raise WireFormatError(f"schema id {schema_id} is not prepared; call prepare() first")
-        stream = io.BytesIO(value)
-        stream.seek(HEADER_SIZE)
-        try:
-            record = cast(Record, fastavro.schemaless_reader(stream, parsed, None))
-        except (EOFError, ValueError, IndexError, UnicodeDecodeError) as exc:
-            raise WireFormatError(f"body does not match schema id {schema_id}: {exc!r}") from exc
-        return record
-
     async def decode_batch(self, values: Sequence[bytes]) -> BatchResult:
         """Every value of the batch: decoded records, and an error for each undecodable one."""
         await self.prepare(values)
         result = BatchResult()
+        ok, errors = result.ok, result.errors
+        parsed_by_id, reader, unpack = self._parsed, fastavro.schemaless_reader, HEADER.unpack_from
         for index, value in enumerate(values):
             try:
-                result.ok.append((index, self.decode(value)))
-            except WireFormatError as exc:
-                result.errors.append(RecordError(index, "", str(exc)))
+                magic, schema_id = unpack(value)
+                if magic != MAGIC:
+                    raise WireFormatError(f"magic byte is {magic}, expected {MAGIC}: not Confluent-framed Avro")
+                stream = io.BytesIO(value)
+                stream.seek(HEADER_SIZE)
+                ok.append((index, reader(stream, parsed_by_id[schema_id], None)))
+            except (struct.error, WireFormatError, EOFError, ValueError, IndexError, UnicodeDecodeError) as exc:
+                errors.append(RecordError(index, "", self._why(value, exc)))
         return result
+
+    def _why(self, value: bytes, exc: Exception) -> str:
+        if isinstance(exc, WireFormatError):
+            return str(exc)
+        try:
+            schema_id = schema_id_of(value)
+        except WireFormatError as header_problem:
+            return str(header_problem)
+        return f"body does not match schema id {schema_id}: {exc!r}"
 
 
 async def encoder_for(registry: SchemaRegistry, subject: str, schema: Schema) -> Encoder:

@@ -6,7 +6,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
@@ -37,6 +37,25 @@ def node_headers(flow_id: str, node_id: str) -> Headers:
     return [("sf-flow", flow_id.encode()), ("sf-node", node_id.encode())]
 
 
+class _Lifecycle:
+    """start/stop and `async with` around the wrapped aiokafka client."""
+
+    _client: AIOKafkaProducer | AIOKafkaConsumer
+
+    async def start(self) -> None:
+        await self._client.start()
+
+    async def stop(self) -> None:
+        await self._client.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
 @dataclass(frozen=True)
 class Delivered:
     """A record Kafka acknowledged: where it now lives."""
@@ -55,7 +74,7 @@ class ProduceReport:
     failed: list[tuple[int, BaseException]] = field(default_factory=list)  # sent, not acknowledged
 
 
-class BatchProducer:
+class BatchProducer(_Lifecycle):
     """Encodes and sends whole batches: one await per partition batch, never per record.
 
     Guarantee: a record counts as sent only once Kafka acknowledged it (acks=all, idempotent
@@ -63,21 +82,12 @@ class BatchProducer:
     """
 
     def __init__(self, bootstrap: str, **overrides: Any) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **{**PRODUCER_DEFAULTS, **overrides})
+        self.producer = self._client = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, **{**PRODUCER_DEFAULTS, **overrides}
+        )
         self._partitioner = DefaultPartitioner()
-
-    async def start(self) -> None:
-        await self.producer.start()
-
-    async def stop(self) -> None:
-        await self.producer.stop()
-
-    async def __aenter__(self) -> BatchProducer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+        # murmur2 is pure Python in aiokafka; asset ids repeat, so hash each (key, partition count) once.
+        self._partition_of: dict[tuple[bytes | None, int], int] = {}
 
     async def send_records(
         self,
@@ -100,8 +110,13 @@ class BatchProducer:
         """Send pre-encoded (index, key, value) items, partitioned by key like the Java client."""
         partitions = sorted(await self.producer.partitions_for(topic))
         by_partition: dict[int, list[tuple[int, bytes | None, bytes]]] = defaultdict(list)
+        count = len(partitions)
+        cache = self._partition_of
         for item in items:
-            by_partition[self._partitioner(item[1], partitions, partitions)].append(item)
+            partition = cache.get((item[1], count))
+            if partition is None or item[1] is None:
+                partition = cache[(item[1], count)] = self._partitioner(item[1], partitions, partitions)
+            by_partition[partition].append(item)
         pending: list[tuple[asyncio.Future[Any], list[int]]] = []
         record_headers = headers or []
         for partition, chunk in by_partition.items():
@@ -128,7 +143,7 @@ class BatchProducer:
         return report
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Consumed:
     """One decoded record and where it came from."""
 
@@ -150,7 +165,7 @@ class ConsumedBatch:
     skipped: int = 0  # records from nodes not wired to this consumer
 
 
-class BatchConsumer:
+class BatchConsumer(_Lifecycle):
     """Manual-commit consumer that decodes whole batches and keeps only records from wired nodes."""
 
     def __init__(
@@ -162,42 +177,31 @@ class BatchConsumer:
         upstream_nodes: Iterable[str] | None = None,
         **overrides: Any,
     ) -> None:
-        self.consumer = AIOKafkaConsumer(
+        self.consumer = self._client = AIOKafkaConsumer(
             *topics, bootstrap_servers=bootstrap, group_id=group_id, **{**CONSUMER_DEFAULTS, **overrides}
         )
         self.decoder = decoder
         self.upstream = None if upstream_nodes is None else {node.encode() for node in upstream_nodes}
 
-    async def start(self) -> None:
-        await self.consumer.start()
-
-    async def stop(self) -> None:
-        await self.consumer.stop()
-
-    async def __aenter__(self) -> BatchConsumer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     async def next_batch(self, timeout_ms: int = 1000, max_records: int | None = None) -> ConsumedBatch:
         polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         batch = ConsumedBatch()
         messages: list[ConsumerRecord] = []
+        headers: list[dict[str, bytes]] = []
         for tp, tp_messages in polled.items():
             batch.next_offsets[tp] = tp_messages[-1].offset + 1
             for message in tp_messages:
-                headers = dict(message.headers)
-                if self.upstream is not None and headers.get("sf-node") not in self.upstream:
+                message_headers = dict(message.headers)
+                if self.upstream is not None and message_headers.get("sf-node") not in self.upstream:
                     batch.skipped += 1
                     continue
                 messages.append(message)
+                headers.append(message_headers)
         decoded = await self.decoder.decode_batch([message.value for message in messages])
         for index, record in decoded.ok:
             message = messages[index]
             batch.records.append(
-                Consumed(record, message.topic, message.partition, message.offset, message.key, dict(message.headers))
+                Consumed(record, message.topic, message.partition, message.offset, message.key, headers[index])
             )
         batch.undecodable.extend((messages[error.index], error.message) for error in decoded.errors)
         return batch
