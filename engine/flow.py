@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
 
-FORMAT = "streamforge.flow/v1"
+FORMAT: Final = "streamforge.flow/v1"
 MAX_DOCUMENT_BYTES = 2 * 1024 * 1024  # a flow of thousands of nodes fits; anything larger is a mistake
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
 ENDPOINT_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}:[a-z][a-z0-9_]{0,31}$"

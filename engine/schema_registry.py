@@ -42,6 +42,33 @@ class SchemaRegistry(Protocol):
         ...
 
 
+class InMemorySchemaRegistry:
+    """A registry in this process: for node tests and tools that need ids but no shared registry."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, str], int] = {}
+        self._schemas: dict[int, Schema] = {}
+        self.lookups = 0
+
+    async def register(self, subject: str, schema: Schema) -> int:
+        return self.register_now(subject, schema)
+
+    def register_now(self, subject: str, schema: Schema) -> int:
+        text = canonical_json(schema)
+        known = next((i for i, s in self._schemas.items() if canonical_json(s) == text), None)
+        schema_id = known or len(self._schemas) + 1
+        self._schemas[schema_id] = schema
+        self._ids[(subject, text)] = schema_id
+        return schema_id
+
+    async def schema_by_id(self, schema_id: int) -> Schema:
+        self.lookups += 1
+        try:
+            return self._schemas[schema_id]
+        except KeyError:
+            raise SchemaNotFound(f"schema id {schema_id} is not registered in this process") from None
+
+
 class HttpSchemaRegistry:
     """Client of a Confluent-compatible registry (ours, Confluent Schema Registry, Karapace)."""
 

@@ -9,29 +9,23 @@ from typing import Any
 import fastavro
 import pytest
 
-from streamforge.engine.schemas import SCHEMAS, Schema
+from streamforge.engine.schema_registry import InMemorySchemaRegistry
+from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.serde import Decoder, Encoder, WireFormatError, schema_id_of
 from tests.engine.samples import SAMPLES
 
 
-class StaticRegistry:
-    """A registry holding fixed ids, for pure-serialization tests (the HTTP registry has its own tests)."""
-
-    def __init__(self) -> None:
-        self.schemas = {i + 1: schema for i, schema in enumerate(SCHEMAS.values())}
-        self.lookups = 0
-
-    async def register(self, subject: str, schema: Schema) -> int:
-        return next(i for i, s in self.schemas.items() if s is schema)
-
-    async def schema_by_id(self, schema_id: int) -> Schema:
-        self.lookups += 1
-        return self.schemas[schema_id]
+def all_schemas() -> InMemorySchemaRegistry:
+    """Ids 1..5 for the five record types, in SCHEMAS order."""
+    registry = InMemorySchemaRegistry()
+    for name, schema in SCHEMAS.items():
+        registry.register_now(f"{name}-value", schema)
+    return registry
 
 
 @pytest.mark.parametrize("record_type", sorted(SCHEMAS))
 async def test_round_trip_and_plain_fastavro_reads_the_body(record_type: str) -> None:
-    registry = StaticRegistry()
+    registry = all_schemas()
     schema_id = await registry.register("x", SCHEMAS[record_type])
     value = Encoder(schema_id, SCHEMAS[record_type]).encode(SAMPLES[record_type])
     assert value[0] == 0 and struct.unpack(">I", value[1:5])[0] == schema_id
@@ -42,7 +36,7 @@ async def test_round_trip_and_plain_fastavro_reads_the_body(record_type: str) ->
 
 
 async def test_decoder_fetches_each_schema_once() -> None:
-    registry = StaticRegistry()
+    registry = all_schemas()
     encoder = Encoder(1, SCHEMAS["telemetry"])
     decoder = Decoder(registry)
     values = [encoder.encode(SAMPLES["telemetry"]) for _ in range(50)]
@@ -107,7 +101,7 @@ def test_wire_format_errors(value: bytes, words: str) -> None:
 async def test_undecodable_value_is_reported_and_neighbours_decoded() -> None:
     encoder = Encoder(1, SCHEMAS["telemetry"])
     good = encoder.encode(SAMPLES["telemetry"])
-    result = await Decoder(StaticRegistry()).decode_batch([good, good[:9], b"junk", good])
+    result = await Decoder(all_schemas()).decode_batch([good, good[:9], b"junk", good])
     assert [index for index, _ in result.ok] == [0, 3]
     assert [error.index for error in result.errors] == [1, 2]
     assert "body does not match schema id 1" in result.errors[0].message

@@ -1,0 +1,205 @@
+"""The compiler: a flow document becomes a networkx graph, is checked whole, and yields an execution plan."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import networkx as nx
+from pydantic import ValidationError
+
+from streamforge.engine.flow import FlowDocument, NodeSpec
+from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
+from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.sdk import Kind, NodeClass, NodeConfig, PortType
+
+GATEWAY_PROCESS = "gateway"
+
+
+@dataclass(frozen=True)
+class InputPlan:
+    """One subscription of a node: a topic, and the upstream nodes whose records it keeps."""
+
+    port: str
+    topic: str
+    upstream: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    port: str
+    type: str
+    topic: str
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """How one node runs: in which process, reading what, writing where."""
+
+    node_id: str
+    type: str
+    kind: str
+    process: str  # "gateway" (asyncio task) or "worker:<node id>" (own process, the bulkhead)
+    task: str
+    consumer_group: str | None
+    inputs: tuple[InputPlan, ...]
+    outputs: tuple[OutputPlan, ...]
+    config: dict[str, Any]
+    fingerprint: str  # changes when type, config or wiring change; drives modified-nodes deploy
+
+
+@dataclass
+class ExecutionPlan:
+    flow_id: str
+    version: int
+    nodes: list[NodePlan] = field(default_factory=list)  # in topological order
+
+    @property
+    def topics(self) -> list[str]:
+        return sorted({out.topic for node in self.nodes for out in node.outputs}
+                      | {inp.topic for node in self.nodes for inp in node.inputs})  # fmt: skip
+
+    @property
+    def processes(self) -> dict[str, list[str]]:
+        grouped: dict[str, list[str]] = defaultdict(list)
+        for node in self.nodes:
+            grouped[node.process].append(node.node_id)
+        return dict(grouped)
+
+    def node(self, node_id: str) -> NodePlan:
+        return next(node for node in self.nodes if node.node_id == node_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow_id,
+            "version": self.version,
+            "topics": self.topics,
+            "processes": self.processes,
+            "nodes": [asdict(node) for node in self.nodes],
+        }
+
+
+def _config_problems(index: int, node: NodeSpec, cls: NodeClass) -> tuple[NodeConfig | None, list[Problem]]:
+    try:
+        return cls.Config.model_validate(node.config), []
+    except ValidationError as exc:
+        problems = [
+            Problem("invalid_config", f"{error['msg']}", pointer_of("nodes", index, "config", *error["loc"]),
+                    node.id, hint=f"see the {cls.type} config schema (`streamforge node list --json`)")
+            for error in exc.errors()
+        ]  # fmt: skip
+        return None, problems
+
+
+def compile_flow(doc: FlowDocument, registry: NodeRegistry) -> ExecutionPlan:
+    """Check everything and build the plan; FlowInvalid lists every problem found, each located."""
+    problems: list[Problem] = []
+    graph: nx.MultiDiGraph[str] = nx.MultiDiGraph()
+    classes: dict[str, NodeClass] = {}
+    configs: dict[str, NodeConfig] = {}
+    index_of = {node.id: index for index, node in enumerate(doc.nodes)}
+
+    for index, node in enumerate(doc.nodes):
+        graph.add_node(node.id)
+        cls = registry.get(node.type)
+        if cls is None:
+            problems.append(
+                Problem("unknown_type", f"unknown node type {node.type!r}", pointer_of("nodes", index, "type"),
+                        node.id, hint=f"use one of {', '.join(registry.names())}, or install the package providing it")
+            )  # fmt: skip
+            continue
+        classes[node.id] = cls
+        config, config_problems = _config_problems(index, node, cls)
+        problems += config_problems
+        if config is not None:
+            configs[node.id] = config
+
+    wired_inputs: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+    for index, edge in enumerate(doc.edges):
+        graph.add_edge(edge.source_node, edge.target_node, index=index)
+        source_cls, target_cls = classes.get(edge.source_node), classes.get(edge.target_node)
+        out_port = source_cls.output(edge.source_port) if source_cls else None
+        in_port = target_cls.input(edge.target_port) if target_cls else None
+        if source_cls is not None and out_port is None:
+            names = ", ".join(p.name for p in source_cls.outputs) or "none"
+            problems.append(Problem("unknown_port", f"{source_cls.type} has no output port {edge.source_port!r}",
+                                    pointer_of("edges", index, "from"), edge.source_node, edge.source_port,
+                                    hint=f"its outputs: {names}"))  # fmt: skip
+        if target_cls is not None and in_port is None:
+            names = ", ".join(p.name for p in target_cls.inputs) or "none"
+            problems.append(Problem("unknown_port", f"{target_cls.type} has no input port {edge.target_port!r}",
+                                    pointer_of("edges", index, "to"), edge.target_node, edge.target_port,
+                                    hint=f"its inputs: {names}"))  # fmt: skip
+        if out_port is not None and in_port is not None:
+            if not in_port.type.accepts(out_port.type):
+                problems.append(Problem(
+                    "type_mismatch",
+                    f"{edge.source} carries {out_port.type} but {edge.target} accepts {in_port.type}",
+                    pointer_of("edges", index), edge.target_node, edge.target_port,
+                    hint=f"wire a {in_port.type} output to it, or insert a node that converts",
+                ))  # fmt: skip
+            else:
+                wired_inputs[(edge.target_node, edge.target_port)].append((edge.source_node, edge.source_port))
+
+    for node_id, cls in classes.items():
+        for port in cls.inputs:
+            if port.required and not any(e.target == f"{node_id}:{port.name}" for e in doc.edges):
+                problems.append(Problem("dangling_port", f"required input {port.name!r} ({port.type}) is not wired",
+                                        pointer_of("nodes", index_of[node_id]), node_id, port.name,
+                                        hint=f"wire a {port.type} output to {node_id}:{port.name}"))  # fmt: skip
+
+    for cycle in sorted(nx.simple_cycles(nx.DiGraph(graph)), key=sorted):
+        path = " -> ".join([*cycle, cycle[0]])
+        first = next(i for i, e in enumerate(doc.edges) if e.source_node == cycle[0]
+                     and e.target_node == cycle[(1 % len(cycle))])  # fmt: skip
+        problems.append(Problem("cycle", f"cycle {path}: records would loop forever", pointer_of("edges", first),
+                                cycle[0], hint="remove one edge of the cycle"))  # fmt: skip
+
+    if problems:
+        raise FlowInvalid(problems)
+    return _plan(doc, graph, classes, configs, wired_inputs)
+
+
+def _plan(
+    doc: FlowDocument,
+    graph: nx.MultiDiGraph[str],
+    classes: dict[str, NodeClass],
+    configs: dict[str, NodeConfig],
+    wired: dict[tuple[str, str], list[tuple[str, str]]],
+) -> ExecutionPlan:
+    plan = ExecutionPlan(doc.id, doc.version)
+    for node_id in nx.lexicographical_topological_sort(graph):
+        cls = classes[node_id]
+        outputs = tuple(OutputPlan(p.name, p.type.value, p.topic or _default_topic(p.type)) for p in cls.outputs)
+        inputs = []
+        for port in cls.inputs:
+            by_topic: dict[str, list[str]] = defaultdict(list)
+            for source_node, source_port in wired.get((node_id, port.name), []):
+                out = classes[source_node].output(source_port)
+                assert out is not None
+                by_topic[out.topic or _default_topic(out.type)].append(source_node)
+            inputs += [InputPlan(port.name, topic, tuple(sorted(nodes))) for topic, nodes in sorted(by_topic.items())]
+        config = configs[node_id].model_dump(mode="json")
+        process = GATEWAY_PROCESS if cls.kind is Kind.PROCESSOR else f"worker:{node_id}"
+        fingerprint = hashlib.sha256(
+            json.dumps([cls.type, cls.version, config, [asdict(i) for i in inputs], [asdict(o) for o in outputs]],
+                       sort_keys=True).encode()
+        ).hexdigest()[:16]  # fmt: skip
+        plan.nodes.append(NodePlan(
+            node_id, cls.type, cls.kind.value, process, f"{doc.id}.{node_id}",
+            f"sf.{doc.id}.{node_id}" if inputs else None, tuple(inputs), outputs, config, fingerprint,
+        ))  # fmt: skip
+    return plan
+
+
+def _default_topic(port_type: PortType) -> str:
+    return {
+        PortType.TELEMETRY: "telemetry.raw",
+        PortType.EVENT: "events.raw",
+        PortType.ALARM: "alarms.raw",
+        PortType.AGGREGATE: "telemetry.1min",
+        PortType.DLQ: "dlq.telemetry",
+    }.get(port_type, "telemetry.raw")

@@ -1,0 +1,148 @@
+"""`simulator` source: sine, random-walk and step signals per asset, with optional injected faults."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from streamforge.engine.records import now_utc, telemetry
+from streamforge.engine.sdk import Emitted, NodeConfig, Port, PortType, Record, SourceNode
+
+
+class Signal(BaseModel):
+    """One simulated series."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    asset_id: str = Field(min_length=1)
+    parameter: str = Field(min_length=1)
+    unit: str | None = None
+    shape: Literal["sine", "random_walk", "step"] = "sine"
+    offset: float = Field(50.0, description="Centre value")
+    amplitude: float = Field(10.0, ge=0, description="Sine amplitude, walk bound, or step height")
+    period_s: float = Field(60.0, gt=0, description="Sine period or step interval")
+
+
+class Faults(BaseModel):
+    """Every Nth reading (per signal) gets the fault; 0 turns it off. Faulty readings carry `sim_fault`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spike_every: int = Field(0, ge=0, description="Value jumps far outside the signal")
+    out_of_range_every: int = Field(0, ge=0, description="Value set to out_of_range_value")
+    out_of_range_value: float = 1.0e6
+    missing_device_time_every: int = Field(0, ge=0, description="No device_time (quality becomes UNCERTAIN)")
+    duplicate_every: int = Field(0, ge=0, description="The reading is sent twice")
+    gap_every: int = Field(0, ge=0, description="The reading is skipped")
+
+
+class SimulatorConfig(NodeConfig):
+    signals: list[Signal] = Field(min_length=1)
+    rate_hz: float = Field(1.0, gt=0, le=100_000, description="Readings per second per signal")
+    faults: Faults = Field(default_factory=Faults)
+    seed: int = 0
+    start_time: datetime | None = Field(None, description="device_time of the first reading; default: now")
+    realtime: bool = Field(True, description="Pace readings at rate_hz; off: as fast as Kafka takes them")
+    limit: int | None = Field(None, ge=1, description="Stop after this many readings per signal")
+    batch_size: int = Field(500, ge=1, le=50_000)
+
+
+class Simulator(SourceNode[SimulatorConfig]):
+    """Generates readings on device time start_time + n / rate_hz: deterministic for a given seed."""
+
+    type = "simulator"
+    category = "sources"
+    icon = "wave-sine"
+    description = "Simulated devices: sine, random walk and step signals with injectable faults"
+    Config = SimulatorConfig
+    outputs = (Port("out", PortType.TELEMETRY, "telemetry.raw", description="Raw readings"),)
+
+    async def start(self) -> None:
+        self._rng = random.Random(self.config.seed)
+        self._walk = [signal.offset for signal in self.config.signals]
+        self._n = 0
+        self._t0 = self.config.start_time or now_utc()
+        if self._t0.tzinfo is None:
+            self._t0 = self._t0.replace(tzinfo=UTC)
+        self._started = time.monotonic()
+
+    @property
+    def exhausted(self) -> bool:
+        return self.config.limit is not None and self._n >= self.config.limit
+
+    async def poll(self) -> Emitted:
+        config = self.config
+        if self.exhausted:
+            await asyncio.sleep(3600)  # a finished simulator idles; the runtime cancels it on stop
+            return {}
+        count = config.batch_size if config.limit is None else min(config.batch_size, config.limit - self._n)
+        if config.realtime:
+            elapsed = time.monotonic() - self._started
+            due_now = int(elapsed * config.rate_hz) + 1 - self._n
+            if due_now <= 0:
+                await asyncio.sleep(self._n / config.rate_hz - elapsed)
+                due_now = 1
+            count = min(count, due_now)
+        readings: list[Record] = []
+        for _ in range(count):
+            readings += self._reading_set(self._n)
+            self._n += 1
+        return {"out": readings}
+
+    def _reading_set(self, n: int) -> list[Record]:
+        config, faults = self.config, self.config.faults
+        device_time = self._t0 + timedelta(seconds=n / config.rate_hz)
+        gateway_time = device_time + timedelta(milliseconds=5) if config.start_time else None
+        out: list[Record] = []
+        for index, signal in enumerate(config.signals):
+            value = self._value(index, signal, n)
+            fault = _fault_for(faults, n + 1)
+            if fault == "gap":
+                continue
+            if fault == "spike":
+                value = signal.offset + 50 * max(signal.amplitude, 1.0)
+            elif fault == "out_of_range":
+                value = faults.out_of_range_value
+            record = telemetry(
+                signal.asset_id, signal.parameter, round(value, 6), unit=signal.unit,
+                device_time=None if fault == "missing_device_time" else device_time,
+                gateway_time=gateway_time, metadata={"sim_seq": str(n)} | ({"sim_fault": fault} if fault else {}),
+            )  # fmt: skip
+            out.append(record)
+            if fault == "duplicate":
+                out.append(dict(record, metadata=dict(record["metadata"])))
+        return out
+
+    def _value(self, index: int, signal: Signal, n: int) -> float:
+        seconds = n / self.config.rate_hz
+        if signal.shape == "sine":
+            return signal.offset + signal.amplitude * math.sin(2 * math.pi * seconds / signal.period_s)
+        if signal.shape == "step":
+            return signal.offset + (signal.amplitude if int(seconds / signal.period_s) % 2 else 0.0)
+        step = self._rng.uniform(-1, 1) * signal.amplitude / 20
+        low, high = signal.offset - signal.amplitude, signal.offset + signal.amplitude
+        self._walk[index] = min(high, max(low, self._walk[index] + step))
+        return self._walk[index]
+
+
+def _fault_for(faults: Faults, ordinal: int) -> str | None:
+    """Which fault (if any) reading number `ordinal` (1-based) gets; the first listed wins."""
+    for name, every in (
+        ("gap", faults.gap_every),
+        ("spike", faults.spike_every),
+        ("out_of_range", faults.out_of_range_every),
+        ("missing_device_time", faults.missing_device_time_every),
+        ("duplicate", faults.duplicate_every),
+    ):
+        if every and ordinal % every == 0:
+            return name
+    return None
+
+
+NODE = Simulator

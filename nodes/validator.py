@@ -1,0 +1,182 @@
+"""`validator` processor: range, rate-of-change, duplicate and gap checks; BAD readings go to the DLQ."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from fnmatch import fnmatchcase
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from streamforge.engine.records import now_utc
+from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
+
+
+class SeriesRule(BaseModel):
+    """Limits for the series whose asset and parameter match these patterns (`*` and `?` wildcards)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    asset_id: str = "*"
+    parameter: str = "*"
+    min: float | None = None
+    max: float | None = None
+    max_rate_per_s: float | None = Field(None, gt=0, description="Largest plausible change per second")
+    expected_interval_s: float | None = Field(None, gt=0, description="Readings should come this often")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SeriesRule:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is greater than max {self.max}")
+        return self
+
+
+class ValidatorConfig(NodeConfig):
+    rules: list[SeriesRule] = Field(default_factory=list, description="First matching rule applies")
+    rate_of_change_quality: Literal["BAD", "SUSPECT"] = Field(
+        "BAD", description="BAD sends a spike to the DLQ; SUSPECT forwards it flagged"
+    )
+    gap_factor: float = Field(2.0, gt=1, description="A gap is an interval longer than expected_interval_s x this")
+    duplicate_memory: int = Field(200_000, ge=1, description="How many recent readings duplicate detection keeps")
+
+
+_NO_RULE = SeriesRule(asset_id="", parameter="")
+
+
+class Validator(ProcessorNode[ValidatorConfig]):
+    """GOOD, SUSPECT and UNCERTAIN readings go to `clean` with their quality; BAD ones to `dlq` with reasons."""
+
+    type = "validator"
+    category = "processing"
+    icon = "shield-check"
+    description = "Quality checks: range, rate of change, duplicates, gaps; BAD readings to the dead-letter queue"
+    Config = ValidatorConfig
+    inputs = (Port("in", PortType.TELEMETRY, description="Raw readings"),)
+    outputs = (
+        Port("clean", PortType.TELEMETRY, "telemetry.clean", description="GOOD, SUSPECT and UNCERTAIN readings"),
+        Port("dlq", PortType.DLQ, "dlq.telemetry", description="BAD readings with machine-readable reasons"),
+        Port("events", PortType.EVENT, "events.clean", description="Gap events"),
+    )
+
+    async def start(self) -> None:
+        self._rules: dict[tuple[str, str], SeriesRule] = {}
+        self._last: dict[tuple[str, str], tuple[datetime, float]] = {}
+        self._seen: dict[tuple[str, str, datetime], None] = {}  # insertion-ordered: oldest evicted first
+
+    def _rule(self, series: tuple[str, str]) -> SeriesRule:
+        rule = self._rules.get(series)
+        if rule is None:
+            rule = next(
+                (
+                    r
+                    for r in self.config.rules
+                    if fnmatchcase(series[0], r.asset_id) and fnmatchcase(series[1], r.parameter)
+                ),
+                _NO_RULE,
+            )
+            self._rules[series] = rule
+        return rule
+
+    async def process(self, batch: Sequence[Message]) -> Emitted:
+        clean: list[Record] = []
+        dead: list[Record] = []
+        events: list[Record] = []
+        for message in batch:
+            record = message.record
+            reasons, quality, event = self._check(record)
+            if reasons and quality == "BAD":
+                dead.append(self._dead_letter(message, reasons))
+                continue
+            if quality != record["quality"]:
+                record = dict(record, quality=quality, metadata={**record["metadata"], "sf-reasons":
+                              ",".join(reason["code"] for reason in reasons)})  # fmt: skip
+            clean.append(record)
+            if event is not None:
+                events.append(event)
+        return {"clean": clean, "dlq": dead, "events": events}
+
+    def _check(self, record: Record) -> tuple[list[dict[str, Any]], str, Record | None]:
+        quality: str = record["quality"]
+        if quality == "BAD":
+            return [_reason("source_bad", "", "the source marked this reading BAD")], "BAD", None
+        value = record["value"]
+        if value is None:
+            return [_reason("missing_value", "/value", "reading has no value")], "BAD", None
+        if not math.isfinite(value):
+            return [_reason("not_finite", "/value", f"value is {value}")], "BAD", None
+        series = (record["asset_id"], record["parameter"])
+        rule = self._rule(series)
+        reasons = []
+        if rule.min is not None and value < rule.min:
+            reasons.append(_reason("out_of_range", "/value", f"{value} < min {rule.min}"))
+        if rule.max is not None and value > rule.max:
+            reasons.append(_reason("out_of_range", "/value", f"{value} > max {rule.max}"))
+        device_time = record["timestamps"]["device_time"]
+        event = None
+        if device_time is not None:
+            key = (series[0], series[1], device_time)
+            if key in self._seen:
+                seen = f"{series[0]}/{series[1]} at {device_time.isoformat()} was already seen"
+                reasons.append(_reason("duplicate", "/timestamps/device_time", f"a reading of {seen}"))
+                return reasons, "BAD", None
+            last = self._last.get(series)
+            if last is not None and device_time > last[0]:
+                seconds = (device_time - last[0]).total_seconds()
+                if rule.max_rate_per_s is not None and abs(value - last[1]) / seconds > rule.max_rate_per_s:
+                    rate = abs(value - last[1]) / seconds
+                    reasons.append(_reason("rate_of_change", "/value",
+                                           f"changed {rate:.3g}/s > max {rule.max_rate_per_s}/s"))  # fmt: skip
+                    quality = self.config.rate_of_change_quality
+                if rule.expected_interval_s is not None and seconds > rule.expected_interval_s * self.config.gap_factor:
+                    event = _gap_event(record, last[0], seconds)
+        if any(reason["code"] == "out_of_range" for reason in reasons):
+            quality = "BAD"
+        if device_time is not None:
+            self._remember(series, device_time)
+            if quality != "BAD":
+                previous = self._last.get(series)
+                if previous is None or device_time > previous[0]:
+                    self._last[series] = (device_time, value)
+        return reasons, quality, event
+
+    def _remember(self, series: tuple[str, str], device_time: datetime) -> None:
+        self._seen[(series[0], series[1], device_time)] = None
+        if len(self._seen) > self.config.duplicate_memory:
+            del self._seen[next(iter(self._seen))]
+
+    def _dead_letter(self, message: Message, reasons: list[dict[str, Any]]) -> Record:
+        return {
+            "source_topic": message.topic,
+            "source_partition": message.partition,
+            "source_offset": message.offset,
+            "node_id": self.context.node_id,
+            "asset_id": message.record.get("asset_id"),
+            "reasons": reasons,
+            "payload": message.raw,
+            "failed_at": now_utc(),
+            "metadata": {"parameter": str(message.record.get("parameter"))},
+        }
+
+
+def _reason(code: str, field: str, message: str) -> dict[str, Any]:
+    return {"code": code, "field": field or None, "message": message}
+
+
+def _gap_event(record: Record, previous: datetime, seconds: float) -> Record:
+    return {
+        "asset_id": record["asset_id"],
+        "event_type": "gap",
+        "parameter": record["parameter"],
+        "value": seconds,
+        "message": f"no reading for {seconds:.3g}s since {previous.isoformat()}",
+        "quality": "GOOD",
+        "classification": "EVENT",
+        "timestamps": dict(record["timestamps"]),
+        "clock_skew_ms": record.get("clock_skew_ms"),
+        "metadata": {},
+    }
+
+
+NODE = Validator

@@ -1,0 +1,92 @@
+"""simulator: deterministic signals on device time, and each injected fault where it was asked for."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from streamforge.engine.testing import NodeHarness
+from streamforge.nodes.simulator import Simulator, SimulatorConfig
+
+T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
+
+
+def _config(**overrides: Any) -> dict[str, Any]:
+    return {
+        "signals": [
+            {
+                "asset_id": "pump_1",
+                "parameter": "pressure",
+                "unit": "bar",
+                "shape": "sine",
+                "offset": 5,
+                "amplitude": 1,
+            },
+            {"asset_id": "pump_1", "parameter": "flow", "shape": "random_walk", "offset": 100, "amplitude": 10},
+            {"asset_id": "tank_1", "parameter": "level", "shape": "step", "offset": 2, "amplitude": 1, "period_s": 1},
+        ],
+        "rate_hz": 10,
+        "start_time": T0.isoformat(),
+        "realtime": False,
+        "limit": 100,
+        **overrides,
+    }
+
+
+async def _all(config: dict[str, Any]) -> list[dict[str, Any]]:
+    async with NodeHarness(Simulator, config) as harness:
+        while not harness.node.exhausted:
+            await harness.poll()
+        return harness.captured["out"]
+
+
+async def test_signals_are_deterministic_and_on_device_time() -> None:
+    first, second = await _all(_config()), await _all(_config())
+    assert first == second
+    assert len(first) == 300
+    pressure = [r for r in first if r["parameter"] == "pressure"]
+    assert pressure[10]["timestamps"]["device_time"] == T0 + timedelta(seconds=1)
+    assert all(4 <= r["value"] <= 6 for r in pressure)
+    assert {r["value"] for r in first if r["parameter"] == "level"} == {2.0, 3.0}
+    assert all(90 <= r["value"] <= 110 for r in first if r["parameter"] == "flow")
+    assert all(r["quality"] == "GOOD" and r["clock_skew_ms"] == 5 for r in first)
+
+
+async def test_faults_are_injected_as_configured() -> None:
+    faults = {"spike_every": 10, "out_of_range_every": 15, "missing_device_time_every": 7, "duplicate_every": 11,
+              "gap_every": 13}  # fmt: skip
+    records = await _all(_config(faults=faults, signals=[_config()["signals"][0]]))
+    kinds = Counter(r["metadata"].get("sim_fault") for r in records)
+    # Readings 1..100; where two faults fall on one reading the first listed wins:
+    # gap 13,26,..,91 (7); spike 10,..,100 (10); out of range 15,45,75 (3);
+    # missing device_time 7,14,..,98 less 70 and 91 (12); duplicate 11,..,99 less 77 (8).
+    assert kinds["spike"] == 10 and kinds["out_of_range"] == 3 and kinds["missing_device_time"] == 12
+    assert kinds["duplicate"] == 2 * 8  # each duplicate is the reading and its copy
+    assert len(records) == 100 - 7 + 8
+    missing = [r for r in records if r["metadata"].get("sim_fault") == "missing_device_time"]
+    assert all(r["quality"] == "UNCERTAIN" and r["timestamps"]["device_time"] is None for r in missing)
+    assert all(r["value"] == 1.0e6 for r in records if r["metadata"].get("sim_fault") == "out_of_range")
+
+
+async def test_realtime_paces_readings() -> None:
+    config = _config(realtime=True, rate_hz=50, limit=10, start_time=None, signals=[_config()["signals"][0]])
+    async with NodeHarness(Simulator, config) as harness:
+        while not harness.node.exhausted:
+            await harness.poll()
+    times = [r["timestamps"]["device_time"] for r in harness.captured["out"]]
+    assert len(times) == 10 and times == sorted(times)
+    assert (times[-1] - times[0]) == timedelta(milliseconds=180)
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [({"signals": []}, ("signals",)), ({"rate_hz": 0}, ("rate_hz",)), ({"faults": {"spike": 3}}, ("faults", "spike"))],
+)
+def test_bad_config_is_located(change: dict[str, Any], where: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        SimulatorConfig.model_validate(_config(**change))
+    assert caught.value.errors()[0]["loc"] == where
