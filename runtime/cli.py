@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from streamforge.engine.flow import FlowDocument
+from streamforge.engine.problems import Problem
 from streamforge.runtime.kafka.install import KAFKA_VERSION, InstallError, distribution, install
 from streamforge.runtime.logs import configure_logging
 
@@ -23,6 +25,8 @@ def main() -> None:
     """StreamForge: an industrial data gateway whose every reading lands in a local Kafka first.
 
     \b
+    flow      validate, format, diff and plan flow documents
+    node      list node types; scaffold a node package
     kafka     install and run the embedded Apache Kafka (single-node KRaft)
     registry  serve the Confluent-compatible schema registry
     demo      the main job today: embedded Kafka + a visible round trip of sample records
@@ -154,6 +158,114 @@ def kafka_status(cache_dir: Path | None, data_dir: Path | None) -> None:
         )
     )
     sys.exit(0 if ready else 1)
+
+
+def _load_or_fail(path: Path) -> FlowDocument:
+    from streamforge.engine.flow import load_flow
+    from streamforge.engine.problems import FlowInvalid
+
+    try:
+        return load_flow(path.read_bytes())
+    except FlowInvalid as exc:
+        _report_problems(path, exc.problems)
+    except OSError as exc:
+        _fail(f"{path}: cannot read: {exc.strerror}")
+    raise AssertionError("unreachable")
+
+
+def _report_problems(path: Path, problems: list[Problem]) -> None:
+    click.echo(json.dumps({"file": str(path), "valid": False, "problems": [p.to_dict() for p in problems]}, indent=2))
+    for problem in problems:
+        click.echo(f"{path}: {problem}", err=True)
+    sys.exit(1)
+
+
+@main.group()
+def flow() -> None:
+    """Validate, format, diff and plan flow documents (streamforge.flow/v1)."""
+
+
+@flow.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def flow_validate(files: tuple[Path, ...]) -> None:
+    """Check documents and compile them; list every problem with its JSON pointer. Exit 1 if any."""
+    from streamforge.engine.compiler import compile_flow
+    from streamforge.engine.problems import FlowInvalid
+    from streamforge.engine.registry import load_registry
+
+    registry = load_registry()
+    for path in files:
+        try:
+            compile_flow(_load_or_fail(path), registry)
+        except FlowInvalid as exc:
+            _report_problems(path, exc.problems)
+        click.echo(json.dumps({"file": str(path), "valid": True}))
+
+
+@flow.command("fmt")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--check", is_flag=True, help="Exit 1 if a file is not canonical; change nothing.")
+def flow_fmt(files: tuple[Path, ...], check: bool) -> None:
+    """Rewrite documents in canonical form (stable order, one node per block) so they diff cleanly."""
+    from streamforge.engine.flow import dump_flow
+
+    unformatted = []
+    for path in files:
+        text = dump_flow(_load_or_fail(path))
+        if path.read_text() != text:
+            unformatted.append(str(path))
+            if not check:
+                path.write_text(text)
+    click.echo(json.dumps({"changed" if not check else "unformatted": unformatted}))
+    sys.exit(1 if check and unformatted else 0)
+
+
+@flow.command("diff")
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+def flow_diff(old: Path, new: Path) -> None:
+    """Nodes added, removed and changed, edges added and removed. Moving a node is not a change."""
+    from streamforge.engine.flow import diff_flows
+
+    click.echo(json.dumps(diff_flows(_load_or_fail(old), _load_or_fail(new)).to_dict(), indent=2))
+
+
+@flow.command("plan")
+@click.argument("file", type=click.Path(path_type=Path))
+def flow_plan(file: Path) -> None:
+    """The execution plan: tasks, topics, consumer groups, and the process each node runs in."""
+    from streamforge.engine.compiler import compile_flow
+    from streamforge.engine.problems import FlowInvalid
+    from streamforge.engine.registry import load_registry
+
+    try:
+        plan = compile_flow(_load_or_fail(file), load_registry())
+    except FlowInvalid as exc:
+        _report_problems(file, exc.problems)
+    click.echo(json.dumps(plan.to_dict(), indent=2))
+
+
+@main.group()
+def node() -> None:
+    """The node palette and the SDK scaffolder."""
+
+
+@node.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Full palette with ports and config JSON Schemas.")
+def node_list(as_json: bool) -> None:
+    """Every registered node type: built-ins and installed packages."""
+    from streamforge.engine.registry import load_registry
+
+    registry = load_registry()
+    if as_json:
+        click.echo(json.dumps([cls.describe() | {"origin": registry.origin(cls.type)} for cls in registry], indent=2))
+        return
+    for cls in registry:
+        ins = ", ".join(f"{p.name}:{p.type}" for p in cls.inputs) or "-"
+        outs = ", ".join(f"{p.name}:{p.type}" for p in cls.outputs) or "-"
+        click.echo(
+            f"{cls.type:<16} {cls.kind:<9} {cls.category:<11} in[{ins}] out[{outs}]  ({registry.origin(cls.type)})"
+        )
 
 
 @main.group()

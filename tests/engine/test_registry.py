@@ -1,0 +1,40 @@
+"""Node registry: built-ins load, incomplete classes and duplicate names are load errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamforge.engine.registry import NodeRegistry, RegistryError, load_registry
+from streamforge.engine.sdk import Kind, NodeConfig, Port, PortType, ProcessorNode
+from streamforge.nodes.validator import Validator
+
+
+def test_builtins_are_registered_with_full_declarations() -> None:
+    registry = load_registry(include_plugins=False)
+    assert {"simulator", "validator", "aggregator"} <= set(registry.names())
+    entry = registry.get("validator")
+    assert entry is not None
+    described = entry.describe()
+    assert described["kind"] == "processor" and described["category"] == "processing"
+    assert [p["name"] for p in described["outputs"]] == ["clean", "dlq", "events"]
+    assert described["config_schema"]["properties"]["rules"]["type"] == "array"
+
+
+def test_duplicate_type_name_is_a_load_error() -> None:
+    class Impostor(ProcessorNode[NodeConfig]):
+        type = "validator"
+        Config = NodeConfig
+        inputs = (Port("in", PortType.ANY),)
+
+    registry = NodeRegistry([(Validator, "built-in")])
+    with pytest.raises(RegistryError, match=r"'validator' from package evil is already registered by built-in"):
+        registry.register(Impostor, "package evil")
+
+
+def test_incomplete_class_is_refused_with_what_is_missing() -> None:
+    class Half(ProcessorNode[NodeConfig]):
+        inputs = (Port("in", PortType.ANY), Port("in", PortType.ANY))
+
+    with pytest.raises(RegistryError, match=r"needs a `type` name, a `Config` model .*unique port names in `inputs`"):
+        NodeRegistry().register(Half, "test")
+    assert Half.kind is Kind.PROCESSOR
