@@ -51,6 +51,15 @@ class NodePlan:
     fingerprint: str  # changes when type, config or wiring change; drives modified-nodes deploy
 
 
+def node_plan_from_dict(data: dict[str, Any]) -> NodePlan:
+    """The inverse of dataclasses.asdict for a NodePlan (plans travel to worker processes as JSON)."""
+    return NodePlan(**{
+        **data,
+        "inputs": tuple(InputPlan(i["port"], i["topic"], tuple(i["upstream"])) for i in data["inputs"]),
+        "outputs": tuple(OutputPlan(**o) for o in data["outputs"]),
+    })  # fmt: skip
+
+
 @dataclass
 class ExecutionPlan:
     flow_id: str

@@ -77,6 +77,8 @@ class Message:
     offset: int = 0
     source_node: str = ""
     raw: bytes = b""  # the value exactly as stored in Kafka (dead letters keep it untouched)
+    key: bytes | None = None
+    headers: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,6 +129,17 @@ class Node(Generic[ConfigT]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def state_changes(self) -> dict[str, Any]:
+        """State changed since the last call, as JSON values by key (None deletes a key).
+
+        The runtime writes them to the node's compacted changelog topic, and waits for Kafka's ack,
+        before it commits input offsets; restore() gets the whole state back after a restart.
+        """
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Load the state the changelog holds; called after start() and before the first batch."""
 
     @classmethod
     def record_key(cls, port: str, record: Record) -> str:
@@ -189,17 +202,6 @@ class ProcessorNode(Node[ConfigT]):
         The runtime never commits past it, so a crash replays what the node had not emitted yet.
         """
         return {}
-
-    def state_changes(self) -> dict[str, Any]:
-        """State changed since the last call, as JSON values by key (None deletes a key).
-
-        The runtime writes them to the node's compacted changelog topic, and waits for Kafka's ack,
-        before it commits input offsets; restore() gets the whole state back after a restart.
-        """
-        return {}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Load the state the changelog holds; called after start() and before the first batch."""
 
 
 class SinkNode(Node[ConfigT]):

@@ -85,19 +85,18 @@ class NodeHarness(Generic[NodeT]):
         Returns where the runtime would resume: the retained offsets of the old instance, which the
         caller replays (with the same offsets) to check nothing is lost or emitted twice.
         """
-        resume = cast(ProcessorNode[Any], self.node).retained()
+        resume = self.node.retained() if isinstance(self.node, ProcessorNode) else {}
         self.node = self.cls(self.cls.Config.model_validate(self.config), NodeContext("test", self.node_id))
         await self.node.start()
-        cast(ProcessorNode[Any], self.node).restore(dict(self.state))
+        self.node.restore(dict(self.state))
         return resume
 
     async def _capture(self, emitted: Emitted) -> Emitted:
-        if isinstance(self.node, ProcessorNode):
-            for key, value in self.node.state_changes().items():
-                if value is None:
-                    self.state.pop(key, None)
-                else:
-                    self.state[key] = value
+        for key, value in self.node.state_changes().items():
+            if value is None:
+                self.state.pop(key, None)
+            else:
+                self.state[key] = value
         carried: Emitted = {}
         for port, records in emitted.items():
             if self.cls.output(port) is None:

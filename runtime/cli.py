@@ -25,6 +25,7 @@ def main() -> None:
     """StreamForge: an industrial data gateway whose every reading lands in a local Kafka first.
 
     \b
+    run       run a flow: gateway + embedded Kafka (+ health and metrics)
     flow      validate, format, diff and plan flow documents
     node      list node types; scaffold a node package
     kafka     install and run the embedded Apache Kafka (single-node KRaft)
@@ -243,6 +244,43 @@ def flow_plan(file: Path) -> None:
     except FlowInvalid as exc:
         _report_problems(file, exc.problems)
     click.echo(json.dumps(plan.to_dict(), indent=2))
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="STREAMFORGE_HOME",
+    default=Path.home() / ".local" / "share" / "streamforge",
+    show_default=True,
+    help="Kafka data, registry, node state and logs [env STREAMFORGE_HOME].",
+)
+@click.option(
+    "--bootstrap",
+    envvar="STREAMFORGE_KAFKA_BOOTSTRAP",
+    default=None,
+    help="Use this existing Kafka cluster instead of the embedded broker [env STREAMFORGE_KAFKA_BOOTSTRAP].",
+)
+@click.option("--port", type=int, default=8080, show_default=True, help="Health and metrics port (0: any free).")
+def run(file: Path, data_dir: Path, bootstrap: str | None, port: int) -> None:
+    """Run a gateway with embedded Kafka and FILE's flow until Ctrl-C. An invalid flow starts nothing."""
+    from streamforge.engine.compiler import compile_flow
+    from streamforge.engine.problems import FlowInvalid
+    from streamforge.engine.registry import load_registry
+    from streamforge.runtime.gateway.run import run_plan
+
+    try:
+        plan = compile_flow(_load_or_fail(file), load_registry())
+    except FlowInvalid as exc:
+        _report_problems(file, exc.problems)
+    from streamforge.runtime.gateway.gateway import DeployFailed
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(run_plan(plan, data_dir, bootstrap, port, click.echo))
+    except DeployFailed as exc:
+        _fail(str(exc))
 
 
 @main.group()

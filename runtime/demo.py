@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,20 +18,10 @@ from streamforge.engine.topics import topic_spec
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer, node_headers
-from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from streamforge.runtime.kafka.supervisor import kafka_or_existing
 from streamforge.runtime.kafka.topics import ensure_topics
 
 Record = dict[str, Any]
-
-
-@contextlib.asynccontextmanager
-async def kafka_bootstrap(data_dir: Path, bootstrap: str | None) -> AsyncIterator[str]:
-    """An existing cluster when `bootstrap` is given, else the supervised embedded broker."""
-    if bootstrap:
-        yield bootstrap
-        return
-    async with EmbeddedKafka(data_dir / "kafka") as kafka:
-        yield kafka.bootstrap
 
 
 def sample_records(count: int) -> dict[str, list[Record]]:
@@ -103,7 +92,8 @@ async def round_trip(data_dir: Path, count: int, bootstrap: str | None, say: Cal
     """Produce samples of every record type, read them back, print what came back. Returns records read."""
     started = time.monotonic()
     store = SchemaStore(data_dir / "registry.sqlite")
-    async with serve_app(schema_registry_app(store)) as registry_url, kafka_bootstrap(data_dir, bootstrap) as servers:
+    async with serve_app(schema_registry_app(store)) as registry_url, kafka_or_existing(data_dir, bootstrap) as kafka:
+        servers = kafka.bootstrap if kafka else str(bootstrap)
         say(f"kafka ready at {servers} ({time.monotonic() - started:.1f}s); schema registry at {registry_url}")
         created = await ensure_topics(servers)
         say(f"topics: {len(created)} created, catalogue complete")
@@ -132,14 +122,12 @@ async def round_trip(data_dir: Path, count: int, bootstrap: str | None, say: Cal
         qualities: Counter[str] = Counter()
         examples: dict[str, Record] = {}
         async with BatchConsumer(
-            servers, f"{run}.reader", list(samples), Decoder(registry), upstream_nodes=["demo"]
+            servers, f"{run}.reader", list(samples), Decoder(registry), upstream=[(run, "demo")]
         ) as consumer:
             deadline = time.monotonic() + 60
             while sum(received.values()) < sum(sent.values()) and time.monotonic() < deadline:
                 batch = await consumer.next_batch(timeout_ms=500)
                 for item in batch.records:
-                    if item.headers.get("sf-flow") != run.encode():
-                        continue  # an earlier demo run's records
                     received[item.topic] += 1
                     qualities[str(item.record.get("quality", "-"))] += 1
                     examples.setdefault(item.topic, item.record)

@@ -27,3 +27,4 @@ def configure_logging(component: str, level: str | None = None) -> None:
     # aiokafka logs every retry at WARNING; during a broker restart that is noise, not news.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)

@@ -11,6 +11,7 @@ from typing import Any, Self
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from streamforge.engine.sdk import Message
 from streamforge.engine.serde import Decoder, Encoder, Record, RecordError
 
 Headers = list[tuple[str, bytes]]
@@ -143,23 +144,11 @@ class BatchProducer(_Lifecycle):
         return report
 
 
-@dataclass(slots=True)
-class Consumed:
-    """One decoded record and where it came from."""
-
-    record: Record
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    headers: dict[str, bytes]
-
-
 @dataclass
 class ConsumedBatch:
     """A poll's worth of records; commit it once its output is safe."""
 
-    records: list[Consumed] = field(default_factory=list)
+    records: list[Message] = field(default_factory=list)
     undecodable: list[tuple[ConsumerRecord, str]] = field(default_factory=list)
     next_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     skipped: int = 0  # records from nodes not wired to this consumer
@@ -174,14 +163,15 @@ class BatchConsumer(_Lifecycle):
         group_id: str,
         topics: Sequence[str],
         decoder: Decoder,
-        upstream_nodes: Iterable[str] | None = None,
+        upstream: Iterable[tuple[str, str]] | None = None,
         **overrides: Any,
     ) -> None:
         self.consumer = self._client = AIOKafkaConsumer(
             *topics, bootstrap_servers=bootstrap, group_id=group_id, **{**CONSUMER_DEFAULTS, **overrides}
         )
         self.decoder = decoder
-        self.upstream = None if upstream_nodes is None else {node.encode() for node in upstream_nodes}
+        # (flow, node) pairs whose records this consumer keeps, as header bytes; None keeps everything.
+        self.upstream = None if upstream is None else {(f.encode(), n.encode()) for f, n in upstream}
 
     async def next_batch(self, timeout_ms: int = 1000, max_records: int | None = None) -> ConsumedBatch:
         polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
@@ -192,7 +182,8 @@ class BatchConsumer(_Lifecycle):
             batch.next_offsets[tp] = tp_messages[-1].offset + 1
             for message in tp_messages:
                 message_headers = dict(message.headers)
-                if self.upstream is not None and message_headers.get("sf-node") not in self.upstream:
+                origin = (message_headers.get("sf-flow", b""), message_headers.get("sf-node", b""))
+                if self.upstream is not None and origin not in self.upstream:
                     batch.skipped += 1
                     continue
                 messages.append(message)
@@ -200,9 +191,11 @@ class BatchConsumer(_Lifecycle):
         decoded = await self.decoder.decode_batch([message.value for message in messages])
         for index, record in decoded.ok:
             message = messages[index]
+            source = headers[index].get("sf-node", b"").decode()
             batch.records.append(
-                Consumed(record, message.topic, message.partition, message.offset, message.key, headers[index])
-            )
+                Message(record, message.topic, message.partition, message.offset, source, message.value,
+                        message.key, headers[index])
+            )  # fmt: skip
         batch.undecodable.extend((messages[error.index], error.message) for error in decoded.errors)
         return batch
 

@@ -8,6 +8,7 @@ import logging
 import signal
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,13 @@ class EmbeddedKafka:
                 await process.wait()
         self._healthy.clear()
         self.state = BrokerState.STOPPED
+
+
+@contextlib.asynccontextmanager
+async def kafka_or_existing(data_dir: Path, bootstrap: str | None) -> AsyncIterator[EmbeddedKafka | None]:
+    """The supervised embedded broker under data_dir/kafka, or None when an existing cluster is given."""
+    if bootstrap:
+        yield None
+        return
+    async with EmbeddedKafka(data_dir / "kafka") as kafka:
+        yield kafka

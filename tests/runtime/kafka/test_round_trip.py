@@ -12,8 +12,9 @@ from aiokafka import AIOKafkaConsumer
 
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
+from streamforge.engine.sdk import Message
 from streamforge.engine.serde import Decoder, encoder_for
-from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer, Consumed, node_headers
+from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer, node_headers
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.conftest import create_topic
 from tests.engine.samples import SAMPLES
@@ -31,7 +32,7 @@ async def test_round_trip_through_the_broker(
     assert len(report.delivered) == 20 and not report.failed and not report.rejected
 
     async with BatchConsumer(kafka.bootstrap, f"{unique}.g", [topic], Decoder(registry)) as consumer:
-        got: list[Consumed] = []
+        got: list[Message] = []
         while len(got) < 20:
             got += (await consumer.next_batch(timeout_ms=2000)).records
     assert sorted((c.record for c in got), key=lambda r: r["asset_id"]) == sorted(records, key=lambda r: r["asset_id"])
@@ -88,7 +89,7 @@ async def test_consumer_keeps_only_wired_nodes_and_commits_manually(
         await producer.send_records(topic, [SAMPLES["telemetry"]] * 3, encoder, node_headers("f", "wired"))
         await producer.send_records(topic, [SAMPLES["telemetry"]] * 2, encoder, node_headers("f", "other"))
     group = f"{unique}.g"
-    async with BatchConsumer(kafka.bootstrap, group, [topic], Decoder(registry), upstream_nodes=["wired"]) as c:
+    async with BatchConsumer(kafka.bootstrap, group, [topic], Decoder(registry), upstream=[("f", "wired")]) as c:
         batch = await c.next_batch(timeout_ms=3000)
         while len(batch.records) + batch.skipped < 5:
             more = await c.next_batch(timeout_ms=2000)
@@ -97,7 +98,7 @@ async def test_consumer_keeps_only_wired_nodes_and_commits_manually(
         assert len(batch.records) == 3 and batch.skipped == 2
         # not committed: a new consumer in the same group sees everything again
     async with BatchConsumer(kafka.bootstrap, group, [topic], Decoder(registry)) as c:
-        again: list[Consumed] = []
+        again: list[Message] = []
         while len(again) < 5:
             b = await c.next_batch(timeout_ms=2000)
             again += b.records

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
+from streamforge.engine.sdk import Message
 from streamforge.engine.serde import Decoder, encoder_for
-from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer, Consumed
+from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer
 from streamforge.runtime.kafka.supervisor import BrokerState, EmbeddedKafka
 from tests.conftest import create_topic
 from tests.engine.samples import SAMPLES
@@ -33,7 +34,7 @@ async def test_crash_restart_keeps_data_and_ports_then_fails_past_limit(
         assert health["restarts"] == 1 and health["pid"] != first_pid and "exited" in health["last_error"]
         assert kafka.bootstrap == bootstrap
         async with BatchConsumer(kafka.bootstrap, f"{unique}.g", [topic], Decoder(registry)) as consumer:
-            got: list[Consumed] = []
+            got: list[Message] = []
             while len(got) < 50:
                 got += (await consumer.next_batch(timeout_ms=2000)).records
         assert len(got) == 50

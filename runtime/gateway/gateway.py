@@ -1,0 +1,199 @@
+"""The gateway: deploys execution plans atomically, supervises their nodes, and tells the truth about health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiokafka.admin import NewTopic
+from prometheus_client import CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from streamforge.engine.compiler import ExecutionPlan, NodePlan
+from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.schema_registry import SchemaRegistry
+from streamforge.engine.sdk import Kind
+from streamforge.engine.topics import TOPICS
+from streamforge.runtime.gateway.metrics import NodeMetrics
+from streamforge.runtime.gateway.runners import NodeStatus, RuntimeEnv, changelog_topic
+from streamforge.runtime.gateway.supervisor import (
+    NodeHandle,
+    ProcessHandle,
+    RestartPolicy,
+    StartFailed,
+    TaskHandle,
+    WorkerSettings,
+)
+from streamforge.runtime.kafka.topics import create_topics, ensure_topics
+
+log = logging.getLogger("streamforge.runtime")
+
+
+class DeployFailed(RuntimeError):
+    """A deploy that was rolled back: the previous plan runs again."""
+
+    def __init__(self, reason: str, node_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.node_id = node_id
+
+
+@dataclass
+class DeployReport:
+    started: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+class Gateway:
+    """Runs one execution plan per flow. Processors are tasks here; sources and sinks are worker processes."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        registry: SchemaRegistry,
+        node_types: NodeRegistry,
+        state_dir: Path,
+        registry_url: str | None = None,
+        policy: RestartPolicy | None = None,
+        kafka_health: Any = None,
+    ) -> None:
+        self.metrics = NodeMetrics()
+        self.env = RuntimeEnv(bootstrap, registry, self.metrics, node_types)
+        self.node_types = node_types
+        self.state_dir = state_dir
+        self.policy = policy or RestartPolicy()
+        self.worker_settings = WorkerSettings(bootstrap, registry_url, str(state_dir))
+        self.kafka_health = kafka_health
+        self.plans: dict[str, ExecutionPlan] = {}
+        self.handles: dict[str, dict[str, NodeHandle]] = {}
+        self._lock = asyncio.Lock()
+        self._topics_ready = False
+
+    def _handle(self, flow_id: str, plan: NodePlan) -> NodeHandle:
+        if plan.kind == Kind.PROCESSOR.value:
+            return TaskHandle(plan, flow_id, self.env, self.policy)
+        return ProcessHandle(plan, flow_id, self.metrics, self.policy, self.worker_settings)
+
+    async def _ensure_topics(self, plan: ExecutionPlan) -> None:
+        if not self._topics_ready:
+            await ensure_topics(self.env.bootstrap)
+            self._topics_ready = True
+        known = {spec.name for spec in TOPICS}
+        extra = [NewTopic(topic, 12, 1) for topic in plan.topics if topic not in known]
+        extra += [NewTopic(changelog_topic(plan.flow_id, node.node_id), 1, 1,
+                           topic_configs={"cleanup.policy": "compact", "flush.messages": "1"})
+                  for node in plan.nodes]  # fmt: skip
+        await create_topics(self.env.bootstrap, extra)
+
+    async def deploy(self, plan: ExecutionPlan, modified_only: bool = True) -> DeployReport:
+        """Start `plan`; with modified_only, nodes whose fingerprint is unchanged keep running.
+
+        Atomic: if any node fails to start, what this deploy started is stopped and the previous
+        versions of what it stopped are started again, then DeployFailed is raised.
+        """
+        async with self._lock:
+            await self._ensure_topics(plan)
+            previous = self.plans.get(plan.flow_id)
+            running = self.handles.setdefault(plan.flow_id, {})
+            old_nodes = {node.node_id: node for node in previous.nodes} if previous else {}
+            new_nodes = {node.node_id: node for node in plan.nodes}
+            keep = [node_id for node_id, node in new_nodes.items()
+                    if modified_only and node_id in old_nodes and old_nodes[node_id].fingerprint == node.fingerprint
+                    and node_id in running]  # fmt: skip
+            to_stop = [node_id for node_id in running if node_id not in keep]
+            report = DeployReport(unchanged=sorted(keep))
+            stopped = {node_id: running.pop(node_id) for node_id in to_stop}
+            await asyncio.gather(*(handle.stop() for handle in stopped.values()))
+            report.stopped = sorted(stopped)
+            started: list[NodeHandle] = []
+            try:
+                # Downstream first: consumers are up before the sources feeding them.
+                for node in reversed(plan.nodes):
+                    if node.node_id in keep:
+                        continue
+                    handle = self._handle(plan.flow_id, node)
+                    await handle.start()
+                    started.append(handle)
+            except StartFailed as failure:
+                await asyncio.gather(*(handle.stop() for handle in started))
+                for node_id, old in stopped.items():
+                    restored = self._handle(plan.flow_id, old.plan)
+                    try:
+                        await restored.start()
+                        running[node_id] = restored
+                    except StartFailed as again:
+                        log.error("rollback could not restart node", extra={"node": node_id, "error": str(again)})
+                log.error("deploy rolled back", extra={"flow": plan.flow_id, "node": failure.node_id,
+                                                        "error": failure.reason})  # fmt: skip
+                raise DeployFailed(f"deploy of flow {plan.flow_id} v{plan.version} rolled back: {failure}",
+                                   failure.node_id) from failure  # fmt: skip
+            for handle in started:
+                running[handle.node_id] = handle
+            report.started = sorted(handle.node_id for handle in started)
+            self.plans[plan.flow_id] = plan
+            log.info("deployed", extra={"flow": plan.flow_id, "version": plan.version, "started": report.started,
+                                        "unchanged": report.unchanged})  # fmt: skip
+            return report
+
+    async def undeploy(self, flow_id: str) -> None:
+        async with self._lock:
+            handles = self.handles.pop(flow_id, {})
+            await asyncio.gather(*(handle.stop() for handle in handles.values()))
+            self.plans.pop(flow_id, None)
+
+    async def stop(self) -> None:
+        for flow_id in list(self.handles):
+            await self.undeploy(flow_id)
+
+    def node_health(self) -> list[dict[str, Any]]:
+        return [{"flow": flow_id, **handle.health()} for flow_id, handles in self.handles.items()
+                for handle in handles.values()]  # fmt: skip
+
+    def health(self) -> dict[str, Any]:
+        nodes = self.node_health()
+        kafka = self.kafka_health() if self.kafka_health else {"status": "EXTERNAL"}
+        statuses = {node["status"] for node in nodes}
+        if kafka["status"] not in ("HEALTHY", "EXTERNAL") or NodeStatus.FAILED.value in statuses:
+            status = "UNHEALTHY"
+        elif statuses - {NodeStatus.RUNNING.value}:
+            status = "DEGRADED"
+        else:
+            status = "HEALTHY"
+        return {"status": status, "kafka": kafka, "flows": {f: p.version for f, p in self.plans.items()},
+                "nodes": nodes}  # fmt: skip
+
+
+def health_app(gateway: Gateway, extra_routes: Iterable[Route] = ()) -> Starlette:
+    """`/health/live`, `/health/ready`, `/health` and `/metrics` for the gateway."""
+
+    async def live(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "alive"})
+
+    async def ready(request: Request) -> JSONResponse:
+        report = gateway.health()
+        ok = report["status"] in ("HEALTHY", "DEGRADED")
+        return JSONResponse({"ready": ok, "status": report["status"]}, status_code=200 if ok else 503)
+
+    async def full(request: Request) -> JSONResponse:
+        report = gateway.health()
+        return JSONResponse(report, status_code=200 if report["status"] != "UNHEALTHY" else 503)
+
+    async def metrics(request: Request) -> Response:
+        registry: CollectorRegistry = gateway.metrics.registry
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    routes = [
+        Route("/health/live", live),
+        Route("/health/ready", ready),
+        Route("/health", full),
+        Route("/metrics", metrics),
+        *extra_routes,
+    ]
+    return Starlette(routes=routes)

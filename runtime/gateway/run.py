@@ -1,0 +1,57 @@
+"""`streamforge run FLOW.json`: embedded Kafka, local schema registry, a gateway running the flow, health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from streamforge.engine.compiler import ExecutionPlan
+from streamforge.engine.registry import load_registry
+from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
+from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
+from streamforge.runtime.gateway.gateway import Gateway, health_app
+from streamforge.runtime.http import serve_app
+from streamforge.runtime.kafka.supervisor import kafka_or_existing
+
+
+async def run_plan(
+    plan: ExecutionPlan,
+    data_dir: Path,
+    bootstrap: str | None,
+    port: int,
+    say: Callable[[str], None],
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM (or `stop`), then stop every node and the broker cleanly."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    state_dir = data_dir / "gateway"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    store = SchemaStore(data_dir / "registry.sqlite")
+    async with (
+        serve_app(schema_registry_app(store)) as registry_url,
+        kafka_or_existing(data_dir, bootstrap) as kafka,
+    ):
+        servers = kafka.bootstrap if kafka else str(bootstrap)
+        remote = HttpSchemaRegistry(registry_url)
+        registry = CachedSchemaRegistry(remote, SchemaCache(state_dir / "schema-cache" / "gateway.json"))
+        gateway = Gateway(servers, registry, load_registry(), state_dir, registry_url,
+                          kafka_health=kafka.health if kafka else None)  # fmt: skip
+        async with serve_app(health_app(gateway), port=port) as health_url:
+            try:
+                report = await gateway.deploy(plan)
+                say(json.dumps({"event": "running", "flow": plan.flow_id, "version": plan.version,
+                                "kafka": servers, "health": f"{health_url}/health", "metrics": f"{health_url}/metrics",
+                                "nodes": report.started}))  # fmt: skip
+                await stop.wait()
+            finally:
+                with contextlib.suppress(Exception):
+                    await gateway.stop()
+                await remote.aclose()
+    say(json.dumps({"event": "stopped", "flow": plan.flow_id}))

@@ -1,0 +1,323 @@
+"""Node runners: the one coroutine each node runs, with Kafka on both sides and the delivery guarantees.
+
+- source: poll -> produce (acks=all) -> state to changelog -> acknowledge the device.
+- processor: consume -> process -> produce outputs and wait for acks -> state to changelog -> commit,
+  never past offsets the node still retains.
+- sink: consume -> write (retried with backoff while the destination is down) -> commit.
+Offsets are never auto-committed, so a crash anywhere replays from the last safe point (at-least-once);
+idempotent keys downstream make replays invisible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamforge.engine.compiler import NodePlan
+from streamforge.engine.records import now_utc
+from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.schema_registry import SchemaRegistry
+from streamforge.engine.schemas import SCHEMAS
+from streamforge.engine.sdk import (
+    RECORD_TYPE_OF_PORT,
+    Emitted,
+    Message,
+    Node,
+    NodeContext,
+    PortType,
+    ProcessorNode,
+    Record,
+    SinkNode,
+    SourceNode,
+)
+from streamforge.engine.serde import Decoder, Encoder, encoder_for
+from streamforge.runtime.gateway.metrics import NodeMetrics
+from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer, ConsumedBatch, node_headers
+
+log = logging.getLogger("streamforge.runtime")
+
+DEAD_LETTER_TOPIC = "dlq.telemetry"
+MAX_BACKOFF_S = 30.0
+
+
+class NodeStatus(StrEnum):
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    DEGRADED = "DEGRADED"  # running, but retrying a destination or a device
+    FAILED = "FAILED"  # restart limit reached: needs a person
+    STOPPED = "STOPPED"
+
+
+def changelog_topic(flow_id: str, node_id: str) -> str:
+    return f"_sf.{flow_id}.{node_id}.state"
+
+
+@dataclass
+class RuntimeEnv:
+    """What every runner needs from its process."""
+
+    bootstrap: str
+    registry: SchemaRegistry
+    metrics: NodeMetrics
+    node_types: NodeRegistry
+    batch_size: int = 2000
+
+
+@dataclass
+class _PortOut:
+    topic: str
+    encoder: Encoder
+
+
+@dataclass
+class NodeRunner:
+    """Runs one node per its plan. `ready` is set once the node started; `status` is live."""
+
+    plan: NodePlan
+    flow_id: str
+    env: RuntimeEnv
+    status: NodeStatus = NodeStatus.STARTING
+    last_error: str | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        cls = self.env.node_types.get(self.plan.type)
+        if cls is None:
+            raise RuntimeError(f"node type {self.plan.type!r} of node {self.plan.node_id} is not installed")
+        self.cls = cls
+        self.node: Node[Any] = cls(
+            cls.Config.model_validate(self.plan.config), NodeContext(self.flow_id, self.plan.node_id)
+        )
+        self.labels = {"flow": self.flow_id, "node": self.plan.node_id}
+        self._ports: dict[str, _PortOut] = {}
+        self._dead_letters: Encoder | None = None
+        self._state_topic = changelog_topic(self.flow_id, self.plan.node_id)
+
+    def _set_status(self, status: NodeStatus, error: str | None = None) -> None:
+        if status is not self.status:
+            log.info("node status", extra={**self.labels, "status": status.value, "error": error})
+        self.status = status
+        self.last_error = error if error is not None else (self.last_error if status is NodeStatus.DEGRADED else None)
+        for value in NodeStatus:
+            self.env.metrics.status.labels(**self.labels, status=value.value).set(1 if value is status else 0)
+
+    async def _prepare_outputs(self) -> None:
+        for out in self.plan.outputs:
+            schema = SCHEMAS[RECORD_TYPE_OF_PORT[PortType(out.type)]] if out.type != "any" else None
+            if schema is not None:
+                self._ports[out.port] = _PortOut(
+                    out.topic, await encoder_for(self.env.registry, f"{out.topic}-value", schema)
+                )
+        self._dead_letters = await encoder_for(self.env.registry, f"{DEAD_LETTER_TOPIC}-value", SCHEMAS["dead_letter"])
+
+    async def run(self) -> None:
+        """The node's whole life; returns on cancel, raises on failure (the supervisor restarts it)."""
+        producer = BatchProducer(self.env.bootstrap)
+        await producer.start()
+        try:
+            await self._prepare_outputs()
+            async with self.node:
+                self.node.restore(await read_state(self.env.bootstrap, self._state_topic))
+                if isinstance(self.node, SourceNode):
+                    await self._run_source(self.node, producer)
+                elif isinstance(self.node, ProcessorNode | SinkNode):
+                    await self._run_consumer(producer, self.node)
+        finally:
+            await producer.stop()
+
+    def _started(self) -> None:
+        self._set_status(NodeStatus.RUNNING)
+        self.ready.set()
+
+    async def _run_source(self, node: SourceNode[Any], producer: BatchProducer) -> None:
+        self._started()
+        while True:
+            emitted = await node.poll()
+            started = time.perf_counter()
+            await self._send(producer, emitted)
+            await self._save_state(producer)
+            await node.acknowledge(emitted)
+            self.env.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - started)
+
+    async def _run_consumer(self, producer: BatchProducer, node: ProcessorNode[Any] | SinkNode[Any]) -> None:
+        upstream = {(self.flow_id, source) for inp in self.plan.inputs for source in inp.upstream}
+        topics = sorted({inp.topic for inp in self.plan.inputs})
+        assert self.plan.consumer_group is not None
+        consumer = BatchConsumer(
+            self.env.bootstrap, self.plan.consumer_group, topics, Decoder(self.env.registry), upstream=upstream,
+            max_poll_records=self.env.batch_size,
+        )  # fmt: skip
+        await consumer.start()
+        positions: dict[TopicPartition, int] = {}
+        next_tick = time.monotonic() + 1.0
+        try:
+            self._started()
+            while True:
+                wait_ms = (
+                    max(10, int((next_tick - time.monotonic()) * 1000)) if isinstance(node, ProcessorNode) else 1000
+                )
+                batch = await consumer.next_batch(timeout_ms=min(wait_ms, 1000), max_records=self.env.batch_size)
+                started = time.perf_counter()
+                self.env.metrics.records_in.labels(**self.labels).inc(len(batch.records))
+                positions.update(batch.next_offsets)
+                await self._dead_letter_undecodable(producer, batch)
+                if isinstance(node, ProcessorNode):
+                    emitted = await node.process(batch.records) if batch.records else {}
+                    if time.monotonic() >= next_tick:
+                        next_tick = time.monotonic() + 1.0
+                        for port, records in (await node.tick(now_utc())).items():
+                            emitted.setdefault(port, []).extend(records)
+                    await self._send(producer, emitted)
+                    await self._save_state(producer)
+                    retained = node.retained()
+                    commit = {tp: min(offset, retained.get((tp.topic, tp.partition), offset))
+                              for tp, offset in positions.items()}  # fmt: skip
+                elif batch.records:
+                    await self._write_with_retry(node, batch.records)
+                    commit = dict(batch.next_offsets)
+                else:
+                    commit = dict(batch.next_offsets)
+                if commit:
+                    await consumer.consumer.commit(commit)
+                self._update_lag(consumer.consumer, positions)
+                if batch.records:
+                    self.env.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - started)
+        finally:
+            await consumer.stop()
+
+    async def _write_with_retry(self, node: SinkNode[Any], records: Sequence[Message]) -> None:
+        """A destination that is down is retried with backoff (DEGRADED); Kafka keeps the backlog."""
+        backoff = 0.5
+        while True:
+            try:
+                await node.write(records)
+            except Exception as exc:  # any write failure: keep the batch, retry, never commit past it
+                self.env.metrics.errors.labels(**self.labels, kind="write").inc()
+                self._set_status(NodeStatus.DEGRADED, f"write failed: {exc!r}")
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                continue
+            if self.status is NodeStatus.DEGRADED:
+                self._set_status(NodeStatus.RUNNING)
+            self.env.metrics.records_out.labels(**self.labels, port="write").inc(len(records))
+            return
+
+    def _update_lag(self, consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int]) -> None:
+        lag = 0
+        for tp, position in positions.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag += max(0, highwater - position)
+        self.env.metrics.lag.labels(**self.labels).set(lag)
+
+    async def _send(self, producer: BatchProducer, emitted: Emitted) -> None:
+        """Produce every output record and return only once Kafka acknowledged all of them."""
+        rejected: list[Record] = []
+        for port, records in emitted.items():
+            if not records:
+                continue
+            out = self._ports.get(port)
+            if out is None:
+                raise RuntimeError(f"node {self.plan.node_id} emitted to port {port!r}, which has no topic")
+            pending = list(records)
+            backoff = 0.2
+            while pending:
+                report = await producer.send_records(
+                    out.topic, pending, out.encoder, self._headers,
+                    key_of=functools.partial(self.cls.record_key, port),
+                )  # fmt: skip
+                self.env.metrics.records_out.labels(**self.labels, port=port).inc(len(report.delivered))
+                for error in report.rejected:
+                    log.error("output record rejected", extra={**self.labels, "port": port, "error": str(error)})
+                    self.env.metrics.errors.labels(**self.labels, kind="encode").inc()
+                    rejected.append(self._rejected_letter(out.topic, pending[error.index], str(error)))
+                if not report.failed:
+                    break
+                self._set_status(NodeStatus.DEGRADED, f"Kafka did not acknowledge {len(report.failed)} records")
+                pending = [pending[index] for index, _ in report.failed]
+                await asyncio.sleep(backoff)
+                backoff = min(MAX_BACKOFF_S, backoff * 2)
+            if self.status is NodeStatus.DEGRADED:
+                self._set_status(NodeStatus.RUNNING)
+        if rejected:
+            await self._send_dead_letters(producer, rejected)
+
+    @property
+    def _headers(self) -> list[tuple[str, bytes]]:
+        return node_headers(self.flow_id, self.plan.node_id)
+
+    def _rejected_letter(self, topic: str, record: Record, why: str) -> Record:
+        return {
+            "source_topic": topic, "source_partition": None, "source_offset": None, "node_id": self.plan.node_id,
+            "asset_id": record.get("asset_id") if isinstance(record.get("asset_id"), str) else None,
+            "reasons": [{"code": "encode_error", "field": None, "message": why}],
+            "payload": json.dumps(record, default=str).encode(), "failed_at": now_utc(), "metadata": {},
+        }  # fmt: skip
+
+    async def _send_dead_letters(self, producer: BatchProducer, letters: list[Record]) -> None:
+        assert self._dead_letters is not None
+        report = await producer.send_records(
+            DEAD_LETTER_TOPIC, letters, self._dead_letters, self._headers,
+            key_of=lambda letter: str(letter.get("asset_id") or letter["source_topic"]),
+        )  # fmt: skip
+        if report.failed or report.rejected:
+            raise RuntimeError(f"dead letters not acknowledged: {report.failed or report.rejected}")
+
+    async def _dead_letter_undecodable(self, producer: BatchProducer, batch: ConsumedBatch) -> None:
+        if not batch.undecodable:
+            return
+        self.env.metrics.errors.labels(**self.labels, kind="decode").inc(len(batch.undecodable))
+        letters = [
+            {"source_topic": message.topic, "source_partition": message.partition, "source_offset": message.offset,
+             "node_id": self.plan.node_id, "asset_id": None,
+             "reasons": [{"code": "decode_error", "field": None, "message": why}],
+             "payload": message.value or b"", "failed_at": now_utc(), "metadata": {}}
+            for message, why in batch.undecodable
+        ]  # fmt: skip
+        await self._send_dead_letters(producer, letters)
+
+    async def _save_state(self, producer: BatchProducer) -> None:
+        changes = self.node.state_changes()
+        if not changes:
+            return
+        items = [(index, key.encode(), json.dumps(value).encode() if value is not None else b"")
+                 for index, (key, value) in enumerate(changes.items())]  # fmt: skip
+        report = await producer.send_raw(self._state_topic, items)
+        if report.failed:
+            raise RuntimeError(f"state changelog {self._state_topic} not acknowledged: {report.failed[0][1]!r}")
+
+
+async def read_state(bootstrap: str, topic: str) -> dict[str, Any]:
+    """The whole state in a compacted changelog (last value per key wins; empty value deletes)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            return {}
+        tps = [TopicPartition(topic, 0)]  # changelogs are created with one partition (Gateway._ensure_topics)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        state: dict[str, Any] = {}
+        while True:
+            positions = {tp: await consumer.position(tp) for tp in tps}
+            if all(positions[tp] >= end for tp, end in ends.items()):
+                return state
+            for messages in (await consumer.getmany(timeout_ms=1000)).values():
+                for message in messages:
+                    key = message.key.decode()
+                    if message.value:
+                        state[key] = json.loads(message.value)
+                    else:
+                        state.pop(key, None)
+    finally:
+        await consumer.stop()
