@@ -1,0 +1,208 @@
+"""The gateway on a real broker: a flow end to end, modified-nodes deploy, rollback, restarts, health."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from streamforge.engine.compiler import ExecutionPlan, compile_flow
+from streamforge.engine.flow import validate_flow
+from streamforge.engine.registry import NodeRegistry, load_registry
+from streamforge.engine.schema_registry import CachedSchemaRegistry
+from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode
+from streamforge.engine.serde import Decoder
+from streamforge.runtime.gateway.gateway import DeployFailed, Gateway, health_app
+from streamforge.runtime.gateway.supervisor import RestartPolicy
+from streamforge.runtime.http import serve_app
+from streamforge.runtime.kafka.clients import BatchConsumer
+from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+
+T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
+READINGS = 300  # per signal, at 10 Hz of device time: 30 s
+
+
+class Broken(ProcessorNode[NodeConfig]):
+    """Refuses to start: a deploy that includes it must roll back."""
+
+    type = "test_broken"
+    Config = NodeConfig
+    inputs = (Port("in", PortType.TELEMETRY),)
+
+    async def start(self) -> None:
+        raise ConnectionRefusedError("device at 10.0.0.9:502 refused the connection")
+
+
+class Crashy(ProcessorNode[NodeConfig]):
+    """Fails on every batch: the restart policy must give up and say FAILED."""
+
+    type = "test_crashy"
+    Config = NodeConfig
+    inputs = (Port("in", PortType.TELEMETRY),)
+
+    async def process(self, batch: Sequence[Message]) -> Emitted:
+        raise ValueError("bug in node code")
+
+
+def node_types() -> NodeRegistry:
+    registry = load_registry(include_plugins=False)
+    registry.register(Broken, "test")
+    registry.register(Crashy, "test")
+    return registry
+
+
+def simulated_flow(
+    flow_id: str,
+    extra_nodes: Sequence[dict[str, Any]] = (),
+    extra_edges: Sequence[tuple[str, str]] = (),
+    resolutions: Sequence[str] = ("1s",),
+) -> ExecutionPlan:
+    doc = {
+        "id": flow_id,
+        "nodes": [
+            {
+                "id": "sim",
+                "type": "simulator",
+                "config": {
+                    "signals": [
+                        {"asset_id": "pump_1", "parameter": "pressure", "offset": 5, "amplitude": 1},
+                        {"asset_id": "pump_2", "parameter": "pressure", "offset": 6, "amplitude": 1},
+                    ],
+                    "rate_hz": 10,
+                    "realtime": False,
+                    "limit": READINGS,
+                    "start_time": T0.isoformat(),
+                    "batch_size": 100,
+                    "faults": {"out_of_range_every": 20, "duplicate_every": 33},
+                },
+            },
+            {"id": "val", "type": "validator", "config": {"rules": [{"parameter": "pressure", "min": 0, "max": 10}]}},
+            {
+                "id": "agg",
+                "type": "aggregator",
+                "config": {"resolutions": list(resolutions), "allowed_lateness_s": 0, "idle_close_s": 1},
+            },
+            *extra_nodes,
+        ],
+        "edges": [{"from": a, "to": b} for a, b in [("sim:out", "val:in"), ("val:clean", "agg:in"), *extra_edges]],
+    }
+    return compile_flow(validate_flow(doc), node_types())
+
+
+@pytest.fixture
+async def gateway(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, registry_url: str, tmp_path: Path
+) -> AsyncIterator[Gateway]:
+    gw = Gateway(
+        kafka.bootstrap,
+        registry,
+        node_types(),
+        tmp_path,
+        registry_url,
+        policy=RestartPolicy(max_restarts=2, window_s=60, backoff_s=0.05),
+        kafka_health=kafka.health,
+    )
+    yield gw
+    await gw.stop()
+
+
+async def read_from(
+    kafka: EmbeddedKafka,
+    registry: CachedSchemaRegistry,
+    topic: str,
+    flow: str,
+    node: str,
+    expected: int,
+    timeout_s: float = 60,
+) -> list[dict[str, Any]]:
+    """Everything `node` of `flow` wrote to `topic`, waiting until `expected` records arrived."""
+    records: list[dict[str, Any]] = []
+    group = f"reader.{flow}.{node}.{topic}.{time.time_ns()}"
+    async with BatchConsumer(kafka.bootstrap, group, [topic], Decoder(registry), upstream=[(flow, node)]) as consumer:
+        deadline = time.monotonic() + timeout_s
+        idle = 0
+        while time.monotonic() < deadline and (len(records) < expected or idle < 2):
+            batch = await consumer.next_batch(timeout_ms=500)
+            records += [m.record for m in batch.records]
+            idle = 0 if batch.records else idle + 1
+    return records
+
+
+async def test_flow_end_to_end(
+    gateway: Gateway, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
+) -> None:
+    flow = unique.replace("-", "_")[:60]
+    report = await gateway.deploy(simulated_flow(flow))
+    assert report.started == ["agg", "sim", "val"]
+    # 2 x 300 readings; every 20th is out of range (15 each); every 33rd (not also 20th) is duplicated (9 each).
+    raw_total, bad, dups = 2 * READINGS + 2 * 9, 2 * 15, 2 * 9
+    clean = await read_from(kafka, registry, "telemetry.clean", flow, "val", raw_total - bad - dups)
+    dead = await read_from(kafka, registry, "dlq.telemetry", flow, "val", bad + dups)
+    assert len(clean) == raw_total - bad - dups
+    assert Counter(d["reasons"][0]["code"] for d in dead) == {"out_of_range": bad, "duplicate": dups}
+    aggregates = await read_from(kafka, registry, "telemetry.1s", flow, "agg", 2 * 30)
+    by_window: dict[tuple[str, datetime], list[float]] = {}
+    for reading in clean:
+        t = reading["timestamps"]["device_time"]
+        by_window.setdefault((reading["asset_id"], t.replace(microsecond=0)), []).append(reading["value"])
+    produced = {
+        (a["asset_id"], a["window_start"]): (a["aggregates"]["count"], a["aggregates"]["max"]) for a in aggregates
+    }
+    assert produced == {key: (len(values), max(values)) for key, values in by_window.items()}
+    health = gateway.health()
+    assert health["status"] == "HEALTHY" and {n["status"] for n in health["nodes"]} == {"RUNNING"}
+    assert gateway.metrics.records_in.labels(flow=flow, node="val")._value.get() == raw_total
+
+
+async def test_modified_nodes_deploy_restarts_only_what_changed(gateway: Gateway, unique: str) -> None:
+    flow = unique.replace("-", "_")[:60]
+    await gateway.deploy(simulated_flow(flow))
+    before = dict(gateway.handles[flow])
+    report = await gateway.deploy(simulated_flow(flow, resolutions=["1s", "1min"]))
+    assert report.started == ["agg"] and report.stopped == ["agg"] and report.unchanged == ["sim", "val"]
+    assert gateway.handles[flow]["sim"] is before["sim"] and gateway.handles[flow]["agg"] is not before["agg"]
+
+
+async def test_a_node_that_fails_to_start_rolls_the_deploy_back(gateway: Gateway, unique: str) -> None:
+    flow = unique.replace("-", "_")[:60]
+    first = simulated_flow(flow)
+    await gateway.deploy(first)
+    running_val = gateway.handles[flow]["val"]
+    broken = simulated_flow(
+        flow, [{"id": "bad", "type": "test_broken"}], [("val:clean", "bad:in")], resolutions=["1min"]
+    )
+    with pytest.raises(DeployFailed, match=r"node bad failed to start: ConnectionRefusedError: device at 10.0.0.9"):
+        await gateway.deploy(broken)
+    assert gateway.plans[flow] is first
+    assert set(gateway.handles[flow]) == {"sim", "val", "agg"}
+    assert gateway.handles[flow]["val"] is running_val
+    assert gateway.handles[flow]["agg"].plan == first.node("agg")  # the old version came back
+    assert {h.current_status().value for h in gateway.handles[flow].values()} == {"RUNNING"}
+
+
+async def test_restart_policy_gives_up_and_health_tells_the_truth(gateway: Gateway, unique: str) -> None:
+    flow = unique.replace("-", "_")[:60]
+    await gateway.deploy(simulated_flow(flow, [{"id": "crashy", "type": "test_crashy"}], [("val:clean", "crashy:in")]))
+    handle = gateway.handles[flow]["crashy"]
+    for _ in range(200):
+        if handle.current_status().value == "FAILED":
+            break
+        await asyncio.sleep(0.1)
+    assert handle.health()["status"] == "FAILED" and handle.restarts == 2
+    assert "ValueError: bug in node code" in (handle.last_error or "")
+    async with serve_app(health_app(gateway)) as url, httpx.AsyncClient(base_url=url) as http:
+        assert (await http.get("/health/live")).status_code == 200
+        ready = await http.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["status"] == "UNHEALTHY"
+        full = (await http.get("/health")).json()
+        assert next(n for n in full["nodes"] if n["node"] == "crashy")["status"] == "FAILED"
+        metrics = (await http.get("/metrics")).text
+        assert f'streamforge_node_restarts_total{{flow="{flow}",node="crashy"}} 2.0' in metrics
+        assert "streamforge_node_batch_duration_seconds_bucket" in metrics
