@@ -79,6 +79,7 @@ class Message:
     raw: bytes = b""  # the value exactly as stored in Kafka (dead letters keep it untouched)
     key: bytes | None = None
     headers: dict[str, bytes] = field(default_factory=dict)
+    port: str = ""  # the input port it arrived on
 
 
 @dataclass

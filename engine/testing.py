@@ -16,6 +16,7 @@ from streamforge.engine.sdk import (
     Message,
     Node,
     NodeContext,
+    Port,
     ProcessorNode,
     Record,
     SinkNode,
@@ -24,6 +25,15 @@ from streamforge.engine.sdk import (
 from streamforge.engine.serde import Decoder, Encoder
 
 NodeT = TypeVar("NodeT", bound=Node[Any])
+
+
+def _port_encoders(registry: InMemorySchemaRegistry, ports: Sequence[Port]) -> dict[str, Encoder]:
+    """An encoder per typed port (an `any` port carries whatever comes, so it has none)."""
+    return {
+        port.name: Encoder(registry.register_now(port.name, schema), schema)
+        for port in ports
+        if (schema := SCHEMAS.get(RECORD_TYPE_OF_PORT.get(port.type, ""))) is not None
+    }
 
 
 class NodeHarness(Generic[NodeT]):
@@ -43,15 +53,8 @@ class NodeHarness(Generic[NodeT]):
         self._offsets = itertools.count()
         registry = InMemorySchemaRegistry()
         self._decoder = Decoder(registry)
-        self._encoders = {
-            port.name: Encoder(registry.register_now(port.name, schema), schema)
-            for port in cls.outputs
-            if (schema := SCHEMAS.get(RECORD_TYPE_OF_PORT.get(port.type, ""))) is not None
-        }
-        input_schema = SCHEMAS.get(RECORD_TYPE_OF_PORT.get(cls.inputs[0].type, "")) if cls.inputs else None
-        self._input_encoder = (
-            None if input_schema is None else Encoder(registry.register_now("input", input_schema), input_schema)
-        )
+        self._encoders = _port_encoders(registry, cls.outputs)
+        self._input_encoders = _port_encoders(registry, cls.inputs)
 
     async def __aenter__(self) -> NodeHarness[NodeT]:
         await self.node.start()
@@ -60,18 +63,21 @@ class NodeHarness(Generic[NodeT]):
     async def __aexit__(self, *exc: object) -> None:
         await self.node.stop()
 
-    async def messages(self, records: Sequence[Record], topic: str = "in", partition: int = 0) -> list[Message]:
+    async def messages(
+        self, records: Sequence[Record], topic: str = "in", partition: int = 0, port: str | None = None
+    ) -> list[Message]:
         """Records as the runtime delivers them: through the input's Avro schema, with position and raw bytes."""
-        encoder = self._input_encoder
+        port = port or (self.cls.inputs[0].name if self.cls.inputs else "")
+        encoder = self._input_encoders.get(port)
         if encoder is None:
-            return [Message(r, topic, partition, next(self._offsets), "upstream") for r in records]
+            return [Message(r, topic, partition, next(self._offsets), "upstream", port=port) for r in records]
         encoded = encoder.encode_batch(records)
         if encoded.errors:
             raise AssertionError("injected records do not fit the input schema: " + "; ".join(map(str, encoded.errors)))
         values = [value for _, value in encoded.ok]
         decoded = await self._decoder.decode_batch(values)
         return [
-            Message(record, topic, partition, next(self._offsets), "upstream", values[index])
+            Message(record, topic, partition, next(self._offsets), "upstream", values[index], port=port)
             for index, record in decoded.ok
         ]
 
@@ -122,5 +128,5 @@ class NodeHarness(Generic[NodeT]):
     async def poll(self) -> Emitted:
         return await self._capture(await cast(SourceNode[Any], self.node).poll())
 
-    async def write(self, records: Sequence[Record]) -> None:
-        await cast(SinkNode[Any], self.node).write(await self.messages(records))
+    async def write(self, records: Sequence[Record], port: str | None = None) -> None:
+        await cast(SinkNode[Any], self.node).write(await self.messages(records, port=port))

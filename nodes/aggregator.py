@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,30 +39,31 @@ class AggregatorConfig(NodeConfig):
 
 @dataclass
 class _Window:
+    """Readings of one window keyed by device time: a replayed or duplicated reading counts once."""
+
     start_ms: int
     unit: str | None
-    count: int = 0
-    total: float = 0.0
-    low: float = float("inf")
-    high: float = float("-inf")
-    first: tuple[int, float] = (2**63, 0.0)
-    last: tuple[int, float] = (-(2**63), 0.0)
+    values: dict[int, float] = field(default_factory=dict)
     oldest: dict[tuple[str, int], int] = field(default_factory=dict)  # earliest input offset per partition
     touched: float = 0.0
 
     def add(self, at_ms: int, value: float, message: Message) -> None:
-        self.count += 1
-        self.total += value
-        self.low = min(self.low, value)
-        self.high = max(self.high, value)
-        if at_ms < self.first[0]:
-            self.first = (at_ms, value)
-        if at_ms >= self.last[0]:
-            self.last = (at_ms, value)
+        self.values[at_ms] = value
         where = (message.topic, message.partition)
         if where not in self.oldest or message.offset < self.oldest[where]:
             self.oldest[where] = message.offset
         self.touched = time.monotonic()
+
+    def statistics(self) -> dict[str, Any]:
+        values = self.values.values()
+        return {
+            "avg": math.fsum(values) / len(self.values),
+            "min": min(values),
+            "max": max(values),
+            "first": self.values[min(self.values)],
+            "last": self.values[max(self.values)],
+            "count": len(self.values),
+        }
 
 
 def _ms(moment: datetime) -> int:
@@ -206,14 +208,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             "resolution": slot[2],
             "window_start": start,
             "window_end": start + timedelta(milliseconds=WINDOW_MS[slot[2]]),
-            "aggregates": {
-                "avg": window.total / window.count,
-                "min": window.low,
-                "max": window.high,
-                "first": window.first[1],
-                "last": window.last[1],
-                "count": window.count,
-            },
+            "aggregates": window.statistics(),
             "unit": window.unit,
             "metadata": {},
         }

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,6 +17,7 @@ from aiokafka.admin import NewTopic
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
 from streamforge.runtime.http import serve_app
+from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import create_topics
 
@@ -30,6 +34,20 @@ async def kafka(session_dir: Path) -> AsyncIterator[EmbeddedKafka]:
     """The session's broker: a real single-node KRaft Kafka, supervised like the gateway's."""
     async with EmbeddedKafka(session_dir / "kafka") as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """A real PostgreSQL server for the session, in its own data directory (scripts/local-postgres.sh)."""
+    data = tempfile.mkdtemp(prefix="streamforge-pg-")
+    port = str(free_port())
+    script = Path(__file__).resolve().parent.parent / "scripts" / "local-postgres.sh"
+    started = subprocess.run([str(script), "start", data, port], capture_output=True, text=True, check=False)
+    if started.returncode != 0:
+        raise RuntimeError(f"PostgreSQL did not start: {started.stderr}")
+    yield started.stdout.strip()
+    subprocess.run([str(script), "stop", data, port], capture_output=True, check=False)
+    shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

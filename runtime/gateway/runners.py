@@ -157,6 +157,7 @@ class NodeRunner:
             max_poll_records=self.env.batch_size,
         )  # fmt: skip
         await consumer.start()
+        port_of_topic = {inp.topic: inp.port for inp in self.plan.inputs}
         positions: dict[TopicPartition, int] = {}
         next_tick = time.monotonic() + 1.0
         try:
@@ -167,6 +168,8 @@ class NodeRunner:
                 )
                 batch = await consumer.next_batch(timeout_ms=min(wait_ms, 1000), max_records=self.env.batch_size)
                 started = time.perf_counter()
+                for message in batch.records:
+                    message.port = port_of_topic.get(message.topic, "")
                 self.env.metrics.records_in.labels(**self.labels).inc(len(batch.records))
                 positions.update(batch.next_offsets)
                 await self._dead_letter_undecodable(producer, batch)

@@ -107,3 +107,13 @@ async def test_crash_and_replay_from_retained_offsets_emits_exactly_the_same() -
                 assert latest[key] == aggregate  # a re-emission is identical, never partial
             latest[key] = aggregate
     assert h.captured["late"] == []
+
+
+async def test_a_reading_delivered_twice_counts_once() -> None:
+    records = readings(3 * 10)
+    async with NodeHarness(Aggregator, {"resolutions": ["1s"], "allowed_lateness_s": 0}) as h:
+        await h.process(records + records[:9])  # at-least-once delivery: a replayed prefix
+        h.node.config.idle_close_s = 0.001
+        await asyncio.sleep(0.01)
+        await h.tick(T0)
+    assert_same(got(h.captured["agg_1s"]), expected(records, 1000))

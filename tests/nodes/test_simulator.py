@@ -90,3 +90,15 @@ def test_bad_config_is_located(change: dict[str, Any], where: tuple[str, ...]) -
     with pytest.raises(ValidationError) as caught:
         SimulatorConfig.model_validate(_config(**change))
     assert caught.value.errors()[0]["loc"] == where
+
+
+async def test_restart_resumes_where_kafka_acknowledged() -> None:
+    config = _config(limit=60)
+    uninterrupted = await _all(config)
+    async with NodeHarness(Simulator, {**config, "batch_size": 25}) as harness:
+        await harness.poll()
+        await harness.poll()  # 50 readings acknowledged, state saved after each batch
+        await harness.restart()
+        while not harness.node.exhausted:
+            await harness.poll()
+    assert harness.captured["out"] == uninterrupted
