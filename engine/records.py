@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 Record = dict[str, Any]
 
 # Spec, time semantics: alert when device and gateway clocks disagree by more than this.
 MAX_CLOCK_SKEW_MS: Final = 10_000
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the Unix epoch (the resolution Avro's timestamp-millis keeps)."""
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def from_epoch_ms(milliseconds: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=milliseconds)
 
 
 def now_utc() -> datetime:

@@ -7,18 +7,17 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from streamforge.engine.records import now_utc
+from streamforge.engine.records import epoch_ms, from_epoch_ms, now_utc
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
 
 Resolution = Literal["1s", "1min", "1h"]
 WINDOW_MS: dict[str, int] = {"1s": 1_000, "1min": 60_000, "1h": 3_600_000}
 PORT_OF: dict[str, str] = {"1s": "agg_1s", "1min": "agg_1min", "1h": "agg_1h"}
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class AggregatorConfig(NodeConfig):
@@ -64,10 +63,6 @@ class _Window:
             "last": self.values[max(self.values)],
             "count": len(self.values),
         }
-
-
-def _ms(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
 def _key(*parts: str | int) -> str:
@@ -147,7 +142,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                 continue
             series = (record["asset_id"], record["parameter"])
             timestamps = record["timestamps"]
-            at_ms = _ms(timestamps["device_time"] or timestamps["gateway_time"])
+            at_ms = epoch_ms(timestamps["device_time"] or timestamps["gateway_time"])
             watermark = self._watermark.get(series, -(2**62))
             for resolution in resolutions:
                 size = WINDOW_MS[resolution]
@@ -201,7 +196,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         return emitted
 
     def _aggregate(self, slot: tuple[str, str, str], window: _Window) -> Record:
-        start = EPOCH + timedelta(milliseconds=window.start_ms)
+        start = from_epoch_ms(window.start_ms)
         return {
             "asset_id": slot[0],
             "parameter": slot[1],
@@ -225,7 +220,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                 "code": "late",
                 "field": "/timestamps/device_time",
                 "message": f"arrived after its {resolution} window starting "
-                f"{(EPOCH + timedelta(milliseconds=start)).isoformat()} closed "
+                f"{from_epoch_ms(start).isoformat()} closed "
                 f"(allowed lateness {self.config.allowed_lateness_s}s)",
             }],
             "payload": message.raw,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from datetime import datetime
@@ -10,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streamforge.engine.records import now_utc
+from streamforge.engine.records import epoch_ms, from_epoch_ms, now_utc
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
 
 
@@ -64,6 +65,21 @@ class Validator(ProcessorNode[ValidatorConfig]):
         self._rules: dict[tuple[str, str], SeriesRule] = {}
         self._last: dict[tuple[str, str], tuple[datetime, float]] = {}
         self._seen: dict[tuple[str, str, datetime], None] = {}  # insertion-ordered: oldest evicted first
+        self._changed: set[tuple[str, str]] = set()
+
+    def state_changes(self) -> dict[str, Any]:
+        # The last accepted reading per series, saved with each commit: after a restart the rate
+        # check of the first replayed reading compares against the same baseline as before.
+        changes = {json.dumps(["last", *series]): [epoch_ms(self._last[series][0]), self._last[series][1]]
+                   for series in self._changed}  # fmt: skip
+        self._changed.clear()
+        return changes
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for key, (at_ms, value) in state.items():
+            kind, asset_id, parameter = json.loads(key)
+            if kind == "last":
+                self._last[(asset_id, parameter)] = (from_epoch_ms(at_ms), float(value))
 
     def _rule(self, series: tuple[str, str]) -> SeriesRule:
         rule = self._rules.get(series)
@@ -139,6 +155,7 @@ class Validator(ProcessorNode[ValidatorConfig]):
                 previous = self._last.get(series)
                 if previous is None or device_time > previous[0]:
                     self._last[series] = (device_time, value)
+                    self._changed.add(series)
         return reasons, quality, event
 
     def _remember(self, series: tuple[str, str], device_time: datetime) -> None:

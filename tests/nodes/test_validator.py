@@ -87,3 +87,11 @@ async def test_state_is_per_series() -> None:
     async with NodeHarness(Validator, RULES) as h:
         out = await h.process([reading(5, 0, "pump_1"), reading(9, 0, "pump_2"), reading(5.5, 1, "pump_1")])
     assert len(out["clean"]) == 3  # pump_2's 9 is not a spike relative to pump_1's 5
+
+
+async def test_rate_baseline_survives_a_restart() -> None:
+    async with NodeHarness(Validator, RULES) as h:
+        await h.process([reading(5, 0), reading(5.5, 1)])
+        await h.restart()
+        out = await h.process([reading(9, 2)])  # 3.5/s from the restored 5.5: still a spike
+    assert [codes(d) for d in out["dlq"]] == [["rate_of_change"]]
