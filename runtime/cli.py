@@ -262,8 +262,16 @@ def flow_plan(file: Path) -> None:
     default=None,
     help="Use this existing Kafka cluster instead of the embedded broker [env STREAMFORGE_KAFKA_BOOTSTRAP].",
 )
+@click.option(
+    "--registry",
+    "registry_url",
+    envvar="STREAMFORGE_REGISTRY_URL",
+    default=None,
+    help="Schema registry of the control plane (one per Kafka cluster) [env STREAMFORGE_REGISTRY_URL]; "
+    "default: a local one in the data dir.",
+)
 @click.option("--port", type=int, default=8080, show_default=True, help="Health and metrics port (0: any free).")
-def run(file: Path, data_dir: Path, bootstrap: str | None, port: int) -> None:
+def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | None, port: int) -> None:
     """Run a gateway with embedded Kafka and FILE's flow until Ctrl-C. An invalid flow starts nothing."""
     from streamforge.engine.compiler import compile_flow
     from streamforge.engine.problems import FlowInvalid
@@ -278,7 +286,7 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, port: int) -> None:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        asyncio.run(run_plan(plan, data_dir, bootstrap, port, click.echo))
+        asyncio.run(run_plan(plan, data_dir, bootstrap, port, click.echo, registry_url))
     except DeployFailed as exc:
         _fail(str(exc))
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from streamforge.engine.compiler import ExecutionPlan
@@ -18,30 +18,39 @@ from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.supervisor import kafka_or_existing
 
 
+@contextlib.asynccontextmanager
+async def registry_or_existing(data_dir: Path, url: str | None) -> AsyncIterator[str]:
+    """The control plane's registry when `url` is given, else a local one on data_dir/registry.sqlite."""
+    if url:
+        yield url
+        return
+    async with serve_app(schema_registry_app(SchemaStore(data_dir / "registry.sqlite"))) as local:
+        yield local
+
+
 async def run_plan(
     plan: ExecutionPlan,
     data_dir: Path,
     bootstrap: str | None,
     port: int,
     say: Callable[[str], None],
-    stop: asyncio.Event | None = None,
+    registry_url: str | None = None,
 ) -> None:
     """Run until SIGINT/SIGTERM (or `stop`), then stop every node and the broker cleanly."""
-    stop = stop or asyncio.Event()
+    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     state_dir = data_dir / "gateway"
     state_dir.mkdir(parents=True, exist_ok=True)
-    store = SchemaStore(data_dir / "registry.sqlite")
     async with (
-        serve_app(schema_registry_app(store)) as registry_url,
+        registry_or_existing(data_dir, registry_url) as schemas_url,
         kafka_or_existing(data_dir, bootstrap) as kafka,
     ):
         servers = kafka.bootstrap if kafka else str(bootstrap)
-        remote = HttpSchemaRegistry(registry_url)
+        remote = HttpSchemaRegistry(schemas_url)
         registry = CachedSchemaRegistry(remote, SchemaCache(state_dir / "schema-cache" / "gateway.json"))
-        gateway = Gateway(servers, registry, load_registry(), state_dir, registry_url,
+        gateway = Gateway(servers, registry, load_registry(), state_dir, schemas_url,
                           kafka_health=kafka.health if kafka else None)  # fmt: skip
         async with serve_app(health_app(gateway), port=port) as health_url:
             try:
