@@ -37,33 +37,80 @@ FAULTS = {"out_of_range_every": 40, "spike_every": 35, "duplicate_every": 45, "m
 
 def flow_document(flow_id: str, dsn: str, prefix: str) -> dict[str, Any]:
     return {
-        "format": "streamforge.flow/v1", "id": flow_id, "label": "crash consistency", "version": 1,
+        "format": "streamforge.flow/v1",
+        "id": flow_id,
+        "label": "crash consistency",
+        "version": 1,
         "nodes": [
-            {"id": "sim", "type": "simulator", "config": {
-                "signals": [{"asset_id": "pump_1", "parameter": "pressure", "offset": 5, "amplitude": 1},
-                            {"asset_id": "pump_2", "parameter": "flow", "shape": "random_walk", "offset": 100,
-                             "amplitude": 10}],
-                "rate_hz": RATE_HZ, "limit": READINGS, "start_time": T0.isoformat(), "batch_size": 50,
-                "faults": FAULTS}},
-            {"id": "val", "type": "validator", "config": {"rules": [
-                {"parameter": "pressure", "min": 0, "max": 100, "max_rate_per_s": 100},
-                {"parameter": "flow", "min": 0, "max": 200, "max_rate_per_s": 1000}]}},
-            {"id": "agg", "type": "aggregator", "config": {"resolutions": ["1s"], "allowed_lateness_s": 0.5,
-                                                           "idle_close_s": 2}},
+            {
+                "id": "sim",
+                "type": "simulator",
+                "config": {
+                    "signals": [
+                        {"asset_id": "pump_1", "parameter": "pressure", "offset": 5, "amplitude": 1},
+                        {
+                            "asset_id": "pump_2",
+                            "parameter": "flow",
+                            "shape": "random_walk",
+                            "offset": 100,
+                            "amplitude": 10,
+                        },
+                    ],
+                    "rate_hz": RATE_HZ,
+                    "limit": READINGS,
+                    "start_time": T0.isoformat(),
+                    "batch_size": 50,
+                    "faults": FAULTS,
+                },
+            },
+            {
+                "id": "val",
+                "type": "validator",
+                "config": {
+                    "rules": [
+                        {"parameter": "pressure", "min": 0, "max": 100, "max_rate_per_s": 100},
+                        {"parameter": "flow", "min": 0, "max": 200, "max_rate_per_s": 1000},
+                    ]
+                },
+            },
+            {
+                "id": "agg",
+                "type": "aggregator",
+                "config": {"resolutions": ["1s"], "allowed_lateness_s": 0.5, "idle_close_s": 2},
+            },
             {"id": "db", "type": "postgres", "config": {"dsn": dsn, "table_prefix": prefix}},
         ],
-        "edges": [{"from": a, "to": b} for a, b in [
-            ("sim:out", "val:in"), ("val:clean", "agg:in"), ("val:clean", "db:telemetry"),
-            ("agg:agg_1s", "db:aggregates")]],
-    }  # fmt: skip
+        "edges": [
+            {"from": a, "to": b}
+            for a, b in [
+                ("sim:out", "val:in"),
+                ("val:clean", "agg:in"),
+                ("val:clean", "db:telemetry"),
+                ("agg:agg_1s", "db:aggregates"),
+            ]
+        ],
+    }
 
 
 class GatewayProcess:
     """`streamforge run` as a user starts it, in its own process."""
 
     def __init__(self, flow: Path, data_dir: Path, bootstrap: str, registry_url: str) -> None:
-        self.args = [sys.executable, "-m", "streamforge.runtime.cli", "run", str(flow), "--data-dir", str(data_dir),
-                     "--bootstrap", bootstrap, "--registry", registry_url, "--port", str(free_port())]  # fmt: skip
+        self.args = [
+            sys.executable,
+            "-m",
+            "streamforge.runtime.cli",
+            "run",
+            str(flow),
+            "--data-dir",
+            str(data_dir),
+            "--bootstrap",
+            bootstrap,
+            "--registry",
+            registry_url,
+            "--port",
+            str(free_port()),
+        ]
         self.process: asyncio.subprocess.Process | None = None
         self.health_url = ""
 
@@ -95,10 +142,16 @@ class GatewayProcess:
 async def table_rows(dsn: str, prefix: str) -> tuple[set[tuple[Any, ...]], dict[tuple[Any, ...], tuple[Any, ...]]]:
     connection = await asyncpg.connect(dsn)
     try:
-        telemetry = {tuple(r) for r in await connection.fetch(
-            f"SELECT asset_id, parameter, time, value, quality FROM {prefix}telemetry")}  # fmt: skip
-        aggregates = {(r[0], r[1], r[2]): tuple(r[3:]) for r in await connection.fetch(
-            f"SELECT asset_id, parameter, window_start, avg, min, max, first, last, count FROM {prefix}aggregates")}  # fmt: skip
+        telemetry = {
+            tuple(r)
+            for r in await connection.fetch(f"SELECT asset_id, parameter, time, value, quality FROM {prefix}telemetry")
+        }
+        aggregates = {
+            (r[0], r[1], r[2]): tuple(r[3:])
+            for r in await connection.fetch(
+                f"SELECT asset_id, parameter, window_start, avg, min, max, first, last, count FROM {prefix}aggregates"
+            )
+        }
     except asyncpg.UndefinedTableError:
         return set(), {}
     finally:
@@ -122,8 +175,9 @@ async def settled(dsn: str, prefix: str, rows: int, timeout_s: float = 120) -> t
     raise TimeoutError(f"{prefix} tables still changing after {timeout_s}s: {previous}")
 
 
-async def run_to_completion(tmp: Path, name: str, kafka: EmbeddedKafka, registry_url: str, dsn: str,
-                            chaos: Any = None) -> tuple[set[Any], dict[Any, Any], str]:  # fmt: skip
+async def run_to_completion(
+    tmp: Path, name: str, kafka: EmbeddedKafka, registry_url: str, dsn: str, chaos: Any = None
+) -> tuple[set[Any], dict[Any, Any], str]:
     flow_id = f"{name}_{os.getpid()}_{time.time_ns() % 10**9}"
     prefix = f"{name}_{time.time_ns() % 10**9}_"
     flow_path = tmp / f"{flow_id}.json"
@@ -170,8 +224,9 @@ async def kill_sink_worker(gateway: GatewayProcess, dsn: str, prefix: str) -> Ga
 
 
 @pytest.fixture(scope="module")
-async def reference(kafka: EmbeddedKafka, registry_url: str, postgres_dsn: str,
-                    tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[set[Any], dict[Any, Any], str]]:  # fmt: skip
+async def reference(
+    kafka: EmbeddedKafka, registry_url: str, postgres_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[set[Any], dict[Any, Any], str]]:
     yield await run_to_completion(tmp_path_factory.mktemp("reference"), "ref", kafka, registry_url, postgres_dsn)
 
 
@@ -191,8 +246,9 @@ async def test_uninterrupted_run_is_complete_and_correct(
     # Every injected fault is in the DLQ with its reason; every good reading is in the table.
     injected = await injected_faults()
     dead: Counter[str] = Counter()
-    async with BatchConsumer(kafka.bootstrap, f"{flow_id}.dlq-check", ["dlq.telemetry"], Decoder(registry),
-                             upstream=[(flow_id, "val")]) as consumer:  # fmt: skip
+    async with BatchConsumer(
+        kafka.bootstrap, f"{flow_id}.dlq-check", ["dlq.telemetry"], Decoder(registry), upstream=[(flow_id, "val")]
+    ) as consumer:
         idle = 0
         while idle < 3:
             batch = await consumer.next_batch(timeout_ms=500)
@@ -218,8 +274,9 @@ async def injected_faults() -> Counter[tuple[str, str]]:
     async with NodeHarness(Simulator, {**config, "realtime": False}) as simulator:
         while not simulator.node.exhausted:
             await simulator.poll()
-    return Counter((r["parameter"], r["metadata"]["sim_fault"]) for r in simulator.captured["out"]
-                   if "sim_fault" in r["metadata"])  # fmt: skip
+    return Counter(
+        (r["parameter"], r["metadata"]["sim_fault"]) for r in simulator.captured["out"] if "sim_fault" in r["metadata"]
+    )
 
 
 async def test_gateway_sigkill_mid_stream_changes_nothing(
