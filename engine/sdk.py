@@ -197,6 +197,12 @@ class ProcessorNode(Node[ConfigT]):
         """Called about once a second, also when no input arrives (close windows, on-delay timers)."""
         return {}
 
+    commands: ClassVar[tuple[str, ...]] = ()  # operator actions, e.g. ("acknowledge", "suppress")
+
+    async def command(self, name: str, args: dict[str, Any]) -> Emitted:
+        """Carry out an operator command between two batches; raise ValueError to refuse it."""
+        raise ValueError(f"{self.type} has no command {name!r}")
+
     def retained(self) -> dict[tuple[str, int], int]:
         """Earliest input offset per (topic, partition) still held in memory and not yet emitted.
 

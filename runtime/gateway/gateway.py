@@ -170,8 +170,34 @@ class Gateway:
                 "nodes": nodes}  # fmt: skip
 
 
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
 def health_app(gateway: Gateway, extra_routes: Iterable[Route] = ()) -> Starlette:
-    """`/health/live`, `/health/ready`, `/health` and `/metrics` for the gateway."""
+    """`/health/live`, `/health/ready`, `/health`, `/metrics`, and node commands under `/api/v1`."""
+
+    async def command(request: Request) -> JSONResponse:
+        flow, node, name = (request.path_params[k] for k in ("flow", "node", "command"))
+        handle = gateway.handles.get(flow, {}).get(node)
+        if handle is None:
+            return _error(404, "not_found", f"flow {flow!r} has no running node {node!r}")
+        runner = handle.runner if isinstance(handle, TaskHandle) else None
+        if runner is None or handle.current_status() not in (NodeStatus.RUNNING, NodeStatus.DEGRADED):
+            return _error(409, "not_running", f"node {node} is {handle.current_status().value}; try again when RUNNING")
+        try:
+            args = await request.json()
+        except ValueError:
+            return _error(400, "bad_request", "body must be a JSON object")
+        if not isinstance(args, dict):
+            return _error(400, "bad_request", "body must be a JSON object")
+        try:
+            result = await asyncio.wait_for(runner.submit(name, args), 30)
+        except ValueError as refusal:
+            return _error(400, "refused", str(refusal))
+        return JSONResponse({"node": node, "command": name, "emitted": {
+            port: [{k: v for k, v in r.items() if k in ("alarm_id", "state", "changed_by", "message")} for r in records]
+            for port, records in result.items()}})  # fmt: skip
 
     async def live(request: Request) -> JSONResponse:
         return JSONResponse({"status": "alive"})
@@ -194,6 +220,7 @@ def health_app(gateway: Gateway, extra_routes: Iterable[Route] = ()) -> Starlett
         Route("/health/ready", ready),
         Route("/health", full),
         Route("/metrics", metrics),
+        Route("/api/v1/flows/{flow}/nodes/{node}/commands/{command}", command, methods=["POST"]),
         *extra_routes,
     ]
     return Starlette(routes=routes)

@@ -101,6 +101,32 @@ class NodeRunner:
         self._ports: dict[str, _PortOut] = {}
         self._dead_letters: Encoder | None = None
         self._state_topic = changelog_topic(self.flow_id, self.plan.node_id)
+        self._commands: asyncio.Queue[tuple[str, dict[str, Any], asyncio.Future[Emitted]]] = asyncio.Queue()
+
+    async def submit(self, name: str, args: dict[str, Any]) -> Emitted:
+        """Run an operator command inside the node's loop; returns once its output is acknowledged."""
+        if not isinstance(self.node, ProcessorNode) or name not in self.node.commands:
+            known = ", ".join(getattr(self.node, "commands", ())) or "none"
+            raise ValueError(f"node {self.plan.node_id} ({self.plan.type}) has no command {name!r}; commands: {known}")
+        future: asyncio.Future[Emitted] = asyncio.get_running_loop().create_future()
+        await self._commands.put((name, args, future))
+        return await future
+
+    async def _run_commands(
+        self, node: ProcessorNode[Any], emitted: Emitted
+    ) -> list[tuple[asyncio.Future[Emitted], Emitted]]:
+        done = []
+        while not self._commands.empty():
+            name, args, future = self._commands.get_nowait()
+            try:
+                result = await node.command(name, args)
+            except ValueError as refusal:
+                future.set_exception(refusal)
+                continue
+            for port, records in result.items():
+                emitted.setdefault(port, []).extend(records)
+            done.append((future, result))
+        return done
 
     def _set_status(self, status: NodeStatus, error: str | None = None) -> None:
         if status is not self.status:
@@ -179,8 +205,11 @@ class NodeRunner:
                         next_tick = time.monotonic() + 1.0
                         for port, records in (await node.tick(now_utc())).items():
                             emitted.setdefault(port, []).extend(records)
+                    answered = await self._run_commands(node, emitted)
                     await self._send(producer, emitted)
                     await self._save_state(producer)
+                    for future, result in answered:
+                        future.set_result(result)
                     retained = node.retained()
                     commit = {tp: min(offset, retained.get((tp.topic, tp.partition), offset))
                               for tp, offset in positions.items()}  # fmt: skip

@@ -162,6 +162,10 @@ class TaskHandle(NodeHandle):
     def _live_status(self) -> NodeStatus:
         return self._runner.status if self._runner is not None else NodeStatus.STARTING
 
+    @property
+    def runner(self) -> NodeRunner | None:
+        return self._runner
+
 
 @dataclass(frozen=True)
 class WorkerSettings:

@@ -206,3 +206,28 @@ async def test_restart_policy_gives_up_and_health_tells_the_truth(gateway: Gatew
         metrics = (await http.get("/metrics")).text
         assert f'streamforge_node_restarts_total{{flow="{flow}",node="crashy"}} 2.0' in metrics
         assert "streamforge_node_batch_duration_seconds_bucket" in metrics
+
+
+async def test_alarm_acknowledged_through_the_runtime_api(
+    gateway: Gateway, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
+) -> None:
+    flow = unique.replace("-", "_")[:60]
+    rule = {"rule_id": "hi", "asset_id": "pump_1", "parameter": "pressure", "high": 3.0, "on_delay_s": 0}
+    plan = simulated_flow(flow, [{"id": "alarm", "type": "alarm_rule", "config": rule}], [("val:clean", "alarm:in")])
+    await gateway.deploy(plan)
+    raised = await read_from(kafka, registry, "alarms.clean", flow, "alarm", 1)
+    assert [(r["state"], r["alarm_id"]) for r in raised] == [("ACTIVE", "hi|pump_1|pressure")]  # stays above 3
+    base = f"/api/v1/flows/{flow}/nodes/alarm/commands"
+    where = {"asset_id": "pump_1", "parameter": "pressure", "user": "operator_ana"}
+    async with serve_app(health_app(gateway)) as url, httpx.AsyncClient(base_url=url) as http:
+        refused = await http.post(f"{base}/acknowledge", json={"asset_id": "pump_1", "parameter": "pressure"})
+        assert refused.status_code == 400 and "`user` is required" in refused.json()["error"]["message"]
+        unknown = await http.post(f"{base}/explode", json=where)
+        assert unknown.status_code == 400 and "commands: acknowledge, suppress, unsuppress" in unknown.text
+        ghost = await http.post(f"/api/v1/flows/{flow}/nodes/ghost/commands/acknowledge", json=where)
+        assert ghost.status_code == 404
+        acked = await http.post(f"{base}/acknowledge", json=where)
+        assert acked.status_code == 200, acked.text
+        assert acked.json()["emitted"]["alarms"][0]["state"] == "ACKNOWLEDGED"
+    transitions = await read_from(kafka, registry, "alarms.clean", flow, "alarm", 2)
+    assert [(r["state"], r["changed_by"]) for r in transitions] == [("ACTIVE", None), ("ACKNOWLEDGED", "operator_ana")]
