@@ -1,4 +1,4 @@
-"""The `streamforge` command: embedded Kafka management, schema registry, and the demo round trip."""
+"""The `streamforge` command: run flows, flow tooling, node palette, embedded Kafka, schema registry."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def main() -> None:
     node      list node types; scaffold a node package
     kafka     install and run the embedded Apache Kafka (single-node KRaft)
     registry  serve the Confluent-compatible schema registry
-    demo      the main job today: embedded Kafka + a visible round trip of sample records
+    roundtrip smoke check: embedded Kafka + a round trip of sample records of every type
     """
     configure_logging("cli")
 
@@ -348,12 +348,12 @@ def registry_serve(db: Path, host: str, port: int) -> None:
     default=None,
     help="Use this existing Kafka cluster instead of the embedded broker [env STREAMFORGE_KAFKA_BOOTSTRAP].",
 )
-def demo(data_dir: Path, records: int, bootstrap: str | None) -> None:
-    """Start embedded Kafka and the registry, send sample records of every type, read them back."""
-    from streamforge.runtime.demo import round_trip
+def roundtrip(data_dir: Path, records: int, bootstrap: str | None) -> None:
+    """Smoke check: embedded Kafka and registry up, sample records of every type sent and read back."""
+    from streamforge.runtime.roundtrip import round_trip
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    click.echo(f"StreamForge demo: Apache Kafka {KAFKA_VERSION} (KRaft), Avro in the Confluent wire format")
+    click.echo(f"StreamForge round trip: Apache Kafka {KAFKA_VERSION} (KRaft), Avro in the Confluent wire format")
     received = asyncio.run(round_trip(data_dir, records, bootstrap, click.echo))
     if received == 0:
         _fail("no records came back")

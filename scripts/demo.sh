@@ -1,6 +1,18 @@
 #!/usr/bin/env bash
-# The README's main job: set up, then run StreamForge on its embedded default.
+# The README's main job: set up, start a local PostgreSQL for the demo's sink, run the demo flow
+# (simulated devices -> validator -> aggregator + alarm rule -> PostgreSQL) on the embedded Kafka. Ctrl-C stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-exec .venv/bin/streamforge demo "$@"
+pg_dir=${STREAMFORGE_DEMO_PG_DIR:-/var/tmp/streamforge-demo-postgres-$(id -un)}
+dsn=$(scripts/local-postgres.sh start "$pg_dir" 55432)
+echo "demo: PostgreSQL at $dsn (tables demo_telemetry, demo_aggregates, demo_alarms)"
+.venv/bin/streamforge run flows/demo.json "$@" &
+gateway=$!
+# Forward a stop to the gateway and wait for its clean shutdown, then stop PostgreSQL.
+trap 'kill -TERM "$gateway" 2>/dev/null || true' INT TERM
+status=0
+wait "$gateway" || status=$?
+if kill -0 "$gateway" 2>/dev/null; then wait "$gateway" || status=$?; fi
+scripts/local-postgres.sh stop "$pg_dir" 55432
+exit "$status"

@@ -1,4 +1,4 @@
-"""The `streamforge` command as a user runs it: help, broker lifecycle, and the demo round trip."""
+"""The `streamforge` command as a user runs it: help, broker lifecycle, and the round trip."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
 
 def test_help_explains_every_subcommand() -> None:
     top = run("--help").stdout
-    for command in ("kafka", "registry", "demo"):
+    for command in ("run", "flow", "node", "kafka", "registry", "roundtrip"):
         assert command in top
     kafka = run("kafka", "--help").stdout
     for command in ("install", "start", "stop", "status"):
@@ -51,8 +51,8 @@ def test_start_status_stop_and_restart_on_same_storage(tmp_path: Path) -> None:
         run("kafka", "stop", "--data-dir", data)
 
 
-async def test_demo_round_trip_against_an_existing_cluster(kafka: EmbeddedKafka, tmp_path: Path) -> None:
-    args = ["demo", "--data-dir", str(tmp_path), "--records", "300", "--bootstrap", kafka.bootstrap]
+async def test_round_trip_against_an_existing_cluster(kafka: EmbeddedKafka, tmp_path: Path) -> None:
+    args = ["roundtrip", "--data-dir", str(tmp_path), "--records", "300", "--bootstrap", kafka.bootstrap]
     process = await asyncio.create_subprocess_exec(
         *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

@@ -1,4 +1,4 @@
-"""The main job until the flow engine lands: embedded Kafka, registry, and a visible round trip of records."""
+"""`streamforge roundtrip`: embedded Kafka, registry, and a visible round trip of every record type."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def sample_records(count: int) -> dict[str, list[Record]]:
             round(80 + 5 * math.sin(i / 5), 3),
             unit="celsius",
             device_time=None if i % 10 == 9 else now - timedelta(milliseconds=300),
-            metadata={"adapter_id": "demo", "adapter_version": "0.1.0"},
+            metadata={"adapter_id": "roundtrip", "adapter_version": "0.1.0"},
         )
         for i in range(count)
     ]
@@ -100,7 +100,7 @@ async def round_trip(data_dir: Path, count: int, bootstrap: str | None, say: Cal
         http_registry = HttpSchemaRegistry(registry_url)
         registry = CachedSchemaRegistry(http_registry, SchemaCache(data_dir / "schema-cache.json"))
         samples = sample_records(count)
-        run = f"demo-{int(time.time() * 1000)}"
+        run = f"roundtrip-{int(time.time() * 1000)}"
         sent: Counter[str] = Counter()
         async with BatchProducer(servers) as producer:
             for topic, records in samples.items():
@@ -110,7 +110,7 @@ async def round_trip(data_dir: Path, count: int, bootstrap: str | None, say: Cal
                     topic,
                     records,
                     encoder,
-                    node_headers(run, "demo"),
+                    node_headers(run, "roundtrip"),
                     key_of=lambda r: str(r.get("asset_id") or r.get("source_topic")),
                 )
                 sent[topic] = len(report.delivered)
@@ -122,7 +122,7 @@ async def round_trip(data_dir: Path, count: int, bootstrap: str | None, say: Cal
         qualities: Counter[str] = Counter()
         examples: dict[str, Record] = {}
         async with BatchConsumer(
-            servers, f"{run}.reader", list(samples), Decoder(registry), upstream=[(run, "demo")]
+            servers, f"{run}.reader", list(samples), Decoder(registry), upstream=[(run, "roundtrip")]
         ) as consumer:
             deadline = time.monotonic() + 60
             while sum(received.values()) < sum(sent.values()) and time.monotonic() < deadline:
