@@ -314,6 +314,36 @@ def node_list(as_json: bool) -> None:
         )
 
 
+@node.command("new")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["processor", "source", "sink"]), default="processor", show_default=True)
+@click.option(
+    "--dir",
+    "target",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to create the package [default: ./streamforge-node-NAME].",
+)
+def node_new(name: str, kind: str, target: Path | None) -> None:
+    """Scaffold an installable node package: one working node, its tests, its entry point."""
+    from streamforge.engine.scaffold import scaffold_node_package
+
+    target = target or Path(f"streamforge-node-{name.replace('_', '-')}")
+    try:
+        files = scaffold_node_package(name, target, kind)  # type: ignore[arg-type]
+    except (ValueError, FileExistsError) as exc:
+        _fail(str(exc))
+    click.echo(
+        json.dumps(
+            {
+                "created": str(target),
+                "files": [str(f.relative_to(target)) for f in files],
+                "next": f"pip install -e '{target}[test]' && pytest {target}",
+            }
+        )
+    )
+
+
 @main.group()
 def registry() -> None:
     """The Confluent-compatible schema registry."""
