@@ -16,7 +16,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from streamforge.engine.compiler import ExecutionPlan, NodePlan
+from streamforge.engine.compiler import ExecutionPlan, NodePlan, compile_flow
+from streamforge.engine.flow import load_flow
 from streamforge.engine.registry import NodeRegistry
 from streamforge.engine.schema_registry import SchemaRegistry
 from streamforge.engine.sdk import Kind
@@ -141,6 +142,10 @@ class Gateway:
             log.info("deployed", extra={"flow": plan.flow_id, "version": plan.version, "started": report.started,
                                         "unchanged": report.unchanged})  # fmt: skip
             return report
+
+    async def deploy_document(self, source: str | bytes, modified_only: bool = True) -> DeployReport:
+        """Load, compile, then deploy. FlowInvalid (every problem, located) before anything is touched."""
+        return await self.deploy(compile_flow(load_flow(source), self.node_types), modified_only)
 
     async def undeploy(self, flow_id: str) -> None:
         async with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -15,6 +16,7 @@ import pytest
 
 from streamforge.engine.compiler import ExecutionPlan, compile_flow
 from streamforge.engine.flow import validate_flow
+from streamforge.engine.problems import FlowInvalid
 from streamforge.engine.registry import NodeRegistry, load_registry
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode
@@ -231,3 +233,17 @@ async def test_alarm_acknowledged_through_the_runtime_api(
         assert acked.json()["emitted"]["alarms"][0]["state"] == "ACKNOWLEDGED"
     transitions = await read_from(kafka, registry, "alarms.clean", flow, "alarm", 2)
     assert [(r["state"], r["changed_by"]) for r in transitions] == [("ACTIVE", None), ("ACKNOWLEDGED", "operator_ana")]
+
+
+async def test_an_invalid_flow_leaves_the_running_one_untouched(gateway: Gateway, unique: str) -> None:
+    flow = unique.replace("-", "_")[:60]
+    running = simulated_flow(flow)
+    await gateway.deploy(running)
+    handles = dict(gateway.handles[flow])
+    broken = {"id": flow, "nodes": [{"id": "sim", "type": "simulator", "config": {}},
+                                    {"id": "x", "type": "teleporter"}], "edges": []}  # fmt: skip
+    for document in (json.dumps(broken), "{not json", json.dumps({**broken, "label": "x" * 10_000_000})):
+        with pytest.raises(FlowInvalid):
+            await gateway.deploy_document(document)
+    assert gateway.plans[flow] is running and gateway.handles[flow] == handles
+    assert {h.current_status().value for h in handles.values()} == {"RUNNING"}
