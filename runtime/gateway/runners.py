@@ -206,7 +206,7 @@ class NodeRunner:
                         for port, records in (await node.tick(now_utc())).items():
                             emitted.setdefault(port, []).extend(records)
                     answered = await self._run_commands(node, emitted)
-                    await self._send(producer, emitted)
+                    await self._send(producer, emitted, batch.records)
                     await self._save_state(producer)
                     for future, result in answered:
                         future.set_result(result)
@@ -251,8 +251,12 @@ class NodeRunner:
                 lag += max(0, highwater - position)
         self.env.metrics.lag.labels(**self.labels).set(lag)
 
-    async def _send(self, producer: BatchProducer, emitted: Emitted) -> None:
-        """Produce every output record and return only once Kafka acknowledged all of them."""
+    async def _send(self, producer: BatchProducer, emitted: Emitted, inputs: Sequence[Message] = ()) -> None:
+        """Produce every output record and return only once Kafka acknowledged all of them.
+
+        An input record passed through unchanged (the same object) is sent as its original bytes.
+        """
+        encoded_as = {id(message.record): message.raw for message in inputs if message.raw}
         rejected: list[Record] = []
         for port, records in emitted.items():
             if not records:
@@ -264,9 +268,13 @@ class NodeRunner:
             backoff = 0.2
             while pending:
                 report = await producer.send_records(
-                    out.topic, pending, out.encoder, self._headers,
+                    out.topic,
+                    pending,
+                    out.encoder,
+                    self._headers,
                     key_of=functools.partial(self.cls.record_key, port),
-                )  # fmt: skip
+                    encoded_as=encoded_as,
+                )
                 self.env.metrics.records_out.labels(**self.labels, port=port).inc(len(report.delivered))
                 for error in report.rejected:
                     log.error("output record rejected", extra={**self.labels, "port": port, "error": str(error)})

@@ -105,3 +105,28 @@ async def test_consumer_keeps_only_wired_nodes_and_commits_manually(
             await c.commit(b)
     async with BatchConsumer(kafka.bootstrap, group, [topic], Decoder(registry)) as c:
         assert (await c.next_batch(timeout_ms=1500)).records == []
+
+
+async def test_records_passed_through_are_sent_as_their_original_bytes(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
+) -> None:
+    topic = await create_topic(kafka.bootstrap, f"{unique}.telemetry", partitions=1)
+    encoder = await encoder_for(registry, f"{topic}-value", SCHEMAS["telemetry"])
+    original, changed = dict(SAMPLES["telemetry"]), dict(SAMPLES["telemetry"], value=1.5)
+    marker = encoder.encode(original)[:5] + b"\x00" * 3  # not a valid body: proves the bytes were reused
+    foreign = b"\x00\x00\x00\x03\x09" + encoder.encode(changed)[5:]  # another schema id: must be re-encoded
+    async with BatchProducer(kafka.bootstrap) as producer:
+        report = await producer.send_records(
+            topic, [original, changed], encoder, encoded_as={id(original): marker, id(changed): foreign}
+        )
+    assert len(report.delivered) == 2
+    raw = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest")
+    await raw.start()
+    try:
+        values: list[bytes] = []
+        while len(values) < 2:
+            for messages in (await raw.getmany(timeout_ms=2000)).values():
+                values += [m.value for m in messages]
+    finally:
+        await raw.stop()
+    assert values == [marker, encoder.encode(changed)]
