@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import NewTopic
-from prometheus_client import CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -22,7 +21,7 @@ from streamforge.engine.registry import NodeRegistry
 from streamforge.engine.schema_registry import SchemaRegistry
 from streamforge.engine.sdk import Kind
 from streamforge.engine.topics import TOPICS
-from streamforge.runtime.gateway.metrics import NodeMetrics
+from streamforge.runtime.gateway.metrics import NodeMetrics, merged_exposition, worker_metrics_path
 from streamforge.runtime.gateway.runners import NodeStatus, RuntimeEnv, changelog_topic
 from streamforge.runtime.gateway.supervisor import (
     NodeHandle,
@@ -217,8 +216,11 @@ def health_app(gateway: Gateway, extra_routes: Iterable[Route] = ()) -> Starlett
         return JSONResponse(report, status_code=200 if report["status"] != "UNHEALTHY" else 503)
 
     async def metrics(request: Request) -> Response:
-        registry: CollectorRegistry = gateway.metrics.registry
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+        workers = [worker_metrics_path(gateway.state_dir, flow_id, node_id)
+                   for flow_id, handles in gateway.handles.items()
+                   for node_id, handle in handles.items() if isinstance(handle, ProcessHandle)]  # fmt: skip
+        body = merged_exposition(gateway.metrics.registry, workers)
+        return Response(body, media_type="text/plain; version=0.0.4")
 
     routes = [
         Route("/health/live", live),

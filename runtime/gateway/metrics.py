@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
+
+METRICS_INTERVAL_S = 2.0  # how often a worker process publishes its metrics to the gateway
 
 
 class NodeMetrics:
@@ -27,3 +35,42 @@ class NodeMetrics:
                             registry=self.registry)  # fmt: skip
         self.restarts = Counter("streamforge_node_restarts", "Times a node was restarted after a failure", labels,
                                 registry=self.registry)  # fmt: skip
+
+
+def worker_metrics_path(state_dir: Path, flow_id: str, node_id: str) -> Path:
+    return state_dir / "metrics" / f"{flow_id}.{node_id}.prom"
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+class _Families:
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def merged_exposition(registry: CollectorRegistry, worker_files: Iterable[Path]) -> bytes:
+    """The gateway's own series plus each worker's latest, merged by family (one HELP/TYPE per name)."""
+    families: dict[str, Metric] = {}
+    texts = [generate_latest(registry).decode()]
+    for path in worker_files:
+        try:
+            texts.append(path.read_text())
+        except FileNotFoundError:
+            continue  # the worker is starting or just stopped
+    for text in texts:
+        for family in text_string_to_metric_families(text):
+            if family.name in families:
+                families[family.name].samples.extend(family.samples)
+            else:
+                families[family.name] = family
+    merged = CollectorRegistry(auto_describe=False)
+    merged.register(_Families(families.values()))
+    return generate_latest(merged)

@@ -7,13 +7,16 @@ import contextlib
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import generate_latest
 
 from streamforge.engine.compiler import node_plan_from_dict
 from streamforge.engine.registry import load_registry
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
-from streamforge.runtime.gateway.metrics import NodeMetrics
+from streamforge.runtime.gateway.metrics import METRICS_INTERVAL_S, NodeMetrics, worker_metrics_path, write_atomically
 from streamforge.runtime.gateway.runners import NodeRunner, RuntimeEnv
 from streamforge.runtime.logs import configure_logging
 
@@ -28,7 +31,9 @@ async def serve(spec: dict[str, Any]) -> None:
     settings = spec["settings"]
     remote = HttpSchemaRegistry(settings["registry_url"]) if settings.get("registry_url") else None
     cache = SchemaCache(Path(settings["state_dir"]) / "schema-cache" / f"{spec['flow_id']}.{plan.node_id}.json")
-    env = RuntimeEnv(settings["bootstrap"], CachedSchemaRegistry(remote, cache), NodeMetrics(), load_registry())
+    metrics = NodeMetrics()
+    env = RuntimeEnv(settings["bootstrap"], CachedSchemaRegistry(remote, cache), metrics, load_registry())
+    metrics_file = worker_metrics_path(Path(settings["state_dir"]), spec["flow_id"], plan.node_id)
     runner = NodeRunner(plan, spec["flow_id"], env)
     run = asyncio.create_task(runner.run())
     stop = asyncio.Event()
@@ -36,11 +41,15 @@ async def serve(spec: dict[str, Any]) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     stopping = asyncio.create_task(stop.wait())
     reported = None
+    next_metrics = 0.0
     try:
         while not run.done() and not stop.is_set():
             if runner.status != reported:
                 reported = runner.status
                 _say({"status": reported.value, "error": runner.last_error})
+            if time.monotonic() >= next_metrics:  # the gateway's /metrics serves this file with its own
+                next_metrics = time.monotonic() + METRICS_INTERVAL_S
+                write_atomically(metrics_file, generate_latest(metrics.registry))
             await asyncio.wait({run, stopping}, timeout=0.2, return_when=asyncio.FIRST_COMPLETED)
         if run.done():
             run.result()  # a failure exits non-zero with the traceback on stderr
@@ -49,6 +58,7 @@ async def serve(spec: dict[str, Any]) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await run
         stopping.cancel()
+        metrics_file.unlink(missing_ok=True)
         if remote is not None:
             await remote.aclose()
 

@@ -208,6 +208,16 @@ async def test_restart_policy_gives_up_and_health_tells_the_truth(gateway: Gatew
         metrics = (await http.get("/metrics")).text
         assert f'streamforge_node_restarts_total{{flow="{flow}",node="crashy"}} 2.0' in metrics
         assert "streamforge_node_batch_duration_seconds_bucket" in metrics
+        # The simulator runs in a worker process: its series reach the gateway's /metrics too, once.
+        for _ in range(50):
+            if f'streamforge_node_records_out_total{{flow="{flow}",node="sim",port="out"}}' in metrics:
+                break
+            await asyncio.sleep(0.2)
+            metrics = (await http.get("/metrics")).text
+        assert f'streamforge_node_records_out_total{{flow="{flow}",node="sim",port="out"}} 618.0' in metrics
+        assert (
+            len([line for line in metrics.splitlines() if line.startswith("# TYPE streamforge_node_records_out")]) == 1
+        )
 
 
 async def test_alarm_acknowledged_through_the_runtime_api(
