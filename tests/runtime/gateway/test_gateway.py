@@ -216,7 +216,8 @@ async def test_restart_policy_gives_up_and_health_tells_the_truth(gateway: Gatew
             metrics = (await http.get("/metrics")).text
         assert f'streamforge_node_records_out_total{{flow="{flow}",node="sim",port="out"}} 618.0' in metrics
         assert (
-            len([line for line in metrics.splitlines() if line.startswith("# TYPE streamforge_node_records_out")]) == 1
+            len([line for line in metrics.splitlines() if line.startswith("# TYPE streamforge_node_records_out_total")])
+            == 1
         )
 
 
