@@ -95,3 +95,32 @@ def clock_skew_event(reading: Record) -> Record:
         "clock_skew_ms": skew,
         "metadata": dict(reading.get("metadata") or {}),
     }
+
+
+def reason(code: str, message: str, field: str | None = None) -> Record:
+    """A machine-readable reason: a stable code, the JSON pointer of the field, and words for people."""
+    return {"code": code, "field": field, "message": message}
+
+
+def dead_letter(
+    node_id: str,
+    reasons: list[Record],
+    payload: bytes,
+    source_topic: str,
+    source_partition: int | None = None,
+    source_offset: int | None = None,
+    asset_id: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Record:
+    """A dead-letter record: where the original came from, why it was refused, and its untouched bytes."""
+    return {
+        "source_topic": source_topic,
+        "source_partition": source_partition,
+        "source_offset": source_offset,
+        "node_id": node_id,
+        "asset_id": asset_id,
+        "reasons": reasons,
+        "payload": payload,
+        "failed_at": now_utc(),
+        "metadata": metadata or {},
+    }

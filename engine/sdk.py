@@ -12,6 +12,8 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
+from streamforge.engine.records import dead_letter
+
 Record = dict[str, Any]
 Emitted = dict[str, list[Record]]  # output port name -> records for it
 
@@ -80,6 +82,15 @@ class Message:
     key: bytes | None = None
     headers: dict[str, bytes] = field(default_factory=dict)
     port: str = ""  # the input port it arrived on
+
+    def dead_letter(self, node_id: str, *reasons: Record) -> Record:
+        """This record refused by `node_id`, for the DLQ: its position, its original bytes, the reasons."""
+        asset_id, parameter = self.record.get("asset_id"), self.record.get("parameter")
+        return dead_letter(
+            node_id, list(reasons), self.raw, self.topic, self.partition, self.offset,
+            asset_id if isinstance(asset_id, str) else None,
+            {"parameter": parameter} if isinstance(parameter, str) else {},
+        )  # fmt: skip
 
 
 @dataclass

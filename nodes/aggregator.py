@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from streamforge.engine.records import epoch_ms, from_epoch_ms, now_utc
+from streamforge.engine.records import epoch_ms, from_epoch_ms, reason
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
 
 Resolution = Literal["1s", "1min", "1h"]
@@ -209,24 +209,9 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         }
 
     def _late(self, message: Message, resolution: str, start: int) -> Record:
-        record = message.record
-        return {
-            "source_topic": message.topic,
-            "source_partition": message.partition,
-            "source_offset": message.offset,
-            "node_id": self.context.node_id,
-            "asset_id": record["asset_id"],
-            "reasons": [{
-                "code": "late",
-                "field": "/timestamps/device_time",
-                "message": f"arrived after its {resolution} window starting "
-                f"{from_epoch_ms(start).isoformat()} closed "
-                f"(allowed lateness {self.config.allowed_lateness_s}s)",
-            }],
-            "payload": message.raw,
-            "failed_at": now_utc(),
-            "metadata": {"parameter": str(record["parameter"])},
-        }  # fmt: skip
+        window = f"{resolution} window starting {from_epoch_ms(start).isoformat()}"
+        why = f"arrived after its {window} closed (allowed lateness {self.config.allowed_lateness_s}s)"
+        return message.dead_letter(self.context.node_id, reason("late", why, "/timestamps/device_time"))
 
 
 NODE = Aggregator

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streamforge.engine.records import epoch_ms, from_epoch_ms, now_utc
+from streamforge.engine.records import epoch_ms, from_epoch_ms, reason
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
 
 
@@ -103,11 +103,11 @@ class Validator(ProcessorNode[ValidatorConfig]):
             record = message.record
             reasons, quality, event = self._check(record)
             if reasons and quality == "BAD":
-                dead.append(self._dead_letter(message, reasons))
+                dead.append(message.dead_letter(self.context.node_id, *reasons))
                 continue
             if quality != record["quality"]:
-                record = dict(record, quality=quality, metadata={**record["metadata"], "sf-reasons":
-                              ",".join(reason["code"] for reason in reasons)})  # fmt: skip
+                codes = ",".join(found["code"] for found in reasons)
+                record = dict(record, quality=quality, metadata={**record["metadata"], "sf-reasons": codes})
             clean.append(record)
             if event is not None:
                 events.append(event)
@@ -116,38 +116,38 @@ class Validator(ProcessorNode[ValidatorConfig]):
     def _check(self, record: Record) -> tuple[list[dict[str, Any]], str, Record | None]:
         quality: str = record["quality"]
         if quality == "BAD":
-            return [_reason("source_bad", "", "the source marked this reading BAD")], "BAD", None
+            return [reason("source_bad", "the source marked this reading BAD")], "BAD", None
         value = record["value"]
         if value is None:
-            return [_reason("missing_value", "/value", "reading has no value")], "BAD", None
+            return [reason("missing_value", "reading has no value", "/value")], "BAD", None
         if not math.isfinite(value):
-            return [_reason("not_finite", "/value", f"value is {value}")], "BAD", None
+            return [reason("not_finite", f"value is {value}", "/value")], "BAD", None
         series = (record["asset_id"], record["parameter"])
         rule = self._rule(series)
         reasons = []
         if rule.min is not None and value < rule.min:
-            reasons.append(_reason("out_of_range", "/value", f"{value} < min {rule.min}"))
+            reasons.append(reason("out_of_range", f"{value} < min {rule.min}", "/value"))
         if rule.max is not None and value > rule.max:
-            reasons.append(_reason("out_of_range", "/value", f"{value} > max {rule.max}"))
+            reasons.append(reason("out_of_range", f"{value} > max {rule.max}", "/value"))
         device_time = record["timestamps"]["device_time"]
         event = None
         if device_time is not None:
             key = (series[0], series[1], device_time)
             if key in self._seen:
                 seen = f"{series[0]}/{series[1]} at {device_time.isoformat()} was already seen"
-                reasons.append(_reason("duplicate", "/timestamps/device_time", f"a reading of {seen}"))
+                reasons.append(reason("duplicate", f"a reading of {seen}", "/timestamps/device_time"))
                 return reasons, "BAD", None
             last = self._last.get(series)
             if last is not None and device_time > last[0]:
                 seconds = (device_time - last[0]).total_seconds()
                 if rule.max_rate_per_s is not None and abs(value - last[1]) / seconds > rule.max_rate_per_s:
                     rate = abs(value - last[1]) / seconds
-                    reasons.append(_reason("rate_of_change", "/value",
-                                           f"changed {rate:.3g}/s > max {rule.max_rate_per_s}/s"))  # fmt: skip
+                    limit = f"changed {rate:.3g}/s > max {rule.max_rate_per_s}/s"
+                    reasons.append(reason("rate_of_change", limit, "/value"))
                     quality = self.config.rate_of_change_quality
                 if rule.expected_interval_s is not None and seconds > rule.expected_interval_s * self.config.gap_factor:
                     event = _gap_event(record, last[0], seconds)
-        if any(reason["code"] == "out_of_range" for reason in reasons):
+        if any(found["code"] == "out_of_range" for found in reasons):
             quality = "BAD"
         if device_time is not None:
             self._remember(series, device_time)
@@ -162,23 +162,6 @@ class Validator(ProcessorNode[ValidatorConfig]):
         self._seen[(series[0], series[1], device_time)] = None
         if len(self._seen) > self.config.duplicate_memory:
             del self._seen[next(iter(self._seen))]
-
-    def _dead_letter(self, message: Message, reasons: list[dict[str, Any]]) -> Record:
-        return {
-            "source_topic": message.topic,
-            "source_partition": message.partition,
-            "source_offset": message.offset,
-            "node_id": self.context.node_id,
-            "asset_id": message.record.get("asset_id"),
-            "reasons": reasons,
-            "payload": message.raw,
-            "failed_at": now_utc(),
-            "metadata": {"parameter": str(message.record.get("parameter"))},
-        }
-
-
-def _reason(code: str, field: str, message: str) -> dict[str, Any]:
-    return {"code": code, "field": field or None, "message": message}
 
 
 def _gap_event(record: Record, previous: datetime, seconds: float) -> Record:

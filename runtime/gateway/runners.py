@@ -23,7 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamforge.engine.compiler import NodePlan
-from streamforge.engine.records import now_utc
+from streamforge.engine.records import dead_letter, now_utc, reason
 from streamforge.engine.registry import NodeRegistry
 from streamforge.engine.schema_registry import SchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
@@ -296,12 +296,11 @@ class NodeRunner:
         return node_headers(self.flow_id, self.plan.node_id)
 
     def _rejected_letter(self, topic: str, record: Record, why: str) -> Record:
-        return {
-            "source_topic": topic, "source_partition": None, "source_offset": None, "node_id": self.plan.node_id,
-            "asset_id": record.get("asset_id") if isinstance(record.get("asset_id"), str) else None,
-            "reasons": [{"code": "encode_error", "field": None, "message": why}],
-            "payload": json.dumps(record, default=str).encode(), "failed_at": now_utc(), "metadata": {},
-        }  # fmt: skip
+        asset_id = record.get("asset_id")
+        return dead_letter(
+            self.plan.node_id, [reason("encode_error", why)], json.dumps(record, default=str).encode(), topic,
+            asset_id=asset_id if isinstance(asset_id, str) else None,
+        )  # fmt: skip
 
     async def _send_dead_letters(self, producer: BatchProducer, letters: list[Record]) -> None:
         assert self._dead_letters is not None
@@ -317,10 +316,8 @@ class NodeRunner:
             return
         self.env.metrics.errors.labels(**self.labels, kind="decode").inc(len(batch.undecodable))
         letters = [
-            {"source_topic": message.topic, "source_partition": message.partition, "source_offset": message.offset,
-             "node_id": self.plan.node_id, "asset_id": None,
-             "reasons": [{"code": "decode_error", "field": None, "message": why}],
-             "payload": message.value or b"", "failed_at": now_utc(), "metadata": {}}
+            dead_letter(self.plan.node_id, [reason("decode_error", why)], message.value or b"", message.topic,
+                        message.partition, message.offset)
             for message, why in batch.undecodable
         ]  # fmt: skip
         await self._send_dead_letters(producer, letters)

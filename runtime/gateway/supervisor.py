@@ -19,7 +19,7 @@ from typing import Any
 from streamforge.engine.compiler import NodePlan
 from streamforge.runtime.gateway.metrics import NodeMetrics
 from streamforge.runtime.gateway.runners import NodeRunner, NodeStatus, RuntimeEnv
-from streamforge.runtime.process import die_with_parent
+from streamforge.runtime.process import die_with_parent, terminate
 
 log = logging.getLogger("streamforge.runtime")
 
@@ -224,7 +224,7 @@ class ProcessHandle(NodeHandle):
                     self._ready.set()
             code = await process.wait()
         except asyncio.CancelledError:
-            await _terminate(process)
+            await terminate(process)
             raise
         tail = stderr_path.read_bytes()[-1500:].decode(errors="replace").strip().splitlines()
         raise RuntimeError(f"worker exited with code {code}" + (f": {tail[-1]}" if tail else ""))
@@ -234,14 +234,3 @@ class ProcessHandle(NodeHandle):
 
     def health(self) -> dict[str, Any]:
         return {**super().health(), "pid": self.pid}
-
-
-async def _terminate(process: asyncio.subprocess.Process, timeout_s: float = 10.0) -> None:
-    if process.returncode is not None:
-        return
-    process.terminate()
-    try:
-        await asyncio.wait_for(process.wait(), timeout_s)
-    except TimeoutError:
-        process.kill()
-        await process.wait()

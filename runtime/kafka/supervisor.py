@@ -15,6 +15,7 @@ from typing import Any
 
 from streamforge.runtime.kafka.broker import Broker, BrokerSettings, wait_ready
 from streamforge.runtime.kafka.install import distribution
+from streamforge.runtime.process import terminate
 
 log = logging.getLogger("streamforge.kafka")
 
@@ -166,14 +167,8 @@ class EmbeddedKafka:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        process = self._process
-        if process is not None and process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), timeout_s)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+        if self._process is not None:
+            await terminate(self._process, timeout_s)
         self._healthy.clear()
         self.state = BrokerState.STOPPED
 

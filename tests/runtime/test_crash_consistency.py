@@ -279,29 +279,15 @@ async def injected_faults() -> Counter[tuple[str, str]]:
     )
 
 
-async def test_gateway_sigkill_mid_stream_changes_nothing(
+@pytest.mark.parametrize("chaos", [kill_gateway, kill_sink_worker], ids=["gateway-sigkill", "sink-worker-sigkill"])
+async def test_sigkill_mid_stream_changes_nothing(
     reference: tuple[set[Any], dict[Any, Any], str],
     kafka: EmbeddedKafka,
     registry_url: str,
     postgres_dsn: str,
     tmp_path: Path,
+    chaos: Any,
 ) -> None:
-    telemetry, aggregates, _ = await run_to_completion(
-        tmp_path, "gwkill", kafka, registry_url, postgres_dsn, kill_gateway
-    )
-    assert telemetry == reference[0]
-    assert aggregates == reference[1]
-
-
-async def test_sink_worker_sigkill_changes_nothing(
-    reference: tuple[set[Any], dict[Any, Any], str],
-    kafka: EmbeddedKafka,
-    registry_url: str,
-    postgres_dsn: str,
-    tmp_path: Path,
-) -> None:
-    telemetry, aggregates, _ = await run_to_completion(
-        tmp_path, "sinkkill", kafka, registry_url, postgres_dsn, kill_sink_worker
-    )
+    telemetry, aggregates, _ = await run_to_completion(tmp_path, "chaos", kafka, registry_url, postgres_dsn, chaos)
     assert telemetry == reference[0]
     assert aggregates == reference[1]
