@@ -160,7 +160,8 @@ def compile_flow(doc: FlowDocument, registry: NodeRegistry) -> ExecutionPlan:
                                         pointer_of("nodes", index_of[node_id]), node_id, port.name,
                                         hint=f"wire a {port.type} output to {node_id}:{port.name}"))  # fmt: skip
 
-    for cycle in sorted(nx.simple_cycles(nx.DiGraph(graph)), key=sorted):
+    cycles: list[list[str]] = sorted(nx.simple_cycles(nx.DiGraph(graph)), key=sorted)
+    for cycle in cycles:
         path = " -> ".join([*cycle, cycle[0]])
         first = next(i for i, e in enumerate(doc.edges) if e.source_node == cycle[0]
                      and e.target_node == cycle[(1 % len(cycle))])  # fmt: skip
