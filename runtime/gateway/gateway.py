@@ -68,6 +68,7 @@ class Gateway:
         self.env = RuntimeEnv(bootstrap, registry, self.metrics, node_types)
         self.node_types = node_types
         self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
         self.policy = policy or RestartPolicy()
         self.worker_settings = WorkerSettings(bootstrap, registry_url, str(state_dir))
         self.kafka_health = kafka_health

@@ -1,0 +1,101 @@
+"""Authentication and roles: argon2-hashed passwords, bearer tokens, and the spec's four roles."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import IntEnum
+
+from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from streamforge.runtime.control_plane.store import Store, StoreError
+
+_hasher = PasswordHasher()
+
+
+class Role(IntEnum):
+    """Each role can do everything the ones below it can (spec: Security Model)."""
+
+    VIEWER = 1  # read dashboards, flows, metrics, logs
+    OPERATOR = 2  # + acknowledge alarms, restart components, approve DLQ
+    ENGINEER = 3  # + create, edit and deploy flows
+    ADMIN = 4  # + users and gateways
+
+    @classmethod
+    def parse(cls, name: str) -> Role:
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise StoreError(
+                422, "invalid", f"role {name!r} must be one of viewer, operator, engineer, admin"
+            ) from None
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    role: Role
+
+
+def hash_password(password: str) -> str:
+    if len(password) < 12:
+        raise StoreError(422, "invalid", "a password needs at least 12 characters")
+    return _hasher.hash(password)
+
+
+def check_password(store: Store, username: str, password: str) -> User:
+    row = store.user(username)
+    try:
+        if row is None:
+            raise VerificationError
+        _hasher.verify(row["password_hash"], password)
+    except VerificationError:
+        raise StoreError(401, "unauthenticated", "wrong username or password") from None
+    return User(row["username"], Role.parse(row["role"]))
+
+
+def ensure_admin(store: Store) -> str | None:
+    """On first start, create user `admin` with a generated password and return it (shown once)."""
+    if store.user_count():
+        return None
+    password = secrets.token_urlsafe(18)
+    store.create_user("admin", hash_password(password), Role.ADMIN.name.lower())
+    return password
+
+
+def authenticate(store: Store, request: Request) -> User:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise StoreError(401, "unauthenticated", "send `Authorization: Bearer <token>` (log in or create an API token)")
+    row = store.token_user(token.strip())
+    if row is None:
+        raise StoreError(401, "unauthenticated", "the token is unknown or revoked")
+    return User(row["username"], Role.parse(row["role"]))
+
+
+Handler = Callable[[Request, User], Awaitable[Response]]
+
+
+def role_guard(store: Store) -> Callable[[Role], Callable[[Handler], Callable[[Request], Awaitable[Response]]]]:
+    """`@requires(Role.ENGINEER)` for handlers of this store: 401 without a valid token, 403 below the role."""
+
+    def requires(role: Role) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+        def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+            async def endpoint(request: Request) -> Response:
+                user = authenticate(store, request)
+                if user.role < role:
+                    needed = f"{user.username} is {user.role.name.lower()}; this needs {role.name.lower()}"
+                    raise StoreError(403, "forbidden", needed)
+                return await handler(request, user)
+
+            endpoint.__name__ = handler.__name__
+            return endpoint
+
+        return wrap
+
+    return requires

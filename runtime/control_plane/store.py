@@ -1,0 +1,180 @@
+"""The control plane's store: flows with every version kept, users and API tokens (SQLite, migrated)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+# Each entry upgrades the schema by one version; applied in order, once, inside a transaction.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE flows (id TEXT PRIMARY KEY, version INTEGER NOT NULL, deployed_version INTEGER,
+                        deleted INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE flow_versions (flow_id TEXT NOT NULL REFERENCES flows(id), version INTEGER NOT NULL,
+                                document TEXT NOT NULL, saved_at TEXT NOT NULL, saved_by TEXT NOT NULL,
+                                PRIMARY KEY (flow_id, version));
+    CREATE TABLE users (username TEXT PRIMARY KEY, password_hash TEXT NOT NULL, role TEXT NOT NULL,
+                        created_at TEXT NOT NULL);
+    CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, username TEXT NOT NULL REFERENCES users(username),
+                         name TEXT NOT NULL, kind TEXT NOT NULL, created_at TEXT NOT NULL,
+                         revoked INTEGER NOT NULL DEFAULT 0);
+    """,
+)
+
+
+class StoreError(Exception):
+    """A request the store refuses: status, stable code, message."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass(frozen=True)
+class FlowVersion:
+    flow_id: str
+    version: int
+    document: dict[str, Any]
+    saved_at: str
+    saved_by: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def token_digest(token: str) -> str:
+    """Tokens are 256-bit random: a plain SHA-256 is enough to store them without keeping them."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Store:
+    """One SQLite database; every write is one transaction. Same SQL would run on PostgreSQL later."""
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = self._db.execute("SELECT version FROM schema_version").fetchone()
+            current = row[0] if row else 0
+            for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                self._db.execute("BEGIN")
+                for statement in filter(str.strip, script.split(";")):
+                    self._db.execute(statement)
+                self._db.execute("DELETE FROM schema_version")
+                self._db.execute("INSERT INTO schema_version VALUES (?)", (number,))
+                self._db.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("SELECT version FROM schema_version").fetchone()[0])
+
+    # -- flows -------------------------------------------------------------------------------------------
+
+    def list_flows(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT f.id, f.version, f.deployed_version, v.document, v.saved_at, v.saved_by FROM flows f "
+            "JOIN flow_versions v ON v.flow_id = f.id AND v.version = f.version WHERE f.deleted = 0 ORDER BY f.id"
+        ).fetchall()
+        return [{"id": r["id"], "label": json.loads(r["document"]).get("label", ""), "version": r["version"],
+                 "deployed_version": r["deployed_version"], "saved_at": r["saved_at"], "saved_by": r["saved_by"]}
+                for r in rows]  # fmt: skip
+
+    def _current(self, flow_id: str) -> sqlite3.Row:
+        row: sqlite3.Row | None = self._db.execute(
+            "SELECT * FROM flows WHERE id = ? AND deleted = 0", (flow_id,)
+        ).fetchone()
+        if row is None:
+            raise StoreError(404, "not_found", f"flow {flow_id!r} does not exist")
+        return row
+
+    def get_flow(self, flow_id: str, version: int | None = None) -> FlowVersion:
+        wanted = version if version is not None else int(self._current(flow_id)["version"])
+        row = self._db.execute("SELECT * FROM flow_versions WHERE flow_id = ? AND version = ?",
+                               (flow_id, wanted)).fetchone()  # fmt: skip
+        if row is None:
+            raise StoreError(404, "not_found", f"flow {flow_id!r} has no version {wanted}")
+        return FlowVersion(flow_id, wanted, json.loads(row["document"]), row["saved_at"], row["saved_by"])
+
+    def save_flow(self, document: dict[str, Any], base_version: int | None, user: str) -> FlowVersion:
+        """Store a new version. `base_version` is the version the change was made on (None: a new flow);
+        if the flow moved on since, the save is a conflict (409), as Node-RED's `rev`."""
+        flow_id = document["id"]
+        with self._lock:
+            row = self._db.execute("SELECT * FROM flows WHERE id = ?", (flow_id,)).fetchone()
+            live = row is not None and not row["deleted"]
+            if base_version is None and live:
+                raise StoreError(409, "conflict", f"flow {flow_id!r} already exists (version {row['version']}); "
+                                 "load it and save with its version")  # fmt: skip
+            if base_version is not None and (not live or row["version"] != base_version):
+                current = row["version"] if live else "none"
+                raise StoreError(409, "conflict", f"flow {flow_id!r} is at version {current}, not {base_version}: "
+                                 "someone saved it meanwhile; reload, reapply your change, save again")  # fmt: skip
+            version = (row["version"] if row is not None else 0) + 1
+            stored = {**document, "version": version}
+            self._db.execute("BEGIN")
+            if row is None:
+                self._db.execute("INSERT INTO flows (id, version) VALUES (?, ?)", (flow_id, version))
+            else:
+                self._db.execute("UPDATE flows SET version = ?, deleted = 0 WHERE id = ?", (version, flow_id))
+            self._db.execute("INSERT INTO flow_versions VALUES (?, ?, ?, ?, ?)",
+                             (flow_id, version, json.dumps(stored, sort_keys=True), _now(), user))  # fmt: skip
+            self._db.execute("COMMIT")
+        return self.get_flow(flow_id, version)
+
+    def versions(self, flow_id: str) -> list[dict[str, Any]]:
+        self._current(flow_id)
+        rows = self._db.execute("SELECT version, saved_at, saved_by FROM flow_versions WHERE flow_id = ? "
+                                "ORDER BY version", (flow_id,)).fetchall()  # fmt: skip
+        return [dict(row) for row in rows]
+
+    def delete_flow(self, flow_id: str) -> None:
+        """Hide the flow; its versions stay, so a mistaken delete can be undone by saving again."""
+        self._current(flow_id)
+        self._db.execute("UPDATE flows SET deleted = 1 WHERE id = ?", (flow_id,))
+
+    def mark_deployed(self, flow_id: str, version: int) -> None:
+        self._db.execute("UPDATE flows SET deployed_version = ? WHERE id = ?", (version, flow_id))
+
+    # -- users and tokens --------------------------------------------------------------------------------
+
+    def create_user(self, username: str, password_hash: str, role: str) -> None:
+        try:
+            self._db.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (username, password_hash, role, _now()))
+        except sqlite3.IntegrityError:
+            raise StoreError(409, "conflict", f"user {username!r} already exists") from None
+
+    def user(self, username: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._db.execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone()
+        return row
+
+    def user_count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM users").fetchone()[0])
+
+    def issue_token(self, username: str, name: str, kind: str = "api") -> str:
+        """A new bearer token for `username`; returned once, stored only as a digest."""
+        token = f"sf_{secrets.token_urlsafe(32)}"
+        self._db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, 0)", (token_digest(token), username, name, kind,
+                                                                         _now()))  # fmt: skip
+        return token
+
+    def token_user(self, token: str) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._db.execute(
+            "SELECT u.* FROM tokens t JOIN users u ON u.username = t.username WHERE t.token_hash = ? AND t.revoked = 0",
+            (token_digest(token),),
+        ).fetchone()
+        return row

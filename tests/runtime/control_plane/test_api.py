@@ -1,0 +1,182 @@
+"""Control-plane REST API: roles on every endpoint, versions with 409 on stale saves, import/export, deploy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from streamforge.engine.flow import dump_flow, validate_flow
+from streamforge.engine.registry import load_registry
+from streamforge.engine.schema_registry import CachedSchemaRegistry
+from streamforge.runtime.control_plane.api import control_plane_api
+from streamforge.runtime.control_plane.auth import Role, ensure_admin, hash_password
+from streamforge.runtime.control_plane.store import Store
+from streamforge.runtime.gateway.gateway import Gateway
+from streamforge.runtime.http import serve_app
+from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+
+
+@dataclass
+class Api:
+    http: httpx.AsyncClient
+    tokens: dict[str, str]
+    store: Store
+
+    def as_(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+
+@pytest.fixture
+async def api(kafka: EmbeddedKafka, registry: CachedSchemaRegistry, registry_url: str, tmp_path: Path
+              ) -> AsyncIterator[Api]:  # fmt: skip
+    store = Store(tmp_path / "control.sqlite")
+    admin_password = ensure_admin(store)
+    assert admin_password and ensure_admin(store) is None  # only on first start
+    tokens = {"admin": store.issue_token("admin", "test")}
+    for role in Role:
+        if role is not Role.ADMIN:
+            name = role.name.lower()
+            store.create_user(name, hash_password(f"{name}-password-123"), name)
+            tokens[name] = store.issue_token(name, "test")
+    gateway = Gateway(kafka.bootstrap, registry, load_registry(False), tmp_path / "gw", registry_url)
+    app = control_plane_api(store, load_registry(False), gateway)
+    async with serve_app(app) as url, httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=90) as http:
+        yield Api(http, tokens, store)
+    await gateway.stop()
+
+
+def flow(flow_id: str, rate: float = 10, **extra: Any) -> dict[str, Any]:
+    return {
+        "format": "streamforge.flow/v1", "id": flow_id, "label": "API test", "version": 0,
+        "nodes": [
+            {"id": "sim", "type": "simulator", "x": 10, "y": 20, "config": {
+                "signals": [{"asset_id": "a", "parameter": "p"}], "rate_hz": rate, "realtime": False, "limit": 50,
+                "start_time": datetime(2026, 1, 29, tzinfo=UTC).isoformat()}},
+            {"id": "val", "type": "validator", "x": 200, "y": 20, "config": {}},
+        ],
+        "edges": [{"from": "sim:out", "to": "val:in"}],
+        **extra,
+    }  # fmt: skip
+
+
+ENDPOINTS = [  # (method, path, minimum role)
+    ("GET", "/node-types", Role.VIEWER),
+    ("GET", "/flows", Role.VIEWER),
+    ("POST", "/flows", Role.ENGINEER),
+    ("POST", "/flows/import", Role.ENGINEER),
+    ("GET", "/flows/f1", Role.VIEWER),
+    ("PUT", "/flows/f1", Role.ENGINEER),
+    ("DELETE", "/flows/f1", Role.ENGINEER),
+    ("GET", "/flows/f1/versions", Role.VIEWER),
+    ("GET", "/flows/f1/diff?from=1&to=1", Role.VIEWER),
+    ("POST", "/flows/f1/versions/1/restore", Role.ENGINEER),
+    ("GET", "/flows/f1/export", Role.VIEWER),
+    ("POST", "/flows/f1/deploy", Role.ENGINEER),
+    ("GET", "/flows/f1/status", Role.VIEWER),
+    ("POST", "/tokens", Role.VIEWER),
+    ("POST", "/users", Role.ADMIN),
+]
+
+
+async def test_every_endpoint_refuses_missing_bad_and_insufficient_credentials(api: Api) -> None:
+    for method, path, needed in ENDPOINTS:
+        missing = await api.http.request(method, path)
+        assert missing.status_code == 401, (method, path)
+        assert missing.json()["error"]["code"] == "unauthenticated"
+        bad = await api.http.request(method, path, headers={"Authorization": "Bearer sf_not-a-token"})
+        assert bad.status_code == 401, (method, path)
+        for role in Role:
+            if role < needed:
+                below = await api.http.request(method, path, headers=api.as_(role.name.lower()))
+                assert below.status_code == 403, (method, path, role)
+                assert f"this needs {needed.name.lower()}" in below.json()["error"]["message"]
+
+
+async def test_login_and_api_tokens(api: Api) -> None:
+    wrong = await api.http.post("/auth/login", json={"username": "viewer", "password": "nope-nope-nope"})
+    assert wrong.status_code == 401
+    session = (
+        await api.http.post("/auth/login", json={"username": "viewer", "password": "viewer-password-123"})
+    ).json()
+    assert session["role"] == "viewer"
+    headers = {"Authorization": f"Bearer {session['token']}"}
+    assert (await api.http.get("/flows", headers=headers)).status_code == 200
+    assert (await api.http.post("/flows", json=flow("x"), headers=headers)).status_code == 403  # a viewer cannot save
+    token = (await api.http.post("/tokens", json={"name": "script"}, headers=headers)).json()["token"]
+    assert (await api.http.get("/node-types", headers={"Authorization": f"Bearer {token}"})).status_code == 200
+    row = api.store.user("viewer")
+    assert row is not None and row["password_hash"].startswith("$argon2")
+
+
+async def test_versions_stale_save_diff_and_restore(api: Api) -> None:
+    engineer = api.as_("engineer")
+    created = (await api.http.post("/flows", json=flow("line_a"), headers=engineer)).json()
+    assert created["version"] == 1 and created["problems"] == [] and created["saved_by"] == "engineer"
+    mine, theirs = dict(created, label="mine"), dict(created, label="theirs")
+    assert (await api.http.put("/flows/line_a", json=mine, headers=engineer)).json()["version"] == 2
+    stale = await api.http.put("/flows/line_a", json=theirs, headers=engineer)
+    assert stale.status_code == 409 and "is at version 2, not 1" in stale.json()["error"]["message"]
+    moved = (await api.http.get("/flows/line_a", headers=engineer)).json()
+    moved["nodes"][0]["x"] = 500
+    moved["nodes"][1]["config"] = {"gap_factor": 4}
+    assert (await api.http.put("/flows/line_a", json=moved, headers=engineer)).json()["version"] == 3
+    versions = (await api.http.get("/flows/line_a/versions", headers=api.as_("viewer"))).json()
+    assert [v["version"] for v in versions] == [1, 2, 3]
+    diff = (await api.http.get("/flows/line_a/diff?from=2&to=3", headers=api.as_("viewer"))).json()
+    assert diff["nodes"]["changed"] == {"val": ["config/gap_factor"]}  # the move is not a change
+    restored = (await api.http.post("/flows/line_a/versions/1/restore", headers=engineer)).json()
+    assert restored["version"] == 4 and restored["restored_from"] == 1 and restored["label"] == "API test"
+
+
+async def test_invalid_import_lists_every_problem_and_stores_nothing(api: Api) -> None:
+    engineer = api.as_("engineer")
+    broken = flow("broken")
+    broken["nodes"].append({"id": "x", "type": "teleporter"})
+    broken["nodes"][0]["config"]["rate_hz"] = -5
+    broken["edges"].append({"from": "val:dlq", "to": "x:in"})
+    before = (await api.http.get("/flows", headers=engineer)).json()
+    refused = await api.http.post("/flows/import", content=json.dumps(broken), headers=engineer)
+    assert refused.status_code == 422
+    pointers = {p["pointer"] for p in refused.json()["error"]["problems"]}
+    assert {"/nodes/0/config/rate_hz", "/nodes/2/type"} <= pointers
+    assert (await api.http.get("/flows", headers=engineer)).json() == before
+    malformed = await api.http.post("/flows/import", content=b"{nope", headers=engineer)
+    assert malformed.status_code == 422 and malformed.json()["error"]["problems"][0]["code"] == "malformed_json"
+
+
+async def test_export_is_canonical_and_imports_back_unchanged(api: Api) -> None:
+    engineer = api.as_("engineer")
+    imported = await api.http.post("/flows/import", content=json.dumps(flow("line_b")), headers=engineer)
+    assert imported.status_code == 201
+    exported = (await api.http.get("/flows/line_b/export", headers=api.as_("viewer"))).text
+    assert exported == dump_flow(validate_flow(json.loads(exported)))
+    again = await api.http.post("/flows/import", content=exported, headers=engineer)
+    assert again.status_code == 201
+    assert (await api.http.get("/flows/line_b/export", headers=engineer)).text.replace('"version": 2', '"version": 1') \
+        == exported  # fmt: skip
+
+
+async def test_a_deploy_that_does_not_compile_leaves_the_running_flow_untouched(api: Api, unique: str) -> None:
+    engineer = api.as_("engineer")
+    flow_id = unique.replace("-", "_")[:60]
+    saved = (await api.http.post("/flows", json=flow(flow_id), headers=engineer)).json()
+    deployed = await api.http.post(f"/flows/{flow_id}/deploy", json={"mode": "full"}, headers=engineer)
+    assert deployed.status_code == 200, deployed.text
+    assert deployed.json()["started"] == ["sim", "val"]
+    broken = dict(saved, nodes=[*saved["nodes"], {"id": "x", "type": "teleporter"}])
+    stored = (await api.http.put(f"/flows/{flow_id}", json=broken, headers=engineer)).json()
+    assert stored["version"] == 2 and stored["problems"][0]["code"] == "unknown_type"  # drafts may be saved
+    refused = await api.http.post(f"/flows/{flow_id}/deploy", headers=engineer)
+    assert refused.status_code == 422 and refused.json()["error"]["problems"][0]["pointer"] == "/nodes/2/type"
+    status = (await api.http.get(f"/flows/{flow_id}/status", headers=api.as_("viewer"))).json()
+    assert status["deployed_version"] == 1
+    assert {n["status"] for n in status["nodes"]} == {"RUNNING"}
+    operator = await api.http.post(f"/flows/{flow_id}/deploy", headers=api.as_("operator"))
+    assert operator.status_code == 403
