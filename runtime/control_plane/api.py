@@ -14,22 +14,9 @@ from streamforge.engine.flow import FlowDocument, diff_flows, dump_flow, load_fl
 from streamforge.engine.problems import FlowInvalid, Problem
 from streamforge.engine.registry import NodeRegistry
 from streamforge.runtime.control_plane.auth import Role, User, check_password, hash_password, role_guard
-from streamforge.runtime.control_plane.store import Store, StoreError
+from streamforge.runtime.control_plane.store import Store
+from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
-
-
-def _error(status: int, code: str, message: str, problems: list[Problem] | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if problems is not None:
-        body["problems"] = [problem.to_dict() for problem in problems]
-    return JSONResponse({"error": body}, status_code=status)
-
-
-async def _json(request: Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError as exc:
-        raise StoreError(400, "bad_request", f"the body is not JSON: {exc}") from None
 
 
 def _compile_problems(document: FlowDocument, registry: NodeRegistry) -> list[Problem]:
@@ -61,7 +48,7 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
 
     @requires(Role.ENGINEER)
     async def flows_create(request: Request, user: User) -> Response:
-        document = validate_flow(await _json(request))
+        document = validate_flow(await json_body(request))
         saved = store.save_flow(document.model_dump(by_alias=True), None, user.username)
         return JSONResponse({**_flow_body(saved), "problems": [p.to_dict() for p in
                              _compile_problems(document, node_types)]}, status_code=201)  # fmt: skip
@@ -73,10 +60,10 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
 
     @requires(Role.ENGINEER)
     async def flow_update(request: Request, user: User) -> Response:
-        raw = await _json(request)
+        raw = await json_body(request)
         flow_id = request.path_params["flow"]
         if not isinstance(raw, dict) or raw.get("id") != flow_id:
-            raise StoreError(422, "invalid", f"the document's id must be {flow_id!r}")
+            raise ApiError(422, "invalid", f"the document's id must be {flow_id!r}")
         document = validate_flow({key: value for key, value in raw.items() if key not in RESPONSE_ONLY})
         saved = store.save_flow(document.model_dump(by_alias=True), document.version, user.username)
         return JSONResponse({**_flow_body(saved), "problems": [p.to_dict() for p in
@@ -97,7 +84,7 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
         try:
             old, new = int(request.query_params["from"]), int(request.query_params["to"])
         except (KeyError, ValueError):
-            raise StoreError(400, "bad_request", "give two versions: ?from=N&to=M") from None
+            raise ApiError(400, "bad_request", "give two versions: ?from=N&to=M") from None
         before = validate_flow(store.get_flow(flow_id, old).document)
         after = validate_flow(store.get_flow(flow_id, new).document)
         return JSONResponse({"from": old, "to": new, **diff_flows(before, after).to_dict()})
@@ -132,22 +119,32 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
     @requires(Role.ENGINEER)
     async def flow_deploy(request: Request, user: User) -> Response:
         if gateway is None:
-            raise StoreError(503, "no_gateway", "no gateway is attached to this control plane")
+            raise ApiError(503, "no_gateway", "no gateway is attached to this control plane")
         flow_id = request.path_params["flow"]
         body = await request.body()
-        mode = (await _json(request)).get("mode", "modified") if body else "modified"
+        mode = (await json_body(request)).get("mode", "modified") if body else "modified"
         if mode not in ("modified", "full"):
-            raise StoreError(422, "invalid", "mode must be `modified` or `full`")
+            raise ApiError(422, "invalid", "mode must be `modified` or `full`")
         version = store.get_flow(flow_id)
         document = validate_flow(version.document)
         plan = compile_flow(document, node_types)  # FlowInvalid: nothing running is touched
         try:
             report = await gateway.deploy(plan, modified_only=mode == "modified")
         except DeployFailed as failed:
-            raise StoreError(409, "deploy_rolled_back", str(failed)) from None
+            raise ApiError(409, "deploy_rolled_back", str(failed)) from None
         store.mark_deployed(flow_id, version.version)
         return JSONResponse({"flow": flow_id, "version": version.version, "started": report.started,
                              "stopped": report.stopped, "unchanged": report.unchanged})  # fmt: skip
+
+    @requires(Role.OPERATOR)
+    async def node_command(request: Request, user: User) -> Response:
+        """Operator actions on a running node, e.g. acknowledge an alarm; the acting user is recorded."""
+        if gateway is None:
+            raise ApiError(503, "no_gateway", "no gateway is attached to this control plane")
+        body = await json_body(request)
+        args = {**body, "user": user.username} if isinstance(body, dict) else body
+        flow, node, name = (request.path_params[k] for k in ("flow", "node", "command"))
+        return JSONResponse(await gateway.command(flow, node, name, args))
 
     @requires(Role.VIEWER)
     async def flow_status(request: Request, user: User) -> Response:
@@ -158,39 +155,31 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
                              "nodes": nodes})  # fmt: skip
 
     async def login(request: Request) -> Response:
-        body = await _json(request)
+        body = await json_body(request)
         if not isinstance(body, dict):
-            raise StoreError(400, "bad_request", 'send {"username": ..., "password": ...}')
+            raise ApiError(400, "bad_request", 'send {"username": ..., "password": ...}')
         user = check_password(store, str(body.get("username", "")), str(body.get("password", "")))
         token = store.issue_token(user.username, "editor session", kind="session")
         return JSONResponse({"token": token, "username": user.username, "role": user.role.name.lower()})
 
     @requires(Role.VIEWER)
     async def tokens_create(request: Request, user: User) -> Response:
-        body = await _json(request)
+        body = await json_body(request)
         name = body.get("name") if isinstance(body, dict) else None
         if not isinstance(name, str) or not name:
-            raise StoreError(422, "invalid", 'name the token, e.g. {"name": "ci-script"}')
+            raise ApiError(422, "invalid", 'name the token, e.g. {"name": "ci-script"}')
         return JSONResponse({"token": store.issue_token(user.username, name), "name": name,
                              "note": "shown once; store it now"}, status_code=201)  # fmt: skip
 
     @requires(Role.ADMIN)
     async def users_create(request: Request, user: User) -> Response:
-        body = await _json(request)
+        body = await json_body(request)
         if not isinstance(body, dict):
-            raise StoreError(400, "bad_request", 'send {"username", "password", "role"}')
+            raise ApiError(400, "bad_request", 'send {"username", "password", "role"}')
         role = Role.parse(str(body.get("role", "")))
         store.create_user(str(body.get("username", "")), hash_password(str(body.get("password", ""))),
                           role.name.lower())  # fmt: skip
         return JSONResponse({"username": body["username"], "role": role.name.lower()}, status_code=201)
-
-    async def store_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StoreError)
-        return _error(exc.status, exc.code, exc.message)
-
-    async def flow_invalid(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, FlowInvalid)
-        return _error(422, "invalid_flow", f"{len(exc.problems)} problem(s) in the flow", exc.problems)
 
     routes = [
         Route("/auth/login", login, methods=["POST"]),
@@ -209,7 +198,8 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
         Route("/flows/{flow}/export", flow_export),
         Route("/flows/{flow}/deploy", flow_deploy, methods=["POST"]),
         Route("/flows/{flow}/status", flow_status),
+        Route("/flows/{flow}/nodes/{node}/commands/{command}", node_command, methods=["POST"]),
     ]
     app = Starlette(routes=[Mount("/api/v1", routes=routes)],
-                    exception_handlers={StoreError: store_error, FlowInvalid: flow_invalid})  # fmt: skip
+                    exception_handlers=EXCEPTION_HANDLERS)  # fmt: skip
     return app

@@ -12,7 +12,8 @@ from argon2.exceptions import VerificationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from streamforge.runtime.control_plane.store import Store, StoreError
+from streamforge.runtime.control_plane.store import Store
+from streamforge.runtime.errors import ApiError
 
 _hasher = PasswordHasher()
 
@@ -30,9 +31,7 @@ class Role(IntEnum):
         try:
             return cls[name.upper()]
         except KeyError:
-            raise StoreError(
-                422, "invalid", f"role {name!r} must be one of viewer, operator, engineer, admin"
-            ) from None
+            raise ApiError(422, "invalid", f"role {name!r} must be one of viewer, operator, engineer, admin") from None
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class User:
 
 def hash_password(password: str) -> str:
     if len(password) < 12:
-        raise StoreError(422, "invalid", "a password needs at least 12 characters")
+        raise ApiError(422, "invalid", "a password needs at least 12 characters")
     return _hasher.hash(password)
 
 
@@ -54,7 +53,7 @@ def check_password(store: Store, username: str, password: str) -> User:
             raise VerificationError
         _hasher.verify(row["password_hash"], password)
     except VerificationError:
-        raise StoreError(401, "unauthenticated", "wrong username or password") from None
+        raise ApiError(401, "unauthenticated", "wrong username or password") from None
     return User(row["username"], Role.parse(row["role"]))
 
 
@@ -71,10 +70,10 @@ def authenticate(store: Store, request: Request) -> User:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise StoreError(401, "unauthenticated", "send `Authorization: Bearer <token>` (log in or create an API token)")
+        raise ApiError(401, "unauthenticated", "send `Authorization: Bearer <token>` (log in or create an API token)")
     row = store.token_user(token.strip())
     if row is None:
-        raise StoreError(401, "unauthenticated", "the token is unknown or revoked")
+        raise ApiError(401, "unauthenticated", "the token is unknown or revoked")
     return User(row["username"], Role.parse(row["role"]))
 
 
@@ -90,7 +89,7 @@ def role_guard(store: Store) -> Callable[[Role], Callable[[Handler], Callable[[R
                 user = authenticate(store, request)
                 if user.role < role:
                     needed = f"{user.username} is {user.role.name.lower()}; this needs {role.name.lower()}"
-                    raise StoreError(403, "forbidden", needed)
+                    raise ApiError(403, "forbidden", needed)
                 return await handler(request, user)
 
             endpoint.__name__ = handler.__name__

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from streamforge.runtime.errors import ApiError
+
 # Each entry upgrades the schema by one version; applied in order, once, inside a transaction.
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -27,14 +29,6 @@ MIGRATIONS: tuple[str, ...] = (
                          revoked INTEGER NOT NULL DEFAULT 0);
     """,
 )
-
-
-class StoreError(Exception):
-    """A request the store refuses: status, stable code, message."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
 
 
 @dataclass(frozen=True)
@@ -99,7 +93,7 @@ class Store:
             "SELECT * FROM flows WHERE id = ? AND deleted = 0", (flow_id,)
         ).fetchone()
         if row is None:
-            raise StoreError(404, "not_found", f"flow {flow_id!r} does not exist")
+            raise ApiError(404, "not_found", f"flow {flow_id!r} does not exist")
         return row
 
     def get_flow(self, flow_id: str, version: int | None = None) -> FlowVersion:
@@ -107,7 +101,7 @@ class Store:
         row = self._db.execute("SELECT * FROM flow_versions WHERE flow_id = ? AND version = ?",
                                (flow_id, wanted)).fetchone()  # fmt: skip
         if row is None:
-            raise StoreError(404, "not_found", f"flow {flow_id!r} has no version {wanted}")
+            raise ApiError(404, "not_found", f"flow {flow_id!r} has no version {wanted}")
         return FlowVersion(flow_id, wanted, json.loads(row["document"]), row["saved_at"], row["saved_by"])
 
     def save_flow(self, document: dict[str, Any], base_version: int | None, user: str) -> FlowVersion:
@@ -118,11 +112,11 @@ class Store:
             row = self._db.execute("SELECT * FROM flows WHERE id = ?", (flow_id,)).fetchone()
             live = row is not None and not row["deleted"]
             if base_version is None and live:
-                raise StoreError(409, "conflict", f"flow {flow_id!r} already exists (version {row['version']}); "
+                raise ApiError(409, "conflict", f"flow {flow_id!r} already exists (version {row['version']}); "
                                  "load it and save with its version")  # fmt: skip
             if base_version is not None and (not live or row["version"] != base_version):
                 current = row["version"] if live else "none"
-                raise StoreError(409, "conflict", f"flow {flow_id!r} is at version {current}, not {base_version}: "
+                raise ApiError(409, "conflict", f"flow {flow_id!r} is at version {current}, not {base_version}: "
                                  "someone saved it meanwhile; reload, reapply your change, save again")  # fmt: skip
             version = (row["version"] if row is not None else 0) + 1
             stored = {**document, "version": version}
@@ -156,7 +150,7 @@ class Store:
         try:
             self._db.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (username, password_hash, role, _now()))
         except sqlite3.IntegrityError:
-            raise StoreError(409, "conflict", f"user {username!r} already exists") from None
+            raise ApiError(409, "conflict", f"user {username!r} already exists") from None
 
     def user(self, username: str) -> sqlite3.Row | None:
         row: sqlite3.Row | None = self._db.execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone()

@@ -21,6 +21,7 @@ from streamforge.engine.registry import NodeRegistry
 from streamforge.engine.schema_registry import SchemaRegistry
 from streamforge.engine.sdk import Kind
 from streamforge.engine.topics import TOPICS
+from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
 from streamforge.runtime.gateway.metrics import NodeMetrics, merged_exposition, worker_metrics_path
 from streamforge.runtime.gateway.runners import NodeStatus, RuntimeEnv, changelog_topic
 from streamforge.runtime.gateway.supervisor import (
@@ -147,6 +148,25 @@ class Gateway:
         """Load, compile, then deploy. FlowInvalid (every problem, located) before anything is touched."""
         return await self.deploy(compile_flow(load_flow(source), self.node_types), modified_only)
 
+    async def command(self, flow_id: str, node_id: str, name: str, args: Any) -> dict[str, Any]:
+        """An operator command (e.g. acknowledge an alarm) run inside the node's loop; the transitions it made."""
+        handle = self.handles.get(flow_id, {}).get(node_id)
+        if handle is None:
+            raise ApiError(404, "not_found", f"flow {flow_id!r} has no running node {node_id!r}")
+        runner = handle.runner if isinstance(handle, TaskHandle) else None
+        status = handle.current_status()
+        if runner is None or status not in (NodeStatus.RUNNING, NodeStatus.DEGRADED):
+            raise ApiError(409, "not_running", f"node {node_id} is {status.value}; try again when it is RUNNING")
+        if not isinstance(args, dict):
+            raise ApiError(400, "bad_request", "the body must be a JSON object")
+        try:
+            result = await asyncio.wait_for(runner.submit(name, args), 30)
+        except ValueError as refusal:
+            raise ApiError(400, "refused", str(refusal)) from None
+        shown = ("alarm_id", "state", "changed_by", "message")
+        emitted = {port: [{k: r[k] for k in shown if k in r} for r in records] for port, records in result.items()}
+        return {"node": node_id, "command": name, "emitted": emitted}
+
     async def undeploy(self, flow_id: str) -> None:
         async with self._lock:
             handles = self.handles.pop(flow_id, {})
@@ -175,34 +195,12 @@ class Gateway:
                 "nodes": nodes}  # fmt: skip
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
 def health_app(gateway: Gateway, extra_routes: Iterable[Route] = ()) -> Starlette:
     """`/health/live`, `/health/ready`, `/health`, `/metrics`, and node commands under `/api/v1`."""
 
     async def command(request: Request) -> JSONResponse:
         flow, node, name = (request.path_params[k] for k in ("flow", "node", "command"))
-        handle = gateway.handles.get(flow, {}).get(node)
-        if handle is None:
-            return _error(404, "not_found", f"flow {flow!r} has no running node {node!r}")
-        runner = handle.runner if isinstance(handle, TaskHandle) else None
-        if runner is None or handle.current_status() not in (NodeStatus.RUNNING, NodeStatus.DEGRADED):
-            return _error(409, "not_running", f"node {node} is {handle.current_status().value}; try again when RUNNING")
-        try:
-            args = await request.json()
-        except ValueError:
-            return _error(400, "bad_request", "body must be a JSON object")
-        if not isinstance(args, dict):
-            return _error(400, "bad_request", "body must be a JSON object")
-        try:
-            result = await asyncio.wait_for(runner.submit(name, args), 30)
-        except ValueError as refusal:
-            return _error(400, "refused", str(refusal))
-        return JSONResponse({"node": node, "command": name, "emitted": {
-            port: [{k: v for k, v in r.items() if k in ("alarm_id", "state", "changed_by", "message")} for r in records]
-            for port, records in result.items()}})  # fmt: skip
+        return JSONResponse(await gateway.command(flow, node, name, await json_body(request)))
 
     async def live(request: Request) -> JSONResponse:
         return JSONResponse({"status": "alive"})
@@ -231,4 +229,4 @@ def health_app(gateway: Gateway, extra_routes: Iterable[Route] = ()) -> Starlett
         Route("/api/v1/flows/{flow}/nodes/{node}/commands/{command}", command, methods=["POST"]),
         *extra_routes,
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)

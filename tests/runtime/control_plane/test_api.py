@@ -80,6 +80,7 @@ ENDPOINTS = [  # (method, path, minimum role)
     ("GET", "/flows/f1/export", Role.VIEWER),
     ("POST", "/flows/f1/deploy", Role.ENGINEER),
     ("GET", "/flows/f1/status", Role.VIEWER),
+    ("POST", "/flows/f1/nodes/alarm/commands/acknowledge", Role.OPERATOR),
     ("POST", "/tokens", Role.VIEWER),
     ("POST", "/users", Role.ADMIN),
 ]

@@ -1,0 +1,45 @@
+"""One error shape for every StreamForge HTTP API: {"error": {"code", "message", "problems"?}}."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from streamforge.engine.problems import FlowInvalid, Problem
+
+
+class ApiError(Exception):
+    """A refused request: HTTP status, a stable machine-readable code, and what to do in words."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str, problems: list[Problem] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if problems is not None:
+        body["problems"] = [problem.to_dict() for problem in problems]
+    return JSONResponse({"error": body}, status_code=status)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
+async def _flow_invalid(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, FlowInvalid)
+    return error_response(422, "invalid_flow", f"{len(exc.problems)} problem(s) in the flow", exc.problems)
+
+
+EXCEPTION_HANDLERS = {ApiError: _api_error, FlowInvalid: _flow_invalid}
+
+
+async def json_body(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:
+        raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
