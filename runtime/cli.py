@@ -25,7 +25,8 @@ def main() -> None:
     """StreamForge: an industrial data gateway whose every reading lands in a local Kafka first.
 
     \b
-    run       run a flow: gateway + embedded Kafka (+ health and metrics)
+    up        control plane + gateway + embedded Kafka, demo flow deployed
+    run       run one flow: gateway + embedded Kafka (+ health and metrics)
     flow      validate, format, diff and plan flow documents
     node      list node types; scaffold a node package
     kafka     install and run the embedded Apache Kafka (single-node KRaft)
@@ -289,6 +290,44 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
         asyncio.run(run_plan(plan, data_dir, bootstrap, port, click.echo, registry_url))
     except DeployFailed as exc:
         _fail(str(exc))
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="STREAMFORGE_HOME",
+    default=Path.home() / ".local" / "share" / "streamforge",
+    show_default=True,
+    help="Control-plane database, Kafka data, node state [env STREAMFORGE_HOME].",
+)
+@click.option(
+    "--bootstrap",
+    envvar="STREAMFORGE_KAFKA_BOOTSTRAP",
+    default=None,
+    help="Use this existing Kafka cluster instead of the embedded broker.",
+)
+@click.option(
+    "--registry",
+    "registry_url",
+    envvar="STREAMFORGE_REGISTRY_URL",
+    default=None,
+    help="An existing schema registry [env STREAMFORGE_REGISTRY_URL]; default: a local one in the data dir.",
+)
+@click.option("--port", type=int, default=8080, show_default=True, help="API, health and metrics port.")
+@click.option(
+    "--demo",
+    type=click.Path(path_type=Path),
+    default=Path("flows/demo.json"),
+    show_default=True,
+    help="Flow to store and deploy on first start.",
+)
+def up(data_dir: Path, bootstrap: str | None, registry_url: str | None, port: int, demo: Path) -> None:
+    """Control plane + gateway + embedded Kafka on this machine; Ctrl-C stops, the next `up` resumes."""
+    from streamforge.runtime.up import up as run_up
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run_up(data_dir, bootstrap, port, demo, click.echo, registry_url))
 
 
 @main.group()

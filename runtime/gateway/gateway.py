@@ -13,7 +13,7 @@ from aiokafka.admin import NewTopic
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from streamforge.engine.compiler import ExecutionPlan, NodePlan, compile_flow
 from streamforge.engine.flow import load_flow
@@ -195,7 +195,7 @@ class Gateway:
                 "nodes": nodes}  # fmt: skip
 
 
-def health_app(gateway: Gateway, extra_routes: Iterable[Route] = ()) -> Starlette:
+def health_app(gateway: Gateway, extra_routes: Iterable[BaseRoute] = ()) -> Starlette:
     """`/health/live`, `/health/ready`, `/health`, `/metrics`, and node commands under `/api/v1`."""
 
     async def command(request: Request) -> JSONResponse:

@@ -28,21 +28,19 @@ async def registry_or_existing(data_dir: Path, url: str | None) -> AsyncIterator
         yield local
 
 
-async def run_plan(
-    plan: ExecutionPlan,
-    data_dir: Path,
-    bootstrap: str | None,
-    port: int,
-    say: Callable[[str], None],
-    registry_url: str | None = None,
-) -> None:
-    """Run until SIGINT/SIGTERM (or `stop`), then stop every node and the broker cleanly."""
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM: Ctrl-C and service managers stop the gateway cleanly."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+@contextlib.asynccontextmanager
+async def gateway_stack(data_dir: Path, bootstrap: str | None, registry_url: str | None) -> AsyncIterator[Gateway]:
+    """Schema registry, Kafka (embedded unless `bootstrap`) and a gateway; all stopped cleanly on exit."""
     state_dir = data_dir / "gateway"
-    state_dir.mkdir(parents=True, exist_ok=True)
     async with (
         registry_or_existing(data_dir, registry_url) as schemas_url,
         kafka_or_existing(data_dir, bootstrap) as kafka,
@@ -52,15 +50,31 @@ async def run_plan(
         registry = CachedSchemaRegistry(remote, SchemaCache(state_dir / "schema-cache" / "gateway.json"))
         gateway = Gateway(servers, registry, load_registry(), state_dir, schemas_url,
                           kafka_health=kafka.health if kafka else None)  # fmt: skip
-        async with serve_app(health_app(gateway), port=port) as health_url:
-            try:
-                report = await gateway.deploy(plan)
-                say(json.dumps({"event": "running", "flow": plan.flow_id, "version": plan.version,
-                                "kafka": servers, "health": f"{health_url}/health", "metrics": f"{health_url}/metrics",
-                                "nodes": report.started}))  # fmt: skip
-                await stop.wait()
-            finally:
-                with contextlib.suppress(Exception):
-                    await gateway.stop()
-                await remote.aclose()
+        try:
+            yield gateway
+        finally:
+            with contextlib.suppress(Exception):
+                await gateway.stop()
+            await remote.aclose()
+
+
+async def run_plan(
+    plan: ExecutionPlan,
+    data_dir: Path,
+    bootstrap: str | None,
+    port: int,
+    say: Callable[[str], None],
+    registry_url: str | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM, then stop every node and the broker cleanly."""
+    stop = stop_on_signals()
+    async with (
+        gateway_stack(data_dir, bootstrap, registry_url) as gateway,
+        serve_app(health_app(gateway), port=port) as health_url,
+    ):
+        report = await gateway.deploy(plan)
+        say(json.dumps({"event": "running", "flow": plan.flow_id, "version": plan.version,
+                        "kafka": gateway.env.bootstrap, "health": f"{health_url}/health",
+                        "metrics": f"{health_url}/metrics", "nodes": report.started}))  # fmt: skip
+        await stop.wait()
     say(json.dumps({"event": "stopped", "flow": plan.flow_id}))

@@ -1,0 +1,77 @@
+"""`streamforge up`: control plane, gateway and embedded Kafka on one machine (the spec's Pattern B)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from starlette.routing import Mount
+
+from streamforge.engine.compiler import compile_flow
+from streamforge.engine.flow import load_flow, validate_flow
+from streamforge.engine.problems import FlowInvalid
+from streamforge.engine.registry import load_registry
+from streamforge.runtime.control_plane.api import control_plane_api
+from streamforge.runtime.control_plane.auth import ensure_admin
+from streamforge.runtime.control_plane.store import Store
+from streamforge.runtime.gateway.gateway import DeployFailed, Gateway, health_app
+from streamforge.runtime.gateway.run import gateway_stack, stop_on_signals
+from streamforge.runtime.http import serve_app
+
+log = logging.getLogger("streamforge.up")
+
+
+def seed_demo(store: Store, demo: Path) -> str | None:
+    """On first start only, store the demo flow and mark it to be deployed; returns its id."""
+    if store.list_flows() or not demo.exists():
+        return None
+    document = load_flow(demo.read_bytes())
+    saved = store.save_flow(document.model_dump(by_alias=True), None, "streamforge")
+    store.mark_deployed(saved.flow_id, saved.version)
+    return saved.flow_id
+
+
+async def redeploy(store: Store, gateway: Gateway) -> list[str]:
+    """Start every flow at the version last deployed: a restart resumes where the gateway was."""
+    started = []
+    for flow in store.list_flows():
+        if flow["deployed_version"] is None:
+            continue
+        version = store.get_flow(flow["id"], flow["deployed_version"])
+        try:
+            await gateway.deploy(compile_flow(validate_flow(version.document), gateway.node_types))
+        except (FlowInvalid, DeployFailed) as exc:  # one bad flow must not keep the others down
+            log.error("flow not started", extra={"flow": flow["id"], "error": str(exc)})
+            continue
+        started.append(flow["id"])
+    return started
+
+
+async def up(
+    data_dir: Path,
+    bootstrap: str | None,
+    port: int,
+    demo: Path | None,
+    say: Callable[[str], None],
+    registry_url: str | None = None,
+) -> None:
+    """Run until SIGINT/SIGTERM; the next `up` on the same data dir resumes with the same data."""
+    stop = stop_on_signals()
+    store = Store(data_dir / "control-plane.sqlite")
+    password = ensure_admin(store)
+    if password is not None:
+        say(f"first start: created user `admin` with password {password} (shown once; stored only hashed)")
+    seeded = seed_demo(store, demo) if demo else None
+    async with (
+        gateway_stack(data_dir, bootstrap, registry_url) as gateway,
+        serve_app(health_app(gateway, [Mount("/", app=control_plane_api(store, load_registry(), gateway))]),
+                  port=port) as url,
+    ):  # fmt: skip
+        flows = await redeploy(store, gateway)
+        say(json.dumps({"event": "up", "url": url, "api": f"{url}/api/v1", "health": f"{url}/health",
+                        "metrics": f"{url}/metrics", "kafka": gateway.env.bootstrap, "flows": flows,
+                        "seeded": seeded}))  # fmt: skip
+        await stop.wait()
+    say(json.dumps({"event": "stopped"}))

@@ -1,0 +1,70 @@
+"""`streamforge up`: admin created once, demo flow stored and deployed, API behind auth, resumes after Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from streamforge.runtime.kafka.broker import free_port
+from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+
+CLI = [sys.executable, "-m", "streamforge.runtime.cli"]
+FLOWS = Path(__file__).resolve().parents[2] / "flows"
+
+
+async def start_up(data_dir: Path, kafka: EmbeddedKafka, registry_url: str, port: int
+                   ) -> tuple[asyncio.subprocess.Process, list[str], dict[str, Any]]:  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *CLI, "up", "--data-dir", str(data_dir), "--bootstrap", kafka.bootstrap, "--registry", registry_url,
+        "--port", str(port), "--demo", str(FLOWS / "simulated_line.json"), stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    while True:
+        line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode().strip()
+        assert line, "streamforge up exited early"
+        lines.append(line)
+        if line.startswith("{") and json.loads(line)["event"] == "up":
+            return process, lines, json.loads(line)
+
+
+async def stop(process: asyncio.subprocess.Process) -> str:
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    return out.decode()
+
+
+async def test_up_runs_the_demo_behind_auth_and_resumes(tmp_path: Path, kafka: EmbeddedKafka, registry_url: str
+                                                        ) -> None:  # fmt: skip
+    port = free_port()
+    process, lines, event = await start_up(tmp_path, kafka, registry_url, port)
+    try:
+        password = lines[0].split("password ")[1].split(" ")[0]
+        assert event["seeded"] == "simulated_line" and event["flows"] == ["simulated_line"]
+        async with httpx.AsyncClient(base_url=event["api"], timeout=30) as http:
+            assert (await http.get("/flows")).status_code == 401
+            login = await http.post("/auth/login", json={"username": "admin", "password": password})
+            headers = {"Authorization": f"Bearer {login.json()['token']}"}
+            flows = (await http.get("/flows", headers=headers)).json()
+            assert [(f["id"], f["version"], f["deployed_version"]) for f in flows] == [("simulated_line", 1, 1)]
+            status = (await http.get("/flows/simulated_line/status", headers=headers)).json()
+            assert {n["status"] for n in status["nodes"]} == {"RUNNING"}
+        assert (await httpx.AsyncClient().get(event["health"])).json()["status"] in ("HEALTHY", "DEGRADED")
+    finally:
+        assert '"event": "stopped"' in await stop(process)
+    again, lines, event = await start_up(tmp_path, kafka, registry_url, port)
+    try:
+        assert not any("password" in line for line in lines)  # the admin exists: no new password
+        assert event["seeded"] is None and event["flows"] == ["simulated_line"]  # resumed, not re-seeded
+        async with httpx.AsyncClient(base_url=event["api"], timeout=30) as http:
+            login = await http.post("/auth/login", json={"username": "admin", "password": password})
+            assert login.status_code == 200
+    finally:
+        await stop(again)
