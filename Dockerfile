@@ -1,18 +1,20 @@
-# The gateway as one image: JRE for the embedded Kafka, the broker jars, the streamforge package.
+# The gateway as one image: JRE for the embedded Kafka, the broker jars, the streamforge package, example flows.
+# `docker run -p 8080:8080 -v sf:/var/lib/streamforge IMAGE` runs `streamforge up` with flows/simulated_line.json.
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
  && apt-get install -y --no-install-recommends openjdk-17-jre-headless maven \
  && rm -rf /var/lib/apt/lists/*
-ENV STREAMFORGE_CACHE_DIR=/opt/streamforge/cache STREAMFORGE_HOME=/var/lib/streamforge
+ENV STREAMFORGE_CACHE_DIR=/opt/streamforge/cache STREAMFORGE_HOME=/var/lib/streamforge STREAMFORGE_HTTP_HOST=0.0.0.0
 WORKDIR /opt/streamforge/src
 COPY pyproject.toml README.md ./
 COPY engine engine
 COPY nodes nodes
 COPY runtime runtime
+COPY flows flows
 RUN pip install --no-cache-dir . \
  && streamforge kafka install \
  && rm -rf /root/.m2
 VOLUME /var/lib/streamforge
-EXPOSE 9092
+EXPOSE 8080
 ENTRYPOINT ["streamforge"]
-CMD ["demo"]
+CMD ["up", "--demo", "/opt/streamforge/src/flows/simulated_line.json"]

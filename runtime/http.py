@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 import uvicorn
@@ -13,8 +14,12 @@ from streamforge.runtime.kafka.broker import free_port
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
-    """Serve `app` until the block exits; yields its base URL."""
+async def serve_app(app: ASGIApp, host: str | None = None, port: int = 0) -> AsyncIterator[str]:
+    """Serve `app` until the block exits; yields its base URL.
+
+    Loopback unless STREAMFORGE_HTTP_HOST says otherwise (0.0.0.0 in a container).
+    """
+    host = host or os.environ.get("STREAMFORGE_HTTP_HOST", "127.0.0.1")
     port = port or free_port(host)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
     server = uvicorn.Server(config)
