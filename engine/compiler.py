@@ -6,10 +6,11 @@ import hashlib
 import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import networkx as nx
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from streamforge.engine.flow import FlowDocument, NodeSpec
 from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
@@ -192,7 +193,7 @@ def _plan(
                 assert out is not None
                 by_topic[out.topic or _default_topic(out.type)].append(source_node)
             inputs += [InputPlan(port.name, topic, tuple(sorted(nodes))) for topic, nodes in sorted(by_topic.items())]
-        config = configs[node_id].model_dump(mode="json")
+        config = _plain(configs[node_id])
         process = GATEWAY_PROCESS if cls.kind is Kind.PROCESSOR else f"worker:{node_id}"
         fingerprint = hashlib.sha256(
             json.dumps([cls.type, cls.version, config, [asdict(i) for i in inputs], [asdict(o) for o in outputs]],
@@ -203,6 +204,20 @@ def _plan(
             f"sf.{doc.id}.{node_id}" if inputs else None, tuple(inputs), outputs, config, fingerprint,
         ))  # fmt: skip
     return plan
+
+
+def _reveal(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _plain(config: NodeConfig) -> dict[str, Any]:
+    """The config as JSON for the runner, secret values included (the deploy resolved them from the store)."""
+    plain: dict[str, Any] = json.loads(json.dumps(config.model_dump(mode="python"), default=_reveal))
+    return plain
 
 
 def _default_topic(port_type: PortType) -> str:

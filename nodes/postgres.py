@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from streamforge.engine.sdk import Message, NodeConfig, Port, PortType, Record, SinkNode
 
@@ -73,7 +73,7 @@ PORT_TABLE = {"telemetry": "telemetry", "aggregates": "aggregates", "alarms": "a
 
 
 class PostgresConfig(NodeConfig):
-    dsn: str = Field(description="postgresql://user@host:port/db; put passwords in a secret")
+    dsn: SecretStr = Field(description="postgresql://user:password@host:port/db; stored as a secret")
     table_prefix: str = Field("sf_", pattern=r"^[a-z_][a-z0-9_]{0,20}$", description="Tables: <prefix>telemetry, ...")
     schema_name: str = Field("public", pattern=IDENTIFIER)
     timescale: bool = Field(False, description="Make the tables hypertables when TimescaleDB is installed")
@@ -111,7 +111,9 @@ class Postgres(SinkNode[PostgresConfig]):
     async def _connect(self) -> asyncpg.Connection:
         if self._connection is not None and not self._connection.is_closed():
             return self._connection
-        self._connection = await asyncpg.connect(self.config.dsn, timeout=self.config.connect_timeout_s)
+        self._connection = await asyncpg.connect(
+            self.config.dsn.get_secret_value(), timeout=self.config.connect_timeout_s
+        )
         for table in TABLES.values():
             await self._create(self._connection, table)
         return self._connection

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -175,6 +177,21 @@ def _load_or_fail(path: Path) -> FlowDocument:
     raise AssertionError("unreachable")
 
 
+def _with_secrets(document: FlowDocument, reveal: bool) -> FlowDocument:
+    """Secret references resolved: from STREAMFORGE_SECRET_<NAME> to run, by stand-ins to validate or plan."""
+    from streamforge.engine.flow import validate_flow
+    from streamforge.engine.secrets import placeholders, resolve
+
+    raw = document.model_dump(by_alias=True)
+    if not reveal:
+        return validate_flow(placeholders(raw))
+    return validate_flow(resolve(raw, lambda name: os.environ.get(secret_env_name(name))))
+
+
+def secret_env_name(name: str) -> str:
+    return "STREAMFORGE_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
 def _report_problems(path: Path, problems: list[Problem]) -> None:
     click.echo(json.dumps({"file": str(path), "valid": False, "problems": [p.to_dict() for p in problems]}, indent=2))
     for problem in problems:
@@ -198,7 +215,7 @@ def flow_validate(files: tuple[Path, ...]) -> None:
     registry = load_registry()
     for path in files:
         try:
-            compile_flow(_load_or_fail(path), registry)
+            compile_flow(_with_secrets(_load_or_fail(path), reveal=False), registry)
         except FlowInvalid as exc:
             _report_problems(path, exc.problems)
         click.echo(json.dumps({"file": str(path), "valid": True}))
@@ -241,7 +258,7 @@ def flow_plan(file: Path) -> None:
     from streamforge.engine.registry import load_registry
 
     try:
-        plan = compile_flow(_load_or_fail(file), load_registry())
+        plan = compile_flow(_with_secrets(_load_or_fail(file), reveal=False), load_registry())
     except FlowInvalid as exc:
         _report_problems(file, exc.problems)
     click.echo(json.dumps(plan.to_dict(), indent=2))
@@ -280,7 +297,7 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
     from streamforge.runtime.gateway.run import run_plan
 
     try:
-        plan = compile_flow(_load_or_fail(file), load_registry())
+        plan = compile_flow(_with_secrets(_load_or_fail(file), reveal=True), load_registry())
     except FlowInvalid as exc:
         _report_problems(file, exc.problems)
     from streamforge.runtime.gateway.gateway import DeployFailed

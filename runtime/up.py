@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import load_flow, validate_flow
 from streamforge.engine.problems import FlowInvalid
 from streamforge.engine.registry import load_registry
+from streamforge.engine.secrets import externalize, resolve
 from streamforge.runtime.control_plane.api import control_plane_api
 from streamforge.runtime.control_plane.auth import ensure_admin
 from streamforge.runtime.control_plane.store import Store
@@ -28,7 +30,8 @@ def seed_demo(store: Store, demo: Path) -> str | None:
     if store.list_flows() or not demo.exists():
         return None
     document = load_flow(demo.read_bytes())
-    saved = store.save_flow(document.model_dump(by_alias=True), None, "streamforge")
+    keep = functools.partial(store.put_secret, user="streamforge")
+    saved = store.save_flow(externalize(document.model_dump(by_alias=True), load_registry(), keep), None, "streamforge")
     store.mark_deployed(saved.flow_id, saved.version)
     return saved.flow_id
 
@@ -41,7 +44,8 @@ async def redeploy(store: Store, gateway: Gateway) -> list[str]:
             continue
         version = store.get_flow(flow["id"], flow["deployed_version"])
         try:
-            await gateway.deploy(compile_flow(validate_flow(version.document), gateway.node_types))
+            document = validate_flow(resolve(version.document, store.secret))
+            await gateway.deploy(compile_flow(document, gateway.node_types))
         except (FlowInvalid, DeployFailed) as exc:  # one bad flow must not keep the others down
             log.error("flow not started", extra={"flow": flow["id"], "error": str(exc)})
             continue
@@ -59,7 +63,7 @@ async def up(
 ) -> None:
     """Run until SIGINT/SIGTERM; the next `up` on the same data dir resumes with the same data."""
     stop = stop_on_signals()
-    store = Store(data_dir / "control-plane.sqlite")
+    store = Store(data_dir / "control-plane.sqlite")  # secrets' key beside it, 0600
     password = ensure_admin(store)
     if password is not None:
         say(f"first start: created user `admin` with password {password} (shown once; stored only hashed)")

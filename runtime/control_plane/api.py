@@ -13,6 +13,7 @@ from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import FlowDocument, diff_flows, dump_flow, load_flow, validate_flow
 from streamforge.engine.problems import FlowInvalid, Problem
 from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.secrets import externalize, placeholders, resolve
 from streamforge.runtime.control_plane.auth import Role, User, check_password, hash_password, role_guard
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
@@ -20,8 +21,9 @@ from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
 
 
 def _compile_problems(document: FlowDocument, registry: NodeRegistry) -> list[Problem]:
+    """What a deploy would refuse, checked with stand-ins for secrets (no secret is read to validate)."""
     try:
-        compile_flow(document, registry)
+        compile_flow(validate_flow(placeholders(document.model_dump(by_alias=True))), registry)
     except FlowInvalid as invalid:
         return invalid.problems
     return []
@@ -38,6 +40,11 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
     """The control plane's REST API; mount it beside the gateway's health routes and the editor."""
     requires = role_guard(store)
 
+    def storable(document: FlowDocument, user: User) -> dict[str, Any]:
+        """The document as stored: plaintext in secret fields moved into the secret store first."""
+        return externalize(document.model_dump(by_alias=True), node_types,
+                           lambda name, value: store.put_secret(name, value, user.username))  # fmt: skip
+
     @requires(Role.VIEWER)
     async def node_types_list(request: Request, user: User) -> Response:
         return JSONResponse([cls.describe() for cls in node_types])
@@ -49,7 +56,7 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
     @requires(Role.ENGINEER)
     async def flows_create(request: Request, user: User) -> Response:
         document = validate_flow(await json_body(request))
-        saved = store.save_flow(document.model_dump(by_alias=True), None, user.username)
+        saved = store.save_flow(storable(document, user), None, user.username)
         return JSONResponse({**_flow_body(saved), "problems": [p.to_dict() for p in
                              _compile_problems(document, node_types)]}, status_code=201)  # fmt: skip
 
@@ -65,7 +72,7 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
         if not isinstance(raw, dict) or raw.get("id") != flow_id:
             raise ApiError(422, "invalid", f"the document's id must be {flow_id!r}")
         document = validate_flow({key: value for key, value in raw.items() if key not in RESPONSE_ONLY})
-        saved = store.save_flow(document.model_dump(by_alias=True), document.version, user.username)
+        saved = store.save_flow(storable(document, user), document.version, user.username)
         return JSONResponse({**_flow_body(saved), "problems": [p.to_dict() for p in
                              _compile_problems(document, node_types)]})  # fmt: skip
 
@@ -105,7 +112,7 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
         if problems:
             raise FlowInvalid(problems)
         existing = next((f for f in store.list_flows() if f["id"] == document.id), None)
-        saved = store.save_flow(document.model_dump(by_alias=True), existing["version"] if existing else None,
+        saved = store.save_flow(storable(document, user), existing["version"] if existing else None,
                                 user.username)  # fmt: skip
         return JSONResponse(_flow_body(saved), status_code=201)
 
@@ -126,7 +133,7 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
         if mode not in ("modified", "full"):
             raise ApiError(422, "invalid", "mode must be `modified` or `full`")
         version = store.get_flow(flow_id)
-        document = validate_flow(version.document)
+        document = validate_flow(resolve(version.document, store.secret))
         plan = compile_flow(document, node_types)  # FlowInvalid: nothing running is touched
         try:
             report = await gateway.deploy(plan, modified_only=mode == "modified")
@@ -181,7 +188,28 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
                           role.name.lower())  # fmt: skip
         return JSONResponse({"username": body["username"], "role": role.name.lower()}, status_code=201)
 
+    @requires(Role.VIEWER)
+    async def secrets_list(request: Request, user: User) -> Response:
+        return JSONResponse(store.secret_names())  # names only: no endpoint ever returns a value
+
+    @requires(Role.ENGINEER)
+    async def secret_put(request: Request, user: User) -> Response:
+        body = await json_body(request)
+        value = body.get("value") if isinstance(body, dict) else None
+        if not isinstance(value, str) or not value:
+            raise ApiError(422, "invalid", 'send {"value": "..."}')
+        store.put_secret(request.path_params["name"], value, user.username)
+        return Response(status_code=204)
+
+    @requires(Role.ENGINEER)
+    async def secret_delete(request: Request, user: User) -> Response:
+        store.delete_secret(request.path_params["name"])
+        return Response(status_code=204)
+
     routes = [
+        Route("/secrets", secrets_list),
+        Route("/secrets/{name}", secret_put, methods=["PUT"]),
+        Route("/secrets/{name}", secret_delete, methods=["DELETE"]),
         Route("/auth/login", login, methods=["POST"]),
         Route("/tokens", tokens_create, methods=["POST"]),
         Route("/users", users_create, methods=["POST"]),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import secrets
 import sqlite3
 import threading
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from cryptography.fernet import Fernet
 
 from streamforge.runtime.errors import ApiError
 
@@ -27,6 +31,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE tokens (token_hash TEXT PRIMARY KEY, username TEXT NOT NULL REFERENCES users(username),
                          name TEXT NOT NULL, kind TEXT NOT NULL, created_at TEXT NOT NULL,
                          revoked INTEGER NOT NULL DEFAULT 0);
+    """,
+    """
+    CREATE TABLE secrets (name TEXT PRIMARY KEY, ciphertext BLOB NOT NULL, updated_at TEXT NOT NULL,
+                          updated_by TEXT NOT NULL);
     """,
 )
 
@@ -52,7 +60,11 @@ def token_digest(token: str) -> str:
 class Store:
     """One SQLite database; every write is one transaction. Same SQL would run on PostgreSQL later."""
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(self, path: str | Path = ":memory:", key_file: Path | None = None) -> None:
+        """`key_file` holds the secrets' encryption key (created 0600 on first use); default beside the db."""
+        if key_file is None and str(path) != ":memory:":
+            key_file = Path(path).with_suffix(".key")
+        self._fernet = Fernet(_load_key(key_file))
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
@@ -172,3 +184,37 @@ class Store:
             (token_digest(token),),
         ).fetchone()
         return row
+
+    # -- secrets (encrypted at rest; values leave the store only to a deploy) -----------------------------
+
+    def put_secret(self, name: str, value: str, user: str) -> None:
+        if not SECRET_NAME.match(name):
+            raise ApiError(422, "invalid", f"secret name {name!r}: letters, digits, . _ - (1-128)")
+        self._db.execute("INSERT OR REPLACE INTO secrets VALUES (?, ?, ?, ?)",
+                         (name, self._fernet.encrypt(value.encode()), _now(), user))  # fmt: skip
+
+    def secret(self, name: str) -> str | None:
+        row = self._db.execute("SELECT ciphertext FROM secrets WHERE name = ?", (name,)).fetchone()
+        return None if row is None else self._fernet.decrypt(row[0]).decode()
+
+    def secret_names(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT name, updated_at, updated_by FROM secrets ORDER BY name").fetchall()
+        return [dict(row) for row in rows]
+
+    def delete_secret(self, name: str) -> None:
+        if self._db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount == 0:
+            raise ApiError(404, "not_found", f"secret {name!r} does not exist")
+
+
+SECRET_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+def _load_key(key_file: Path | None) -> bytes:
+    if key_file is None:
+        return Fernet.generate_key()  # an in-memory store: secrets live as long as the process
+    if not key_file.exists():
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(Fernet.generate_key())
+    return key_file.read_bytes().strip()

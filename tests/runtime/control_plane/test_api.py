@@ -83,6 +83,9 @@ ENDPOINTS = [  # (method, path, minimum role)
     ("POST", "/flows/f1/nodes/alarm/commands/acknowledge", Role.OPERATOR),
     ("POST", "/tokens", Role.VIEWER),
     ("POST", "/users", Role.ADMIN),
+    ("GET", "/secrets", Role.VIEWER),
+    ("PUT", "/secrets/x", Role.ENGINEER),
+    ("DELETE", "/secrets/x", Role.ENGINEER),
 ]
 
 
@@ -181,3 +184,27 @@ async def test_a_deploy_that_does_not_compile_leaves_the_running_flow_untouched(
     assert {n["status"] for n in status["nodes"]} == {"RUNNING"}
     operator = await api.http.post(f"/flows/{flow_id}/deploy", headers=api.as_("operator"))
     assert operator.status_code == 403
+
+
+async def test_secrets_never_leave_except_into_a_deploy(api: Api, postgres_dsn: str, unique: str,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    engineer = api.as_("engineer")
+    flow_id = unique.replace("-", "_")[:60]
+    dsn = postgres_dsn.replace("streamforge@", "streamforge:hunter2-do-not-leak@")  # trust auth accepts any password
+    document = flow(flow_id)
+    document["nodes"].append({"id": "db", "type": "postgres", "config": {"dsn": dsn, "table_prefix": "sec_"}})
+    document["edges"].append({"from": "val:clean", "to": "db:telemetry"})
+    saved = await api.http.post("/flows", json=document, headers=engineer)
+    assert saved.status_code == 201 and "hunter2" not in saved.text
+    assert saved.json()["problems"] == []
+    exported = (await api.http.get(f"/flows/{flow_id}/export", headers=engineer)).text
+    assert "hunter2" not in exported and f'"$secret": "{flow_id}.db.dsn"' in exported
+    names = (await api.http.get("/secrets", headers=api.as_("viewer"))).json()
+    assert [n["name"] for n in names] == [f"{flow_id}.db.dsn"] and "hunter2" not in json.dumps(names)
+    assert b"hunter2" not in (tmp_path / "control.sqlite").read_bytes()  # encrypted at rest
+    assert api.store.secret(f"{flow_id}.db.dsn") == dsn
+    deployed = await api.http.post(f"/flows/{flow_id}/deploy", headers=engineer)
+    assert deployed.status_code == 200, deployed.text  # the sink connected with the resolved DSN
+    status = (await api.http.get(f"/flows/{flow_id}/status", headers=engineer)).json()
+    assert {n["node"]: n["status"] for n in status["nodes"]}["db"] == "RUNNING"
+    assert (await api.http.delete(f"/secrets/{flow_id}.db.dsn", headers=api.as_("viewer"))).status_code == 403

@@ -1,0 +1,38 @@
+"""Secret references: plaintext is moved out of documents, references resolve, missing ones are located."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streamforge.engine.problems import FlowInvalid
+from streamforge.engine.registry import load_registry
+from streamforge.engine.secrets import externalize, placeholders, resolve
+
+DOC: dict[str, Any] = {
+    "id": "line",
+    "nodes": [
+        {"id": "db", "type": "postgres", "config": {"dsn": "postgresql://u:hunter2@db/x", "table_prefix": "a_"}},
+        {"id": "val", "type": "validator", "config": {}},
+    ],
+    "edges": [],
+}
+
+
+def test_plaintext_in_secret_fields_moves_to_the_store() -> None:
+    kept: dict[str, str] = {}
+    stored = externalize(DOC, load_registry(False), kept.__setitem__)
+    assert kept == {"line.db.dsn": "postgresql://u:hunter2@db/x"}
+    assert stored["nodes"][0]["config"] == {"dsn": {"$secret": "line.db.dsn"}, "table_prefix": "a_"}
+    assert "hunter2" not in repr(stored) and DOC["nodes"][0]["config"]["dsn"].endswith("/x")  # input untouched
+    assert resolve(stored, kept.get)["nodes"][0]["config"]["dsn"] == "postgresql://u:hunter2@db/x"
+    assert placeholders(stored)["nodes"][0]["config"]["dsn"] == "<secret line.db.dsn>"
+
+
+def test_a_missing_secret_is_located() -> None:
+    stored = externalize(DOC, load_registry(False), lambda name, value: None)
+    with pytest.raises(FlowInvalid) as caught:
+        resolve(stored, lambda name: None)
+    (problem,) = caught.value.problems
+    assert (problem.code, problem.pointer, problem.node_id) == ("unknown_secret", "/nodes/0/config/dsn", "db")
