@@ -57,6 +57,22 @@ _data_option = click.option(
 )
 
 
+_home_option = click.option(
+    "--data-dir", type=click.Path(path_type=Path), envvar="STREAMFORGE_HOME",
+    default=Path.home() / ".local" / "share" / "streamforge", show_default=True,
+    help="Control-plane database, Kafka data, registry, node state [env STREAMFORGE_HOME].",
+)  # fmt: skip
+_bootstrap_option = click.option(
+    "--bootstrap", envvar="STREAMFORGE_KAFKA_BOOTSTRAP", default=None,
+    help="Use this existing Kafka cluster instead of the embedded broker [env STREAMFORGE_KAFKA_BOOTSTRAP].",
+)  # fmt: skip
+_registry_option = click.option(
+    "--registry", "registry_url", envvar="STREAMFORGE_REGISTRY_URL", default=None,
+    help="The schema registry of the Kafka cluster (one per cluster) [env STREAMFORGE_REGISTRY_URL]; "
+    "default: a local one in the data dir.",
+)  # fmt: skip
+
+
 @kafka.command("install")
 @_cache_option
 @click.option("--force", is_flag=True, help="Resolve again even if already installed.")
@@ -266,28 +282,9 @@ def flow_plan(file: Path) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    envvar="STREAMFORGE_HOME",
-    default=Path.home() / ".local" / "share" / "streamforge",
-    show_default=True,
-    help="Kafka data, registry, node state and logs [env STREAMFORGE_HOME].",
-)
-@click.option(
-    "--bootstrap",
-    envvar="STREAMFORGE_KAFKA_BOOTSTRAP",
-    default=None,
-    help="Use this existing Kafka cluster instead of the embedded broker [env STREAMFORGE_KAFKA_BOOTSTRAP].",
-)
-@click.option(
-    "--registry",
-    "registry_url",
-    envvar="STREAMFORGE_REGISTRY_URL",
-    default=None,
-    help="Schema registry of the control plane (one per Kafka cluster) [env STREAMFORGE_REGISTRY_URL]; "
-    "default: a local one in the data dir.",
-)
+@_home_option
+@_bootstrap_option
+@_registry_option
 @click.option("--port", type=int, default=8080, show_default=True, help="Health and metrics port (0: any free).")
 def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | None, port: int) -> None:
     """Run a gateway with embedded Kafka and FILE's flow until Ctrl-C. An invalid flow starts nothing."""
@@ -310,27 +307,9 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
 
 
 @main.command()
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    envvar="STREAMFORGE_HOME",
-    default=Path.home() / ".local" / "share" / "streamforge",
-    show_default=True,
-    help="Control-plane database, Kafka data, node state [env STREAMFORGE_HOME].",
-)
-@click.option(
-    "--bootstrap",
-    envvar="STREAMFORGE_KAFKA_BOOTSTRAP",
-    default=None,
-    help="Use this existing Kafka cluster instead of the embedded broker.",
-)
-@click.option(
-    "--registry",
-    "registry_url",
-    envvar="STREAMFORGE_REGISTRY_URL",
-    default=None,
-    help="An existing schema registry [env STREAMFORGE_REGISTRY_URL]; default: a local one in the data dir.",
-)
+@_home_option
+@_bootstrap_option
+@_registry_option
 @click.option("--port", type=int, default=8080, show_default=True, help="API, health and metrics port.")
 @click.option(
     "--demo",
@@ -419,21 +398,9 @@ def registry_serve(db: Path, host: str, port: int) -> None:
 
 
 @main.command()
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    envvar="STREAMFORGE_HOME",
-    default=Path.home() / ".local" / "share" / "streamforge",
-    show_default=True,
-    help="Kafka data, registry database and schema cache [env STREAMFORGE_HOME].",
-)
+@_home_option
 @click.option("--records", type=int, default=1000, show_default=True, help="Telemetry readings to send.")
-@click.option(
-    "--bootstrap",
-    envvar="STREAMFORGE_KAFKA_BOOTSTRAP",
-    default=None,
-    help="Use this existing Kafka cluster instead of the embedded broker [env STREAMFORGE_KAFKA_BOOTSTRAP].",
-)
+@_bootstrap_option
 def roundtrip(data_dir: Path, records: int, bootstrap: str | None) -> None:
     """Smoke check: embedded Kafka and registry up, sample records of every type sent and read back."""
     from streamforge.runtime.roundtrip import round_trip
