@@ -7,7 +7,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import FlowDocument, diff_flows, dump_flow, load_flow, validate_flow
@@ -15,6 +15,7 @@ from streamforge.engine.problems import FlowInvalid, Problem
 from streamforge.engine.registry import NodeRegistry
 from streamforge.engine.secrets import externalize, placeholders, resolve
 from streamforge.runtime.control_plane.auth import Role, User, check_password, hash_password, role_guard
+from streamforge.runtime.control_plane.live import live_endpoint
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
@@ -206,7 +207,8 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
         store.delete_secret(request.path_params["name"])
         return Response(status_code=204)
 
-    routes = [
+    routes: list[BaseRoute] = [
+        WebSocketRoute("/live", live_endpoint(store, gateway)),
         Route("/secrets", secrets_list),
         Route("/secrets/{name}", secret_put, methods=["PUT"]),
         Route("/secrets/{name}", secret_delete, methods=["DELETE"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets
 
 from streamforge.engine.flow import dump_flow, validate_flow
 from streamforge.engine.registry import load_registry
@@ -208,3 +210,29 @@ async def test_secrets_never_leave_except_into_a_deploy(api: Api, postgres_dsn: 
     status = (await api.http.get(f"/flows/{flow_id}/status", headers=engineer)).json()
     assert {n["node"]: n["status"] for n in status["nodes"]}["db"] == "RUNNING"
     assert (await api.http.delete(f"/secrets/{flow_id}.db.dsn", headers=api.as_("viewer"))).status_code == 403
+
+
+async def test_live_status_and_debug_tap_over_the_websocket(api: Api, unique: str) -> None:
+    engineer = api.as_("engineer")
+    flow_id = unique.replace("-", "_")[:60]
+    document = flow(flow_id)
+    document["nodes"][0]["config"].update(realtime=True, limit=None, rate_hz=50)  # keeps producing
+    await api.http.post("/flows", json=document, headers=engineer)
+    assert (await api.http.post(f"/flows/{flow_id}/deploy", headers=engineer)).status_code == 200
+    base = str(api.http.base_url).replace("http://", "ws://").rstrip("/")
+    with pytest.raises(websockets.exceptions.ConnectionClosedError) as refused:
+        async with websockets.connect(f"{base}/live?token=sf_bogus") as socket:
+            await socket.recv()
+    assert refused.value.rcvd is not None and refused.value.rcvd.code == 4401
+    async with websockets.connect(f"{base}/live?token={api.tokens['viewer']}") as socket:
+        await socket.send(json.dumps({"subscribe": "status"}))
+        await socket.send(json.dumps({"tap": {"flow": flow_id, "node": "val", "port": "clean"}}))
+        seen: dict[str, list[dict[str, Any]]] = {"status": [], "tapped": [], "record": []}
+        while len(seen["record"]) < 5 or not seen["status"]:
+            message = json.loads(await asyncio.wait_for(socket.recv(), 30))
+            seen.setdefault(message["type"], []).append(message)
+    nodes = {n["node"]: n["status"] for n in seen["status"][-1]["nodes"] if n["flow"] == flow_id}
+    assert nodes == {"sim": "RUNNING", "val": "RUNNING"}
+    assert seen["tapped"][0]["topic"] == "telemetry.clean"
+    record = seen["record"][0]["record"]
+    assert record["asset_id"] == "a" and record["quality"] == "GOOD" and "T" in record["timestamps"]["device_time"]

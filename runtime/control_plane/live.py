@@ -1,0 +1,124 @@
+"""The live websocket: node status pushed every second, and debug taps (a bounded sample of a port's records)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import functools
+import json
+import time
+from collections.abc import Callable, Coroutine
+from datetime import datetime
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from streamforge.engine.serde import Decoder
+from streamforge.runtime.control_plane.store import Store
+from streamforge.runtime.gateway.gateway import Gateway
+from streamforge.runtime.kafka.clients import BatchConsumer
+
+TAP_RECORDS_PER_S = 20  # a debug panel is for eyes: a bounded sample, never a firehose
+UNAUTHORIZED = 4401  # websocket close codes 4000-4999 are the application's
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
+
+
+def json_safe(record: dict[str, Any]) -> dict[str, Any]:
+    safe: dict[str, Any] = json.loads(json.dumps(record, default=_plain))
+    return safe
+
+
+class LiveSession:
+    """One browser tab: the subscriptions it asked for, each a task, all cancelled when it goes."""
+
+    def __init__(self, socket: WebSocket, gateway: Gateway) -> None:
+        self.socket, self.gateway = socket, gateway
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._send = asyncio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self._send:
+            await self.socket.send_json(message)
+
+    def start(self, key: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if key not in self.tasks:
+            self.tasks[key] = asyncio.create_task(loop())
+
+    async def status(self) -> None:
+        while True:
+            await self.send({"type": "status", **self.gateway.health()})
+            await asyncio.sleep(1)
+
+    async def tap(self, flow: str, node: str, port: str) -> None:
+        plan = self.gateway.plans.get(flow)
+        output = None
+        if plan is not None:
+            output = next((o for n in plan.nodes if n.node_id == node for o in n.outputs if o.port == port), None)
+        if output is None:
+            await self.send({"type": "error", "message": f"no deployed output {flow}/{node}:{port}"})
+            return
+        consumer = BatchConsumer(self.gateway.env.bootstrap, None, [output.topic],  # type: ignore[arg-type]
+                                 Decoder(self.gateway.env.registry), upstream=[(flow, node)],
+                                 auto_offset_reset="latest")  # fmt: skip
+        await consumer.start()
+        await self.send({"type": "tapped", "flow": flow, "node": node, "port": port, "topic": output.topic})
+        try:
+            second, sent, dropped = int(time.monotonic()), 0, 0
+            while True:
+                batch = await consumer.next_batch(timeout_ms=500)
+                for message in batch.records:
+                    if int(time.monotonic()) != second:
+                        second, sent = int(time.monotonic()), 0
+                    if sent >= TAP_RECORDS_PER_S:
+                        dropped += 1
+                        continue
+                    sent += 1
+                    record = json_safe(message.record)
+                    await self.send({"type": "record", "flow": flow, "node": node, "port": port,
+                                     "offset": message.offset, "dropped": dropped, "record": record})  # fmt: skip
+        finally:
+            await consumer.stop()
+
+    async def close(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+
+def live_endpoint(store: Store, gateway: Gateway | None) -> Callable[[WebSocket], Coroutine[Any, Any, None]]:
+    """`/api/v1/live?token=...`: send {"subscribe": "status"} or {"tap": {"flow", "node", "port"}}."""
+
+    async def live(socket: WebSocket) -> None:
+        token = socket.query_params.get("token", "")
+        await socket.accept()  # accept first, so the client gets a close code that says why
+        if gateway is None or not token or store.token_user(token) is None:
+            await socket.close(code=UNAUTHORIZED, reason="a valid ?token= is required")
+            return
+        session = LiveSession(socket, gateway)
+        try:
+            while True:
+                message = await socket.receive_json()
+                if message.get("subscribe") == "status":
+                    session.start("status", session.status)
+                elif isinstance(message.get("tap"), dict):
+                    tap = message["tap"]
+                    flow, node, port = (str(tap.get(k, "")) for k in ("flow", "node", "port"))
+                    session.start(f"tap {flow}/{node}:{port}", functools.partial(session.tap, flow, node, port))
+                else:
+                    await session.send({"type": "error", "message": "send {\"subscribe\": \"status\"} or "
+                                        "{\"tap\": {\"flow\", \"node\", \"port\"}}"})  # fmt: skip
+        except (WebSocketDisconnect, ValueError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await session.close()
+
+    return live
