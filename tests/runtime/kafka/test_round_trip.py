@@ -20,6 +20,20 @@ from tests.conftest import create_topic
 from tests.engine.samples import SAMPLES
 
 
+async def raw_values(bootstrap: str, topic: str, count: int) -> list[bytes]:
+    """The stored bytes of the first `count` records, read with a plain aiokafka consumer."""
+    raw = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await raw.start()
+    try:
+        values: list[bytes] = []
+        while len(values) < count:
+            for messages in (await raw.getmany(timeout_ms=2000)).values():
+                values += [m.value for m in messages]
+        return values
+    finally:
+        await raw.stop()
+
+
 @pytest.mark.parametrize("record_type", sorted(SCHEMAS))
 async def test_round_trip_through_the_broker(
     kafka: EmbeddedKafka, registry: CachedSchemaRegistry, registry_url: str, unique: str, record_type: str
@@ -43,15 +57,7 @@ async def test_round_trip_through_the_broker(
     async with httpx.AsyncClient(base_url=registry_url) as http:
         served = (await http.get(f"/schemas/ids/{encoder.schema_id}")).json()["schema"]
     writer = fastavro.parse_schema(json.loads(served))
-    raw = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest")
-    await raw.start()
-    try:
-        values: list[bytes] = []
-        while len(values) < 20:
-            for messages in (await raw.getmany(timeout_ms=2000)).values():
-                values += [m.value for m in messages]
-    finally:
-        await raw.stop()
+    values = await raw_values(kafka.bootstrap, topic, 20)
     for value in values:
         assert value[0] == 0 and int.from_bytes(value[1:5], "big") == encoder.schema_id
         plain = fastavro.schemaless_reader(io.BytesIO(value[5:]), writer, None)
@@ -120,13 +126,5 @@ async def test_records_passed_through_are_sent_as_their_original_bytes(
             topic, [original, changed], encoder, encoded_as={id(original): marker, id(changed): foreign}
         )
     assert len(report.delivered) == 2
-    raw = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest")
-    await raw.start()
-    try:
-        values: list[bytes] = []
-        while len(values) < 2:
-            for messages in (await raw.getmany(timeout_ms=2000)).values():
-                values += [m.value for m in messages]
-    finally:
-        await raw.stop()
+    values = await raw_values(kafka.bootstrap, topic, 2)
     assert values == [marker, encoder.encode(changed)]
