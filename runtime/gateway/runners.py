@@ -184,15 +184,15 @@ class NodeRunner:
         )  # fmt: skip
         await consumer.start()
         port_of_topic = {inp.topic: inp.port for inp in self.plan.inputs}
-        positions: dict[TopicPartition, int] = {}
+        positions: dict[TopicPartition, int] = {}  # next offset to read, per partition
+        committed: dict[TopicPartition, int] = {}
         next_tick = time.monotonic() + 1.0
         try:
             self._started()
             while True:
-                wait_ms = (
-                    max(10, int((next_tick - time.monotonic()) * 1000)) if isinstance(node, ProcessorNode) else 1000
-                )
-                batch = await consumer.next_batch(timeout_ms=min(wait_ms, 1000), max_records=self.env.batch_size)
+                until_tick_ms = int((next_tick - time.monotonic()) * 1000)  # wake up for the processor's tick
+                batch = await consumer.next_batch(timeout_ms=min(max(10, until_tick_ms), 1000),
+                                                  max_records=self.env.batch_size)  # fmt: skip
                 started = time.perf_counter()
                 for message in batch.records:
                     message.port = port_of_topic.get(message.topic, "")
@@ -211,15 +211,17 @@ class NodeRunner:
                     for future, result in answered:
                         future.set_result(result)
                     retained = node.retained()
-                    commit = {tp: min(offset, retained.get((tp.topic, tp.partition), offset))
-                              for tp, offset in positions.items()}  # fmt: skip
-                elif batch.records:
-                    await self._write_with_retry(node, batch.records)
-                    commit = dict(batch.next_offsets)
+                    safe = {tp: min(offset, retained.get((tp.topic, tp.partition), offset))
+                            for tp, offset in positions.items()}  # fmt: skip
                 else:
-                    commit = dict(batch.next_offsets)
-                if commit:
+                    if batch.records:
+                        await self._write_with_retry(node, batch.records)
+                    safe = positions
+                assigned = consumer.consumer.assignment()
+                commit = {tp: offset for tp, offset in safe.items() if tp in assigned and committed.get(tp) != offset}
+                if commit:  # only what moved: an idle node sends no commits
                     await consumer.consumer.commit(commit)
+                    committed.update(commit)
                 self._update_lag(consumer.consumer, positions)
                 if batch.records:
                     self.env.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - started)
