@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from streamforge.engine.records import epoch_ms, from_epoch_ms, reason
+from streamforge.engine.records import epoch_ms, event_time, from_epoch_ms, reason
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
 
 Resolution = Literal["1s", "1min", "1h"]
@@ -141,8 +141,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             if record["quality"] not in self._qualities or record["value"] is None:
                 continue
             series = (record["asset_id"], record["parameter"])
-            timestamps = record["timestamps"]
-            at_ms = epoch_ms(timestamps["device_time"] or timestamps["gateway_time"])
+            at_ms = epoch_ms(event_time(record))
             watermark = self._watermark.get(series, -(2**62))
             for resolution in resolutions:
                 size = WINDOW_MS[resolution]

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from streamforge.engine.records import epoch_ms, from_epoch_ms, now_utc
+from streamforge.engine.records import epoch_ms, event_time, from_epoch_ms, now_utc
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
 
 
@@ -98,8 +98,7 @@ class AlarmRule(ProcessorNode[AlarmRuleConfig]):
             if not (fnmatchcase(series[0], config.asset_id) and fnmatchcase(series[1], config.parameter)):
                 continue
             alarm = self._alarms.setdefault(series, _Alarm())
-            timestamps = record["timestamps"]
-            at_ms = epoch_ms(timestamps["device_time"] or timestamps["gateway_time"])
+            at_ms = epoch_ms(event_time(record))
             threshold = self._violation(value)
             if alarm.state in ("ACTIVE", "ACKNOWLEDGED"):
                 if self._back_inside(value):

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 from pydantic import Field, SecretStr
 
+from streamforge.engine.records import event_time
 from streamforge.engine.sdk import Message, NodeConfig, Port, PortType, Record, SinkNode
 
 IDENTIFIER = r"^[a-z_][a-z0-9_]{0,40}$"
@@ -35,7 +36,7 @@ class _Table:
 
 def _telemetry_row(r: Record) -> tuple[Any, ...]:
     ts = r["timestamps"]
-    return (ts["device_time"] or ts["gateway_time"], r["asset_id"], r["parameter"], r["value"], r["unit"],
+    return (event_time(r), r["asset_id"], r["parameter"], r["value"], r["unit"],
             r["quality"], ts["device_time"], ts["gateway_time"], r["clock_skew_ms"])  # fmt: skip
 
 
@@ -46,8 +47,7 @@ def _aggregate_row(r: Record) -> tuple[Any, ...]:
 
 
 def _alarm_row(r: Record) -> tuple[Any, ...]:
-    ts = r["timestamps"]
-    return (ts["device_time"] or ts["gateway_time"], r["alarm_id"], r["state"], r["asset_id"], r["parameter"],
+    return (event_time(r), r["alarm_id"], r["state"], r["asset_id"], r["parameter"],
             r["rule_id"], r["severity"], r["value"], r["threshold"], r["message"], r["changed_by"])  # fmt: skip
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streamforge.engine.records import epoch_ms, from_epoch_ms, reason
+from streamforge.engine.records import MAX_CLOCK_SKEW_MS, clock_skew_event, epoch_ms, from_epoch_ms, reason
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
 
 
@@ -58,7 +58,7 @@ class Validator(ProcessorNode[ValidatorConfig]):
     outputs = (
         Port("clean", PortType.TELEMETRY, "telemetry.clean", description="GOOD, SUSPECT and UNCERTAIN readings"),
         Port("dlq", PortType.DLQ, "dlq.telemetry", description="BAD readings with machine-readable reasons"),
-        Port("events", PortType.EVENT, "events.clean", description="Gap events"),
+        Port("events", PortType.EVENT, "events.clean", description="Gap and clock-skew events"),
     )
 
     async def start(self) -> None:
@@ -66,6 +66,7 @@ class Validator(ProcessorNode[ValidatorConfig]):
         self._last: dict[tuple[str, str], tuple[datetime, float]] = {}
         self._seen: dict[tuple[str, str, datetime], None] = {}  # insertion-ordered: oldest evicted first
         self._changed: set[tuple[str, str]] = set()
+        self._skewed: set[tuple[str, str]] = set()  # series whose device clock is off by more than 10 s
 
     def state_changes(self) -> dict[str, Any]:
         # The last accepted reading per series, saved with each commit: after a restart the rate
@@ -111,7 +112,22 @@ class Validator(ProcessorNode[ValidatorConfig]):
             clean.append(record)
             if event is not None:
                 events.append(event)
+            skew_event = self._clock_skew(record)
+            if skew_event is not None:
+                events.append(skew_event)
         return {"clean": clean, "dlq": dead, "events": events}
+
+    def _clock_skew(self, record: Record) -> Record | None:
+        """Spec: skew over 10 s raises an event — once when a series' clock drifts out, not per reading."""
+        skew = record["clock_skew_ms"]
+        series = (record["asset_id"], record["parameter"])
+        if skew is not None and abs(skew) > MAX_CLOCK_SKEW_MS:
+            if series not in self._skewed:
+                self._skewed.add(series)
+                return clock_skew_event(record)
+        else:
+            self._skewed.discard(series)
+        return None
 
     def _check(self, record: Record) -> tuple[list[dict[str, Any]], str, Record | None]:
         quality: str = record["quality"]

@@ -95,3 +95,14 @@ async def test_rate_baseline_survives_a_restart() -> None:
         await h.restart()
         out = await h.process([reading(9, 2)])  # 3.5/s from the restored 5.5: still a spike
     assert [codes(d) for d in out["dlq"]] == [["rate_of_change"]]
+
+
+async def test_clock_skew_raises_one_event_per_drift() -> None:
+    def skewed(seconds: float, skew_s: float) -> dict[str, Any]:
+        device = T0 + timedelta(seconds=seconds)
+        return telemetry("pump_1", "pressure", 5, device_time=device, gateway_time=device + timedelta(seconds=skew_s))
+
+    async with NodeHarness(Validator, RULES) as h:
+        out = await h.process([skewed(0, 1), skewed(1, 12), skewed(2, 12), skewed(3, 1), skewed(4, 15)])
+    assert [(e["event_type"], e["value"]) for e in out["events"]] == [("clock_skew", 12000.0), ("clock_skew", 15000.0)]
+    assert len(out["clean"]) == 5  # the readings themselves are kept
