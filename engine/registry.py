@@ -65,9 +65,6 @@ class NodeRegistry:
     def get(self, type_name: str) -> NodeClass | None:
         return self._types.get(type_name)
 
-    def __contains__(self, type_name: object) -> bool:
-        return type_name in self._types
-
     def __iter__(self) -> Iterator[NodeClass]:
         return iter(sorted(self._types.values(), key=lambda cls: (cls.category, cls.type)))
 

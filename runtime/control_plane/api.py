@@ -30,6 +30,14 @@ def _compile_problems(document: FlowDocument, registry: NodeRegistry) -> list[Pr
     return []
 
 
+def _text(body: Any, field: str, example: str) -> str:
+    """A required, non-empty string field of a JSON object body, or 422 saying what to send."""
+    value = body.get(field) if isinstance(body, dict) else None
+    if not isinstance(value, str) or not value:
+        raise ApiError(422, "invalid", f"`{field}` is required: {example}")
+    return value
+
+
 RESPONSE_ONLY = ("saved_at", "saved_by", "problems", "restored_from")  # what GET adds; a PUT may send it back
 
 
@@ -172,10 +180,7 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
 
     @requires(Role.VIEWER)
     async def tokens_create(request: Request, user: User) -> Response:
-        body = await json_body(request)
-        name = body.get("name") if isinstance(body, dict) else None
-        if not isinstance(name, str) or not name:
-            raise ApiError(422, "invalid", 'name the token, e.g. {"name": "ci-script"}')
+        name = _text(await json_body(request), "name", 'name the token, e.g. {"name": "ci-script"}')
         return JSONResponse({"token": store.issue_token(user.username, name), "name": name,
                              "note": "shown once; store it now"}, status_code=201)  # fmt: skip
 
@@ -195,10 +200,7 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
 
     @requires(Role.ENGINEER)
     async def secret_put(request: Request, user: User) -> Response:
-        body = await json_body(request)
-        value = body.get("value") if isinstance(body, dict) else None
-        if not isinstance(value, str) or not value:
-            raise ApiError(422, "invalid", 'send {"value": "..."}')
+        value = _text(await json_body(request), "value", 'send {"value": "..."}')
         store.put_secret(request.path_params["name"], value, user.username)
         return Response(status_code=204)
 

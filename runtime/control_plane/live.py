@@ -65,7 +65,7 @@ class LiveSession:
         if output is None:
             await self.send({"type": "error", "message": f"no deployed output {flow}/{node}:{port}"})
             return
-        consumer = BatchConsumer(self.gateway.env.bootstrap, None, [output.topic],  # type: ignore[arg-type]
+        consumer = BatchConsumer(self.gateway.env.bootstrap, None, [output.topic],
                                  Decoder(self.gateway.env.registry), upstream=[(flow, node)],
                                  auto_offset_reset="latest")  # fmt: skip
         await consumer.start()

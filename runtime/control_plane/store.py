@@ -85,10 +85,6 @@ class Store:
                 self._db.execute("INSERT INTO schema_version VALUES (?)", (number,))
                 self._db.execute("COMMIT")
 
-    @property
-    def schema_version(self) -> int:
-        return int(self._db.execute("SELECT version FROM schema_version").fetchone()[0])
-
     # -- flows -------------------------------------------------------------------------------------------
 
     def list_flows(self) -> list[dict[str, Any]]:

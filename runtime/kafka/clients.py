@@ -174,7 +174,7 @@ class BatchConsumer(_Lifecycle):
     def __init__(
         self,
         bootstrap: str,
-        group_id: str,
+        group_id: str | None,  # None: no group, no commits (e.g. a debug tap)
         topics: Sequence[str],
         decoder: Decoder,
         upstream: Iterable[tuple[str, str]] | None = None,
