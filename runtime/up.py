@@ -17,6 +17,7 @@ from streamforge.engine.registry import load_registry
 from streamforge.engine.secrets import externalize, resolve
 from streamforge.runtime.control_plane.api import control_plane_api
 from streamforge.runtime.control_plane.auth import ensure_admin
+from streamforge.runtime.control_plane.editor import editor_routes
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway, health_app
 from streamforge.runtime.gateway.run import gateway_stack, stop_on_signals
@@ -68,14 +69,12 @@ async def up(
     if password is not None:
         say(f"first start: created user `admin` with password {password} (shown once; stored only hashed)")
     seeded = seed_demo(store, demo) if demo else None
-    async with (
-        gateway_stack(data_dir, bootstrap, registry_url) as gateway,
-        serve_app(health_app(gateway, [Mount("/", app=control_plane_api(store, load_registry(), gateway))]),
-                  port=port) as url,
-    ):  # fmt: skip
-        flows = await redeploy(store, gateway)
-        say(json.dumps({"event": "up", "url": url, "api": f"{url}/api/v1", "health": f"{url}/health",
-                        "metrics": f"{url}/metrics", "kafka": gateway.env.bootstrap, "flows": flows,
-                        "seeded": seeded}))  # fmt: skip
-        await stop.wait()
+    async with gateway_stack(data_dir, bootstrap, registry_url) as gateway:
+        api = control_plane_api(store, load_registry(), gateway, editor_routes())
+        async with serve_app(health_app(gateway, [Mount("/", app=api)], commands=False), port=port) as url:
+            flows = await redeploy(store, gateway)
+            say(json.dumps({"event": "up", "editor": f"{url}/", "api": f"{url}/api/v1", "health": f"{url}/health",
+                            "metrics": f"{url}/metrics", "kafka": gateway.env.bootstrap, "flows": flows,
+                            "seeded": seeded, "url": url}))  # fmt: skip
+            await stop.wait()
     say(json.dumps({"event": "stopped"}))

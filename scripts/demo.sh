@@ -4,7 +4,7 @@
 # + alarm rule -> PostgreSQL) stored and deployed on first start. Ctrl-C stops; the next run resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+STREAMFORGE_NO_CHROMIUM=1 scripts/setup.sh  # the browser is for the editor tests, not the demo
 pg_dir=${STREAMFORGE_DEMO_PG_DIR:-/var/tmp/streamforge-demo-postgres-$(id -un)}
 dsn=$(scripts/local-postgres.sh start "$pg_dir" 55432)
 echo "demo: PostgreSQL at $dsn (tables demo_telemetry, demo_aggregates, demo_alarms)"

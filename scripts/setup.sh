@@ -9,6 +9,9 @@ command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)  # postgres sink: tests and demo
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)  # builds the editor
+# Chromium only runs the editor's browser tests; scripts/demo.sh sets STREAMFORGE_NO_CHROMIUM=1.
+[ "${STREAMFORGE_NO_CHROMIUM:-}" = 1 ] || command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   echo "setup: installing system packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -27,6 +30,17 @@ if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+
+# The editor: TypeScript built by Vite into editor/dist, which the control plane serves. Rebuilt when its
+# sources or lock change; `npm ci` keeps to the committed lock.
+editor_stamp=editor/dist/.built-$(cat editor/package-lock.json editor/index.html editor/vite.config.ts editor/tsconfig.json \
+  $(find editor/src -type f | sort) | sha1sum | cut -c1-12)
+if [ ! -f "$editor_stamp" ]; then
+  echo "setup: building the editor (npm ci, tsc, vite)"
+  npm --prefix editor ci --no-audit --no-fund --loglevel=error
+  npm --prefix editor run --silent build
+  touch "$editor_stamp"
 fi
 
 echo "setup: embedded Kafka jars (Maven Central, cached in ${STREAMFORGE_CACHE_DIR:-~/.cache/streamforge})"

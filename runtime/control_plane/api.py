@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -45,8 +46,10 @@ def _flow_body(version: Any) -> dict[str, Any]:
     return {**version.document, "saved_at": version.saved_at, "saved_by": version.saved_by}
 
 
-def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway | None = None) -> Starlette:
-    """The control plane's REST API; mount it beside the gateway's health routes and the editor."""
+def control_plane_api(
+    store: Store, node_types: NodeRegistry, gateway: Gateway | None = None, extra_routes: Iterable[BaseRoute] = ()
+) -> Starlette:
+    """The control plane's REST API under /api/v1, then `extra_routes` (the editor's static files)."""
     requires = role_guard(store)
 
     def storable(document: FlowDocument, user: User) -> dict[str, Any]:
@@ -232,6 +235,4 @@ def control_plane_api(store: Store, node_types: NodeRegistry, gateway: Gateway |
         Route("/flows/{flow}/status", flow_status),
         Route("/flows/{flow}/nodes/{node}/commands/{command}", node_command, methods=["POST"]),
     ]
-    app = Starlette(routes=[Mount("/api/v1", routes=routes)],
-                    exception_handlers=EXCEPTION_HANDLERS)  # fmt: skip
-    return app
+    return Starlette(routes=[Mount("/api/v1", routes=routes), *extra_routes], exception_handlers=EXCEPTION_HANDLERS)

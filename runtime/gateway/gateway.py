@@ -195,8 +195,12 @@ class Gateway:
                 "nodes": nodes}  # fmt: skip
 
 
-def health_app(gateway: Gateway, extra_routes: Iterable[BaseRoute] = ()) -> Starlette:
-    """`/health/live`, `/health/ready`, `/health`, `/metrics`, and node commands under `/api/v1`."""
+def health_app(gateway: Gateway, extra_routes: Iterable[BaseRoute] = (), commands: bool = True) -> Starlette:
+    """`/health/live`, `/health/ready`, `/health`, `/metrics`, and (`commands`) unauthenticated node commands.
+
+    A headless `streamforge run` gateway takes commands on its own port; under `streamforge up` the control
+    plane's authenticated command route (Operator and up) is the only one, so `up` passes commands=False.
+    """
 
     async def command(request: Request) -> JSONResponse:
         flow, node, name = (request.path_params[k] for k in ("flow", "node", "command"))
@@ -221,12 +225,13 @@ def health_app(gateway: Gateway, extra_routes: Iterable[BaseRoute] = ()) -> Star
         body = merged_exposition(gateway.metrics.registry, workers)
         return Response(body, media_type="text/plain; version=0.0.4")
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/health/live", live),
         Route("/health/ready", ready),
         Route("/health", full),
         Route("/metrics", metrics),
-        Route("/api/v1/flows/{flow}/nodes/{node}/commands/{command}", command, methods=["POST"]),
-        *extra_routes,
     ]
+    if commands:
+        routes.append(Route("/api/v1/flows/{flow}/nodes/{node}/commands/{command}", command, methods=["POST"]))
+    routes += extra_routes
     return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)

@@ -1,0 +1,76 @@
+/** The REST client: bearer token on every call, and the API's one error shape turned into ApiError. */
+import type { FlowDiff, FlowDocument, FlowSummary, FlowVersion, NodeType, Problem, SavedFlow, Session } from './types';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly problems: Problem[] = [],
+  ) {
+    super(message);
+  }
+}
+
+export class Api {
+  constructor(
+    readonly token: string,
+    private readonly onUnauthorized: () => void,
+  ) {}
+
+  private async call<T>(method: string, path: string, body?: unknown, raw = false): Promise<T> {
+    const headers: Record<string, string> = { Authorization: `Bearer ${this.token}` };
+    let payload: string | undefined;
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      payload = typeof body === 'string' ? body : JSON.stringify(body);
+    }
+    const response = await fetch(`/api/v1${path}`, { method, headers, body: payload });
+    if (response.status === 401) this.onUnauthorized();
+    if (!response.ok) throw await errorOf(response);
+    if (response.status === 204) return undefined as T;
+    return (raw ? await response.text() : await response.json()) as T;
+  }
+
+  nodeTypes = () => this.call<NodeType[]>('GET', '/node-types');
+  flows = () => this.call<FlowSummary[]>('GET', '/flows');
+  flow = (id: string, version?: number) =>
+    this.call<SavedFlow>('GET', `/flows/${id}${version === undefined ? '' : `?version=${version}`}`);
+  create = (doc: FlowDocument) => this.call<SavedFlow>('POST', '/flows', doc);
+  save = (doc: FlowDocument) => this.call<SavedFlow>('PUT', `/flows/${doc.id}`, doc);
+  versions = (id: string) => this.call<FlowVersion[]>('GET', `/flows/${id}/versions`);
+  diff = (id: string, from: number, to: number) => this.call<FlowDiff>('GET', `/flows/${id}/diff?from=${from}&to=${to}`);
+  restore = (id: string, version: number) => this.call<SavedFlow>('POST', `/flows/${id}/versions/${version}/restore`);
+  importFlow = (text: string) => this.call<SavedFlow>('POST', '/flows/import', text);
+  exportFlow = (id: string) => this.call<string>('GET', `/flows/${id}/export`, undefined, true);
+  deploy = (id: string, mode: 'modified' | 'full') => this.call<{ version: number }>('POST', `/flows/${id}/deploy`, { mode });
+}
+
+async function errorOf(response: Response): Promise<ApiError> {
+  try {
+    const body = (await response.json()) as { error?: { code: string; message: string; problems?: Problem[] } };
+    if (body.error) return new ApiError(response.status, body.error.code, body.error.message, body.error.problems);
+  } catch {
+    // not our JSON error shape: fall through to the status line
+  }
+  return new ApiError(response.status, 'http_error', `${response.status} ${response.statusText}`);
+}
+
+export async function login(username: string, password: string): Promise<Session> {
+  const response = await fetch('/api/v1/auth/login', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ username, password }),
+  });
+  if (!response.ok) throw await errorOf(response);
+  return (await response.json()) as Session;
+}
+
+/** Where a problem is: its node (by id or by /nodes/N pointer) or its edge (/edges/N). */
+export function problemTarget(problem: Problem, doc: FlowDocument): { node?: string; edge?: number } {
+  if (problem.node_id && !problem.pointer?.startsWith('/edges/')) return { node: problem.node_id };
+  const match = /^\/(nodes|edges)\/(\d+)/.exec(problem.pointer ?? '');
+  if (!match) return problem.node_id ? { node: problem.node_id } : {};
+  const index = Number(match[2]);
+  return match[1] === 'nodes' ? { node: doc.nodes[index]?.id } : { edge: index };
+}

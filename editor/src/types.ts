@@ -1,0 +1,120 @@
+/** Shapes the control plane's REST API and live websocket exchange with the editor. */
+
+export type PortType = 'telemetry' | 'event' | 'alarm' | 'aggregate' | 'dlq' | 'any';
+
+export interface PortSpec {
+  name: string;
+  type: PortType;
+  topic: string | null;
+  required: boolean;
+  description: string;
+}
+
+export type JsonSchema = Record<string, unknown>;
+
+/** One palette entry, as `GET /api/v1/node-types` describes it. */
+export interface NodeType {
+  type: string;
+  kind: 'source' | 'processor' | 'sink';
+  category: string;
+  icon: string;
+  description: string;
+  version: string;
+  inputs: PortSpec[];
+  outputs: PortSpec[];
+  config_schema: JsonSchema;
+}
+
+export interface NodeSpec {
+  id: string;
+  type: string;
+  name: string;
+  x: number;
+  y: number;
+  config: Record<string, unknown>;
+}
+
+export interface EdgeSpec {
+  from: string;
+  to: string;
+}
+
+/** `streamforge.flow/v1`, as stored and exported. */
+export interface FlowDocument {
+  format: 'streamforge.flow/v1';
+  id: string;
+  label: string;
+  version: number;
+  nodes: NodeSpec[];
+  edges: EdgeSpec[];
+}
+
+export interface Problem {
+  code: string;
+  message: string;
+  pointer?: string;
+  node_id?: string;
+  port?: string;
+  hint?: string;
+}
+
+export interface SavedFlow extends FlowDocument {
+  saved_at: string;
+  saved_by: string;
+  problems?: Problem[];
+}
+
+export interface FlowSummary {
+  id: string;
+  label: string;
+  version: number;
+  deployed_version: number | null;
+}
+
+export interface FlowVersion {
+  version: number;
+  saved_at: string;
+  saved_by: string;
+}
+
+export interface FlowDiff {
+  from: number;
+  to: number;
+  nodes: { added: string[]; removed: string[]; changed: Record<string, string[]> };
+  edges: { added: string[]; removed: string[] };
+}
+
+export type Role = 'viewer' | 'operator' | 'engineer' | 'admin';
+
+export interface Session {
+  token: string;
+  username: string;
+  role: Role;
+}
+
+export type NodeStatus = 'STARTING' | 'RUNNING' | 'DEGRADED' | 'FAILED' | 'STOPPED' | string;
+
+export interface NodeHealth {
+  flow: string;
+  node: string;
+  type: string;
+  status: NodeStatus;
+  restarts: number;
+  last_error: string | null;
+}
+
+export interface GatewayStatus {
+  status: string;
+  kafka: { status: string };
+  flows: Record<string, number>;
+  nodes: NodeHealth[];
+}
+
+export interface TapRecord {
+  flow: string;
+  node: string;
+  port: string;
+  offset: number;
+  dropped: number;
+  record: Record<string, unknown>;
+}

@@ -1,0 +1,124 @@
+"""Editor fixtures: one real `streamforge up` (demo flow on the session's Kafka and PostgreSQL) and one headless
+Debian Chromium per module, driven by Playwright; each test gets a fresh signed-in page."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from streamforge.runtime.control_plane.editor import BUILD_HINT, editor_dist
+from streamforge.runtime.kafka.broker import free_port
+from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM_FLAGS = [  # the machine's network is closed: no background fetches, no sandbox as root
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@dataclass
+class Stack:
+    url: str
+    password: str
+    http: httpx.AsyncClient  # signed in as admin, base /api/v1
+
+    async def token(self, username: str = "admin", password: str | None = None) -> str:
+        login = await self.http.post("/auth/login", json={"username": username, "password": password or self.password})
+        login.raise_for_status()
+        token: str = login.json()["token"]
+        return token
+
+
+@pytest.fixture(scope="module")
+async def stack(kafka: EmbeddedKafka, registry_url: str, postgres_dsn: str,
+                tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:  # fmt: skip
+    """`streamforge up` as a user runs it, with the demo flow's sink pointed at the session's PostgreSQL."""
+    if not (editor_dist() / "index.html").is_file():
+        pytest.fail(f"the editor is not built: run `{BUILD_HINT}` (scripts/setup.sh does)")
+    data = tmp_path_factory.mktemp("up")
+    demo = json.loads((REPO / "flows" / "demo.json").read_text())
+    for node in demo["nodes"]:
+        if node["type"] == "postgres":
+            node["config"]["dsn"] = postgres_dsn
+    (data / "demo.json").write_text(json.dumps(demo))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streamforge.runtime.cli", "up", "--data-dir", str(data / "state"),
+        "--bootstrap", kafka.bootstrap, "--registry", registry_url, "--port", str(free_port()),
+        "--demo", str(data / "demo.json"), stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    password, event = "", None
+    while event is None:
+        line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode().strip()
+        assert line, "streamforge up exited early"
+        if "password " in line:
+            password = line.split("password ")[1].split(" ")[0]
+        elif line.startswith("{") and json.loads(line)["event"] == "up":
+            event = json.loads(line)
+    async with httpx.AsyncClient(base_url=event["api"], timeout=60) as http:
+        stack = Stack(event["url"], password, http)
+        http.headers["Authorization"] = f"Bearer {await stack.token()}"
+        yield stack
+    process.send_signal(signal.SIGINT)
+    await asyncio.wait_for(process.communicate(), 60)
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """Debian's Chromium (scripts/setup.sh installs it); Playwright never downloads a browser here."""
+    executable = os.environ.get("STREAMFORGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(executable).exists():
+        pytest.fail("Chromium is missing: `apt-get install chromium` (scripts/setup.sh does)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield launched
+        await launched.close()
+
+
+async def sign_in(page: Page, stack: Stack, username: str = "admin", password: str | None = None) -> None:
+    await page.goto(stack.url + "/")
+    await page.fill("input[name=username]", username)
+    await page.fill("input[name=password]", password or stack.password)
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("[data-testid=canvas]")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report: pytest.TestReport = yield
+    if report.when == "call":
+        item.stash[FAILED] = report.failed
+    return report
+
+
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture
+async def page(browser: Browser, stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
+    """A signed-in page; when its test fails, a screenshot of it lands in the temp dir, named in the log."""
+    context = await browser.new_context(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await sign_in(page, stack)
+    yield page
+    if request.node.stash.get(FAILED, False):
+        shot = Path(tempfile.gettempdir()) / f"streamforge-{request.node.name}.png"
+        await page.screenshot(path=shot)
+        print(f"screenshot of the failed test: {shot}")
+    await context.close()
+    assert not errors, f"the page threw: {errors}"

@@ -1,0 +1,250 @@
+"""The editor in real headless Chromium against a real `streamforge up`: build, configure, wire, deploy, tap,
+export/import, undo/redo, versions, roles; and the README's screenshot of the demo flow running."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import Browser, Page, expect
+
+from tests.editor.conftest import REPO, Stack, sign_in
+
+RUNNING_TIMEOUT_MS = 90_000  # a deploy starts worker processes; a busy 2-core machine needs a while
+SCREENSHOT = REPO / "docs" / "editor.png"
+
+
+async def new_flow(page: Page, flow_id: str) -> None:
+    await page.get_by_role("button", name="New", exact=True).click()
+    await page.fill("[data-testid=new-id]", flow_id)
+    await page.click("[data-testid=new-create]")
+    await page.wait_for_url(f"**#/flows/{flow_id}")
+
+
+async def open_flow(page: Page, flow_id: str) -> None:
+    await page.select_option("[data-testid=flow-select]", flow_id)
+    await page.wait_for_url(f"**#/flows/{flow_id}")  # set once the flow is loaded
+
+
+async def drop(page: Page, node_type: str, x: int, y: int) -> None:
+    """Drag a palette entry onto the canvas at (x, y) of the canvas."""
+    pane = page.locator("[data-testid=canvas] .react-flow__pane")
+    await page.locator(f"[data-testid=palette-{node_type}]").drag_to(pane, target_position={"x": x, "y": y})
+
+
+async def wire(page: Page, source: str, target: str) -> None:
+    """Drag from output handle `node:port` to input handle `node:port`."""
+    (sn, sp), (tn, tp) = source.split(":"), target.split(":")
+    start = await page.locator(f"[data-testid=out-{sn}-{sp}]").bounding_box()
+    end = await page.locator(f"[data-testid=in-{tn}-{tp}]").bounding_box()
+    assert start and end, f"no handle for {source} or {target}"
+    await page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    await page.mouse.down()
+    await page.mouse.move(end["x"] + end["width"] / 2, end["y"] + end["height"] / 2, steps=10)
+    await page.mouse.up()
+
+
+async def select(page: Page, node_id: str) -> None:
+    await page.locator(f"[data-testid=node-{node_id}] .sf-node-header").click()
+    await expect(page.locator("[data-testid=node-config] h3")).to_contain_text(node_id)
+
+
+async def stored(stack: Stack, flow_id: str) -> dict[str, Any]:
+    response = await stack.http.get(f"/flows/{flow_id}")
+    response.raise_for_status()
+    flow: dict[str, Any] = response.json()
+    return flow
+
+
+def edges_of(flow: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(e["from"], e["to"]) for e in flow["edges"]}
+
+
+async def test_demo_flow_runs_live_and_the_readme_screenshot_is_taken(page: Page) -> None:
+    await open_flow(page, "demo")
+    for node in ("devices", "quality", "aggregate", "high_level", "warehouse"):
+        await expect(page.locator(f"[data-testid=status-{node}]")).to_have_text("RUNNING", timeout=RUNNING_TIMEOUT_MS)
+    await expect(page.locator("[data-testid=gateway-status]")).to_contain_text("HEALTHY")
+    await expect(page.locator("[data-testid=deploy]")).to_have_text("Deploy")  # nothing modified since deploy
+    await select(page, "quality")
+    await page.click("[data-testid=tap-quality-clean]")
+    records = page.locator("[data-testid=debug-records] li")
+    await expect(records.first).to_contain_text("quality:clean", timeout=30_000)
+    await expect(records.nth(5)).to_be_visible(timeout=30_000)
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    await page.screenshot(path=SCREENSHOT)
+
+
+async def test_build_configure_deploy_and_tap_from_an_empty_canvas(page: Page, stack: Stack) -> None:
+    await new_flow(page, "built")
+    await expect(page.locator(".react-flow__node")).to_have_count(0)
+    await drop(page, "simulator", 120, 200)
+    await drop(page, "validator", 440, 200)
+    await drop(page, "aggregator", 760, 160)
+    await expect(page.locator(".react-flow__node")).to_have_count(3)
+
+    await wire(page, "simulator_1:out", "validator_1:in")
+    await wire(page, "validator_1:dlq", "aggregator_1:in")  # dlq records into a telemetry input
+    notice = page.locator("[data-testid=notice]")
+    await expect(notice).to_contain_text("Wire refused")
+    await expect(notice).to_contain_text("validator_1:dlq sends dlq records, but aggregator_1:in takes telemetry")
+    await wire(page, "validator_1:clean", "aggregator_1:in")
+    await expect(page.locator(".react-flow__edge")).to_have_count(2)
+
+    await select(page, "simulator_1")
+    if await page.locator("#cfg-simulator_1_signals_0_asset_id").count() == 0:
+        await page.click("#cfg-simulator_1_signals__add")
+    await page.fill("#cfg-simulator_1_signals_0_asset_id", "press_7")
+    await page.fill("#cfg-simulator_1_signals_0_parameter", "speed")
+    await page.select_option("#cfg-simulator_1_signals_0_shape", label="random_walk")
+    await page.fill("#cfg-simulator_1_rate_hz", "-5")  # below the schema's exclusiveMinimum: shown inline
+    await expect(page.locator("[data-testid=node-config]")).to_contain_text("must be > 0")
+    await page.fill("#cfg-simulator_1_rate_hz", "20")
+    await expect(page.locator("[data-testid=node-config]")).not_to_contain_text("must be > 0")
+    await page.fill("[data-testid=node-name]", "Press 7")
+    await select(page, "aggregator_1")
+    await page.fill("#cfg-aggregator_1_allowed_lateness_s", "1")
+    await expect(page.locator("[data-testid=modified-simulator_1]")).to_be_visible()
+
+    await page.click("[data-testid=deploy]")
+    await expect(notice).to_contain_text("Deployed v")
+    for node in ("simulator_1", "validator_1", "aggregator_1"):
+        await expect(page.locator(f"[data-testid=status-{node}]")).to_have_text("RUNNING", timeout=RUNNING_TIMEOUT_MS)
+    await expect(page.locator("[data-testid=modified-simulator_1]")).to_have_count(0)
+
+    flow = await stored(stack, "built")
+    nodes = {n["id"]: n for n in flow["nodes"]}
+    signal = nodes["simulator_1"]["config"]["signals"][0]
+    assert (signal["asset_id"], signal["parameter"], signal["shape"]) == ("press_7", "speed", "random_walk")
+    assert nodes["simulator_1"]["config"]["rate_hz"] == 20 and nodes["simulator_1"]["name"] == "Press 7"
+    assert nodes["aggregator_1"]["config"]["allowed_lateness_s"] == 1
+    assert edges_of(flow) == {("simulator_1:out", "validator_1:in"), ("validator_1:clean", "aggregator_1:in")}
+
+    await select(page, "validator_1")
+    await page.click("[data-testid=tap-validator_1-clean]")
+    await expect(page.locator("[data-testid=debug-records] li").first).to_contain_text("press_7", timeout=30_000)
+
+
+async def test_undo_redo_delete_copy_paste(page: Page) -> None:
+    await new_flow(page, "history")
+    nodes, edges = page.locator(".react-flow__node"), page.locator(".react-flow__edge")
+    await drop(page, "simulator", 150, 200)
+    await drop(page, "validator", 500, 200)
+    await wire(page, "simulator_1:out", "validator_1:in")
+    await expect(edges).to_have_count(1)
+
+    await page.click("[data-testid=undo]")
+    await expect(edges).to_have_count(0)
+    await page.click("[data-testid=undo]")
+    await expect(nodes).to_have_count(1)
+    await page.click("[data-testid=redo]")
+    await expect(nodes).to_have_count(2)
+    await page.keyboard.press("Control+Shift+Z")
+    await expect(edges).to_have_count(1)
+
+    await select(page, "validator_1")
+    await page.keyboard.press("Delete")
+    await expect(nodes).to_have_count(1)
+    await expect(edges).to_have_count(0)  # the wire goes with its node
+    await page.keyboard.press("Control+Z")
+    await expect(nodes).to_have_count(2)
+    await expect(edges).to_have_count(1)
+
+    await select(page, "simulator_1")
+    await page.keyboard.press("Control+C")
+    await page.keyboard.press("Control+V")
+    await expect(page.locator("[data-testid=node-simulator_2]")).to_be_visible()
+    await page.keyboard.press("Control+Z")
+    await expect(page.locator("[data-testid=node-simulator_2]")).to_have_count(0)
+
+
+async def test_export_then_import_back_unchanged_and_a_bad_import_stores_nothing(page: Page, stack: Stack,
+                                                                                  tmp_path: Path) -> None:  # fmt: skip
+    await open_flow(page, "demo")
+    async with page.expect_download() as first:
+        await page.click("[data-testid=export]")
+    exported = await (await first.value).path()
+    text = Path(exported).read_text()
+    assert "postgresql://" not in text and '"$secret"' in text  # the DSN stays in the secret store
+
+    await page.get_by_role("button", name="Import", exact=True).click()
+    await page.set_input_files("[data-testid=import-file]", exported)
+    await page.click("[data-testid=import-submit]")
+    await expect(page.locator("[data-testid=notice]")).to_contain_text("Imported demo as v")
+    async with page.expect_download() as second:
+        await page.click("[data-testid=export]")
+    again = Path(await (await second.value).path()).read_text()
+    before, after = json.loads(text), json.loads(again)
+    assert after["version"] == before["version"] + 1  # the import is a new version of the same content
+    assert {**before, "version": 0} == {**after, "version": 0}
+
+    flows_before = (await stack.http.get("/flows")).json()
+    bad = {**before, "id": "broken", "nodes": [*before["nodes"], {"id": "x", "type": "no_such_type"}],
+           "edges": [*before["edges"], {"from": "quality:dlq", "to": "aggregate:in"}]}  # fmt: skip
+    await page.get_by_role("button", name="Import", exact=True).click()
+    await page.fill("[data-testid=import-text]", json.dumps(bad))
+    await page.click("[data-testid=import-submit]")
+    errors = page.locator("[data-testid=import-errors]")
+    await expect(errors).to_contain_text("2 problem(s)")
+    await expect(errors).to_contain_text(f"/edges/{len(before['edges'])}")  # the dlq -> telemetry wire
+    await expect(errors).to_contain_text("no_such_type")
+    assert (await stack.http.get("/flows")).json() == flows_before
+
+
+async def test_versions_diff_and_restore(page: Page, stack: Stack) -> None:
+    flow = {"format": "streamforge.flow/v1", "id": "versioned", "label": "versions", "edges": [],
+            "nodes": [{"id": "sim", "type": "simulator", "x": 100, "y": 100,
+                       "config": {"signals": [{"asset_id": "a", "parameter": "p"}], "rate_hz": 5}}]}  # fmt: skip
+    assert (await stack.http.post("/flows", json=flow)).status_code == 201
+    await page.reload()
+    await open_flow(page, "versioned")
+    await select(page, "sim")
+    await page.fill("#cfg-sim_rate_hz", "7")
+    await page.click("[data-testid=save]")
+    await expect(page.locator("[data-testid=notice]")).to_contain_text("Saved v2")
+
+    await page.click("[data-testid=tab-versions]")
+    await page.locator("[data-testid=version-1] input").check()
+    await page.locator("[data-testid=version-2] input").check()
+    await expect(page.locator("[data-testid=diff] .diff-changed")).to_have_text("~ node sim: config/rate_hz")
+    await expect(page.locator("[data-testid=node-sim]")).to_have_class(re.compile(r"\bdiff-changed\b"))
+    await page.click("[data-testid=restore-1]")
+    await expect(page.locator("[data-testid=notice]")).to_contain_text("Restored as v3")
+    latest = await stored(stack, "versioned")
+    assert latest["version"] == 3 and latest["nodes"][0]["config"]["rate_hz"] == 5
+    await page.click("[data-testid=tab-node]")
+    await select(page, "sim")
+    await expect(page.locator("#cfg-sim_rate_hz")).to_have_value("5")
+
+
+async def test_deploy_refused_shows_problems_on_the_node_and_runs_nothing(page: Page, stack: Stack) -> None:
+    await new_flow(page, "dangling")
+    await drop(page, "aggregator", 300, 200)  # its required input is not wired
+    await page.click("[data-testid=deploy]")
+    await expect(page.locator("[data-testid=notice]")).to_contain_text("Deploy refused: 1 problem")
+    await expect(page.locator("[data-testid=problem-aggregator_1]")).to_contain_text("is not wired")
+    await expect(page.locator("[data-testid=problems]")).to_contain_text("aggregator_1")
+    status = (await stack.http.get("/flows/dangling/status")).json()
+    assert status["deployed_version"] is None and status["nodes"] == []
+
+
+async def test_sign_in_is_required_and_a_viewer_cannot_edit(browser: Browser, stack: Stack) -> None:
+    created = await stack.http.post("/users", json={"username": "vera", "password": "viewer-pass-123",
+                                                    "role": "viewer"})  # fmt: skip
+    assert created.status_code == 201
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(stack.url + "/")
+    await page.fill("input[name=username]", "vera")
+    await page.fill("input[name=password]", "wrong")
+    await page.click("button[type=submit]")
+    await expect(page.locator("[role=alert]")).to_be_visible()
+    await sign_in(page, stack, "vera", "viewer-pass-123")
+    await expect(page.locator("[data-testid=palette]")).to_have_count(0)
+    await expect(page.locator("[data-testid=deploy]")).to_be_disabled()
+    await expect(page.locator("[data-testid=save]")).to_be_disabled()
+    await open_flow(page, "demo")
+    await expect(page.locator("[data-testid=status-devices]")).to_have_text("RUNNING", timeout=RUNNING_TIMEOUT_MS)
+    await context.close()
