@@ -326,6 +326,27 @@ def up(data_dir: Path, bootstrap: str | None, registry_url: str | None, port: in
     asyncio.run(run_up(data_dir, bootstrap, port, demo, click.echo, registry_url))
 
 
+@main.command()
+@click.option(
+    "--url",
+    envvar="STREAMFORGE_URL",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="The control plane (`streamforge up`) [env STREAMFORGE_URL].",
+)
+@click.option(
+    "--token",
+    envvar="STREAMFORGE_TOKEN",
+    required=True,
+    help="A named API token (POST /api/v1/tokens); its user's role bounds every tool [env STREAMFORGE_TOKEN].",
+)
+def mcp(url: str, token: str) -> None:
+    """Serve the MCP tools over stdio (for an agent started by an MCP client), acting as TOKEN's user."""
+    from streamforge.runtime.control_plane.mcp_stdio import serve_stdio
+
+    asyncio.run(serve_stdio(url, token))
+
+
 @main.group()
 def node() -> None:
     """The node palette and the SDK scaffolder."""

@@ -13,13 +13,15 @@ from starlette.types import ASGIApp
 from streamforge.runtime.kafka.broker import free_port
 
 
+def http_host() -> str:
+    """Loopback unless STREAMFORGE_HTTP_HOST says otherwise (0.0.0.0 in a container)."""
+    return os.environ.get("STREAMFORGE_HTTP_HOST", "127.0.0.1")
+
+
 @contextlib.asynccontextmanager
 async def serve_app(app: ASGIApp, host: str | None = None, port: int = 0) -> AsyncIterator[str]:
-    """Serve `app` until the block exits; yields its base URL.
-
-    Loopback unless STREAMFORGE_HTTP_HOST says otherwise (0.0.0.0 in a container).
-    """
-    host = host or os.environ.get("STREAMFORGE_HTTP_HOST", "127.0.0.1")
+    """Serve `app` until the block exits (on http_host() unless `host`); yields its base URL."""
+    host = host or http_host()
     port = port or free_port(host)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
     server = uvicorn.Server(config)

@@ -18,10 +18,12 @@ from streamforge.engine.secrets import externalize, resolve
 from streamforge.runtime.control_plane.api import control_plane_api
 from streamforge.runtime.control_plane.auth import ensure_admin
 from streamforge.runtime.control_plane.editor import editor_routes
+from streamforge.runtime.control_plane.mcp_server import RecentLogs, mcp_route, mcp_server
+from streamforge.runtime.control_plane.service import FlowService
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway, health_app
 from streamforge.runtime.gateway.run import gateway_stack, stop_on_signals
-from streamforge.runtime.http import serve_app
+from streamforge.runtime.http import http_host, serve_app
 
 log = logging.getLogger("streamforge.up")
 
@@ -69,12 +71,21 @@ async def up(
     if password is not None:
         say(f"first start: created user `admin` with password {password} (shown once; stored only hashed)")
     seeded = seed_demo(store, demo) if demo else None
+    logs = RecentLogs()
+    logging.getLogger("streamforge").addHandler(logs)
     async with gateway_stack(data_dir, bootstrap, registry_url) as gateway:
-        api = control_plane_api(store, load_registry(), gateway, editor_routes())
-        async with serve_app(health_app(gateway, [Mount("/", app=api)], commands=False), port=port) as url:
-            flows = await redeploy(store, gateway)
-            say(json.dumps({"event": "up", "editor": f"{url}/", "api": f"{url}/api/v1", "health": f"{url}/health",
-                            "metrics": f"{url}/metrics", "kafka": gateway.env.bootstrap, "flows": flows,
-                            "seeded": seeded, "url": url}))  # fmt: skip
+        node_types = load_registry()
+        flows = FlowService(store, node_types, gateway)
+        tools = mcp_server(flows, logs)
+        routes = [mcp_route(tools, flows, http_host()), *editor_routes()]
+        api = control_plane_api(store, node_types, gateway, routes)
+        async with (
+            tools.session_manager.run(),
+            serve_app(health_app(gateway, [Mount("/", app=api)], commands=False), port=port) as url,
+        ):
+            started = await redeploy(store, gateway)
+            say(json.dumps({"event": "up", "editor": f"{url}/", "api": f"{url}/api/v1", "mcp": f"{url}/mcp",
+                            "health": f"{url}/health", "metrics": f"{url}/metrics", "kafka": gateway.env.bootstrap,
+                            "flows": started, "seeded": seeded, "url": url}))  # fmt: skip
             await stop.wait()
     say(json.dumps({"event": "stopped"}))

@@ -10,25 +10,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
-from streamforge.engine.compiler import compile_flow
-from streamforge.engine.flow import FlowDocument, diff_flows, dump_flow, load_flow, validate_flow
-from streamforge.engine.problems import FlowInvalid, Problem
+from streamforge.engine.flow import dump_flow, load_flow, validate_flow
 from streamforge.engine.registry import NodeRegistry
-from streamforge.engine.secrets import externalize, placeholders, resolve
 from streamforge.runtime.control_plane.auth import Role, User, check_password, hash_password, role_guard
 from streamforge.runtime.control_plane.live import live_endpoint
+from streamforge.runtime.control_plane.service import FlowService
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
-from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
-
-
-def _compile_problems(document: FlowDocument, registry: NodeRegistry) -> list[Problem]:
-    """What a deploy would refuse, checked with stand-ins for secrets (no secret is read to validate)."""
-    try:
-        compile_flow(validate_flow(placeholders(document.model_dump(by_alias=True))), registry)
-    except FlowInvalid as invalid:
-        return invalid.problems
-    return []
+from streamforge.runtime.gateway.gateway import Gateway
 
 
 def _text(body: Any, field: str, example: str) -> str:
@@ -51,11 +40,7 @@ def control_plane_api(
 ) -> Starlette:
     """The control plane's REST API under /api/v1, then `extra_routes` (the editor's static files)."""
     requires = role_guard(store)
-
-    def storable(document: FlowDocument, user: User) -> dict[str, Any]:
-        """The document as stored: plaintext in secret fields moved into the secret store first."""
-        return externalize(document.model_dump(by_alias=True), node_types,
-                           lambda name, value: store.put_secret(name, value, user.username))  # fmt: skip
+    flows = FlowService(store, node_types, gateway)
 
     @requires(Role.VIEWER)
     async def node_types_list(request: Request, user: User) -> Response:
@@ -68,9 +53,9 @@ def control_plane_api(
     @requires(Role.ENGINEER)
     async def flows_create(request: Request, user: User) -> Response:
         document = validate_flow(await json_body(request))
-        saved = store.save_flow(storable(document, user), None, user.username)
-        return JSONResponse({**_flow_body(saved), "problems": [p.to_dict() for p in
-                             _compile_problems(document, node_types)]}, status_code=201)  # fmt: skip
+        saved = flows.save(document, None, user.username)
+        problems = [p.to_dict() for p in flows.problems(document)]
+        return JSONResponse({**_flow_body(saved), "problems": problems}, status_code=201)
 
     @requires(Role.VIEWER)
     async def flow_get(request: Request, user: User) -> Response:
@@ -84,9 +69,8 @@ def control_plane_api(
         if not isinstance(raw, dict) or raw.get("id") != flow_id:
             raise ApiError(422, "invalid", f"the document's id must be {flow_id!r}")
         document = validate_flow({key: value for key, value in raw.items() if key not in RESPONSE_ONLY})
-        saved = store.save_flow(storable(document, user), document.version, user.username)
-        return JSONResponse({**_flow_body(saved), "problems": [p.to_dict() for p in
-                             _compile_problems(document, node_types)]})  # fmt: skip
+        saved = flows.save(document, document.version, user.username)
+        return JSONResponse({**_flow_body(saved), "problems": [p.to_dict() for p in flows.problems(document)]})
 
     @requires(Role.ENGINEER)
     async def flow_delete(request: Request, user: User) -> Response:
@@ -104,28 +88,17 @@ def control_plane_api(
             old, new = int(request.query_params["from"]), int(request.query_params["to"])
         except (KeyError, ValueError):
             raise ApiError(400, "bad_request", "give two versions: ?from=N&to=M") from None
-        before = validate_flow(store.get_flow(flow_id, old).document)
-        after = validate_flow(store.get_flow(flow_id, new).document)
-        return JSONResponse({"from": old, "to": new, **diff_flows(before, after).to_dict()})
+        return JSONResponse({"from": old, "to": new, **flows.diff(flow_id, old, new).to_dict()})
 
     @requires(Role.ENGINEER)
     async def flow_restore(request: Request, user: User) -> Response:
         flow_id, version = request.path_params["flow"], int(request.path_params["version"])
-        old = store.get_flow(flow_id, version)
-        current = store.get_flow(flow_id)
-        saved = store.save_flow({**old.document, "version": current.version}, current.version, user.username)
+        saved = flows.restore(flow_id, version, user.username)
         return JSONResponse({**_flow_body(saved), "restored_from": version})
 
     @requires(Role.ENGINEER)
     async def flows_import(request: Request, user: User) -> Response:
-        """All or nothing: the document is checked whole, compile included; a bad import stores nothing."""
-        document = load_flow(await request.body())
-        problems = _compile_problems(document, node_types)
-        if problems:
-            raise FlowInvalid(problems)
-        existing = next((f for f in store.list_flows() if f["id"] == document.id), None)
-        saved = store.save_flow(storable(document, user), existing["version"] if existing else None,
-                                user.username)  # fmt: skip
+        saved = flows.import_flow(load_flow(await request.body()), user.username)
         return JSONResponse(_flow_body(saved), status_code=201)
 
     @requires(Role.VIEWER)
@@ -137,41 +110,21 @@ def control_plane_api(
 
     @requires(Role.ENGINEER)
     async def flow_deploy(request: Request, user: User) -> Response:
-        if gateway is None:
-            raise ApiError(503, "no_gateway", "no gateway is attached to this control plane")
-        flow_id = request.path_params["flow"]
         body = await request.body()
         mode = (await json_body(request)).get("mode", "modified") if body else "modified"
-        if mode not in ("modified", "full"):
-            raise ApiError(422, "invalid", "mode must be `modified` or `full`")
-        version = store.get_flow(flow_id)
-        document = validate_flow(resolve(version.document, store.secret))
-        plan = compile_flow(document, node_types)  # FlowInvalid: nothing running is touched
-        try:
-            report = await gateway.deploy(plan, modified_only=mode == "modified")
-        except DeployFailed as failed:
-            raise ApiError(409, "deploy_rolled_back", str(failed)) from None
-        store.mark_deployed(flow_id, version.version)
-        return JSONResponse({"flow": flow_id, "version": version.version, "started": report.started,
-                             "stopped": report.stopped, "unchanged": report.unchanged})  # fmt: skip
+        return JSONResponse(await flows.deploy(request.path_params["flow"], mode))
 
     @requires(Role.OPERATOR)
     async def node_command(request: Request, user: User) -> Response:
         """Operator actions on a running node, e.g. acknowledge an alarm; the acting user is recorded."""
-        if gateway is None:
-            raise ApiError(503, "no_gateway", "no gateway is attached to this control plane")
         body = await json_body(request)
         args = {**body, "user": user.username} if isinstance(body, dict) else body
         flow, node, name = (request.path_params[k] for k in ("flow", "node", "command"))
-        return JSONResponse(await gateway.command(flow, node, name, args))
+        return JSONResponse(await flows.running_gateway().command(flow, node, name, args))
 
     @requires(Role.VIEWER)
     async def flow_status(request: Request, user: User) -> Response:
-        flow_id = request.path_params["flow"]
-        nodes = [n for n in gateway.node_health() if n["flow"] == flow_id] if gateway else []
-        deployed = gateway.plans.get(flow_id) if gateway else None
-        return JSONResponse({"flow": flow_id, "deployed_version": deployed.version if deployed else None,
-                             "nodes": nodes})  # fmt: skip
+        return JSONResponse(flows.status(request.path_params["flow"]))
 
     async def login(request: Request) -> Response:
         body = await json_body(request)
@@ -196,6 +149,23 @@ def control_plane_api(
         store.create_user(str(body.get("username", "")), hash_password(str(body.get("password", ""))),
                           role.name.lower())  # fmt: skip
         return JSONResponse({"username": body["username"], "role": role.name.lower()}, status_code=201)
+
+    @requires(Role.VIEWER)
+    async def flow_draft(request: Request, user: User) -> Response:
+        """An agent's draft: its diff against what runs and the change_digest a human approves."""
+        return JSONResponse(flows.suggestion(request.path_params["flow"]))
+
+    @requires(Role.ENGINEER)
+    async def flow_approve(request: Request, user: User) -> Response:
+        body = await json_body(request)
+        digest = _text(body, "change_digest", "the change_digest from GET /flows/{flow}/draft")
+        action = _text(body, "action", '"deploy" or "apply"')
+        return JSONResponse(flows.approve(request.path_params["flow"], action, digest, user.username), status_code=201)
+
+    @requires(Role.ENGINEER)
+    async def audit_trail(request: Request, user: User) -> Response:
+        limit = int(request.query_params.get("limit", "200"))
+        return JSONResponse(store.audit_trail(min(limit, 5000), request.query_params.get("tool")))
 
     @requires(Role.VIEWER)
     async def secrets_list(request: Request, user: User) -> Response:
@@ -233,6 +203,9 @@ def control_plane_api(
         Route("/flows/{flow}/export", flow_export),
         Route("/flows/{flow}/deploy", flow_deploy, methods=["POST"]),
         Route("/flows/{flow}/status", flow_status),
+        Route("/flows/{flow}/draft", flow_draft),
+        Route("/flows/{flow}/approvals", flow_approve, methods=["POST"]),
+        Route("/audit", audit_trail),
         Route("/flows/{flow}/nodes/{node}/commands/{command}", node_command, methods=["POST"]),
     ]
     return Starlette(routes=[Mount("/api/v1", routes=routes), *extra_routes], exception_handlers=EXCEPTION_HANDLERS)

@@ -9,6 +9,7 @@ import re
 import secrets
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE secrets (name TEXT PRIMARY KEY, ciphertext BLOB NOT NULL, updated_at TEXT NOT NULL,
                           updated_by TEXT NOT NULL);
+    """,
+    """
+    CREATE TABLE drafts (flow_id TEXT PRIMARY KEY, document TEXT NOT NULL, updated_at TEXT NOT NULL,
+                         updated_by TEXT NOT NULL);
+    CREATE TABLE approvals (token_hash TEXT PRIMARY KEY, flow_id TEXT NOT NULL, change_digest TEXT NOT NULL,
+                            action TEXT NOT NULL, approved_by TEXT NOT NULL, created_at TEXT NOT NULL,
+                            expires_at REAL NOT NULL, used_at TEXT);
+    CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, identity TEXT NOT NULL,
+                        tool TEXT NOT NULL, arguments_digest TEXT NOT NULL, target TEXT, outcome TEXT NOT NULL,
+                        detail TEXT, approved_by TEXT);
     """,
 )
 
@@ -200,6 +211,58 @@ class Store:
     def delete_secret(self, name: str) -> None:
         if self._db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount == 0:
             raise ApiError(404, "not_found", f"secret {name!r} does not exist")
+
+    # -- drafts, approvals and the audit trail (MCP change control) ----------------------------------------
+
+    def put_draft(self, flow_id: str, document: dict[str, Any], user: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO drafts VALUES (?, ?, ?, ?)",
+                         (flow_id, json.dumps(document, sort_keys=True), _now(), user))  # fmt: skip
+
+    def draft(self, flow_id: str) -> tuple[dict[str, Any], str] | None:
+        """The draft and who last edited it, or None."""
+        row = self._db.execute("SELECT document, updated_by FROM drafts WHERE flow_id = ?", (flow_id,)).fetchone()
+        return None if row is None else (json.loads(row["document"]), row["updated_by"])
+
+    def delete_draft(self, flow_id: str) -> None:
+        self._db.execute("DELETE FROM drafts WHERE flow_id = ?", (flow_id,))
+
+    def issue_approval(self, flow_id: str, change_digest: str, action: str, approved_by: str, ttl_s: float) -> str:
+        token = f"sfa_{secrets.token_urlsafe(24)}"
+        self._db.execute("INSERT INTO approvals VALUES (?, ?, ?, ?, ?, ?, ?, NULL)",
+                         (token_digest(token), flow_id, change_digest, action, approved_by, _now(),
+                          time.time() + ttl_s))  # fmt: skip
+        return token
+
+    def use_approval(self, token: str, flow_id: str, change_digest: str, action: str) -> str:
+        """Spend an approval on exactly the change it was issued for; returns who approved it."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM approvals WHERE token_hash = ?", (token_digest(token),)).fetchone()
+            if row is None:
+                raise ApiError(403, "approval_invalid", "no such approval token; a human issues one with "
+                               "POST /api/v1/flows/{flow}/approvals")  # fmt: skip
+            if row["used_at"] is not None:
+                raise ApiError(403, "approval_used", f"this approval was already used at {row['used_at']}; "
+                               "approvals are single-use")  # fmt: skip
+            if row["expires_at"] < time.time():
+                raise ApiError(403, "approval_expired", "this approval has expired; ask for a new one")
+            if (row["flow_id"], row["change_digest"], row["action"]) != (flow_id, change_digest, action):
+                raise ApiError(403, "approval_mismatch", f"this approval is for {row['action']} of flow "
+                               f"{row['flow_id']!r} change {row['change_digest'][:12]}, not {action} of "
+                               f"{flow_id!r} change {change_digest[:12]}; the draft changed since it was "
+                               "approved, or it approves another change")  # fmt: skip
+            self._db.execute("UPDATE approvals SET used_at = ? WHERE token_hash = ?", (_now(), row["token_hash"]))
+        return str(row["approved_by"])
+
+    def audit(self, identity: str, tool: str, arguments_digest: str, target: str | None, outcome: str,
+              detail: str | None = None, approved_by: str | None = None) -> None:  # fmt: skip
+        self._db.execute("INSERT INTO audit (at, identity, tool, arguments_digest, target, outcome, detail, "
+                         "approved_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (_now(), identity, tool, arguments_digest, target, outcome, detail, approved_by))  # fmt: skip
+
+    def audit_trail(self, limit: int = 200, tool: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM audit" + (" WHERE tool = ?" if tool else "") + " ORDER BY id DESC LIMIT ?"
+        rows = self._db.execute(sql, (tool, limit) if tool else (limit,)).fetchall()
+        return [dict(row) for row in rows]
 
 
 SECRET_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")

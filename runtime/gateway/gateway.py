@@ -181,6 +181,13 @@ class Gateway:
         return [{"flow": flow_id, **handle.health()} for flow_id, handles in self.handles.items()
                 for handle in handles.values()]  # fmt: skip
 
+    def exposition(self) -> bytes:
+        """Prometheus text of the gateway and of every worker process (their latest published files)."""
+        workers = [worker_metrics_path(self.state_dir, flow_id, node_id)
+                   for flow_id, handles in self.handles.items()
+                   for node_id, handle in handles.items() if isinstance(handle, ProcessHandle)]  # fmt: skip
+        return merged_exposition(self.metrics.registry, workers)
+
     def health(self) -> dict[str, Any]:
         nodes = self.node_health()
         kafka = self.kafka_health() if self.kafka_health else {"status": "EXTERNAL"}
@@ -219,11 +226,7 @@ def health_app(gateway: Gateway, extra_routes: Iterable[BaseRoute] = (), command
         return JSONResponse(report, status_code=200 if report["status"] != "UNHEALTHY" else 503)
 
     async def metrics(request: Request) -> Response:
-        workers = [worker_metrics_path(gateway.state_dir, flow_id, node_id)
-                   for flow_id, handles in gateway.handles.items()
-                   for node_id, handle in handles.items() if isinstance(handle, ProcessHandle)]  # fmt: skip
-        body = merged_exposition(gateway.metrics.registry, workers)
-        return Response(body, media_type="text/plain; version=0.0.4")
+        return Response(gateway.exposition(), media_type="text/plain; version=0.0.4")
 
     routes: list[BaseRoute] = [
         Route("/health/live", live),

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner
 
 from streamforge.engine.sdk import Message
@@ -217,3 +218,38 @@ class BatchConsumer(_Lifecycle):
         """Commit past `batch`: call only after everything it produced is acknowledged or written."""
         if batch.next_offsets:
             await self.consumer.commit(batch.next_offsets)
+
+
+async def recent_records(bootstrap: str, topic: str, decoder: Decoder, limit: int,
+                         timeout_s: float = 5.0) -> list[tuple[int, int, Record]]:  # fmt: skip
+    """The newest `limit` records of `topic` (per partition at most `limit`), oldest first, as
+    (timestamp_ms, partition, record); read without a consumer group, so nothing is committed or moved."""
+    # Subscribed without a group, the consumer is given every partition of the topic once metadata arrives.
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        await consumer.start()
+    except UnknownTopicOrPartitionError:
+        await consumer.stop()
+        return []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not consumer.assignment() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 (aiokafka offers no event for it)
+            await asyncio.sleep(0.05)
+        partitions = sorted(consumer.assignment())
+        if not partitions:
+            return []  # no such topic
+        ends = await consumer.end_offsets(partitions)
+        starts = await consumer.beginning_offsets(partitions)
+        pending = {tp for tp in partitions if ends[tp] > starts[tp]}
+        for tp in partitions:
+            consumer.seek(tp, max(starts[tp], ends[tp] - limit))
+        raw: list[ConsumerRecord[bytes, bytes]] = []
+        while pending and asyncio.get_running_loop().time() < deadline:
+            for tp, messages in (await consumer.getmany(timeout_ms=200)).items():
+                raw += [m for m in messages if m.offset < ends[tp]]
+            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+    finally:
+        await consumer.stop()
+    decoded = await decoder.decode_batch([m.value or b"" for m in raw])
+    records = sorted(((raw[i].timestamp, raw[i].partition, record) for i, record in decoded.ok), key=lambda r: r[:2])
+    return records[-limit:]

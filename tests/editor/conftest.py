@@ -19,8 +19,8 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from streamforge.runtime.control_plane.editor import BUILD_HINT, editor_dist
-from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from tests.stack import Stack, running_up
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = [  # the machine's network is closed: no background fetches, no sandbox as root
@@ -29,51 +29,18 @@ CHROMIUM_FLAGS = [  # the machine's network is closed: no background fetches, no
 ]  # fmt: skip
 
 
-@dataclass
-class Stack:
-    url: str
-    password: str
-    http: httpx.AsyncClient  # signed in as admin, base /api/v1
-
-    async def token(self, username: str = "admin", password: str | None = None) -> str:
-        login = await self.http.post("/auth/login", json={"username": username, "password": password or self.password})
-        login.raise_for_status()
-        token: str = login.json()["token"]
-        return token
-
-
 @pytest.fixture(scope="module")
 async def stack(kafka: EmbeddedKafka, registry_url: str, postgres_dsn: str,
                 tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:  # fmt: skip
     """`streamforge up` as a user runs it, with the demo flow's sink pointed at the session's PostgreSQL."""
     if not (editor_dist() / "index.html").is_file():
         pytest.fail(f"the editor is not built: run `{BUILD_HINT}` (scripts/setup.sh does)")
-    data = tmp_path_factory.mktemp("up")
     demo = json.loads((REPO / "flows" / "demo.json").read_text())
     for node in demo["nodes"]:
         if node["type"] == "postgres":
             node["config"]["dsn"] = postgres_dsn
-    (data / "demo.json").write_text(json.dumps(demo))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streamforge.runtime.cli", "up", "--data-dir", str(data / "state"),
-        "--bootstrap", kafka.bootstrap, "--registry", registry_url, "--port", str(free_port()),
-        "--demo", str(data / "demo.json"), stdout=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    assert process.stdout is not None
-    password, event = "", None
-    while event is None:
-        line = (await asyncio.wait_for(process.stdout.readline(), 120)).decode().strip()
-        assert line, "streamforge up exited early"
-        if "password " in line:
-            password = line.split("password ")[1].split(" ")[0]
-        elif line.startswith("{") and json.loads(line)["event"] == "up":
-            event = json.loads(line)
-    async with httpx.AsyncClient(base_url=event["api"], timeout=60) as http:
-        stack = Stack(event["url"], password, http)
-        http.headers["Authorization"] = f"Bearer {await stack.token()}"
+    async with running_up(tmp_path_factory.mktemp("up"), demo, kafka, registry_url) as stack:
         yield stack
-    process.send_signal(signal.SIGINT)
-    await asyncio.wait_for(process.communicate(), 60)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ from typing import Any
 
 from playwright.async_api import Browser, Page, expect
 
-from tests.editor.conftest import REPO, Stack, sign_in
+from tests.editor.conftest import REPO, sign_in
+from tests.stack import Stack
 
 RUNNING_TIMEOUT_MS = 90_000  # a deploy starts worker processes; a busy 2-core machine needs a while
 SCREENSHOT = REPO / "docs" / "editor.png"

@@ -14,7 +14,7 @@ from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.sdk import Message
 from streamforge.engine.serde import Decoder, encoder_for
-from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer, node_headers
+from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer, node_headers, recent_records
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.conftest import create_topic
 from tests.engine.samples import SAMPLES
@@ -128,3 +128,17 @@ async def test_records_passed_through_are_sent_as_their_original_bytes(
     assert len(report.delivered) == 2
     values = await raw_values(kafka.bootstrap, topic, 2)
     assert values == [marker, encoder.encode(changed)]
+
+
+async def test_recent_records_are_the_newest_and_move_no_group(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
+) -> None:
+    topic = await create_topic(kafka.bootstrap, f"{unique}-recent", partitions=3)
+    encoder = await encoder_for(registry, f"{topic}-value", SCHEMAS["telemetry"])
+    records = [{**SAMPLES["telemetry"], "asset_id": f"a{i % 3}", "value": float(i)} for i in range(30)]
+    async with BatchProducer(kafka.bootstrap) as producer:
+        await producer.send_records(topic, records, encoder)
+    newest = await recent_records(kafka.bootstrap, topic, Decoder(registry), 4)
+    assert len(newest) == 4
+    values = sorted(record["value"] for _ts, _partition, record in newest)
+    assert all(value >= 18 for value in values)  # from the newest four of each partition: no old ones

@@ -1,0 +1,158 @@
+"""Flow operations shared by the REST API and the MCP tools: one place that saves, checks, diffs and deploys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from streamforge.engine.compiler import compile_flow
+from streamforge.engine.flow import FlowDiff, FlowDocument, diff_flows, validate_flow
+from streamforge.engine.problems import FlowInvalid, Problem
+from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.secrets import externalize, placeholders, resolve
+from streamforge.runtime.control_plane.store import FlowVersion, Store
+from streamforge.runtime.errors import ApiError
+from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
+
+
+def change_digest(document: dict[str, Any]) -> str:
+    """Identifies one exact change: what an approval is bound to (version and canvas positions excluded)."""
+    significant = {"id": document.get("id"), "label": document.get("label"),
+                   "nodes": sorted(({k: v for k, v in n.items() if k not in ("x", "y")} for n in document["nodes"]),
+                                   key=lambda n: str(n.get("id"))),
+                   "edges": sorted((e["from"], e["to"]) for e in document["edges"])}  # fmt: skip
+    return hashlib.sha256(json.dumps(significant, sort_keys=True).encode()).hexdigest()
+
+
+class FlowService:
+    """The control plane's flow operations, with the store, the node types and the local gateway."""
+
+    def __init__(self, store: Store, node_types: NodeRegistry, gateway: Gateway | None) -> None:
+        self.store, self.node_types, self.gateway = store, node_types, gateway
+
+    def problems(self, document: FlowDocument) -> list[Problem]:
+        """What a deploy would refuse, checked with stand-ins for secrets (no secret is read to validate)."""
+        try:
+            compile_flow(validate_flow(placeholders(document.model_dump(by_alias=True))), self.node_types)
+        except FlowInvalid as invalid:
+            return invalid.problems
+        return []
+
+    def save(self, document: FlowDocument, base_version: int | None, user: str) -> FlowVersion:
+        """Store a version; plaintext in secret fields moves into the secret store first."""
+        stored = externalize(document.model_dump(by_alias=True), self.node_types,
+                             lambda name, value: self.store.put_secret(name, value, user))  # fmt: skip
+        return self.store.save_flow(stored, base_version, user)
+
+    def import_flow(self, document: FlowDocument, user: str) -> FlowVersion:
+        """All or nothing: the document is checked whole, compile included; a bad import stores nothing."""
+        problems = self.problems(document)
+        if problems:
+            raise FlowInvalid(problems)
+        existing = next((f for f in self.store.list_flows() if f["id"] == document.id), None)
+        return self.save(document, existing["version"] if existing else None, user)
+
+    def diff(self, flow_id: str, old: int, new: int) -> FlowDiff:
+        before = validate_flow(self.store.get_flow(flow_id, old).document)
+        after = validate_flow(self.store.get_flow(flow_id, new).document)
+        return diff_flows(before, after)
+
+    def restore(self, flow_id: str, version: int, user: str) -> FlowVersion:
+        old = self.store.get_flow(flow_id, version)
+        current = self.store.get_flow(flow_id)
+        return self.store.save_flow({**old.document, "version": current.version}, current.version, user)
+
+    def running_gateway(self) -> Gateway:
+        if self.gateway is None:
+            raise ApiError(503, "no_gateway", "no gateway is attached to this control plane")
+        return self.gateway
+
+    async def deploy(self, flow_id: str, mode: str = "modified") -> dict[str, Any]:
+        """Deploy the latest version; a flow that does not compile raises FlowInvalid and touches nothing."""
+        gateway = self.running_gateway()
+        if mode not in ("modified", "full"):
+            raise ApiError(422, "invalid", "mode must be `modified` or `full`")
+        version = self.store.get_flow(flow_id)
+        plan = compile_flow(validate_flow(resolve(version.document, self.store.secret)), self.node_types)
+        try:
+            report = await gateway.deploy(plan, modified_only=mode == "modified")
+        except DeployFailed as failed:
+            raise ApiError(409, "deploy_rolled_back", str(failed)) from None
+        self.store.mark_deployed(flow_id, version.version)
+        return {"flow": flow_id, "version": version.version, "started": report.started,
+                "stopped": report.stopped, "unchanged": report.unchanged}  # fmt: skip
+
+    def status(self, flow_id: str) -> dict[str, Any]:
+        gateway = self.gateway
+        nodes = [n for n in gateway.node_health() if n["flow"] == flow_id] if gateway else []
+        deployed = gateway.plans.get(flow_id) if gateway else None
+        return {"flow": flow_id, "deployed_version": deployed.version if deployed else None, "nodes": nodes}
+
+    # -- drafts and approvals: how an agent changes a flow without touching what runs ----------------------
+
+    APPROVAL_TTL_S = 15 * 60
+    ACTIONS = ("apply", "deploy")
+
+    def draft(self, flow_id: str) -> tuple[dict[str, Any], str | None]:
+        """The flow's draft and its last editor; without a draft, the latest saved version (editor None)."""
+        found = self.store.draft(flow_id)
+        if found is not None:
+            return found
+        return self.store.get_flow(flow_id).document, None
+
+    def put_draft(self, document: dict[str, Any], user: str) -> FlowDocument:
+        """Keep an edited document as the flow's draft: structurally valid, never the running flow."""
+        checked = validate_flow(document)
+        self.store.put_draft(checked.id, checked.model_dump(by_alias=True), user)
+        return checked
+
+    def suggestion(self, flow_id: str) -> dict[str, Any]:
+        """The draft against what runs (or the latest save, if nothing runs): the change a human approves."""
+        document, editor = self.draft(flow_id)
+        summary = next((f for f in self.store.list_flows() if f["id"] == flow_id), None)
+        base_version = (summary["deployed_version"] or summary["version"]) if summary else None
+        draft = validate_flow(document)
+        base = validate_flow(self.store.get_flow(flow_id, base_version).document) if base_version else None
+        if base is None:
+            against = "nothing (a new flow)"
+        else:
+            against = f"{'deployed' if summary and summary['deployed_version'] else 'saved'} version {base_version}"
+        empty = FlowDocument(id=draft.id)
+        return {"flow": flow_id, "change_digest": change_digest(document), "edited_by": editor, "against": against,
+                "diff": diff_flows(base or empty, draft).to_dict(),
+                "problems": [p.to_dict() for p in self.problems(draft)]}  # fmt: skip
+
+    def approve(self, flow_id: str, action: str, digest: str, approver: str) -> dict[str, Any]:
+        """A human's approval of one exact change; never the change's own author."""
+        if action not in self.ACTIONS:
+            raise ApiError(422, "invalid", f"action must be one of {list(self.ACTIONS)}")
+        suggestion = self.suggestion(flow_id)
+        if suggestion["change_digest"] != digest:
+            raise ApiError(409, "change_moved", f"the draft of {flow_id!r} is now change "
+                           f"{suggestion['change_digest'][:12]}, not {digest[:12]}: review it again")  # fmt: skip
+        if suggestion["edited_by"] == approver:
+            raise ApiError(403, "self_approval", f"{approver!r} edited this draft and cannot approve it; "
+                           "another Engineer or Admin must")  # fmt: skip
+        token = self.store.issue_approval(flow_id, digest, action, approver, self.APPROVAL_TTL_S)
+        return {"approval_token": token, "flow": flow_id, "action": action, "change_digest": digest,
+                "expires_in_s": self.APPROVAL_TTL_S, "note": "single-use; shown once"}  # fmt: skip
+
+    def spend_approval(self, flow_id: str, action: str, token: str, caller: str) -> tuple[dict[str, Any], str]:
+        """Check an approval against the draft as it is now, then use it up; returns the draft and approver."""
+        document, _editor = self.draft(flow_id)
+        approved_by = self.store.use_approval(token, flow_id, change_digest(document), action)
+        if approved_by == caller:
+            raise ApiError(403, "self_approval", f"{caller!r} approved this change and cannot also apply it")
+        return document, approved_by
+
+    def apply_draft(self, flow_id: str, document: dict[str, Any], user: str) -> FlowVersion:
+        """Save the draft as the flow's next version (a new flow's first); the draft is then gone."""
+        checked = validate_flow(document)
+        problems = self.problems(checked)
+        if problems:
+            raise FlowInvalid(problems)
+        exists = any(f["id"] == flow_id for f in self.store.list_flows())
+        saved = self.save(checked, self.store.get_flow(flow_id).version if exists else None, user)
+        self.store.delete_draft(flow_id)
+        return saved
