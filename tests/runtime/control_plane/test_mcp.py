@@ -87,16 +87,20 @@ async def test_an_agent_builds_a_flow_by_tools_and_only_a_human_approval_deploys
         assert (await call(mcp, "validate_flow", flow_id="agent_line"))["valid"] is False  # inputs not wired yet
         await call(mcp, "connect", flow_id="agent_line", source="sim:out", target=f"{val}:in")
         await call(mcp, "connect", flow_id="agent_line", source=f"{val}:clean", target=f"{agg}:in")
+        alarm = await call(mcp, "add_node", flow_id="agent_line", node_type="alarm_rule", node_id="too_fast",
+                           after=val, config={"rule_id": "speed_high", "parameter": "speed", "high": 70})  # fmt: skip
+        assert alarm["node_id"] == "too_fast"
+        await call(mcp, "connect", flow_id="agent_line", source=f"{val}:clean", target="too_fast:in")
 
         wrong = await call(mcp, "connect", flow_id="agent_line", source=f"{val}:dlq", target=f"{agg}:in")
-        assert wrong["refused"] == "invalid_flow" and wrong["problems"][0]["pointer"] == "/edges/2"
+        assert wrong["refused"] == "invalid_flow" and wrong["problems"][0]["pointer"] == "/edges/3"
         bad = await call(mcp, "update_node_config", flow_id="agent_line", node_id="sim", config={"rate_hz": -1})
         assert bad["refused"] == "invalid_flow" and bad["problems"][0]["pointer"].startswith("/nodes/0/config")
         assert (await call(mcp, "validate_flow", flow_id="agent_line")) == {"flow": "agent_line", "valid": True,
                                                                             "problems": []}  # fmt: skip
 
         suggestion = await call(mcp, "suggest_config_change", flow_id="agent_line")
-        assert sorted(suggestion["diff"]["nodes"]["added"]) == sorted(["sim", val, agg])
+        assert sorted(suggestion["diff"]["nodes"]["added"]) == sorted(["sim", val, agg, "too_fast"])
         assert suggestion["edited_by"] == "agent" and suggestion["problems"] == []
         digest = suggestion["change_digest"]
 
@@ -120,7 +124,7 @@ async def test_an_agent_builds_a_flow_by_tools_and_only_a_human_approval_deploys
         assert deployed["approved_by"] == "alice" and deployed["deployed"]["version"] == 1
         for _ in range(120):
             nodes = (await stack.http.get("/flows/agent_line/status")).json()["nodes"]
-            if len(nodes) == 3 and {n["status"] for n in nodes} == {"RUNNING"}:
+            if len(nodes) == 4 and {n["status"] for n in nodes} == {"RUNNING"}:
                 break
             await asyncio.sleep(0.5)
         assert {n["status"] for n in nodes} == {"RUNNING"}
@@ -152,6 +156,12 @@ async def test_hard_blocks_are_refused_with_reasons_and_audited_over_stdio(stack
     viewer = await stack.user_token("watcher", "viewer")
     async with over_stdio(stack, token) as mcp:
         assert "simulated_line" in {f["id"] for f in await call(mcp, "list_flows")}
+        assert (await call(mcp, "get_gateway_details"))["status"] in ("HEALTHY", "DEGRADED")
+        assert (await call(mcp, "diagnose_gateway"))["status"] in ("HEALTHY", "DEGRADED")
+        assert any(s["name"].startswith("streamforge_") for s in await call(mcp, "get_metrics"))
+        assert {s["name"] for s in await call(mcp, "get_schemas")} >= {"Telemetry", "Alarm", "DeadLetter"}
+        files = await call(mcp, "generate_adapter_template", name="acme_probe")
+        assert any(path.endswith("pyproject.toml") for path in files)
         for tool, reason in HARD_BLOCKS.items():
             refused = await call(mcp, tool, target="simulated_line")
             assert refused == {"refused": "hard_block", "tool": tool, "message": reason}
