@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -100,9 +100,18 @@ class NodeContext:
     flow_id: str
     node_id: str
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("streamforge.node"))
+    on_health: Callable[[str | None], None] = lambda problem: None  # set by the runtime
 
     def log(self, level: int, message: str, **fields: Any) -> None:
         self.logger.log(level, message, extra={"flow": self.flow_id, "node": self.node_id, **fields})
+
+    def degraded(self, problem: str) -> None:
+        """The device misbehaves (timeouts, errors, disconnected): the node shows DEGRADED with `problem`."""
+        self.on_health(problem)
+
+    def healthy(self) -> None:
+        """The device answers again: the node shows RUNNING."""
+        self.on_health(None)
 
 
 ConfigT = TypeVar("ConfigT", bound=NodeConfig)

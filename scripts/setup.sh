@@ -10,6 +10,8 @@ command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)  # postgres sink: tests and demo
 command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)  # builds the editor
+[ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || need_apt+=(mosquitto)  # MQTT tests
+command -v socat >/dev/null 2>&1 || need_apt+=(socat)  # pty pairs as serial links (Modbus RTU tests)
 # Chromium only runs the editor's browser tests; scripts/demo.sh sets STREAMFORGE_NO_CHROMIUM=1.
 [ "${STREAMFORGE_NO_CHROMIUM:-}" = 1 ] || command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -94,9 +94,8 @@ class NodeRunner:
         if cls is None:
             raise RuntimeError(f"node type {self.plan.type!r} of node {self.plan.node_id} is not installed")
         self.cls = cls
-        self.node: Node[Any] = cls(
-            cls.Config.model_validate(self.plan.config), NodeContext(self.flow_id, self.plan.node_id)
-        )
+        context = NodeContext(self.flow_id, self.plan.node_id, on_health=self._device_health)
+        self.node: Node[Any] = cls(cls.Config.model_validate(self.plan.config), context)
         self.labels = {"flow": self.flow_id, "node": self.plan.node_id}
         self._ports: dict[str, _PortOut] = {}
         self._dead_letters: Encoder | None = None
@@ -127,6 +126,12 @@ class NodeRunner:
                 emitted.setdefault(port, []).extend(records)
             done.append((future, result))
         return done
+
+    def _device_health(self, problem: str | None) -> None:
+        if problem is not None:
+            self._set_status(NodeStatus.DEGRADED, problem)
+        elif self.status is NodeStatus.DEGRADED:
+            self._set_status(NodeStatus.RUNNING)
 
     def _set_status(self, status: NodeStatus, error: str | None = None) -> None:
         if status is not self.status:

@@ -1,0 +1,68 @@
+"""Shared parts of protocol source nodes: point mappings, reconnect backoff with jitter, reading records."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from streamforge.engine.records import telemetry
+from streamforge.engine.serde import Record
+
+Classification = Literal["TELEMETRY", "EVENT", "ALARM"]
+
+
+class PointMapping(BaseModel):
+    """What a device value becomes: which asset and parameter, in what unit, scaled how."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    asset_id: str = Field(min_length=1, description="Asset the value belongs to, e.g. pump_1")
+    parameter: str = Field(min_length=1, description="What is measured, e.g. pressure")
+    unit: str | None = Field(default=None, description="Engineering unit after scaling, e.g. bar")
+    classification: Classification = "TELEMETRY"
+    scale: float = Field(default=1.0, description="value = raw * scale + offset")
+    offset: float = 0.0
+
+    def reading(
+        self,
+        raw: float | None,
+        *,
+        device_time: datetime | None = None,
+        quality: str = "GOOD",
+        metadata: dict[str, str] | None = None,
+    ) -> Record:
+        """The telemetry record of one raw value (None: the read failed, quality BAD)."""
+        value = None if raw is None else raw * self.scale + self.offset
+        record = telemetry(self.asset_id, self.parameter, value, unit=self.unit, device_time=device_time,
+                           quality=quality if raw is not None else "BAD", metadata=metadata)  # fmt: skip
+        record["classification"] = self.classification
+        return record
+
+
+class ConnectionSettings(BaseModel):
+    """Timeouts and reconnect pacing every protocol source shares."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(default=3.0, gt=0, description="A request unanswered this long is a failure")
+    reconnect_min_s: float = Field(default=0.5, gt=0, description="First wait before reconnecting")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest wait between reconnects")
+
+
+class Backoff:
+    """Exponential backoff with full jitter, so many gateways do not reconnect in step."""
+
+    def __init__(self, settings: ConnectionSettings, rng: random.Random | None = None) -> None:
+        self.settings, self._rng = settings, rng or random.Random()
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.settings.reconnect_max_s, self.settings.reconnect_min_s * 2**self.failures)
+        self.failures += 1
+        return self._rng.uniform(self.settings.reconnect_min_s / 2, ceiling)
+
+    def reset(self) -> None:
+        self.failures = 0

@@ -1,0 +1,257 @@
+"""`mqtt` source: subscribes with topic filters, maps JSON payloads to readings, and acknowledges QoS 1/2
+messages only after Kafka acknowledged what they became, so an overload waits in the broker and nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import aiomqtt
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from streamforge.engine.devices import Backoff, ConnectionSettings, PointMapping
+from streamforge.engine.records import dead_letter, from_epoch_ms, reason
+from streamforge.engine.sdk import Emitted, NodeConfig, Port, PortType, Record, SourceNode
+
+
+class PayloadPoint(PointMapping):
+    """One reading taken from each message (or each element of `array`); `{1}` in asset_id or parameter is
+    the topic's second level, `{0}` the first, and so on."""
+
+    value: str = Field(default="/value", description="JSON pointer to the value; empty: the payload is a number")
+    device_time: str | None = Field(
+        default=None,
+        description="JSON pointer to the device time (ISO-8601 or "
+        "epoch milliseconds); absent: gateway time, quality UNCERTAIN",
+    )
+
+
+class TopicMapping(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str = Field(min_length=1, description="Topic filter; + and # wildcards")
+    qos: Literal[0, 1, 2] = Field(default=1, description="1 or 2: acknowledged only after Kafka has the readings")
+    array: str | None = Field(default=None, description="JSON pointer to an array of points, each mapped alone")
+    points: list[PayloadPoint] = Field(min_length=1)
+
+
+class MqttConfig(NodeConfig):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    client_id: str | None = Field(
+        default=None,
+        description="Default: streamforge-<flow>-<node> (a persistent "
+        "session: unacknowledged messages are redelivered after a restart)",
+    )
+    username: str | None = None
+    password: SecretStr | None = Field(default=None, description="Stored as a secret")
+    subscriptions: list[TopicMapping] = Field(min_length=1)
+    max_payload_bytes: int = Field(default=65_536, ge=16, description="Larger payloads go to the DLQ")
+    batch_size: int = Field(default=2000, ge=1, le=50_000, description="Messages per Kafka batch, at most")
+    batch_wait_ms: int = Field(default=20, ge=0, le=5000, description="How long a batch waits to fill")
+    connection: ConnectionSettings = Field(default_factory=ConnectionSettings)
+
+
+def _pointer(document: Any, pointer: str) -> Any:
+    """RFC 6901: '' is the whole document; KeyError/IndexError when the path is absent."""
+    if pointer == "":
+        return document
+    for token in pointer.lstrip("/").split("/"):
+        token = token.replace("~1", "/").replace("~0", "~")
+        document = document[int(token)] if isinstance(document, list) else document[token]
+    return document
+
+
+def _device_time(value: Any) -> datetime:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return from_epoch_ms(int(value))
+    moment = datetime.fromisoformat(str(value))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class MappingError(ValueError):
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.field = code, field
+
+
+def map_payload(mapping: TopicMapping, topic: str, payload: Any) -> list[Record]:
+    """The readings one decoded payload yields; MappingError names what is missing or wrong."""
+    levels = topic.split("/")
+    items = [payload]
+    if mapping.array is not None:
+        try:
+            items = _pointer(payload, mapping.array)
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise MappingError("missing_field", f"no array at {mapping.array}", mapping.array) from None
+        if not isinstance(items, list):
+            raise MappingError("wrong_type", f"{mapping.array} is not an array", mapping.array)
+    readings = []
+    for index, item in enumerate(items):
+        where = f"{mapping.array}/{index}" if mapping.array is not None else ""
+        for point in mapping.points:
+            try:
+                raw = _pointer(item, point.value)
+            except (KeyError, IndexError, TypeError, ValueError):
+                raise MappingError("missing_field", f"no value at {where}{point.value}", where + point.value) from None
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise MappingError(
+                    "wrong_type", f"{where}{point.value} is {type(raw).__name__}, not a number", where + point.value
+                )
+            device_time = None
+            if point.device_time is not None:
+                try:
+                    device_time = _device_time(_pointer(item, point.device_time))
+                except (KeyError, IndexError, TypeError, ValueError):
+                    raise MappingError(
+                        "bad_time", f"no usable time at {where}{point.device_time}", where + point.device_time
+                    ) from None
+            try:
+                named = point.model_copy(
+                    update={"asset_id": point.asset_id.format(*levels), "parameter": point.parameter.format(*levels)}
+                )
+            except (IndexError, KeyError):
+                raise MappingError("bad_topic", f"topic {topic!r} has too few levels for {point.asset_id!r}") from None
+            readings.append(named.reading(float(raw), device_time=device_time, metadata={"mqtt_topic": topic}))
+    return readings
+
+
+class Mqtt(SourceNode[MqttConfig]):
+    """Lifecycle: start() only prepares; poll() connects (with backoff), collects a batch, maps it; acknowledge()
+    sends the PUBACKs once Kafka holds the batch. A broker outage shows as DEGRADED and is retried forever."""
+
+    type = "mqtt"
+    category = "sources"
+    icon = "broadcast"
+    description = "MQTT subscriber: JSON payloads to readings; QoS 1/2 acknowledged after Kafka has them"
+    Config = MqttConfig
+    outputs = (
+        Port("out", PortType.TELEMETRY, "telemetry.raw", description="Readings"),
+        Port("dlq", PortType.DLQ, "dlq.telemetry", description="Payloads that could not be mapped, with reasons"),
+    )
+
+    async def start(self) -> None:
+        self._client: aiomqtt.Client | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._inbox: list[aiomqtt.Message] = []
+        self._arrived = asyncio.Event()
+        self._unacked: list[aiomqtt.Message] = []
+        self._backoff = Backoff(self.config.connection)
+        self.last_reading_at: float | None = None
+
+    async def stop(self) -> None:
+        await self._disconnect()
+
+    async def _connect(self) -> None:
+        config = self.config
+        client = aiomqtt.Client(
+            config.host,
+            config.port,
+            identifier=config.client_id or f"streamforge-{self.context.flow_id}-{self.context.node_id}",
+            username=config.username,
+            password=config.password.get_secret_value() if config.password else None,
+            clean_session=False,
+            timeout=config.connection.timeout_s,
+        )
+        # PUBACK only after Kafka acknowledged: aiomqtt has no switch for it, its paho client has.
+        client._client.manual_ack_set(True)
+        await client.__aenter__()
+        try:
+            for mapping in config.subscriptions:
+                await client.subscribe(mapping.topic, qos=mapping.qos)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await client.__aexit__(None, None, None)
+            raise
+        self._client = client
+        self._reader = asyncio.create_task(self._read(client))
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        # Bounded by the broker: it sends no more than its in-flight window of unacknowledged messages.
+        with contextlib.suppress(aiomqtt.MqttError):
+            async for message in client.messages:
+                self._inbox.append(message)
+                self._arrived.set()
+        self._arrived.set()  # wake poll() to notice the disconnect
+
+    async def _disconnect(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await self._reader
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                await self._client.__aexit__(None, None, None)
+        self._client, self._reader = None, None
+        self._inbox.clear()  # unacknowledged: the broker redelivers them to this persistent session
+        self._unacked.clear()
+
+    async def poll(self) -> Emitted:
+        if self._client is None or self._reader is None or self._reader.done():
+            await self._disconnect()
+            try:
+                await self._connect()
+            except (aiomqtt.MqttError, OSError) as exc:
+                self.context.degraded(f"cannot reach MQTT broker {self.config.host}:{self.config.port}: {exc}")
+                await asyncio.sleep(self._backoff.next_delay())
+                return {}
+            self._backoff.reset()
+            self.context.healthy()
+        if not self._inbox:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout=1.0)
+        if self._inbox and len(self._inbox) < self.config.batch_size and self.config.batch_wait_ms:
+            await asyncio.sleep(self.config.batch_wait_ms / 1000)
+        batch = self._inbox[: self.config.batch_size]
+        del self._inbox[: len(batch)]
+        self._unacked = batch
+        return self._map(batch)
+
+    def _map(self, batch: list[aiomqtt.Message]) -> Emitted:
+        readings: list[Record] = []
+        letters: list[Record] = []
+        for message in batch:
+            topic = message.topic.value
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            mapping = next((m for m in self.config.subscriptions if message.topic.matches(m.topic)), None)
+            try:
+                if len(payload) > self.config.max_payload_bytes:
+                    raise MappingError(
+                        "too_large", f"payload is {len(payload)} bytes; the limit is {self.config.max_payload_bytes}"
+                    )
+                if mapping is None:
+                    raise MappingError("unmapped_topic", f"no subscription mapping matches {topic!r}")
+                try:
+                    document = json.loads(payload)
+                except ValueError as exc:
+                    raise MappingError("invalid_json", f"payload is not JSON: {exc}") from None
+                readings += map_payload(mapping, topic, document)
+            except MappingError as refused:
+                letters.append(
+                    dead_letter(
+                        self.context.node_id,
+                        [reason(refused.code, str(refused), refused.field)],
+                        payload[: self.config.max_payload_bytes],
+                        f"mqtt:{topic}",
+                    )
+                )
+        if readings:
+            self.last_reading_at = time.time()
+        return {"out": readings, "dlq": letters}
+
+    async def acknowledge(self, emitted: Emitted) -> None:
+        """Kafka holds every reading and dead letter of the batch: now the broker may forget the messages."""
+        client = self._client
+        if client is not None:
+            for message in self._unacked:
+                if message.qos:
+                    client._client.ack(message.mid, message.qos)
+        self._unacked = []
+
+
+NODE = Mqtt

@@ -1,0 +1,174 @@
+"""`mqtt` source against a real Mosquitto: payload mapping, bad payloads to the DLQ, broker outages, and no loss
+when the worker is SIGKILLed mid-stream (PUBACK only after Kafka acknowledged)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from streamforge.engine.compiler import compile_flow
+from streamforge.engine.flow import validate_flow
+from streamforge.engine.schema_registry import CachedSchemaRegistry
+from streamforge.nodes.mqtt import MappingError, PayloadPoint, TopicMapping, map_payload
+from streamforge.runtime.gateway.gateway import Gateway
+from streamforge.runtime.kafka.broker import free_port
+from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from tests.conftest import MqttBroker, start_mosquitto
+from tests.runtime.gateway.test_gateway import gateway, read_from
+
+__all__ = ["gateway"]  # the gateway fixture, shared with the gateway's own tests
+
+
+def test_payload_mapping_arrays_topic_levels_and_device_time() -> None:
+    mapping = TopicMapping(
+        topic="plant/+/points",
+        array="/points",
+        points=[
+            PayloadPoint(asset_id="{1}", parameter="{0}_temp", value="/t", device_time="/ts", unit="degC", scale=0.1)
+        ],
+    )
+    readings = map_payload(
+        mapping,
+        "plant/oven_3/points",
+        {"points": [{"t": 215, "ts": 1769680800000}, {"t": 216, "ts": "2026-01-29T10:00:01Z"}]},
+    )
+    assert [(r["asset_id"], r["parameter"], r["value"], r["unit"], r["quality"]) for r in readings] == [
+        ("oven_3", "plant_temp", 21.5, "degC", "GOOD"),
+        ("oven_3", "plant_temp", 21.6, "degC", "GOOD"),
+    ]
+    assert readings[1]["timestamps"]["device_time"].isoformat() == "2026-01-29T10:00:01+00:00"
+    no_time = map_payload(
+        TopicMapping(topic="#", points=[PayloadPoint(asset_id="a", parameter="p")]), "x", {"value": 1}
+    )
+    assert no_time[0]["quality"] == "UNCERTAIN"  # no device time: gateway time, flagged
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "field"),
+    [
+        ({"points": [{"t": "hot"}]}, "wrong_type", "/points/0/t"),
+        ({"points": [{"x": 1}]}, "missing_field", "/points/0/t"),
+        ({"nope": []}, "missing_field", "/points"),
+    ],
+)
+def test_payload_mapping_names_what_is_wrong(payload: Any, code: str, field: str) -> None:
+    mapping = TopicMapping(topic="#", array="/points", points=[PayloadPoint(asset_id="a", parameter="p", value="/t")])
+    with pytest.raises(MappingError) as refused:
+        map_payload(mapping, "t", payload)
+    assert (refused.value.code, refused.value.field) == (code, field)
+
+
+def mqtt_flow(flow_id: str, broker: MqttBroker, topic_root: str) -> dict[str, Any]:
+    return {
+        "id": flow_id,
+        "nodes": [
+            {
+                "id": "mq",
+                "type": "mqtt",
+                "config": {
+                    "host": broker.host,
+                    "port": broker.port,
+                    "client_id": f"{flow_id}-mq",
+                    "max_payload_bytes": 512,
+                    "subscriptions": [
+                        {
+                            "topic": f"{topic_root}/+/data",
+                            "qos": 1,
+                            "points": [{"asset_id": "{2}", "parameter": "seq", "value": "/seq", "device_time": "/ts"}],
+                        }
+                    ],
+                },
+            },
+            {"id": "val", "type": "validator", "config": {}},
+        ],
+        "edges": [{"from": "mq:out", "to": "val:in"}],
+    }
+
+
+async def publish(broker: MqttBroker, messages: list[tuple[str, bytes]]) -> None:
+    async with aiomqtt.Client(broker.host, broker.port, identifier=f"pub-{os.getpid()}-{id(messages)}") as client:
+        for topic, payload in messages:
+            await client.publish(topic, payload, qos=1)  # returns once Mosquitto acknowledged it
+
+
+async def wait_subscribed(
+    broker: MqttBroker, topic_root: str, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, flow: str
+) -> None:
+    """The source subscribes asynchronously: probe until a message makes it into Kafka."""
+    for attempt in range(100):
+        await publish(
+            broker, [(f"{topic_root}/probe/data", json.dumps({"seq": -1, "ts": 1769680800000 + attempt}).encode())]
+        )
+        if await read_from(kafka, registry, "telemetry.raw", flow, "mq", 1, timeout_s=1):
+            return
+    raise AssertionError("the mqtt source never received a probe")
+
+
+async def test_every_acknowledged_message_lands_despite_a_sigkill_and_bad_payloads_go_to_the_dlq(
+    gateway: Gateway, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, mqtt_broker: MqttBroker, unique: str
+) -> None:
+    flow, root = f"mq{abs(hash(unique)) % 10**8}", f"sf/{unique}"
+    await gateway.deploy(compile_flow(validate_flow(mqtt_flow(flow, mqtt_broker, root)), gateway.node_types))
+    await wait_subscribed(mqtt_broker, root, kafka, registry, flow)
+
+    total = 4000
+    good = [
+        (f"{root}/line_{i % 4}/data", json.dumps({"seq": i, "ts": 1769680800000 + i}).encode()) for i in range(total)
+    ]
+    bad = [
+        (f"{root}/line_0/data", b"{not json"),
+        (f"{root}/line_0/data", b'{"seq": "x", "ts": 1}'),
+        (f"{root}/line_0/data", json.dumps({"seq": 1, "ts": 1, "pad": "x" * 600}).encode()),
+    ]
+    await publish(mqtt_broker, good[: total // 2] + bad)
+    worker = next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "mq")
+    os.kill(worker["pid"], signal.SIGKILL)  # mid-stream: some messages delivered to it, not yet acknowledged
+    await publish(mqtt_broker, good[total // 2 :])
+
+    clean = await read_from(kafka, registry, "telemetry.clean", flow, "val", total, timeout_s=120)
+    arrived = {int(r["value"]) for r in clean if r["value"] is not None and r["value"] >= 0}
+    assert arrived == set(range(total)), f"missing: {sorted(set(range(total)) - arrived)[:20]}"
+    letters = await read_from(kafka, registry, "dlq.telemetry", flow, "mq", 3, timeout_s=30)
+    codes = sorted(letter["reasons"][0]["code"] for letter in letters)
+    assert set(codes) == {"invalid_json", "too_large", "wrong_type"}  # redelivery may repeat one
+    restarted = next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "mq")
+    assert restarted["restarts"] >= 1 and restarted["status"] == "RUNNING"
+
+
+async def test_a_broker_outage_is_degraded_then_recovers(
+    gateway: Gateway, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    broker = MqttBroker("127.0.0.1", port)
+    mosquitto = start_mosquitto(tmp_path, port)
+    flow, root = f"mo{abs(hash(unique)) % 10**8}", f"sf/{unique}"
+    try:
+        await gateway.deploy(compile_flow(validate_flow(mqtt_flow(flow, broker, root)), gateway.node_types))
+        await wait_subscribed(broker, root, kafka, registry, flow)
+        mosquitto.terminate()
+        mosquitto.wait(10)
+        status = await wait_status(gateway, flow, "DEGRADED")
+        assert "cannot reach MQTT broker" in (status["last_error"] or "")
+        mosquitto = start_mosquitto(tmp_path, port)
+        await wait_status(gateway, flow, "RUNNING")
+        await publish(broker, [(f"{root}/after/data", json.dumps({"seq": 7, "ts": 1769680900000}).encode())])
+        after = await read_from(kafka, registry, "telemetry.raw", flow, "mq", 1, timeout_s=30)
+        assert any(r["asset_id"] == "after" for r in after)
+    finally:
+        mosquitto.terminate()
+
+
+async def wait_status(gateway: Gateway, flow: str, wanted: str, timeout_s: float = 60) -> dict[str, Any]:
+    for _ in range(int(timeout_s * 10)):
+        node = next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "mq")
+        if node["status"] == wanted:
+            return node
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"mq never became {wanted}: {node}")
