@@ -1,0 +1,230 @@
+"""`modbus_tcp` and `modbus_rtu` against pymodbus servers as device peers (TCP, and RTU over a socat pty pair):
+typed decoding, block planning, exception responses, timeouts, truncated frames, a device restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import struct
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from streamforge.engine.sdk import NodeContext, SourceNode
+from streamforge.nodes.modbus_rtu import ModbusRtu
+from streamforge.nodes.modbus_tcp import ModbusTcp, RegisterPoint, plan_blocks
+from streamforge.runtime.kafka.broker import free_port
+
+FLOAT_WORDS = list(struct.unpack(">HH", struct.pack(">f", 21.5)))  # big-endian words of 21.5
+HOLDING = [1234, *FLOAT_WORDS, 0, 0, 0xFFFF, 0xFFFE, 7, 0, 0]  # 0: uint16, 1-2: float32, 5-6: int32 -2, 7: 7
+COILS = [True, False, True, False, False, False, False, False]
+
+
+def device(unit: int = 1) -> SimDevice:
+    return SimDevice(
+        unit,
+        simdata=(
+            [SimData(0, count=8, values=COILS, datatype=DataType.BITS)],
+            [SimData(0, count=8, values=False, datatype=DataType.BITS)],
+            [SimData(0, count=len(HOLDING), values=HOLDING, datatype=DataType.UINT16)],
+            [SimData(0, count=2, values=[10, 20], datatype=DataType.UINT16)],
+        ),
+    )
+
+
+POINTS: list[dict[str, Any]] = [
+    {"asset_id": "press", "parameter": "count", "address": 0},
+    {"asset_id": "press", "parameter": "temp", "address": 1, "data_type": "float32", "unit": "degC"},
+    {"asset_id": "press", "parameter": "delta", "address": 5, "data_type": "int32"},
+    {"asset_id": "press", "parameter": "speed", "address": 7, "scale": 0.5, "offset": 1},
+    {"asset_id": "press", "parameter": "flow", "address": 1, "table": "input"},
+    {"asset_id": "press", "parameter": "running", "address": 2, "table": "coil", "data_type": "bool"},
+]
+
+
+@contextlib.asynccontextmanager
+async def tcp_server(port: int) -> AsyncIterator[ModbusTcpServer]:
+    server = ModbusTcpServer([device()], address=("127.0.0.1", port))
+    task = asyncio.create_task(server.serve_forever())
+    await asyncio.sleep(0.2)
+    try:
+        yield server
+    finally:
+        await server.shutdown()  # type: ignore[no-untyped-call]
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def tcp_config(port: int, points: list[dict[str, Any]], timeout_s: float = 3.0) -> dict[str, Any]:
+    """Fast polls and reconnects, so faults show within a test's patience."""
+    return {
+        "host": "127.0.0.1",
+        "port": port,
+        "poll_interval_s": 0.05,
+        "points": points,
+        "connection": {"timeout_s": timeout_s, "reconnect_min_s": 0.05, "reconnect_max_s": 0.2},
+    }
+
+
+def source(cls: type[SourceNode[Any]], config: dict[str, Any], health: list[str | None]) -> SourceNode[Any]:
+    return cls(cls.Config.model_validate(config), NodeContext("test", "plc", on_health=health.append))
+
+
+def values(emitted: dict[str, list[dict[str, Any]]]) -> dict[str, tuple[float | None, str]]:
+    return {r["parameter"]: (r["value"], r["quality"]) for r in emitted["out"]}
+
+
+def test_adjacent_points_are_read_as_one_block() -> None:
+    points = [RegisterPoint.model_validate(p) for p in POINTS]
+    blocks = plan_blocks(points, default_unit=1, max_block=120, max_gap=8)
+    assert [(b.table, b.start, b.count) for b in blocks] == [("coil", 2, 1), ("holding", 0, 8), ("input", 1, 1)]
+    assert len(plan_blocks(points, 1, max_block=4, max_gap=8)) == 4  # holding split in two
+
+
+@pytest.mark.parametrize(
+    ("words", "data_type", "word_order", "byte_order", "expected"),
+    [
+        (FLOAT_WORDS, "float32", "big", "big", 21.5),
+        (FLOAT_WORDS[::-1], "float32", "little", "big", 21.5),
+        ([int.from_bytes(w.to_bytes(2, "big")[::-1], "big") for w in FLOAT_WORDS], "float32", "big", "little", 21.5),
+        ([0xFFFF, 0xFFFE], "int32", "big", "big", -2),
+        ([0xFFFE, 0xFFFF], "uint32", "little", "big", 0xFFFFFFFE),
+        ([0x8000], "int16", "big", "big", -32768),
+    ],
+)
+def test_word_and_byte_order(
+    words: list[int], data_type: str, word_order: str, byte_order: str, expected: float
+) -> None:
+    point = RegisterPoint.model_validate(
+        {
+            "asset_id": "a",
+            "parameter": "p",
+            "address": 0,
+            "data_type": data_type,
+            "word_order": word_order,
+            "byte_order": byte_order,
+        }
+    )
+    assert point.decode(words) == expected
+
+
+async def test_tcp_reads_typed_scaled_values_and_survives_faults_and_a_restart() -> None:
+    port = free_port()
+    health: list[str | None] = []
+    config = tcp_config(port, POINTS, timeout_s=0.5)
+    node = source(ModbusTcp, config, health)
+    async with tcp_server(port), node:
+        read = values(await node.poll())
+        assert read == {
+            "count": (1234.0, "GOOD"),
+            "temp": (21.5, "GOOD"),
+            "delta": (-2.0, "GOOD"),
+            "speed": (4.5, "GOOD"),
+            "flow": (20.0, "GOOD"),
+            "running": (1.0, "GOOD"),
+        }
+        assert health[-1] is None
+    # The PLC restarts: polls go on, readings are BAD and the node DEGRADED, until it answers again.
+    down = values(await node.poll())
+    assert {quality for _value, quality in down.values()} == {"BAD"} and health[-1] is not None
+    async with tcp_server(port):
+        for _ in range(40):
+            back = values(await node.poll())
+            if back["temp"] == (21.5, "GOOD"):
+                break
+        assert back["temp"] == (21.5, "GOOD") and health[-1] is None
+    await node.stop()
+
+
+async def test_an_exception_response_is_bad_and_the_other_units_still_read() -> None:
+    port = free_port()
+    health: list[str | None] = []
+    points = [POINTS[0], {**POINTS[3], "unit_id": 7}]  # unit 7 is not on this line: exception response
+    node = source(ModbusTcp, tcp_config(port, points), health)
+    async with tcp_server(port), node:
+        for _ in range(3):  # keeps polling
+            read = values(await node.poll())
+            assert read == {"count": (1234.0, "GOOD"), "speed": (None, "BAD")}
+        assert "unit 7" in (health[-1] or "")
+
+
+@contextlib.asynccontextmanager
+async def misbehaving_server(port: int, answer: bytes | None) -> AsyncIterator[None]:
+    """A TCP peer that answers every request with `answer` (a truncated frame), or never (None)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(260):
+                if answer is not None:
+                    writer.write(answer)
+                    await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("answer", [None, b"\x00\x01\x00\x00\x00\x07\x01\x03"])  # timeout; truncated frame
+async def test_a_timeout_or_a_truncated_frame_is_bad_and_polling_goes_on(answer: bytes | None) -> None:
+    port = free_port()
+    health: list[str | None] = []
+    config = tcp_config(port, POINTS[:1], timeout_s=0.3)
+    node = source(ModbusTcp, config, health)
+    async with misbehaving_server(port, answer), node:
+        for _ in range(3):
+            assert values(await node.poll()) == {"count": (None, "BAD")}
+        assert health and health[-1] is not None
+
+
+@pytest.fixture
+def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two linked pseudo-terminals: a serial cable with a device at one end and the gateway at the other."""
+    socat = shutil.which("socat")
+    if socat is None:
+        pytest.fail("socat is missing: `apt-get install socat` (scripts/setup.sh does)")
+    device_end, gateway_end = tmp_path / "plc", tmp_path / "gateway"
+    process = subprocess.Popen([socat, f"pty,raw,echo=0,link={device_end}", f"pty,raw,echo=0,link={gateway_end}"])
+    for _ in range(100):
+        if device_end.exists() and gateway_end.exists():
+            break
+        time.sleep(0.05)
+    yield str(device_end), str(gateway_end)
+    process.terminate()
+    process.wait(5)
+
+
+async def test_rtu_over_a_serial_line(pty_pair: tuple[str, str]) -> None:
+    device_end, gateway_end = pty_pair
+    server = ModbusSerialServer([device()], port=device_end, baudrate=19200)
+    task = asyncio.create_task(server.serve_forever())
+    await asyncio.sleep(0.3)
+    health: list[str | None] = []
+    config = {
+        "serial_port": gateway_end,
+        "baudrate": 19200,
+        "poll_interval_s": 0.05,
+        "points": POINTS,
+        "connection": {"timeout_s": 1},
+    }
+    try:
+        async with source(ModbusRtu, config, health) as node:
+            read = values(await node.poll())
+            assert (
+                read["temp"] == (21.5, "GOOD") and read["delta"] == (-2.0, "GOOD") and read["running"] == (1.0, "GOOD")
+            )
+    finally:
+        await server.shutdown()  # type: ignore[no-untyped-call]
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
