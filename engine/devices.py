@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 from datetime import datetime
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,6 +14,7 @@ from streamforge.engine.records import telemetry
 from streamforge.engine.serde import Record
 
 Classification = Literal["TELEMETRY", "EVENT", "ALARM"]
+T = TypeVar("T")
 
 
 class PointMapping(BaseModel):
@@ -66,3 +69,33 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
+
+
+class Inbox(Generic[T]):
+    """What a device pushed (subscription callbacks, broker messages), taken by poll() in batches.
+
+    Bounded by the peer: MQTT's in-flight window, OPC UA's publish queue; nothing here drops."""
+
+    def __init__(self) -> None:
+        self.items: list[T] = []
+        self._arrived = asyncio.Event()
+
+    def put(self, item: T) -> None:
+        self.items.append(item)
+        self._arrived.set()
+
+    def wake(self) -> None:
+        """Make a waiting take() return (e.g. the connection dropped)."""
+        self._arrived.set()
+
+    async def take(self, max_items: int, wait_s: float, linger_s: float) -> list[T]:
+        """Up to max_items; waits up to wait_s for the first, then lingers so a batch can fill."""
+        if not self.items:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout=wait_s)
+        if self.items and len(self.items) < max_items and linger_s:
+            await asyncio.sleep(linger_s)
+        batch = self.items[:max_items]
+        del self.items[: len(batch)]
+        return batch

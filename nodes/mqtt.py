@@ -13,7 +13,7 @@ from typing import Any, Literal
 import aiomqtt
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from streamforge.engine.devices import Backoff, ConnectionSettings, PointMapping
+from streamforge.engine.devices import Backoff, ConnectionSettings, Inbox, PointMapping
 from streamforge.engine.records import dead_letter, from_epoch_ms, reason
 from streamforge.engine.sdk import Emitted, NodeConfig, Port, PortType, Record, SourceNode
 
@@ -137,8 +137,7 @@ class Mqtt(SourceNode[MqttConfig]):
     async def start(self) -> None:
         self._client: aiomqtt.Client | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._inbox: list[aiomqtt.Message] = []
-        self._arrived = asyncio.Event()
+        self._inbox: Inbox[aiomqtt.Message] = Inbox()
         self._unacked: list[aiomqtt.Message] = []
         self._backoff = Backoff(self.config.connection)
         self.last_reading_at: float | None = None
@@ -174,9 +173,8 @@ class Mqtt(SourceNode[MqttConfig]):
         # Bounded by the broker: it sends no more than its in-flight window of unacknowledged messages.
         with contextlib.suppress(aiomqtt.MqttError):
             async for message in client.messages:
-                self._inbox.append(message)
-                self._arrived.set()
-        self._arrived.set()  # wake poll() to notice the disconnect
+                self._inbox.put(message)
+        self._inbox.wake()  # poll() notices the disconnect
 
     async def _disconnect(self) -> None:
         if self._reader is not None:
@@ -187,7 +185,7 @@ class Mqtt(SourceNode[MqttConfig]):
             with contextlib.suppress(Exception):
                 await self._client.__aexit__(None, None, None)
         self._client, self._reader = None, None
-        self._inbox.clear()  # unacknowledged: the broker redelivers them to this persistent session
+        self._inbox.items.clear()  # unacknowledged: the broker redelivers them to this persistent session
         self._unacked.clear()
 
     async def poll(self) -> Emitted:
@@ -201,14 +199,7 @@ class Mqtt(SourceNode[MqttConfig]):
                 return {}
             self._backoff.reset()
             self.context.healthy()
-        if not self._inbox:
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), timeout=1.0)
-        if self._inbox and len(self._inbox) < self.config.batch_size and self.config.batch_wait_ms:
-            await asyncio.sleep(self.config.batch_wait_ms / 1000)
-        batch = self._inbox[: self.config.batch_size]
-        del self._inbox[: len(batch)]
+        batch = await self._inbox.take(self.config.batch_size, 1.0, self.config.batch_wait_ms / 1000)
         self._unacked = batch
         return self._map(batch)
 

@@ -1,0 +1,151 @@
+"""`opcua` source against an asyncua server as the device peer: subscriptions, polling, browse paths, status codes
+to quality, secure channels refused until the server certificate is trusted."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from asyncua import ua
+from asyncua.common.node import Node
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.server.server import Server
+from asyncua.ua.status_codes import StatusCodes
+from cryptography.x509 import ObjectIdentifier
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from pydantic import ValidationError
+
+from streamforge.engine.sdk import NodeContext
+from streamforge.nodes.opcua import OpcUa, OpcUaConfig, quality_of
+from streamforge.runtime.kafka.broker import free_port
+
+
+@dataclass
+class Plc:
+    endpoint: str
+    temp: Node
+    count: Node
+    namespace: int
+
+
+async def certificate(directory: Path, name: str, use: ObjectIdentifier) -> tuple[Path, Path]:
+    key, cert = directory / f"{name}.pem", directory / f"{name}.der"
+    await setup_self_signed_certificate(key, cert, f"urn:streamforge:{name}", "127.0.0.1", [use], {"commonName": name})
+    return cert, key
+
+
+@pytest.fixture
+async def plc(tmp_path: Path) -> AsyncIterator[Plc]:
+    """A simulated PLC: an OPC UA server offering NoSecurity and Basic256Sha256/SignAndEncrypt."""
+    cert, key = await certificate(tmp_path, "plc", ExtendedKeyUsageOID.SERVER_AUTH)
+    server = Server()
+    await server.init()
+    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/streamforge/"
+    server.set_endpoint(endpoint)
+    server.set_security_policy([ua.SecurityPolicyType.NoSecurity, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+    await server.load_certificate(str(cert))
+    await server.load_private_key(str(key))
+    namespace = await server.register_namespace("urn:streamforge:test-plc")
+    line = await server.nodes.objects.add_object(namespace, "Line1")
+    temp = await line.add_variable(namespace, "Temp", 20.0)
+    count = await line.add_variable(namespace, "Count", 7, ua.VariantType.Int32)
+    async with server:
+        yield Plc(endpoint, temp, count, namespace)
+
+
+def node(config: dict[str, Any], health: list[str | None]) -> OpcUa:
+    return OpcUa(OpcUaConfig.model_validate(config), NodeContext("test", "plc", on_health=health.append))
+
+
+def insecure(plc: Plc, **extra: Any) -> dict[str, Any]:
+    return {
+        "endpoint": plc.endpoint,
+        "security_mode": "None",
+        "allow_insecure": True,
+        "sampling_interval_ms": 50,
+        "publishing_interval_ms": 50,
+        "points": [
+            {
+                "asset_id": "line1",
+                "parameter": "temp",
+                "unit": "degC",
+                "browse_path": f"{plc.namespace}:Line1/{plc.namespace}:Temp",
+            },
+            {"asset_id": "line1", "parameter": "count", "node_id": plc.count.nodeid.to_string()},
+        ],
+        **extra,
+    }
+
+
+async def readings_until(source: OpcUa, wanted: Any, polls: int = 100) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    for _ in range(polls):
+        seen += (await source.poll()).get("out", [])
+        if wanted(seen):
+            return seen
+    raise AssertionError(f"not seen; got {[(r['parameter'], r['value'], r['quality']) for r in seen][-10:]}")
+
+
+async def test_subscription_reports_changes_with_source_time_and_maps_bad_status(plc: Plc) -> None:
+    health: list[str | None] = []
+    async with node(insecure(plc), health) as source:
+        first = await readings_until(source, lambda rs: {r["parameter"] for r in rs} == {"temp", "count"})
+        temp = next(r for r in first if r["parameter"] == "temp")
+        assert (temp["value"], temp["quality"], temp["unit"]) == (20.0, "GOOD", "degC")
+        assert temp["timestamps"]["device_time"] is not None  # the server's SourceTimestamp
+        await plc.temp.write_value(21.5)
+        await readings_until(source, lambda rs: any(r["value"] == 21.5 for r in rs))
+        failed = ua.DataValue(
+            ua.Variant(0.0, ua.VariantType.Double), StatusCode=ua.StatusCode(ua.UInt32(StatusCodes.BadSensorFailure))
+        )
+        await plc.temp.write_value(failed)
+        bad = await readings_until(source, lambda rs: any(r["quality"] == "BAD" for r in rs))
+        letter = next(r for r in bad if r["quality"] == "BAD")
+        assert letter["value"] is None and letter["metadata"]["opcua_status"] == "BadSensorFailure"
+        assert health == [None]
+
+
+async def test_polling_reads_every_point(plc: Plc) -> None:
+    async with node(insecure(plc, mode="poll", poll_interval_s=0.05), []) as source:
+        read = (await source.poll())["out"]
+        assert {(r["parameter"], r["value"], r["quality"]) for r in read} == {
+            ("temp", 20.0, "GOOD"),
+            ("count", 7.0, "GOOD"),
+        }
+
+
+async def test_an_untrusted_server_certificate_is_refused_until_trusted(plc: Plc, tmp_path: Path) -> None:
+    cert, key = await certificate(tmp_path, "gateway", ExtendedKeyUsageOID.CLIENT_AUTH)
+    pki = tmp_path / "pki"
+    config = {
+        **insecure(plc),
+        "security_mode": "SignAndEncrypt",
+        "allow_insecure": False,
+        "certificate": str(cert),
+        "private_key": str(key),
+        "pki_dir": str(pki),
+        "connection": {"reconnect_min_s": 0.05, "reconnect_max_s": 0.1},
+    }
+    health: list[str | None] = []
+    async with node(config, health) as source:
+        assert await source.poll() == {}
+        assert "is not trusted" in (health[-1] or "")
+        rejected = list((pki / "rejected").glob("*.der"))
+        assert len(rejected) == 1
+        (pki / "trusted").mkdir()
+        shutil.move(rejected[0], pki / "trusted" / rejected[0].name)  # an operator checked and trusted it
+        await readings_until(source, lambda rs: any(r["parameter"] == "temp" and r["value"] == 20.0 for r in rs))
+        assert health[-1] is None
+
+
+def test_insecure_and_deprecated_settings_must_be_asked_for() -> None:
+    base = {"endpoint": "opc.tcp://plc:4840", "points": [{"asset_id": "a", "parameter": "p", "node_id": "i=1"}]}
+    with pytest.raises(ValidationError, match="allow_insecure"):
+        OpcUaConfig.model_validate({**base, "security_mode": "None"})
+    with pytest.raises(ValidationError, match="deprecated"):
+        OpcUaConfig.model_validate({**base, "security_policy": "Basic128Rsa15", "certificate": "c", "private_key": "k"})
+    assert quality_of(ua.StatusCode(ua.UInt32(StatusCodes.UncertainLastUsableValue))) == "UNCERTAIN"
