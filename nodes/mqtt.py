@@ -39,7 +39,9 @@ class TopicMapping(BaseModel):
     points: list[PayloadPoint] = Field(min_length=1)
 
 
-class MqttConfig(NodeConfig):
+class MqttConnectionConfig(NodeConfig):
+    """The broker side, shared by every MQTT-fed source (mqtt, lora)."""
+
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
     client_id: str | None = Field(
@@ -49,14 +51,17 @@ class MqttConfig(NodeConfig):
     )
     username: str | None = None
     password: SecretStr | None = Field(default=None, description="Stored as a secret")
-    subscriptions: list[TopicMapping] = Field(min_length=1)
     max_payload_bytes: int = Field(default=65_536, ge=16, description="Larger payloads go to the DLQ")
     batch_size: int = Field(default=2000, ge=1, le=50_000, description="Messages per Kafka batch, at most")
     batch_wait_ms: int = Field(default=20, ge=0, le=5000, description="How long a batch waits to fill")
     connection: ConnectionSettings = Field(default_factory=ConnectionSettings)
 
 
-def _pointer(document: Any, pointer: str) -> Any:
+class MqttConfig(MqttConnectionConfig):
+    subscriptions: list[TopicMapping] = Field(min_length=1)
+
+
+def json_pointer(document: Any, pointer: str) -> Any:
     """RFC 6901: '' is the whole document; KeyError/IndexError when the path is absent."""
     if pointer == "":
         return document
@@ -66,7 +71,7 @@ def _pointer(document: Any, pointer: str) -> Any:
     return document
 
 
-def _device_time(value: Any) -> datetime:
+def parse_device_time(value: Any) -> datetime:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return from_epoch_ms(int(value))
     moment = datetime.fromisoformat(str(value))
@@ -85,7 +90,7 @@ def map_payload(mapping: TopicMapping, topic: str, payload: Any) -> list[Record]
     items = [payload]
     if mapping.array is not None:
         try:
-            items = _pointer(payload, mapping.array)
+            items = json_pointer(payload, mapping.array)
         except (KeyError, IndexError, TypeError, ValueError):
             raise MappingError("missing_field", f"no array at {mapping.array}", mapping.array) from None
         if not isinstance(items, list):
@@ -95,7 +100,7 @@ def map_payload(mapping: TopicMapping, topic: str, payload: Any) -> list[Record]
         where = f"{mapping.array}/{index}" if mapping.array is not None else ""
         for point in mapping.points:
             try:
-                raw = _pointer(item, point.value)
+                raw = json_pointer(item, point.value)
             except (KeyError, IndexError, TypeError, ValueError):
                 raise MappingError("missing_field", f"no value at {where}{point.value}", where + point.value) from None
             if isinstance(raw, bool) or not isinstance(raw, int | float):
@@ -105,7 +110,7 @@ def map_payload(mapping: TopicMapping, topic: str, payload: Any) -> list[Record]
             device_time = None
             if point.device_time is not None:
                 try:
-                    device_time = _device_time(_pointer(item, point.device_time))
+                    device_time = parse_device_time(json_pointer(item, point.device_time))
                 except (KeyError, IndexError, TypeError, ValueError):
                     raise MappingError(
                         "bad_time", f"no usable time at {where}{point.device_time}", where + point.device_time
@@ -120,19 +125,25 @@ def map_payload(mapping: TopicMapping, topic: str, payload: Any) -> list[Record]
     return readings
 
 
-class Mqtt(SourceNode[MqttConfig]):
+class MqttSource(SourceNode[Any]):
     """Lifecycle: start() only prepares; poll() connects (with backoff), collects a batch, maps it; acknowledge()
-    sends the PUBACKs once Kafka holds the batch. A broker outage shows as DEGRADED and is retried forever."""
+    sends the PUBACKs once Kafka holds the batch. A broker outage shows as DEGRADED and is retried forever.
+    Subclasses say what to subscribe to and how one message becomes readings."""
 
-    type = "mqtt"
     category = "sources"
     icon = "broadcast"
-    description = "MQTT subscriber: JSON payloads to readings; QoS 1/2 acknowledged after Kafka has them"
-    Config = MqttConfig
     outputs = (
         Port("out", PortType.TELEMETRY, "telemetry.raw", description="Readings"),
         Port("dlq", PortType.DLQ, "dlq.telemetry", description="Payloads that could not be mapped, with reasons"),
     )
+
+    def topics(self) -> list[tuple[str, int]]:
+        """(topic filter, QoS) pairs to subscribe to."""
+        raise NotImplementedError
+
+    def readings(self, topic: aiomqtt.Topic, document: Any) -> list[Record]:
+        """The readings of one decoded JSON message; MappingError sends it to the DLQ with the reason."""
+        raise NotImplementedError
 
     async def start(self) -> None:
         self._client: aiomqtt.Client | None = None
@@ -160,8 +171,8 @@ class Mqtt(SourceNode[MqttConfig]):
         client._client.manual_ack_set(True)
         await client.__aenter__()
         try:
-            for mapping in config.subscriptions:
-                await client.subscribe(mapping.topic, qos=mapping.qos)
+            for topic, qos in self.topics():
+                await client.subscribe(topic, qos=qos)
         except BaseException:
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)
@@ -209,19 +220,16 @@ class Mqtt(SourceNode[MqttConfig]):
         for message in batch:
             topic = message.topic.value
             payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            mapping = next((m for m in self.config.subscriptions if message.topic.matches(m.topic)), None)
             try:
                 if len(payload) > self.config.max_payload_bytes:
                     raise MappingError(
                         "too_large", f"payload is {len(payload)} bytes; the limit is {self.config.max_payload_bytes}"
                     )
-                if mapping is None:
-                    raise MappingError("unmapped_topic", f"no subscription mapping matches {topic!r}")
                 try:
                     document = json.loads(payload)
                 except ValueError as exc:
                     raise MappingError("invalid_json", f"payload is not JSON: {exc}") from None
-                readings += map_payload(mapping, topic, document)
+                readings += self.readings(message.topic, document)
             except MappingError as refused:
                 letters.append(
                     dead_letter(
@@ -243,6 +251,21 @@ class Mqtt(SourceNode[MqttConfig]):
                 if message.qos:
                     client._client.ack(message.mid, message.qos)
         self._unacked = []
+
+
+class Mqtt(MqttSource):
+    type = "mqtt"
+    description = "MQTT subscriber: JSON payloads to readings; QoS 1/2 acknowledged after Kafka has them"
+    Config = MqttConfig
+
+    def topics(self) -> list[tuple[str, int]]:
+        return [(mapping.topic, mapping.qos) for mapping in self.config.subscriptions]
+
+    def readings(self, topic: aiomqtt.Topic, document: Any) -> list[Record]:
+        mapping = next((m for m in self.config.subscriptions if topic.matches(m.topic)), None)
+        if mapping is None:
+            raise MappingError("unmapped_topic", f"no subscription mapping matches {topic.value!r}")
+        return map_payload(mapping, topic.value, document)
 
 
 NODE = Mqtt
