@@ -88,6 +88,23 @@ def mqtt_broker(session_dir: Path) -> Iterator[MqttBroker]:
     process.wait(10)
 
 
+@pytest.fixture
+def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """Two linked pseudo-terminals: a serial cable with a device at one end and the gateway at the other."""
+    socat = shutil.which("socat")
+    if socat is None:
+        pytest.fail("socat is missing: `apt-get install socat` (scripts/setup.sh does)")
+    device_end, gateway_end = tmp_path / "plc", tmp_path / "gateway"
+    process = subprocess.Popen([socat, f"pty,raw,echo=0,link={device_end}", f"pty,raw,echo=0,link={gateway_end}"])
+    for _ in range(100):
+        if device_end.exists() and gateway_end.exists():
+            break
+        time.sleep(0.05)
+    yield str(device_end), str(gateway_end)
+    process.terminate()
+    process.wait(5)
+
+
 @pytest.fixture(scope="session")
 async def registry_url() -> AsyncIterator[str]:
     async with serve_app(schema_registry_app(SchemaStore())) as url:

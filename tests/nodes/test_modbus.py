@@ -5,12 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import struct
-import subprocess
-import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -185,23 +181,6 @@ async def test_a_timeout_or_a_truncated_frame_is_bad_and_polling_goes_on(answer:
         for _ in range(3):
             assert values(await node.poll()) == {"count": (None, "BAD")}
         assert health and health[-1] is not None
-
-
-@pytest.fixture
-def pty_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """Two linked pseudo-terminals: a serial cable with a device at one end and the gateway at the other."""
-    socat = shutil.which("socat")
-    if socat is None:
-        pytest.fail("socat is missing: `apt-get install socat` (scripts/setup.sh does)")
-    device_end, gateway_end = tmp_path / "plc", tmp_path / "gateway"
-    process = subprocess.Popen([socat, f"pty,raw,echo=0,link={device_end}", f"pty,raw,echo=0,link={gateway_end}"])
-    for _ in range(100):
-        if device_end.exists() and gateway_end.exists():
-            break
-        time.sleep(0.05)
-    yield str(device_end), str(gateway_end)
-    process.terminate()
-    process.wait(5)
 
 
 async def test_rtu_over_a_serial_line(pty_pair: tuple[str, str]) -> None:
