@@ -13,7 +13,7 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -108,6 +108,25 @@ async def bare_passthrough(bootstrap: str, source: str, count: int) -> float:
     return elapsed
 
 
+async def node_plan(bootstrap: str, node_type: str, node_id: str, source: str | None, config: dict[str, Any],
+                    out_prefix: str | None = None, upstream: str = "source") -> NodePlan:  # fmt: skip
+    """The plan of one node reading `source` (None: a source node), its output and changelog topics created."""
+    cls = load_registry(include_plugins=False).get(node_type)
+    assert cls is not None
+    prefix = out_prefix or f"{source or 'bench'}.{node_id}"
+    outputs = tuple(OutputPlan(p.name, p.type.value, f"{prefix}.{p.name}") for p in cls.outputs)
+    await create_topics(
+        bootstrap,
+        [NewTopic(o.topic, 12, 1) for o in outputs]
+        + [NewTopic(changelog_topic(FLOW, node_id), 1, 1, topic_configs={"cleanup.policy": "compact"})],
+    )
+    inputs = (InputPlan("in", source, (upstream,)),) if source else ()
+    kind, group = ("processor", f"{source}.{node_id}") if source else ("source", None)
+    process = "gateway"
+    return NodePlan(node_id, node_type, kind, process, node_id, group, inputs, outputs,
+                    cls.Config.model_validate(config).model_dump(mode="json"), "")  # fmt: skip
+
+
 async def stage(
     bootstrap: str, registry: InMemorySchemaRegistry, node_type: str, config: dict[str, Any], source: str, count: int
 ) -> float:
@@ -116,28 +135,8 @@ async def stage(
     (The aggregator holds offsets of open windows back until they close, so "committed" would time the
     window length, not the stage; records_in counts a batch once process() returned.)
     """
-    cls = load_registry(include_plugins=False).get(node_type)
-    assert cls is not None
     node_id = f"{node_type}_{time.time_ns() % 10**9}"
-    outputs = tuple(OutputPlan(p.name, p.type.value, f"{source}.{node_id}.{p.name}") for p in cls.outputs)
-    await create_topics(
-        bootstrap,
-        [NewTopic(o.topic, 12, 1) for o in outputs]
-        + [NewTopic(changelog_topic(FLOW, node_id), 1, 1, topic_configs={"cleanup.policy": "compact"})],
-    )
-    group = f"{source}.{node_id}"
-    plan = NodePlan(
-        node_id,
-        node_type,
-        "processor",
-        "gateway",
-        node_id,
-        group,
-        (InputPlan("in", source, ("source",)),),
-        outputs,
-        cls.Config.model_validate(config).model_dump(mode="json"),
-        "",
-    )
+    plan = await node_plan(bootstrap, node_type, node_id, source, config)
     metrics = NodeMetrics()
     runner = NodeRunner(plan, FLOW, RuntimeEnv(bootstrap, registry, metrics, load_registry(False)))
     processed = metrics.records_in.labels(flow=FLOW, node=node_id)
@@ -158,25 +157,8 @@ async def latency(bootstrap: str, registry: InMemorySchemaRegistry, rate: float,
     """raw -> clean latency through a running validator, offered `rate` readings per second."""
     source = f"bench.latency.{time.time_ns()}"
     await create_topics(bootstrap, [NewTopic(source, 12, 1)])
-    cls = load_registry(include_plugins=False).get("validator")
-    assert cls is not None
-    clean = f"{source}.clean"
-    outputs = tuple(OutputPlan(p.name, p.type.value, f"{source}.{p.name}") for p in cls.outputs)
-    await create_topics(
-        bootstrap, [NewTopic(o.topic, 12, 1) for o in outputs] + [NewTopic(changelog_topic(FLOW, "lat"), 1, 1)]
-    )
-    plan = NodePlan(
-        "lat",
-        "validator",
-        "processor",
-        "gateway",
-        "lat",
-        f"{source}.val",
-        (InputPlan("in", source, ("source",)),),
-        outputs,
-        VALIDATOR,
-        "",
-    )
+    plan = await node_plan(bootstrap, "validator", "lat", source, VALIDATOR, out_prefix=source)
+    clean = plan.outputs[0].topic
     runner = NodeRunner(plan, FLOW, RuntimeEnv(bootstrap, registry, NodeMetrics(), load_registry(False)))
     task = asyncio.create_task(runner.run())
     await runner.ready.wait()
@@ -239,24 +221,41 @@ async def main(count: int, bootstrap: str | None) -> dict[str, Any]:
         result["latency_at_half_load"] = await latency(servers, registry, rates["validator"] / 2, 10)
         return result
 
+    return await on_broker(bootstrap, measure)
+
+
+async def on_broker(bootstrap: str | None, measure: Callable[[str], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """Run `measure` against an existing broker, or a fresh embedded one that is stopped afterwards."""
     if bootstrap:
         return await measure(bootstrap)
     async with EmbeddedKafka(Path(tempfile.mkdtemp(prefix="sf-bench-")) / "kafka") as kafka:
         return await measure(kafka.bootstrap)
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--records", type=int, default=100_000)
+def run_cli(doc: str | None, count_flag: str, main: Callable[[int, str | None], Coroutine[Any, Any, dict[str, Any]]],
+            name: str) -> dict[str, Any]:  # fmt: skip
+    """Parse `count_flag` and --bootstrap, run `main`, keep the outcome in bench/results/<name>.json."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(count_flag, type=int, default=100_000, dest="count")
     parser.add_argument("--bootstrap", default=None, help="existing broker instead of a fresh embedded one")
     args = parser.parse_args()
-    outcome = asyncio.run(main(args.records, args.bootstrap))
+    outcome = asyncio.run(main(args.count, args.bootstrap))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
-    (out / "pipeline.json").write_text(json.dumps(outcome, indent=2))
-    print(f"{outcome['records']} spec-sized readings, each stage reading the same topic on the same broker:")
-    for name, rate in outcome["records_per_s"].items():
-        print(f"  {name:<17} {rate:>10,.0f} records/s")
+    (out / f"{name}.json").write_text(json.dumps(outcome, indent=2))
+    return outcome
+
+
+def print_rates(title: str, rates: dict[str, float], unit: str) -> None:
+    print(title)
+    for name, rate in rates.items():
+        print(f"  {name:<17} {rate:>10,.0f} {unit}")
+
+
+if __name__ == "__main__":
+    outcome = run_cli(__doc__, "--records", main, "pipeline")
+    title = f"{outcome['records']} spec-sized readings, each stage reading the same topic on the same broker:"
+    print_rates(title, outcome["records_per_s"], "records/s")
     print(f"  validator / pass-through:  {outcome['validator_vs_passthrough']:.2f}  (goal >= 0.5)")
     print(f"  aggregator / pass-through: {outcome['aggregator_vs_passthrough']:.2f}")
     lat = outcome["latency_at_half_load"]

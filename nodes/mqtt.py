@@ -204,7 +204,7 @@ class MqttSource(SourceNode[Any]):
             await self._disconnect()
             try:
                 await self._connect()
-            except (aiomqtt.MqttError, OSError) as exc:
+            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
                 self.context.degraded(f"cannot reach MQTT broker {self.config.host}:{self.config.port}: {exc}")
                 await asyncio.sleep(self._backoff.next_delay())
                 return {}

@@ -318,12 +318,18 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
     show_default=True,
     help="Flow to store and deploy on first start.",
 )
-def up(data_dir: Path, bootstrap: str | None, registry_url: str | None, port: int, demo: Path) -> None:
+@click.option(
+    "--devices/--no-devices",
+    default=True,
+    show_default=True,
+    help="Also run the simulated Modbus TCP PLC (:15020) and OPC UA server (:14840) the demo flow reads.",
+)
+def up(data_dir: Path, bootstrap: str | None, registry_url: str | None, port: int, demo: Path, devices: bool) -> None:
     """Control plane + gateway + embedded Kafka on this machine; Ctrl-C stops, the next `up` resumes."""
     from streamforge.runtime.up import up as run_up
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(run_up(data_dir, bootstrap, port, demo, click.echo, registry_url))
+    asyncio.run(run_up(data_dir, bootstrap, port, demo, click.echo, registry_url, devices))
 
 
 @main.command()

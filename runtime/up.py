@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -21,6 +22,7 @@ from streamforge.runtime.control_plane.editor import editor_routes
 from streamforge.runtime.control_plane.mcp_server import RecentLogs, mcp_route, mcp_server
 from streamforge.runtime.control_plane.service import FlowService
 from streamforge.runtime.control_plane.store import Store
+from streamforge.runtime.demo_devices import demo_devices
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway, health_app
 from streamforge.runtime.gateway.run import gateway_stack, stop_on_signals
 from streamforge.runtime.http import http_host, serve_app
@@ -63,8 +65,12 @@ async def up(
     demo: Path | None,
     say: Callable[[str], None],
     registry_url: str | None = None,
+    devices: bool = False,
 ) -> None:
-    """Run until SIGINT/SIGTERM; the next `up` on the same data dir resumes with the same data."""
+    """Run until SIGINT/SIGTERM; the next `up` on the same data dir resumes with the same data.
+
+    `devices`: also run the simulated Modbus PLC and OPC UA server the demo flow reads (runtime/demo_devices.py).
+    """
     stop = stop_on_signals()
     store = Store(data_dir / "control-plane.sqlite")  # secrets' key beside it, 0600
     password = ensure_admin(store)
@@ -73,7 +79,12 @@ async def up(
     seeded = seed_demo(store, demo) if demo else None
     logs = RecentLogs()
     logging.getLogger("streamforge").addHandler(logs)
-    async with gateway_stack(data_dir, bootstrap, registry_url) as gateway:
+    async with (
+        demo_devices() if devices else contextlib.nullcontext() as simulated,
+        gateway_stack(data_dir, bootstrap, registry_url) as gateway,
+    ):
+        if simulated is not None:
+            say(json.dumps({"event": "demo_devices", "modbus": simulated.modbus, "opcua": simulated.opcua}))
         node_types = load_registry()
         flows = FlowService(store, node_types, gateway)
         tools = mcp_server(flows, logs)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,6 +21,7 @@ from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import create_topics
+from tests.peers import start_mosquitto
 
 _counter = itertools.count()
 
@@ -57,25 +56,6 @@ def postgres_dsn() -> Iterator[str]:
 class MqttBroker:
     host: str
     port: int
-
-
-def start_mosquitto(workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    """A real Mosquitto on `port`. A wide in-flight window (the default 20 would pace a consumer that
-    acknowledges per Kafka batch) and no cap on queued QoS 1/2 messages: an overload waits in the broker."""
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
-        pytest.fail("Mosquitto is missing: `apt-get install mosquitto` (scripts/setup.sh does)")
-    config = workdir / f"mosquitto-{port}.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\n"
-                      "max_queued_messages 0\npersistence false\n")  # fmt: skip
-    process = subprocess.Popen([binary, "-c", str(config)], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return process
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"Mosquitto did not start: {process.stderr.read().decode() if process.stderr else ''}")
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,18 @@ class NodeMetrics:
         )  # fmt: skip
         self.status = Gauge("streamforge_node_status", "1 for the node's current status", [*labels, "status"],
                             registry=self.registry)  # fmt: skip
+        self.source_readings = Counter(
+            "streamforge_source_readings", "Readings a source node took from its device, by quality (BAD: a failed "
+            "read)", [*labels, "quality"], registry=self.registry,
+        )  # fmt: skip
+        self.source_poll_seconds = Histogram(
+            "streamforge_source_poll_duration_seconds", "Time a source's poll took (device reads, or waiting for "
+            "pushed data)", labels, buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry,
+        )  # fmt: skip
+        self.source_last_reading = Gauge(
+            "streamforge_source_last_reading_timestamp_seconds", "When a source last produced a reading (Unix time)",
+            labels, registry=self.registry,
+        )  # fmt: skip
         self.restarts = Counter("streamforge_node_restarts", "Times a node was restarted after a failure", labels,
                                 registry=self.registry)  # fmt: skip
 

@@ -15,12 +15,14 @@ import functools
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import Gauge
 
 from streamforge.engine.compiler import NodePlan
 from streamforge.engine.records import dead_letter, now_utc, reason
@@ -171,13 +173,25 @@ class NodeRunner:
 
     async def _run_source(self, node: SourceNode[Any], producer: BatchProducer) -> None:
         self._started()
+        poll_seconds = self.env.metrics.source_poll_seconds.labels(**self.labels)
+        last_reading = self.env.metrics.source_last_reading.labels(**self.labels)
         while True:
+            polling = time.perf_counter()
             emitted = await node.poll()
+            poll_seconds.observe(time.perf_counter() - polling)
+            self._count_readings(emitted, last_reading)
             started = time.perf_counter()
             await self._send(producer, emitted)
             await self._save_state(producer)
             await node.acknowledge(emitted)
             self.env.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - started)
+
+    def _count_readings(self, emitted: Emitted, last_reading: Gauge) -> None:
+        qualities = Counter(r.get("quality", "GOOD") for records in emitted.values() for r in records if "quality" in r)
+        for quality, count in qualities.items():
+            self.env.metrics.source_readings.labels(**self.labels, quality=quality).inc(count)
+        if qualities:
+            last_reading.set(time.time())
 
     async def _run_consumer(self, producer: BatchProducer, node: ProcessorNode[Any] | SinkNode[Any]) -> None:
         upstream = {(self.flow_id, source) for inp in self.plan.inputs for source in inp.upstream}

@@ -65,7 +65,7 @@ def edges_of(flow: dict[str, Any]) -> set[tuple[str, str]]:
 
 async def test_demo_flow_runs_live_and_the_readme_screenshot_is_taken(page: Page) -> None:
     await open_flow(page, "demo")
-    for node in ("devices", "quality", "aggregate", "high_level", "warehouse"):
+    for node in ("press", "boiler", "devices", "quality", "aggregate", "high_level", "warehouse"):
         await expect(page.locator(f"[data-testid=status-{node}]")).to_have_text("RUNNING", timeout=RUNNING_TIMEOUT_MS)
     await expect(page.locator("[data-testid=gateway-status]")).to_contain_text("HEALTHY")
     await expect(page.locator("[data-testid=deploy]")).to_have_text("Deploy")  # nothing modified since deploy

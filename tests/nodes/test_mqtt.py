@@ -20,7 +20,8 @@ from streamforge.nodes.mqtt import MappingError, PayloadPoint, TopicMapping, map
 from streamforge.runtime.gateway.gateway import Gateway
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
-from tests.conftest import MqttBroker, start_mosquitto
+from tests.conftest import MqttBroker
+from tests.peers import start_mosquitto
 from tests.runtime.gateway.test_gateway import gateway, read_from
 
 __all__ = ["gateway"]  # the gateway fixture, shared with the gateway's own tests
@@ -99,14 +100,19 @@ async def publish(broker: MqttBroker, messages: list[tuple[str, bytes]]) -> None
 
 
 async def wait_subscribed(
-    broker: MqttBroker, topic_root: str, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, flow: str
+    broker: MqttBroker,
+    topic_root: str,
+    kafka: EmbeddedKafka,
+    registry: CachedSchemaRegistry,
+    flow: str,
+    probe: str = "probe",
 ) -> None:
-    """The source subscribes asynchronously: probe until a message makes it into Kafka."""
+    """The source subscribes asynchronously: publish probes (asset `probe`) until one makes it into Kafka."""
     for attempt in range(100):
-        await publish(
-            broker, [(f"{topic_root}/probe/data", json.dumps({"seq": -1, "ts": 1769680800000 + attempt}).encode())]
-        )
-        if await read_from(kafka, registry, "telemetry.raw", flow, "mq", 1, timeout_s=1):
+        message = json.dumps({"seq": -1, "ts": 1769680800000 + attempt}).encode()
+        await publish(broker, [(f"{topic_root}/{probe}/data", message)])
+        arrived = await read_from(kafka, registry, "telemetry.raw", flow, "mq", 1, timeout_s=1)
+        if any(record["asset_id"] == probe for record in arrived):
             return
     raise AssertionError("the mqtt source never received a probe")
 
@@ -138,6 +144,12 @@ async def test_every_acknowledged_message_lands_despite_a_sigkill_and_bad_payloa
     letters = await read_from(kafka, registry, "dlq.telemetry", flow, "mq", 3, timeout_s=30)
     codes = sorted(letter["reasons"][0]["code"] for letter in letters)
     assert set(codes) == {"invalid_json", "too_large", "wrong_type"}  # redelivery may repeat one
+    for _ in range(50):  # the worker publishes its metrics every 2 s
+        exposition = gateway.exposition().decode()
+        if f'streamforge_source_readings_total{{flow="{flow}",node="mq",quality="GOOD"}}' in exposition:
+            break
+        await asyncio.sleep(0.2)
+    assert f'streamforge_source_last_reading_timestamp_seconds{{flow="{flow}",node="mq"}}' in exposition
     restarted = next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "mq")
     assert restarted["restarts"] >= 1 and restarted["status"] == "RUNNING"
 
@@ -158,9 +170,7 @@ async def test_a_broker_outage_is_degraded_then_recovers(
         assert "cannot reach MQTT broker" in (status["last_error"] or "")
         mosquitto = start_mosquitto(tmp_path, port)
         await wait_status(gateway, flow, "RUNNING")
-        await publish(broker, [(f"{root}/after/data", json.dumps({"seq": 7, "ts": 1769680900000}).encode())])
-        after = await read_from(kafka, registry, "telemetry.raw", flow, "mq", 1, timeout_s=30)
-        assert any(r["asset_id"] == "after" for r in after)
+        await wait_subscribed(broker, root, kafka, registry, flow, probe="after")  # resubscribed on the new broker
     finally:
         mosquitto.terminate()
 
