@@ -64,8 +64,9 @@ def test_malformed_and_oversized_documents(tmp_path: Path, text: str, code: str)
 def test_fmt_diff_and_plan_on_the_example_flows(tmp_path: Path) -> None:
     assert flow_cli("fmt", "--check", *map(str, sorted(FLOWS.glob("*.json")))).returncode == 0
     moved = json.loads((FLOWS / "demo.json").read_text())
-    moved["nodes"][0]["x"] += 100
-    moved["nodes"][1]["config"]["rate_hz"] = 20
+    nodes = {node["id"]: node for node in moved["nodes"]}
+    nodes["aggregate"]["x"] += 100
+    nodes["devices"]["config"]["rate_hz"] = 20
     path = tmp_path / "demo.json"
     path.write_text(json.dumps(moved))
     assert flow_cli("fmt", "--check", str(path)).returncode == 1
