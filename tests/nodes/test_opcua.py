@@ -3,6 +3,7 @@ to quality, secure channels refused until the server certificate is trusted."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -38,13 +39,13 @@ async def certificate(directory: Path, name: str, use: ObjectIdentifier) -> tupl
     return cert, key
 
 
-@pytest.fixture
-async def plc(tmp_path: Path) -> AsyncIterator[Plc]:
+@contextlib.asynccontextmanager
+async def running_plc(directory: Path, port: int) -> AsyncIterator[Plc]:
     """A simulated PLC: an OPC UA server offering NoSecurity and Basic256Sha256/SignAndEncrypt."""
-    cert, key = await certificate(tmp_path, "plc", ExtendedKeyUsageOID.SERVER_AUTH)
+    cert, key = await certificate(directory, "plc", ExtendedKeyUsageOID.SERVER_AUTH)
     server = Server()
     await server.init()
-    endpoint = f"opc.tcp://127.0.0.1:{free_port()}/streamforge/"
+    endpoint = f"opc.tcp://127.0.0.1:{port}/streamforge/"
     server.set_endpoint(endpoint)
     server.set_security_policy([ua.SecurityPolicyType.NoSecurity, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
     await server.load_certificate(str(cert))
@@ -55,6 +56,12 @@ async def plc(tmp_path: Path) -> AsyncIterator[Plc]:
     count = await line.add_variable(namespace, "Count", 7, ua.VariantType.Int32)
     async with server:
         yield Plc(endpoint, temp, count, namespace)
+
+
+@pytest.fixture
+async def plc(tmp_path: Path) -> AsyncIterator[Plc]:
+    async with running_plc(tmp_path, free_port()) as started:
+        yield started
 
 
 def node(config: dict[str, Any], health: list[str | None]) -> OpcUa:
@@ -149,3 +156,19 @@ def test_insecure_and_deprecated_settings_must_be_asked_for() -> None:
     with pytest.raises(ValidationError, match="deprecated"):
         OpcUaConfig.model_validate({**base, "security_policy": "Basic128Rsa15", "certificate": "c", "private_key": "k"})
     assert quality_of(ua.StatusCode(ua.UInt32(StatusCodes.UncertainLastUsableValue))) == "UNCERTAIN"
+
+
+async def test_a_server_restart_is_degraded_then_resubscribed(tmp_path: Path) -> None:
+    port = free_port()
+    health: list[str | None] = []
+    fast = {"timeout_s": 1, "reconnect_min_s": 0.05, "reconnect_max_s": 0.2}
+    async with running_plc(tmp_path, port) as first:
+        source = node({**insecure(first), "connection": fast}, health)
+        await source.start()
+        await readings_until(source, lambda rs: any(r["parameter"] == "temp" for r in rs))
+    await readings_until(source, lambda rs: bool(health) and health[-1] is not None, polls=60)
+    async with running_plc(tmp_path, port) as second:
+        await second.temp.write_value(30.5)
+        await readings_until(source, lambda rs: any(r["value"] == 30.5 for r in rs), polls=100)
+        assert health[-1] is None
+    await source.stop()
