@@ -36,11 +36,15 @@ class PointMapping(BaseModel):
         device_time: datetime | None = None,
         quality: str = "GOOD",
         metadata: dict[str, str] | None = None,
+        asset_id: str | None = None,
+        parameter: str | None = None,
     ) -> Record:
-        """The telemetry record of one raw value (None: the read failed, quality BAD)."""
+        """The telemetry record of one raw value (None: the read failed, quality BAD); `asset_id` and
+        `parameter` replace the mapping's own (e.g. names filled in from an MQTT topic)."""
         value = None if raw is None else raw * self.scale + self.offset
-        record = telemetry(self.asset_id, self.parameter, value, unit=self.unit, device_time=device_time,
-                           quality=quality if raw is not None else "BAD", metadata=metadata)  # fmt: skip
+        record = telemetry(asset_id or self.asset_id, parameter or self.parameter, value, unit=self.unit,
+                           device_time=device_time, quality=quality if raw is not None else "BAD",
+                           metadata=metadata)  # fmt: skip
         record["classification"] = self.classification
         return record
 
