@@ -122,7 +122,6 @@ class ModbusSource(SourceNode[Any]):
         self._client: ModbusBaseClient | None = None
         self._backoff = Backoff(config.connection)
         self._next_poll = time.monotonic()
-        self.reads = self.errors = 0
 
     async def stop(self) -> None:
         if self._client is not None:
@@ -151,11 +150,9 @@ class ModbusSource(SourceNode[Any]):
             except (TimeoutError, ModbusException, OSError) as exc:  # timeout, bad frame, link down
                 problems.append(f"{block.table}@{block.start} unit {block.unit_id}: {exc}")
                 readings += self._failed(block.points, type(exc).__name__)
-                self.errors += 1
                 if not self._client.connected:
                     break
                 continue
-            self.reads += 1
             # Modbus carries no timestamp: the moment the answer arrived is the reading's time.
             read_at, latency = now_utc(), f"{(time.perf_counter() - started) * 1000:.1f}"
             for point in block.points:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -151,7 +150,6 @@ class MqttSource(SourceNode[Any]):
         self._inbox: Inbox[aiomqtt.Message] = Inbox()
         self._unacked: list[aiomqtt.Message] = []
         self._backoff = Backoff(self.config.connection)
-        self.last_reading_at: float | None = None
 
     async def stop(self) -> None:
         await self._disconnect()
@@ -189,9 +187,12 @@ class MqttSource(SourceNode[Any]):
         queue, disconnected = client._queue, client._disconnected
         while not disconnected.done():
             arrival = asyncio.ensure_future(queue.get())
-            await asyncio.wait((arrival, disconnected), return_when=asyncio.FIRST_COMPLETED)
-            if not arrival.done():
-                arrival.cancel()
+            try:
+                await asyncio.wait((arrival, disconnected), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not arrival.done():
+                    arrival.cancel()  # disconnected or cancelled: no orphan left holding the next message
+            if not arrival.done() or arrival.cancelled():  # a cancelled task finishes cancelling later
                 break
             self._inbox.put(arrival.result())
             while not queue.empty():
@@ -250,8 +251,6 @@ class MqttSource(SourceNode[Any]):
                         f"mqtt:{topic}",
                     )
                 )
-        if readings:
-            self.last_reading_at = time.time()
         return {"out": readings, "dlq": letters}
 
     async def acknowledge(self, emitted: Emitted) -> None:

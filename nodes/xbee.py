@@ -4,6 +4,7 @@ remote 64-bit address and pin. digi-xbee reads the port on its own thread; sampl
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any, Literal
 
 from digi.xbee.devices import RemoteXBeeDevice, XBeeDevice
@@ -34,7 +35,7 @@ class XBeeConfig(NodeConfig):
 
 class XBee(SourceNode[XBeeConfig]):
     """Lifecycle: poll() opens the coordinator (in a thread: digi-xbee is blocking) with backoff, then takes the
-    samples its callback queued. A sample from an unmapped remote or line is counted and skipped."""
+    samples its callback queued. A sample from a remote or line with no mapping is skipped."""
 
     type = "xbee"
     category = "sources"
@@ -50,7 +51,6 @@ class XBee(SourceNode[XBeeConfig]):
         self._pins: dict[str, list[XBeePin]] = {}
         for pin in self.config.points:
             self._pins.setdefault(pin.remote.upper(), []).append(pin)
-        self.unmapped = 0
 
     async def stop(self) -> None:
         if self._device is not None:
@@ -82,7 +82,7 @@ class XBee(SourceNode[XBeeConfig]):
         received_at = now_utc()
         return {"out": [r for remote, sample in samples for r in self._readings(remote, sample, received_at)]}
 
-    def _readings(self, remote: str, sample: IOSample, received_at: Any) -> list[Record]:
+    def _readings(self, remote: str, sample: IOSample, received_at: datetime) -> list[Record]:
         readings = []
         for pin in self._pins.get(remote, ()):
             line = IOLine.get(pin.line)
@@ -94,8 +94,6 @@ class XBee(SourceNode[XBeeConfig]):
                 continue
             # The radio frame carries no clock: the coordinator's receive time is the reading's time.
             readings.append(pin.reading(raw, device_time=received_at, metadata={"xbee_remote": remote}))
-        if not readings:
-            self.unmapped += 1
         return readings
 
 
