@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -117,6 +118,7 @@ class OpcUa(SourceNode[OpcUaConfig]):
     outputs = (Port("out", PortType.TELEMETRY, "telemetry.raw", description="Readings"),)
 
     async def start(self) -> None:
+        logging.getLogger("asyncua").setLevel(logging.WARNING)  # INFO is one line per request: noise, not news
         self._client: Client | None = None
         self._nodes: list[tuple[Node, OpcUaPoint]] = []
         self._inbox: Inbox[tuple[OpcUaPoint, ua.DataValue]] = Inbox()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import struct
 import time
@@ -43,6 +44,8 @@ async def _press_action(function_code: int, start_address: int, address: int, co
 @contextlib.asynccontextmanager
 async def demo_devices(modbus_port: int = MODBUS_PORT, opcua_port: int = OPCUA_PORT) -> AsyncIterator[DemoDevices]:
     """Run both simulated devices until the block exits."""
+    # asyncua logs every publish request at INFO: in a demo that buries the gateway's own log lines.
+    logging.getLogger("asyncua").setLevel(logging.WARNING)
     press = SimDevice(1, action=_press_action, simdata=(
         [SimData(0, count=8, values=[True, False, False, False, False, False, False, False], datatype=DataType.BITS)],
         [SimData(0, count=8, values=False, datatype=DataType.BITS)],
