@@ -4,6 +4,7 @@ approval. Every call is checked against the caller's role and written to the aud
 # No `from __future__ import annotations`: the MCP SDK reads these signatures to build each tool's input schema.
 
 import asyncio
+import copy
 import hashlib
 import json
 import logging
@@ -442,14 +443,11 @@ def mcp_server(flows: FlowService, logs: RecentLogs | None = None) -> MCPServer:
         """Apply `change` to a copy of the draft; keep it only if it adds no problem besides unwired inputs."""
         document, _editor = flows.draft(flow_id)
         before = {(p.code, p.pointer, p.message) for p in flows.problems(validate_flow(document))}
-        edited = json.loads(json.dumps(document))
+        edited = copy.deepcopy(document)
         change(edited)
         checked = validate_flow(edited)
-        new = [
-            p
-            for p in flows.problems(checked)
-            if (p.code, p.pointer, p.message) not in before and p.code != "dangling_port"
-        ]
+        after = flows.problems(checked)
+        new = [p for p in after if (p.code, p.pointer, p.message) not in before and p.code != "dangling_port"]
         if new:
             raise FlowInvalid(new)
         flows.put_draft(checked.model_dump(by_alias=True), who.username)
@@ -458,7 +456,7 @@ def mcp_server(flows: FlowService, logs: RecentLogs | None = None) -> MCPServer:
             "draft": "saved",
             "nodes": [n.id for n in checked.nodes],
             "edges": [f"{e.source} -> {e.target}" for e in checked.edges],
-            "still_to_do": [p.to_dict() for p in flows.problems(checked)],
+            "still_to_do": [p.to_dict() for p in after],
         }
 
     async def edit_tool(ctx: Context, tool: str, arguments: dict[str, Any], flow_id: str,
