@@ -1,5 +1,5 @@
 """`mqtt` source against a real Mosquitto: payload mapping, bad payloads to the DLQ, broker outages, and no loss
-when the worker is SIGKILLed mid-stream (PUBACK only after Kafka acknowledged)."""
+when the worker is SIGKILLed mid-stream or offered twice what it sustains (PUBACK only after Kafka acknowledged)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,23 @@ import asyncio
 import json
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 
 from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import validate_flow
 from streamforge.engine.schema_registry import CachedSchemaRegistry
+from streamforge.engine.serde import Decoder
 from streamforge.nodes.mqtt import MappingError, PayloadPoint, TopicMapping, map_payload
 from streamforge.runtime.gateway.gateway import Gateway
 from streamforge.runtime.kafka.broker import free_port
+from streamforge.runtime.kafka.clients import BatchConsumer
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.conftest import MqttBroker
+from tests.load import BulkPublisher, numbered, offer_overload, publish_qos1, publisher_client, watch_broker_queue
 from tests.peers import start_mosquitto
 from tests.runtime.gateway.test_gateway import gateway, read_from
 
@@ -94,9 +97,8 @@ def mqtt_flow(flow_id: str, broker: MqttBroker, topic_root: str) -> dict[str, An
 
 
 async def publish(broker: MqttBroker, messages: list[tuple[str, bytes]]) -> None:
-    async with aiomqtt.Client(broker.host, broker.port, identifier=f"pub-{os.getpid()}-{id(messages)}") as client:
-        for topic, payload in messages:
-            await client.publish(topic, payload, qos=1)  # returns once Mosquitto acknowledged it
+    async with publisher_client(broker.host, broker.port) as client:
+        await publish_qos1(client, messages)
 
 
 async def wait_subscribed(
@@ -107,27 +109,38 @@ async def wait_subscribed(
     flow: str,
     probe: str = "probe",
 ) -> None:
-    """The source subscribes asynchronously: publish probes (asset `probe`) until one makes it into Kafka."""
-    for attempt in range(100):
-        message = json.dumps({"seq": -1, "ts": 1769680800000 + attempt}).encode()
-        await publish(broker, [(f"{topic_root}/{probe}/data", message)])
-        arrived = await read_from(kafka, registry, "telemetry.raw", flow, "mq", 1, timeout_s=1)
-        if any(record["asset_id"] == probe for record in arrived):
-            return
+    """The source subscribes asynchronously: publish probes (asset `probe`) until one makes it into Kafka.
+    Read from the end of telemetry.raw: what other tests wrote there before is not this test's to scan."""
+    group = f"probe.{flow}.{time.time_ns()}"
+    consumer = BatchConsumer(kafka.bootstrap, group, ["telemetry.raw"], Decoder(registry), upstream=[(flow, "mq")],
+                             auto_offset_reset="latest")  # fmt: skip
+    async with consumer:
+        for attempt in range(100):
+            message = json.dumps({"seq": -1, "ts": 1769680800000 + attempt}).encode()
+            await publish(broker, [(f"{topic_root}/{probe}/data", message)])
+            for _ in range(5):
+                if any(m.record["asset_id"] == probe for m in (await consumer.next_batch(timeout_ms=200)).records):
+                    return
     raise AssertionError("the mqtt source never received a probe")
+
+
+async def deploy_subscribed(
+    gateway: Gateway, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, broker: MqttBroker, flow: str
+) -> tuple[str, str]:
+    """Deploy `mqtt_flow` as `flow`; returns (flow, topic root) once its source is subscribed."""
+    root = f"sf/{flow}"
+    await gateway.deploy(compile_flow(validate_flow(mqtt_flow(flow, broker, root)), gateway.node_types))
+    await wait_subscribed(broker, root, kafka, registry, flow)
+    return flow, root
 
 
 async def test_every_acknowledged_message_lands_despite_a_sigkill_and_bad_payloads_go_to_the_dlq(
     gateway: Gateway, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, mqtt_broker: MqttBroker, unique: str
 ) -> None:
-    flow, root = f"mq{abs(hash(unique)) % 10**8}", f"sf/{unique}"
-    await gateway.deploy(compile_flow(validate_flow(mqtt_flow(flow, mqtt_broker, root)), gateway.node_types))
-    await wait_subscribed(mqtt_broker, root, kafka, registry, flow)
+    flow, root = await deploy_subscribed(gateway, kafka, registry, mqtt_broker, f"mq{abs(hash(unique)) % 10**8}")
 
     total = 4000
-    good = [
-        (f"{root}/line_{i % 4}/data", json.dumps({"seq": i, "ts": 1769680800000 + i}).encode()) for i in range(total)
-    ]
+    good = [numbered(root, i) for i in range(total)]
     bad = [
         (f"{root}/line_0/data", b"{not json"),
         (f"{root}/line_0/data", b'{"seq": "x", "ts": 1}'),
@@ -154,16 +167,57 @@ async def test_every_acknowledged_message_lands_despite_a_sigkill_and_bad_payloa
     assert restarted["restarts"] >= 1 and restarted["status"] == "RUNNING"
 
 
+async def test_an_offer_at_twice_the_sustained_rate_waits_in_the_broker_and_nothing_is_lost(
+    gateway: Gateway, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, mqtt_broker: MqttBroker, unique: str
+) -> None:
+    flow, root = await deploy_subscribed(gateway, kafka, registry, mqtt_broker, f"mx{abs(hash(unique)) % 10**8}")
+    arrived: set[int] = set()
+
+    async def follow_clean() -> None:
+        consumer = BatchConsumer(kafka.bootstrap, f"{flow}.count", ["telemetry.clean"], Decoder(registry),
+                                 upstream=[(flow, "val")])  # fmt: skip
+        async with consumer:
+            while True:
+                batch = await consumer.next_batch(timeout_ms=200)
+                arrived.update(int(m.record["value"]) for m in batch.records if m.record["value"] >= 0)
+
+    async def drained() -> int:
+        return len(arrived)
+
+    follower = asyncio.create_task(follow_clean())
+    try:
+        async with (
+            BulkPublisher(mqtt_broker.host, mqtt_broker.port) as publisher,
+            watch_broker_queue(mqtt_broker.host, mqtt_broker.port) as queue,
+        ):
+            await asyncio.sleep(0.2)  # $SYS values are retained: the first sample is the queue before the offer
+            before = queue.samples[0] if queue.samples else 0
+            offer = await offer_overload(publisher, root, drained, rounds=8, start=2000)
+        for _ in range(1200):
+            if len(arrived) >= offer.published:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        follower.cancel()
+    print(
+        f"offered {offer.rate('offered'):,.0f}/s against {offer.rate('drained'):,.0f}/s drained "
+        f"(x{offer.ratio:.2f}); Mosquitto held up to {queue.peak - before:,}; {offer.published:,} published"
+    )
+    missing = set(range(offer.published)) - arrived
+    assert not missing, f"{len(missing)} published messages never reached telemetry.clean: {sorted(missing)[:20]}"
+    assert offer.ratio >= 1.5, f"the offer was not an overload: {offer}"
+    # More than the 1,000 in flight to the source: the excess waited in the broker, it was not dropped.
+    assert queue.peak - before > 1000, f"Mosquitto never held a backlog: {queue.samples}"
+
+
 async def test_a_broker_outage_is_degraded_then_recovers(
     gateway: Gateway, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str, tmp_path: Path
 ) -> None:
     port = free_port()
     broker = MqttBroker("127.0.0.1", port)
     mosquitto = start_mosquitto(tmp_path, port)
-    flow, root = f"mo{abs(hash(unique)) % 10**8}", f"sf/{unique}"
     try:
-        await gateway.deploy(compile_flow(validate_flow(mqtt_flow(flow, broker, root)), gateway.node_types))
-        await wait_subscribed(broker, root, kafka, registry, flow)
+        flow, root = await deploy_subscribed(gateway, kafka, registry, broker, f"mo{abs(hash(unique)) % 10**8}")
         mosquitto.terminate()
         mosquitto.wait(10)
         status = await wait_status(gateway, flow, "DEGRADED")
