@@ -141,8 +141,15 @@ class MqttSource(SourceNode[Any]):
         raise NotImplementedError
 
     def readings(self, topic: aiomqtt.Topic, document: Any) -> list[Record]:
-        """The readings of one decoded JSON message; MappingError sends it to the DLQ with the reason."""
+        """The readings of one decoded message; MappingError sends it to the DLQ with the reason."""
         raise NotImplementedError
+
+    def decode(self, payload: bytes) -> Any:
+        """The document one payload holds (JSON unless a subclass speaks another encoding); MappingError if none."""
+        try:
+            return json.loads(payload)
+        except ValueError as exc:
+            raise MappingError("invalid_json", f"payload is not JSON: {exc}") from None
 
     async def start(self) -> None:
         self._client: aiomqtt.Client | None = None
@@ -237,11 +244,7 @@ class MqttSource(SourceNode[Any]):
                     raise MappingError(
                         "too_large", f"payload is {len(payload)} bytes; the limit is {self.config.max_payload_bytes}"
                     )
-                try:
-                    document = json.loads(payload)
-                except ValueError as exc:
-                    raise MappingError("invalid_json", f"payload is not JSON: {exc}") from None
-                readings += self.readings(message.topic, document)
+                readings += self.readings(message.topic, self.decode(payload))
             except MappingError as refused:
                 letters.append(
                     dead_letter(

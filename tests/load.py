@@ -74,8 +74,8 @@ def publisher_client(host: str, port: int) -> aiomqtt.Client:
     return client
 
 
-def remaining_length(size: int) -> bytes:
-    """MQTT's variable-length integer: 7 bits a byte, high bit set while more follow."""
+def varint(size: int) -> bytes:
+    """LEB128, 7 bits a byte with the high bit set while more follow: MQTT's remaining length, protobuf's varint."""
     out = bytearray()
     while True:
         size, digit = size >> 7, size & 0x7F
@@ -102,7 +102,7 @@ class BulkPublisher:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         client_id = f"bulk-{os.getpid()}-{time.time_ns()}".encode()
         body = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id  # clean, 60 s
-        self.writer.write(b"\x10" + remaining_length(len(body)) + body)
+        self.writer.write(b"\x10" + varint(len(body)) + body)
         connack = await self.reader.readexactly(4)
         if connack[0] != 0x20 or connack[3] != 0:
             raise ConnectionError(f"the broker refused the connection: CONNACK {connack.hex()}")
@@ -119,7 +119,7 @@ class BulkPublisher:
         for topic, payload in messages:
             name = topic.encode()
             body = len(name).to_bytes(2, "big") + name + (len(packets) + 1).to_bytes(2, "big") + payload
-            packets.append(b"\x32" + remaining_length(len(body)) + body)
+            packets.append(b"\x32" + varint(len(body)) + body)
             if len(packets) == self.CHUNK:
                 count += await self._send(packets)
                 packets = []

@@ -66,9 +66,9 @@ class LiveSession:
             await self.send({"type": "error", "message": f"no deployed output {flow}/{node}:{port}"})
             return
         consumer = BatchConsumer(self.gateway.env.bootstrap, None, [output.topic],
-                                 Decoder(self.gateway.env.registry), upstream=[(flow, node)],
-                                 auto_offset_reset="latest")  # fmt: skip
+                                 Decoder(self.gateway.env.registry), upstream=[(flow, node)])  # fmt: skip
         await consumer.start()
+        await consumer.start_at_end()  # "tapped" then means every record from now on
         await self.send({"type": "tapped", "flow": flow, "node": node, "port": port, "topic": output.topic})
         try:
             second, sent, dropped = int(time.monotonic()), 0, 0

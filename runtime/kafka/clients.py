@@ -214,10 +214,26 @@ class BatchConsumer(_Lifecycle):
         batch.undecodable.extend((messages[error.index], error.message) for error in decoded.errors)
         return batch
 
+    async def start_at_end(self, timeout_s: float = 10.0) -> None:
+        """For a consumer without a group: read from the current end of every partition, fixed now. (A lazily
+        resolved "latest" would skip what is written between start() and the first fetch.)"""
+        partitions = await assigned_partitions(self.consumer, timeout_s)
+        await self.consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await self.consumer.position(tp)
+
     async def commit(self, batch: ConsumedBatch) -> None:
         """Commit past `batch`: call only after everything it produced is acknowledged or written."""
         if batch.next_offsets:
             await self.consumer.commit(batch.next_offsets)
+
+
+async def assigned_partitions(consumer: AIOKafkaConsumer, timeout_s: float) -> list[TopicPartition]:
+    """Subscribed without a group, a consumer is given every partition of its topics once metadata arrives."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not consumer.assignment() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 (aiokafka offers no event for it)
+        await asyncio.sleep(0.05)
+    return sorted(consumer.assignment())
 
 
 async def recent_records(bootstrap: str, topic: str, decoder: Decoder, limit: int,
@@ -233,11 +249,11 @@ async def recent_records(bootstrap: str, topic: str, decoder: Decoder, limit: in
         return []
     try:
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while not consumer.assignment() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 (aiokafka offers no event for it)
-            await asyncio.sleep(0.05)
-        partitions = sorted(consumer.assignment())
+        if topic not in await consumer.topics():
+            return []  # asked for at once: waiting for its partitions would last the whole metadata timeout
+        partitions = await assigned_partitions(consumer, timeout_s)
         if not partitions:
-            return []  # no such topic
+            return []
         ends = await consumer.end_offsets(partitions)
         starts = await consumer.beginning_offsets(partitions)
         pending = {tp for tp in partitions if ends[tp] > starts[tp]}

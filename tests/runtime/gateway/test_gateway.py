@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from streamforge.runtime.gateway.supervisor import RestartPolicy
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.clients import BatchConsumer
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from streamforge.runtime.kafka.topics import ensure_topics
 
 T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
 READINGS = 300  # per signal, at 10 Hz of device time: 30 s
@@ -135,6 +137,39 @@ async def read_from(
             records += [m.record for m in batch.records]
             idle = 0 if batch.records else idle + 1
     return records
+
+
+@contextlib.asynccontextmanager
+async def tail(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, topics: list[str], flow: str, node: str
+) -> AsyncIterator[list[Message]]:
+    """Every record `node` of `flow` writes to `topics` from entry on, appended to the yielded list as it
+    arrives. No consumer group, and nothing older is scanned: other tests' records do not slow it down."""
+    arrived: list[Message] = []
+    await ensure_topics(kafka.bootstrap)  # as the gateway does on deploy, which may come after
+    async with BatchConsumer(kafka.bootstrap, None, topics, Decoder(registry), upstream=[(flow, node)]) as consumer:
+        await consumer.start_at_end()
+
+        async def follow() -> None:
+            while True:
+                arrived.extend((await consumer.next_batch(timeout_ms=200)).records)
+
+        task = asyncio.create_task(follow())
+        try:
+            yield arrived
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def until(arrived: list[Message], done: Callable[[list[Message]], bool], timeout_s: float = 60) -> None:
+    """Wait for `done(arrived)`; fail with what did arrive."""
+    for _ in range(int(timeout_s * 10)):
+        if done(arrived):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"gave up after {timeout_s} s; arrived: {[m.record for m in arrived][-10:]}")
 
 
 async def test_flow_end_to_end(
