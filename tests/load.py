@@ -168,12 +168,13 @@ class Offer:
 
 async def offer_overload(
     publisher: BulkPublisher, prefix: str, drained: Callable[[], Awaitable[int]], rounds: int,
-    factor: float = 2.0, start: int = 1000, first: int = 0,
+    factor: float = 2.5, start: int = 1000, first: int = 0,
 ) -> Offer:  # fmt: skip
     """Publish in one-second rounds, each offering `factor` times the best rate the pipeline has drained so
     far: the offer ramps from `start` messages (doubling while the pipeline keeps up), then holds at `factor`
-    times its sustained rate, whatever this machine's speed. Messages are `numbered(prefix, i)` from i = `first`
-    on; `drained()` counts what has arrived so far."""
+    times its sustained rate, whatever this machine's speed. The default 2.5 keeps the offer above twice what
+    is drained while the pipeline's own rate still climbs as it warms up. Messages are `numbered(prefix, i)`
+    from i = `first` on; `drained()` counts what has arrived so far."""
     loop = asyncio.get_running_loop()
     offer = Offer()
     target, sent, best = start, first, 0.0
