@@ -144,6 +144,13 @@ class MqttSource(SourceNode[Any]):
         """The readings of one decoded message; MappingError sends it to the DLQ with the reason."""
         raise NotImplementedError
 
+    def will(self) -> aiomqtt.Will | None:
+        """What the broker publishes for this node if it vanishes without disconnecting (none by default)."""
+        return None
+
+    async def subscribed(self, client: aiomqtt.Client) -> None:
+        """Called once connected and subscribed, before the first message is read."""
+
     def decode(self, payload: bytes) -> Any:
         """The document one payload holds (JSON unless a subclass speaks another encoding); MappingError if none."""
         try:
@@ -171,6 +178,7 @@ class MqttSource(SourceNode[Any]):
             password=config.password.get_secret_value() if config.password else None,
             clean_session=False,
             timeout=config.connection.timeout_s,
+            will=self.will(),
         )
         # PUBACK only after Kafka acknowledged: aiomqtt has no switch for it, its paho client has.
         client._client.manual_ack_set(True)
@@ -178,6 +186,7 @@ class MqttSource(SourceNode[Any]):
         try:
             for topic, qos in self.topics():
                 await client.subscribe(topic, qos=qos)
+            await self.subscribed(client)
         except BaseException:
             with contextlib.suppress(Exception):
                 await client.__aexit__(None, None, None)

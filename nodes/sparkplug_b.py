@@ -4,6 +4,8 @@ Kafka has the readings."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -116,6 +118,12 @@ class SparkplugConfig(MqttConnectionConfig):
         description="Publish a Node Control/Rebirth NCMD when an edge node's state is unknown "
         "(data before its birth, or a sequence gap), as the specification asks of a host application",
     )
+    host_id: str | None = Field(
+        default=None,
+        pattern=r"^[^/+#]+$",
+        description="Act as this primary host application: publish spBv1.0/STATE/<host_id> online (retained), "
+        "with an offline will, so edge nodes that wait for their primary host start publishing",
+    )
     rebirth_interval_s: float = Field(
         default=5.0, ge=0.1, description="At most one rebirth request per edge node this often: births take a moment"
     )
@@ -135,7 +143,9 @@ class SparkplugB(MqttSource):
     """Lifecycle as `mqtt`. Births declare metric names, aliases and datatypes and carry current values; data
     messages may name metrics by alias only, so data from an edge node whose birth this node has not seen goes
     to the DLQ (kept, with the reason) and a rebirth is requested. A death marks every metric it covers BAD;
-    a node death whose bdSeq does not match the current birth is an old session's and is ignored."""
+    a node death whose bdSeq does not match the current birth is an old session's and is ignored. With `host_id`
+    it is a primary host (Sparkplug 3.0 STATE): online once subscribed, offline on stop or, as its will, when the
+    worker dies."""
 
     type = "sparkplug_b"
     description = "Sparkplug B host: edge node and device metrics over MQTT, births and aliases tracked"
@@ -158,6 +168,27 @@ class SparkplugB(MqttSource):
             for p in self.config.points
         }  # asset_id is given per reading: the device the metric came from, unless the point names one
         self._plain = PointMapping(asset_id="-", parameter="-")
+
+    def _state(self, online: bool) -> bytes:
+        return json.dumps({"online": online, "timestamp": self._state_since}).encode()
+
+    def will(self) -> aiomqtt.Will | None:
+        """A primary host's death certificate: STATE offline, with the timestamp its online STATE will carry."""
+        if self.config.host_id is None:
+            return None
+        self._state_since = int(time.time() * 1000)
+        return aiomqtt.Will(f"{NAMESPACE}/STATE/{self.config.host_id}", self._state(False), qos=1, retain=True)
+
+    async def subscribed(self, client: aiomqtt.Client) -> None:
+        if self.config.host_id is not None:  # subscribed first: the births this STATE prompts are not missed
+            await client.publish(f"{NAMESPACE}/STATE/{self.config.host_id}", self._state(True), qos=1, retain=True)
+
+    async def stop(self) -> None:
+        if self.config.host_id is not None and self._client is not None:  # a clean disconnect sends no will
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.publish(f"{NAMESPACE}/STATE/{self.config.host_id}", self._state(False), qos=1,
+                                           retain=True)  # fmt: skip
+        await super().stop()
 
     def decode(self, payload: bytes) -> Any:
         try:

@@ -5,6 +5,9 @@ signed and null values, sequence gaps, deaths of the current and of an older ses
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import struct
 import time
 from typing import Any
@@ -152,3 +155,30 @@ async def test_a_host_session_with_births_aliases_gaps_and_deaths(
         ])  # fmt: skip
         codes = [m.record["reasons"][0]["code"] for m in arrived if m.topic == "dlq.telemetry"]
         assert codes[-1] == "invalid_payload"
+
+
+async def test_as_primary_host_it_publishes_state_and_its_will_reports_it_offline(
+    gateway: Gateway, mqtt_broker: MqttBroker, unique: str
+) -> None:
+    flow = f"sh{abs(hash(unique)) % 10**8}"
+    host = f"scada_{flow}"
+    config = {"host": mqtt_broker.host, "port": mqtt_broker.port, "group_id": f"G{flow}", "host_id": host}
+    plan = {"id": flow, "nodes": [{"id": "sp", "type": "sparkplug_b", "config": config}], "edges": []}
+    async with aiomqtt.Client(mqtt_broker.host, mqtt_broker.port, identifier=f"{flow}-watch") as watcher:
+        await watcher.subscribe(f"spBv1.0/STATE/{host}", qos=1)
+        states = aiter(watcher.messages)
+
+        async def next_state() -> Any:
+            async with asyncio.timeout(30):
+                message = await anext(states)
+            assert isinstance(message.payload, bytes) and message.topic.value == f"spBv1.0/STATE/{host}"
+            return json.loads(message.payload)
+
+        await gateway.deploy(compile_flow(validate_flow(plan), gateway.node_types))
+        online = await next_state()
+        assert online["online"] is True
+        worker = next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "sp")
+        os.kill(worker["pid"], signal.SIGKILL)  # no DISCONNECT: the broker publishes the will
+        assert await next_state() == {"online": False, "timestamp": online["timestamp"]}
+        restarted = await next_state()  # the supervisor restarts the worker, which is online again
+        assert restarted["online"] is True and restarted["timestamp"] > online["timestamp"]
