@@ -138,12 +138,23 @@ class EdgeNode:
     aliases: dict[int, tuple[str, int]] = field(default_factory=dict)  # alias -> (name, datatype)
     metrics: dict[str | None, dict[str, int]] = field(default_factory=dict)  # device (None: node) -> name -> type
 
+    def to_json(self) -> dict[str, Any]:
+        """The births, as the node's changelog keeps them (seq is not kept: the next message sets it)."""
+        return {"bd_seq": self.bd_seq, "aliases": {str(a): list(v) for a, v in self.aliases.items()},
+                "metrics": {device or "": names for device, names in self.metrics.items()}}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> EdgeNode:
+        return cls(bd_seq=data["bd_seq"], aliases={int(a): (v[0], v[1]) for a, v in data["aliases"].items()},
+                   metrics={device or None: names for device, names in data["metrics"].items()})  # fmt: skip
+
 
 class SparkplugB(MqttSource):
     """Lifecycle as `mqtt`. Births declare metric names, aliases and datatypes and carry current values; data
     messages may name metrics by alias only, so data from an edge node whose birth this node has not seen goes
     to the DLQ (kept, with the reason) and a rebirth is requested. A death marks every metric it covers BAD;
-    a node death whose bdSeq does not match the current birth is an old session's and is ignored. With `host_id`
+    a node death whose bdSeq does not match the current birth is an old session's and is ignored. Births are
+    kept in the node's changelog, so a restarted worker still reads data by alias. With `host_id`
     it is a primary host (Sparkplug 3.0 STATE): online once subscribed, offline on stop or, as its will, when the
     worker dies."""
 
@@ -159,6 +170,7 @@ class SparkplugB(MqttSource):
         self._edges: dict[tuple[str, str], EdgeNode] = {}
         self._rebirths: set[tuple[str, str]] = set()
         self._rebirth_sent: dict[tuple[str, str], float] = {}
+        self._changed: set[tuple[str, str]] = set()  # edge nodes whose births or deaths are not in the changelog
         keep = {"unit", "classification", "scale", "offset"}
         self._points = {
             p.metric: (
@@ -168,6 +180,19 @@ class SparkplugB(MqttSource):
             for p in self.config.points
         }  # asset_id is given per reading: the device the metric came from, unless the point names one
         self._plain = PointMapping(asset_id="-", parameter="-")
+
+    def state_changes(self) -> dict[str, Any]:
+        """Births go to the changelog before the messages are acknowledged: after a restart, data that names
+        metrics by alias is still understood, without waiting for a rebirth."""
+        changes = {f"{g}/{e}": self._edges[(g, e)].to_json() if (g, e) in self._edges else None
+                   for g, e in self._changed}  # fmt: skip
+        self._changed.clear()
+        return changes
+
+    def restore(self, state: dict[str, Any]) -> None:
+        for key, births in state.items():
+            group, edge = key.split("/", 1)  # Sparkplug ids hold no "/"
+            self._edges[(group, edge)] = EdgeNode.from_json(births)
 
     def _state(self, online: bool) -> bytes:
         return json.dumps({"online": online, "timestamp": self._state_since}).encode()
@@ -239,6 +264,8 @@ class SparkplugB(MqttSource):
         if device not in node.metrics:
             self._rebirths.add(key)
             raise MappingError("unknown_device", f"{kind} from {group}/{edge}/{device} before its DBIRTH")
+        if kind.endswith(("BIRTH", "DEATH")):
+            self._changed.add(key)
         if kind.endswith("DEATH"):
             return self._deaths(node, key, device, topic.value, document)
         return self._metrics(node, key, device, kind, topic.value, document)

@@ -1,6 +1,7 @@
 """`sparkplug_b` source: the payload schema against bytes written by hand from the protobuf wire rules, and a host
 session against a real Mosquitto with the test as the edge node (rebirth on unknown state, births and aliases,
-signed and null values, sequence gaps, deaths of the current and of an older session, bad payloads)."""
+signed and null values, births kept over a SIGKILL, sequence gaps, deaths of the current and of an older
+session, bad payloads), and the primary host's STATE."""
 
 from __future__ import annotations
 
@@ -134,19 +135,26 @@ async def test_a_host_session_with_births_aliases_gaps_and_deaths(
         assert temperatures[0]["unit"] == "degC"
         assert temperatures[1]["timestamps"]["device_time"].timestamp() * 1000 == T0_MS + 500  # the metric's own
 
-        # seq 9 after 2: a message was lost on the way; the data is still taken, and births are asked for again.
+        # A crash: the births come back from the changelog, so data by alias is still understood.
+        worker = next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "sp")
+        os.kill(worker["pid"], signal.SIGKILL)
+        await edge_node.publish(f"{base}/DDATA/{edge}/{device}", spb(3, {"alias": 13, "int_value": 9}), qos=1)
+        await until(arrived, lambda a: len(readings(a)) >= 9)
+        assert readings(arrived)[8] == (device, "Inputs/Offset", 9.0, "GOOD")
+
+        # seq 9 after 3: a message was lost on the way; the data is still taken, and births are asked for again.
         gap_ms = int(time.time() * 1000)
         await edge_node.publish(f"{base}/DDATA/{edge}/{device}", spb(9, {"alias": 13, "int_value": 8}), qos=1)
         await next_rebirth(edge_node, gap_ms)
-        await until(arrived, lambda a: len(readings(a)) >= 9)
+        await until(arrived, lambda a: len(readings(a)) >= 10)
         # An older session's will (bdSeq 2) is ignored; the current one's death makes every metric BAD.
         await edge_node.publish(f"{base}/NDEATH/{edge}", spb(None, {"name": "bdSeq", "datatype": UINT64,
                                                                     "long_value": 2}), qos=1)  # fmt: skip
         await edge_node.publish(f"{base}/NDEATH/{edge}", spb(None, {"name": "bdSeq", "datatype": UINT64,
                                                                     "long_value": 3}), qos=1)  # fmt: skip
         await edge_node.publish(f"{base}/NDATA/{edge}", b"\x0a\xff not protobuf", qos=1)
-        await until(arrived, lambda a: len(readings(a)) >= 14 and sum(m.topic == "dlq.telemetry" for m in a) >= 2)
-        assert sorted(readings(arrived)[9:]) == sorted([
+        await until(arrived, lambda a: len(readings(a)) >= 15 and sum(m.topic == "dlq.telemetry" for m in a) >= 2)
+        assert sorted(readings(arrived)[10:]) == sorted([
             (edge, "Uptime", None, "BAD"),
             (device, "temperature", None, "BAD"),
             (device, "Inputs/Running", None, "BAD"),
