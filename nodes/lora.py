@@ -16,7 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streamforge.engine.devices import Classification, PointMapping
 from streamforge.engine.sdk import Record
-from streamforge.nodes.mqtt import MappingError, MqttConnectionConfig, MqttSource, json_pointer, parse_device_time
+from streamforge.nodes.mqtt import (
+    MappingError,
+    MqttConnectionConfig,
+    MqttSource,
+    SubscriptionQos,
+    json_pointer,
+    parse_device_time,
+)
 
 BYTE_TYPES = {"uint8": "B", "int8": "b", "uint16": "H", "int16": "h", "uint32": "I", "int32": "i", "float32": "f"}
 MAPPED = {"parameter", "unit", "classification", "scale", "offset"}  # a field's part of a PointMapping
@@ -58,7 +65,7 @@ class LoraDevice(BaseModel):
 class LoraConfig(MqttConnectionConfig):
     network_server: Literal["chirpstack", "tts"] = "chirpstack"
     topic: str | None = Field(default=None, description="Default: the network server's uplink topic filter")
-    qos: Literal[0, 1, 2] = 1
+    qos: SubscriptionQos = 1
     devices: list[LoraDevice] = Field(min_length=1)
 
 

@@ -1,5 +1,5 @@
-"""`mqtt` source: subscribes with topic filters, maps JSON payloads to readings, and acknowledges QoS 1/2
-messages only after Kafka acknowledged what they became, so an overload waits in the broker and nothing is lost."""
+"""`mqtt` source: subscribes with topic filters, maps JSON payloads to readings, and acknowledges QoS 1 messages
+only after Kafka acknowledged what they became, so an overload waits in the broker and nothing is lost."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 import json
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import aiomqtt
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 from streamforge.engine.devices import Backoff, ConnectionSettings, Inbox, PointMapping
 from streamforge.engine.records import dead_letter, from_epoch_ms, reason
@@ -29,11 +29,24 @@ class PayloadPoint(PointMapping):
     )
 
 
+def _refuse_qos2(qos: Any) -> Any:
+    if qos == 2:
+        raise ValueError(
+            "QoS 2 subscriptions are refused: the broker hands a QoS 2 message over at PUBREC, which the MQTT client "
+            "sends on receipt, before Kafka has it, so a crash would lose it. Subscribe with QoS 1: QoS 2 "
+            "publications then arrive at least once and are acknowledged only after Kafka has them"
+        )
+    return qos
+
+
+SubscriptionQos = Annotated[Literal[0, 1], BeforeValidator(_refuse_qos2)]
+
+
 class TopicMapping(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     topic: str = Field(min_length=1, description="Topic filter; + and # wildcards")
-    qos: Literal[0, 1, 2] = Field(default=1, description="1 or 2: acknowledged only after Kafka has the readings")
+    qos: SubscriptionQos = Field(default=1, description="1: acknowledged only after Kafka has the readings")
     array: str | None = Field(default=None, description="JSON pointer to an array of points, each mapped alone")
     points: list[PayloadPoint] = Field(min_length=1)
 
@@ -277,7 +290,7 @@ class MqttSource(SourceNode[Any]):
 
 class Mqtt(MqttSource):
     type = "mqtt"
-    description = "MQTT subscriber: JSON payloads to readings; QoS 1/2 acknowledged after Kafka has them"
+    description = "MQTT subscriber: JSON payloads to readings; QoS 1 acknowledged after Kafka has them"
     Config = MqttConfig
 
     def topics(self) -> list[tuple[str, int]]:

@@ -19,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from streamforge.engine.devices import Classification, PointMapping
 from streamforge.engine.records import from_epoch_ms
 from streamforge.engine.sdk import Emitted, Record
-from streamforge.nodes.mqtt import MappingError, MqttConnectionConfig, MqttSource
+from streamforge.nodes.mqtt import MappingError, MqttConnectionConfig, MqttSource, SubscriptionQos
 
 NAMESPACE = "spBv1.0"
+SPARKPLUG_ID = r"^([^/+#]+|\+)$"  # one topic level, or + for all
 _F = descriptor_pb2.FieldDescriptorProto
 
 # The part of the Sparkplug B payload (specification 3.0, "Payload") a host application reads. Protobuf skips
@@ -106,9 +107,9 @@ class SparkplugPoint(BaseModel):
 
 
 class SparkplugConfig(MqttConnectionConfig):
-    group_id: str = Field(default="+", description="Sparkplug group to follow; + for every group")
-    edge_node_id: str = Field(default="+", description="Edge node to follow; + for every edge node")
-    qos: Literal[0, 1] = Field(default=1, description="Subscription QoS; Sparkplug publishes data at QoS 0")
+    group_id: str = Field(default="+", pattern=SPARKPLUG_ID, description="Sparkplug group to follow; + for every group")
+    edge_node_id: str = Field(default="+", pattern=SPARKPLUG_ID, description="Edge node to follow; + for every one")
+    qos: SubscriptionQos = Field(default=1, description="Subscription QoS; Sparkplug publishes data at QoS 0")
     points: list[SparkplugPoint] = Field(default_factory=list, description="Units, scaling and names per metric")
     unlisted_metrics: Literal["take", "ignore"] = Field(
         default="take", description="Numeric metrics not in points: readings named after the metric, or ignored"
@@ -120,7 +121,7 @@ class SparkplugConfig(MqttConnectionConfig):
     )
     host_id: str | None = Field(
         default=None,
-        pattern=r"^[^/+#]+$",
+        pattern=r"^[^/+#]+$",  # one topic level
         description="Act as this primary host application: publish spBv1.0/STATE/<host_id> online (retained), "
         "with an offline will, so edge nodes that wait for their primary host start publishing",
     )
@@ -154,9 +155,9 @@ class SparkplugB(MqttSource):
     messages may name metrics by alias only, so data from an edge node whose birth this node has not seen goes
     to the DLQ (kept, with the reason) and a rebirth is requested. A death marks every metric it covers BAD;
     a node death whose bdSeq does not match the current birth is an old session's and is ignored. Births are
-    kept in the node's changelog, so a restarted worker still reads data by alias. With `host_id`
-    it is a primary host (Sparkplug 3.0 STATE): online once subscribed, offline on stop or, as its will, when the
-    worker dies."""
+    kept in the node's changelog, so a restarted worker still reads data by alias. With `host_id` it is a
+    primary host (Sparkplug 3.0 STATE): online once subscribed, offline on stop or, as its will, when the worker
+    dies."""
 
     type = "sparkplug_b"
     description = "Sparkplug B host: edge node and device metrics over MQTT, births and aliases tracked"
@@ -171,6 +172,7 @@ class SparkplugB(MqttSource):
         self._rebirths: set[tuple[str, str]] = set()
         self._rebirth_sent: dict[tuple[str, str], float] = {}
         self._changed: set[tuple[str, str]] = set()  # edge nodes whose births or deaths are not in the changelog
+        self._state_since = 0  # the primary host's STATE timestamp, the same online and in the will
         keep = {"unit", "classification", "scale", "offset"}
         self._points = {
             p.metric: (

@@ -17,12 +17,12 @@ import aiomqtt
 WINDOW = 500  # publishes awaited together: Mosquitto acknowledges each, this keeps the socket busy
 
 
-async def publish_qos1(client: aiomqtt.Client, messages: Iterable[tuple[str, bytes]]) -> int:
-    """Publish every message at QoS 1, WINDOW at a time; returns once Mosquitto acknowledged all of them."""
+async def publish_all(client: aiomqtt.Client, messages: Iterable[tuple[str, bytes]], qos: int = 1) -> int:
+    """Publish every message at `qos`, WINDOW at a time; returns once Mosquitto acknowledged all of them."""
     pending: list[Awaitable[None]] = []
     count = 0
     for topic, payload in messages:
-        pending.append(client.publish(topic, payload, qos=1))
+        pending.append(client.publish(topic, payload, qos=qos))
         if len(pending) >= WINDOW:
             await asyncio.gather(*pending)
             count, pending = count + len(pending), []

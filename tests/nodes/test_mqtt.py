@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import validate_flow
@@ -23,7 +24,7 @@ from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.clients import BatchConsumer
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.conftest import MqttBroker
-from tests.load import BulkPublisher, numbered, offer_overload, publish_qos1, publisher_client, watch_broker_queue
+from tests.load import BulkPublisher, numbered, offer_overload, publish_all, publisher_client, watch_broker_queue
 from tests.peers import start_mosquitto
 from tests.runtime.gateway.test_gateway import gateway, read_from
 
@@ -69,6 +70,11 @@ def test_payload_mapping_names_what_is_wrong(payload: Any, code: str, field: str
     assert (refused.value.code, refused.value.field) == (code, field)
 
 
+def test_a_qos_2_subscription_is_refused_with_the_reason() -> None:
+    with pytest.raises(ValidationError, match="hands a QoS 2 message over at PUBREC"):
+        TopicMapping(topic="#", qos=2, points=[PayloadPoint(asset_id="a", parameter="p")])
+
+
 def mqtt_flow(flow_id: str, broker: MqttBroker, topic_root: str) -> dict[str, Any]:
     return {
         "id": flow_id,
@@ -96,9 +102,9 @@ def mqtt_flow(flow_id: str, broker: MqttBroker, topic_root: str) -> dict[str, An
     }
 
 
-async def publish(broker: MqttBroker, messages: list[tuple[str, bytes]]) -> None:
+async def publish(broker: MqttBroker, messages: list[tuple[str, bytes]], qos: int = 1) -> None:
     async with publisher_client(broker.host, broker.port) as client:
-        await publish_qos1(client, messages)
+        await publish_all(client, messages, qos)
 
 
 async def wait_subscribed(
@@ -146,7 +152,7 @@ async def test_every_acknowledged_message_lands_despite_a_sigkill_and_bad_payloa
         (f"{root}/line_0/data", b'{"seq": "x", "ts": 1}'),
         (f"{root}/line_0/data", json.dumps({"seq": 1, "ts": 1, "pad": "x" * 600}).encode()),
     ]
-    await publish(mqtt_broker, good[: total // 2] + bad)
+    await publish(mqtt_broker, good[: total // 2] + bad, qos=2)  # delivered at the subscription's QoS 1
     worker = next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "mq")
     os.kill(worker["pid"], signal.SIGKILL)  # mid-stream: some messages delivered to it, not yet acknowledged
     await publish(mqtt_broker, good[total // 2 :])
