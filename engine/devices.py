@@ -1,10 +1,11 @@
-"""Shared parts of protocol source nodes: point mappings, reconnect backoff with jitter, reading records."""
+"""Shared parts of protocol source nodes: point mappings, binary frame fields, reconnect backoff with jitter."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
+import struct
 from datetime import datetime
 from typing import Generic, Literal, TypeVar
 
@@ -14,6 +15,8 @@ from streamforge.engine.records import telemetry
 from streamforge.engine.serde import Record
 
 Classification = Literal["TELEMETRY", "EVENT", "ALARM"]
+ByteType = Literal["uint8", "int8", "uint16", "int16", "uint32", "int32", "float32"]
+BYTE_LAYOUTS = {"uint8": "B", "int8": "b", "uint16": "H", "int16": "h", "uint32": "I", "int32": "i", "float32": "f"}
 T = TypeVar("T")
 
 
@@ -47,6 +50,15 @@ class PointMapping(BaseModel):
                            metadata=metadata)  # fmt: skip
         record["classification"] = self.classification
         return record
+
+
+def unpack_number(payload: bytes, byte_offset: int, byte_type: ByteType, big_endian: bool) -> float:
+    """The number at `byte_offset` of a binary frame; ValueError saying how many bytes it needed."""
+    layout = (">" if big_endian else "<") + BYTE_LAYOUTS[byte_type]
+    needed = byte_offset + struct.calcsize(layout)
+    if needed > len(payload):
+        raise ValueError(f"payload has {len(payload)} bytes; {byte_type} at offset {byte_offset} needs {needed}")
+    return float(struct.unpack_from(layout, payload, byte_offset)[0])
 
 
 class ConnectionSettings(BaseModel):

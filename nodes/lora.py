@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import struct
 from typing import Any, Literal
 
 import aiomqtt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streamforge.engine.devices import Classification, PointMapping
+from streamforge.engine.devices import ByteType, Classification, PointMapping, unpack_number
 from streamforge.engine.sdk import Record
 from streamforge.nodes.mqtt import (
     MappingError,
@@ -25,7 +24,6 @@ from streamforge.nodes.mqtt import (
     parse_device_time,
 )
 
-BYTE_TYPES = {"uint8": "B", "int8": "b", "uint16": "H", "int16": "h", "uint32": "I", "int32": "i", "float32": "f"}
 MAPPED = {"parameter", "unit", "classification", "scale", "offset"}  # a field's part of a PointMapping
 TOPICS = {"chirpstack": "application/+/device/+/event/up", "tts": "v3/+/devices/+/up"}
 
@@ -40,7 +38,7 @@ class LoraField(BaseModel):
     classification: Classification = "TELEMETRY"
     path: str | None = Field(default=None, description="JSON pointer into the decoded object, e.g. /temperature")
     byte_offset: int | None = Field(default=None, ge=0, description="Position in the frame payload")
-    byte_type: Literal["uint8", "int8", "uint16", "int16", "uint32", "int32", "float32"] = "int16"
+    byte_type: ByteType = "int16"
     big_endian: bool = True
     scale: float = 1.0
     offset: float = 0.0
@@ -131,14 +129,10 @@ class Lora(MqttSource):
                     raise MappingError("wrong_type", f"{field.path} is not a number", field.path)
             else:
                 assert field.byte_offset is not None
-                layout = (">" if field.big_endian else "<") + BYTE_TYPES[field.byte_type]
-                if field.byte_offset + struct.calcsize(layout) > len(payload):
-                    raise MappingError(
-                        "short_payload",
-                        f"payload has {len(payload)} bytes; {field.parameter} needs "
-                        f"{field.byte_offset + struct.calcsize(layout)}",
-                    )
-                raw = struct.unpack_from(layout, payload, field.byte_offset)[0]
+                try:
+                    raw = unpack_number(payload, field.byte_offset, field.byte_type, field.big_endian)
+                except ValueError as short:
+                    raise MappingError("short_payload", f"{field.parameter}: {short}") from None
             out.append(mapping.reading(float(raw), device_time=device_time, metadata={"dev_eui": dev_eui, **radio}))
         return out
 

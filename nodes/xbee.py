@@ -1,5 +1,6 @@
-"""`xbee` source (digi-xbee over pyserial): remote I/O samples received by a coordinator in API mode, mapped per
-remote 64-bit address and pin. digi-xbee reads the port on its own thread; samples cross into asyncio whole."""
+"""`xbee` source (digi-xbee over pyserial): what a coordinator in API mode receives from remote radios, mapped per
+remote 64-bit address: I/O samples (frame 0x92) per pin, and data frames (0x90, e.g. from sensor firmware) per
+byte field. digi-xbee reads the port on its own thread; frames cross into asyncio whole."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Any, Literal
 from digi.xbee.devices import RemoteXBeeDevice, XBeeDevice
 from digi.xbee.exception import XBeeException
 from digi.xbee.io import IOLine, IOSample, IOValue
-from pydantic import Field
+from digi.xbee.models.message import XBeeMessage
+from pydantic import Field, model_validator
 
-from streamforge.engine.devices import Backoff, ConnectionSettings, Inbox, PointMapping
-from streamforge.engine.records import now_utc
+from streamforge.engine.devices import Backoff, ByteType, ConnectionSettings, Inbox, PointMapping, unpack_number
+from streamforge.engine.records import dead_letter, now_utc, reason
 from streamforge.engine.sdk import Emitted, NodeConfig, Port, PortType, Record, SourceNode
 
 
@@ -25,32 +27,55 @@ class XBeePin(PointMapping):
     kind: Literal["analog", "digital"] = "analog"
 
 
+class XBeeDataField(PointMapping):
+    """One number in the data frames of one remote radio, by position and binary type."""
+
+    remote: str = Field(pattern=r"^[0-9A-Fa-f]{16}$", description="The remote radio's 64-bit address")
+    byte_offset: int = Field(ge=0, description="Position in the frame's data")
+    byte_type: ByteType = "int16"
+    big_endian: bool = True
+
+
 class XBeeConfig(NodeConfig):
     serial_port: str = Field(description="The coordinator's serial port, e.g. /dev/ttyUSB0")
     baudrate: int = Field(default=9600, ge=1200, le=921_600)
-    points: list[XBeePin] = Field(min_length=1)
+    points: list[XBeePin] = Field(default_factory=list, description="I/O sample pins")
+    fields: list[XBeeDataField] = Field(default_factory=list, description="Numbers in data frames")
     batch_size: int = Field(default=1000, ge=1)
     connection: ConnectionSettings = Field(default_factory=ConnectionSettings)
+
+    @model_validator(mode="after")
+    def _something_mapped(self) -> XBeeConfig:
+        if not self.points and not self.fields:
+            raise ValueError("map at least one I/O pin (points) or data frame field (fields)")
+        return self
 
 
 class XBee(SourceNode[XBeeConfig]):
     """Lifecycle: poll() opens the coordinator (in a thread: digi-xbee is blocking) with backoff, then takes the
-    samples its callback queued. A sample from a remote or line with no mapping is skipped."""
+    frames its callbacks queued. An I/O sample from a remote or line with no mapping is skipped (radios sample
+    every enabled pin); a data frame from a remote with no fields, or too short for them, goes to the DLQ."""
 
     type = "xbee"
     category = "sources"
     icon = "radio"
-    description = "XBee coordinator: remote I/O samples (API frames) mapped per remote address and pin"
+    description = "XBee coordinator: remote I/O samples and data frames, mapped per remote address"
     Config = XBeeConfig
-    outputs = (Port("out", PortType.TELEMETRY, "telemetry.raw", description="Readings"),)
+    outputs = (
+        Port("out", PortType.TELEMETRY, "telemetry.raw", description="Readings"),
+        Port("dlq", PortType.DLQ, "dlq.telemetry", description="Data frames that could not be mapped, with reasons"),
+    )
 
     async def start(self) -> None:
         self._device: XBeeDevice | None = None
-        self._inbox: Inbox[tuple[str, IOSample]] = Inbox()
+        self._inbox: Inbox[tuple[str, IOSample | bytes]] = Inbox()
         self._backoff = Backoff(self.config.connection)
         self._pins: dict[str, list[XBeePin]] = {}
         for pin in self.config.points:
             self._pins.setdefault(pin.remote.upper(), []).append(pin)
+        self._fields: dict[str, list[XBeeDataField]] = {}
+        for field in self.config.fields:
+            self._fields.setdefault(field.remote.upper(), []).append(field)
 
     async def stop(self) -> None:
         if self._device is not None:
@@ -61,11 +86,16 @@ class XBee(SourceNode[XBeeConfig]):
         device = XBeeDevice(self.config.serial_port, self.config.baudrate)
         device.set_sync_ops_timeout(self.config.connection.timeout_s)
 
-        def received(sample: IOSample, remote: RemoteXBeeDevice, _when: Any) -> None:
+        def sampled(sample: IOSample, remote: RemoteXBeeDevice, _when: Any) -> None:
             loop.call_soon_threadsafe(self._inbox.put, (str(remote.get_64bit_addr()).upper(), sample))
 
+        def received(message: XBeeMessage) -> None:
+            remote = str(message.remote_device.get_64bit_addr()).upper()
+            loop.call_soon_threadsafe(self._inbox.put, (remote, bytes(message.data)))
+
         device.open()
-        device.add_io_sample_received_callback(received)
+        device.add_io_sample_received_callback(sampled)
+        device.add_data_received_callback(received)
         return device
 
     async def poll(self) -> Emitted:
@@ -78,11 +108,28 @@ class XBee(SourceNode[XBeeConfig]):
                 return {}
             self._backoff.reset()
             self.context.healthy()
-        samples = await self._inbox.take(self.config.batch_size, 1.0, 0.01)
-        received_at = now_utc()
-        return {"out": [r for remote, sample in samples for r in self._readings(remote, sample, received_at)]}
+        frames = await self._inbox.take(self.config.batch_size, 1.0, 0.01)
+        received_at = now_utc()  # radio frames carry no clock: the coordinator's receive time is the reading's time
+        readings: list[Record] = []
+        letters: list[Record] = []
+        for remote, frame in frames:
+            if isinstance(frame, IOSample):
+                readings += self._sample_readings(remote, frame, received_at)
+                continue
+            fields = self._fields.get(remote, [])
+            problem = None if fields else reason("unknown_remote", f"data frame from {remote}, which has no fields")
+            try:
+                values = [unpack_number(frame, f.byte_offset, f.byte_type, f.big_endian) for f in fields]
+            except ValueError as short:
+                problem = reason("short_payload", str(short))
+            if problem is not None:
+                letters.append(dead_letter(self.context.node_id, [problem], frame, f"xbee:{remote}"))
+                continue
+            readings += [field.reading(value, device_time=received_at, metadata={"xbee_remote": remote})
+                         for field, value in zip(fields, values, strict=True)]  # fmt: skip
+        return {"out": readings, "dlq": letters}
 
-    def _readings(self, remote: str, sample: IOSample, received_at: datetime) -> list[Record]:
+    def _sample_readings(self, remote: str, sample: IOSample, received_at: datetime) -> list[Record]:
         readings = []
         for pin in self._pins.get(remote, ()):
             line = IOLine.get(pin.line)
@@ -92,7 +139,6 @@ class XBee(SourceNode[XBeeConfig]):
                 raw = 1.0 if sample.get_digital_value(line) == IOValue.HIGH else 0.0
             else:
                 continue
-            # The radio frame carries no clock: the coordinator's receive time is the reading's time.
             readings.append(pin.reading(raw, device_time=received_at, metadata={"xbee_remote": remote}))
         return readings
 

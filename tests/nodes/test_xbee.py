@@ -1,5 +1,6 @@
 """`xbee` source against a simulated XBee coordinator speaking API frames over a pty pair: it answers the
-library's AT commands, then forwards remote I/O samples (frame 0x92) that must come out as readings."""
+library's AT commands, then forwards remote I/O samples (frame 0x92) and data frames (0x90) that must come out
+as readings, or in the DLQ with the reason."""
 
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ def io_sample(ad0: int, ad1: int, dio4_high: bool) -> bytes:
         + struct.pack(">H", 0x0010 if dio4_high else 0)
         + struct.pack(">HH", ad0, ad1)
     )
+
+
+def data_frame(source: bytes, data: bytes) -> bytes:
+    """A 0x90 Receive Packet: `data` sent by the radio at 64-bit address `source`."""
+    return frame(b"\x90" + source + b"\xff\xfe" + b"\x01" + data)
 
 
 class Coordinator(threading.Thread):
@@ -103,7 +109,7 @@ async def test_remote_io_samples_become_readings(coordinator: tuple[Coordinator,
     )
     health: list[str | None] = []
     async with XBee(config, NodeContext("test", "radio", on_health=health.append)) as node:
-        assert await node.poll() == {"out": []}  # opened: the library asked its AT questions
+        assert await node.poll() == {"out": [], "dlq": []}  # opened: the library asked its AT questions
         assert {b"AP", b"SH", b"SL"} <= set(peer.commands) and health == [None]
         peer.outgoing += [io_sample(512, 1023, True), io_sample(100, 0, False)]
         readings: list[dict[str, object]] = []
@@ -120,6 +126,45 @@ async def test_remote_io_samples_become_readings(coordinator: tuple[Coordinator,
         ("pump_on", 0.0),
     ]
     assert readings[0]["metadata"] == {"xbee_remote": remote}
+
+
+async def test_data_frames_become_readings_and_bad_ones_go_to_the_dlq(coordinator: tuple[Coordinator, str]) -> None:
+    peer, port = coordinator
+    remote = REMOTE.hex().upper()
+    stranger = bytes.fromhex("0013A20040000001")
+    config = XBeeConfig.model_validate({"serial_port": port, "fields": [
+        {"remote": remote, "byte_offset": 0, "byte_type": "int16", "asset_id": "kiln_2", "parameter": "temp",
+         "scale": 0.1},
+        {"remote": remote, "byte_offset": 2, "byte_type": "float32", "big_endian": False, "asset_id": "kiln_2",
+         "parameter": "draft_pa"}]})  # fmt: skip
+    async with XBee(config, NodeContext("test", "radio")) as node:
+        await node.poll()  # opened
+        peer.outgoing += [
+            data_frame(REMOTE, struct.pack(">h", -125) + struct.pack("<f", 2.5)),
+            data_frame(REMOTE, b"\x01"),  # too short for either field
+            data_frame(stranger, b"\x00\x01\x02\x03\x04\x05"),  # a radio nobody mapped
+        ]
+        readings: list[dict[str, object]] = []
+        letters: list[dict[str, object]] = []
+        for _ in range(20):
+            emitted = await node.poll()
+            readings, letters = readings + emitted["out"], letters + emitted["dlq"]
+            if len(readings) + len(letters) >= 4:
+                break
+    assert [(r["asset_id"], r["parameter"], r["value"]) for r in readings] == [
+        ("kiln_2", "temp", -12.5),
+        ("kiln_2", "draft_pa", 2.5),
+    ]
+    assert [(letter["reasons"][0]["code"], letter["payload"]) for letter in letters] == [  # type: ignore[index]
+        ("short_payload", b"\x01"),
+        ("unknown_remote", b"\x00\x01\x02\x03\x04\x05"),
+    ]
+    assert "needs 2" in letters[0]["reasons"][0]["message"]  # type: ignore[index]
+
+
+def test_an_xbee_node_must_map_something() -> None:
+    with pytest.raises(ValueError, match="map at least one I/O pin"):
+        XBeeConfig.model_validate({"serial_port": "/dev/ttyUSB0"})
 
 
 async def test_a_missing_coordinator_is_degraded_and_retried(tmp_path: object) -> None:
