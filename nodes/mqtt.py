@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import aiomqtt
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 from streamforge.engine.devices import Backoff, ConnectionSettings, Inbox, PointMapping
 from streamforge.engine.records import dead_letter, from_epoch_ms, reason
@@ -51,8 +52,42 @@ class TopicMapping(BaseModel):
     points: list[PayloadPoint] = Field(min_length=1)
 
 
+class MqttTls(BaseModel):
+    """TLS to the broker (usually port 8883): its certificate checked against a CA, optionally a client
+    certificate for brokers that require one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ca_file: str | None = Field(default=None, description="CA certificate (PEM) to trust; default: the system's")
+    cert_file: str | None = Field(default=None, description="Client certificate (PEM), if the broker asks for one")
+    key_file: str | None = Field(default=None, description="The client certificate's private key (PEM)")
+    verify_hostname: bool = Field(default=True, description="The broker's certificate must name `host`")
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both cert_file and key_file, or neither")
+        return self
+
+    def context(self) -> ssl.SSLContext:
+        """The SSL context; ValueError naming the file that could not be loaded, and why."""
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"tls.ca_file {self.ca_file}: {exc.strerror or exc}") from exc
+        context.check_hostname = self.verify_hostname
+        if self.cert_file is not None:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(
+                    f"tls.cert_file {self.cert_file} / key_file {self.key_file}: {exc.strerror or exc}"
+                ) from exc
+        return context
+
+
 class MqttConnectionConfig(NodeConfig):
-    """The broker side, shared by every MQTT-fed source (mqtt, lora)."""
+    """The broker side, shared by every MQTT-fed source (mqtt, lora, sparkplug_b)."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
@@ -63,6 +98,7 @@ class MqttConnectionConfig(NodeConfig):
     )
     username: str | None = None
     password: SecretStr | None = Field(default=None, description="Stored as a secret")
+    tls: MqttTls | None = Field(default=None, description="Connect over TLS; absent: plain TCP")
     max_payload_bytes: int = Field(default=65_536, ge=16, description="Larger payloads go to the DLQ")
     batch_size: int = Field(default=2000, ge=1, le=50_000, description="Messages per Kafka batch, at most")
     batch_wait_ms: int = Field(default=20, ge=0, le=5000, description="How long a batch waits to fill")
@@ -172,6 +208,8 @@ class MqttSource(SourceNode[Any]):
             raise MappingError("invalid_json", f"payload is not JSON: {exc}") from None
 
     async def start(self) -> None:
+        # A missing or unreadable certificate is a configuration error: it refuses the deploy, naming the file.
+        self._tls_context = self.config.tls.context() if self.config.tls is not None else None
         self._client: aiomqtt.Client | None = None
         self._reader: asyncio.Task[None] | None = None
         self._inbox: Inbox[aiomqtt.Message] = Inbox()
@@ -192,6 +230,7 @@ class MqttSource(SourceNode[Any]):
             clean_session=False,
             timeout=config.connection.timeout_s,
             will=self.will(),
+            tls_context=self._tls_context,
         )
         # PUBACK only after Kafka acknowledged: aiomqtt has no switch for it, its paho client has.
         client._client.manual_ack_set(True)

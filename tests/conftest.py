@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -16,12 +17,13 @@ import pytest
 from aiokafka.admin import NewTopic
 
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
+from streamforge.nodes.mqtt import MqttTls
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import create_topics
-from tests.peers import start_mosquitto
+from tests.peers import Pki, start_mosquitto
 
 _counter = itertools.count()
 
@@ -56,6 +58,22 @@ def postgres_dsn() -> Iterator[str]:
 class MqttBroker:
     host: str
     port: int
+    tls: Pki | None = None  # a TLS listener that wants a client certificate from this PKI
+
+    def tls_config(self) -> dict[str, str] | None:
+        """The `tls` section of an MQTT node's config that this broker accepts."""
+        if self.tls is None:
+            return None
+        return {
+            "ca_file": str(self.tls.ca),
+            "cert_file": str(self.tls.client_cert),
+            "key_file": str(self.tls.client_key),
+        }
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The same, for a test's own client."""
+        config = self.tls_config()
+        return None if config is None else MqttTls.model_validate(config).context()
 
 
 @pytest.fixture(scope="session")

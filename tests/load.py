@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -68,8 +69,9 @@ def numbered(prefix: str, i: int) -> tuple[str, bytes]:
     return f"{prefix}/line_{i % 8}/data", json.dumps({"seq": i, "ts": T0_MS + i}).encode()
 
 
-def publisher_client(host: str, port: int) -> aiomqtt.Client:
-    client = aiomqtt.Client(host, port, identifier=f"pub-{os.getpid()}-{time.time_ns()}", max_inflight_messages=1000)
+def publisher_client(host: str, port: int, tls_context: ssl.SSLContext | None = None) -> aiomqtt.Client:
+    client = aiomqtt.Client(host, port, identifier=f"pub-{os.getpid()}-{time.time_ns()}", max_inflight_messages=1000,
+                            tls_context=tls_context)  # fmt: skip
     client.pending_calls_threshold = 2 * WINDOW  # a full window pending is the plan, not a warning
     return client
 

@@ -1,24 +1,88 @@
-"""Real protocol peers started as processes, for the tests and the benchmarks: Mosquitto."""
+"""Real protocol peers started as processes, for the tests and the benchmarks: Mosquitto (plain or TLS), and the
+certificates a TLS broker and its clients need."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-def start_mosquitto(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+
+@dataclass(frozen=True)
+class Pki:
+    """A CA, a broker certificate for 127.0.0.1/localhost and a client certificate, all as PEM files."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_pki(directory: Path, name: str = "test") -> Pki:
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None,
+              signer: ec.EllipticCurvePrivateKey, usage: x509.ObjectIdentifier | None) -> x509.Certificate:  # fmt: skip
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        day = datetime.timedelta(days=1)
+        builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - day).not_valid_after(now + day)
+                   .add_extension(x509.BasicConstraints(usage is None, None), critical=True))  # fmt: skip
+        if usage is not None:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+            names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    def write(stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
+        cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))  # fmt: skip
+        return cert_path, key_path
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = issue(f"{name} CA", ca_key, None, ca_key, None)
+    ca, _ = write("ca", ca_cert, ca_key)
+    server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    server = write("broker", issue("localhost", server_key, ca_cert.subject, ca_key, ExtendedKeyUsageOID.SERVER_AUTH),
+                   server_key)  # fmt: skip
+    client = write("gateway", issue("gateway", client_key, ca_cert.subject, ca_key, ExtendedKeyUsageOID.CLIENT_AUTH),
+                   client_key)  # fmt: skip
+    return Pki(ca, *server, *client)
+
+
+def start_mosquitto(workdir: Path, port: int, tls: Pki | None = None) -> subprocess.Popen[bytes]:
     """A real Mosquitto on `port`. A wide in-flight window (the default 20 would pace a consumer that
     acknowledges per Kafka batch), no cap on queued QoS 1/2 messages (an overload waits in the broker) and
-    $SYS figures every second."""
+    $SYS figures every second. With `tls`, the listener speaks TLS and requires a client certificate."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).exists():
         raise RuntimeError("Mosquitto is missing: `apt-get install mosquitto` (scripts/setup.sh does)")
     config = workdir / f"mosquitto-{port}.conf"
-    config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_inflight_messages 1000\n"
+    listener = f"listener {port} 127.0.0.1\n"
+    if tls is not None:  # clients must present a certificate from the same CA
+        listener += (f"cafile {tls.ca}\ncertfile {tls.server_cert}\nkeyfile {tls.server_key}\n"
+                     "require_certificate true\n")  # fmt: skip
+        # Started by root, Mosquitto drops to its own user before loading certificates it then cannot read in
+        # pytest's private directories; started by anyone else, this line is ignored.
+        listener = "user root\n" + listener
+    config.write_text(listener + "allow_anonymous true\nmax_inflight_messages 1000\n"
                       "max_queued_messages 0\npersistence false\nsys_interval 1\n")  # fmt: skip
     process = subprocess.Popen([binary, "-c", str(config)], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10

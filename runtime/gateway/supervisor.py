@@ -219,7 +219,7 @@ class ProcessHandle(NodeHandle):
                 if event.get("status"):
                     self._worker_status = NodeStatus(event["status"])
                     self.last_error = event.get("error") or self.last_error
-                if event.get("status") == NodeStatus.RUNNING.value and not self._ready.is_set():
+                if event.get("ready") and not self._ready.is_set():
                     self.status = NodeStatus.RUNNING
                     self._ready.set()
             code = await process.wait()

@@ -40,13 +40,15 @@ async def serve(spec: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     stopping = asyncio.create_task(stop.wait())
-    reported = None
+    reported: tuple[Any, bool] | None = None
     next_metrics = 0.0
     try:
         while not run.done() and not stop.is_set():
-            if runner.status != reported:
-                reported = runner.status
-                _say({"status": reported.value, "error": runner.last_error})
+            # `ready` travels on its own: a node that degrades right after starting (its device is away) has
+            # started, though RUNNING may never be sampled here.
+            if (runner.status, runner.ready.is_set()) != reported:
+                reported = (runner.status, runner.ready.is_set())
+                _say({"status": runner.status.value, "error": runner.last_error, "ready": runner.ready.is_set()})
             if time.monotonic() >= next_metrics:  # the gateway's /metrics serves this file with its own
                 next_metrics = time.monotonic() + METRICS_INTERVAL_S
                 write_atomically(metrics_file, generate_latest(metrics.registry))

@@ -19,13 +19,13 @@ from streamforge.engine.flow import validate_flow
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.serde import Decoder
 from streamforge.nodes.mqtt import MappingError, PayloadPoint, TopicMapping, map_payload
-from streamforge.runtime.gateway.gateway import Gateway
+from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.clients import BatchConsumer
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.conftest import MqttBroker
 from tests.load import BulkPublisher, numbered, offer_overload, publish_all, publisher_client, watch_broker_queue
-from tests.peers import start_mosquitto
+from tests.peers import make_pki, start_mosquitto
 from tests.runtime.gateway.test_gateway import gateway, read_from
 
 __all__ = ["gateway"]  # the gateway fixture, shared with the gateway's own tests
@@ -86,6 +86,7 @@ def mqtt_flow(flow_id: str, broker: MqttBroker, topic_root: str) -> dict[str, An
                     "host": broker.host,
                     "port": broker.port,
                     "client_id": f"{flow_id}-mq",
+                    "tls": broker.tls_config(),
                     "max_payload_bytes": 512,
                     "subscriptions": [
                         {
@@ -103,7 +104,7 @@ def mqtt_flow(flow_id: str, broker: MqttBroker, topic_root: str) -> dict[str, An
 
 
 async def publish(broker: MqttBroker, messages: list[tuple[str, bytes]], qos: int = 1) -> None:
-    async with publisher_client(broker.host, broker.port) as client:
+    async with publisher_client(broker.host, broker.port, broker.tls_context()) as client:
         await publish_all(client, messages, qos)
 
 
@@ -231,6 +232,30 @@ async def test_a_broker_outage_is_degraded_then_recovers(
         mosquitto = start_mosquitto(tmp_path, port)
         await wait_status(gateway, flow, "RUNNING")
         await wait_subscribed(broker, root, kafka, registry, flow, probe="after")  # resubscribed on the new broker
+    finally:
+        mosquitto.terminate()
+
+
+async def test_tls_with_a_client_certificate_and_an_untrusted_broker_refused(
+    gateway: Gateway, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str, tmp_path: Path
+) -> None:
+    pki, stranger = make_pki(tmp_path / "pki"), make_pki(tmp_path / "other", "other")
+    broker = MqttBroker("127.0.0.1", free_port(), tls=pki)
+    mosquitto = start_mosquitto(tmp_path, broker.port, tls=pki)
+    flow = f"mt{abs(hash(unique)) % 10**8}"
+    try:
+        await deploy_subscribed(gateway, kafka, registry, broker, flow)  # probes travel over TLS both ways
+        # A broker whose certificate does not chain to the configured CA is refused, and says why.
+        distrusted = mqtt_flow(f"{flow}u", broker, f"sf/{flow}u")
+        distrusted["nodes"][0]["config"]["tls"]["ca_file"] = str(stranger.ca)
+        await gateway.deploy(compile_flow(validate_flow(distrusted), gateway.node_types))
+        status = await wait_status(gateway, f"{flow}u", "DEGRADED")
+        assert "certificate verify failed" in (status["last_error"] or "")
+        # A certificate file that is not there is a configuration error: the deploy is refused, naming it.
+        missing = mqtt_flow(f"{flow}m", broker, f"sf/{flow}m")
+        missing["nodes"][0]["config"]["tls"]["ca_file"] = str(tmp_path / "absent.pem")
+        with pytest.raises(DeployFailed, match=r"absent\.pem: No such file"):
+            await gateway.deploy(compile_flow(validate_flow(missing), gateway.node_types))
     finally:
         mosquitto.terminate()
 
