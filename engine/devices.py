@@ -90,7 +90,8 @@ class Backoff:
 class Inbox(Generic[T]):
     """What a device pushed (subscription callbacks, broker messages), taken by poll() in batches.
 
-    Bounded by the peer: MQTT's in-flight window, OPC UA's publish queue; nothing here drops."""
+    Nothing here drops. MQTT bounds it by the broker's in-flight window; OPC UA notifications and XBee frames
+    are bounded only by how long Kafka stays away (the worker's memory limit is the backstop)."""
 
     def __init__(self) -> None:
         self.items: list[T] = []
