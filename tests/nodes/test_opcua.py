@@ -41,13 +41,14 @@ async def certificate(directory: Path, name: str, use: ObjectIdentifier) -> tupl
 
 @contextlib.asynccontextmanager
 async def running_plc(directory: Path, port: int) -> AsyncIterator[Plc]:
-    """A simulated PLC: an OPC UA server offering NoSecurity and Basic256Sha256/SignAndEncrypt."""
+    """A simulated PLC: an OPC UA server offering NoSecurity and Basic256Sha256 with Sign or SignAndEncrypt."""
     cert, key = await certificate(directory, "plc", ExtendedKeyUsageOID.SERVER_AUTH)
     server = Server()
     await server.init()
     endpoint = f"opc.tcp://127.0.0.1:{port}/streamforge/"
     server.set_endpoint(endpoint)
-    server.set_security_policy([ua.SecurityPolicyType.NoSecurity, ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+    server.set_security_policy([ua.SecurityPolicyType.NoSecurity, ua.SecurityPolicyType.Basic256Sha256_Sign,
+                                ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])  # fmt: skip
     await server.load_certificate(str(cert))
     await server.load_private_key(str(key))
     namespace = await server.register_namespace("urn:streamforge:test-plc")
@@ -125,12 +126,13 @@ async def test_polling_reads_every_point(plc: Plc) -> None:
         }
 
 
-async def test_an_untrusted_server_certificate_is_refused_until_trusted(plc: Plc, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["Sign", "SignAndEncrypt"])
+async def test_an_untrusted_server_certificate_is_refused_until_trusted(plc: Plc, tmp_path: Path, mode: str) -> None:
     cert, key = await certificate(tmp_path, "gateway", ExtendedKeyUsageOID.CLIENT_AUTH)
     pki = tmp_path / "pki"
     config = {
         **insecure(plc),
-        "security_mode": "SignAndEncrypt",
+        "security_mode": mode,
         "allow_insecure": False,
         "certificate": str(cert),
         "private_key": str(key),
