@@ -23,7 +23,8 @@ class NodeMetrics:
                                   registry=self.registry)  # fmt: skip
         self.records_out = Counter("streamforge_node_records_out", "Records a node produced and Kafka acknowledged",
                                    [*labels, "port"], registry=self.registry)  # fmt: skip
-        self.errors = Counter("streamforge_node_errors", "Records rejected or batches failed", [*labels, "kind"],
+        self.errors = Counter("streamforge_node_errors", "Records rejected, batches failed, or device errors "
+                              "(kind=device: a failed connect or read)", [*labels, "kind"],
                               registry=self.registry)  # fmt: skip
         self.lag = Gauge("streamforge_node_consumer_lag_records", "Records behind the end of the input topics",
                          labels, registry=self.registry)  # fmt: skip

@@ -131,6 +131,7 @@ class NodeRunner:
 
     def _device_health(self, problem: str | None) -> None:
         if problem is not None:
+            self.env.metrics.errors.labels(**self.labels, kind="device").inc()
             self._set_status(NodeStatus.DEGRADED, problem)
         elif self.status is NodeStatus.DEGRADED:
             self._set_status(NodeStatus.RUNNING)

@@ -229,6 +229,12 @@ async def test_a_broker_outage_is_degraded_then_recovers(
         mosquitto.wait(10)
         status = await wait_status(gateway, flow, "DEGRADED")
         assert "cannot reach MQTT broker" in (status["last_error"] or "")
+        errors = f'streamforge_node_errors_total{{flow="{flow}",kind="device",node="mq"}}'
+        for _ in range(50):  # the worker publishes its metrics every 2 s
+            if errors in gateway.exposition().decode():
+                break
+            await asyncio.sleep(0.2)
+        assert errors in gateway.exposition().decode()
         mosquitto = start_mosquitto(tmp_path, port)
         await wait_status(gateway, flow, "RUNNING")
         await wait_subscribed(broker, root, kafka, registry, flow, probe="after")  # resubscribed on the new broker
