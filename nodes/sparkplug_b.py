@@ -237,7 +237,9 @@ class SparkplugB(MqttSource):
             last = self._rebirth_sent.get((group, edge))
             if last is None or now - last >= self.config.rebirth_interval_s:
                 self._rebirth_sent[(group, edge)] = now
-                await client.publish(f"{NAMESPACE}/{group}/NCMD/{edge}", rebirth_request(), qos=0)
+                # Disconnected: the next poll reconnects, and data still unknown asks again.
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.publish(f"{NAMESPACE}/{group}/NCMD/{edge}", rebirth_request(), qos=0)
         self._rebirths.clear()
 
     def readings(self, topic: aiomqtt.Topic, document: Any) -> list[Record]:
