@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner
 
 from streamforge.engine.sdk import Message
@@ -240,17 +239,14 @@ async def recent_records(bootstrap: str, topic: str, decoder: Decoder, limit: in
                          timeout_s: float = 5.0) -> list[tuple[int, int, Record]]:  # fmt: skip
     """The newest `limit` records of `topic` (per partition at most `limit`), oldest first, as
     (timestamp_ms, partition, record); read without a consumer group, so nothing is committed or moved."""
-    # Subscribed without a group, the consumer is given every partition of the topic once metadata arrives.
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        await consumer.start()
-    except UnknownTopicOrPartitionError:
-        await consumer.stop()
-        return []
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
     try:
         deadline = asyncio.get_running_loop().time() + timeout_s
+        # Asked first: a consumer started on a topic that does not exist waits out the metadata timeout (~40 s).
         if topic not in await consumer.topics():
-            return []  # asked for at once: waiting for its partitions would last the whole metadata timeout
+            return []
+        consumer.subscribe([topic])
         partitions = await assigned_partitions(consumer, timeout_s)
         if not partitions:
             return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
@@ -142,3 +143,6 @@ async def test_recent_records_are_the_newest_and_move_no_group(
     assert len(newest) == 4
     values = sorted(record["value"] for _ts, _partition, record in newest)
     assert all(value >= 18 for value in values)  # from the newest four of each partition: no old ones
+    # A topic that does not exist answers at once, not after the consumer's metadata timeout (about 40 s).
+    async with asyncio.timeout(15):
+        assert await recent_records(kafka.bootstrap, f"{unique}-absent", Decoder(registry), 4) == []
