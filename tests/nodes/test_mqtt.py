@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,14 @@ from pydantic import ValidationError
 from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import validate_flow
 from streamforge.engine.schema_registry import CachedSchemaRegistry
-from streamforge.engine.serde import Decoder
 from streamforge.nodes.mqtt import MappingError, PayloadPoint, TopicMapping, map_payload
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
 from streamforge.runtime.kafka.broker import free_port
-from streamforge.runtime.kafka.clients import BatchConsumer
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.conftest import MqttBroker
 from tests.load import BulkPublisher, numbered, offer_overload, publish_all, publisher_client, watch_broker_queue
 from tests.peers import make_pki, start_mosquitto
-from tests.runtime.gateway.test_gateway import gateway, read_from
+from tests.runtime.gateway.test_gateway import gateway, read_from, tail
 
 __all__ = ["gateway"]  # the gateway fixture, shared with the gateway's own tests
 
@@ -116,17 +113,14 @@ async def wait_subscribed(
     flow: str,
     probe: str = "probe",
 ) -> None:
-    """The source subscribes asynchronously: publish probes (asset `probe`) until one makes it into Kafka.
-    Read from the end of telemetry.raw: what other tests wrote there before is not this test's to scan."""
-    group = f"probe.{flow}.{time.time_ns()}"
-    consumer = BatchConsumer(kafka.bootstrap, group, ["telemetry.raw"], Decoder(registry), upstream=[(flow, "mq")],
-                             auto_offset_reset="latest")  # fmt: skip
-    async with consumer:
+    """The source subscribes asynchronously: publish probes (asset `probe`) until one makes it into Kafka."""
+    async with tail(kafka, registry, ["telemetry.raw"], flow, "mq") as arrived:
         for attempt in range(100):
             message = json.dumps({"seq": -1, "ts": 1769680800000 + attempt}).encode()
             await publish(broker, [(f"{topic_root}/{probe}/data", message)])
             for _ in range(5):
-                if any(m.record["asset_id"] == probe for m in (await consumer.next_batch(timeout_ms=200)).records):
+                await asyncio.sleep(0.2)
+                if any(m.record["asset_id"] == probe for m in arrived):
                     return
     raise AssertionError("the mqtt source never received a probe")
 
@@ -178,39 +172,30 @@ async def test_an_offer_at_twice_the_sustained_rate_waits_in_the_broker_and_noth
     gateway: Gateway, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, mqtt_broker: MqttBroker, unique: str
 ) -> None:
     flow, root = await deploy_subscribed(gateway, kafka, registry, mqtt_broker, f"mx{abs(hash(unique)) % 10**8}")
-    arrived: set[int] = set()
+    landed: set[int] = set()
+    async with (
+        tail(kafka, registry, ["telemetry.clean"], flow, "val") as arrived,
+        BulkPublisher(mqtt_broker.host, mqtt_broker.port) as publisher,
+        watch_broker_queue(mqtt_broker.host, mqtt_broker.port) as queue,
+    ):
 
-    async def follow_clean() -> None:
-        consumer = BatchConsumer(kafka.bootstrap, f"{flow}.count", ["telemetry.clean"], Decoder(registry),
-                                 upstream=[(flow, "val")])  # fmt: skip
-        async with consumer:
-            while True:
-                batch = await consumer.next_batch(timeout_ms=200)
-                arrived.update(int(m.record["value"]) for m in batch.records if m.record["value"] >= 0)
+        async def drained() -> int:
+            taken, arrived[:] = arrived[:], []  # counted once each: the offer asks every second
+            landed.update(int(m.record["value"]) for m in taken if m.record["value"] >= 0)  # probes are -1
+            return len(landed)
 
-    async def drained() -> int:
-        return len(arrived)
-
-    follower = asyncio.create_task(follow_clean())
-    try:
-        async with (
-            BulkPublisher(mqtt_broker.host, mqtt_broker.port) as publisher,
-            watch_broker_queue(mqtt_broker.host, mqtt_broker.port) as queue,
-        ):
-            await asyncio.sleep(0.2)  # $SYS values are retained: the first sample is the queue before the offer
-            before = queue.samples[0] if queue.samples else 0
-            offer = await offer_overload(publisher, root, drained, rounds=8, start=2000)
+        await asyncio.sleep(0.2)  # $SYS values are retained: the first sample is the queue before the offer
+        before = queue.samples[0] if queue.samples else 0
+        offer = await offer_overload(publisher, root, drained, rounds=8, start=2000)
         for _ in range(1200):
-            if len(arrived) >= offer.published:
+            if await drained() >= offer.published:
                 break
             await asyncio.sleep(0.1)
-    finally:
-        follower.cancel()
     print(
         f"offered {offer.rate('offered'):,.0f}/s against {offer.rate('drained'):,.0f}/s drained "
         f"(x{offer.ratio:.2f}); Mosquitto held up to {queue.peak - before:,}; {offer.published:,} published"
     )
-    missing = set(range(offer.published)) - arrived
+    missing = set(range(offer.published)) - landed
     assert not missing, f"{len(missing)} published messages never reached telemetry.clean: {sorted(missing)[:20]}"
     assert offer.ratio >= 1.5, f"the offer was not an overload: {offer}"
     # More than the 1,000 in flight to the source: the excess waited in the broker, it was not dropped.
