@@ -82,11 +82,11 @@ def plan_blocks(points: list[RegisterPoint], default_unit: int, max_block: int, 
     """Coalesce points into as few reads as possible without exceeding max_block or skipping more than max_gap."""
     blocks: list[Block] = []
 
-    def key(point: RegisterPoint) -> tuple[int, str, int]:
+    def key(point: RegisterPoint) -> tuple[int, Table, int]:
         return (point.unit_id if point.unit_id is not None else default_unit, point.table, point.address)
 
     for point in sorted(points, key=key):
-        unit, table = point.unit_id if point.unit_id is not None else default_unit, point.table
+        unit, table, _address = key(point)
         last = blocks[-1] if blocks else None
         end = point.address + point.width
         if (

@@ -99,7 +99,9 @@ class MqttConnectionConfig(NodeConfig):
     username: str | None = None
     password: SecretStr | None = Field(default=None, description="Stored as a secret")
     tls: MqttTls | None = Field(default=None, description="Connect over TLS; absent: plain TCP")
-    max_payload_bytes: int = Field(default=65_536, ge=16, description="Larger payloads go to the DLQ")
+    max_payload_bytes: int = Field(
+        default=65_536, ge=16, description="Larger payloads go to the DLQ with their first this many bytes"
+    )
     batch_size: int = Field(default=2000, ge=1, le=50_000, description="Messages per Kafka batch, at most")
     batch_wait_ms: int = Field(default=20, ge=0, le=5000, description="How long a batch waits to fill")
     connection: ConnectionSettings = Field(default_factory=ConnectionSettings)

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import logging
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +22,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import Field, SecretStr, model_validator
 
 from streamforge.engine.devices import Backoff, ConnectionSettings, Inbox, PointMapping
-from streamforge.engine.records import now_utc
 from streamforge.engine.sdk import Emitted, NodeConfig, Port, PortType, Record, SourceNode
 
 POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
@@ -245,13 +245,10 @@ class OpcUa(SourceNode[OpcUaConfig]):
         number = float(raw) if isinstance(raw, int | float) and quality != "BAD" else None
         source_time = value.SourceTimestamp
         if source_time is not None and source_time.tzinfo is None:
-            source_time = source_time.replace(tzinfo=now_utc().tzinfo)
+            source_time = source_time.replace(tzinfo=UTC)  # asyncua gives UTC without saying so
         status = value.StatusCode
         metadata = {} if quality == "GOOD" or status is None else {"opcua_status": status.name}
-        record = point.reading(number, device_time=source_time, metadata=metadata)
-        if quality == "UNCERTAIN" and record["quality"] == "GOOD":
-            record["quality"] = "UNCERTAIN"
-        return record
+        return point.reading(number, device_time=source_time, quality=quality, metadata=metadata)
 
 
 NODE = OpcUa

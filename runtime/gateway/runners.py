@@ -188,7 +188,7 @@ class NodeRunner:
             self.env.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - started)
 
     def _count_readings(self, emitted: Emitted, last_reading: Gauge) -> None:
-        qualities = Counter(r.get("quality", "GOOD") for records in emitted.values() for r in records if "quality" in r)
+        qualities = Counter(r["quality"] for records in emitted.values() for r in records if "quality" in r)
         for quality, count in qualities.items():
             self.env.metrics.source_readings.labels(**self.labels, quality=quality).inc(count)
         if qualities:
