@@ -685,6 +685,25 @@ DLQ_FIXES = {
     "missing_value": "the device sent no value: check the read (register address, permissions)",
     "not_finite": "the device sent NaN/inf: check the sensor",
     "source_bad": "the source itself marked the reading BAD: check the device's status",
+    # Refused by protocol sources: the payload is kept whole (MQTT: up to max_payload_bytes) for a replay.
+    "invalid_json": "the publisher sends something other than JSON on this topic: fix it, or narrow the "
+    "subscription's topic filter",
+    "too_large": "raise the source's max_payload_bytes if such payloads are expected",
+    "missing_field": "the payload lacks the mapped JSON pointer: fix the point's value/array pointer or the publisher",
+    "wrong_type": "the mapped field is not a number: point the mapping at a numeric field",
+    "bad_time": "the device-time field is neither ISO-8601 nor epoch milliseconds: fix the pointer or the device",
+    "bad_topic": "the topic has fewer levels than the {n} placeholders in asset_id/parameter use",
+    "unmapped_topic": "a subscription filter matches topics no mapping covers: add a mapping for them",
+    "not_an_uplink": "the message is not an uplink of the configured network server (chirpstack or tts)",
+    "bad_payload": "the uplink's frame payload is not base64: check the network server's integration",
+    "unknown_device": "add a profile for this device (LoRa dev_eui), or wait for its DBIRTH (Sparkplug)",
+    "short_payload": "the frame is shorter than the mapped byte fields: check byte_offset/byte_type per device",
+    "unknown_remote": "add fields for this XBee remote address, or ignore a radio that is not yours",
+    "invalid_payload": "not a Sparkplug B protobuf: the publisher is not a Sparkplug edge node",
+    "not_sparkplug": "the topic is not spBv1.0/<group>/<type>/<edge>[/<device>]: narrow the group/edge filter",
+    "unknown_message_type": "not a Sparkplug B message type: the publisher does not follow the specification",
+    "unknown_edge_node": "data came before the node's NBIRTH; a rebirth was requested, later data will map",
+    "unknown_alias": "data used an alias its births did not declare; a rebirth was requested",
 }
 
 ERROR_HINTS = [
