@@ -108,22 +108,20 @@ async def bare_passthrough(bootstrap: str, source: str, count: int) -> float:
     return elapsed
 
 
-async def node_plan(bootstrap: str, node_type: str, node_id: str, source: str | None, config: dict[str, Any],
-                    out_prefix: str | None = None, upstream: str = "source") -> NodePlan:  # fmt: skip
-    """The plan of one node reading `source` (None: a source node), its output and changelog topics created."""
+async def node_plan(bootstrap: str, node_type: str, node_id: str, source: str, config: dict[str, Any],
+                    out_prefix: str | None = None) -> NodePlan:  # fmt: skip
+    """The plan of one processor reading `source`, its output and changelog topics created."""
     cls = load_registry(include_plugins=False).get(node_type)
     assert cls is not None
-    prefix = out_prefix or f"{source or 'bench'}.{node_id}"
+    prefix = out_prefix or f"{source}.{node_id}"
     outputs = tuple(OutputPlan(p.name, p.type.value, f"{prefix}.{p.name}") for p in cls.outputs)
     await create_topics(
         bootstrap,
         [NewTopic(o.topic, 12, 1) for o in outputs]
         + [NewTopic(changelog_topic(FLOW, node_id), 1, 1, topic_configs={"cleanup.policy": "compact"})],
     )
-    inputs = (InputPlan("in", source, (upstream,)),) if source else ()
-    kind, group = ("processor", f"{source}.{node_id}") if source else ("source", None)
-    process = "gateway"
-    return NodePlan(node_id, node_type, kind, process, node_id, group, inputs, outputs,
+    return NodePlan(node_id, node_type, "processor", "gateway", node_id, f"{source}.{node_id}",
+                    (InputPlan("in", source, ("source",)),), outputs,
                     cls.Config.model_validate(config).model_dump(mode="json"), "")  # fmt: skip
 
 
