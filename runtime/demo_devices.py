@@ -79,7 +79,6 @@ async def demo_devices(modbus_port: int = MODBUS_PORT, opcua_port: int = OPCUA_P
         try:
             yield DemoDevices(f"127.0.0.1:{modbus_port}", endpoint)
         finally:
-            mover.cancel()
             await modbus.shutdown()  # type: ignore[no-untyped-call]
             for task in (mover, modbus_task):
                 task.cancel()
