@@ -164,7 +164,10 @@ def control_plane_api(
 
     @requires(Role.ENGINEER)
     async def audit_trail(request: Request, user: User) -> Response:
-        limit = int(request.query_params.get("limit", "200"))
+        try:
+            limit = int(request.query_params.get("limit", "200"))
+        except ValueError:
+            raise ApiError(400, "bad_request", "limit must be a whole number, e.g. ?limit=200") from None
         return JSONResponse(store.audit_trail(min(limit, 5000), request.query_params.get("tool")))
 
     @requires(Role.VIEWER)
