@@ -17,7 +17,7 @@ from streamforge.engine.compiler import node_plan_from_dict
 from streamforge.engine.registry import load_registry
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
 from streamforge.runtime.gateway.metrics import METRICS_INTERVAL_S, NodeMetrics, worker_metrics_path, write_atomically
-from streamforge.runtime.gateway.runners import NodeRunner, RuntimeEnv
+from streamforge.runtime.gateway.runners import NodeRunner, NodeStatus, RuntimeEnv
 from streamforge.runtime.logs import configure_logging
 
 
@@ -40,7 +40,7 @@ async def serve(spec: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     stopping = asyncio.create_task(stop.wait())
-    reported: tuple[Any, bool] | None = None
+    reported: tuple[NodeStatus, bool] | None = None
     next_metrics = 0.0
     try:
         while not run.done() and not stop.is_set():
