@@ -108,7 +108,7 @@ def kafka_start(
     no_topics: bool,
 ) -> None:
     """Start the broker in the background; return once it accepts produce requests."""
-    from streamforge.runtime.kafka.broker import wait_ready
+    from streamforge.runtime.kafka.broker import process_alive, wait_ready
     from streamforge.runtime.kafka.topics import ensure_topics
 
     broker = _broker(cache_dir, data_dir)
@@ -121,7 +121,7 @@ def kafka_start(
     pid = broker.start_detached(settings)
 
     async def ready() -> None:
-        await wait_ready(settings.bootstrap, timeout, alive=lambda: broker.running_pid() is not None)
+        await wait_ready(settings.bootstrap, timeout, alive=lambda: process_alive(pid))
         if not no_topics:
             await ensure_topics(settings.bootstrap)
 

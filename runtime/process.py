@@ -5,15 +5,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import signal
+from collections.abc import Callable
+
+PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """preexec_fn: the kernel kills this child when the gateway dies (even by SIGKILL), so no orphan keeps
-    producing or holds the Kafka data directory's lock."""
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+def die_with_parent(sig: signal.Signals = signal.SIGKILL) -> Callable[[], None]:
+    """A preexec_fn: the kernel sends `sig` to the child when this process dies (even by SIGKILL), so no orphan
+    keeps producing or holds the Kafka data directory's lock.
+
+    Call it in the parent: it remembers the parent's pid, so a parent that died between fork and prctl (which
+    would leave the child without the signal) makes the child exit at once instead.
+    """
+    parent = os.getpid()
+
+    def arm() -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig))
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm
 
 
 async def terminate(process: asyncio.subprocess.Process, timeout_s: float = 10.0) -> None:

@@ -1,10 +1,12 @@
-"""`streamforge up` in a subprocess, as a user runs it, on the session's Kafka and registry (editor and MCP tests)."""
+"""StreamForge's commands in subprocesses, as a user runs them: `streamforge up` (editor and MCP tests) and
+`streamforge run` (crash tests), on the session's Kafka and registry or on an embedded broker of their own."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -16,6 +18,57 @@ import httpx
 
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+
+
+class GatewayProcess:
+    """`streamforge run FLOW` in its own process group; `bootstrap` None: with its own embedded broker."""
+
+    def __init__(self, flow: Path, data_dir: Path, registry_url: str, bootstrap: str | None = None) -> None:
+        self.args = [sys.executable, "-m", "streamforge.runtime.cli", "run", str(flow), "--data-dir", str(data_dir),
+                     "--registry", registry_url, "--port", str(free_port())]  # fmt: skip
+        if bootstrap:
+            self.args += ["--bootstrap", bootstrap]
+        self.process: asyncio.subprocess.Process | None = None
+        self.event: dict[str, Any] = {}
+        self.stderr = data_dir.parent / f"{data_dir.name}.stderr"  # kept across restarts, for a failure's story
+
+    @property
+    def health_url(self) -> str:
+        return str(self.event["health"])
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def start(self) -> None:
+        with self.stderr.open("ab") as stderr:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.args, stdout=asyncio.subprocess.PIPE, stderr=stderr, start_new_session=True
+            )
+        assert self.process.stdout is not None
+        line = await asyncio.wait_for(self.process.stdout.readline(), 120)
+        assert line, f"streamforge run exited before it was running: {self.stderr.read_text()[-3000:]}"
+        self.event = json.loads(line)
+        assert self.event["event"] == "running", self.event
+
+    async def health(self) -> dict[str, Any]:
+        async with httpx.AsyncClient() as http:
+            return dict((await http.get(self.health_url)).json())
+
+    async def kill(self, group: bool = False) -> None:
+        """SIGKILL: no clean shutdown, no final commit. `group`: its whole process group, as `kill -9 -PGID`."""
+        assert self.process is not None
+        if group:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        else:
+            self.process.kill()
+        await self.process.wait()
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(self.process.wait(), 60)
 
 
 @dataclass

@@ -187,10 +187,11 @@ class ProcessHandle(NodeHandle):
         super().__init__(plan, flow_id, metrics, policy)
         self.settings = settings
         self.pid: int | None = None
+        self._arm_death_signal = die_with_parent()  # SIGKILL: a worker never outlives its gateway
         self._worker_status = NodeStatus.STARTING
 
     def _limits(self) -> None:
-        die_with_parent()
+        self._arm_death_signal()
         limit = self.settings.memory_limit_mb * 1024 * 1024
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 import uuid
@@ -24,6 +26,12 @@ from streamforge.runtime.kafka.install import KafkaDistribution, check_java
 
 HEALTH_TOPIC = "_streamforge.health"
 STATE_FILE = "broker.json"
+LOCK_FILE = ".lock"  # Kafka's own lock on each log directory (a POSIX record lock, FileChannel.tryLock)
+_FLOCK = "hhqqi4x"  # struct flock on Linux: l_type, l_whence, l_start, l_len, l_pid (padded to 32 bytes)
+
+
+class BrokerConflict(RuntimeError):
+    """Another process holds this broker's data directory or port; nothing was started."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -157,18 +165,94 @@ class Broker:
     def command(self, settings: BrokerSettings) -> list[str]:
         return [*self._java(settings.heap), "kafka.Kafka", str(self.data_dir / "server.properties")]
 
+    # -- who runs on this data directory -------------------------------------------------------------
+
+    def lock_holder(self) -> int | None:
+        """The pid of the process holding Kafka's lock on the log directory, or None when nobody holds it."""
+        try:
+            fd = os.open(self.log_dir / LOCK_FILE, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            # F_GETLK only asks: it never takes the lock, so it cannot release one this process holds.
+            answer = fcntl.fcntl(fd, fcntl.F_GETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+        finally:
+            os.close(fd)
+        kind, _whence, _start, _length, pid = struct.unpack(_FLOCK, answer)
+        return None if kind == fcntl.F_UNLCK else pid
+
+    def is_broker_process(self, pid: int) -> bool:
+        """True if `pid` is a Kafka broker started on this data directory's configuration."""
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return b"kafka.Kafka" in argv and str(self.data_dir / "server.properties").encode() in argv
+
+    def stop_stray(self, timeout_s: float = 30.0) -> int | None:
+        """Before a start: stop a broker still running on this data directory (a SIGKILLed gateway's, or a
+        detached one), SIGTERM first so it shuts down cleanly. Two brokers on one log directory corrupt it.
+
+        Returns the stopped pid. BrokerConflict if the lock is held by something that is not our broker.
+        """
+        pid = self.lock_holder()
+        if pid is None:
+            return None
+        if pid <= 0 or not self.is_broker_process(pid):
+            raise BrokerConflict(
+                f"{self.log_dir / LOCK_FILE} is locked by process {pid}, which is not a broker on this data "
+                "directory: stop that process, or give the gateway another data directory"
+            )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while self.lock_holder() == pid and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if self.lock_holder() == pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            while self.lock_holder() == pid:
+                time.sleep(0.1)
+        return pid
+
+    def check_ports_free(self, settings: BrokerSettings) -> None:
+        """Nobody may answer on our ports before we start: a client would be talking to someone else."""
+        taken = [port for port in (settings.port, settings.controller_port) if port_open(settings.host, port)]
+        if taken:
+            raise BrokerConflict(
+                f"port(s) {taken} on {settings.host}, remembered for the broker of {self.data_dir}, are in use by "
+                f"another process: free them, or remove the ports from {self.state_path} to pick new ones"
+            )
+
+    async def check_ours(self, pid: int, settings: BrokerSettings) -> None:
+        """After readiness: the broker answering is the process we started, on this data directory's cluster."""
+        holder = self.lock_holder()
+        if holder != pid:
+            raise BrokerConflict(f"the lock on {self.log_dir} is held by pid {holder}, not by our broker (pid {pid})")
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            cluster_id = (await admin.describe_cluster()).get("cluster_id")
+        finally:
+            await admin.close()
+        if cluster_id != settings.cluster_id:
+            raise BrokerConflict(
+                f"{settings.bootstrap} answers as cluster {cluster_id!r}, not this data directory's "
+                f"{settings.cluster_id!r}: another broker owns the port"
+            )
+
     # -- detached use, for `streamforge kafka start|stop|status` -------------------------------------
 
     def running_pid(self) -> int | None:
+        """The broker running on this data directory, whoever started it (the lock tells), else the pid file's."""
+        holder = self.lock_holder()
+        if holder is not None and holder > 0:
+            return holder
         try:
             pid = int(self.pid_path.read_text())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return pid if self.is_broker_process(pid) else None
 
     def start_detached(self, settings: BrokerSettings) -> int:
         stderr = (self.data_dir / "broker.stderr").open("ab")
@@ -192,6 +276,15 @@ class Broker:
             os.kill(pid, signal.SIGKILL)
         self.pid_path.unlink(missing_ok=True)
         return True
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie that has exited counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def port_open(host: str, port: int) -> bool:

@@ -13,9 +13,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from aiokafka.errors import KafkaError
+
 from streamforge.runtime.kafka.broker import Broker, BrokerSettings, wait_ready
 from streamforge.runtime.kafka.install import distribution
-from streamforge.runtime.process import terminate
+from streamforge.runtime.process import die_with_parent, terminate
 
 log = logging.getLogger("streamforge.kafka")
 
@@ -62,6 +64,7 @@ class EmbeddedKafka:
         self._recent_restarts: deque[float] = deque()
         self._healthy = asyncio.Event()
         self._stopping = False
+        self._arm_death_signal = die_with_parent(signal.SIGTERM)
 
     @property
     def bootstrap(self) -> str:
@@ -86,29 +89,45 @@ class EmbeddedKafka:
 
     async def start(self) -> None:
         self._stopping = False
+        stray = await asyncio.to_thread(self.broker.stop_stray)
+        if stray is not None:
+            log.warning("stopped a broker left running on this data directory", extra={"pid": stray,
+                        "data_dir": str(self.data_dir)})  # fmt: skip
         self.settings = await asyncio.to_thread(self.broker.prepare, *self._ports)
         self.state = BrokerState.STARTING
-        await self._spawn_until_ready()
+        try:
+            await self._spawn_until_ready()
+        except BaseException:
+            if self._process is not None:
+                await terminate(self._process)
+            self.state = BrokerState.FAILED
+            raise
         self._watcher = asyncio.create_task(self._watch(), name="kafka-supervisor")
 
     async def _spawn_until_ready(self) -> None:
         assert self.settings is not None
+        self.broker.check_ports_free(self.settings)
         stderr = (self.data_dir / "broker.stderr").open("ab")
         try:
+            # Its own session keeps a terminal's Ctrl-C from reaching it before the gateway has stopped its
+            # nodes; the parent-death SIGTERM makes it shut down cleanly if the gateway dies, even by SIGKILL.
             self._process = await asyncio.create_subprocess_exec(
                 *self.broker.command(self.settings),
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,
+                preexec_fn=self._arm_death_signal,
             )
         finally:
             stderr.close()
         process = self._process
         log.info("kafka started", extra={"pid": process.pid, "bootstrap": self.bootstrap})
         await wait_ready(self.bootstrap, self.start_timeout_s, alive=lambda: process.returncode is None)
+        await self.broker.check_ours(process.pid, self.settings)
         self.state = BrokerState.HEALTHY
         self._healthy.set()
-        log.info("kafka ready", extra={"pid": process.pid, "bootstrap": self.bootstrap})
+        log.info("kafka ready", extra={"pid": process.pid, "bootstrap": self.bootstrap,
+                                       "cluster_id": self.settings.cluster_id})  # fmt: skip
 
     async def _watch(self) -> None:
         while not self._stopping:
@@ -135,7 +154,7 @@ class EmbeddedKafka:
             await asyncio.sleep(self.restart_backoff_s)
             try:
                 await self._spawn_until_ready()
-            except (RuntimeError, TimeoutError) as exc:
+            except (RuntimeError, TimeoutError, KafkaError) as exc:
                 self.last_error = str(exc)
                 log.error("kafka restart failed", extra={"error": self.last_error})
                 if self._process is not None and self._process.returncode is None:

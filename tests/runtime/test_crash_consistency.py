@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
@@ -19,16 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.serde import Decoder
 from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.simulator import Simulator
-from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.clients import BatchConsumer
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from tests.stack import GatewayProcess
 
 T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
 RATE_HZ, READINGS = 100, 1200  # 12 s of real time per run
@@ -92,53 +90,6 @@ def flow_document(flow_id: str, dsn: str, prefix: str) -> dict[str, Any]:
     }
 
 
-class GatewayProcess:
-    """`streamforge run` as a user starts it, in its own process."""
-
-    def __init__(self, flow: Path, data_dir: Path, bootstrap: str, registry_url: str) -> None:
-        self.args = [
-            sys.executable,
-            "-m",
-            "streamforge.runtime.cli",
-            "run",
-            str(flow),
-            "--data-dir",
-            str(data_dir),
-            "--bootstrap",
-            bootstrap,
-            "--registry",
-            registry_url,
-            "--port",
-            str(free_port()),
-        ]
-        self.process: asyncio.subprocess.Process | None = None
-        self.health_url = ""
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            *self.args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-        )
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), 90)
-        event = json.loads(line)
-        assert event["event"] == "running", event
-        self.health_url = event["health"]
-
-    async def health(self) -> dict[str, Any]:
-        async with httpx.AsyncClient() as http:
-            return dict((await http.get(self.health_url)).json())
-
-    async def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(self.process.wait(), 60)
-
-
 async def table_rows(dsn: str, prefix: str) -> tuple[set[tuple[Any, ...]], dict[tuple[Any, ...], tuple[Any, ...]]]:
     connection = await asyncpg.connect(dsn)
     try:
@@ -182,7 +133,7 @@ async def run_to_completion(
     prefix = f"{name}_{time.time_ns() % 10**9}_"
     flow_path = tmp / f"{flow_id}.json"
     flow_path.write_text(json.dumps(flow_document(flow_id, dsn, prefix)))
-    gateway = GatewayProcess(flow_path, tmp / flow_id, kafka.bootstrap, registry_url)
+    gateway = GatewayProcess(flow_path, tmp / flow_id, registry_url, kafka.bootstrap)
     await gateway.start()
     try:
         if chaos is not None:
