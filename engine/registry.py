@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 from collections.abc import Iterable, Iterator
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import Any
 
 from streamforge.engine.sdk import Kind, Node, NodeClass, NodeConfig, Port
@@ -48,10 +49,12 @@ class NodeRegistry:
     def __init__(self, classes: Iterable[tuple[NodeClass, str]] = ()) -> None:
         self._types: dict[str, NodeClass] = {}
         self._origins: dict[str, str] = {}
+        self._packages: dict[str, str] = {}
         for cls, origin in classes:
             self.register(cls, origin)
 
-    def register(self, cls: Any, origin: str = "code") -> NodeClass:
+    def register(self, cls: Any, origin: str = "code", package: str | None = None) -> NodeClass:
+        """`package`: the distribution that provides it, as `name==version` (what a gateway reports)."""
         checked = check_node_class(cls, origin)
         if checked.type in self._types:
             raise RegistryError(
@@ -60,6 +63,7 @@ class NodeRegistry:
             )
         self._types[checked.type] = checked
         self._origins[checked.type] = origin
+        self._packages[checked.type] = package or f"streamforge=={_own_version()}"
         return checked
 
     def get(self, type_name: str) -> NodeClass | None:
@@ -74,6 +78,17 @@ class NodeRegistry:
     def names(self) -> list[str]:
         return sorted(self._types)
 
+    def packages(self) -> dict[str, str]:
+        """Each type's providing package and version: what a gateway has installed, or a flow needs."""
+        return dict(sorted(self._packages.items()))
+
+
+def _own_version() -> str:
+    try:
+        return version("streamforge")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
 
 def builtin_classes() -> Iterator[tuple[NodeClass, str]]:
     """Each module of `streamforge.nodes` declares one node type in its module-level `NODE`."""
@@ -85,19 +100,31 @@ def builtin_classes() -> Iterator[tuple[NodeClass, str]]:
             yield node, f"built-in {module.__name__}"
 
 
-def plugin_classes() -> Iterator[tuple[NodeClass, str]]:
+def plugin_classes() -> Iterator[tuple[NodeClass, str, str | None]]:
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         try:
             loaded = entry.load()
         except Exception as exc:  # a broken plugin must name itself, not crash with a bare traceback
             raise RegistryError(f"entry point {entry.name} = {entry.value} failed to load: {exc!r}") from exc
-        yield loaded, f"package {entry.dist.name if entry.dist else '?'} (entry point {entry.name})"
+        package = f"{entry.dist.name}=={entry.dist.version}" if entry.dist else None
+        yield loaded, f"package {package or '?'} (entry point {entry.name})", package
+
+
+def registry_for(type_name: str) -> NodeRegistry:
+    """A registry with just `type_name`: a worker process imports only its own node's module (a built-in's is
+    named after its type), not every protocol library; any other type needs the full registry."""
+    with contextlib.suppress(ImportError):
+        module = importlib.import_module(f"{BUILTIN_PACKAGE}.{type_name}")
+        node = getattr(module, "NODE", None)
+        if node is not None and getattr(node, "type", None) == type_name:
+            return NodeRegistry([(node, f"built-in {module.__name__}")])
+    return load_registry()
 
 
 def load_registry(include_plugins: bool = True) -> NodeRegistry:
     """Built-ins, then installed plugins; a duplicate type name is a load error."""
     registry = NodeRegistry(builtin_classes())
     if include_plugins:
-        for cls, origin in plugin_classes():
-            registry.register(cls, origin)
+        for cls, origin, package in plugin_classes():
+            registry.register(cls, origin, package)
     return registry

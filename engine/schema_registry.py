@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,12 +70,29 @@ class InMemorySchemaRegistry:
             raise SchemaNotFound(f"schema id {schema_id} is not registered in this process") from None
 
 
+def bearer_from_file(path: str | Path) -> Callable[[], str | None]:
+    """Credentials for HttpSchemaRegistry read from a JSON file's `token` (a gateway's, renewed in place)."""
+
+    def current() -> str | None:
+        try:
+            token = json.loads(Path(path).read_text()).get("token")
+        except (OSError, ValueError):
+            return None
+        return token if isinstance(token, str) else None
+
+    return current
+
+
 class HttpSchemaRegistry:
     """Client of a Confluent-compatible registry (ours, Confluent Schema Registry, Karapace)."""
 
-    def __init__(self, url: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 5.0, credentials: Callable[[], str | None] | None = None,
+                 verify: ssl.SSLContext | bool = True) -> None:  # fmt: skip
+        """`credentials`: the current bearer token (a gateway's JWT, renewed under it), asked on every request."""
         self.url = url.rstrip("/")
-        self._client = httpx.AsyncClient(base_url=self.url, timeout=timeout_s, headers={"Accept": CONTENT_TYPE})
+        self._client = httpx.AsyncClient(base_url=self.url, timeout=timeout_s, headers={"Accept": CONTENT_TYPE},
+                                         verify=verify)  # fmt: skip
+        self._credentials = credentials
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -85,7 +103,7 @@ class HttpSchemaRegistry:
                 method,
                 path,
                 content=None if body is None else json.dumps(body),
-                headers={"Content-Type": CONTENT_TYPE},
+                headers=self._headers(),
             )
         except httpx.TransportError as exc:
             raise SchemaRegistryUnavailable(f"schema registry at {self.url} is unreachable: {exc!r}") from exc
@@ -96,6 +114,10 @@ class HttpSchemaRegistry:
         if response.status_code >= 400:
             raise SchemaRegistryError(f"{self.url}{path} answered {response.status_code}: {response.text}")
         return response.json()
+
+    def _headers(self) -> dict[str, str]:
+        token = self._credentials() if self._credentials else None
+        return {"Content-Type": CONTENT_TYPE, **({"Authorization": f"Bearer {token}"} if token else {})}
 
     async def register(self, subject: str, schema: Schema) -> int:
         body = {"schema": canonical_json(schema), "schemaType": "AVRO"}

@@ -27,13 +27,15 @@ def main() -> None:
     """StreamForge: an industrial data gateway whose every reading lands in a local Kafka first.
 
     \b
-    up        control plane + gateway + embedded Kafka, demo flow deployed
-    run       run one flow: gateway + embedded Kafka (+ health and metrics)
-    flow      validate, format, diff and plan flow documents
-    node      list node types; scaffold a node package
-    kafka     install and run the embedded Apache Kafka (single-node KRaft)
-    registry  serve the Confluent-compatible schema registry
-    roundtrip smoke check: embedded Kafka + a round trip of sample records of every type
+    up            control plane + gateway + embedded Kafka, demo flow deployed
+    control-plane the control plane alone; gateways register and sync from it
+    gateway       a gateway synced from a control plane (embedded Kafka, offline cache)
+    run           run one flow: gateway + embedded Kafka (+ health and metrics)
+    flow          validate, format, diff and plan flow documents
+    node          list node types; scaffold a node package
+    kafka         install and run the embedded Apache Kafka (single-node KRaft)
+    registry      serve the Confluent-compatible schema registry
+    roundtrip     smoke check: embedded Kafka + a round trip of sample records of every type
     """
     configure_logging("cli")
 
@@ -304,6 +306,59 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
         asyncio.run(run_plan(plan, data_dir, bootstrap, port, click.echo, registry_url))
     except DeployFailed as exc:
         _fail(str(exc))
+
+
+@main.command("control-plane")
+@_home_option
+@click.option("--port", type=int, default=8080, show_default=True, help="API, registry, health and metrics port.")
+@click.option("--poll-interval", type=float, default=30.0, show_default=True,
+              help="Seconds between a gateway's polls; 3 missed ones mark it OFFLINE.")  # fmt: skip
+def control_plane_command(data_dir: Path, port: int, poll_interval: float) -> None:
+    """The control plane alone: gateways register with it, are approved, and sync their flows from it."""
+    from streamforge.runtime.control_plane.serve import serve_control_plane
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    asyncio.run(serve_control_plane(data_dir, port, click.echo, poll_interval))
+
+
+@main.command()
+@click.option("--control-plane", "control_plane", required=True, envvar="STREAMFORGE_CONTROL_PLANE",
+              help="The control plane's URL: https://host:port (plain http only to loopback).")  # fmt: skip
+@click.option("--name", default=None, help="Shown in the fleet [default: the host name].")
+@click.option("--label", "labels", multiple=True, help="key=value, e.g. site=north (repeat for more).")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="STREAMFORGE_GATEWAY_HOME",
+              default=Path.home() / ".local" / "share" / "streamforge-gateway", show_default=True,
+              help="Kafka data, cached state, credentials (0600) [env STREAMFORGE_GATEWAY_HOME].")  # fmt: skip
+@_bootstrap_option
+@click.option("--port", type=int, default=0, show_default=True, help="Health and metrics port (0: any free).")
+@click.option("--enrolment-key", envvar="STREAMFORGE_ENROLMENT_KEY", default=None,
+              help="Pre-approval from an Admin (POST /api/v1/enrolment-keys) [env STREAMFORGE_ENROLMENT_KEY]."
+)  # fmt: skip
+@click.option("--poll-interval", type=float, default=30.0, show_default=True, help="Seconds between polls.")
+@click.option("--registry", "registry_url", envvar="STREAMFORGE_REGISTRY_URL", default=None,
+              help="The Kafka cluster's own schema registry [default: the control plane's, at /schemas].")  # fmt: skip
+@click.option("--ca", "ca_file", type=click.Path(path_type=Path, exists=True), default=None,
+              help="CA certificate the control plane's TLS certificate must chain to (pinned).")  # fmt: skip
+def gateway(control_plane: str, name: str | None, labels: tuple[str, ...], data_dir: Path, bootstrap: str | None,
+            port: int, enrolment_key: str | None, poll_interval: float, registry_url: str | None,
+            ca_file: Path | None) -> None:  # fmt: skip
+    """A gateway synced from a control plane; it keeps running from its cache when the control plane is away."""
+    import socket
+
+    from streamforge.runtime.control_plane.fleet import parse_labels
+    from streamforge.runtime.errors import ApiError
+    from streamforge.runtime.gateway.agent import InsecureControlPlane, check_transport
+    from streamforge.runtime.gateway.standalone import run_gateway
+
+    try:
+        check_transport(control_plane)
+        parsed = parse_labels(list(labels), "--label")
+    except (InsecureControlPlane, ApiError) as exc:
+        _fail(str(exc))
+    data_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging("gateway")
+    asyncio.run(run_gateway(control_plane, data_dir, name or socket.gethostname(), parsed, click.echo, bootstrap,
+                            port, enrolment_key, poll_interval, ca_file, registry_url))  # fmt: skip
 
 
 @main.command()

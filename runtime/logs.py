@@ -14,11 +14,11 @@ def configure_logging(component: str, level: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter(
-            "{asctime}{levelname}{name}{message}",
+            "{levelname}{name}{message}",
             style="{",
-            rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
+            rename_fields={"levelname": "level", "name": "logger"},
             static_fields={"component": component, "gateway_id": os.environ.get("STREAMFORGE_GATEWAY_ID", "local")},
-            datefmt="%Y-%m-%dT%H:%M:%S%z",
+            timestamp=True,  # ISO 8601 in UTC with microseconds: sub-second ordering across processes
         )
     )
     root = logging.getLogger()

@@ -1,33 +1,41 @@
-"""`streamforge up`: control plane, gateway and embedded Kafka on one machine (the spec's Pattern B)."""
+"""`streamforge up`: the control plane, and one local gateway process that registers and syncs from it exactly as
+a remote gateway would (the spec's Pattern B, with no in-process shortcut)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
 import logging
-from collections.abc import Callable
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from starlette.routing import Mount
-
-from streamforge.engine.compiler import compile_flow
-from streamforge.engine.flow import load_flow, validate_flow
-from streamforge.engine.problems import FlowInvalid
+from streamforge.engine.flow import load_flow
 from streamforge.engine.registry import load_registry
-from streamforge.engine.secrets import externalize, resolve
-from streamforge.runtime.control_plane.api import control_plane_api
+from streamforge.engine.schema_registry import HttpSchemaRegistry, SchemaRegistry
+from streamforge.engine.secrets import externalize
+from streamforge.runtime.control_plane.app import ControlPlane, control_plane_app, heartbeat_flusher
 from streamforge.runtime.control_plane.auth import ensure_admin
 from streamforge.runtime.control_plane.editor import editor_routes
+from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.mcp_server import RecentLogs, mcp_route, mcp_server
-from streamforge.runtime.control_plane.service import FlowService
+from streamforge.runtime.control_plane.schema_registry import LocalSchemaRegistry
+from streamforge.runtime.control_plane.service import DEPLOY_TIMEOUT_S, FlowService
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.demo_devices import demo_devices
-from streamforge.runtime.gateway.gateway import DeployFailed, Gateway, health_app
-from streamforge.runtime.gateway.run import gateway_stack, stop_on_signals
+from streamforge.runtime.gateway.run import stop_on_signals
 from streamforge.runtime.http import http_host, serve_app
+from streamforge.runtime.process import die_with_parent, terminate
 
 log = logging.getLogger("streamforge.up")
+LOCAL_LABELS = {"gateway": "local"}
 
 
 def seed_demo(store: Store, demo: Path) -> str | None:
@@ -41,21 +49,75 @@ def seed_demo(store: Store, demo: Path) -> str | None:
     return saved.flow_id
 
 
-async def redeploy(store: Store, gateway: Gateway) -> list[str]:
-    """Start every flow at the version last deployed: a restart resumes where the gateway was."""
-    started = []
-    for flow in store.list_flows():
-        if flow["deployed_version"] is None:
-            continue
-        version = store.get_flow(flow["id"], flow["deployed_version"])
-        try:
-            document = validate_flow(resolve(version.document, store.secret))
-            await gateway.deploy(compile_flow(document, gateway.node_types))
-        except (FlowInvalid, DeployFailed) as exc:  # one bad flow must not keep the others down
-            log.error("flow not started", extra={"flow": flow["id"], "error": str(exc)})
-            continue
-        started.append(flow["id"])
-    return started
+@dataclass
+class LocalGateway:
+    """The `streamforge gateway` child of `up`: its announced event, and its log lines relayed as ours."""
+
+    process: asyncio.subprocess.Process
+    event: dict[str, Any]
+    relay: asyncio.Task[None]
+
+
+@contextlib.asynccontextmanager
+async def local_gateway(url: str, data_dir: Path, enrolment_key: str, bootstrap: str | None,
+                        registry_url: str | None, logs: RecentLogs) -> AsyncIterator[LocalGateway]:  # fmt: skip
+    """Start the local gateway, pre-approved by `enrolment_key`, and stop it (SIGTERM, cleanly) on exit. It dies
+    with `up` if `up` is killed."""
+    args = [sys.executable, "-m", "streamforge.runtime.cli", "gateway", "--control-plane", url, "--name", "local",
+            "--data-dir", str(data_dir), "--label", "gateway=local"]  # fmt: skip
+    args += ["--bootstrap", bootstrap] if bootstrap else []
+    args += ["--registry", registry_url] if registry_url else []
+    process = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=die_with_parent(signal.SIGTERM),
+        env={**os.environ, "STREAMFORGE_ENROLMENT_KEY": enrolment_key},
+    )  # fmt: skip
+    assert process.stdout is not None and process.stderr is not None
+    relay = asyncio.create_task(_relay_logs(process.stderr, logs), name="gateway-logs")
+    try:
+        event: dict[str, Any] | None = None
+        while event is None:
+            line = await asyncio.wait_for(process.stdout.readline(), 180)
+            if not line:
+                raise RuntimeError(f"the local gateway exited during start-up (code {await process.wait()}); "
+                                   "its log lines are above")  # fmt: skip
+            with contextlib.suppress(ValueError):
+                candidate = json.loads(line)
+                event = candidate if candidate.get("event") == "gateway" else None
+        yield LocalGateway(process, event, relay)
+    finally:
+        await terminate(process, 90)
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+
+
+async def _relay_logs(stream: asyncio.StreamReader, logs: RecentLogs) -> None:
+    """The gateway's JSON log lines: to our stderr as they are, and into get_logs' ring."""
+    async for line in stream:
+        sys.stderr.buffer.write(line)
+        sys.stderr.buffer.flush()
+        with contextlib.suppress(ValueError, TypeError):
+            logs.remember(json.loads(line))
+
+
+async def resume(control_plane: ControlPlane, gateway_id: str) -> list[str]:
+    """Flows marked deployed but assigned nowhere (a first start, or a data dir from before gateways were
+    separate processes) are assigned to the local gateway; then wait until it runs every assigned flow."""
+    fleet = control_plane.fleet
+    for flow in control_plane.store.list_flows():
+        if flow["deployed_version"] is not None and not fleet.assignments(flow["id"]):
+            fleet.assign(flow["id"], flow["deployed_version"], "streamforge", gateway_id=gateway_id)
+    wanted = fleet.desired_versions(gateway_id)
+    deadline = time.monotonic() + DEPLOY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        _, report = fleet.report(gateway_id)
+        running = (report or {}).get("flows", {})
+        failed = ((report or {}).get("last_apply") or {}).get("result") == "NOT_APPLIED"
+        if all(running.get(f) == v for f, v in wanted.items()) or failed:
+            return sorted(f for f, v in wanted.items() if running.get(f) == v)
+        await asyncio.sleep(0.2)
+    return []
 
 
 async def up(
@@ -72,31 +134,39 @@ async def up(
     `devices`: also run the simulated Modbus PLC and OPC UA server the demo flow reads (runtime/demo_devices.py).
     """
     stop = stop_on_signals()
-    store = Store(data_dir / "control-plane.sqlite")  # secrets' key beside it, 0600
+    node_types = load_registry()
+    control_plane = ControlPlane.open(data_dir, node_types)
+    store, fleet = control_plane.store, control_plane.fleet
     password = ensure_admin(store)
     if password is not None:
         say(f"first start: created user `admin` with password {password} (shown once; stored only hashed)")
     seeded = seed_demo(store, demo) if demo else None
     logs = RecentLogs()
     logging.getLogger("streamforge").addHandler(logs)
+    schemas: SchemaRegistry = (
+        HttpSchemaRegistry(registry_url) if registry_url else LocalSchemaRegistry(control_plane.schemas)
+    )
+    link = GatewayLink(fleet, "", schemas)
+    flows = FlowService(store, node_types, link)
+    tools = mcp_server(flows, logs)
+    routes = [mcp_route(tools, flows, http_host()), *editor_routes()]
+    app = control_plane_app(control_plane, link, routes)
     async with (
         demo_devices() if devices else contextlib.nullcontext() as simulated,
-        gateway_stack(data_dir, bootstrap, registry_url) as gateway,
+        tools.session_manager.run(),
+        heartbeat_flusher(fleet),
+        serve_app(app, port=port) as url,
     ):
         if simulated is not None:
             say(json.dumps({"event": "demo_devices", "modbus": simulated.modbus, "opcua": simulated.opcua}))
-        node_types = load_registry()
-        flows = FlowService(store, node_types, gateway)
-        tools = mcp_server(flows, logs)
-        routes = [mcp_route(tools, flows, http_host()), *editor_routes()]
-        api = control_plane_api(store, node_types, gateway, routes)
-        async with (
-            tools.session_manager.run(),
-            serve_app(health_app(gateway, [Mount("/", app=api)], commands=False), port=port) as url,
-        ):
-            started = await redeploy(store, gateway)
+        key = fleet.create_enrolment_key(LOCAL_LABELS, "streamforge up", ttl_s=600)
+        async with local_gateway(url, data_dir, key, bootstrap, registry_url, logs) as gateway:
+            link.gateway_id = await fleet.approved(gateway.event["instance_id"])
+            started = await resume(control_plane, link.gateway_id)
             say(json.dumps({"event": "up", "editor": f"{url}/", "api": f"{url}/api/v1", "mcp": f"{url}/mcp",
-                            "health": f"{url}/health", "metrics": f"{url}/metrics", "kafka": gateway.env.bootstrap,
-                            "flows": started, "seeded": seeded, "url": url}))  # fmt: skip
+                            "health": f"{url}/health", "metrics": f"{url}/metrics", "registry": f"{url}/schemas",
+                            "kafka": gateway.event["kafka"], "gateway": link.gateway_id,
+                            "gateway_health": gateway.event["health"], "flows": started, "seeded": seeded,
+                            "url": url}))  # fmt: skip
             await stop.wait()
     say(json.dumps({"event": "stopped"}))

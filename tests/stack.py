@@ -20,57 +20,6 @@ from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 
 
-class GatewayProcess:
-    """`streamforge run FLOW` in its own process group; `bootstrap` None: with its own embedded broker."""
-
-    def __init__(self, flow: Path, data_dir: Path, registry_url: str, bootstrap: str | None = None) -> None:
-        self.args = [sys.executable, "-m", "streamforge.runtime.cli", "run", str(flow), "--data-dir", str(data_dir),
-                     "--registry", registry_url, "--port", str(free_port())]  # fmt: skip
-        if bootstrap:
-            self.args += ["--bootstrap", bootstrap]
-        self.process: asyncio.subprocess.Process | None = None
-        self.event: dict[str, Any] = {}
-        self.stderr = data_dir.parent / f"{data_dir.name}.stderr"  # kept across restarts, for a failure's story
-
-    @property
-    def health_url(self) -> str:
-        return str(self.event["health"])
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    async def start(self) -> None:
-        with self.stderr.open("ab") as stderr:
-            self.process = await asyncio.create_subprocess_exec(
-                *self.args, stdout=asyncio.subprocess.PIPE, stderr=stderr, start_new_session=True
-            )
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), 120)
-        assert line, f"streamforge run exited before it was running: {self.stderr.read_text()[-3000:]}"
-        self.event = json.loads(line)
-        assert self.event["event"] == "running", self.event
-
-    async def health(self) -> dict[str, Any]:
-        async with httpx.AsyncClient() as http:
-            return dict((await http.get(self.health_url)).json())
-
-    async def kill(self, group: bool = False) -> None:
-        """SIGKILL: no clean shutdown, no final commit. `group`: its whole process group, as `kill -9 -PGID`."""
-        assert self.process is not None
-        if group:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        else:
-            self.process.kill()
-        await self.process.wait()
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(self.process.wait(), 60)
-
-
 @dataclass
 class Stack:
     url: str
@@ -121,3 +70,74 @@ async def running_up(data: Path, demo: dict[str, Any], kafka: EmbeddedKafka, reg
     finally:
         process.send_signal(signal.SIGINT)
         await asyncio.wait_for(process.communicate(), 60)
+
+
+class ServiceProcess:
+    """A long-running `streamforge` command in its own process group, started when its JSON `event` line is out."""
+
+    def __init__(self, args: list[str], log: Path, ready_event: str) -> None:
+        self.args, self.log, self.ready_event = (
+            [sys.executable, "-m", "streamforge.runtime.cli", *args],
+            log,
+            ready_event,
+        )
+        self.process: asyncio.subprocess.Process | None = None
+        self.event: dict[str, Any] = {}
+        self.lines: list[str] = []
+
+    async def start(self) -> dict[str, Any]:
+        with self.log.open("ab") as stderr:
+            self.process = await asyncio.create_subprocess_exec(
+                *self.args, stdout=asyncio.subprocess.PIPE, stderr=stderr, start_new_session=True
+            )
+        assert self.process.stdout is not None
+        while True:
+            line = (await asyncio.wait_for(self.process.stdout.readline(), 120)).decode().strip()
+            assert line, f"{self.args[3]} exited before it was ready: {self.log.read_text()[-3000:]}"
+            self.lines.append(line)
+            if line.startswith("{") and json.loads(line).get("event") == self.ready_event:
+                self.event = json.loads(line)
+                return self.event
+
+    async def kill(self) -> None:
+        """SIGKILL of the whole process group: nothing of it gets to clean up."""
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(self.process.wait(), 90)
+
+
+class GatewayProcess(ServiceProcess):
+    """`streamforge run FLOW`; `bootstrap` None: with its own embedded broker."""
+
+    def __init__(self, flow: Path, data_dir: Path, registry_url: str, bootstrap: str | None = None) -> None:
+        args = ["run", str(flow), "--data-dir", str(data_dir), "--registry", registry_url, "--port", str(free_port())]
+        super().__init__([*args, "--bootstrap", bootstrap] if bootstrap else args,
+                         data_dir.parent / f"{data_dir.name}.stderr", "running")  # fmt: skip
+
+    @property
+    def health_url(self) -> str:
+        return str(self.event["health"])
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def health(self) -> dict[str, Any]:
+        async with httpx.AsyncClient() as http:
+            return dict((await http.get(self.health_url)).json())
+
+    async def kill(self, group: bool = False) -> None:
+        """SIGKILL: no clean shutdown, no final commit. `group`: its whole process group, as `kill -9 -PGID`."""
+        if group:
+            await super().kill()
+            return
+        assert self.process is not None
+        self.process.kill()
+        await self.process.wait()

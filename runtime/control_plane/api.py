@@ -13,11 +13,11 @@ from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from streamforge.engine.flow import dump_flow, load_flow, validate_flow
 from streamforge.engine.registry import NodeRegistry
 from streamforge.runtime.control_plane.auth import Role, User, check_password, hash_password, role_guard
+from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.live import live_endpoint
 from streamforge.runtime.control_plane.service import FlowService
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
-from streamforge.runtime.gateway.gateway import Gateway
 
 
 def _text(body: Any, field: str, example: str) -> str:
@@ -36,9 +36,14 @@ def _flow_body(version: Any) -> dict[str, Any]:
 
 
 def control_plane_api(
-    store: Store, node_types: NodeRegistry, gateway: Gateway | None = None, extra_routes: Iterable[BaseRoute] = ()
+    store: Store,
+    node_types: NodeRegistry,
+    gateway: GatewayLink | None = None,
+    extra_routes: Iterable[BaseRoute] = (),
+    api_routes: Iterable[BaseRoute] = (),
 ) -> Starlette:
-    """The control plane's REST API under /api/v1, then `extra_routes` (the editor's static files)."""
+    """The control plane's REST API under /api/v1 (plus `api_routes`: the fleet's), then `extra_routes` (the
+    editor's static files)."""
     requires = role_guard(store)
     flows = FlowService(store, node_types, gateway)
 
@@ -112,7 +117,7 @@ def control_plane_api(
     async def flow_deploy(request: Request, user: User) -> Response:
         body = await request.body()
         mode = (await json_body(request)).get("mode", "modified") if body else "modified"
-        return JSONResponse(await flows.deploy(request.path_params["flow"], mode))
+        return JSONResponse(await flows.deploy(request.path_params["flow"], mode, user.username))
 
     @requires(Role.OPERATOR)
     async def node_command(request: Request, user: User) -> Response:
@@ -186,7 +191,7 @@ def control_plane_api(
         return Response(status_code=204)
 
     routes: list[BaseRoute] = [
-        WebSocketRoute("/live", live_endpoint(store, gateway)),
+        WebSocketRoute("/live", live_endpoint(store, node_types, gateway)),
         Route("/secrets", secrets_list),
         Route("/secrets/{name}", secret_put, methods=["PUT"]),
         Route("/secrets/{name}", secret_delete, methods=["DELETE"]),
@@ -210,5 +215,6 @@ def control_plane_api(
         Route("/flows/{flow}/approvals", flow_approve, methods=["POST"]),
         Route("/audit", audit_trail),
         Route("/flows/{flow}/nodes/{node}/commands/{command}", node_command, methods=["POST"]),
+        *api_routes,
     ]
     return Starlette(routes=[Mount("/api/v1", routes=routes), *extra_routes], exception_handlers=EXCEPTION_HANDLERS)

@@ -67,7 +67,11 @@ def ensure_admin(store: Store) -> str | None:
 
 
 def authenticate(store: Store, request: Request) -> User:
-    header = request.headers.get("authorization", "")
+    return authenticate_header(store, request.headers.get("authorization", ""))
+
+
+def authenticate_header(store: Store, header: str) -> User:
+    """The user behind an `Authorization: Bearer <token>` header value; 401 saying what to send."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise ApiError(401, "unauthenticated", "send `Authorization: Bearer <token>` (log in or create an API token)")

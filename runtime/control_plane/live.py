@@ -14,9 +14,13 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from streamforge.engine.compiler import compile_flow
+from streamforge.engine.flow import validate_flow
+from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.secrets import placeholders
 from streamforge.engine.serde import Decoder
+from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.store import Store
-from streamforge.runtime.gateway.gateway import Gateway
 from streamforge.runtime.kafka.clients import BatchConsumer
 
 TAP_RECORDS_PER_S = 20  # a debug panel is for eyes: a bounded sample, never a firehose
@@ -39,8 +43,8 @@ def json_safe(record: dict[str, Any]) -> dict[str, Any]:
 class LiveSession:
     """One browser tab: the subscriptions it asked for, each a task, all cancelled when it goes."""
 
-    def __init__(self, socket: WebSocket, gateway: Gateway) -> None:
-        self.socket, self.gateway = socket, gateway
+    def __init__(self, socket: WebSocket, gateway: GatewayLink, store: Store, node_types: NodeRegistry) -> None:
+        self.socket, self.gateway, self.store, self.node_types = socket, gateway, store, node_types
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._send = asyncio.Lock()
 
@@ -58,15 +62,17 @@ class LiveSession:
             await asyncio.sleep(1)
 
     async def tap(self, flow: str, node: str, port: str) -> None:
-        plan = self.gateway.plans.get(flow)
+        version = self.gateway.running_version(flow)
         output = None
-        if plan is not None:
+        if version is not None:  # the outputs of what the gateway runs, compiled here (no secret is read)
+            document = validate_flow(placeholders(self.store.get_flow(flow, version).document))
+            plan = compile_flow(document, self.node_types)
             output = next((o for n in plan.nodes if n.node_id == node for o in n.outputs if o.port == port), None)
         if output is None:
             await self.send({"type": "error", "message": f"no deployed output {flow}/{node}:{port}"})
             return
-        consumer = BatchConsumer(self.gateway.env.bootstrap, None, [output.topic],
-                                 Decoder(self.gateway.env.registry), upstream=[(flow, node)])  # fmt: skip
+        consumer = BatchConsumer(self.gateway.bootstrap, None, [output.topic], Decoder(self.gateway.registry),
+                                 upstream=[(flow, node)])  # fmt: skip
         await consumer.start()
         await consumer.start_at_end()  # "tapped" then means every record from now on
         await self.send({"type": "tapped", "flow": flow, "node": node, "port": port, "topic": output.topic})
@@ -93,7 +99,9 @@ class LiveSession:
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
 
-def live_endpoint(store: Store, gateway: Gateway | None) -> Callable[[WebSocket], Coroutine[Any, Any, None]]:
+def live_endpoint(
+    store: Store, node_types: NodeRegistry, gateway: GatewayLink | None
+) -> Callable[[WebSocket], Coroutine[Any, Any, None]]:
     """`/api/v1/live?token=...`: send {"subscribe": "status"} or {"tap": {"flow", "node", "port"}}."""
 
     async def live(socket: WebSocket) -> None:
@@ -102,7 +110,7 @@ def live_endpoint(store: Store, gateway: Gateway | None) -> Callable[[WebSocket]
         if gateway is None or not token or store.token_user(token) is None:
             await socket.close(code=UNAUTHORIZED, reason="a valid ?token= is required")
             return
-        session = LiveSession(socket, gateway)
+        session = LiveSession(socket, gateway, store, node_types)
         try:
             while True:
                 message = await socket.receive_json()

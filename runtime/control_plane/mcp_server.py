@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import re
+import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -70,16 +71,14 @@ class RecentLogs(logging.Handler):
         self.lines: deque[dict[str, Any]] = deque(maxlen=size)
 
     def emit(self, record: logging.LogRecord) -> None:
-        extra = {k: v for k, v in record.__dict__.items() if k in ("flow", "node", "status", "error")}
-        self.lines.append(
-            {
-                "time": record.created,
-                "level": record.levelname,
-                "logger": record.name,
-                "message": record.getMessage(),
-                **extra,
-            }
-        )
+        self.remember({**record.__dict__, "time": record.created, "level": record.levelname, "logger": record.name,
+                       "message": record.getMessage()})  # fmt: skip
+
+    def remember(self, line: dict[str, Any]) -> None:
+        """A log line as a dict: our own records, or another process's JSON lines (the local gateway's)."""
+        fields = ("time", "timestamp", "level", "logger", "message", "component", "flow", "node", "status", "error")
+        kept: dict[str, Any] = {k: line[k] for k in fields if k in line}
+        self.lines.append({"time": time.time(), "level": "INFO", "message": "", **kept})
 
 
 def device_data(value: Any) -> dict[str, Any]:
@@ -264,9 +263,9 @@ def mcp_server(flows: FlowService, logs: RecentLogs | None = None) -> MCPServer:
 
     @server.tool(description="Status of the sink nodes: status, restarts, last error, and their metrics.")
     async def get_sink_status(ctx: Context, flow_id: str | None = None) -> str:
-        def act(who: Identity) -> Any:
+        async def act(who: Identity) -> Any:
             sinks = nodes_of_kind(Kind.SINK, flow_id)
-            samples = metric_samples("")
+            samples = await metric_samples("")
             return [
                 {**sink, "metrics": [s for s in samples if s["labels"].get("node") == sink["node"]]} for sink in sinks
             ]
@@ -293,8 +292,8 @@ def mcp_server(flows: FlowService, logs: RecentLogs | None = None) -> MCPServer:
 
         return await run(ctx, "get_logs", Role.VIEWER, {"level": level, "contains": contains}, None, act)
 
-    def metric_samples(prefix: str) -> list[dict[str, Any]]:
-        text = flows.running_gateway().exposition().decode()
+    async def metric_samples(prefix: str) -> list[dict[str, Any]]:
+        text = (await flows.running_gateway().exposition()).decode()
         return [
             {"name": s.name, "labels": s.labels, "value": s.value}
             for family in text_string_to_metric_families(text)
@@ -318,7 +317,7 @@ def mcp_server(flows: FlowService, logs: RecentLogs | None = None) -> MCPServer:
     async def recent(topic: str, limit: int) -> list[dict[str, Any]]:
         gateway = flows.running_gateway()
         # Its own task: aiokafka's internal tasks must not live inside the SDK's per-request cancel scope.
-        read = recent_records(gateway.env.bootstrap, topic, Decoder(gateway.env.registry), limit)
+        read = recent_records(gateway.bootstrap, topic, Decoder(gateway.registry), limit)
         rows = await asyncio.create_task(read)
         return [{k: v for k, v in record.items() if k != "payload"} for _ts, _p, record in rows]
 
@@ -606,7 +605,7 @@ def mcp_server(flows: FlowService, logs: RecentLogs | None = None) -> MCPServer:
                     "saved_version": saved.version if saved else None,
                 }
                 if action == "deploy":
-                    result["deployed"] = await flows.deploy(flow_id)
+                    result["deployed"] = await flows.deploy(flow_id, user=who.username)
                 return result
 
             return await run(

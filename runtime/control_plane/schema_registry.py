@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from streamforge.engine.compatibility import backward_problems
-from streamforge.engine.schema_registry import CONTENT_TYPE
+from streamforge.engine.schema_registry import CONTENT_TYPE, SchemaNotFound
 from streamforge.engine.schemas import canonical_json
 
 LEVELS = {"NONE", "BACKWARD", "BACKWARD_TRANSITIVE"}
@@ -162,8 +163,15 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-def schema_registry_app(store: SchemaStore) -> Starlette:
-    """The registry as an ASGI app, to mount under the control plane or serve on its own."""
+Guard = Callable[[Request, bool], None]  # (request, is_write): raises RegistryError to refuse
+
+
+def schema_registry_app(store: SchemaStore, guard: Guard | None = None) -> Starlette:
+    """The registry as an ASGI app, to mount under the control plane or serve on its own.
+
+    `guard` is asked before every request (reads and writes told apart); without one, everyone may do anything,
+    which only a registry on loopback for a single `streamforge run` should accept.
+    """
 
     async def subjects(request: Request) -> JSONResponse:
         return _answer(store.subjects())
@@ -210,14 +218,41 @@ def schema_registry_app(store: SchemaStore) -> Starlette:
         assert isinstance(exc, RegistryError)
         return _answer({"error_code": exc.code, "message": exc.message}, exc.status)
 
+    def guarded(endpoint: Callable[[Request], Awaitable[JSONResponse]]) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def checked(request: Request) -> JSONResponse:
+            if guard is not None:
+                # Writes: registering a version, setting compatibility. A lookup or check by POST only reads.
+                registers = request.method == "POST" and request.url.path.rstrip("/").endswith("/versions")
+                guard(request, registers or request.method == "PUT")
+            return await endpoint(request)
+
+        return checked
+
     routes = [
-        Route("/subjects", subjects),
-        Route("/subjects/{subject}/versions", versions, methods=["GET", "POST"]),
-        Route("/subjects/{subject}/versions/{version}", version),
-        Route("/subjects/{subject}", lookup, methods=["POST"]),
-        Route("/schemas/ids/{schema_id:int}", by_id),
-        Route("/config", config, methods=["GET", "PUT"]),
-        Route("/config/{subject}", config, methods=["GET", "PUT"]),
-        Route("/compatibility/subjects/{subject}/versions/{version}", compatibility, methods=["POST"]),
+        Route("/subjects", guarded(subjects)),
+        Route("/subjects/{subject}/versions", guarded(versions), methods=["GET", "POST"]),
+        Route("/subjects/{subject}/versions/{version}", guarded(version)),
+        Route("/subjects/{subject}", guarded(lookup), methods=["POST"]),
+        Route("/schemas/ids/{schema_id:int}", guarded(by_id)),
+        Route("/config", guarded(config), methods=["GET", "PUT"]),
+        Route("/config/{subject}", guarded(config), methods=["GET", "PUT"]),
+        Route("/compatibility/subjects/{subject}/versions/{version}", guarded(compatibility), methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers={RegistryError: registry_error})
+
+
+class LocalSchemaRegistry:
+    """The SchemaRegistry protocol over this process's own SchemaStore (the control plane decoding a debug tap)."""
+
+    def __init__(self, store: SchemaStore) -> None:
+        self.store = store
+
+    async def register(self, subject: str, schema: dict[str, Any]) -> int:
+        return self.store.register(subject, canonical_json(schema))
+
+    async def schema_by_id(self, schema_id: int) -> dict[str, Any]:
+        try:
+            schema: dict[str, Any] = json.loads(self.store.by_id(schema_id))
+        except RegistryError as missing:
+            raise SchemaNotFound(missing.message) from None
+        return schema

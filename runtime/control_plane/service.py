@@ -11,9 +11,11 @@ from streamforge.engine.flow import FlowDiff, FlowDocument, diff_flows, validate
 from streamforge.engine.problems import FlowInvalid, Problem
 from streamforge.engine.registry import NodeRegistry
 from streamforge.engine.secrets import externalize, placeholders, resolve
+from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.store import FlowVersion, Store
 from streamforge.runtime.errors import ApiError
-from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
+
+DEPLOY_TIMEOUT_S = 120.0  # how long a deploy waits for its gateways to acknowledge the new version
 
 
 def change_digest(document: dict[str, Any]) -> str:
@@ -26,9 +28,10 @@ def change_digest(document: dict[str, Any]) -> str:
 
 
 class FlowService:
-    """The control plane's flow operations, with the store, the node types and the local gateway."""
+    """The control plane's flow operations, with the store, the node types and the gateway a deploy goes to by
+    default (in `streamforge up`, the local one; it is reached only through the fleet, like any other)."""
 
-    def __init__(self, store: Store, node_types: NodeRegistry, gateway: Gateway | None) -> None:
+    def __init__(self, store: Store, node_types: NodeRegistry, gateway: GatewayLink | None) -> None:
         self.store, self.node_types, self.gateway = store, node_types, gateway
 
     def problems(self, document: FlowDocument) -> list[Problem]:
@@ -63,31 +66,47 @@ class FlowService:
         current = self.store.get_flow(flow_id)
         return self.store.save_flow({**old.document, "version": current.version}, current.version, user)
 
-    def running_gateway(self) -> Gateway:
+    def running_gateway(self) -> GatewayLink:
         if self.gateway is None:
             raise ApiError(503, "no_gateway", "no gateway is attached to this control plane")
         return self.gateway
 
-    async def deploy(self, flow_id: str, mode: str = "modified") -> dict[str, Any]:
-        """Deploy the latest version; a flow that does not compile raises FlowInvalid and touches nothing."""
-        gateway = self.running_gateway()
+    async def deploy(self, flow_id: str, mode: str = "modified", user: str = "streamforge") -> dict[str, Any]:
+        """Deploy the latest version: assign it wherever the flow is assigned (default: this control plane's
+        gateway) and wait for the gateways to acknowledge it. A flow that does not compile raises FlowInvalid
+        and touches nothing; a gateway that rolled it back answers 409 with its located cause."""
+        link = self.running_gateway()
+        fleet = link.fleet
         if mode not in ("modified", "full"):
             raise ApiError(422, "invalid", "mode must be `modified` or `full`")
         version = self.store.get_flow(flow_id)
-        plan = compile_flow(validate_flow(resolve(version.document, self.store.secret)), self.node_types)
-        try:
-            report = await gateway.deploy(plan, modified_only=mode == "modified")
-        except DeployFailed as failed:
-            raise ApiError(409, "deploy_rolled_back", str(failed)) from None
+        compile_flow(validate_flow(resolve(version.document, self.store.secret)), self.node_types)
+        targets = [(a["target"], None) if a["target_kind"] == "gateway" else (None, a["labels"])
+                   for a in fleet.assignments(flow_id)] or [(link.gateway_id, None)]  # fmt: skip
+        covered = set().union(*(fleet.covered(gateway_id, labels) for gateway_id, labels in targets))
+        waiter = fleet.waiter(flow_id, version.version, covered)
+        for gateway_id, labels in targets:
+            fleet.assign(flow_id, version.version, user, gateway_id, labels, restart=mode == "full")
+        results = await fleet.wait(waiter, DEPLOY_TIMEOUT_S)
+        local = results.get(link.gateway_id)
+        if local is None:
+            raise ApiError(504, "deploy_pending", f"flow {flow_id} v{version.version} is assigned, but gateway "
+                           f"{link.gateway_id} did not acknowledge it within {DEPLOY_TIMEOUT_S:.0f} s; it applies it "
+                           "when it next syncs")  # fmt: skip
+        if local["result"] != "APPLIED":
+            raise ApiError(409, "deploy_rolled_back", f"deploy of flow {flow_id} v{version.version} rolled back on "
+                           f"gateway {link.gateway_id}: {local.get('cause')}")  # fmt: skip
         self.store.mark_deployed(flow_id, version.version)
-        return {"flow": flow_id, "version": version.version, "started": report.started,
-                "stopped": report.stopped, "unchanged": report.unchanged}  # fmt: skip
+        report = local.get("reports", {}).get(flow_id) or {"started": [], "stopped": [], "unchanged": []}
+        return {"flow": flow_id, "version": version.version, "started": report.get("started", []),
+                "stopped": report.get("stopped", []), "unchanged": report.get("unchanged", []),
+                "gateways": {g: r["result"] for g, r in results.items()}}  # fmt: skip
 
     def status(self, flow_id: str) -> dict[str, Any]:
         gateway = self.gateway
         nodes = [n for n in gateway.node_health() if n["flow"] == flow_id] if gateway else []
-        deployed = gateway.plans.get(flow_id) if gateway else None
-        return {"flow": flow_id, "deployed_version": deployed.version if deployed else None, "nodes": nodes}
+        return {"flow": flow_id, "deployed_version": gateway.running_version(flow_id) if gateway else None,
+                "nodes": nodes}  # fmt: skip
 
     # -- drafts and approvals: how an agent changes a flow without touching what runs ----------------------
 

@@ -1,8 +1,10 @@
-"""The control plane's store: flows with every version kept, users and API tokens (SQLite, migrated)."""
+"""The control plane's store: flows with every version kept, users, tokens, secrets (SQLite, migrated)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -10,6 +12,7 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +50,17 @@ MIGRATIONS: tuple[str, ...] = (
                         tool TEXT NOT NULL, arguments_digest TEXT NOT NULL, target TEXT, outcome TEXT NOT NULL,
                         detail TEXT, approved_by TEXT);
     """,
+    """
+    CREATE TABLE gateways (id TEXT PRIMARY KEY, instance_id TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+                           status TEXT NOT NULL, secret_hash TEXT NOT NULL, public_key TEXT NOT NULL,
+                           labels TEXT NOT NULL, info TEXT NOT NULL, registered_at TEXT NOT NULL,
+                           decided_by TEXT, decided_at TEXT, last_seen REAL, heartbeat TEXT);
+    CREATE TABLE assignments (flow_id TEXT NOT NULL, version INTEGER NOT NULL, target_kind TEXT NOT NULL,
+                              target TEXT NOT NULL, assigned_by TEXT NOT NULL, assigned_at TEXT NOT NULL,
+                              restart TEXT, PRIMARY KEY (flow_id, target_kind, target));
+    CREATE TABLE enrolment_keys (key_hash TEXT PRIMARY KEY, labels TEXT NOT NULL, created_by TEXT NOT NULL,
+                                 created_at TEXT NOT NULL, expires_at REAL NOT NULL);
+    """,
 )
 
 
@@ -75,13 +89,39 @@ class Store:
         """`key_file` holds the secrets' encryption key (created 0600 on first use); default beside the db."""
         if key_file is None and str(path) != ":memory:":
             key_file = Path(path).with_suffix(".key")
-        self._fernet = Fernet(_load_key(key_file))
+        self._key = _load_key(key_file)
+        self._fernet = Fernet(self._key)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
+        self.revision = 0  # bumped on every write that may change what a gateway should run
         self._migrate()
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A stable 256-bit key for `purpose`, derived from the store's secret key (never stored apart)."""
+        return hmac.new(self._key, purpose.encode(), hashlib.sha256).digest()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, for the control plane's other record keepers (fleet); writes go through `write`."""
+        return self._db
+
+    @contextlib.contextmanager
+    def write(self, desired_state: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction, serialized with every other write of this store. `desired_state`: it may change what
+        a gateway should run (bumps `revision`, so cached ETags are recomputed)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        if desired_state:
+            self.revision += 1
 
     def _migrate(self) -> None:
         with self._lock:
@@ -199,6 +239,7 @@ class Store:
             raise ApiError(422, "invalid", f"secret name {name!r}: letters, digits, . _ - (1-128)")
         self._db.execute("INSERT OR REPLACE INTO secrets VALUES (?, ?, ?, ?)",
                          (name, self._fernet.encrypt(value.encode()), _now(), user))  # fmt: skip
+        self.revision += 1
 
     def secret(self, name: str) -> str | None:
         row = self._db.execute("SELECT ciphertext FROM secrets WHERE name = ?", (name,)).fetchone()
@@ -211,6 +252,7 @@ class Store:
     def delete_secret(self, name: str) -> None:
         if self._db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount == 0:
             raise ApiError(404, "not_found", f"secret {name!r} does not exist")
+        self.revision += 1
 
     # -- drafts, approvals and the audit trail (MCP change control) ----------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,7 @@ class Gateway:
         registry_url: str | None = None,
         policy: RestartPolicy | None = None,
         kafka_health: Any = None,
+        registry_token_file: Path | None = None,
     ) -> None:
         self.metrics = NodeMetrics()
         self.env = RuntimeEnv(bootstrap, registry, self.metrics, node_types)
@@ -71,7 +72,8 @@ class Gateway:
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self.policy = policy or RestartPolicy()
-        self.worker_settings = WorkerSettings(bootstrap, registry_url, str(state_dir))
+        token_file = str(registry_token_file) if registry_token_file else None
+        self.worker_settings = WorkerSettings(bootstrap, registry_url, str(state_dir), registry_token_file=token_file)
         self.kafka_health = kafka_health
         self.plans: dict[str, ExecutionPlan] = {}
         self.handles: dict[str, dict[str, NodeHandle]] = {}
@@ -83,10 +85,14 @@ class Gateway:
             return TaskHandle(plan, flow_id, self.env, self.policy)
         return ProcessHandle(plan, flow_id, self.metrics, self.policy, self.worker_settings)
 
-    async def _ensure_topics(self, plan: ExecutionPlan) -> None:
+    async def prepare_topics(self) -> None:
+        """The catalogue's topics, once: at boot, so the first deploy does not wait for them."""
         if not self._topics_ready:
             await ensure_topics(self.env.bootstrap)
             self._topics_ready = True
+
+    async def _ensure_topics(self, plan: ExecutionPlan) -> None:
+        await self.prepare_topics()
         known = {spec.name for spec in TOPICS}
         extra = [NewTopic(topic, 12, 1) for topic in plan.topics if topic not in known]
         extra += [NewTopic(changelog_topic(plan.flow_id, node.node_id), 1, 1,
@@ -202,11 +208,17 @@ class Gateway:
                 "nodes": nodes}  # fmt: skip
 
 
-def health_app(gateway: Gateway, extra_routes: Iterable[BaseRoute] = (), commands: bool = True) -> Starlette:
+def health_app(
+    gateway: Gateway,
+    extra_routes: Iterable[BaseRoute] = (),
+    commands: bool = True,
+    sync: Callable[[], dict[str, Any]] | None = None,
+) -> Starlette:
     """`/health/live`, `/health/ready`, `/health`, `/metrics`, and (`commands`) unauthenticated node commands.
 
-    A headless `streamforge run` gateway takes commands on its own port; under `streamforge up` the control
-    plane's authenticated command route (Operator and up) is the only one, so `up` passes commands=False.
+    A headless `streamforge run` gateway takes commands on its own port; a gateway under a control plane takes
+    them only through the control plane's authenticated route (Operator and up), so it passes commands=False.
+    `sync`: the state of its link to the control plane, shown in /health.
     """
 
     async def command(request: Request) -> JSONResponse:
@@ -222,7 +234,7 @@ def health_app(gateway: Gateway, extra_routes: Iterable[BaseRoute] = (), command
         return JSONResponse({"ready": ok, "status": report["status"]}, status_code=200 if ok else 503)
 
     async def full(request: Request) -> JSONResponse:
-        report = gateway.health()
+        report = gateway.health() | ({"sync": sync()} if sync else {})
         return JSONResponse(report, status_code=200 if report["status"] != "UNHEALTHY" else 503)
 
     async def metrics(request: Request) -> Response:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from streamforge.engine.compiler import ExecutionPlan
 from streamforge.engine.registry import load_registry
-from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
+from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache, bearer_from_file
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
 from streamforge.runtime.gateway.gateway import Gateway, health_app
 from streamforge.runtime.http import serve_app
@@ -38,18 +38,25 @@ def stop_on_signals() -> asyncio.Event:
 
 
 @contextlib.asynccontextmanager
-async def gateway_stack(data_dir: Path, bootstrap: str | None, registry_url: str | None) -> AsyncIterator[Gateway]:
-    """Schema registry, Kafka (embedded unless `bootstrap`) and a gateway; all stopped cleanly on exit."""
+async def gateway_stack(
+    data_dir: Path, bootstrap: str | None, registry_url: str | None, registry_token_file: Path | None = None
+) -> AsyncIterator[Gateway]:
+    """Schema registry, Kafka (embedded unless `bootstrap`) and a gateway; all stopped cleanly on exit.
+
+    `registry_token_file`: the gateway's credentials file, whose token the registry wants (the control plane's).
+    """
     state_dir = data_dir / "gateway"
     async with (
         registry_or_existing(data_dir, registry_url) as schemas_url,
         kafka_or_existing(data_dir, bootstrap) as kafka,
     ):
         servers = kafka.bootstrap if kafka else str(bootstrap)
-        remote = HttpSchemaRegistry(schemas_url)
+        credentials = bearer_from_file(registry_token_file) if registry_token_file else None
+        remote = HttpSchemaRegistry(schemas_url, credentials=credentials)
         registry = CachedSchemaRegistry(remote, SchemaCache(state_dir / "schema-cache" / "gateway.json"))
         gateway = Gateway(servers, registry, load_registry(), state_dir, schemas_url,
-                          kafka_health=kafka.health if kafka else None)  # fmt: skip
+                          kafka_health=kafka.health if kafka else None,
+                          registry_token_file=registry_token_file)  # fmt: skip
         try:
             yield gateway
         finally:

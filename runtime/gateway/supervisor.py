@@ -176,6 +176,7 @@ class WorkerSettings:
     state_dir: str
     memory_limit_mb: int = 1024
     metrics_dir: str | None = None
+    registry_token_file: str | None = None  # the gateway's credentials, when the registry wants them
 
 
 class ProcessHandle(NodeHandle):

@@ -14,8 +14,8 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from streamforge.engine.compiler import node_plan_from_dict
-from streamforge.engine.registry import load_registry
-from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
+from streamforge.engine.registry import registry_for
+from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache, bearer_from_file
 from streamforge.runtime.gateway.metrics import METRICS_INTERVAL_S, NodeMetrics, worker_metrics_path, write_atomically
 from streamforge.runtime.gateway.runners import NodeRunner, NodeStatus, RuntimeEnv
 from streamforge.runtime.logs import configure_logging
@@ -29,10 +29,14 @@ def _say(event: dict[str, Any]) -> None:
 async def serve(spec: dict[str, Any]) -> None:
     plan = node_plan_from_dict(spec["plan"])
     settings = spec["settings"]
-    remote = HttpSchemaRegistry(settings["registry_url"]) if settings.get("registry_url") else None
+    token_file = settings.get("registry_token_file")
+    credentials = bearer_from_file(token_file) if token_file else None
+    remote = (
+        HttpSchemaRegistry(settings["registry_url"], credentials=credentials) if settings.get("registry_url") else None
+    )
     cache = SchemaCache(Path(settings["state_dir"]) / "schema-cache" / f"{spec['flow_id']}.{plan.node_id}.json")
     metrics = NodeMetrics()
-    env = RuntimeEnv(settings["bootstrap"], CachedSchemaRegistry(remote, cache), metrics, load_registry())
+    env = RuntimeEnv(settings["bootstrap"], CachedSchemaRegistry(remote, cache), metrics, registry_for(plan.type))
     metrics_file = worker_metrics_path(Path(settings["state_dir"]), spec["flow_id"], plan.node_id)
     runner = NodeRunner(plan, spec["flow_id"], env)
     run = asyncio.create_task(runner.run())

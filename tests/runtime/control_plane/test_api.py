@@ -16,13 +16,15 @@ import websockets
 
 from streamforge.engine.flow import dump_flow, validate_flow
 from streamforge.engine.registry import load_registry
-from streamforge.engine.schema_registry import CachedSchemaRegistry
-from streamforge.runtime.control_plane.api import control_plane_api
+from streamforge.runtime.control_plane.app import ControlPlane, control_plane_app, heartbeat_flusher
 from streamforge.runtime.control_plane.auth import Role, ensure_admin, hash_password
+from streamforge.runtime.control_plane.gateway_link import GatewayLink
+from streamforge.runtime.control_plane.mcp_server import RecentLogs
+from streamforge.runtime.control_plane.schema_registry import LocalSchemaRegistry
 from streamforge.runtime.control_plane.store import Store
-from streamforge.runtime.gateway.gateway import Gateway
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from streamforge.runtime.up import local_gateway
 
 
 @dataclass
@@ -30,15 +32,18 @@ class Api:
     http: httpx.AsyncClient
     tokens: dict[str, str]
     store: Store
+    database: Path
 
     def as_(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
 
-@pytest.fixture
-async def api(kafka: EmbeddedKafka, registry: CachedSchemaRegistry, registry_url: str, tmp_path: Path
-              ) -> AsyncIterator[Api]:  # fmt: skip
-    store = Store(tmp_path / "control.sqlite")
+@pytest.fixture(scope="module")
+async def api(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
+    """The control plane, and a real gateway process (on the session's Kafka) that it deploys to."""
+    root = tmp_path_factory.mktemp("api")
+    control_plane = ControlPlane.open(root / "cp", load_registry(False))
+    store = control_plane.store
     admin_password = ensure_admin(store)
     assert admin_password and ensure_admin(store) is None  # only on first start
     tokens = {"admin": store.issue_token("admin", "test")}
@@ -47,11 +52,14 @@ async def api(kafka: EmbeddedKafka, registry: CachedSchemaRegistry, registry_url
             name = role.name.lower()
             store.create_user(name, hash_password(f"{name}-password-123"), name)
             tokens[name] = store.issue_token(name, "test")
-    gateway = Gateway(kafka.bootstrap, registry, load_registry(False), tmp_path / "gw", registry_url)
-    app = control_plane_api(store, load_registry(False), gateway)
-    async with serve_app(app) as url, httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=90) as http:
-        yield Api(http, tokens, store)
-    await gateway.stop()
+    link = GatewayLink(control_plane.fleet, "", LocalSchemaRegistry(control_plane.schemas))
+    app = control_plane_app(control_plane, link)
+    async with heartbeat_flusher(control_plane.fleet), serve_app(app) as url:
+        key = control_plane.fleet.create_enrolment_key({}, "test")
+        async with local_gateway(url, root / "gateway", key, kafka.bootstrap, None, RecentLogs()) as gateway:
+            link.gateway_id = await control_plane.fleet.approved(gateway.event["instance_id"])
+            async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=90) as http:
+                yield Api(http, tokens, store, root / "cp" / "control-plane.sqlite")
 
 
 def flow(flow_id: str, rate: float = 10, **extra: Any) -> dict[str, Any]:
@@ -203,7 +211,7 @@ async def test_secrets_never_leave_except_into_a_deploy(api: Api, postgres_dsn: 
     assert "hunter2" not in exported and f'"$secret": "{flow_id}.db.dsn"' in exported
     names = (await api.http.get("/secrets", headers=api.as_("viewer"))).json()
     assert [n["name"] for n in names] == [f"{flow_id}.db.dsn"] and "hunter2" not in json.dumps(names)
-    assert b"hunter2" not in (tmp_path / "control.sqlite").read_bytes()  # encrypted at rest
+    assert b"hunter2" not in api.database.read_bytes()  # encrypted at rest
     assert api.store.secret(f"{flow_id}.db.dsn") == dsn
     deployed = await api.http.post(f"/flows/{flow_id}/deploy", headers=engineer)
     assert deployed.status_code == 200, deployed.text  # the sink connected with the resolved DSN

@@ -1,0 +1,140 @@
+"""The control plane as one ASGI app: REST API, fleet, schema registry at /schemas, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from streamforge.engine.registry import NodeRegistry
+from streamforge.runtime.control_plane.api import control_plane_api
+from streamforge.runtime.control_plane.auth import Role, authenticate_header
+from streamforge.runtime.control_plane.credentials import TokenSigner
+from streamforge.runtime.control_plane.fleet import FleetService
+from streamforge.runtime.control_plane.fleet_api import fleet_routes
+from streamforge.runtime.control_plane.gateway_link import GatewayLink
+from streamforge.runtime.control_plane.schema_registry import RegistryError, SchemaStore, schema_registry_app
+from streamforge.runtime.control_plane.store import Store
+from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError
+
+HEARTBEAT_FLUSH_S = 5.0
+
+
+@dataclass
+class ControlPlane:
+    store: Store
+    node_types: NodeRegistry
+    fleet: FleetService
+    schemas: SchemaStore
+
+    @classmethod
+    def open(cls, data_dir: Path, node_types: NodeRegistry, poll_interval_s: float = 30.0) -> ControlPlane:
+        """The control plane's state under data_dir: database (+ secrets key), signing key, schema registry."""
+        store = Store(data_dir / "control-plane.sqlite")
+        signer = TokenSigner(data_dir / "gateway-signing.pem")
+        fleet = FleetService(store, node_types, signer, poll_interval_s)
+        return cls(store, node_types, fleet, SchemaStore(data_dir / "registry.sqlite"))
+
+
+def registry_guard(control_plane: ControlPlane) -> Callable[[Request, bool], None]:
+    """Who may use /schemas: reads with any user's token (bearer, or HTTP basic with the token as password, as
+    Confluent clients send) or a gateway's; registering needs a gateway's or an Engineer's."""
+    store, fleet = control_plane.store, control_plane.fleet
+
+    def check(request: Request, write: bool) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "basic":
+            with contextlib.suppress(ValueError):
+                value = base64.b64decode(value).decode().partition(":")[2]
+            header = f"Bearer {value}"
+        token = header.partition(" ")[2].strip()
+        if not token:
+            raise RegistryError(401, 40101, "send `Authorization: Bearer <token>` or basic auth with an API token")
+        if token.count(".") == 2:  # a JWT: a gateway's
+            try:
+                fleet.signer.verify(token)
+            except ApiError as refused:
+                raise RegistryError(401, 40101, refused.message) from None
+            return
+        try:
+            user = authenticate_header(store, f"Bearer {token}")
+        except ApiError as refused:
+            raise RegistryError(401, 40101, refused.message) from None
+        if write and user.role < Role.ENGINEER:
+            raise RegistryError(403, 40301, f"{user.username} is {user.role.name.lower()}; registering a schema "
+                                "needs an engineer or a gateway")  # fmt: skip
+
+    return check
+
+
+def control_plane_app(control_plane: ControlPlane, gateway: GatewayLink | None = None,
+                      extra_routes: Iterable[BaseRoute] = ()) -> Starlette:  # fmt: skip
+    """Every route of the control plane. `gateway`: where a deploy goes by default (`up`'s local gateway)."""
+    fleet = control_plane.fleet
+    metrics = CollectorRegistry()
+    gateways = Gauge("streamforge_gateways", "Gateways by health", ["health"], registry=metrics)
+    seen = Gauge("streamforge_gateway_last_heartbeat_timestamp_seconds", "When each gateway last synced",
+                 ["gateway", "name"], registry=metrics)  # fmt: skip
+    up = Gauge("streamforge_gateway_up", "1 when the gateway's last heartbeat is recent", ["gateway", "name"],
+               registry=metrics)  # fmt: skip
+
+    async def live(request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def health(request: Request) -> Response:
+        rows = fleet.gateways()
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["health"]] = counts.get(row["health"], 0) + 1
+        return JSONResponse({"status": "HEALTHY", "component": "control-plane", "gateways": counts})
+
+    async def exposition(request: Request) -> Response:
+        gateways.clear()
+        for row in fleet.gateways():
+            gateways.labels(health=row["health"]).inc()
+            if row["last_seen"] is not None:
+                seen.labels(gateway=row["id"], name=row["name"]).set(row["last_seen"])
+            up.labels(gateway=row["id"], name=row["name"]).set(1 if row["health"] not in ("OFFLINE",) else 0)
+        return Response(generate_latest(metrics), media_type="text/plain; version=0.0.4")
+
+    registry = schema_registry_app(control_plane.schemas, registry_guard(control_plane))
+    api = control_plane_api(control_plane.store, control_plane.node_types, gateway, extra_routes,
+                            api_routes=fleet_routes(control_plane.store, fleet))  # fmt: skip
+    routes: list[BaseRoute] = [
+        Route("/health/live", live),
+        Route("/health/ready", live),
+        Route("/health", health),
+        Route("/metrics", exposition),
+        Mount("/schemas", app=registry),
+        Mount("/", app=api),
+    ]
+    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+
+
+@contextlib.asynccontextmanager
+async def heartbeat_flusher(fleet: FleetService) -> AsyncIterator[None]:
+    """Persist heartbeats every few seconds in one transaction, not one write per poll."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_FLUSH_S)
+            fleet.flush_heartbeats()
+
+    task = asyncio.create_task(loop(), name="heartbeat-flush")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        fleet.flush_heartbeats()

@@ -1,0 +1,543 @@
+"""The fleet: gateway registration and approval, flow assignments, each gateway's desired state, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from streamforge.engine.flow import validate_flow
+from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.secrets import SECRET_KEY, is_reference
+from streamforge.runtime.control_plane.credentials import TokenSigner, seal, valid_public_key
+from streamforge.runtime.control_plane.store import Store, token_digest
+from streamforge.runtime.errors import ApiError
+
+log = logging.getLogger("streamforge.fleet")
+
+POLL_INTERVAL_S = 30.0
+MISSED_HEARTBEATS_OFFLINE = 3  # spec: OFFLINE after 3 missed heartbeats
+LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-/")
+
+
+class Approval(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def parse_labels(value: Any, where: str) -> dict[str, str]:
+    """Labels as `{"site": "north"}` or `["site=north"]`; 422 naming the bad one."""
+    items = value.items() if isinstance(value, dict) else (str(v).partition("=")[::2] for v in value or [])
+    labels = {}
+    for key, label in items:
+        key, label = str(key), str(label)
+        if not key or not label or not set(key + label) <= LABEL_CHARS:
+            raise ApiError(422, "invalid", f"{where}: label {key}={label!r} must be key=value of letters, digits, "
+                           "_ . - /")  # fmt: skip
+        labels[key] = label
+    return labels
+
+
+def selector_text(labels: dict[str, str]) -> str:
+    return ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+def selector_labels(text: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in text.split(",") if item)
+
+
+@dataclass
+class Heartbeat:
+    """The latest a gateway said about itself; kept in memory and flushed to the store every few seconds."""
+
+    at: float
+    report: dict[str, Any]
+    dirty: bool = True
+
+
+@dataclass
+class Waiter:
+    """A deploy waiting for gateways to acknowledge a flow version."""
+
+    flow_id: str
+    version: int
+    pending: set[str]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class FleetService:
+    """Gateways and what they should run. The gateway always initiates (register, sync); the control plane
+    answers with desired state and, over a websocket, only ever says "poll now"."""
+
+    def __init__(self, store: Store, node_types: NodeRegistry, signer: TokenSigner,
+                 poll_interval_s: float = POLL_INTERVAL_S) -> None:  # fmt: skip
+        self.store, self.node_types, self.signer = store, node_types, signer
+        self.poll_interval_s = poll_interval_s
+        # ETags hide secret values' digests behind a key that outlives restarts: a restarted control plane
+        # answers 304 to gateways that are up to date instead of sending every one its state again.
+        self._etag_key = store.derived_key("gateway-etag")
+        self._etags: dict[str, tuple[int, str]] = {}  # gateway -> (store revision, etag)
+        self._heartbeats: dict[str, Heartbeat] = {}
+        self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._waiters: list[Waiter] = []
+        self._commands: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+    # -- rows ------------------------------------------------------------------------------------------
+
+    def _row(self, gateway_id: str) -> dict[str, Any]:
+        row = self.store.db.execute("SELECT * FROM gateways WHERE id = ?", (gateway_id,)).fetchone()
+        if row is None:
+            raise ApiError(404, "not_found", f"gateway {gateway_id!r} is not registered")
+        return self._decode(dict(row))
+
+    @staticmethod
+    def _decode(row: dict[str, Any]) -> dict[str, Any]:
+        row["labels"], row["info"] = json.loads(row["labels"]), json.loads(row["info"])
+        row["heartbeat"] = json.loads(row["heartbeat"]) if row["heartbeat"] else None
+        return row
+
+    def _rows(self) -> list[dict[str, Any]]:
+        return [self._decode(dict(r)) for r in self.store.db.execute("SELECT * FROM gateways ORDER BY name, id")]
+
+    # -- registration ------------------------------------------------------------------------------------
+
+    def create_enrolment_key(self, labels: dict[str, str], user: str, ttl_s: float = 3600.0) -> str:
+        """A key whose holder registers pre-approved (how `streamforge up` enrols its own gateway)."""
+        key = f"sfe_{secrets.token_urlsafe(24)}"
+        with self.store.write() as db:
+            db.execute("INSERT INTO enrolment_keys VALUES (?, ?, ?, ?, ?)",
+                       (token_digest(key), json.dumps(labels), user, _now(), time.time() + ttl_s))  # fmt: skip
+        return key
+
+    def _enrolment(self, key: str | None) -> dict[str, str] | None:
+        if not key:
+            return None
+        row = self.store.db.execute("SELECT * FROM enrolment_keys WHERE key_hash = ?", (token_digest(key),)).fetchone()
+        if row is None or row["expires_at"] < time.time():
+            raise ApiError(403, "enrolment_invalid", "the enrolment key is unknown or expired; ask an Admin for "
+                           "a new one, or register without it and wait for approval")  # fmt: skip
+        labels: dict[str, str] = json.loads(row["labels"])
+        return labels
+
+    def register(self, body: Any) -> tuple[int, dict[str, Any]]:
+        """First boot, and every retry until approved. 202 pending; 200 with a token once approved.
+
+        The registration secret proves the caller is the gateway that registered: a gateway that comes back
+        with the same instance id and another secret (its disk was lost) is pending again, with the same id.
+        """
+        if not isinstance(body, dict):
+            raise ApiError(400, "bad_request", "send a JSON object: name, instance_id, secret, public_key, ...")
+        for required in ("name", "instance_id", "secret", "public_key"):
+            if not isinstance(body.get(required), str) or not body[required]:
+                raise ApiError(422, "invalid", f"`{required}` is required (a non-empty string)")
+        if not valid_public_key(body["public_key"]):
+            raise ApiError(422, "invalid", "`public_key` must be a base64 X25519 public key (32 bytes)")
+        labels = parse_labels(body.get("labels"), "labels")
+        info = {key: body.get(key) for key in ("version", "node_types", "disk", "hostname")}
+        secret_hash = token_digest(body["secret"])
+        preapproved = self._enrolment(body.get("enrolment_key"))
+        row = self.store.db.execute("SELECT * FROM gateways WHERE instance_id = ?", (body["instance_id"],)).fetchone()
+        with self.store.write() as db:
+            if row is None:
+                gateway_id = f"gw_{uuid.uuid4().hex[:12]}"
+                status = Approval.APPROVED if preapproved is not None else Approval.PENDING
+                db.execute("INSERT INTO gateways (id, instance_id, name, status, secret_hash, public_key, labels, "
+                           "info, registered_at, decided_by, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                           (gateway_id, body["instance_id"], body["name"], status, secret_hash, body["public_key"],
+                            json.dumps({**labels, **(preapproved or {})}), json.dumps(info), _now(),
+                            "enrolment key" if preapproved is not None else None,
+                            _now() if preapproved is not None else None))  # fmt: skip
+                log.info("gateway registered", extra={"gateway": gateway_id, "status": status})
+            else:
+                gateway_id, status = row["id"], Approval(row["status"])
+                if not hmac.compare_digest(row["secret_hash"], secret_hash):
+                    # Same instance, new secret: a rebuilt gateway. It keeps its id; a person approves it again.
+                    status = Approval.APPROVED if preapproved is not None else Approval.PENDING
+                    if row["status"] == Approval.REJECTED and preapproved is None:
+                        status = Approval.REJECTED
+                    db.execute("UPDATE gateways SET secret_hash = ?, public_key = ?, status = ?, name = ? WHERE id = ?",
+                               (secret_hash, body["public_key"], status, body["name"], gateway_id))  # fmt: skip
+                    log.warning("gateway re-registered with a new secret", extra={"gateway": gateway_id,
+                                                                                   "status": status})  # fmt: skip
+                db.execute("UPDATE gateways SET info = ? WHERE id = ?", (json.dumps(info), gateway_id))
+        if status is Approval.REJECTED:
+            raise ApiError(403, "rejected", f"gateway {gateway_id} was rejected by an Admin; it gets no config")
+        if status is Approval.PENDING:
+            return 202, {"gateway_id": gateway_id, "status": status.value,
+                         "message": "waiting for an Admin to approve this gateway"}  # fmt: skip
+        token, expires = self.signer.issue(gateway_id)
+        return 200, {"gateway_id": gateway_id, "status": status.value, "token": token, "expires_at": expires}
+
+    async def approved(self, instance_id: str, timeout_s: float = 60.0) -> str:
+        """The id of the gateway with this instance id, once it has registered and is approved."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            row = self.store.db.execute("SELECT id, status FROM gateways WHERE instance_id = ?",
+                                        (instance_id,)).fetchone()  # fmt: skip
+            if row is not None and row["status"] == Approval.APPROVED:
+                return str(row["id"])
+            await asyncio.sleep(0.2)
+        raise TimeoutError(f"gateway instance {instance_id} was not registered and approved within {timeout_s:.0f} s")
+
+    def decide(self, gateway_id: str, approval: Approval, user: str) -> dict[str, Any]:
+        self._row(gateway_id)
+        with self.store.write() as db:
+            db.execute("UPDATE gateways SET status = ?, decided_by = ?, decided_at = ? WHERE id = ?",
+                       (approval, user, _now(), gateway_id))  # fmt: skip
+        log.info("gateway decided", extra={"gateway": gateway_id, "status": approval, "user": user})
+        self.notify({gateway_id})
+        return self.details(gateway_id)
+
+    def set_labels(self, gateway_id: str, labels: dict[str, str]) -> dict[str, Any]:
+        self._row(gateway_id)
+        with self.store.write() as db:
+            db.execute("UPDATE gateways SET labels = ? WHERE id = ?", (json.dumps(labels), gateway_id))
+        self.notify({gateway_id})
+        return self.details(gateway_id)
+
+    # -- authentication of gateway calls ----------------------------------------------------------------
+
+    def authenticate(self, authorization: str, gateway_id: str) -> dict[str, Any]:
+        """The gateway behind a bearer JWT, which must be `gateway_id` and approved: 401 / 403 otherwise."""
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "unauthenticated", "send `Authorization: Bearer <gateway token>`")
+        claims = self.signer.verify(token.strip())
+        if claims.gateway_id != gateway_id:
+            raise ApiError(403, "forbidden", f"this token belongs to gateway {claims.gateway_id}, not {gateway_id}")
+        row = self._row(gateway_id)
+        if row["status"] != Approval.APPROVED:
+            raise ApiError(403, "not_approved", f"gateway {gateway_id} is {row['status']}: an Admin must approve it")
+        return row
+
+    def renew(self, gateway_id: str) -> dict[str, Any]:
+        token, expires = self.signer.issue(gateway_id)
+        return {"gateway_id": gateway_id, "token": token, "expires_at": expires}
+
+    # -- assignments and desired state ------------------------------------------------------------------
+
+    def assignments(self, flow_id: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM assignments" + (" WHERE flow_id = ?" if flow_id else "") + " ORDER BY flow_id, target"
+        rows = self.store.db.execute(sql, (flow_id,) if flow_id else ()).fetchall()
+        return [{**dict(r), "labels": selector_labels(r["target"]) if r["target_kind"] == "label" else None}
+                for r in rows]  # fmt: skip
+
+    def _targets(self, gateway_id: str | None, labels: dict[str, str] | None) -> tuple[str, str]:
+        if bool(gateway_id) == bool(labels):
+            raise ApiError(422, "invalid", 'name exactly one target: {"gateway": "gw_..."} or '
+                           '{"labels": {"site": "north"}}')  # fmt: skip
+        return ("gateway", str(gateway_id)) if gateway_id else ("label", selector_text(labels or {}))
+
+    def matching(self, kind: str, target: str) -> list[dict[str, Any]]:
+        """Approved gateways an assignment target covers."""
+        wanted = selector_labels(target) if kind == "label" else None
+        return [row for row in self._rows() if row["status"] == Approval.APPROVED
+                and (row["id"] == target if wanted is None else wanted.items() <= row["labels"].items())]  # fmt: skip
+
+    def covered(self, gateway_id: str | None, labels: dict[str, str] | None) -> set[str]:
+        return {row["id"] for row in self.matching(*self._targets(gateway_id, labels))}
+
+    def assign(self, flow_id: str, version: int, user: str, gateway_id: str | None = None,
+               labels: dict[str, str] | None = None, restart: bool = False) -> dict[str, Any]:  # fmt: skip
+        """Pin `flow_id` at `version` on a gateway or on every gateway with these labels. Refused, with the
+        reason, if a gateway it covers lacks a node type the flow needs. `restart`: its gateways restart every
+        node of the flow, changed or not (a full deploy)."""
+        document = self.store.get_flow(flow_id, version).document
+        kind, target = self._targets(gateway_id, labels)
+        if kind == "gateway":
+            self._row(target)
+        covered = self.matching(kind, target)
+        needed = sorted({node["type"] for node in document.get("nodes", [])})
+        for row in covered:
+            installed = row["info"].get("node_types") or {}
+            missing = [name for name in needed if name not in installed]
+            if missing:
+                raise ApiError(409, "node_types_missing", f"gateway {row['id']} ({row['name']}) lacks node type(s) "
+                               f"{', '.join(missing)} that flow {flow_id} v{version} needs: install their package "
+                               "on that gateway, or assign elsewhere")  # fmt: skip
+        with self.store.write() as db:
+            restart_token = uuid.uuid4().hex if restart else None
+            db.execute("INSERT OR REPLACE INTO assignments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (flow_id, version, kind, target, user, _now(), restart_token))  # fmt: skip
+            if kind == "label":  # a fleet-wide assignment supersedes earlier per-gateway pins (rollbacks)
+                for row in covered:
+                    db.execute("DELETE FROM assignments WHERE flow_id = ? AND target_kind = 'gateway' AND target = ?",
+                               (flow_id, row["id"]))  # fmt: skip
+        self.notify({row["id"] for row in covered})
+        return {"flow": flow_id, "version": version, "target_kind": kind, "target": target,
+                "gateways": [row["id"] for row in covered]}  # fmt: skip
+
+    def unassign(self, flow_id: str, gateway_id: str | None = None, labels: dict[str, str] | None = None) -> None:
+        kind, target = self._targets(gateway_id, labels)
+        covered = self.matching(kind, target)
+        with self.store.write() as db:
+            gone = db.execute("DELETE FROM assignments WHERE flow_id = ? AND target_kind = ? AND target = ?",
+                              (flow_id, kind, target)).rowcount  # fmt: skip
+        if not gone:
+            raise ApiError(404, "not_found", f"flow {flow_id} has no assignment to {kind} {target}")
+        self.notify({row["id"] for row in covered})
+
+    def wanted_versions(self, row: dict[str, Any]) -> dict[str, int]:
+        return {flow: version for flow, (version, _) in self.wanted(row).items()}
+
+    def wanted(self, row: dict[str, Any]) -> dict[str, tuple[int, str | None]]:
+        """Flow id -> (version, restart token) for one gateway: its own pin wins, then the most specific label
+        selector."""
+        chosen: dict[str, tuple[tuple[int, str], tuple[int, str | None]]] = {}
+        for assignment in self.assignments():
+            if assignment["target_kind"] == "gateway":
+                if assignment["target"] != row["id"]:
+                    continue
+                rank = (1_000, assignment["assigned_at"])
+            else:
+                if not assignment["labels"].items() <= row["labels"].items():
+                    continue
+                rank = (len(assignment["labels"]), assignment["assigned_at"])
+            flow = assignment["flow_id"]
+            if flow not in chosen or rank > chosen[flow][0]:
+                chosen[flow] = (rank, (assignment["version"], assignment["restart"]))
+        return {flow: pinned for flow, (_, pinned) in sorted(chosen.items())}
+
+    def _secret_names(self, document: dict[str, Any]) -> set[str]:
+        found: set[str] = set()
+
+        def walk(value: Any) -> None:
+            if is_reference(value):
+                found.add(value[SECRET_KEY])
+            elif isinstance(value, dict):
+                for item in value.values():
+                    walk(item)
+            elif isinstance(value, list):
+                for item in value:
+                    walk(item)
+
+        walk(document.get("nodes", []))
+        return found
+
+    def etag(self, row: dict[str, Any]) -> str:
+        """Changes exactly when the desired state does; cached per store revision (cheap 304s)."""
+        cached = self._etags.get(row["id"])
+        if cached is not None and cached[0] == self.store.revision:
+            return cached[1]
+        revision = self.store.revision
+        wanted = self.wanted(row)
+        names = sorted({name for flow, (version, _) in wanted.items()
+                        for name in self._secret_names(self.store.get_flow(flow, version).document)})  # fmt: skip
+        secret_digest = hmac.new(self._etag_key, json.dumps([[n, self.store.secret(n)] for n in names]).encode(),
+                                 hashlib.sha256).hexdigest()  # fmt: skip
+        basis = json.dumps({"flows": wanted, "secrets": secret_digest, "key": row["public_key"]}, sort_keys=True)
+        etag = f'"{hashlib.sha256(basis.encode()).hexdigest()[:32]}"'
+        self._etags[row["id"]] = (revision, etag)
+        return etag
+
+    def desired_state(self, row: dict[str, Any]) -> dict[str, Any]:
+        """What the gateway should run: flow documents at their pinned versions (secret references intact),
+        the secrets they use sealed to this gateway's key, and the node types with their packages."""
+        flows, sealed = [], {}
+        packages = self.node_types.packages()
+        restarts = {}
+        for flow_id, (version, restart) in self.wanted(row).items():
+            document = validate_flow(self.store.get_flow(flow_id, version).document).model_dump(by_alias=True)
+            flows.append(document)
+            if restart:
+                restarts[flow_id] = restart
+            for name in sorted(self._secret_names(document)):
+                value = self.store.secret(name)
+                if value is not None:
+                    sealed[name] = seal(row["public_key"], value)
+        types = sorted({node["type"] for document in flows for node in document["nodes"]})
+        return {"gateway_id": row["id"], "etag": self.etag(row), "flows": flows, "secrets": sealed,
+                "restarts": restarts, "node_types": {name: packages.get(name) for name in types}}  # fmt: skip
+
+    # -- sync: the poll that is also the heartbeat -------------------------------------------------------
+
+    def sync(self, row: dict[str, Any], report: Any, if_none_match: str | None) -> dict[str, Any] | None:
+        """Record the heartbeat; the desired state, or None when `if_none_match` is current (304)."""
+        if not isinstance(report, dict):
+            raise ApiError(400, "bad_request", "the body is the heartbeat: a JSON object (flows, nodes, ...)")
+        self._heartbeats[row["id"]] = Heartbeat(time.time(), report)
+        self._settle_waiters(row["id"], report)
+        if if_none_match is not None and if_none_match == self.etag(row):
+            return None
+        return self.desired_state(row)
+
+    def flush_heartbeats(self) -> int:
+        """Write the heartbeats received since the last flush, in one transaction."""
+        dirty = [(gid, beat) for gid, beat in self._heartbeats.items() if beat.dirty]
+        if not dirty:
+            return 0
+        with self.store.write(desired_state=False) as db:  # heartbeats never change what a gateway should run
+            for gateway_id, beat in dirty:
+                db.execute("UPDATE gateways SET last_seen = ?, heartbeat = ? WHERE id = ?",
+                           (beat.at, json.dumps(beat.report), gateway_id))  # fmt: skip
+                beat.dirty = False
+        return len(dirty)
+
+    def _last(self, row: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
+        beat = self._heartbeats.get(row["id"])
+        return (beat.at, beat.report) if beat else (row["last_seen"], row["heartbeat"])
+
+    def health(self, row: dict[str, Any]) -> str:
+        """PENDING / REJECTED before approval; OFFLINE after 3 missed heartbeats; else what the gateway says
+        of its own nodes (HEALTHY / DEGRADED / UNHEALTHY), DEGRADED too when its last apply failed."""
+        if row["status"] != Approval.APPROVED:
+            return str(row["status"]).upper()
+        seen, report = self._last(row)
+        if seen is None or report is None:
+            return "NEVER_SEEN"
+        if time.time() - seen > MISSED_HEARTBEATS_OFFLINE * self.poll_interval_s:
+            return "OFFLINE"
+        status = str(report.get("status", "UNHEALTHY"))
+        if status == "HEALTHY" and (report.get("last_apply") or {}).get("result") == "NOT_APPLIED":
+            return "DEGRADED"
+        return status
+
+    def desired_versions(self, gateway_id: str) -> dict[str, int]:
+        return self.wanted_versions(self._row(gateway_id))
+
+    def health_of(self, gateway_id: str) -> str:
+        return self.health(self._row(gateway_id))
+
+    def details(self, gateway_id: str) -> dict[str, Any]:
+        return self._summary(self._row(gateway_id), full=True)
+
+    def gateways(self) -> list[dict[str, Any]]:
+        return [self._summary(row) for row in self._rows()]
+
+    def _summary(self, row: dict[str, Any], full: bool = False) -> dict[str, Any]:
+        seen, report = self._last(row)
+        report = report or {}
+        summary = {
+            "id": row["id"], "name": row["name"], "status": row["status"], "health": self.health(row),
+            "labels": row["labels"], "version": row["info"].get("version"), "registered_at": row["registered_at"],
+            "decided_by": row["decided_by"], "last_seen": seen, "running": report.get("flows", {}),
+            "previous": report.get("previous", {}), "last_apply": report.get("last_apply"),
+            "desired": self.wanted_versions(row) if row["status"] == Approval.APPROVED else {},
+        }  # fmt: skip
+        if full:
+            summary.update(info=row["info"], instance_id=row["instance_id"], heartbeat=report)
+        return summary
+
+    def rollback(self, gateway_id: str, user: str, flow_id: str | None = None) -> dict[str, Any]:
+        """Pin the gateway's flows (or one) back to the versions it ran before its last apply."""
+        row = self._row(gateway_id)
+        _, report = self._last(row)
+        previous: dict[str, int] = (report or {}).get("previous") or {}
+        running: dict[str, int] = (report or {}).get("flows") or {}
+        targets = {f: v for f, v in previous.items() if (flow_id is None or f == flow_id) and running.get(f) != v}
+        if not targets:
+            raise ApiError(409, "nothing_to_roll_back", f"gateway {gateway_id} reports no earlier version"
+                           + (f" of flow {flow_id}" if flow_id else "") + " to return to")  # fmt: skip
+        for flow, version in targets.items():
+            self.assign(flow, int(version), user, gateway_id=gateway_id)
+        return {"gateway": gateway_id, "rolled_back": targets}
+
+    # -- push and waiting -------------------------------------------------------------------------------
+
+    def listen(self, gateway_id: str) -> asyncio.Queue[dict[str, Any]]:
+        """A connected gateway's events socket: what to send it (poll notices, commands)."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._listeners[gateway_id].add(queue)
+        return queue
+
+    def unlisten(self, gateway_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        self._listeners[gateway_id].discard(queue)
+
+    def connected(self, gateway_id: str) -> bool:
+        return bool(self._listeners.get(gateway_id))
+
+    def notify(self, gateway_ids: set[str]) -> None:
+        """Tell connected gateways to poll now; a notice already waiting to be sent is enough."""
+        for gateway_id in gateway_ids:
+            for queue in self._listeners.get(gateway_id, ()):
+                if queue.empty():
+                    queue.put_nowait({"type": "poll"})
+
+    async def command(self, gateway_id: str, request: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
+        """Run an operator command on a gateway over its events socket; its answer, or the error it gave."""
+        queues = self._listeners.get(gateway_id)
+        if not queues:
+            raise ApiError(503, "gateway_not_connected", f"gateway {gateway_id} has no live link to the control "
+                           "plane now; commands travel only over that link: try again when it is back")  # fmt: skip
+        command_id = uuid.uuid4().hex
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._commands[command_id] = answer
+        next(iter(queues)).put_nowait({"type": "command", "id": command_id, **request})
+        try:
+            reply = await asyncio.wait_for(answer, timeout_s)
+        except TimeoutError:
+            raise ApiError(504, "gateway_timeout", f"gateway {gateway_id} did not answer the command within "
+                           f"{timeout_s:.0f} s; it may still run it") from None  # fmt: skip
+        finally:
+            self._commands.pop(command_id, None)
+        if "error" in reply:
+            error = reply["error"]
+            raise ApiError(int(error.get("status", 502)), str(error.get("code", "gateway_error")),
+                           str(error.get("message", "the gateway refused the command")))  # fmt: skip
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    def answered(self, reply: Any) -> None:
+        """A gateway's reply to a command, from its events socket."""
+        if isinstance(reply, dict) and reply.get("type") == "result":
+            waiting = self._commands.get(str(reply.get("id")))
+            if waiting is not None and not waiting.done():
+                waiting.set_result(reply)
+
+    def report(self, gateway_id: str) -> tuple[float | None, dict[str, Any] | None]:
+        """When a gateway last synced and what it said."""
+        return self._last(self._row(gateway_id))
+
+    def waiter(self, flow_id: str, version: int, gateway_ids: set[str]) -> Waiter:
+        waiter = Waiter(flow_id, version, set(gateway_ids))
+        self._waiters.append(waiter)
+        return waiter
+
+    def _settle_waiters(self, gateway_id: str, report: dict[str, Any]) -> None:
+        last = report.get("last_apply") or {}
+        for waiter in list(self._waiters):
+            if gateway_id not in waiter.pending:
+                continue
+            if last.get("flows", {}).get(waiter.flow_id) == waiter.version or (
+                    last.get("result") == "NOT_APPLIED" and last.get("wanted", {}).get(waiter.flow_id)
+                    == waiter.version):  # fmt: skip
+                waiter.results[gateway_id] = last
+                waiter.pending.discard(gateway_id)
+            if not waiter.pending:
+                waiter.done.set()
+                self._waiters.remove(waiter)
+
+    async def wait(self, waiter: Waiter, timeout_s: float) -> dict[str, dict[str, Any]]:
+        """Each gateway's apply result for the waited version; gateways that did not answer in time are absent."""
+        try:
+            await asyncio.wait_for(waiter.done.wait(), timeout_s)
+        except TimeoutError:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return waiter.results
+
+    def running_on(self, flow_id: str) -> dict[str, dict[str, Any]]:
+        """Per approved gateway that reports running `flow_id`: its version and nodes (for flow status)."""
+        found = {}
+        for row in self._rows():
+            _, report = self._last(row)
+            if report and flow_id in (report.get("flows") or {}):
+                nodes = [n for n in report.get("nodes", []) if n.get("flow") == flow_id]
+                found[row["id"]] = {"version": report["flows"][flow_id], "nodes": nodes, "health": self.health(row)}
+        return found

@@ -1,0 +1,169 @@
+"""REST and websocket routes of the fleet: what gateways call (register, sync, renew, events) and what people
+call (list, approve, reject, label, assign, unassign, roll back)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from streamforge.runtime.control_plane.auth import Role, User, role_guard
+from streamforge.runtime.control_plane.fleet import Approval, FleetService, parse_labels
+from streamforge.runtime.control_plane.store import Store
+from streamforge.runtime.errors import ApiError, json_body
+
+UNAUTHORIZED = 4401
+
+
+def _object(body: Any, example: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", f"send a JSON object, e.g. {example}")
+    return body
+
+
+def _target(body: dict[str, Any]) -> tuple[str | None, dict[str, str] | None]:
+    gateway = body.get("gateway")
+    if gateway is not None and not isinstance(gateway, str):
+        raise ApiError(422, "invalid", "`gateway` is a gateway id such as gw_1a2b3c4d5e6f")
+    labels = parse_labels(body["labels"], "labels") if body.get("labels") else None
+    return gateway, labels
+
+
+def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
+    requires = role_guard(store)
+
+    # -- called by gateways -------------------------------------------------------------------------
+
+    async def register(request: Request) -> Response:
+        status, body = fleet.register(await json_body(request))
+        return JSONResponse(body, status_code=status)
+
+    async def sync(request: Request) -> Response:
+        row = fleet.authenticate(request.headers.get("authorization", ""), request.path_params["gateway"])
+        state = fleet.sync(row, await json_body(request), request.headers.get("if-none-match"))
+        if state is None:
+            return Response(status_code=304, headers={"ETag": fleet.etag(row)})
+        return JSONResponse(state, headers={"ETag": state["etag"]})
+
+    async def renew(request: Request) -> Response:
+        row = fleet.authenticate(request.headers.get("authorization", ""), request.path_params["gateway"])
+        return JSONResponse(fleet.renew(row["id"]))
+
+    async def events(socket: WebSocket) -> None:
+        """The push channel: the control plane only ever says "poll", the gateway then polls as usual."""
+        gateway_id = socket.path_params["gateway"]
+        try:
+            fleet.authenticate(socket.headers.get("authorization", ""), gateway_id)
+        except ApiError as refused:
+            await socket.close(code=UNAUTHORIZED, reason=refused.message[:120])
+            return
+        await socket.accept()
+        queue = fleet.listen(gateway_id)
+
+        async def receive() -> None:  # the gateway's answers to commands
+            while True:
+                fleet.answered(await socket.receive_json())
+
+        receiver = asyncio.create_task(receive())
+        try:
+            while True:
+                event = asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait({event, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                if receiver in done:  # the gateway went away
+                    event.cancel()
+                    return
+                await socket.send_json(event.result())
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        finally:
+            fleet.unlisten(gateway_id, queue)
+            receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, ValueError):
+                await receiver
+
+    # -- called by people ---------------------------------------------------------------------------
+
+    @requires(Role.VIEWER)
+    async def gateways_list(request: Request, user: User) -> Response:
+        return JSONResponse(fleet.gateways())
+
+    @requires(Role.VIEWER)
+    async def gateway_get(request: Request, user: User) -> Response:
+        return JSONResponse(fleet.details(request.path_params["gateway"]))
+
+    @requires(Role.ADMIN)
+    async def approve(request: Request, user: User) -> Response:
+        return JSONResponse(fleet.decide(request.path_params["gateway"], Approval.APPROVED, user.username))
+
+    @requires(Role.ADMIN)
+    async def reject(request: Request, user: User) -> Response:
+        return JSONResponse(fleet.decide(request.path_params["gateway"], Approval.REJECTED, user.username))
+
+    @requires(Role.ADMIN)
+    async def labels(request: Request, user: User) -> Response:
+        body = _object(await json_body(request), '{"labels": {"site": "north"}}')
+        return JSONResponse(
+            fleet.set_labels(request.path_params["gateway"], parse_labels(body.get("labels"), "labels"))
+        )
+
+    @requires(Role.VIEWER)
+    async def assignments_list(request: Request, user: User) -> Response:
+        return JSONResponse(fleet.assignments(request.query_params.get("flow")))
+
+    @requires(Role.ENGINEER)
+    async def assign(request: Request, user: User) -> Response:
+        body = _object(await json_body(request), '{"flow": "line_1", "version": 3, "labels": {"site": "north"}}')
+        flow, version = body.get("flow"), body.get("version")
+        if not isinstance(flow, str) or not isinstance(version, int) or isinstance(version, bool):
+            raise ApiError(422, "invalid", "`flow` (an id) and `version` (a whole number) are required")
+        gateway, selector = _target(body)
+        return JSONResponse(fleet.assign(flow, version, user.username, gateway, selector), status_code=201)
+
+    @requires(Role.ENGINEER)
+    async def unassign(request: Request, user: User) -> Response:
+        body = _object(await json_body(request), '{"flow": "line_1", "labels": {"site": "north"}}')
+        if not isinstance(body.get("flow"), str):
+            raise ApiError(422, "invalid", "`flow` (an id) is required")
+        gateway, selector = _target(body)
+        fleet.unassign(body["flow"], gateway, selector)
+        return Response(status_code=204)
+
+    @requires(Role.ENGINEER)
+    async def rollback(request: Request, user: User) -> Response:
+        raw = await request.body()
+        body = _object(await json_body(request), '{"flow": "line_1"}') if raw else {}
+        flow = body.get("flow")
+        return JSONResponse(fleet.rollback(request.path_params["gateway"], user.username,
+                                           flow if isinstance(flow, str) else None))  # fmt: skip
+
+    @requires(Role.ADMIN)
+    async def enrolment_key(request: Request, user: User) -> Response:
+        body = _object(await json_body(request), '{"labels": {"site": "north"}, "ttl_s": 3600}')
+        ttl = body.get("ttl_s", 3600)
+        if not isinstance(ttl, int | float) or not 0 < ttl <= 30 * 86400:
+            raise ApiError(422, "invalid", "`ttl_s` is seconds, at most 30 days")
+        key = fleet.create_enrolment_key(parse_labels(body.get("labels"), "labels"), user.username, float(ttl))
+        return JSONResponse({"enrolment_key": key, "note": "shown once; a gateway started with it is pre-approved"},
+                            status_code=201)  # fmt: skip
+
+    return [
+        Route("/gateways/register", register, methods=["POST"]),
+        Route("/gateways/{gateway}/sync", sync, methods=["POST"]),
+        Route("/gateways/{gateway}/token", renew, methods=["POST"]),
+        WebSocketRoute("/gateways/{gateway}/events", events),
+        Route("/gateways", gateways_list),
+        Route("/gateways/{gateway}", gateway_get),
+        Route("/gateways/{gateway}/approve", approve, methods=["POST"]),
+        Route("/gateways/{gateway}/reject", reject, methods=["POST"]),
+        Route("/gateways/{gateway}/labels", labels, methods=["PUT"]),
+        Route("/gateways/{gateway}/rollback", rollback, methods=["POST"]),
+        Route("/assignments", assignments_list),
+        Route("/assignments", assign, methods=["POST"]),
+        Route("/assignments", unassign, methods=["DELETE"]),
+        Route("/enrolment-keys", enrolment_key, methods=["POST"]),
+    ]

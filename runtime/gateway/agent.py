@@ -1,0 +1,458 @@
+"""The gateway's side of the fleet: register, poll desired state (the poll is the heartbeat), apply it atomically
+with rollback, and keep running from the local cache whatever the control plane does or says."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import ipaddress
+import json
+import logging
+import random
+import secrets
+import shutil
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import websockets
+from nacl.public import PrivateKey, SealedBox
+
+from streamforge.engine.compiler import ExecutionPlan, compile_flow
+from streamforge.engine.flow import validate_flow
+from streamforge.engine.problems import FlowInvalid
+from streamforge.engine.secrets import resolve
+from streamforge.runtime.errors import ApiError
+from streamforge.runtime.files import write_durably
+from streamforge.runtime.gateway.desired_state import StateCache, read_whole, versions
+from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
+from streamforge.runtime.gateway.runners import NodeStatus
+
+log = logging.getLogger("streamforge.gateway.sync")
+
+RENEW_BEFORE_S = 30 * 24 * 3600  # renew a one-year token in its last month
+MAX_RETRY_S = 60.0
+
+
+class InsecureControlPlane(ValueError):
+    """Plain HTTP to a control plane that is not on this machine."""
+
+
+def check_transport(url: str) -> None:
+    """Spec: gateway -> control plane is TLS. Plain HTTP only to loopback (`streamforge up`, tests)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return
+    if parts.scheme != "http" or not parts.hostname:
+        raise InsecureControlPlane(f"control plane URL {url!r} must be https://host[:port]")
+    try:
+        loopback = parts.hostname == "localhost" or ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise InsecureControlPlane(f"refusing plain HTTP to {parts.hostname}: gateway -> control plane must be "
+                                   f"TLS; use https://{parts.netloc} (and --ca for its certificate)")  # fmt: skip
+
+
+def jittered(seconds: float) -> float:
+    """±20 %: 10,000 gateways restarted together do not poll in lockstep."""
+    return seconds * random.uniform(0.8, 1.2)
+
+
+@dataclass
+class Identity:
+    """Who this gateway is, kept 0600 in its data dir: a stable instance id, the registration secret that
+    proves it registered, and the X25519 key its secrets are sealed to."""
+
+    instance_id: str
+    secret: str
+    private_key: str
+
+    @classmethod
+    def load_or_create(cls, path: Path, instance_id: str | None) -> Identity:
+        found = read_whole(path)
+        if found is not None and (instance_id is None or found["instance_id"] == instance_id):
+            return cls(**found)
+        identity = cls(instance_id or stable_instance_id(path.parent), secrets.token_urlsafe(32),
+                       base64.b64encode(bytes(PrivateKey.generate())).decode())  # fmt: skip
+        write_durably(path, json.dumps(identity.__dict__).encode())
+        return identity
+
+    @property
+    def public_key(self) -> str:
+        return base64.b64encode(bytes(PrivateKey(base64.b64decode(self.private_key)).public_key)).decode()
+
+    def unseal(self, sealed: str) -> str:
+        return SealedBox(PrivateKey(base64.b64decode(self.private_key))).decrypt(base64.b64decode(sealed)).decode()
+
+
+async def _run_command(gateway: Gateway, event: dict[str, Any]) -> dict[str, Any]:
+    """An operator command relayed by the control plane; the reply carries the result or the error's shape."""
+    try:
+        result = await gateway.command(str(event.get("flow")), str(event.get("node")), str(event.get("name")),
+                                       event.get("args"))  # fmt: skip
+    except ApiError as refused:
+        return {"type": "result", "id": event.get("id"),
+                "error": {"status": refused.status, "code": refused.code, "message": refused.message}}  # fmt: skip
+    return {"type": "result", "id": event.get("id"), "result": result}
+
+
+def stable_instance_id(data_dir: Path) -> str:
+    """The machine's id and the data dir's path: the same after a disk is replaced and the gateway reinstalled
+    at the same place ("gateways are cattle"), distinct for several gateways on one machine."""
+    machine = ""
+    for candidate in (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id")):
+        with contextlib.suppress(OSError):
+            machine = candidate.read_text().strip()
+            break
+    basis = f"{machine or socket.gethostname()}:{data_dir.resolve()}"
+    return hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+
+@dataclass
+class SyncStatus:
+    """What /health says of the link to the control plane."""
+
+    control_plane: str
+    gateway_id: str | None = None
+    approval: str = "unregistered"
+    reachable: bool = False
+    last_contact: float | None = None
+    last_error: str | None = None
+    etag: str | None = None
+    polls: int = 0
+    not_modified: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class ControlPlaneRefused(RuntimeError):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"control plane answered {status}: {body[:300]}")
+        self.status = status
+
+
+@dataclass
+class ApplyResult:
+    result: str
+    etag: str | None
+    wanted: dict[str, int]
+    flows: dict[str, int]
+    at: float = field(default_factory=time.time)
+    cause: str | None = None
+    flow: str | None = None
+    node: str | None = None
+    reports: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class SyncAgent:
+    """Runs beside a Gateway: `boot()` deploys the cached state with no network; `run()` syncs forever."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        control_plane: str,
+        data_dir: Path,
+        name: str,
+        labels: dict[str, str] | None = None,
+        enrolment_key: str | None = None,
+        poll_interval_s: float = 30.0,
+        verify: ssl.SSLContext | bool = True,
+        instance_id: str | None = None,
+        health_settle_s: float = 0.5,
+        version: str = "",
+    ) -> None:
+        check_transport(control_plane)
+        self.gateway, self.name, self.labels = gateway, name, labels or {}
+        self.base = control_plane.rstrip("/")
+        self.enrolment_key, self.poll_interval_s, self.health_settle_s = enrolment_key, poll_interval_s, health_settle_s
+        self.version = version
+        self.folder = data_dir / "sync"
+        self.identity = Identity.load_or_create(self.folder / "identity.json", instance_id)
+        self.credentials_path = self.folder / "credentials.json"
+        self.cache = StateCache(self.folder / "state")
+        self.status = SyncStatus(self.base)
+        self.last_apply: ApplyResult | None = None
+        self.metrics_url: str | None = None  # where this gateway serves /metrics, reported in the heartbeat
+        self.poll_now = asyncio.Event()
+        self._http = httpx.AsyncClient(base_url=f"{self.base}/api/v1", timeout=30, verify=verify)
+        self._verify = verify
+        credentials = read_whole(self.credentials_path)
+        self._token: str | None = credentials.get("token") if credentials else None
+        self._expires: float = float(credentials.get("expires_at", 0)) if credentials else 0.0
+        self.status.gateway_id = credentials.get("gateway_id") if credentials else None
+        if self._token:
+            self.status.approval = "approved"
+
+    @property
+    def registry_url(self) -> str:
+        return f"{self.base}/schemas"
+
+    def token(self) -> str | None:
+        return self._token
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- boot from cache --------------------------------------------------------------------------------
+
+    async def boot(self) -> None:
+        """Deploy the last state that was applied, before any network: a gateway that restarts while the control
+        plane is away produces again at once."""
+        self.cache.recover()
+        current = self.cache.current()
+        if current is None:
+            return
+        try:
+            await self._deploy(current)
+        except (FlowInvalid, DeployFailed) as failure:
+            log.error("cached state did not start", extra={"error": str(failure)})
+            return
+        self.status.etag = current.get("etag")
+        log.info("running from the local cache", extra={"flows": versions(current)})
+
+    # -- applying a desired state ---------------------------------------------------------------------
+
+    def _plans(self, state: dict[str, Any]) -> dict[str, ExecutionPlan]:
+        sealed: dict[str, str] = state.get("secrets", {})
+
+        def lookup(name: str) -> str | None:
+            return self.identity.unseal(sealed[name]) if name in sealed else None
+
+        return {document["id"]: compile_flow(validate_flow(resolve(document, lookup)), self.gateway.node_types)
+                for document in state.get("flows", [])}  # fmt: skip
+
+    async def _deploy(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Make the gateway run exactly `state`; on any failure put back what ran before and raise."""
+        plans = self._plans(state)  # FlowInvalid before anything is touched
+        before = dict(self.gateway.plans)
+        restarts: dict[str, str] = state.get("restarts", {})
+        ran = (self.cache.current() or {}).get("restarts", {})
+        changed: list[str] = []
+        reports: dict[str, Any] = {}
+        try:
+            for flow_id, plan in plans.items():
+                full = flow_id in restarts and restarts[flow_id] != ran.get(flow_id)  # a full deploy asked for
+                report = await self.gateway.deploy(plan, modified_only=not full)  # a failing flow rolls itself back
+                changed.append(flow_id)
+                reports[flow_id] = {"started": report.started, "stopped": report.stopped,
+                                    "unchanged": report.unchanged}  # fmt: skip
+            await self._check_health(plans)
+        except DeployFailed:
+            await self._restore(before, changed)
+            raise
+        for flow_id in set(before) - set(plans):
+            await self.gateway.undeploy(flow_id)
+            reports[flow_id] = {"removed": True}
+        return reports
+
+    async def _check_health(self, plans: dict[str, ExecutionPlan]) -> None:
+        """Every new node RUNNING (or DEGRADED: its device may be away) after a short settle."""
+        await asyncio.sleep(self.health_settle_s)
+        for flow_id in plans:
+            for node in self.gateway.node_health():
+                if node["flow"] == flow_id and node["status"] in (NodeStatus.FAILED.value, NodeStatus.STOPPED.value):
+                    raise DeployFailed(f"node {node['node']} of flow {flow_id} is {node['status']} after start: "
+                                       f"{node.get('last_error')}", node["node"])  # fmt: skip
+
+    async def _restore(self, before: dict[str, ExecutionPlan], changed: list[str]) -> None:
+        for flow_id in changed:
+            try:
+                if flow_id in before:
+                    await self.gateway.deploy(before[flow_id])
+                else:
+                    await self.gateway.undeploy(flow_id)
+            except DeployFailed as again:
+                log.error("rollback could not restore flow", extra={"flow": flow_id, "error": str(again)})
+
+    async def apply(self, state: dict[str, Any]) -> ApplyResult:
+        """Stage, deploy, check health, promote; or roll back and say NOT_APPLIED with the located cause."""
+        wanted = versions(state)
+        log.info("applying desired state", extra={"etag": state.get("etag"), "wanted": wanted})
+        self.cache.stage(state)
+        try:
+            reports = await self._deploy(state)
+        except FlowInvalid as invalid:
+            self.cache.discard()
+            first = invalid.problems[0]
+            result = ApplyResult("NOT_APPLIED", state.get("etag"), wanted, self.running(),
+                                 cause="; ".join(p.message for p in invalid.problems), node=first.node_id)  # fmt: skip
+        except DeployFailed as failed:
+            self.cache.discard()
+            flow = next((f for f in wanted if f"flow {f} " in str(failed)), None)
+            result = ApplyResult("NOT_APPLIED", state.get("etag"), wanted, self.running(), cause=str(failed),
+                                 flow=flow, node=failed.node_id)  # fmt: skip
+        else:
+            self.cache.promote()
+            result = ApplyResult("APPLIED", state.get("etag"), wanted, self.running(), reports=reports)
+        self.status.etag = state.get("etag")  # tried: not fetched again until it changes
+        self.last_apply = result
+        log.info("desired state " + result.result.lower(), extra={"etag": result.etag, "wanted": wanted,
+                 "cause": result.cause, "node": result.node})  # fmt: skip
+        return result
+
+    def running(self) -> dict[str, int]:
+        return {flow_id: plan.version for flow_id, plan in self.gateway.plans.items()}
+
+    # -- the conversation with the control plane --------------------------------------------------------
+
+    def heartbeat(self) -> dict[str, Any]:
+        health = self.gateway.health()
+        disk = shutil.disk_usage(self.folder)
+        return {
+            "status": health["status"], "version": self.version, "clock": time.time(), "flows": self.running(),
+            "previous": versions(self.cache.previous()), "nodes": health["nodes"],
+            "kafka": health["kafka"].get("status"), "kafka_bootstrap": self.gateway.env.bootstrap,
+            "metrics_url": self.metrics_url,
+            "last_apply": self.last_apply.to_dict() if self.last_apply else None,
+            "disk": {"total": disk.total, "used": disk.used, "free": disk.free},
+        }  # fmt: skip
+
+    def _registration(self) -> dict[str, Any]:
+        disk = shutil.disk_usage(self.folder)
+        return {"name": self.name, "instance_id": self.identity.instance_id, "secret": self.identity.secret,
+                "public_key": self.identity.public_key, "labels": self.labels, "version": self.version,
+                "node_types": self.gateway.node_types.packages(), "hostname": socket.gethostname(),
+                "disk": {"total": disk.total, "free": disk.free}, "enrolment_key": self.enrolment_key}  # fmt: skip
+
+    def _keep_credentials(self, answer: dict[str, Any]) -> None:
+        self._token, self._expires = answer["token"], float(answer["expires_at"])
+        self.status.gateway_id = answer["gateway_id"]
+        write_durably(self.credentials_path, json.dumps({"gateway_id": answer["gateway_id"], "token": self._token,
+                                                         "expires_at": self._expires}).encode())  # fmt: skip
+
+    async def register(self) -> bool:
+        """True once approved (credentials stored); False while pending."""
+        response = await self._http.post("/gateways/register", json=self._registration())
+        if response.status_code == 202:
+            self.status.gateway_id, self.status.approval = response.json()["gateway_id"], "pending"
+            return False
+        if response.status_code != 200:
+            raise ControlPlaneRefused(response.status_code, response.text)
+        self._keep_credentials(response.json())
+        self.status.approval = "approved"
+        log.info("registered and approved", extra={"gateway": self.status.gateway_id})
+        return True
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
+
+    async def sync_once(self) -> bool:
+        """One poll; True if a new state was applied (then poll again at once, to report the result)."""
+        if self._token and self._expires - time.time() < RENEW_BEFORE_S:
+            renewed = await self._http.post(f"/gateways/{self.status.gateway_id}/token", headers=self._auth())
+            if renewed.status_code == 200:
+                self._keep_credentials(renewed.json())
+        headers = self._auth() | ({"If-None-Match": self.status.etag} if self.status.etag else {})
+        response = await self._http.post(f"/gateways/{self.status.gateway_id}/sync", json=self.heartbeat(),
+                                         headers=headers)  # fmt: skip
+        self.status.polls += 1
+        self.status.reachable, self.status.last_contact = True, time.time()
+        if response.status_code == 304:
+            self.status.not_modified += 1
+            self.status.last_error = None
+            return False
+        if response.status_code != 200:
+            raise ControlPlaneRefused(response.status_code, response.text)
+        self.status.last_error = None
+        await self.apply(response.json())
+        return True
+
+    async def run(self) -> None:
+        """Forever: register until approved, then sync every poll interval (or at once when pushed). Errors are
+        reported and retried with jittered backoff; nothing the control plane says or fails to say stops the
+        flows or touches the cache."""
+        listener = asyncio.create_task(self._listen(), name="sync-push")
+        watcher = asyncio.create_task(self._watch_nodes(), name="sync-node-watch")
+        retry = 1.0
+        try:
+            while True:
+                wait = self.poll_interval_s
+                try:
+                    if not self._token and not await self.register():
+                        wait = min(5.0, self.poll_interval_s)
+                    elif await self.sync_once():
+                        continue
+                    retry = 1.0
+                except ControlPlaneRefused as refused:
+                    self._refused(refused)
+                    wait, retry = min(retry, self.poll_interval_s), min(retry * 2, MAX_RETRY_S)
+                except (httpx.HTTPError, OSError, ValueError) as unreachable:
+                    self.status.reachable, self.status.last_error = (
+                        False,
+                        f"{type(unreachable).__name__}: {unreachable}",
+                    )
+                    log.warning(
+                        "control plane unreachable; running from the cache", extra={"error": self.status.last_error}
+                    )
+                    wait, retry = min(retry, self.poll_interval_s), min(retry * 2, MAX_RETRY_S)
+                self.poll_now.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.poll_now.wait(), jittered(wait))
+        finally:
+            for task in (listener, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _watch_nodes(self) -> None:
+        """A node changing status is news: heartbeat at once (at most once a second), not at the next poll."""
+        seen: set[tuple[str, str, str]] = set()
+        while True:
+            await asyncio.sleep(1.0)
+            now = {(node["flow"], node["node"], node["status"]) for node in self.gateway.node_health()}
+            if now != seen:
+                seen = now
+                self.poll_now.set()
+
+    async def _answer(self, channel: Any, event: dict[str, Any]) -> None:
+        with contextlib.suppress(websockets.WebSocketException):
+            await channel.send(json.dumps(await _run_command(self.gateway, event)))
+
+    def _refused(self, refused: ControlPlaneRefused) -> None:
+        """401: our token is no longer good (register again with our secret); 403: not approved (wait); 404: the
+        control plane forgot us (register anew). The cache and the flows stay as they are in every case."""
+        self.status.reachable, self.status.last_error = True, str(refused)
+        log.warning("control plane refused the gateway; still running from the cache",
+                    extra={"status": refused.status, "error": str(refused)})  # fmt: skip
+        if refused.status in (401, 404):
+            self._token = None
+            self.status.approval = "unregistered"
+        elif refused.status == 403:
+            self.status.approval = "refused"
+
+    async def _listen(self) -> None:
+        """The push channel: any message means "poll now". Reconnects with backoff; never needed for correctness."""
+        retry = 1.0
+        url = self.base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        answering: set[asyncio.Task[None]] = set()  # commands being run (a command may take a while)
+        while True:
+            if self._token and self.status.gateway_id:
+                try:
+                    ssl_context = self._verify if isinstance(self._verify, ssl.SSLContext) else None
+                    async with websockets.connect(f"{url}/api/v1/gateways/{self.status.gateway_id}/events",
+                                                  additional_headers=self._auth(), ssl=ssl_context,
+                                                  open_timeout=10) as channel:  # fmt: skip
+                        retry = 1.0
+                        async for message in channel:
+                            event = json.loads(message)
+                            if event.get("type") == "command":
+                                answering.add(task := asyncio.create_task(self._answer(channel, event)))
+                                task.add_done_callback(answering.discard)
+                            else:
+                                self.poll_now.set()
+                except (OSError, websockets.WebSocketException, TimeoutError):
+                    pass
+            await asyncio.sleep(jittered(retry))
+            retry = min(retry * 2, MAX_RETRY_S)

@@ -1,0 +1,65 @@
+"""`streamforge gateway`: a gateway of its own (embedded Kafka, nodes, cache) synced from a control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import ssl
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from streamforge.runtime.gateway.agent import SyncAgent
+from streamforge.runtime.gateway.gateway import health_app
+from streamforge.runtime.gateway.run import gateway_stack, stop_on_signals
+from streamforge.runtime.http import serve_app
+
+
+async def run_gateway(
+    control_plane: str,
+    data_dir: Path,
+    name: str,
+    labels: dict[str, str],
+    say: Callable[[str], None],
+    bootstrap: str | None = None,
+    port: int = 0,
+    enrolment_key: str | None = None,
+    poll_interval_s: float = 30.0,
+    ca_file: Path | None = None,
+    registry_url: str | None = None,
+) -> None:
+    """Boot from the local cache first (no network), then sync; run until SIGINT/SIGTERM."""
+    stop = stop_on_signals()
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+    sync_dir = data_dir / "sync"
+    schemas = registry_url or f"{control_plane.rstrip('/')}/schemas"
+    token_file = None if registry_url else sync_dir / "credentials.json"  # a cluster's own registry: its own auth
+    async with gateway_stack(data_dir, bootstrap, schemas, registry_token_file=token_file) as gateway:
+        agent = SyncAgent(gateway, control_plane, data_dir, name, labels, enrolment_key, poll_interval_s, verify,
+                          version=version("streamforge"))  # fmt: skip
+
+        async def sync_status(request: Request) -> JSONResponse:
+            return JSONResponse(agent.status.to_dict())
+
+        app = health_app(gateway, [Route("/sync", sync_status)], commands=False, sync=agent.status.to_dict)
+        async with serve_app(app, port=port) as url:
+            agent.metrics_url = f"{url}/metrics"
+            await gateway.prepare_topics()
+            await agent.boot()
+            say(json.dumps({"event": "gateway", "health": f"{url}/health", "metrics": f"{url}/metrics",
+                            "sync": f"{url}/sync", "kafka": gateway.env.bootstrap, "flows": agent.running(),
+                            "instance_id": agent.identity.instance_id}))  # fmt: skip
+            syncing = asyncio.create_task(agent.run(), name="sync")
+            try:
+                await stop.wait()
+            finally:
+                syncing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await syncing
+                await agent.aclose()
+    say(json.dumps({"event": "stopped"}))

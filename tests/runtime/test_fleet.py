@@ -1,0 +1,292 @@
+"""Gateways apart from the control plane (issue 11), as real processes: one `streamforge control-plane`, two
+`streamforge gateway`s, each with its own embedded Kafka. Registration and approval, assignment by label, push,
+offline autonomy across a SIGKILLed control plane, boot from cache, rollback, and the gateway JWT's edges."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
+from streamforge.engine.serde import Decoder
+from streamforge.runtime.kafka.broker import free_port
+from streamforge.runtime.kafka.clients import BatchConsumer
+from tests.stack import ServiceProcess
+
+POLL_S = 2.0  # the gateways' poll interval here (30 s in production): OFFLINE after 3 missed
+T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+RATE_HZ, READINGS = 20, 1800  # per gateway: 90 s of device time, longer than the test's outages
+
+
+def flow_document(flow_id: str, extra_nodes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "format": "streamforge.flow/v1", "id": flow_id, "label": "fleet test", "version": 1, "edges": [],
+        "nodes": [{"id": "sim", "type": "simulator", "config": {
+            "signals": [{"asset_id": "kiln_1", "parameter": "temperature", "offset": 900, "amplitude": 5}],
+            "rate_hz": RATE_HZ, "limit": READINGS, "start_time": T0.isoformat(), "batch_size": 10}},
+            *(extra_nodes or [])],
+    }  # fmt: skip
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
+    """Poll `check` (sync or async) until it returns something truthy; fail naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"gave up after {timeout_s} s waiting for {what}; last: {last!r}")
+
+
+@dataclass
+class Fleet:
+    control_plane: ServiceProcess
+    gateways: dict[str, ServiceProcess]
+    admin: httpx.AsyncClient
+    root: Path
+
+    async def gateway(self, name: str) -> dict[str, Any]:
+        rows = (await self.admin.get("/gateways")).json()
+        return next(row for row in rows if row["name"] == name)
+
+    async def gateway_health(self, name: str) -> dict[str, Any]:
+        async with httpx.AsyncClient() as http:
+            return dict((await http.get(self.gateways[name].event["health"])).json())
+
+    def kafka(self, name: str) -> str:
+        return str(self.gateways[name].event["kafka"])
+
+
+def control_plane_process(root: Path, port: int) -> ServiceProcess:
+    return ServiceProcess(["control-plane", "--data-dir", str(root / "cp"), "--port", str(port),
+                           "--poll-interval", str(POLL_S)], root / "cp.stderr", "control_plane")  # fmt: skip
+
+
+def gateway_process(root: Path, name: str, url: str) -> ServiceProcess:
+    return ServiceProcess(["gateway", "--control-plane", url, "--name", name, "--label", "site=north",
+                           "--data-dir", str(root / name), "--poll-interval", str(POLL_S)],
+                          root / f"{name}.stderr", "gateway")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+async def fleet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Fleet]:
+    root = tmp_path_factory.mktemp("fleet")
+    control_plane = control_plane_process(root, free_port())
+    await control_plane.start()
+    password = next(line for line in control_plane.lines if "password " in line).split("password ")[1].split()[0]
+    gateways = {name: gateway_process(root, name, control_plane.event["url"]) for name in ("north_a", "north_b")}
+    await asyncio.gather(*(g.start() for g in gateways.values()))
+    async with httpx.AsyncClient(base_url=control_plane.event["api"], timeout=30) as admin:
+        login = await admin.post("/auth/login", json={"username": "admin", "password": password})
+        admin.headers["Authorization"] = f"Bearer {login.json()['token']}"
+        try:
+            yield Fleet(control_plane, gateways, admin, root)
+        finally:
+            await asyncio.gather(*(g.stop() for g in gateways.values()), return_exceptions=True)
+            await control_plane.stop()
+
+
+async def distinct_readings(fleet: Fleet, name: str, flow_id: str, timeout_s: float = 5.0) -> set[str]:
+    """Device times of `sim`'s readings in gateway `name`'s own Kafka."""
+    remote = HttpSchemaRegistry(f"{fleet.control_plane.event['url']}/schemas",
+                                credentials=lambda: fleet.admin.headers["Authorization"].split()[1])  # fmt: skip
+    registry = CachedSchemaRegistry(remote, SchemaCache(fleet.root / "reader-schemas.json"))  # works offline too
+    seen: set[str] = set()
+    consumer = BatchConsumer(fleet.kafka(name), None, ["telemetry.raw"], Decoder(registry), upstream=[(flow_id, "sim")])
+    try:
+        async with consumer:
+            deadline, idle = time.monotonic() + timeout_s, 0
+            while time.monotonic() < deadline and idle < 3:
+                batch = await consumer.next_batch(timeout_ms=300)
+                idle = 0 if batch.records else idle + 1
+                seen.update(m.record["timestamps"]["device_time"].isoformat() for m in batch.records)
+    finally:
+        await remote.aclose()
+    return seen
+
+
+async def save_flow(admin: httpx.AsyncClient, document: dict[str, Any]) -> int:
+    existing = await admin.get(f"/flows/{document['id']}")
+    if existing.status_code == 200:
+        saved = await admin.put(f"/flows/{document['id']}", json={**document, "version": existing.json()["version"]})
+    else:
+        saved = await admin.post("/flows", json=document)
+    assert saved.status_code in (200, 201), saved.text
+    return int(saved.json()["version"])
+
+
+async def test_registration_approval_assignment_and_offline_autonomy(fleet: Fleet) -> None:
+    # Both registered and pending: no token, so no config.
+    rows = await eventually(lambda: _pending(fleet), "both gateways pending")
+    assert {row["name"] for row in rows} == {"north_a", "north_b"}
+    unauthenticated = await fleet.admin.post(f"/gateways/{rows[0]['id']}/sync", json={}, headers={"Authorization": ""})
+    assert unauthenticated.status_code == 401
+    for row in rows:
+        approved = await fleet.admin.post(f"/gateways/{row['id']}/approve")
+        assert approved.status_code == 200 and approved.json()["status"] == "approved"
+    for name in fleet.gateways:
+        await eventually(functools.partial(_sync, fleet, name, "approval", "approved"), f"{name} approved", 15)
+
+    flow_id = "kiln_line"
+    version = await save_flow(fleet.admin, flow_document(flow_id))
+    assigned_at = time.monotonic()
+    assigned = await fleet.admin.post("/assignments", json={"flow": flow_id, "version": version,
+                                                           "labels": {"site": "north"}})  # fmt: skip
+    assert assigned.status_code == 201, assigned.text
+    assert len(assigned.json()["gateways"]) == 2
+    for name in fleet.gateways:
+        await eventually(functools.partial(_running, fleet, name, flow_id, version), f"{name} running v1", 10)
+    pushed_within = time.monotonic() - assigned_at
+    assert pushed_within < 3.0, f"the push should beat the {POLL_S} s poll: took {pushed_within:.1f} s"
+
+    # The control plane dies; both gateways keep producing.
+    before = {name: len(await distinct_readings(fleet, name, flow_id)) for name in fleet.gateways}
+    await fleet.control_plane.kill()
+    await asyncio.sleep(3)
+    during = {name: len(await distinct_readings(fleet, name, flow_id)) for name in fleet.gateways}
+    assert all(during[name] > before[name] for name in fleet.gateways), (before, during)
+    assert (await fleet.gateway_health("north_a"))["sync"]["reachable"] is False
+
+    # A gateway restarted while the control plane is down boots from its cache and produces again.
+    await fleet.gateways["north_a"].stop()
+    event = await fleet.gateways["north_a"].start()
+    assert event["flows"] == {flow_id: version}
+    after_restart = len(await distinct_readings(fleet, "north_a", flow_id))
+    await eventually(lambda: _grew(fleet, "north_a", flow_id, after_restart), "north_a producing from its cache")
+
+    # The control plane comes back: heartbeats resume, both HEALTHY; nothing lost in either Kafka.
+    await fleet.control_plane.start()
+    for name in fleet.gateways:
+        await eventually(functools.partial(_health, fleet, name, "HEALTHY"), f"{name} HEALTHY again", 20)
+    expected = {(T0 + timedelta(seconds=n / RATE_HZ)).isoformat() for n in range(READINGS)}
+    for name in fleet.gateways:
+        got = await distinct_readings(fleet, name, flow_id)
+        assert got <= expected and len(got) >= during[name]
+        assert sorted(got) == sorted(expected)[: len(got)], f"{name}: a gap in the readings"  # a prefix: no hole
+
+
+async def _pending(fleet: Fleet) -> list[dict[str, Any]] | None:
+    rows: list[dict[str, Any]] = (await fleet.admin.get("/gateways")).json()
+    return rows if len(rows) == 2 and all(row["status"] == "pending" for row in rows) else None
+
+
+async def _sync(fleet: Fleet, name: str, key: str, wanted: Any) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return bool((await fleet.gateway_health(name))["sync"][key] == wanted)
+    return False
+
+
+async def _running(fleet: Fleet, name: str, flow_id: str, version: int) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return bool((await fleet.gateway_health(name))["flows"].get(flow_id) == version)
+    return False
+
+
+async def _grew(fleet: Fleet, name: str, flow_id: str, than: int) -> bool:
+    return len(await distinct_readings(fleet, name, flow_id, timeout_s=2)) > than
+
+
+async def _health(fleet: Fleet, name: str, wanted: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return bool((await fleet.gateway(name))["health"] == wanted)
+    return False
+
+
+async def test_a_version_whose_node_cannot_start_is_rolled_back_and_reported(fleet: Fleet) -> None:
+    flow_id = "kiln_line"
+    row = await fleet.gateway("north_b")
+    good = row["running"][flow_id]
+    before = len(await distinct_readings(fleet, "north_b", flow_id))
+    broken = {"id": "broker_in", "type": "mqtt", "config": {
+        "host": "127.0.0.1", "port": free_port(),
+        "subscriptions": [{"topic": "plant/#", "points": [{"asset_id": "kiln_1", "parameter": "door"}]}],
+        "tls": {"ca_file": str(fleet.root / "missing-ca.pem")}}}  # fmt: skip
+    bad = await save_flow(fleet.admin, flow_document(flow_id, [broken]))
+    assigned = await fleet.admin.post("/assignments", json={"flow": flow_id, "version": bad, "gateway": row["id"]})
+    assert assigned.status_code == 201, assigned.text
+
+    async def reported() -> dict[str, Any] | None:
+        last = (await fleet.gateway("north_b"))["last_apply"] or {}
+        return last if last.get("wanted", {}).get(flow_id) == bad else None
+
+    last = await eventually(reported, "north_b to report the apply", 30)
+    assert last["result"] == "NOT_APPLIED" and last["node"] == "broker_in"
+    assert "missing-ca.pem" in last["cause"]
+    assert (await fleet.gateway("north_b"))["running"] == {flow_id: good}
+    await eventually(lambda: _grew(fleet, "north_b", flow_id, before), "the previous flow to keep producing")
+    assert (await fleet.gateway("north_b"))["health"] == "DEGRADED"  # its last apply failed
+
+    back = await fleet.admin.post(f"/gateways/{row['id']}/rollback", json={"flow": flow_id})
+    assert back.status_code == 409  # it still runs `good`: nothing to return to
+    fixed = await fleet.admin.post("/assignments", json={"flow": flow_id, "version": good, "gateway": row["id"]})
+    assert fixed.status_code == 201
+
+
+async def test_sigkill_in_the_middle_of_an_apply_leaves_the_old_or_the_new_state(fleet: Fleet) -> None:
+    flow_id = "kiln_line"
+    row = await fleet.gateway("north_a")
+    old = row["running"][flow_id]
+    extra = {"id": "sim2", "type": "simulator", "config": {"signals": [{"asset_id": "kiln_2", "parameter": "t"}],
+                                                           "rate_hz": 5}}  # fmt: skip
+    new = await save_flow(fleet.admin, flow_document(flow_id, [extra]))
+    gateway = fleet.gateways["north_a"]
+    state = fleet.root / "north_a" / "sync" / "state"
+    assigned = await fleet.admin.post("/assignments", json={"flow": flow_id, "version": new, "gateway": row["id"]})
+    assert assigned.status_code == 201
+    await eventually(lambda: (state / "staging.json").exists(), "the apply to be staged", 10)
+    await gateway.kill()  # mid-apply: staged, not yet promoted
+    current = json.loads((state / "current.json").read_text())
+    assert {f["id"]: f["version"] for f in current["flows"]}[flow_id] in (old, new)
+    event = await gateway.start()
+    assert event["flows"][flow_id] in (old, new)
+    await eventually(lambda: _running(fleet, "north_a", flow_id, new), "north_a to finish applying", 30)
+    await eventually(lambda: json.loads((state / "current.json").read_text())["flows"][0]["version"] == new,
+                     "the new state to be promoted", 10)  # fmt: skip
+
+
+async def test_gateway_tokens_forged_expired_none_and_foreign_are_refused(fleet: Fleet) -> None:
+    a, b = await fleet.gateway("north_a"), await fleet.gateway("north_b")
+    key_file = fleet.root / "cp" / "gateway-signing.pem"
+    real_key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    assert isinstance(real_key, Ed25519PrivateKey)
+    now = int(time.time())
+    claims = {"iss": "streamforge-control-plane", "aud": "streamforge-gateway", "sub": a["id"], "iat": now,
+              "exp": now + 3600, "jti": "test"}  # fmt: skip
+    forged = jwt.encode(claims, Ed25519PrivateKey.generate(), algorithm="EdDSA")
+    expired = jwt.encode({**claims, "iat": now - 7200, "exp": now - 3600}, real_key, algorithm="EdDSA")
+    unsigned = jwt.encode(claims, "", algorithm="none")
+    own = jwt.encode(claims, real_key, algorithm="EdDSA")
+    sync = fleet.admin.post
+    for token, status in [(forged, 401), (expired, 401), (unsigned, 401), (own, 200)]:
+        answer = await sync(f"/gateways/{a['id']}/sync", json={}, headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == status, (status, answer.text)
+    foreign = await sync(f"/gateways/{b['id']}/sync", json={}, headers={"Authorization": f"Bearer {own}"})
+    assert foreign.status_code == 403 and a["id"] in foreign.json()["error"]["message"]
+
+    # The control plane's key changes (every gateway's token now answers 401): flows keep running, and the
+    # gateway gets a new token by registering again with its own secret.
+    flow_id = "kiln_line"
+    await fleet.control_plane.stop()
+    key_file.unlink()
+    await fleet.control_plane.start()
+    before = len(await distinct_readings(fleet, "north_b", flow_id))
+    await eventually(lambda: _grew(fleet, "north_b", flow_id, before), "north_b to keep producing after a 401")
+    await eventually(lambda: _health(fleet, "north_b", "HEALTHY"), "north_b back in sync with a new token", 30)
