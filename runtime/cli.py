@@ -313,12 +313,33 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
 @click.option("--port", type=int, default=8080, show_default=True, help="API, registry, health and metrics port.")
 @click.option("--poll-interval", type=float, default=30.0, show_default=True,
               help="Seconds between a gateway's polls; 3 missed ones mark it OFFLINE.")  # fmt: skip
-def control_plane_command(data_dir: Path, port: int, poll_interval: float) -> None:
+@click.option("--tls", "tls_mode", type=click.Choice(["auto", "off"]), default=None,
+              help="auto: HTTPS with a CA and certificate made on first start in <data-dir>/tls (its fingerprint is "
+              "printed; gateways pin ca.pem with --ca). Default: auto unless serving on loopback.")  # fmt: skip
+@click.option("--tls-cert", type=click.Path(path_type=Path, exists=True), default=None,
+              help="HTTPS with this certificate chain (PEM) instead; with --tls-key.")  # fmt: skip
+@click.option("--tls-key", type=click.Path(path_type=Path, exists=True), default=None)
+@click.option("--tls-name", "tls_names", multiple=True, help="Extra host name or IP for the generated certificate.")
+def control_plane_command(data_dir: Path, port: int, poll_interval: float, tls_mode: str | None,
+                          tls_cert: Path | None, tls_key: Path | None, tls_names: tuple[str, ...]) -> None:  # fmt: skip
     """The control plane alone: gateways register with it, are approved, and sync their flows from it."""
+    import ipaddress
+
     from streamforge.runtime.control_plane.serve import serve_control_plane
+    from streamforge.runtime.control_plane.tls import TlsFiles, self_signed
+    from streamforge.runtime.http import http_host
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(serve_control_plane(data_dir, port, click.echo, poll_interval))
+    if bool(tls_cert) != bool(tls_key):
+        _fail("--tls-cert and --tls-key go together")
+    tls: TlsFiles | None = None
+    host = http_host()
+    loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    if tls_cert and tls_key:
+        tls = TlsFiles(tls_cert, tls_key)
+    elif (tls_mode or ("off" if loopback else "auto")) == "auto":
+        tls = self_signed(data_dir / "tls", list(tls_names) + ([] if loopback else [host]))
+    asyncio.run(serve_control_plane(data_dir, port, click.echo, poll_interval, tls))
 
 
 @main.command()

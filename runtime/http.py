@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -19,11 +20,16 @@ def http_host() -> str:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: ASGIApp, host: str | None = None, port: int = 0) -> AsyncIterator[str]:
-    """Serve `app` until the block exits (on http_host() unless `host`); yields its base URL."""
+async def serve_app(
+    app: ASGIApp, host: str | None = None, port: int = 0, tls: tuple[Path, Path] | None = None
+) -> AsyncIterator[str]:
+    """Serve `app` until the block exits (on http_host() unless `host`); yields its base URL.
+    `tls`: (certificate chain, private key) files: HTTPS."""
     host = host or http_host()
     port = port or free_port(host)
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+    certificate, key = (str(tls[0]), str(tls[1])) if tls else (None, None)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+                            ssl_certfile=certificate, ssl_keyfile=key)  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(), name=f"http-{port}")
     while not server.started:
@@ -32,7 +38,7 @@ async def serve_app(app: ASGIApp, host: str | None = None, port: int = 0) -> Asy
             raise RuntimeError(f"HTTP server on {host}:{port} stopped during start-up")
         await asyncio.sleep(0.02)
     try:
-        yield f"http://{host}:{port}"
+        yield f"{'https' if tls else 'http'}://{host}:{port}"
     finally:
         server.should_exit = True
         await task

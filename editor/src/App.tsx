@@ -42,6 +42,7 @@ import type {
   Session,
   TapRecord,
 } from './types';
+import { GatewaysPage } from './GatewaysPage';
 import { VersionsPanel } from './VersionsPanel';
 
 const SESSION_KEY = 'streamforge.session';
@@ -124,6 +125,7 @@ function Editor({ session, onSignOut }: { session: Session; onSignOut: () => voi
   const [connected, setConnected] = useState(false);
   const [records, setRecords] = useState<TapRecord[]>([]);
   const [taps, setTaps] = useState<string[]>([]);
+  const [page, setPage] = useState<'flows' | 'gateways'>('flows');
   const live = useRef<LiveSocket | null>(null);
 
   const fail = useCallback((err: unknown, what: string) => {
@@ -402,6 +404,7 @@ function Editor({ session, onSignOut }: { session: Session; onSignOut: () => voi
     one && oneType && flowDeployed ? oneType.outputs.map((p) => ({ node: one.id, port: p.name })) : [];
   const modifiedCount = info.modified.size;
 
+  if (page === 'gateways') return <GatewaysPage api={api} session={session} onClose={() => setPage('flows')} />;
   return (
     <CanvasInfoContext.Provider value={info}>
       <div className="app">
@@ -438,6 +441,9 @@ function Editor({ session, onSignOut }: { session: Session; onSignOut: () => voi
             Deploy{modifiedCount ? ` (${modifiedCount} modified)` : ''}
           </button>
           <span className="grow" />
+          <button onClick={() => setPage('gateways')} data-testid="open-gateways">
+            Gateways
+          </button>
           <span className={`sf-badge status-${(gateway?.status ?? 'none').toLowerCase()}`} data-testid="gateway-status">
             gateway {connected ? (gateway?.status ?? '…') : 'offline'}
           </span>

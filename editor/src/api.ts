@@ -1,5 +1,15 @@
 /** The REST client: bearer token on every call, and the API's one error shape turned into ApiError. */
-import type { FlowDiff, FlowDocument, FlowSummary, FlowVersion, NodeType, Problem, SavedFlow, Session } from './types';
+import type {
+  FlowDiff,
+  FlowDocument,
+  FlowSummary,
+  FlowVersion,
+  GatewaySummary,
+  NodeType,
+  Problem,
+  SavedFlow,
+  Session,
+} from './types';
 
 export class ApiError extends Error {
   constructor(
@@ -44,6 +54,11 @@ export class Api {
   importFlow = (text: string) => this.call<SavedFlow>('POST', '/flows/import', text);
   exportFlow = (id: string) => this.call<string>('GET', `/flows/${id}/export`, undefined, true);
   deploy = (id: string, mode: 'modified' | 'full') => this.call<{ version: number }>('POST', `/flows/${id}/deploy`, { mode });
+  gateways = () => this.call<GatewaySummary[]>('GET', '/gateways');
+  decide = (id: string, decision: 'approve' | 'reject') => this.call<GatewaySummary>('POST', `/gateways/${id}/${decision}`);
+  assign = (flow: string, version: number, target: { gateway: string } | { labels: Record<string, string> }) =>
+    this.call<{ gateways: string[] }>('POST', '/assignments', { flow, version, ...target });
+  rollback = (id: string) => this.call<{ rolled_back: Record<string, number> }>('POST', `/gateways/${id}/rollback`);
 }
 
 async function errorOf(response: Response): Promise<ApiError> {

@@ -118,3 +118,28 @@ export interface TapRecord {
   dropped: number;
   record: Record<string, unknown>;
 }
+
+export interface ApplyResult {
+  result: 'APPLIED' | 'NOT_APPLIED';
+  wanted: Record<string, number>;
+  flows: Record<string, number>;
+  cause: string | null;
+  flow: string | null;
+  node: string | null;
+  at: number;
+}
+
+/** One gateway of the fleet, as `GET /api/v1/gateways` lists it. */
+export interface GatewaySummary {
+  id: string;
+  name: string;
+  status: 'pending' | 'approved' | 'rejected';
+  health: string;
+  labels: Record<string, string>;
+  version: string | null;
+  last_seen: number | null;
+  running: Record<string, number>;
+  previous: Record<string, number>;
+  desired: Record<string, number>;
+  last_apply: ApplyResult | null;
+}

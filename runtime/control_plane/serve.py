@@ -11,14 +11,15 @@ from streamforge.engine.registry import load_registry
 from streamforge.runtime.control_plane.app import ControlPlane, control_plane_app, heartbeat_flusher
 from streamforge.runtime.control_plane.auth import ensure_admin
 from streamforge.runtime.control_plane.editor import editor_routes
+from streamforge.runtime.control_plane.tls import TlsFiles
 from streamforge.runtime.gateway.run import stop_on_signals
 from streamforge.runtime.http import serve_app
 
 log = logging.getLogger("streamforge.control_plane")
 
 
-async def serve_control_plane(data_dir: Path, port: int, say: Callable[[str], None],
-                              poll_interval_s: float = 30.0) -> None:  # fmt: skip
+async def serve_control_plane(data_dir: Path, port: int, say: Callable[[str], None], poll_interval_s: float = 30.0,
+                              tls: TlsFiles | None = None) -> None:  # fmt: skip
     """Run until SIGINT/SIGTERM. Gateways register at /api/v1/gateways/register and sync from there."""
     stop = stop_on_signals()
     control_plane = ControlPlane.open(data_dir, load_registry(), poll_interval_s)
@@ -26,8 +27,10 @@ async def serve_control_plane(data_dir: Path, port: int, say: Callable[[str], No
     if password is not None:
         say(f"first start: created user `admin` with password {password} (shown once; stored only hashed)")
     app = control_plane_app(control_plane, extra_routes=editor_routes())
-    async with heartbeat_flusher(control_plane.fleet), serve_app(app, port=port) as url:
+    served = (tls.cert, tls.key) if tls else None
+    async with heartbeat_flusher(control_plane.fleet), serve_app(app, port=port, tls=served) as url:
+        pinned = {"tls_fingerprint": tls.fingerprint(), "tls_ca": str(tls.ca or tls.cert)} if tls else {}
         say(json.dumps({"event": "control_plane", "url": url, "api": f"{url}/api/v1", "registry": f"{url}/schemas",
-                        "health": f"{url}/health", "metrics": f"{url}/metrics"}))  # fmt: skip
+                        "health": f"{url}/health", "metrics": f"{url}/metrics", **pinned}))  # fmt: skip
         await stop.wait()
     say(json.dumps({"event": "stopped"}))

@@ -129,6 +129,7 @@ class SyncStatus:
     etag: str | None = None
     polls: int = 0
     not_modified: int = 0
+    pushes: int = 0  # "poll now" notices received over the events socket
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -451,6 +452,7 @@ class SyncAgent:
                                 answering.add(task := asyncio.create_task(self._answer(channel, event)))
                                 task.add_done_callback(answering.discard)
                             else:
+                                self.status.pushes += 1
                                 self.poll_now.set()
                 except (OSError, websockets.WebSocketException, TimeoutError):
                     pass

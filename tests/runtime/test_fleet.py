@@ -147,6 +147,7 @@ async def test_registration_approval_assignment_and_offline_autonomy(fleet: Flee
 
     flow_id = "kiln_line"
     version = await save_flow(fleet.admin, flow_document(flow_id))
+    pushes = {name: (await fleet.gateway_health(name))["sync"]["pushes"] for name in fleet.gateways}
     assigned_at = time.monotonic()
     assigned = await fleet.admin.post("/assignments", json={"flow": flow_id, "version": version,
                                                            "labels": {"site": "north"}})  # fmt: skip
@@ -154,8 +155,9 @@ async def test_registration_approval_assignment_and_offline_autonomy(fleet: Flee
     assert len(assigned.json()["gateways"]) == 2
     for name in fleet.gateways:
         await eventually(functools.partial(_running, fleet, name, flow_id, version), f"{name} running v1", 10)
-    pushed_within = time.monotonic() - assigned_at
-    assert pushed_within < 3.0, f"the push should beat the {POLL_S} s poll: took {pushed_within:.1f} s"
+    print(f"assignment to running on both gateways: {time.monotonic() - assigned_at:.2f} s")
+    for name in fleet.gateways:  # told at once over the events socket, not left to the next poll
+        assert (await fleet.gateway_health(name))["sync"]["pushes"] > pushes[name]
 
     # The control plane dies; both gateways keep producing.
     before = {name: len(await distinct_readings(fleet, name, flow_id)) for name in fleet.gateways}

@@ -1,0 +1,74 @@
+"""The Gateways page in headless Chromium: a second, real gateway process registers against `streamforge up`;
+approve it, assign a flow version to it, see both gateways' status and running versions, roll it back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Page, expect
+
+from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from tests.editor.conftest import REPO
+from tests.stack import ServiceProcess, Stack
+
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture
+async def remote_gateway(stack: Stack, kafka: EmbeddedKafka, registry_url: str, tmp_path: Path
+                         ) -> AsyncIterator[ServiceProcess]:  # fmt: skip
+    gateway = ServiceProcess(["gateway", "--control-plane", stack.url, "--name", "remote_1", "--data-dir",
+                              str(tmp_path / "remote_1"), "--bootstrap", kafka.bootstrap, "--registry", registry_url,
+                              "--poll-interval", "5"], tmp_path / "remote_1.stderr", "gateway")  # fmt: skip
+    await gateway.start()
+    yield gateway
+    await gateway.stop()
+
+
+def small_flow(flow_id: str, rate: float) -> dict[str, object]:
+    return {"format": "streamforge.flow/v1", "id": flow_id, "label": "remote", "version": 0, "edges": [],
+            "nodes": [{"id": "sim", "type": "simulator", "x": 40, "y": 80, "config": {
+                "signals": [{"asset_id": "pump_9", "parameter": "speed"}], "rate_hz": rate}}]}  # fmt: skip
+
+
+async def test_approve_assign_watch_and_roll_back_a_gateway(page: Page, stack: Stack,
+                                                            remote_gateway: ServiceProcess) -> None:  # fmt: skip
+    flow_id = "remote_pumps"
+    created = await stack.http.post("/flows", json=small_flow(flow_id, 1))
+    assert created.status_code == 201, created.text
+    second = await stack.http.put(f"/flows/{flow_id}", json={**small_flow(flow_id, 2), "version": 1})
+    assert second.status_code == 200, second.text
+
+    await page.click("[data-testid=open-gateways]")
+    remote = page.locator("[data-testid=gateway-remote_1]")
+    await expect(remote.locator("[data-testid=approval]")).to_have_text("pending", timeout=TIMEOUT_MS)
+    local = page.locator("[data-testid=gateway-local]")
+    await expect(local.locator("[data-testid=approval]")).to_have_text("approved")
+    await expect(local.locator("[data-testid=running]")).to_contain_text("demo v1")
+    await remote.get_by_role("button", name="Approve").click()
+    await expect(remote.locator("[data-testid=approval]")).to_have_text("approved", timeout=TIMEOUT_MS)
+
+    async def assign(version: int) -> None:
+        await page.select_option("[data-testid=assign-flow]", flow_id)
+        await page.select_option("[data-testid=assign-version]", str(version))
+        gateway_id = (await stack.http.get("/gateways")).json()
+        target = next(g["id"] for g in gateway_id if g["name"] == "remote_1")
+        await page.select_option("[data-testid=assign-gateway]", target)
+        await page.click("[data-testid=assign]")
+        await expect(page.locator("[data-testid=gateways-notice]")).to_contain_text("done")
+
+    await assign(1)
+    await expect(remote.locator("[data-testid=running]")).to_have_text(f"{flow_id} v1", timeout=TIMEOUT_MS)
+    await expect(remote.locator("[data-testid=health]")).to_have_text("HEALTHY", timeout=TIMEOUT_MS)
+    await expect(remote.locator("[data-testid=last-apply]")).to_have_text("APPLIED")
+    await expect(local.locator("[data-testid=health]")).not_to_have_text("OFFLINE")
+
+    await assign(2)
+    await expect(remote.locator("[data-testid=running]")).to_have_text(f"{flow_id} v2", timeout=TIMEOUT_MS)
+    await remote.locator("[data-testid=rollback]").click()
+    await expect(remote.locator("[data-testid=running]")).to_have_text(f"{flow_id} v1", timeout=TIMEOUT_MS)
+    rows = {g["name"]: g for g in (await stack.http.get("/gateways")).json()}
+    assert rows["remote_1"]["running"] == {flow_id: 1} and rows["local"]["running"].get("demo") == 1
+    await page.screenshot(path=REPO / "docs" / "gateways.png")  # the README's picture of this page

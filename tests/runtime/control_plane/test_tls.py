@@ -1,0 +1,80 @@
+"""Gateway -> control plane over TLS: a control plane with a CA of its own, a gateway that pins it, one that
+pins another CA and is refused, and plain HTTP refused to anything but loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from streamforge.runtime.control_plane.tls import self_signed
+from streamforge.runtime.gateway.agent import InsecureControlPlane, check_transport
+from streamforge.runtime.kafka.broker import free_port
+from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from tests.stack import ServiceProcess
+
+
+def test_plain_http_only_to_loopback() -> None:
+    for url in ("http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080", "https://cp.plant.example"):
+        check_transport(url)
+    for url in ("http://10.1.2.3:8080", "http://cp.plant.example", "ftp://cp.plant.example"):
+        with pytest.raises(InsecureControlPlane, match=r"TLS|https"):
+            check_transport(url)
+
+
+def test_the_generated_ca_is_made_once_and_its_keys_are_private(tmp_path: Path) -> None:
+    first = self_signed(tmp_path / "tls", ["cp.plant.example"])
+    again = self_signed(tmp_path / "tls", [])
+    assert first == again and first.fingerprint() == again.fingerprint()
+    assert len(first.fingerprint().split(":")) == 32
+    for key in (tmp_path / "tls" / "server-key.pem", tmp_path / "tls" / "ca-key.pem"):
+        assert key.stat().st_mode & 0o777 == 0o600
+
+
+def tls_gateway(root: Path, name: str, url: str, key: str, ca: Path, bootstrap: str, registry: str) -> ServiceProcess:
+    return ServiceProcess(["gateway", "--control-plane", url, "--name", name, "--data-dir", str(root / name),
+                           "--bootstrap", bootstrap, "--registry", registry, "--enrolment-key", key, "--ca", str(ca),
+                           "--poll-interval", "2"], root / f"{name}.stderr", "gateway")  # fmt: skip
+
+
+async def test_a_gateway_pinning_the_control_planes_ca_syncs_and_another_ca_is_refused(
+    tmp_path: Path, kafka: EmbeddedKafka, registry_url: str
+) -> None:
+    port = free_port()
+    control_plane = ServiceProcess(["control-plane", "--data-dir", str(tmp_path / "cp"), "--port", str(port),
+                                    "--tls", "auto"], tmp_path / "cp.stderr", "control_plane")  # fmt: skip
+    event = await control_plane.start()
+    try:
+        url = event["url"]
+        assert url.startswith("https://") and len(event["tls_fingerprint"].split(":")) == 32
+        ca = Path(event["tls_ca"])
+        password = next(line for line in control_plane.lines if "password " in line).split("password ")[1].split()[0]
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", verify=str(ca)) as admin:
+            login = await admin.post("/auth/login", json={"username": "admin", "password": password})
+            admin.headers["Authorization"] = f"Bearer {login.json()['token']}"
+            key = (await admin.post("/enrolment-keys", json={})).json()["enrolment_key"]
+            other_ca = self_signed(tmp_path / "other", []).ca
+            assert other_ca is not None
+            gateways = {name: tls_gateway(tmp_path, name, url, key, pinned, kafka.bootstrap, registry_url)
+                        for name, pinned in (("pinned", ca), ("stranger", other_ca))}  # fmt: skip
+            health = {name: (await gateway.start())["health"] for name, gateway in gateways.items()}
+            try:
+                async with httpx.AsyncClient() as http:
+                    deadline = time.monotonic() + 30
+                    while time.monotonic() < deadline:
+                        sync = {n: (await http.get(h)).json()["sync"] for n, h in health.items()}
+                        if sync["pinned"]["approval"] == "approved" and sync["stranger"]["last_error"]:
+                            break
+                        await asyncio.sleep(0.3)
+                assert sync["pinned"]["approval"] == "approved" and sync["pinned"]["reachable"] is True
+                assert "CERTIFICATE_VERIFY_FAILED" in sync["stranger"]["last_error"]
+                assert sync["stranger"]["approval"] == "unregistered"
+                names = {g["name"] for g in (await admin.get("/gateways")).json()}
+                assert names == {"pinned"}  # the one that could not check the certificate sent nothing
+            finally:
+                await asyncio.gather(*(g.stop() for g in gateways.values()))
+    finally:
+        await control_plane.stop()
