@@ -163,9 +163,15 @@ def control_plane_api(
     @requires(Role.ENGINEER)
     async def flow_approve(request: Request, user: User) -> Response:
         body = await json_body(request)
+        action = _text(body, "action", '"deploy", "apply", "assign" or "rollback"')
+        flow_id = request.path_params["flow"]
+        if action in flows.FLEET_ACTIONS:  # approved by the exact arguments the human sends
+            arguments = {key: body.get(key) for key in ("version", "gateway", "labels")}
+            digest = body.get("change_digest") if isinstance(body.get("change_digest"), str) else None
+            return JSONResponse(flows.approve_fleet_action(flow_id, action, arguments, user.username, digest),
+                                status_code=201)  # fmt: skip
         digest = _text(body, "change_digest", "the change_digest from GET /flows/{flow}/draft")
-        action = _text(body, "action", '"deploy" or "apply"')
-        return JSONResponse(flows.approve(request.path_params["flow"], action, digest, user.username), status_code=201)
+        return JSONResponse(flows.approve(flow_id, action, digest, user.username), status_code=201)
 
     @requires(Role.ENGINEER)
     async def audit_trail(request: Request, user: User) -> Response:

@@ -27,6 +27,12 @@ def change_digest(document: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(significant, sort_keys=True).encode()).hexdigest()
 
 
+def fleet_digest(action: str, flow_id: str, arguments: dict[str, Any]) -> str:
+    """Identifies one fleet action exactly: what its approval is bound to."""
+    significant = {"action": action, "flow": flow_id, **{k: v for k, v in arguments.items() if v is not None}}
+    return hashlib.sha256(json.dumps(significant, sort_keys=True).encode()).hexdigest()
+
+
 class FlowService:
     """The control plane's flow operations, with the store, the node types and the gateway a deploy goes to by
     default (in `streamforge up`, the local one; it is reached only through the fleet, like any other)."""
@@ -112,6 +118,7 @@ class FlowService:
 
     APPROVAL_TTL_S = 15 * 60
     ACTIONS = ("apply", "deploy")
+    FLEET_ACTIONS = ("assign", "rollback")  # approved by their exact arguments, not by a draft
 
     def draft(self, flow_id: str) -> tuple[dict[str, Any], str | None]:
         """The flow's draft and its last editor; without a draft, the latest saved version (editor None)."""
@@ -142,10 +149,30 @@ class FlowService:
                 "diff": diff_flows(base or empty, draft).to_dict(),
                 "problems": [p.to_dict() for p in self.problems(draft)]}  # fmt: skip
 
+    def approve_fleet_action(self, flow_id: str, action: str, arguments: dict[str, Any], approver: str,
+                             digest: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """A human's approval of one fleet action on a flow (assign a version to a target, roll a gateway back),
+        bound to exactly the arguments the human sent."""
+        computed = fleet_digest(action, flow_id, arguments)
+        if digest is not None and digest != computed:
+            raise ApiError(409, "change_moved", f"those arguments are change {computed[:12]}, not {digest[:12]}: "
+                           "approve what the agent proposed, or ask it for the new digest")  # fmt: skip
+        token = self.store.issue_approval(flow_id, computed, action, approver, self.APPROVAL_TTL_S)
+        return {"approval_token": token, "flow": flow_id, "action": action, "change_digest": computed,
+                "arguments": arguments, "expires_in_s": self.APPROVAL_TTL_S,
+                "note": "single-use; shown once"}  # fmt: skip
+
+    def spend_fleet_approval(self, flow_id: str, action: str, arguments: dict[str, Any], token: str,
+                             caller: str) -> str:  # fmt: skip
+        approved_by = self.store.use_approval(token, flow_id, fleet_digest(action, flow_id, arguments), action)
+        if approved_by == caller:
+            raise ApiError(403, "self_approval", f"{caller!r} approved this change and cannot also carry it out")
+        return approved_by
+
     def approve(self, flow_id: str, action: str, digest: str, approver: str) -> dict[str, Any]:
         """A human's approval of one exact change; never the change's own author."""
         if action not in self.ACTIONS:
-            raise ApiError(422, "invalid", f"action must be one of {list(self.ACTIONS)}")
+            raise ApiError(422, "invalid", f"action must be one of {list(self.ACTIONS + self.FLEET_ACTIONS)}")
         suggestion = self.suggestion(flow_id)
         if suggestion["change_digest"] != digest:
             raise ApiError(409, "change_moved", f"the draft of {flow_id!r} is now change "

@@ -130,6 +130,7 @@ class SyncStatus:
     polls: int = 0
     not_modified: int = 0
     pushes: int = 0  # "poll now" notices received over the events socket
+    push_connected: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -438,23 +439,27 @@ class SyncAgent:
         retry = 1.0
         url = self.base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
         answering: set[asyncio.Task[None]] = set()  # commands being run (a command may take a while)
+        pinned = self._verify if isinstance(self._verify, ssl.SSLContext) else None  # None: the default context
         while True:
-            if self._token and self.status.gateway_id:
-                try:
-                    ssl_context = self._verify if isinstance(self._verify, ssl.SSLContext) else None
-                    async with websockets.connect(f"{url}/api/v1/gateways/{self.status.gateway_id}/events",
-                                                  additional_headers=self._auth(), ssl=ssl_context,
-                                                  open_timeout=10) as channel:  # fmt: skip
-                        retry = 1.0
-                        async for message in channel:
-                            event = json.loads(message)
-                            if event.get("type") == "command":
-                                answering.add(task := asyncio.create_task(self._answer(channel, event)))
-                                task.add_done_callback(answering.discard)
-                            else:
-                                self.status.pushes += 1
-                                self.poll_now.set()
-                except (OSError, websockets.WebSocketException, TimeoutError):
-                    pass
+            if not (self._token and self.status.gateway_id):
+                await asyncio.sleep(1.0)  # not registered yet: nothing to connect with
+                continue
+            try:
+                events = f"{url}/api/v1/gateways/{self.status.gateway_id}/events"
+                async with websockets.connect(events, additional_headers=self._auth(), open_timeout=10,
+                                              ssl=pinned) as channel:  # fmt: skip
+                    retry = 1.0
+                    self.status.push_connected = True
+                    async for message in channel:
+                        event = json.loads(message)
+                        if event.get("type") == "command":
+                            answering.add(task := asyncio.create_task(self._answer(channel, event)))
+                            task.add_done_callback(answering.discard)
+                        else:
+                            self.status.pushes += 1
+                            self.poll_now.set()
+            except (OSError, websockets.WebSocketException, TimeoutError, ValueError) as lost:
+                log.info("push channel down; polls go on", extra={"error": f"{type(lost).__name__}: {lost}"})
+            self.status.push_connected = False
             await asyncio.sleep(jittered(retry))
             retry = min(retry * 2, MAX_RETRY_S)

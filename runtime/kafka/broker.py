@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import signal
 import socket
@@ -23,6 +24,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamforge.runtime.kafka.install import KafkaDistribution, check_java
+
+log = logging.getLogger("streamforge.kafka")
 
 HEALTH_TOPIC = "_streamforge.health"
 STATE_FILE = "broker.json"
@@ -77,7 +80,9 @@ class Broker:
         return BrokerSettings(**json.loads(self.state_path.read_text())["settings"])
 
     def prepare(self, port: int | None = None, controller_port: int | None = None) -> BrokerSettings:
-        """Write configs; format storage on first boot only. Explicit ports override remembered ones."""
+        """Write configs; format storage on first boot only. Explicit ports override remembered ones; a
+        remembered port that another process has taken since is replaced by a free one (call after
+        stop_stray: no broker of this data directory holds it then)."""
         check_java()
         if not self.dist.is_installed():
             raise RuntimeError(
@@ -85,8 +90,13 @@ class Broker:
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         settings = self.load_settings() or BrokerSettings(cluster_id=uuid.uuid4().hex[:22])
-        settings.port = port or settings.port or free_port(settings.host)
-        settings.controller_port = controller_port or settings.controller_port or free_port(settings.host)
+        remembered = [p for p in (settings.port, settings.controller_port) if p and port_open(settings.host, p)]
+        if remembered:
+            log.warning("remembered broker ports are taken by another process; picking new ones",
+                        extra={"ports": remembered, "data_dir": str(self.data_dir)})  # fmt: skip
+        settings.port = port or (settings.port if settings.port not in remembered else 0) or free_port(settings.host)
+        settings.controller_port = (controller_port or (settings.controller_port if settings.controller_port
+                                    not in remembered else 0) or free_port(settings.host))  # fmt: skip
         (self.data_dir / "server.properties").write_text(self._properties(settings))
         log4j = resources.files("streamforge.runtime.kafka").joinpath("templates/log4j2.xml").read_text()
         (self.data_dir / "log4j2.xml").write_text(log4j)

@@ -144,6 +144,7 @@ async def test_registration_approval_assignment_and_offline_autonomy(fleet: Flee
         assert approved.status_code == 200 and approved.json()["status"] == "approved"
     for name in fleet.gateways:
         await eventually(functools.partial(_sync, fleet, name, "approval", "approved"), f"{name} approved", 15)
+        await eventually(functools.partial(_sync, fleet, name, "push_connected", True), f"{name}'s push link", 15)
 
     flow_id = "kiln_line"
     version = await save_flow(fleet.admin, flow_document(flow_id))
@@ -292,3 +293,53 @@ async def test_gateway_tokens_forged_expired_none_and_foreign_are_refused(fleet:
     before = len(await distinct_readings(fleet, "north_b", flow_id))
     await eventually(lambda: _grew(fleet, "north_b", flow_id, before), "north_b to keep producing after a 401")
     await eventually(lambda: _health(fleet, "north_b", "HEALTHY"), "north_b back in sync with a new token", 30)
+
+
+async def test_the_schema_registry_wants_credentials_and_registering_wants_an_engineer_or_a_gateway(
+    fleet: Fleet,
+) -> None:
+    registry = f"{fleet.control_plane.event['url']}/schemas"
+    admin_token = fleet.admin.headers["Authorization"].split()[1]
+    viewer = await fleet.admin.post("/users", json={"username": "schema_viewer", "password": "viewer-password-1",
+                                                    "role": "viewer"})  # fmt: skip
+    assert viewer.status_code == 201
+    login = await fleet.admin.post("/auth/login", json={"username": "schema_viewer", "password": "viewer-password-1"})
+    viewer_token = login.json()["token"]
+    schema = {"schema": json.dumps({"type": "record", "name": "Probe", "fields": [{"name": "v", "type": "int"}]})}
+    async with httpx.AsyncClient(base_url=registry) as http:
+        assert (await http.get("/subjects")).status_code == 401
+        assert (await http.get("/subjects", headers={"Authorization": f"Bearer {admin_token}"})).status_code == 200
+        basic = httpx.BasicAuth("schema_viewer", viewer_token)  # what Confluent clients send
+        assert (await http.get("/subjects", auth=basic)).status_code == 200
+        refused = await http.post("/subjects/probe-value/versions", json=schema, auth=basic)
+        assert refused.status_code == 403 and "engineer" in refused.json()["message"]
+        key_file = fleet.root / "cp" / "gateway-signing.pem"
+        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        assert isinstance(key, Ed25519PrivateKey)
+        now = int(time.time())
+        gateway_jwt = jwt.encode({"iss": "streamforge-control-plane", "aud": "streamforge-gateway", "sub": "gw_any",
+                                  "iat": now, "exp": now + 60, "jti": "r"}, key, algorithm="EdDSA")  # fmt: skip
+        registered = await http.post("/subjects/probe-value/versions", json=schema,
+                                     headers={"Authorization": f"Bearer {gateway_jwt}"})  # fmt: skip
+        assert registered.status_code == 200 and isinstance(registered.json()["id"], int)
+
+
+async def test_a_gateway_rebuilt_after_a_disk_loss_gets_its_identity_back_after_approval(fleet: Fleet) -> None:
+    before = await fleet.gateway("north_b")
+    gateway = fleet.gateways["north_b"]
+    await gateway.stop()
+    data = fleet.root / "north_b"
+    for path in sorted(data.rglob("*"), reverse=True):  # the disk is gone: identity, credentials, cache, Kafka
+        path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
+    await gateway.start()
+    pending = await eventually(lambda: _status(fleet, "north_b", "pending"), "north_b pending again", 30)
+    assert pending["id"] == before["id"]  # the same gateway, by its instance id
+    assert (await fleet.gateway_health("north_b"))["flows"] == {}  # no config before a person approves it
+    assert (await fleet.admin.post(f"/gateways/{before['id']}/approve")).status_code == 200
+    await eventually(functools.partial(_running, fleet, "north_b", "kiln_line", before["running"]["kiln_line"]),
+                     "north_b to pull its config again", 30)  # fmt: skip
+
+
+async def _status(fleet: Fleet, name: str, wanted: str) -> dict[str, Any] | None:
+    row = await fleet.gateway(name)
+    return row if row["status"] == wanted else None

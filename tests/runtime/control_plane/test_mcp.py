@@ -201,3 +201,34 @@ async def test_device_strings_come_back_quoted_as_data_and_trigger_nothing(stack
     assert {f["id"]: f["deployed_version"] for f in (await stack.http.get("/flows")).json()} == deployed_before
     trail = (await stack.http.get("/audit?limit=500")).json()
     assert not [e for e in trail if e["identity"] == "reader" and e["tool"] in ("deploy_flow", "apply_config_change")]
+
+
+async def test_fleet_tools_list_gateways_and_assign_only_with_an_approval_for_exactly_that(stack: Stack) -> None:
+    agent, bob = await stack.user_token("fleet_agent", "engineer"), await stack.user_token("bob", "engineer")
+    local = stack.event["gateway"]
+    async with over_http(stack, agent) as client:
+        gateways = await call(client, "list_gateways")
+        assert [g["id"] for g in gateways] == [local] and gateways[0]["status"] == "approved"
+        details = await call(client, "get_gateway_details", gateway_id=local)
+        assert details["running"]["simulated_line"] == 1 and details["kafka"]["status"] == "EXTERNAL"  # --bootstrap
+        proposal = await call(client, "suggest_assignment", flow_id="simulated_line", version=1, gateway_id=local)
+        assert proposal["covers"] == {local: 1}
+        refused = await call(client, "assign_flow", flow_id="simulated_line", version=1, gateway_id=local,
+                             approval_token="sfa_made_up")  # fmt: skip
+        assert refused["refused"] == "approval_invalid"
+        as_bob = {"Authorization": f"Bearer {bob}"}
+        approval = await stack.http.post("/flows/simulated_line/approvals", headers=as_bob, json={
+            "action": "assign", "version": 1, "gateway": local,
+            "change_digest": proposal["change_digest"]})  # fmt: skip
+        assert approval.status_code == 201, approval.text
+        token = approval.json()["approval_token"]
+        other = await call(client, "assign_flow", flow_id="simulated_line", version=1, labels={"site": "x"},
+                           approval_token=token)  # fmt: skip
+        assert other["refused"] == "approval_mismatch"  # approved for that gateway, not for a label selector
+        approval = await stack.http.post("/flows/simulated_line/approvals", headers=as_bob,
+                                         json={"action": "assign", "version": 1, "gateway": local})  # fmt: skip
+        done = await call(client, "assign_flow", flow_id="simulated_line", version=1, gateway_id=local,
+                          approval_token=approval.json()["approval_token"])  # fmt: skip
+        assert done["gateways"] == [local]
+    trail = (await stack.http.get("/audit?tool=assign_flow")).json()
+    assert [(t["outcome"], t["approved_by"]) for t in trail] == [("ok", "bob"), ("refused", None), ("refused", None)]
