@@ -24,10 +24,12 @@ from urllib.parse import urlsplit
 import httpx
 import websockets
 from nacl.public import PrivateKey, SealedBox
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamforge.engine.compiler import ExecutionPlan, compile_flow
 from streamforge.engine.flow import validate_flow
 from streamforge.engine.problems import FlowInvalid
+from streamforge.engine.sdk import Kind
 from streamforge.engine.secrets import resolve
 from streamforge.runtime.errors import ApiError
 from streamforge.runtime.files import write_durably
@@ -316,10 +318,25 @@ class SyncAgent:
             "status": health["status"], "version": self.version, "clock": time.time(), "flows": self.running(),
             "previous": versions(self.cache.previous()), "nodes": health["nodes"],
             "kafka": health["kafka"].get("status"), "kafka_bootstrap": self.gateway.env.bootstrap,
+            "sink_lag": self.sink_lag(),
             "metrics_url": self.metrics_url,
             "last_apply": self.last_apply.to_dict() if self.last_apply else None,
             "disk": {"total": disk.total, "used": disk.used, "free": disk.free},
         }  # fmt: skip
+
+    def sink_lag(self) -> dict[str, float]:
+        """Records each sink is behind its input topics (`flow/node`), from the gateway's and workers' metrics."""
+        sinks = {(flow_id, node.node_id) for flow_id, plan in self.gateway.plans.items() for node in plan.nodes
+                 if node.kind == Kind.SINK.value}  # fmt: skip
+        if not sinks:
+            return {}
+        lag: dict[str, float] = {}
+        for family in text_string_to_metric_families(self.gateway.exposition().decode()):
+            for sample in family.samples:
+                where = (sample.labels.get("flow", ""), sample.labels.get("node", ""))
+                if sample.name == "streamforge_node_consumer_lag_records" and where in sinks:
+                    lag["/".join(where)] = sample.value
+        return lag
 
     def _registration(self) -> dict[str, Any]:
         disk = shutil.disk_usage(self.folder)

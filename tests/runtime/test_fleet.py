@@ -327,14 +327,21 @@ async def test_the_schema_registry_wants_credentials_and_registering_wants_an_en
 async def test_a_gateway_rebuilt_after_a_disk_loss_gets_its_identity_back_after_approval(fleet: Fleet) -> None:
     before = await fleet.gateway("north_b")
     gateway = fleet.gateways["north_b"]
-    await gateway.stop()
     data = fleet.root / "north_b"
+    credentials = data / "sync" / "credentials.json"
+    for private in (credentials, data / "sync" / "identity.json", data / "sync" / "state" / "current.json"):
+        assert private.stat().st_mode & 0o777 == 0o600, private
+    old_token = json.loads(credentials.read_text())["token"]
+    await gateway.stop()
     for path in sorted(data.rglob("*"), reverse=True):  # the disk is gone: identity, credentials, cache, Kafka
         path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
     await gateway.start()
     pending = await eventually(lambda: _status(fleet, "north_b", "pending"), "north_b pending again", 30)
     assert pending["id"] == before["id"]  # the same gateway, by its instance id
     assert (await fleet.gateway_health("north_b"))["flows"] == {}  # no config before a person approves it
+    stale = await fleet.admin.post(f"/gateways/{before['id']}/sync", json={},
+                                   headers={"Authorization": f"Bearer {old_token}"})  # fmt: skip
+    assert stale.status_code == 403 and stale.json()["error"]["code"] == "not_approved"
     assert (await fleet.admin.post(f"/gateways/{before['id']}/approve")).status_code == 200
     await eventually(functools.partial(_running, fleet, "north_b", "kiln_line", before["running"]["kiln_line"]),
                      "north_b to pull its config again", 30)  # fmt: skip
@@ -343,3 +350,24 @@ async def test_a_gateway_rebuilt_after_a_disk_loss_gets_its_identity_back_after_
 async def _status(fleet: Fleet, name: str, wanted: str) -> dict[str, Any] | None:
     row = await fleet.gateway(name)
     return row if row["status"] == wanted else None
+
+
+async def test_fleet_metrics_and_an_assignment_refused_for_a_missing_node_type(fleet: Fleet) -> None:
+    async with httpx.AsyncClient() as http:
+        metrics = (await http.get(fleet.control_plane.event["metrics"])).text
+    for name in fleet.gateways:
+        row = await fleet.gateway(name)
+        assert f'streamforge_gateway_up{{gateway="{row["id"]}",name="{name}"}} 1.0' in metrics
+    # A gateway that has no `simulator` installed: the assignment is refused, naming it and the type.
+    key = (await fleet.admin.post("/enrolment-keys", json={"labels": {"site": "south"}})).json()["enrolment_key"]
+    bare = await fleet.admin.post("/gateways/register", json={
+        "name": "south_1", "instance_id": "south-1", "secret": "s", "public_key": PUBLIC_KEY, "node_types": {},
+        "enrolment_key": key})  # fmt: skip
+    assert bare.status_code == 200
+    refused = await fleet.admin.post("/assignments", json={"flow": "kiln_line", "version": 1,
+                                                          "labels": {"site": "south"}})  # fmt: skip
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "node_types_missing"
+    assert "south_1" in refused.json()["error"]["message"] and "simulator" in refused.json()["error"]["message"]
+
+
+PUBLIC_KEY = "9n0t2vFMW7Df9N2qRSdp8yzZ2rT1RWf/VpXNl3Q6uzY="  # any 32 bytes: a registration's X25519 key

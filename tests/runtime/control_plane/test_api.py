@@ -33,6 +33,7 @@ class Api:
     tokens: dict[str, str]
     store: Store
     database: Path
+    gateway_dir: Path  # the gateway process's data dir: cache, credentials
 
     def as_(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
@@ -59,7 +60,7 @@ async def api(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) ->
         async with local_gateway(url, root / "gateway", key, kafka.bootstrap, None, RecentLogs()) as gateway:
             link.gateway_id = await control_plane.fleet.approved(gateway.event["instance_id"])
             async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=90) as http:
-                yield Api(http, tokens, store, root / "cp" / "control-plane.sqlite")
+                yield Api(http, tokens, store, root / "cp" / "control-plane.sqlite", root / "gateway")
 
 
 def flow(flow_id: str, rate: float = 10, **extra: Any) -> dict[str, Any]:
@@ -217,6 +218,10 @@ async def test_secrets_never_leave_except_into_a_deploy(api: Api, postgres_dsn: 
     assert deployed.status_code == 200, deployed.text  # the sink connected with the resolved DSN
     status = (await api.http.get(f"/flows/{flow_id}/status", headers=engineer)).json()
     assert {n["node"]: n["status"] for n in status["nodes"]}["db"] == "RUNNING"
+    # The gateway got it sealed to its own key: its cached state holds ciphertext, never the value.
+    cached = (api.gateway_dir / "sync" / "state" / "current.json").read_text()
+    assert f"{flow_id}.db.dsn" in json.loads(cached)["secrets"] and "hunter2" not in cached
+    assert not [p for p in api.gateway_dir.rglob("*") if p.is_file() and b"hunter2" in p.read_bytes()]
     assert (await api.http.delete(f"/secrets/{flow_id}.db.dsn", headers=api.as_("viewer"))).status_code == 403
 
 
