@@ -320,8 +320,11 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
               help="HTTPS with this certificate chain (PEM) instead; with --tls-key.")  # fmt: skip
 @click.option("--tls-key", type=click.Path(path_type=Path, exists=True), default=None)
 @click.option("--tls-name", "tls_names", multiple=True, help="Extra host name or IP for the generated certificate.")
+@click.option("--gateway-token-days", type=click.FloatRange(min=0.0001, max=3650), default=365.0, show_default=True,
+              help="Lifetime of gateway JWTs; gateways renew in the last month (or last quarter) of it.")  # fmt: skip
 def control_plane_command(data_dir: Path, port: int, poll_interval: float, tls_mode: str | None,
-                          tls_cert: Path | None, tls_key: Path | None, tls_names: tuple[str, ...]) -> None:  # fmt: skip
+                          tls_cert: Path | None, tls_key: Path | None, tls_names: tuple[str, ...],
+                          gateway_token_days: float) -> None:  # fmt: skip
     """The control plane alone: gateways register with it, are approved, and sync their flows from it."""
     import ipaddress
 
@@ -339,7 +342,7 @@ def control_plane_command(data_dir: Path, port: int, poll_interval: float, tls_m
         tls = TlsFiles(tls_cert, tls_key)
     elif (tls_mode or ("off" if loopback else "auto")) == "auto":
         tls = self_signed(data_dir / "tls", list(tls_names) + ([] if loopback else [host]))
-    asyncio.run(serve_control_plane(data_dir, port, click.echo, poll_interval, tls))
+    asyncio.run(serve_control_plane(data_dir, port, click.echo, poll_interval, tls, gateway_token_days * 86400))
 
 
 @main.command()

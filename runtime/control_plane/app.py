@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from streamforge.engine.registry import NodeRegistry
 from streamforge.runtime.control_plane.api import control_plane_api
 from streamforge.runtime.control_plane.auth import Role, authenticate_header
-from streamforge.runtime.control_plane.credentials import TokenSigner
+from streamforge.runtime.control_plane.credentials import TOKEN_LIFETIME_S, TokenSigner
 from streamforge.runtime.control_plane.fleet import FleetService
 from streamforge.runtime.control_plane.fleet_api import fleet_routes
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
@@ -37,10 +37,11 @@ class ControlPlane:
     schemas: SchemaStore
 
     @classmethod
-    def open(cls, data_dir: Path, node_types: NodeRegistry, poll_interval_s: float = 30.0) -> ControlPlane:
+    def open(cls, data_dir: Path, node_types: NodeRegistry, poll_interval_s: float = 30.0,
+             token_lifetime_s: float = TOKEN_LIFETIME_S) -> ControlPlane:  # fmt: skip
         """The control plane's state under data_dir: database (+ secrets key), signing key, schema registry."""
         store = Store(data_dir / "control-plane.sqlite")
-        signer = TokenSigner(data_dir / "gateway-signing.pem")
+        signer = TokenSigner(data_dir / "gateway-signing.pem", token_lifetime_s)
         fleet = FleetService(store, node_types, signer, poll_interval_s)
         return cls(store, node_types, fleet, SchemaStore(data_dir / "registry.sqlite"))
 

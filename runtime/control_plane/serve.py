@@ -10,6 +10,7 @@ from pathlib import Path
 from streamforge.engine.registry import load_registry
 from streamforge.runtime.control_plane.app import ControlPlane, control_plane_app, heartbeat_flusher
 from streamforge.runtime.control_plane.auth import ensure_admin
+from streamforge.runtime.control_plane.credentials import TOKEN_LIFETIME_S
 from streamforge.runtime.control_plane.editor import editor_routes
 from streamforge.runtime.control_plane.tls import TlsFiles
 from streamforge.runtime.gateway.run import stop_on_signals
@@ -18,11 +19,17 @@ from streamforge.runtime.http import serve_app
 log = logging.getLogger("streamforge.control_plane")
 
 
-async def serve_control_plane(data_dir: Path, port: int, say: Callable[[str], None], poll_interval_s: float = 30.0,
-                              tls: TlsFiles | None = None) -> None:  # fmt: skip
+async def serve_control_plane(
+    data_dir: Path,
+    port: int,
+    say: Callable[[str], None],
+    poll_interval_s: float = 30.0,
+    tls: TlsFiles | None = None,
+    token_lifetime_s: float = TOKEN_LIFETIME_S,
+) -> None:
     """Run until SIGINT/SIGTERM. Gateways register at /api/v1/gateways/register and sync from there."""
     stop = stop_on_signals()
-    control_plane = ControlPlane.open(data_dir, load_registry(), poll_interval_s)
+    control_plane = ControlPlane.open(data_dir, load_registry(), poll_interval_s, token_lifetime_s)
     password = ensure_admin(control_plane.store)
     if password is not None:
         say(f"first start: created user `admin` with password {password} (shown once; stored only hashed)")

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import jwt
 import websockets
 from nacl.public import PrivateKey, SealedBox
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,7 +40,7 @@ from streamforge.runtime.gateway.runners import NodeStatus
 
 log = logging.getLogger("streamforge.gateway.sync")
 
-RENEW_BEFORE_S = 30 * 24 * 3600  # renew a one-year token in its last month
+RENEW_BEFORE_S = 30 * 24 * 3600  # renew a one-year token in its last month (a shorter one in its last quarter)
 MAX_RETRY_S = 60.0
 
 
@@ -133,6 +134,7 @@ class SyncStatus:
     not_modified: int = 0
     pushes: int = 0  # "poll now" notices received over the events socket
     push_connected: bool = False
+    renewals: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -364,15 +366,23 @@ class SyncAgent:
         log.info("registered and approved", extra={"gateway": self.status.gateway_id})
         return True
 
+    def _renew_before(self) -> float:
+        """Seconds before expiry to renew: a month, or a quarter of the token's lifetime if that is shorter."""
+        assert self._token is not None
+        claims = jwt.decode(self._token, options={"verify_signature": False})  # our own token: only its times
+        return min(RENEW_BEFORE_S, (float(claims["exp"]) - float(claims["iat"])) / 4)
+
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"}
 
     async def sync_once(self) -> bool:
         """One poll; True if a new state was applied (then poll again at once, to report the result)."""
-        if self._token and self._expires - time.time() < RENEW_BEFORE_S:
+        if self._token and self._expires - time.time() < self._renew_before():
             renewed = await self._http.post(f"/gateways/{self.status.gateway_id}/token", headers=self._auth())
             if renewed.status_code == 200:
                 self._keep_credentials(renewed.json())
+                self.status.renewals += 1
+                log.info("gateway token renewed", extra={"expires_at": self._expires})
         headers = self._auth() | ({"If-None-Match": self.status.etag} if self.status.etag else {})
         response = await self._http.post(f"/gateways/{self.status.gateway_id}/sync", json=self.heartbeat(),
                                          headers=headers)  # fmt: skip

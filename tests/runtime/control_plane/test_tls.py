@@ -78,3 +78,39 @@ async def test_a_gateway_pinning_the_control_planes_ca_syncs_and_another_ca_is_r
                 await asyncio.gather(*(g.stop() for g in gateways.values()))
     finally:
         await control_plane.stop()
+
+
+async def test_a_short_lived_gateway_token_is_renewed_before_it_expires(
+    tmp_path: Path, kafka: EmbeddedKafka, registry_url: str
+) -> None:
+    lifetime_s = 8.0  # renewed in its last quarter: about 6 s after it was issued
+    control_plane = ServiceProcess(["control-plane", "--data-dir", str(tmp_path / "cp"), "--port", str(free_port()),
+                                    "--poll-interval", "1", "--gateway-token-days", str(lifetime_s / 86400)],
+                                   tmp_path / "cp.stderr", "control_plane")  # fmt: skip
+    event = await control_plane.start()
+    try:
+        password = next(line for line in control_plane.lines if "password " in line).split("password ")[1].split()[0]
+        async with httpx.AsyncClient(base_url=event["api"]) as admin:
+            login = await admin.post("/auth/login", json={"username": "admin", "password": password})
+            admin.headers["Authorization"] = f"Bearer {login.json()['token']}"
+            key = (await admin.post("/enrolment-keys", json={})).json()["enrolment_key"]
+        gateway = ServiceProcess(["gateway", "--control-plane", event["url"], "--name", "short", "--data-dir",
+                                  str(tmp_path / "gw"), "--bootstrap", kafka.bootstrap, "--registry", registry_url,
+                                  "--enrolment-key", key, "--poll-interval", "1"],
+                                 tmp_path / "gw.stderr", "gateway")  # fmt: skip
+        health = (await gateway.start())["health"]
+        try:
+            async with httpx.AsyncClient() as http:
+                deadline, sync = time.monotonic() + 60, {}
+                while time.monotonic() < deadline:
+                    sync = (await http.get(health)).json()["sync"]
+                    if sync["renewals"] >= 2:
+                        break
+                    await asyncio.sleep(0.5)
+            # Renewed twice, so past the first token's expiry, and never refused meanwhile.
+            assert sync["renewals"] >= 2 and sync["approval"] == "approved" and sync["last_error"] is None
+            assert "401" not in (tmp_path / "gw.stderr").read_text()
+        finally:
+            await gateway.stop()
+    finally:
+        await control_plane.stop()
