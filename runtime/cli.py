@@ -320,7 +320,7 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
               help="HTTPS with this certificate chain (PEM) instead; with --tls-key.")  # fmt: skip
 @click.option("--tls-key", type=click.Path(path_type=Path, exists=True), default=None)
 @click.option("--tls-name", "tls_names", multiple=True, help="Extra host name or IP for the generated certificate.")
-@click.option("--gateway-token-days", type=click.FloatRange(min=0.0001, max=3650), default=365.0, show_default=True,
+@click.option("--gateway-token-days", type=click.FloatRange(min=0.00005, max=3650), default=365.0, show_default=True,
               help="Lifetime of gateway JWTs; gateways renew in the last month (or last quarter) of it.")  # fmt: skip
 def control_plane_command(data_dir: Path, port: int, poll_interval: float, tls_mode: str | None,
                           tls_cert: Path | None, tls_key: Path | None, tls_names: tuple[str, ...],
