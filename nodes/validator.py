@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -64,7 +65,9 @@ class Validator(ProcessorNode[ValidatorConfig]):
     async def start(self) -> None:
         self._rules: dict[tuple[str, str], SeriesRule] = {}
         self._last: dict[tuple[str, str], tuple[datetime, float]] = {}
-        self._seen: dict[tuple[str, str, datetime], None] = {}  # insertion-ordered: oldest evicted first
+        # Oldest evicted first, in O(1): a dict's `del d[next(iter(d))]` walks every slot deleted before it, so
+        # its cost per reading grew with everything ever evicted (190 µs after 500k readings; issue #15).
+        self._seen: OrderedDict[tuple[str, str, datetime], None] = OrderedDict()
         self._changed: set[tuple[str, str]] = set()
         self._skewed: set[tuple[str, str]] = set()  # series whose device clock is off by more than 10 s
 
@@ -177,7 +180,7 @@ class Validator(ProcessorNode[ValidatorConfig]):
     def _remember(self, series: tuple[str, str], device_time: datetime) -> None:
         self._seen[(series[0], series[1], device_time)] = None
         if len(self._seen) > self.config.duplicate_memory:
-            del self._seen[next(iter(self._seen))]
+            self._seen.popitem(last=False)
 
 
 def _gap_event(record: Record, previous: datetime, seconds: float) -> Record:

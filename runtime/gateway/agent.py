@@ -10,6 +10,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import os
 import random
 import secrets
 import shutil
@@ -198,6 +199,8 @@ class SyncAgent:
         self._token: str | None = credentials.get("token") if credentials else None
         self._expires: float = float(credentials.get("expires_at", 0)) if credentials else 0.0
         self.status.gateway_id = credentials.get("gateway_id") if credentials else None
+        if self.status.gateway_id:
+            os.environ["STREAMFORGE_GATEWAY_ID"] = self.status.gateway_id  # worker processes log it too
         if self._token:
             self.status.approval = "approved"
 
@@ -349,7 +352,7 @@ class SyncAgent:
 
     def _keep_credentials(self, answer: dict[str, Any]) -> None:
         self._token, self._expires = answer["token"], float(answer["expires_at"])
-        self.status.gateway_id = answer["gateway_id"]
+        self.status.gateway_id = os.environ["STREAMFORGE_GATEWAY_ID"] = answer["gateway_id"]
         write_durably(self.credentials_path, json.dumps({"gateway_id": answer["gateway_id"], "token": self._token,
                                                          "expires_at": self._expires}).encode())  # fmt: skip
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import ssl
 from collections.abc import Callable
 from importlib.metadata import version
@@ -18,6 +19,19 @@ from streamforge.runtime.gateway.agent import SyncAgent
 from streamforge.runtime.gateway.gateway import health_app
 from streamforge.runtime.gateway.run import gateway_stack, stop_on_signals
 from streamforge.runtime.http import serve_app
+
+
+def identify_logs(agent: SyncAgent) -> None:
+    """Every log line of this gateway carries its gateway id once it has one (its workers get it through the
+    environment they inherit)."""
+
+    class Identify(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.gateway_id = agent.status.gateway_id or "unregistered"
+            return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Identify())
 
 
 async def run_gateway(
@@ -42,6 +56,7 @@ async def run_gateway(
     async with gateway_stack(data_dir, bootstrap, schemas, registry_token_file=token_file) as gateway:
         agent = SyncAgent(gateway, control_plane, data_dir, name, labels, enrolment_key, poll_interval_s, verify,
                           version=version("streamforge"))  # fmt: skip
+        identify_logs(agent)
 
         async def sync_status(request: Request) -> JSONResponse:
             return JSONResponse(agent.status.to_dict())

@@ -236,6 +236,9 @@ async def test_a_version_whose_node_cannot_start_is_rolled_back_and_reported(fle
     assert (await fleet.gateway("north_b"))["running"] == {flow_id: good}
     await eventually(lambda: _grew(fleet, "north_b", flow_id, before), "the previous flow to keep producing")
     assert (await fleet.gateway("north_b"))["health"] == "DEGRADED"  # its last apply failed
+    logged = [json.loads(line) for line in (fleet.root / "north_b.stderr").read_text().splitlines()
+              if line.startswith("{") and "desired state not_applied" in line]  # fmt: skip
+    assert logged and logged[-1]["gateway_id"] == row["id"] and logged[-1]["node"] == "broker_in"
 
     back = await fleet.admin.post(f"/gateways/{row['id']}/rollback", json={"flow": flow_id})
     assert back.status_code == 409  # it still runs `good`: nothing to return to
