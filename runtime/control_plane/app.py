@@ -129,7 +129,7 @@ async def heartbeat_flusher(fleet: FleetService) -> AsyncIterator[None]:
     async def loop() -> None:
         while True:
             await asyncio.sleep(HEARTBEAT_FLUSH_S)
-            fleet.flush_heartbeats()
+            await asyncio.to_thread(fleet.write_heartbeats, fleet.dirty_heartbeats())
 
     task = asyncio.create_task(loop(), name="heartbeat-flush")
     try:
@@ -138,4 +138,4 @@ async def heartbeat_flusher(fleet: FleetService) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        fleet.flush_heartbeats()
+        fleet.write_heartbeats(fleet.dirty_heartbeats())

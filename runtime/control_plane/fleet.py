@@ -377,17 +377,19 @@ class FleetService:
             return None
         return self.desired_state(row)
 
-    def flush_heartbeats(self) -> int:
-        """Write the heartbeats received since the last flush, in one transaction."""
-        dirty = [(gid, beat) for gid, beat in self._heartbeats.items() if beat.dirty]
-        if not dirty:
-            return 0
-        with self.store.write(desired_state=False) as db:  # heartbeats never change what a gateway should run
-            for gateway_id, beat in dirty:
-                db.execute("UPDATE gateways SET last_seen = ?, heartbeat = ? WHERE id = ?",
-                           (beat.at, json.dumps(beat.report), gateway_id))  # fmt: skip
-                beat.dirty = False
-        return len(dirty)
+    def dirty_heartbeats(self) -> list[tuple[str, float, dict[str, Any]]]:
+        """The heartbeats received since the last call (gateway, time, report), now marked as taken."""
+        dirty = [(gateway_id, beat.at, beat.report) for gateway_id, beat in self._heartbeats.items() if beat.dirty]
+        for gateway_id, _, _ in dirty:
+            self._heartbeats[gateway_id].dirty = False
+        return dirty
+
+    def write_heartbeats(self, dirty: list[tuple[str, float, dict[str, Any]]]) -> None:
+        """Persist heartbeats in one transaction, on a connection of its own: safe to run in a thread while
+        the event loop goes on answering polls."""
+        rows = [(at, json.dumps(report), gateway_id) for gateway_id, at, report in dirty]
+        if rows:
+            self.store.write_apart("UPDATE gateways SET last_seen = ?, heartbeat = ? WHERE id = ?", rows)
 
     def _last(self, row: dict[str, Any]) -> tuple[float | None, dict[str, Any] | None]:
         beat = self._heartbeats.get(row["id"])

@@ -91,7 +91,9 @@ class Store:
             key_file = Path(path).with_suffix(".key")
         self._key = _load_key(key_file)
         self._fernet = Fernet(self._key)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.path = str(path)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA busy_timeout=30000")  # a bulk writer on another connection finishes first
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -102,6 +104,22 @@ class Store:
     def derived_key(self, purpose: str) -> bytes:
         """A stable 256-bit key for `purpose`, derived from the store's secret key (never stored apart)."""
         return hmac.new(self._key, purpose.encode(), hashlib.sha256).digest()
+
+    def write_apart(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """`sql` for every row in one transaction on a short-lived connection of its own (WAL lets the main
+        connection keep reading meanwhile), for bulk writes run in a thread: heartbeats. Never changes what a
+        gateway should run."""
+        if self.path == ":memory:":  # no other connection sees this database
+            with self.write(desired_state=False) as db:
+                db.executemany(sql, rows)
+            return
+        connection = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany(sql, rows)
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
 
     @property
     def db(self) -> sqlite3.Connection:
