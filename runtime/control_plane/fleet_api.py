@@ -14,10 +14,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from streamforge.runtime.control_plane.auth import Role, User, role_guard
 from streamforge.runtime.control_plane.fleet import Approval, FleetService, parse_labels
+from streamforge.runtime.control_plane.live import UNAUTHORIZED
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import ApiError, json_body
-
-UNAUTHORIZED = 4401
 
 
 def _object(body: Any, example: str) -> dict[str, Any]:

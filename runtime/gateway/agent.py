@@ -204,13 +204,6 @@ class SyncAgent:
         if self._token:
             self.status.approval = "approved"
 
-    @property
-    def registry_url(self) -> str:
-        return f"{self.base}/schemas"
-
-    def token(self) -> str | None:
-        return self._token
-
     async def aclose(self) -> None:
         await self._http.aclose()
 
@@ -273,7 +266,7 @@ class SyncAgent:
             for node in self.gateway.node_health():
                 if node["flow"] == flow_id and node["status"] in (NodeStatus.FAILED.value, NodeStatus.STOPPED.value):
                     raise DeployFailed(f"node {node['node']} of flow {flow_id} is {node['status']} after start: "
-                                       f"{node.get('last_error')}", node["node"])  # fmt: skip
+                                       f"{node.get('last_error')}", node["node"], flow_id)  # fmt: skip
 
     async def _restore(self, before: dict[str, ExecutionPlan], changed: list[str]) -> None:
         for flow_id in changed:
@@ -299,9 +292,8 @@ class SyncAgent:
                                  cause="; ".join(p.message for p in invalid.problems), node=first.node_id)  # fmt: skip
         except DeployFailed as failed:
             self.cache.discard()
-            flow = next((f for f in wanted if f"flow {f} " in str(failed)), None)
             result = ApplyResult("NOT_APPLIED", state.get("etag"), wanted, self.running(), cause=str(failed),
-                                 flow=flow, node=failed.node_id)  # fmt: skip
+                                 flow=failed.flow_id, node=failed.node_id)  # fmt: skip
         else:
             self.cache.promote()
             result = ApplyResult("APPLIED", state.get("etag"), wanted, self.running(), reports=reports)

@@ -40,9 +40,9 @@ log = logging.getLogger("streamforge.runtime")
 class DeployFailed(RuntimeError):
     """A deploy that was rolled back: the previous plan runs again."""
 
-    def __init__(self, reason: str, node_id: str | None = None) -> None:
+    def __init__(self, reason: str, node_id: str | None = None, flow_id: str | None = None) -> None:
         super().__init__(reason)
-        self.node_id = node_id
+        self.node_id, self.flow_id = node_id, flow_id
 
 
 @dataclass
@@ -141,7 +141,7 @@ class Gateway:
                 log.error("deploy rolled back", extra={"flow": plan.flow_id, "node": failure.node_id,
                                                         "error": failure.reason})  # fmt: skip
                 raise DeployFailed(f"deploy of flow {plan.flow_id} v{plan.version} rolled back: {failure}",
-                                   failure.node_id) from failure  # fmt: skip
+                                   failure.node_id, plan.flow_id) from failure  # fmt: skip
             for handle in started:
                 running[handle.node_id] = handle
             report.started = sorted(handle.node_id for handle in started)

@@ -231,7 +231,7 @@ async def test_a_version_whose_node_cannot_start_is_rolled_back_and_reported(fle
         return last if last.get("wanted", {}).get(flow_id) == bad else None
 
     last = await eventually(reported, "north_b to report the apply", 30)
-    assert last["result"] == "NOT_APPLIED" and last["node"] == "broker_in"
+    assert last["result"] == "NOT_APPLIED" and last["node"] == "broker_in" and last["flow"] == flow_id
     assert "missing-ca.pem" in last["cause"]
     assert (await fleet.gateway("north_b"))["running"] == {flow_id: good}
     await eventually(lambda: _grew(fleet, "north_b", flow_id, before), "the previous flow to keep producing")
