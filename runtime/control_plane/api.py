@@ -18,6 +18,7 @@ from streamforge.runtime.control_plane.live import live_endpoint
 from streamforge.runtime.control_plane.service import FlowService
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
+from streamforge.runtime.limits import LoginThrottle
 
 
 def _text(body: Any, field: str, example: str) -> str:
@@ -46,6 +47,7 @@ def control_plane_api(
     editor's static files)."""
     requires = role_guard(store)
     flows = FlowService(store, node_types, gateway)
+    throttle = LoginThrottle()
 
     @requires(Role.VIEWER)
     async def node_types_list(request: Request, user: User) -> Response:
@@ -135,7 +137,14 @@ def control_plane_api(
         body = await json_body(request)
         if not isinstance(body, dict):
             raise ApiError(400, "bad_request", 'send {"username": ..., "password": ...}')
-        user = check_password(store, str(body.get("username", "")), str(body.get("password", "")))
+        username, address = str(body.get("username", "")), request.client.host if request.client else "?"
+        throttle.check(username, address)
+        try:
+            user = check_password(store, username, str(body.get("password", "")))
+        except ApiError:
+            throttle.failed(username, address)
+            raise
+        throttle.succeeded(username)
         token = store.issue_token(user.username, "editor session", kind="session")
         return JSONResponse({"token": token, "username": user.username, "role": user.role.name.lower()})
 

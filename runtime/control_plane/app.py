@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from streamforge.engine.registry import NodeRegistry
 from streamforge.runtime.control_plane.api import control_plane_api
@@ -25,6 +26,7 @@ from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.schema_registry import RegistryError, SchemaStore, schema_registry_app
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError
+from streamforge.runtime.limits import SMALL_BODY_BYTES, BodyLimit
 
 HEARTBEAT_FLUSH_S = 5.0
 
@@ -79,7 +81,7 @@ def registry_guard(control_plane: ControlPlane) -> Callable[[Request, bool], Non
 
 
 def control_plane_app(control_plane: ControlPlane, gateway: GatewayLink | None = None,
-                      extra_routes: Iterable[BaseRoute] = ()) -> Starlette:  # fmt: skip
+                      extra_routes: Iterable[BaseRoute] = ()) -> ASGIApp:  # fmt: skip
     """Every route of the control plane. `gateway`: where a deploy goes by default (`up`'s local gateway)."""
     fleet = control_plane.fleet
     metrics = CollectorRegistry()
@@ -119,7 +121,9 @@ def control_plane_app(control_plane: ControlPlane, gateway: GatewayLink | None =
         Mount("/schemas", app=registry),
         Mount("/", app=api),
     ]
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    # Anyone who reaches the port can send to these two before any credential is checked.
+    return BodyLimit(app, small={"/api/v1/auth/login": SMALL_BODY_BYTES, "/api/v1/gateways/register": SMALL_BODY_BYTES})
 
 
 @contextlib.asynccontextmanager

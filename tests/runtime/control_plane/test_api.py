@@ -249,3 +249,29 @@ async def test_live_status_and_debug_tap_over_the_websocket(api: Api, unique: st
     assert seen["tapped"][0]["topic"] == "telemetry.clean"
     record = seen["record"][0]["record"]
     assert record["asset_id"] == "a" and record["quality"] == "GOOD" and "T" in record["timestamps"]["device_time"]
+
+
+async def test_request_bodies_are_bounded_before_they_are_read(api: Api) -> None:
+    huge = b"x" * (65 * 1024)  # over the 64 KiB the unauthenticated login may send
+    declared = await api.http.post("/auth/login", content=huge, headers={"Content-Type": "application/json"})
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "too_large"
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked transfer
+        for _ in range(100):
+            yield b"y" * 1024
+
+    chunked = await api.http.post("/auth/login", content=chunks(), headers={"Content-Type": "application/json"})
+    assert chunked.status_code == 413
+    small = await api.http.post("/auth/login", json={"username": "admin", "password": "not it"})
+    assert small.status_code == 401  # a body under the limit is read and judged as usual
+
+
+async def test_failed_logins_are_throttled_per_user(api: Api) -> None:
+    api.store.create_user("throttled", hash_password("throttled-password-1"), "viewer")
+    for _ in range(5):
+        wrong = await api.http.post("/auth/login", json={"username": "throttled", "password": "guess-123456"})
+        assert wrong.status_code == 401
+    locked = await api.http.post("/auth/login", json={"username": "throttled", "password": "throttled-password-1"})
+    assert locked.status_code == 429 and "try again in" in locked.json()["error"]["message"]
+    other = await api.http.post("/auth/login", json={"username": "viewer", "password": "viewer-password-123"})
+    assert other.status_code == 200  # another user from the same address is not locked out
