@@ -98,15 +98,20 @@ async def wait_for(condition: object, what: str, timeout_s: float = 60) -> None:
     raise AssertionError(f"gave up after {timeout_s} s waiting for {what}")
 
 
-async def test_group_sigkill_and_restart_three_times_keeps_one_broker_and_every_reading(
-    tmp_path: Path, registry_url: str, registry: CachedSchemaRegistry, unique: str
-) -> None:
+def simulated_gateway(tmp_path: Path, registry_url: str, unique: str) -> tuple[str, GatewayProcess, Broker]:
+    """A `streamforge run` of the simulator flow with its own embedded broker under tmp_path/gateway."""
     flow_id = unique.replace("-", "_")[:50]
     flow = tmp_path / "flow.json"
     flow.write_text(json.dumps(simulator_flow(flow_id)))
     data = tmp_path / "gateway"
-    broker = Broker(distribution(), data / "kafka")
-    gateway = GatewayProcess(flow, data, registry_url)
+    return flow_id, GatewayProcess(flow, data, registry_url), Broker(distribution(), data / "kafka")
+
+
+async def test_group_sigkill_and_restart_three_times_keeps_one_broker_and_every_reading(
+    tmp_path: Path, registry_url: str, registry: CachedSchemaRegistry, unique: str
+) -> None:
+    flow_id, gateway, broker = simulated_gateway(tmp_path, registry_url, unique)
+    data = tmp_path / "gateway"
     async with census(broker) as seen:
         await gateway.start()
         for _ in range(3):
@@ -129,12 +134,7 @@ async def test_group_sigkill_and_restart_three_times_keeps_one_broker_and_every_
 async def test_sigkill_of_the_gateway_pid_alone_takes_its_broker_and_workers_down(
     tmp_path: Path, registry_url: str, unique: str
 ) -> None:
-    flow_id = unique.replace("-", "_")[:50]
-    flow = tmp_path / "flow.json"
-    flow.write_text(json.dumps(simulator_flow(flow_id)))
-    data = tmp_path / "gateway"
-    broker = Broker(distribution(), data / "kafka")
-    gateway = GatewayProcess(flow, data, registry_url)
+    _, gateway, broker = simulated_gateway(tmp_path, registry_url, unique)
     await gateway.start()
     health = await gateway.health()
     kafka_pid = health["kafka"]["pid"]
