@@ -71,6 +71,18 @@ def resolve(document: dict[str, Any], lookup: Callable[[str], str | None]) -> di
     return result
 
 
+def references(document: dict[str, Any]) -> set[str]:
+    """The names of every secret the document refers to."""
+    names: set[str] = set()
+
+    def record(name: str) -> str:
+        names.add(name)
+        return ""
+
+    resolve(document, record)
+    return names
+
+
 def placeholders(document: dict[str, Any]) -> dict[str, Any]:
     """Resolve every reference to a stand-in, to validate a draft without reading any secret."""
     return resolve(document, lambda name: f"<secret {name}>")

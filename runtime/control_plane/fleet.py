@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import secrets
+import sqlite3
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -18,7 +21,7 @@ from typing import Any
 
 from streamforge.engine.flow import validate_flow
 from streamforge.engine.registry import NodeRegistry
-from streamforge.engine.secrets import SECRET_KEY, is_reference
+from streamforge.engine.secrets import references
 from streamforge.runtime.control_plane.credentials import TokenSigner, seal, valid_public_key
 from streamforge.runtime.control_plane.store import Store, token_digest
 from streamforge.runtime.errors import ApiError
@@ -115,12 +118,21 @@ class FleetService:
     def _rows(self) -> list[dict[str, Any]]:
         return [self._decode(dict(r)) for r in self.store.db.execute("SELECT * FROM gateways ORDER BY name, id")]
 
+    @contextlib.contextmanager
+    def _writing_one(self, gateway_id: str | None) -> Iterator[sqlite3.Connection]:
+        """A write that changes what one gateway should run, not the fleet's: only its cached ETag is dropped, so
+        a gateway polling its registration every few seconds does not make 10,000 others recompute theirs."""
+        with self.store.write(desired_state=False) as db:
+            yield db
+        if gateway_id is not None:
+            self._etags.pop(gateway_id, None)
+
     # -- registration ------------------------------------------------------------------------------------
 
     def create_enrolment_key(self, labels: dict[str, str], user: str, ttl_s: float = 3600.0) -> str:
         """A key whose holder registers pre-approved (how `streamforge up` enrols its own gateway)."""
         key = f"sfe_{secrets.token_urlsafe(24)}"
-        with self.store.write() as db:
+        with self.store.write(desired_state=False) as db:
             db.execute("INSERT INTO enrolment_keys VALUES (?, ?, ?, ?, ?)",
                        (token_digest(key), json.dumps(labels), user, _now(), time.time() + ttl_s))  # fmt: skip
         return key
@@ -153,7 +165,7 @@ class FleetService:
         secret_hash = token_digest(body["secret"])
         preapproved = self._enrolment(body.get("enrolment_key"))
         row = self.store.db.execute("SELECT * FROM gateways WHERE instance_id = ?", (body["instance_id"],)).fetchone()
-        with self.store.write() as db:
+        with self._writing_one(row["id"] if row is not None else None) as db:
             if row is None:
                 gateway_id = f"gw_{uuid.uuid4().hex[:12]}"
                 status = Approval.APPROVED if preapproved is not None else Approval.PENDING
@@ -197,7 +209,7 @@ class FleetService:
 
     def decide(self, gateway_id: str, approval: Approval, user: str) -> dict[str, Any]:
         self._row(gateway_id)
-        with self.store.write() as db:
+        with self._writing_one(gateway_id) as db:
             db.execute("UPDATE gateways SET status = ?, decided_by = ?, decided_at = ? WHERE id = ?",
                        (approval, user, _now(), gateway_id))  # fmt: skip
         log.info("gateway decided", extra={"gateway": gateway_id, "status": approval, "user": user})
@@ -206,7 +218,7 @@ class FleetService:
 
     def set_labels(self, gateway_id: str, labels: dict[str, str]) -> dict[str, Any]:
         self._row(gateway_id)
-        with self.store.write() as db:
+        with self._writing_one(gateway_id) as db:
             db.execute("UPDATE gateways SET labels = ? WHERE id = ?", (json.dumps(labels), gateway_id))
         self.notify({gateway_id})
         return self.details(gateway_id)
@@ -314,22 +326,6 @@ class FleetService:
                 chosen[flow] = (rank, (assignment["version"], assignment["restart"]))
         return {flow: pinned for flow, (_, pinned) in sorted(chosen.items())}
 
-    def _secret_names(self, document: dict[str, Any]) -> set[str]:
-        found: set[str] = set()
-
-        def walk(value: Any) -> None:
-            if is_reference(value):
-                found.add(value[SECRET_KEY])
-            elif isinstance(value, dict):
-                for item in value.values():
-                    walk(item)
-            elif isinstance(value, list):
-                for item in value:
-                    walk(item)
-
-        walk(document.get("nodes", []))
-        return found
-
     def etag(self, row: dict[str, Any]) -> str:
         """Changes exactly when the desired state does; cached per store revision (cheap 304s)."""
         cached = self._etags.get(row["id"])
@@ -338,7 +334,7 @@ class FleetService:
         revision = self.store.revision
         wanted = self.wanted(row)
         names = sorted({name for flow, (version, _) in wanted.items()
-                        for name in self._secret_names(self.store.get_flow(flow, version).document)})  # fmt: skip
+                        for name in references(self.store.get_flow(flow, version).document)})  # fmt: skip
         secret_digest = hmac.new(self._etag_key, json.dumps([[n, self.store.secret(n)] for n in names]).encode(),
                                  hashlib.sha256).hexdigest()  # fmt: skip
         basis = json.dumps({"flows": wanted, "secrets": secret_digest, "key": row["public_key"]}, sort_keys=True)
@@ -357,7 +353,7 @@ class FleetService:
             flows.append(document)
             if restart:
                 restarts[flow_id] = restart
-            for name in sorted(self._secret_names(document)):
+            for name in sorted(references(document)):
                 value = self.store.secret(name)
                 if value is not None:
                     sealed[name] = seal(row["public_key"], value)

@@ -313,7 +313,7 @@ class SyncAgent:
         disk = shutil.disk_usage(self.folder)
         return {
             "status": health["status"], "version": self.version, "clock": time.time(), "flows": self.running(),
-            "previous": versions(self.cache.previous()), "nodes": health["nodes"],
+            "previous": self.cache.previous_versions(), "nodes": health["nodes"],
             "kafka": health["kafka"].get("status"), "kafka_bootstrap": self.gateway.env.bootstrap,
             "sink_lag": self.sink_lag(),
             "metrics_url": self.metrics_url,

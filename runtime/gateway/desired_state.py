@@ -35,6 +35,7 @@ class StateCache:
         self.current_path = folder / "current.json"
         self.previous_path = folder / "previous.json"
         self.staging_path = folder / "staging.json"
+        self._previous_versions: dict[str, int] | None = None
 
     def recover(self) -> None:
         """At boot: an apply that was interrupted never became current; its staged file is dropped."""
@@ -51,6 +52,12 @@ class StateCache:
     def previous(self) -> dict[str, Any] | None:
         return read_whole(self.previous_path)
 
+    def previous_versions(self) -> dict[str, int]:
+        """What ran before the current state; read once, then kept (every heartbeat reports it)."""
+        if self._previous_versions is None:
+            self._previous_versions = versions(self.previous())
+        return self._previous_versions
+
     def stage(self, state: dict[str, Any]) -> None:
         write_whole(self.staging_path, state)
 
@@ -63,6 +70,7 @@ class StateCache:
         current, staged = self.current(), read_whole(self.staging_path)
         if current is not None and versions(current) != versions(staged):
             write_whole(self.previous_path, current)
+            self._previous_versions = versions(current)
         os.replace(self.staging_path, self.current_path)
         fsync_folder(self.folder)
 
