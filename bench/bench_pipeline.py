@@ -28,7 +28,7 @@ from streamforge.engine.schema_registry import InMemorySchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.serde import Decoder, encoder_for
 from streamforge.runtime.gateway.metrics import NodeMetrics
-from streamforge.runtime.gateway.runners import NodeRunner, RuntimeEnv, changelog_topic
+from streamforge.runtime.gateway.runners import RuntimeEnv, changelog_topic, runner_for
 from streamforge.runtime.kafka.clients import PRODUCER_DEFAULTS, BatchConsumer, BatchProducer, node_headers
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import create_topics
@@ -136,7 +136,7 @@ async def stage(
     node_id = f"{node_type}_{time.time_ns() % 10**9}"
     plan = await node_plan(bootstrap, node_type, node_id, source, config)
     metrics = NodeMetrics()
-    runner = NodeRunner(plan, FLOW, RuntimeEnv(bootstrap, registry, metrics, load_registry(False)))
+    runner = runner_for(plan, FLOW, RuntimeEnv(bootstrap, registry, metrics, load_registry(False)))
     processed = metrics.records_in.labels(flow=FLOW, node=node_id)
     started = time.perf_counter()
     task = asyncio.create_task(runner.run())
@@ -157,7 +157,7 @@ async def latency(bootstrap: str, registry: InMemorySchemaRegistry, rate: float,
     await create_topics(bootstrap, [NewTopic(source, 12, 1)])
     plan = await node_plan(bootstrap, "validator", "lat", source, VALIDATOR, out_prefix=source)
     clean = plan.outputs[0].topic
-    runner = NodeRunner(plan, FLOW, RuntimeEnv(bootstrap, registry, NodeMetrics(), load_registry(False)))
+    runner = runner_for(plan, FLOW, RuntimeEnv(bootstrap, registry, NodeMetrics(), load_registry(False)))
     task = asyncio.create_task(runner.run())
     await runner.ready.wait()
     samples: list[float] = []

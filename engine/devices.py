@@ -1,10 +1,9 @@
-"""Shared parts of protocol source nodes: point mappings, binary frame fields, reconnect backoff with jitter."""
+"""Shared parts of protocol source nodes: point mappings, binary frame fields, the inbox of pushed data."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import struct
 from datetime import datetime
 from typing import Generic, Literal, TypeVar
@@ -59,32 +58,6 @@ def unpack_number(payload: bytes, byte_offset: int, byte_type: ByteType, big_end
     if needed > len(payload):
         raise ValueError(f"payload has {len(payload)} bytes; {byte_type} at offset {byte_offset} needs {needed}")
     return float(struct.unpack_from(layout, payload, byte_offset)[0])
-
-
-class ConnectionSettings(BaseModel):
-    """Timeouts and reconnect pacing every protocol source shares."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    timeout_s: float = Field(default=3.0, gt=0, description="A request unanswered this long is a failure")
-    reconnect_min_s: float = Field(default=0.5, gt=0, description="First wait before reconnecting")
-    reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest wait between reconnects")
-
-
-class Backoff:
-    """Exponential backoff with full jitter, so many gateways do not reconnect in step."""
-
-    def __init__(self, settings: ConnectionSettings, rng: random.Random | None = None) -> None:
-        self.settings, self._rng = settings, rng or random.Random()
-        self.failures = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.settings.reconnect_max_s, self.settings.reconnect_min_s * 2**self.failures)
-        self.failures += 1
-        return self._rng.uniform(self.settings.reconnect_min_s / 2, ceiling)
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 class Inbox(Generic[T]):

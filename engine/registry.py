@@ -30,7 +30,7 @@ def check_node_class(cls: Any, origin: str) -> NodeClass:
         problems.append("a `kind` (subclass SourceNode, ProcessorNode or SinkNode)")
     config = getattr(cls, "Config", None)
     if not (isinstance(config, type) and issubclass(config, NodeConfig)):
-        problems.append("a `Config` model subclassing NodeConfig")
+        problems.append("a config model as the generic parameter (ProcessorNode[MyConfig], MyConfig a NodeConfig)")
     for side in ("inputs", "outputs"):
         ports = getattr(cls, side, ())
         if not all(isinstance(port, Port) for port in ports):

@@ -8,11 +8,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from streamforge.engine.clock import Clock, SystemClock
+from streamforge.engine.problems import Problem, pointer_of
 from streamforge.engine.records import dead_letter
+from streamforge.engine.state import StateStore
 
 Record = dict[str, Any]
 Emitted = dict[str, list[Record]]  # output port name -> records for it
@@ -93,20 +96,41 @@ class Message:
         )  # fmt: skip
 
 
+class CommandInvalid(ValueError):
+    """A command's arguments do not fit its model: `problems` says which field and why."""
+
+    def __init__(self, node_id: str, name: str, error: ValidationError) -> None:
+        self.problems = [
+            Problem("invalid_argument", f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}",
+                    pointer_of(*e["loc"]), node_id, hint=f"see the {name!r} command's schema in the palette")
+            for e in error.errors()
+        ]  # fmt: skip
+        super().__init__(f"command {name!r} of node {node_id}: " + "; ".join(p.message for p in self.problems))
+
+
+class PeerUnavailable(ConnectionError):
+    """The device, broker or destination cannot be reached (raise it from connect(), poll() or write()).
+
+    The runtime then calls close(), shows the node DEGRADED with this message, waits the shared backoff and
+    calls connect() again. Any other exception from poll() is a bug: the supervisor restarts the node."""
+
+
 @dataclass
 class NodeContext:
-    """What the runtime gives a node: who it is, and a logger that says so."""
+    """What the runtime gives a node: who it is, its clock, its state tables, and a logger that says so."""
 
     flow_id: str
     node_id: str
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("streamforge.node"))
+    clock: Clock = field(default_factory=SystemClock)
+    state: StateStore = field(default_factory=StateStore)
     on_health: Callable[[str | None], None] = lambda problem: None  # set by the runtime
 
     def log(self, level: int, message: str, **fields: Any) -> None:
         self.logger.log(level, message, extra={"flow": self.flow_id, "node": self.node_id, **fields})
 
     def degraded(self, problem: str) -> None:
-        """The device misbehaves (timeouts, errors, disconnected): the node shows DEGRADED with `problem`."""
+        """Connected, but the device misbehaves (timeouts, error answers): DEGRADED with `problem`."""
         self.on_health(problem)
 
     def healthy(self) -> None:
@@ -117,11 +141,27 @@ class NodeContext:
 ConfigT = TypeVar("ConfigT", bound=NodeConfig)
 
 
+def _config_of(cls: builtins.type[Any]) -> builtins.type[NodeConfig] | None:
+    """The config model a class names as its generic parameter (`SourceNode[MqttConfig]`), if it names one."""
+    for base in getattr(cls, "__orig_bases__", ()):
+        for arg in get_args(base):
+            if isinstance(arg, builtins.type) and issubclass(arg, NodeConfig):
+                return arg
+    return None
+
+
 class Node(Generic[ConfigT]):
     """Base of all node types. Subclass SourceNode, ProcessorNode or SinkNode, never this directly.
 
-    Lifecycle: `async with node:` calls start() and stop() around the one coroutine the runtime runs
-    for it (poll loop, process loop or write loop). Hot paths take and return whole batches.
+    The config model is the generic parameter, declared once: `class Validator(ProcessorNode[ValidatorConfig])`.
+
+    Lifecycle, all called by the runtime:
+    - start(): prepare from the config and declare state tables (already holding what the changelog kept).
+      Raise ValueError only for a configuration the node refuses: that fails the deploy.
+    - connect() / close() (sources and sinks): open and close the device or destination. A peer that is down
+      never fails a deploy: the runtime retries connect() with backoff while the node shows DEGRADED.
+    - the node's loop: poll() / process() and tick() / write(), on whole batches.
+    - stop(): release what start() took. Called once, also after a failure.
     """
 
     type: ClassVar[str]
@@ -133,34 +173,54 @@ class Node(Generic[ConfigT]):
     inputs: ClassVar[tuple[Port, ...]] = ()
     outputs: ClassVar[tuple[Port, ...]] = ()
     Config: ClassVar[builtins.type[NodeConfig]]
+    # Operator actions and the model of each one's arguments, e.g. {"acknowledge": AlarmAction}.
+    commands: ClassVar[dict[str, builtins.type[BaseModel]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Config" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: name the config model once, as the generic parameter "
+                            f"(class {cls.__name__}(ProcessorNode[MyConfig])), not as `Config`")  # fmt: skip
+        config = _config_of(cls)
+        if config is not None:
+            cls.Config = config
 
     def __init__(self, config: ConfigT, context: NodeContext) -> None:
         self.config = config
         self.context = context
 
+    @property
+    def clock(self) -> Clock:
+        return self.context.clock
+
     async def start(self) -> None:
-        """Open connections, load state. Raise to refuse the deploy (it is rolled back)."""
+        """Prepare from the config; raise ValueError to refuse it (the deploy is rolled back)."""
+
+    async def connect(self) -> None:
+        """Open the device or destination; raise (PeerUnavailable or the library's error) if it is not there."""
+
+    async def close(self) -> None:
+        """Close what connect() opened; also called after a failed connect(). Must not raise."""
 
     async def stop(self) -> None:
-        """Close what start() opened. Called once, also after a failure."""
+        """Release what start() took. Called once, also after a failure."""
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
+    async def command(self, name: str, args: BaseModel) -> Emitted:
+        """Carry out an operator command (its arguments validated by `commands[name]`); ValueError refuses it."""
+        raise ValueError(f"{self.type} has no command {name!r}")
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def state_changes(self) -> dict[str, Any]:
-        """State changed since the last call, as JSON values by key (None deletes a key).
-
-        The runtime writes them to the node's compacted changelog topic, and waits for Kafka's ack,
-        before it commits input offsets; restore() gets the whole state back after a restart.
-        """
-        return {}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Load the state the changelog holds; called after start() and before the first batch."""
+    @classmethod
+    def command_args(cls, node_id: str, name: str, args: Any) -> BaseModel:
+        """The arguments of command `name` validated by its model; ValueError naming the commands there are, or
+        CommandInvalid with every field that is wrong."""
+        model = cls.commands.get(name)
+        if model is None:
+            raise ValueError(f"node {node_id} ({cls.type}) has no command {name!r}; "
+                             f"commands: {', '.join(cls.commands) or 'none'}")  # fmt: skip
+        try:
+            return model.model_validate(args)
+        except ValidationError as exc:
+            raise CommandInvalid(node_id, name, exc) from None
 
     @classmethod
     def record_key(cls, port: str, record: Record) -> str:
@@ -177,7 +237,7 @@ class Node(Generic[ConfigT]):
 
     @classmethod
     def describe(cls) -> dict[str, Any]:
-        """The palette entry: what the editor and `node list` show, with the config's JSON Schema."""
+        """The palette entry: what the editor and `node list` show, with the config's and commands' JSON Schema."""
         return {
             "type": cls.type,
             "kind": cls.kind.value,
@@ -188,6 +248,7 @@ class Node(Generic[ConfigT]):
             "inputs": [port.to_dict() for port in cls.inputs],
             "outputs": [port.to_dict() for port in cls.outputs],
             "config_schema": cls.Config.model_json_schema(),
+            "commands": {name: model.model_json_schema() for name, model in cls.commands.items()},
         }
 
 
@@ -197,11 +258,15 @@ class SourceNode(Node[ConfigT]):
     kind = Kind.SOURCE
 
     async def poll(self) -> Emitted:
-        """Wait for and return the next batch of readings, by output port."""
+        """Wait for and return the next batch of readings, by output port (called only while connected)."""
         raise NotImplementedError
 
     async def acknowledge(self, emitted: Emitted) -> None:
         """Kafka acknowledged every record of `emitted`: now acknowledge the device (e.g. MQTT PUBACK)."""
+
+    def unreachable(self, problem: str) -> Emitted:
+        """What to record each time connect() fails, e.g. BAD readings for every point; nothing by default."""
+        return {}
 
 
 class ProcessorNode(Node[ConfigT]):
@@ -217,12 +282,6 @@ class ProcessorNode(Node[ConfigT]):
         """Called about once a second, also when no input arrives (close windows, on-delay timers)."""
         return {}
 
-    commands: ClassVar[tuple[str, ...]] = ()  # operator actions, e.g. ("acknowledge", "suppress")
-
-    async def command(self, name: str, args: dict[str, Any]) -> Emitted:
-        """Carry out an operator command between two batches; raise ValueError to refuse it."""
-        raise ValueError(f"{self.type} has no command {name!r}")
-
     def retained(self) -> dict[tuple[str, int], int]:
         """Earliest input offset per (topic, partition) still held in memory and not yet emitted.
 
@@ -232,7 +291,10 @@ class ProcessorNode(Node[ConfigT]):
 
 
 class SinkNode(Node[ConfigT]):
-    """Writes batches to an external system. Offsets are committed only after write() returns."""
+    """Writes batches to an external system. Offsets are committed only after write() returns.
+
+    A write that raises is retried on a fresh connection (close(), backoff, connect()) while the node shows
+    DEGRADED; Kafka keeps the backlog meanwhile."""
 
     kind = Kind.SINK
 

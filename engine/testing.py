@@ -8,14 +8,18 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
+from streamforge.engine.clock import Clock, SystemClock
+from streamforge.engine.connection import PeerLink
 from streamforge.engine.schema_registry import InMemorySchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.sdk import (
     RECORD_TYPE_OF_PORT,
     Emitted,
+    Kind,
     Message,
     Node,
     NodeContext,
+    PeerUnavailable,
     Port,
     ProcessorNode,
     Record,
@@ -43,24 +47,49 @@ class NodeHarness(Generic[NodeT]):
     so a record Kafka would refuse fails here too. Outputs accumulate in `captured`.
     """
 
-    def __init__(self, cls: type[NodeT], config: dict[str, Any] | None = None, node_id: str = "node") -> None:
+    def __init__(
+        self, cls: type[NodeT], config: dict[str, Any] | None = None, node_id: str = "node", *,
+        clock: Clock | None = None,
+    ) -> None:  # fmt: skip
         self.cls = cls
-        self.node = cls(cls.Config.model_validate(config or {}), NodeContext("test", node_id))
-        self.captured: dict[str, list[Record]] = defaultdict(list)
-        self.state: dict[str, Any] = {}  # what the node's compacted changelog would hold
         self.config = config or {}
         self.node_id = node_id
+        self.clock: Clock = clock or SystemClock()
+        self.state: dict[str, Any] = {}  # what the node's compacted changelog would hold
+        self.health: list[str | None] = []  # what the node and its connection reported: a problem, or None
+        self.node = self._build()
+        self.captured: dict[str, list[Record]] = defaultdict(list)
         self._offsets = itertools.count()
         registry = InMemorySchemaRegistry()
         self._decoder = Decoder(registry)
         self._encoders = _port_encoders(registry, cls.outputs)
         self._input_encoders = _port_encoders(registry, cls.inputs)
 
-    async def __aenter__(self) -> NodeHarness[NodeT]:
+    def _build(self) -> NodeT:
+        """A fresh instance whose state tables hold what the changelog holds, as the runtime builds it."""
+        context = NodeContext("test", self.node_id, clock=self.clock, on_health=self.health.append)
+        context.state.load(self.state)
+        node = self.cls(self.cls.Config.model_validate(self.config), context)
+        self.link = PeerLink(node, self.health.append)
+        return node
+
+    async def _open(self) -> None:
         await self.node.start()
+        if self.cls.kind is Kind.SINK:  # a source connects on its first poll, through the link, as in the runtime
+            await self._connected()
+
+    async def _connected(self) -> None:
+        if not self.link.connected:
+            problem = await self.link.connect()
+            if problem is not None:
+                raise PeerUnavailable(problem)
+
+    async def __aenter__(self) -> NodeHarness[NodeT]:
+        await self._open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.node.close()
         await self.node.stop()
 
     async def messages(
@@ -92,13 +121,12 @@ class NodeHarness(Generic[NodeT]):
         caller replays (with the same offsets) to check nothing is lost or emitted twice.
         """
         resume = self.node.retained() if isinstance(self.node, ProcessorNode) else {}
-        self.node = self.cls(self.cls.Config.model_validate(self.config), NodeContext("test", self.node_id))
-        await self.node.start()
-        self.node.restore(dict(self.state))
+        self.node = self._build()
+        await self._open()
         return resume
 
     async def _capture(self, emitted: Emitted) -> Emitted:
-        for key, value in self.node.state_changes().items():
+        for key, value in self.node.context.state.changes().items():
             if value is None:
                 self.state.pop(key, None)
             else:
@@ -122,11 +150,28 @@ class NodeHarness(Generic[NodeT]):
     async def process(self, records: Sequence[Record], topic: str = "in", partition: int = 0) -> Emitted:
         return await self.process_messages(await self.messages(records, topic, partition))
 
-    async def tick(self, now: datetime) -> Emitted:
-        return await self._capture(await cast(ProcessorNode[Any], self.node).tick(now))
+    async def tick(self, now: datetime | None = None) -> Emitted:
+        """The runtime's periodic tick, at `now` or the clock's time."""
+        return await self._capture(await cast(ProcessorNode[Any], self.node).tick(now or self.clock.now()))
+
+    async def command(self, name: str, args: dict[str, Any]) -> Emitted:
+        """An operator command, its arguments validated by the command's model as the runtime does."""
+        return await self._capture(await self.node.command(name, self.cls.command_args(self.node_id, name, args)))
 
     async def poll(self) -> Emitted:
-        return await self._capture(await cast(SourceNode[Any], self.node).poll())
+        """One turn of the runtime's source loop: connect if needed (with its backoff), poll, and once the records
+        fit their schemas (Kafka took them), acknowledge them to the device."""
+        emitted = await self._capture(await self.link.poll())
+        await cast(SourceNode[Any], self.node).acknowledge(emitted)
+        return emitted
 
     async def write(self, records: Sequence[Record], port: str | None = None) -> None:
-        await cast(SinkNode[Any], self.node).write(await self.messages(records, port=port))
+        """One write as the runtime makes it: on a live connection; a failure closes it (the next write reconnects)
+        and is raised here, where the runtime would retry the batch after its backoff."""
+        messages = await self.messages(records, port=port)
+        await self._connected()
+        try:
+            await cast(SinkNode[Any], self.node).write(messages)
+        except Exception as exc:
+            await self.link.disconnected(exc)
+            raise

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -46,12 +44,12 @@ class _Window:
     oldest: dict[tuple[str, int], int] = field(default_factory=dict)  # earliest input offset per partition
     touched: float = 0.0
 
-    def add(self, at_ms: int, value: float, message: Message) -> None:
+    def add(self, at_ms: int, value: float, message: Message, now: float) -> None:
         self.values[at_ms] = value
         where = (message.topic, message.partition)
         if where not in self.oldest or message.offset < self.oldest[where]:
             self.oldest[where] = message.offset
-        self.touched = time.monotonic()
+        self.touched = now
 
     def statistics(self) -> dict[str, Any]:
         values = self.values.values()
@@ -65,23 +63,19 @@ class _Window:
         }
 
 
-def _key(*parts: str | int) -> str:
-    return json.dumps(parts)
-
-
 class Aggregator(ProcessorNode[AggregatorConfig]):
     """Emits each window once it closes (event time past its end + lateness, or idle).
 
     Crash-safe: input offsets of open windows are retained (never committed past), and which windows
-    were already emitted lives in the changelog, so a replay re-emits nothing partial. Output keys are
-    asset|parameter|window_start, so an idempotent sink turns any re-emission into a no-op.
+    were already emitted lives in the changelog (tables `closed`, `watermark`, `done`), so a replay re-emits
+    nothing partial. Output keys are asset|parameter|window_start, so an idempotent sink turns any re-emission
+    into a no-op. Idle windows close on the node's clock.
     """
 
     type = "aggregator"
     category = "processing"
     icon = "chart-bar"
     description = "Tumbling-window statistics at 1s, 1min and 1h on device time"
-    Config = AggregatorConfig
     inputs = (Port("in", PortType.TELEMETRY, description="Validated readings"),)
     outputs = (
         Port("agg_1s", PortType.AGGREGATE, "telemetry.1s", description="1-second windows"),
@@ -100,26 +94,12 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         self._lateness_ms = int(self.config.allowed_lateness_s * 1000)
         self._qualities = set(self.config.qualities)
         self._windows: dict[tuple[str, str, str], dict[int, _Window]] = {}
-        self._watermark: dict[tuple[str, str], int] = {}
-        self._closed_until: dict[tuple[str, str, str], int] = {}
-        self._done: dict[tuple[str, int], int] = {}  # next unprocessed offset per input partition
-        self._changes: dict[str, Any] = {}
+        state = self.context.state
+        self._watermark = state.table("watermark", int)  # latest device time per series
+        self._closed_until = state.table("closed", int)  # end of the last emitted window per series and resolution
+        self._done = state.table("done", int)  # next unprocessed offset per input partition
         self.late_count = 0
         self.ignored_count = 0
-
-    def restore(self, state: dict[str, Any]) -> None:
-        for raw_key, value in state.items():
-            kind, *parts = json.loads(raw_key)
-            if kind == "closed":
-                self._closed_until[(parts[0], parts[1], parts[2])] = int(value)
-            elif kind == "watermark":
-                self._watermark[(parts[0], parts[1])] = int(value)
-            elif kind == "done":
-                self._done[(parts[0], int(parts[1]))] = int(value)
-
-    def state_changes(self) -> dict[str, Any]:
-        changes, self._changes = self._changes, {}
-        return changes
 
     def retained(self) -> dict[tuple[str, int], int]:
         oldest: dict[tuple[str, int], int] = {}
@@ -132,8 +112,8 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
 
     async def process(self, batch: Sequence[Message]) -> Emitted:
         late: list[Record] = []
-        touched: set[tuple[str, str]] = set()
         resolutions = self.config.resolutions
+        now = self.clock.monotonic()
         for message in batch:
             record = message.record
             where = (message.topic, message.partition)
@@ -158,17 +138,13 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                 window = windows.get(start)
                 if window is None:
                     window = windows[start] = _Window(start, record.get("unit"))
-                window.add(at_ms, float(record["value"]), message)
+                window.add(at_ms, float(record["value"]), message, now)
             if at_ms > watermark:
                 self._watermark[series] = at_ms
-                touched.add(series)
         for message in batch:
             where = (message.topic, message.partition)
             if message.offset + 1 > self._done.get(where, 0):
                 self._done[where] = message.offset + 1
-                self._changes[_key("done", *where)] = message.offset + 1
-        for series in touched:
-            self._changes[_key("watermark", *series)] = self._watermark[series]
         emitted = self._close(lambda slot, window: window.start_ms + WINDOW_MS[slot[2]] + self._lateness_ms
                               <= self._watermark.get((slot[0], slot[1]), -(2**62)))  # fmt: skip
         if late:
@@ -176,7 +152,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         return emitted
 
     async def tick(self, now: datetime) -> Emitted:
-        idle_before = time.monotonic() - self.config.idle_close_s
+        idle_before = self.clock.monotonic() - self.config.idle_close_s
         return self._close(lambda slot, window: window.touched < idle_before)
 
     def _close(self, due: Any) -> Emitted:
@@ -190,7 +166,6 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                 end = start + WINDOW_MS[slot[2]]
                 if end > self._closed_until.get(slot, -(2**62)):
                     self._closed_until[slot] = end
-                    self._changes[_key("closed", *slot)] = end
                 emitted.setdefault(PORT_OF[slot[2]], []).append(self._aggregate(slot, window))
         return emitted
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import builtins
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streamforge.engine.records import epoch_ms, event_time, from_epoch_ms, now_utc
+from streamforge.engine.records import epoch_ms, event_time, from_epoch_ms
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
 
 
@@ -33,6 +33,16 @@ class AlarmRuleConfig(NodeConfig):
         return self
 
 
+class AlarmAction(BaseModel):
+    """Arguments of acknowledge, suppress and unsuppress: which alarm, and who acts (recorded in the transition)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    asset_id: str = Field(min_length=1, description="The alarm's asset")
+    parameter: str = Field(min_length=1, description="The alarm's parameter")
+    user: str = Field(min_length=1, description="Who takes the action: every alarm action names them")
+
+
 @dataclass
 class _Alarm:
     state: str = "CLEARED"
@@ -42,34 +52,25 @@ class _Alarm:
 
 
 class AlarmRule(ProcessorNode[AlarmRuleConfig]):
-    """One alarm per (rule, asset, parameter); its state lives in the changelog and survives restarts."""
+    """One alarm per (rule, asset, parameter); its state lives in the changelog (table `alarm`) and survives
+    restarts. Operators acknowledge, suppress and unsuppress it by command."""
 
     type = "alarm_rule"
     category = "alarms"
     icon = "bell"
     description = "Threshold alarms with deadband and on-delay, and the alarm lifecycle"
-    Config = AlarmRuleConfig
     inputs = (Port("in", PortType.TELEMETRY, description="Readings to watch"),)
     outputs = (Port("alarms", PortType.ALARM, "alarms.clean", description="Every lifecycle transition"),)
-    commands = ("acknowledge", "suppress", "unsuppress")
+    commands: ClassVar[dict[str, builtins.type[BaseModel]]] = {
+        "acknowledge": AlarmAction, "suppress": AlarmAction, "unsuppress": AlarmAction,
+    }  # fmt: skip
 
     @classmethod
     def record_key(cls, port: str, record: Record) -> str:
         return str(record["alarm_id"])
 
     async def start(self) -> None:
-        self._alarms: dict[tuple[str, str], _Alarm] = {}
-        self._changed: set[tuple[str, str]] = set()
-
-    def restore(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            asset_id, parameter = json.loads(key)
-            self._alarms[(asset_id, parameter)] = _Alarm(**value)
-
-    def state_changes(self) -> dict[str, Any]:
-        changes = {json.dumps(list(series)): asdict(self._alarms[series]) for series in self._changed}
-        self._changed.clear()
-        return changes
+        self._alarms = self.context.state.table("alarm", _Alarm)  # by (asset_id, parameter)
 
     def _violation(self, value: float) -> float | None:
         """The threshold `value` crosses, if any."""
@@ -97,7 +98,7 @@ class AlarmRule(ProcessorNode[AlarmRuleConfig]):
             series = (record["asset_id"], record["parameter"])
             if not (fnmatchcase(series[0], config.asset_id) and fnmatchcase(series[1], config.parameter)):
                 continue
-            alarm = self._alarms.setdefault(series, _Alarm())
+            alarm = self._alarms.get(series) or _Alarm()  # saved once it changes
             at_ms = epoch_ms(event_time(record))
             threshold = self._violation(value)
             if alarm.state in ("ACTIVE", "ACKNOWLEDGED"):
@@ -108,11 +109,11 @@ class AlarmRule(ProcessorNode[AlarmRuleConfig]):
                 if threshold is None:
                     if alarm.pending_since_ms is not None:
                         alarm.pending_since_ms = None
-                        self._changed.add(series)
+                        self._alarms[series] = alarm
                     continue
                 if alarm.pending_since_ms is None:
                     alarm.pending_since_ms = at_ms
-                    self._changed.add(series)
+                    self._alarms[series] = alarm
                 if at_ms - alarm.pending_since_ms >= config.on_delay_s * 1000:
                     alarm.state, alarm.value, alarm.threshold = "ACTIVE", value, threshold
                     out.append(self._transition(series, alarm, value, threshold, at_ms, None))
@@ -120,7 +121,7 @@ class AlarmRule(ProcessorNode[AlarmRuleConfig]):
 
     def _transition(self, series: tuple[str, str], alarm: _Alarm, value: float | None, threshold: float | None,
                     at_ms: int, user: str | None) -> Record:  # fmt: skip
-        self._changed.add(series)
+        self._alarms[series] = alarm
         direction = "above" if threshold is not None and self.config.high == threshold else "below"
         words = {
             "ACTIVE": f"{series[1]} of {series[0]} is {value} ({direction} {threshold})",
@@ -142,29 +143,25 @@ class AlarmRule(ProcessorNode[AlarmRuleConfig]):
             "changed_by": user,
             "quality": "GOOD",
             "classification": "ALARM",
-            "timestamps": {"device_time": moment, "gateway_time": now_utc()},
+            "timestamps": {"device_time": moment, "gateway_time": self.clock.now()},
             "clock_skew_ms": None,
             "metadata": {},
         }
 
-    async def command(self, name: str, args: dict[str, Any]) -> Emitted:
-        """acknowledge / suppress / unsuppress {"asset_id", "parameter", "user"}."""
-        user = args.get("user")
-        if not isinstance(user, str) or not user:
-            raise ValueError("`user` is required: every alarm action names who took it")
-        series = (str(args.get("asset_id")), str(args.get("parameter")))
+    async def command(self, name: str, args: BaseModel) -> Emitted:
+        assert isinstance(args, AlarmAction)
+        series = (args.asset_id, args.parameter)
         alarm = self._alarms.get(series)
         allowed = {"acknowledge": ("ACTIVE",), "suppress": ("ACTIVE", "ACKNOWLEDGED", "CLEARED"),
-                   "unsuppress": ("SUPPRESSED",)}.get(name)  # fmt: skip
-        if allowed is None:
-            raise ValueError(f"unknown command {name!r}; use one of {', '.join(self.commands)}")
+                   "unsuppress": ("SUPPRESSED",)}[name]  # fmt: skip
         if alarm is None:
             raise ValueError(f"no alarm of rule {self.config.rule_id} for {series[0]}/{series[1]}")
         if alarm.state not in allowed:
             raise ValueError(f"cannot {name} an alarm that is {alarm.state}")
         alarm.state = {"acknowledge": "ACKNOWLEDGED", "suppress": "SUPPRESSED", "unsuppress": "CLEARED"}[name]
         alarm.pending_since_ms = None
-        return {"alarms": [self._transition(series, alarm, alarm.value, alarm.threshold, epoch_ms(now_utc()), user)]}
+        at_ms = epoch_ms(self.clock.now())
+        return {"alarms": [self._transition(series, alarm, alarm.value, alarm.threshold, at_ms, args.user)]}
 
 
 NODE = AlarmRule

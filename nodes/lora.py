@@ -10,12 +10,11 @@ import base64
 import binascii
 from typing import Any, Literal
 
-import aiomqtt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streamforge.engine.devices import ByteType, Classification, PointMapping, unpack_number
 from streamforge.engine.sdk import Record
-from streamforge.nodes.mqtt import (
+from streamforge.nodes.protocols.mqtt import (
     MappingError,
     MqttConnectionConfig,
     MqttSource,
@@ -95,10 +94,9 @@ def _uplink(server: str, document: Any) -> tuple[str, Any, bytes, Any, dict[str,
     return str(dev_eui).lower(), decoded, payload, time, {k: str(v) for k, v in meta.items() if v is not None}
 
 
-class Lora(MqttSource):
+class Lora(MqttSource[LoraConfig]):
     type = "lora"
     description = "LoRaWAN uplinks via ChirpStack / The Things Stack MQTT, decoded per device profile"
-    Config = LoraConfig
 
     def topics(self) -> list[tuple[str, int]]:
         return [(self.config.topic or TOPICS[self.config.network_server], self.config.qos)]
@@ -113,7 +111,7 @@ class Lora(MqttSource):
             for device in self.config.devices
         }
 
-    def readings(self, topic: aiomqtt.Topic, document: Any) -> list[Record]:
+    def readings(self, topic: str, document: Any) -> list[Record]:
         dev_eui, decoded, payload, device_time, radio = _uplink(self.config.network_server, document)
         fields = self._devices.get(dev_eui)
         if fields is None:

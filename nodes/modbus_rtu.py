@@ -1,4 +1,4 @@
-"""`modbus_rtu` source: the Modbus polling of `modbus_tcp` over a serial line (RS-485/RS-232)."""
+"""`modbus_rtu` source: the Modbus polling of `protocols.modbus` over a serial line (RS-485/RS-232)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pydantic import Field
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.client.base import ModbusBaseClient
 
-from streamforge.nodes.modbus_tcp import ModbusConfig, ModbusSource
+from streamforge.nodes.protocols.modbus import ModbusConfig, ModbusSource
 
 
 class ModbusRtuConfig(ModbusConfig):
@@ -19,10 +19,9 @@ class ModbusRtuConfig(ModbusConfig):
     bytesize: Literal[7, 8] = 8
 
 
-class ModbusRtu(ModbusSource):
+class ModbusRtu(ModbusSource[ModbusRtuConfig]):
     type = "modbus_rtu"
     description = "Modbus RTU on a serial line: the same typed, scaled block reads as modbus_tcp"
-    Config = ModbusRtuConfig
 
     def client(self) -> ModbusBaseClient:
         config = self.config

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal
@@ -21,8 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from pydantic import Field, SecretStr, model_validator
 
-from streamforge.engine.devices import Backoff, ConnectionSettings, Inbox, PointMapping
-from streamforge.engine.sdk import Emitted, NodeConfig, Port, PortType, Record, SourceNode
+from streamforge.engine.devices import Inbox, PointMapping
+from streamforge.engine.retry import ConnectionSettings
+from streamforge.engine.sdk import Emitted, NodeConfig, PeerUnavailable, Port, PortType, Record, SourceNode
 
 POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
@@ -107,14 +107,14 @@ def _der(path: Path) -> bytes:
 
 
 class OpcUa(SourceNode[OpcUaConfig]):
-    """Lifecycle: poll() connects (checking the server certificate against pki_dir/trusted), subscribes or
-    reads; a lost connection makes the node DEGRADED and is re-established with backoff."""
+    """Lifecycle: connect() checks the server certificate against pki_dir/trusted, opens the session and
+    subscribes; poll() takes the notifications (or reads, in poll mode). A lost session is the runtime's to
+    re-establish with backoff, the node DEGRADED meanwhile."""
 
     type = "opcua"
     category = "sources"
     icon = "server"
     description = "OPC UA client: subscriptions (sampling, deadband) or polling, secure channels, trust list"
-    Config = OpcUaConfig
     outputs = (Port("out", PortType.TELEMETRY, "telemetry.raw", description="Readings"),)
 
     async def start(self) -> None:
@@ -122,12 +122,8 @@ class OpcUa(SourceNode[OpcUaConfig]):
         self._client: Client | None = None
         self._nodes: list[tuple[Node, OpcUaPoint]] = []
         self._inbox: Inbox[tuple[OpcUaPoint, ua.DataValue]] = Inbox()
-        self._backoff = Backoff(self.config.connection)
-        self._next_poll = time.monotonic()
+        self._next_poll = self.clock.monotonic()
         self._lost = asyncio.Event()
-
-    async def stop(self) -> None:
-        await self._disconnect()
 
     # asyncua calls these on its subscription handler.
     def datachange_notification(self, node: Node, value: Any, data: Any) -> None:
@@ -165,7 +161,7 @@ class OpcUa(SourceNode[OpcUaConfig]):
             )
         return certificate
 
-    async def _connect(self) -> None:
+    async def connect(self) -> None:
         config = self.config
         server_certificate = await self._trusted_server_certificate()
         client = Client(config.endpoint, timeout=config.connection.timeout_s)
@@ -208,7 +204,7 @@ class OpcUa(SourceNode[OpcUaConfig]):
         self._client = client
         self._lost.clear()
 
-    async def _disconnect(self) -> None:
+    async def close(self) -> None:
         if self._client is not None:
             with contextlib.suppress(Exception):
                 await self._client.disconnect()
@@ -216,27 +212,20 @@ class OpcUa(SourceNode[OpcUaConfig]):
 
     async def poll(self) -> Emitted:
         if self._client is None or self._lost.is_set():
-            await self._disconnect()
-            try:
-                await self._connect()
-            except (OSError, UaError, TimeoutError, ConnectionError) as exc:
-                self.context.degraded(f"cannot connect to {self.config.endpoint}: {exc}")
-                await asyncio.sleep(self._backoff.next_delay())
-                return {}
-            self._backoff.reset()
-            self.context.healthy()
+            raise PeerUnavailable(f"lost the session with {self.config.endpoint}")
         if self.config.mode == "subscribe":
             changes = await self._inbox.take(self.config.batch_size, 1.0, 0.02)
             return {"out": [self._reading(point, value) for point, value in changes]}
-        await asyncio.sleep(max(0.0, self._next_poll - time.monotonic()))
-        self._next_poll = max(self._next_poll + self.config.poll_interval_s, time.monotonic())
-        assert self._client is not None
+        clock = self.clock
+        await clock.sleep(self._next_poll - clock.monotonic())
+        self._next_poll = max(self._next_poll + self.config.poll_interval_s, clock.monotonic())
         try:
             values = await self._client.read_attributes([node for node, _point in self._nodes])
         except (OSError, UaError, TimeoutError) as exc:
-            self._lost.set()
+            self._lost.set()  # the next poll reconnects
             self.context.degraded(f"read from {self.config.endpoint} failed: {exc}")
             return {"out": [point.reading(None, metadata={"error": type(exc).__name__}) for _n, point in self._nodes]}
+        self.context.healthy()
         return {"out": [self._reading(point, value) for (_node, point), value in zip(self._nodes, values, strict=True)]}
 
     def _reading(self, point: OpcUaPoint, value: ua.DataValue) -> Record:

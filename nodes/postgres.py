@@ -10,6 +10,7 @@ import asyncpg
 from pydantic import Field, SecretStr
 
 from streamforge.engine.records import event_time
+from streamforge.engine.retry import ConnectionSettings
 from streamforge.engine.sdk import Message, NodeConfig, Port, PortType, Record, SinkNode
 
 IDENTIFIER = r"^[a-z_][a-z0-9_]{0,40}$"
@@ -77,20 +78,21 @@ class PostgresConfig(NodeConfig):
     table_prefix: str = Field("sf_", pattern=r"^[a-z_][a-z0-9_]{0,20}$", description="Tables: <prefix>telemetry, ...")
     schema_name: str = Field("public", pattern=IDENTIFIER)
     timescale: bool = Field(False, description="Make the tables hypertables when TimescaleDB is installed")
-    connect_timeout_s: float = Field(10.0, gt=0)
+    connection: ConnectionSettings = Field(default_factory=lambda: ConnectionSettings(timeout_s=10.0))
 
 
 class Postgres(SinkNode[PostgresConfig]):
     """Each batch is one transaction: COPY into a temp table, then INSERT ... ON CONFLICT on the natural key.
 
-    A replayed batch (after a crash before the offset commit) updates the same rows: no duplicates.
+    A replayed batch (after a crash before the offset commit) updates the same rows: no duplicates. connect()
+    opens the connection and creates the tables; a database that is down is the runtime's to retry (DEGRADED),
+    never a failed deploy, and Kafka keeps the backlog meanwhile.
     """
 
     type = "postgres"
     category = "sinks"
     icon = "database"
     description = "PostgreSQL / TimescaleDB: idempotent batched upserts, tables created if absent"
-    Config = PostgresConfig
     inputs = (
         Port("telemetry", PortType.TELEMETRY, required=False, description="Readings -> <prefix>telemetry"),
         Port("aggregates", PortType.AGGREGATE, required=False, description="Windows -> <prefix>aggregates"),
@@ -99,24 +101,21 @@ class Postgres(SinkNode[PostgresConfig]):
 
     async def start(self) -> None:
         self._connection: asyncpg.Connection | None = None
-        await self._connect()
 
-    async def stop(self) -> None:
-        if self._connection is not None:
-            await self._connection.close()
-
-    def table_name(self, suffix: str) -> str:
-        return f'"{self.config.schema_name}"."{self.config.table_prefix}{suffix}"'
-
-    async def _connect(self) -> asyncpg.Connection:
-        if self._connection is not None and not self._connection.is_closed():
-            return self._connection
+    async def connect(self) -> None:
         self._connection = await asyncpg.connect(
-            self.config.dsn.get_secret_value(), timeout=self.config.connect_timeout_s
+            self.config.dsn.get_secret_value(), timeout=self.config.connection.timeout_s
         )
         for table in TABLES.values():
             await self._create(self._connection, table)
-        return self._connection
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.terminate()  # a write may have failed halfway: nothing of it is worth a clean goodbye
+        self._connection = None
+
+    def table_name(self, suffix: str) -> str:
+        return f'"{self.config.schema_name}"."{self.config.table_prefix}{suffix}"'
 
     async def _create(self, connection: asyncpg.Connection, table: _Table) -> None:
         columns = ", ".join(f'"{name}" {sql}' for name, sql in table.columns)
@@ -137,16 +136,11 @@ class Postgres(SinkNode[PostgresConfig]):
             table = TABLES[PORT_TABLE[message.port]]
             row = table.row(message.record)
             rows.setdefault(table.suffix, {})[table.key_of(row)] = row  # last one wins within the batch, as on replay
-        try:
-            connection = await self._connect()
-            async with connection.transaction():
-                for suffix, keyed in rows.items():
-                    await self._upsert(connection, TABLES[suffix], list(keyed.values()))
-        except Exception:  # whatever failed, start the retry on a fresh connection
-            if self._connection is not None:
-                self._connection.terminate()
-            self._connection = None
-            raise
+        connection = self._connection
+        assert connection is not None  # the runtime writes only while connected
+        async with connection.transaction():
+            for suffix, keyed in rows.items():
+                await self._upsert(connection, TABLES[suffix], list(keyed.values()))
 
     async def _upsert(self, connection: asyncpg.Connection, table: _Table, rows: list[tuple[Any, ...]]) -> None:
         names = table.names

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
-import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamforge.engine.records import now_utc, telemetry
+from streamforge.engine.records import telemetry
 from streamforge.engine.sdk import Emitted, NodeConfig, Port, PortType, Record, SourceNode
 
 
@@ -53,33 +52,32 @@ class SimulatorConfig(NodeConfig):
     batch_size: int = Field(500, ge=1, le=50_000)
 
 
+@dataclass
+class _Position:
+    n: int  # readings per signal already acknowledged by Kafka
+    walk: list[float]  # where each random walk stands
+
+
 class Simulator(SourceNode[SimulatorConfig]):
-    """Generates readings on device time start_time + n / rate_hz: deterministic for a given seed."""
+    """Generates readings on device time start_time + n / rate_hz: deterministic for a given seed, paced by the
+    node's clock. Its position is in the changelog (table `position`), saved after Kafka acknowledged a batch, so
+    a restart resumes at the next reading."""
 
     type = "simulator"
     category = "sources"
     icon = "wave-sine"
     description = "Simulated devices: sine, random walk and step signals with injectable faults"
-    Config = SimulatorConfig
     outputs = (Port("out", PortType.TELEMETRY, "telemetry.raw", description="Raw readings"),)
 
     async def start(self) -> None:
-        self._walk = [signal.offset for signal in self.config.signals]
-        self._n = 0
-        self._t0 = self.config.start_time or now_utc()
+        self._position = self.context.state.table("position", _Position)
+        saved = self._position.get(())
+        self._n = saved.n if saved else 0
+        self._walk = list(saved.walk) if saved else [signal.offset for signal in self.config.signals]
+        self._t0 = self.config.start_time or self.clock.now()
         if self._t0.tzinfo is None:
             self._t0 = self._t0.replace(tzinfo=UTC)
-        self._started = time.monotonic()
-
-    def state_changes(self) -> dict[str, Any]:
-        # Written after Kafka acknowledged the batch: a restart resumes at the next reading.
-        return {"position": {"n": self._n, "walk": self._walk}}
-
-    def restore(self, state: dict[str, Any]) -> None:
-        position = state.get("position")
-        if position is not None:
-            self._n, self._walk = int(position["n"]), [float(v) for v in position["walk"]]
-            self._started = time.monotonic() - self._n / self.config.rate_hz  # no catch-up burst
+        self._started = self.clock.monotonic() - self._n / self.config.rate_hz  # resumed: no catch-up burst
 
     @property
     def exhausted(self) -> bool:
@@ -88,20 +86,21 @@ class Simulator(SourceNode[SimulatorConfig]):
     async def poll(self) -> Emitted:
         config = self.config
         if self.exhausted:
-            await asyncio.sleep(3600)  # a finished simulator idles; the runtime cancels it on stop
+            await self.clock.sleep(3600)  # a finished simulator idles; the runtime cancels it on stop
             return {}
         count = config.batch_size if config.limit is None else min(config.batch_size, config.limit - self._n)
         if config.realtime:
-            elapsed = time.monotonic() - self._started
+            elapsed = self.clock.monotonic() - self._started
             due_now = int(elapsed * config.rate_hz) + 1 - self._n
             if due_now <= 0:
-                await asyncio.sleep(self._n / config.rate_hz - elapsed)
+                await self.clock.sleep(self._n / config.rate_hz - elapsed)
                 due_now = 1
             count = min(count, due_now)
         readings: list[Record] = []
         for _ in range(count):
             readings += self._reading_set(self._n)
             self._n += 1
+        self._position[()] = _Position(self._n, list(self._walk))
         return {"out": readings}
 
     def _reading_set(self, n: int) -> list[Record]:

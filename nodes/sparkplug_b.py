@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-import aiomqtt
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamforge.engine.devices import Classification, PointMapping
-from streamforge.engine.records import from_epoch_ms
-from streamforge.engine.sdk import Emitted, Record
-from streamforge.nodes.mqtt import MappingError, MqttConnectionConfig, MqttSource, SubscriptionQos
+from streamforge.engine.records import epoch_ms, from_epoch_ms
+from streamforge.engine.sdk import Emitted, PeerUnavailable, Record
+from streamforge.nodes.protocols.mqtt import MappingError, MqttConnectionConfig, MqttSource, SubscriptionQos
+from streamforge.nodes.protocols.mqtt_session import MqttSession, Will
 
 NAMESPACE = "spBv1.0"
 SPARKPLUG_ID = r"^([^/+#]+|\+)$"  # one topic level, or + for all
@@ -84,9 +82,9 @@ def metric_value(metric: Any, datatype: int) -> float | None:
     return float(raw)
 
 
-def rebirth_request() -> bytes:
+def rebirth_request(timestamp_ms: int) -> bytes:
     """The NCMD payload asking an edge node to publish its births again (specification: Node Control/Rebirth)."""
-    request = Payload(timestamp=int(time.time() * 1000))
+    request = Payload(timestamp=timestamp_ms)
     request.metrics.add(name="Node Control/Rebirth", datatype=BOOLEAN, boolean_value=True)
     data: bytes = request.SerializeToString()
     return data
@@ -130,27 +128,17 @@ class SparkplugConfig(MqttConnectionConfig):
     )
 
 
-@dataclass
-class EdgeNode:
-    """What the births of one edge node declared; reset by each NBIRTH."""
+class EdgeNode(BaseModel):
+    """What the births of one edge node declared; reset by each NBIRTH. Kept in the node's changelog (seq is not:
+    the next message sets it)."""
 
     bd_seq: int | None = None
-    seq: int | None = None
-    aliases: dict[int, tuple[str, int]] = field(default_factory=dict)  # alias -> (name, datatype)
-    metrics: dict[str | None, dict[str, int]] = field(default_factory=dict)  # device (None: node) -> name -> type
-
-    def to_json(self) -> dict[str, Any]:
-        """The births, as the node's changelog keeps them (seq is not kept: the next message sets it)."""
-        return {"bd_seq": self.bd_seq, "aliases": {str(a): list(v) for a, v in self.aliases.items()},
-                "metrics": {device or "": names for device, names in self.metrics.items()}}  # fmt: skip
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> EdgeNode:
-        return cls(bd_seq=data["bd_seq"], aliases={int(a): (v[0], v[1]) for a, v in data["aliases"].items()},
-                   metrics={device or None: names for device, names in data["metrics"].items()})  # fmt: skip
+    seq: int | None = Field(default=None, exclude=True)
+    aliases: dict[int, tuple[str, int]] = Field(default_factory=dict)  # alias -> (name, datatype)
+    metrics: dict[str, dict[str, int]] = Field(default_factory=dict)  # device ("": the edge node) -> name -> type
 
 
-class SparkplugB(MqttSource):
+class SparkplugB(MqttSource[SparkplugConfig]):
     """Lifecycle as `mqtt`. Births declare metric names, aliases and datatypes and carry current values; data
     messages may name metrics by alias only, so data from an edge node whose birth this node has not seen goes
     to the DLQ (kept, with the reason) and a rebirth is requested. A death marks every metric it covers BAD;
@@ -161,17 +149,16 @@ class SparkplugB(MqttSource):
 
     type = "sparkplug_b"
     description = "Sparkplug B host: edge node and device metrics over MQTT, births and aliases tracked"
-    Config = SparkplugConfig
 
     def topics(self) -> list[tuple[str, int]]:
         return [(f"{NAMESPACE}/{self.config.group_id}/+/{self.config.edge_node_id}/#", self.config.qos)]
 
     async def start(self) -> None:
         await super().start()
-        self._edges: dict[tuple[str, str], EdgeNode] = {}
+        # Births in the changelog: after a restart, data that names metrics by alias is still understood.
+        self._edges = self.context.state.table("edge", EdgeNode)  # by (group, edge node)
         self._rebirths: set[tuple[str, str]] = set()
         self._rebirth_sent: dict[tuple[str, str], float] = {}
-        self._changed: set[tuple[str, str]] = set()  # edge nodes whose births or deaths are not in the changelog
         self._state_since = 0  # the primary host's STATE timestamp, the same online and in the will
         keep = {"unit", "classification", "scale", "offset"}
         self._points = {
@@ -183,39 +170,26 @@ class SparkplugB(MqttSource):
         }  # asset_id is given per reading: the device the metric came from, unless the point names one
         self._plain = PointMapping(asset_id="-", parameter="-")
 
-    def state_changes(self) -> dict[str, Any]:
-        """Births go to the changelog before the messages are acknowledged: after a restart, data that names
-        metrics by alias is still understood, without waiting for a rebirth."""
-        changes = {f"{g}/{e}": self._edges[(g, e)].to_json() if (g, e) in self._edges else None
-                   for g, e in self._changed}  # fmt: skip
-        self._changed.clear()
-        return changes
-
-    def restore(self, state: dict[str, Any]) -> None:
-        for key, births in state.items():
-            group, edge = key.split("/", 1)  # Sparkplug ids hold no "/"
-            self._edges[(group, edge)] = EdgeNode.from_json(births)
-
     def _state(self, online: bool) -> bytes:
         return json.dumps({"online": online, "timestamp": self._state_since}).encode()
 
-    def will(self) -> aiomqtt.Will | None:
+    def will(self) -> Will | None:
         """A primary host's death certificate: STATE offline, with the timestamp its online STATE will carry."""
         if self.config.host_id is None:
             return None
-        self._state_since = int(time.time() * 1000)
-        return aiomqtt.Will(f"{NAMESPACE}/STATE/{self.config.host_id}", self._state(False), qos=1, retain=True)
+        self._state_since = epoch_ms(self.clock.now())
+        return Will(f"{NAMESPACE}/STATE/{self.config.host_id}", self._state(False), qos=1, retain=True)
 
-    async def subscribed(self, client: aiomqtt.Client) -> None:
+    async def subscribed(self, session: MqttSession) -> None:
         if self.config.host_id is not None:  # subscribed first: the births this STATE prompts are not missed
-            await client.publish(f"{NAMESPACE}/STATE/{self.config.host_id}", self._state(True), qos=1, retain=True)
+            await session.publish(f"{NAMESPACE}/STATE/{self.config.host_id}", self._state(True), qos=1, retain=True)
 
-    async def stop(self) -> None:
-        if self.config.host_id is not None and self._client is not None:  # a clean disconnect sends no will
-            with contextlib.suppress(aiomqtt.MqttError):
-                await self._client.publish(f"{NAMESPACE}/STATE/{self.config.host_id}", self._state(False), qos=1,
-                                           retain=True)  # fmt: skip
-        await super().stop()
+    async def close(self) -> None:
+        if self.config.host_id is not None and self._session is not None:  # a clean disconnect sends no will
+            with contextlib.suppress(PeerUnavailable):
+                await self._session.publish(f"{NAMESPACE}/STATE/{self.config.host_id}", self._state(False), qos=1,
+                                            retain=True)  # fmt: skip
+        await super().close()
 
     def decode(self, payload: bytes) -> Any:
         try:
@@ -229,8 +203,8 @@ class SparkplugB(MqttSource):
         return emitted
 
     async def _request_rebirths(self) -> None:
-        client, now = self._client, time.monotonic()
-        if client is None or not self.config.request_rebirth:
+        session, now = self._session, self.clock.monotonic()
+        if session is None or not self.config.request_rebirth:
             self._rebirths.clear()
             return
         for group, edge in self._rebirths:
@@ -238,23 +212,24 @@ class SparkplugB(MqttSource):
             if last is None or now - last >= self.config.rebirth_interval_s:
                 self._rebirth_sent[(group, edge)] = now
                 # Disconnected: the next poll reconnects, and data still unknown asks again.
-                with contextlib.suppress(aiomqtt.MqttError):
-                    await client.publish(f"{NAMESPACE}/{group}/NCMD/{edge}", rebirth_request(), qos=0)
+                request = rebirth_request(epoch_ms(self.clock.now()))
+                with contextlib.suppress(PeerUnavailable):
+                    await session.publish(f"{NAMESPACE}/{group}/NCMD/{edge}", request, qos=0)
         self._rebirths.clear()
 
-    def readings(self, topic: aiomqtt.Topic, document: Any) -> list[Record]:
-        levels = topic.value.split("/")
+    def readings(self, topic: str, document: Any) -> list[Record]:
+        levels = topic.split("/")
         if len(levels) not in (4, 5) or levels[0] != NAMESPACE:
-            raise MappingError("not_sparkplug", f"{topic.value!r} is not a Sparkplug B edge node or device topic")
+            raise MappingError("not_sparkplug", f"{topic!r} is not a Sparkplug B edge node or device topic")
         group, kind, edge = levels[1], levels[2], levels[3]
-        device = levels[4] if len(levels) == 5 else None
+        device = levels[4] if len(levels) == 5 else ""  # "": the edge node itself
         key = (group, edge)
         if kind in ("NCMD", "DCMD"):
             return []  # commands to an edge node are not its data
         if kind not in ("NBIRTH", "DBIRTH", "NDATA", "DDATA", "NDEATH", "DDEATH"):
             raise MappingError("unknown_message_type", f"{kind!r} is not a Sparkplug B message type")
         if kind == "NBIRTH":
-            self._edges[key] = EdgeNode(bd_seq=self._bd_seq(document), metrics={None: {}})
+            self._edges[key] = EdgeNode(bd_seq=self._bd_seq(document), metrics={"": {}})
             self._rebirths.discard(key)
         node = self._edges.get(key)
         if kind == "NDEATH" and (node is None or node.bd_seq != self._bd_seq(document)):
@@ -269,10 +244,10 @@ class SparkplugB(MqttSource):
             self._rebirths.add(key)
             raise MappingError("unknown_device", f"{kind} from {group}/{edge}/{device} before its DBIRTH")
         if kind.endswith(("BIRTH", "DEATH")):
-            self._changed.add(key)
+            self._edges.touch(key)
         if kind.endswith("DEATH"):
-            return self._deaths(node, key, device, topic.value, document)
-        return self._metrics(node, key, device, kind, topic.value, document)
+            return self._deaths(node, key, device, topic, document)
+        return self._metrics(node, key, device, kind, topic, document)
 
     def _reading(self, name: str, raw: float | None, asset: str, at: datetime | None, topic: str) -> Record | None:
         """The reading of one numeric metric, through its point mapping; None when unlisted ones are ignored."""
@@ -295,7 +270,7 @@ class SparkplugB(MqttSource):
             self._rebirths.add(key)
         node.seq = document.seq
 
-    def _metrics(self, node: EdgeNode, key: tuple[str, str], device: str | None, kind: str, topic: str,
+    def _metrics(self, node: EdgeNode, key: tuple[str, str], device: str, kind: str, topic: str,
                  document: Any) -> list[Record]:  # fmt: skip
         declared = node.metrics[device]
         birth = kind.endswith("BIRTH")
@@ -321,18 +296,18 @@ class SparkplugB(MqttSource):
                 out.append(reading)
         return out
 
-    def _deaths(self, node: EdgeNode, key: tuple[str, str], device: str | None, topic: str,
+    def _deaths(self, node: EdgeNode, key: tuple[str, str], device: str, topic: str,
                 document: Any) -> list[Record]:  # fmt: skip
         """Every numeric metric the death covers, value None and quality BAD: stale until the next birth."""
         at = from_epoch_ms(document.timestamp) if document.HasField("timestamp") else None
         out = []
-        for each in [device] if device is not None else list(node.metrics):
+        for each in [device] if device else list(node.metrics):
             for name, datatype in node.metrics.pop(each, {}).items():
                 if datatype in NUMERIC and name != "bdSeq" and not name.startswith("Node Control/"):
                     reading = self._reading(name, None, each or key[1], at, topic)
                     if reading is not None:
                         out.append(reading)
-        if device is None:
+        if not device:
             del self._edges[key]
         return out
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from streamforge.engine.records import MAX_CLOCK_SKEW_MS, clock_skew_event, epoch_ms, from_epoch_ms, reason
+from streamforge.engine.records import MAX_CLOCK_SKEW_MS, clock_skew_event, reason
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
 
 
@@ -48,13 +47,15 @@ _NO_RULE = SeriesRule(asset_id="", parameter="")
 
 
 class Validator(ProcessorNode[ValidatorConfig]):
-    """GOOD, SUSPECT and UNCERTAIN readings go to `clean` with their quality; BAD ones to `dlq` with reasons."""
+    """GOOD, SUSPECT and UNCERTAIN readings go to `clean` with their quality; BAD ones to `dlq` with reasons.
+
+    State: the last accepted reading per series (table `last`), so after a restart the rate check of the first
+    replayed reading compares against the same baseline as before."""
 
     type = "validator"
     category = "processing"
     icon = "shield-check"
     description = "Quality checks: range, rate of change, duplicates, gaps; BAD readings to the dead-letter queue"
-    Config = ValidatorConfig
     inputs = (Port("in", PortType.TELEMETRY, description="Raw readings"),)
     outputs = (
         Port("clean", PortType.TELEMETRY, "telemetry.clean", description="GOOD, SUSPECT and UNCERTAIN readings"),
@@ -64,26 +65,11 @@ class Validator(ProcessorNode[ValidatorConfig]):
 
     async def start(self) -> None:
         self._rules: dict[tuple[str, str], SeriesRule] = {}
-        self._last: dict[tuple[str, str], tuple[datetime, float]] = {}
+        self._last = self.context.state.table("last", tuple[datetime, float])
         # Oldest evicted first, in O(1): a dict's `del d[next(iter(d))]` walks every slot deleted before it, so
         # its cost per reading grew with everything ever evicted (190 µs after 500k readings; issue #15).
         self._seen: OrderedDict[tuple[str, str, datetime], None] = OrderedDict()
-        self._changed: set[tuple[str, str]] = set()
         self._skewed: set[tuple[str, str]] = set()  # series whose device clock is off by more than 10 s
-
-    def state_changes(self) -> dict[str, Any]:
-        # The last accepted reading per series, saved with each commit: after a restart the rate
-        # check of the first replayed reading compares against the same baseline as before.
-        changes = {json.dumps(["last", *series]): [epoch_ms(self._last[series][0]), self._last[series][1]]
-                   for series in self._changed}  # fmt: skip
-        self._changed.clear()
-        return changes
-
-    def restore(self, state: dict[str, Any]) -> None:
-        for key, (at_ms, value) in state.items():
-            kind, asset_id, parameter = json.loads(key)
-            if kind == "last":
-                self._last[(asset_id, parameter)] = (from_epoch_ms(at_ms), float(value))
 
     def _rule(self, series: tuple[str, str]) -> SeriesRule:
         rule = self._rules.get(series)
@@ -174,7 +160,6 @@ class Validator(ProcessorNode[ValidatorConfig]):
                 previous = self._last.get(series)
                 if previous is None or device_time > previous[0]:
                     self._last[series] = (device_time, value)
-                    self._changed.add(series)
         return reasons, quality, event
 
     def _remember(self, series: tuple[str, str], device_time: datetime) -> None:

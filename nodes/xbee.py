@@ -14,9 +14,10 @@ from digi.xbee.io import IOLine, IOSample, IOValue
 from digi.xbee.models.message import XBeeMessage
 from pydantic import Field, model_validator
 
-from streamforge.engine.devices import Backoff, ByteType, ConnectionSettings, Inbox, PointMapping, unpack_number
-from streamforge.engine.records import dead_letter, now_utc, reason
-from streamforge.engine.sdk import Emitted, NodeConfig, Port, PortType, Record, SourceNode
+from streamforge.engine.devices import ByteType, Inbox, PointMapping, unpack_number
+from streamforge.engine.records import dead_letter, reason
+from streamforge.engine.retry import ConnectionSettings
+from streamforge.engine.sdk import Emitted, NodeConfig, PeerUnavailable, Port, PortType, Record, SourceNode
 
 
 class XBeePin(PointMapping):
@@ -52,15 +53,15 @@ class XBeeConfig(NodeConfig):
 
 
 class XBee(SourceNode[XBeeConfig]):
-    """Lifecycle: poll() opens the coordinator (in a thread: digi-xbee is blocking) with backoff, then takes the
-    frames its callbacks queued. An I/O sample from a remote or line with no mapping is skipped (radios sample
-    every enabled pin); a data frame from a remote with no fields, or too short for them, goes to the DLQ."""
+    """Lifecycle: connect() opens the coordinator (in a thread: digi-xbee is blocking); poll() takes the frames its
+    callbacks queued; a port that cannot be opened or goes away is the runtime's to retry, DEGRADED meanwhile.
+    An I/O sample from a remote or line with no mapping is skipped (radios sample every enabled pin); a data frame
+    from a remote with no fields, or too short for them, goes to the DLQ."""
 
     type = "xbee"
     category = "sources"
     icon = "radio"
     description = "XBee coordinator: remote I/O samples and data frames, mapped per remote address"
-    Config = XBeeConfig
     outputs = (
         Port("out", PortType.TELEMETRY, "telemetry.raw", description="Readings"),
         Port("dlq", PortType.DLQ, "dlq.telemetry", description="Data frames that could not be mapped, with reasons"),
@@ -69,7 +70,6 @@ class XBee(SourceNode[XBeeConfig]):
     async def start(self) -> None:
         self._device: XBeeDevice | None = None
         self._inbox: Inbox[tuple[str, IOSample | bytes]] = Inbox()
-        self._backoff = Backoff(self.config.connection)
         self._pins: dict[str, list[XBeePin]] = {}
         for pin in self.config.points:
             self._pins.setdefault(pin.remote.upper(), []).append(pin)
@@ -77,7 +77,13 @@ class XBee(SourceNode[XBeeConfig]):
         for field in self.config.fields:
             self._fields.setdefault(field.remote.upper(), []).append(field)
 
-    async def stop(self) -> None:
+    async def connect(self) -> None:
+        try:
+            self._device = await asyncio.to_thread(self._open, asyncio.get_running_loop())
+        except (XBeeException, OSError) as exc:
+            raise PeerUnavailable(f"cannot open XBee coordinator on {self.config.serial_port}: {exc}") from exc
+
+    async def close(self) -> None:
         if self._device is not None:
             await asyncio.to_thread(self._device.close)
             self._device = None
@@ -100,16 +106,11 @@ class XBee(SourceNode[XBeeConfig]):
 
     async def poll(self) -> Emitted:
         if self._device is None or not self._device.is_open():
-            try:
-                self._device = await asyncio.to_thread(self._open, asyncio.get_running_loop())
-            except (XBeeException, OSError) as exc:
-                self.context.degraded(f"cannot open XBee coordinator on {self.config.serial_port}: {exc}")
-                await asyncio.sleep(self._backoff.next_delay())
-                return {}
-            self._backoff.reset()
-            self.context.healthy()
+            raise PeerUnavailable(f"XBee coordinator on {self.config.serial_port} is closed")
         frames = await self._inbox.take(self.config.batch_size, 1.0, 0.01)
-        received_at = now_utc()  # radio frames carry no clock: the coordinator's receive time is the reading's time
+        received_at = (
+            self.clock.now()
+        )  # radio frames carry no clock: the coordinator's receive time is the reading's time
         readings: list[Record] = []
         letters: list[Record] = []
         for remote, frame in frames:

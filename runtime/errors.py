@@ -13,9 +13,23 @@ from streamforge.engine.problems import FlowInvalid, Problem
 class ApiError(Exception):
     """A refused request: HTTP status, a stable machine-readable code, and what to do in words."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, problems: list[Problem] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.problems = status, code, message, problems
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as relayed between processes (gateway -> control plane), `status` included."""
+        body: dict[str, Any] = {"status": self.status, "code": self.code, "message": self.message}
+        if self.problems is not None:
+            body["problems"] = [problem.to_dict() for problem in self.problems]
+        return body
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> ApiError:
+        problems = body.get("problems")
+        return cls(int(body.get("status", 502)), str(body.get("code", "gateway_error")),
+                   str(body.get("message", "the gateway refused the request")),
+                   [Problem(**p) for p in problems] if isinstance(problems, list) else None)  # fmt: skip
 
 
 def error_response(status: int, code: str, message: str, problems: list[Problem] | None = None) -> JSONResponse:
@@ -27,7 +41,7 @@ def error_response(status: int, code: str, message: str, problems: list[Problem]
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, exc.problems)
 
 
 async def _flow_invalid(request: Request, exc: Exception) -> Response:

@@ -17,7 +17,7 @@ import pytest
 from aiokafka.admin import NewTopic
 
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
-from streamforge.nodes.mqtt import MqttTls
+from streamforge.nodes.protocols.mqtt import MqttTls
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.broker import free_port

@@ -486,9 +486,7 @@ class FleetService:
         finally:
             self._commands.pop(command_id, None)
         if "error" in reply:
-            error = reply["error"]
-            raise ApiError(int(error.get("status", 502)), str(error.get("code", "gateway_error")),
-                           str(error.get("message", "the gateway refused the command")))  # fmt: skip
+            raise ApiError.from_dict(reply["error"])
         result: dict[str, Any] = reply["result"]
         return result
 

@@ -103,8 +103,7 @@ async def _run_command(gateway: Gateway, event: dict[str, Any]) -> dict[str, Any
         result = await gateway.command(str(event.get("flow")), str(event.get("node")), str(event.get("name")),
                                        event.get("args"))  # fmt: skip
     except ApiError as refused:
-        return {"type": "result", "id": event.get("id"),
-                "error": {"status": refused.status, "code": refused.code, "message": refused.message}}  # fmt: skip
+        return {"type": "result", "id": event.get("id"), "error": refused.to_dict()}
     return {"type": "result", "id": event.get("id"), "result": result}
 
 

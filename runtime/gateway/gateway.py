@@ -19,7 +19,7 @@ from streamforge.engine.compiler import ExecutionPlan, NodePlan, compile_flow
 from streamforge.engine.flow import load_flow
 from streamforge.engine.registry import NodeRegistry
 from streamforge.engine.schema_registry import SchemaRegistry
-from streamforge.engine.sdk import Kind
+from streamforge.engine.sdk import CommandInvalid, Kind
 from streamforge.engine.topics import TOPICS
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
 from streamforge.runtime.gateway.metrics import NodeMetrics, merged_exposition, worker_metrics_path
@@ -167,6 +167,8 @@ class Gateway:
             raise ApiError(400, "bad_request", "the body must be a JSON object")
         try:
             result = await asyncio.wait_for(runner.submit(name, args), 30)
+        except CommandInvalid as invalid:
+            raise ApiError(422, "invalid_command", str(invalid), problems=invalid.problems) from None
         except ValueError as refusal:
             raise ApiError(400, "refused", str(refusal)) from None
         shown = ("alarm_id", "state", "changed_by", "message")

@@ -11,14 +11,14 @@ import resource
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from streamforge.engine.compiler import NodePlan
+from streamforge.engine.retry import Backoff, RestartWindow
 from streamforge.runtime.gateway.metrics import NodeMetrics
-from streamforge.runtime.gateway.runners import NodeRunner, NodeStatus, RuntimeEnv
+from streamforge.runtime.gateway.runners import NodeRunner, NodeStatus, RuntimeEnv, runner_for
 from streamforge.runtime.process import die_with_parent, terminate
 
 log = logging.getLogger("streamforge.runtime")
@@ -50,7 +50,7 @@ class NodeHandle(ABC):
         self.status = NodeStatus.STOPPED
         self.restarts = 0
         self.last_error: str | None = None
-        self._recent: deque[float] = deque()
+        self._window = RestartWindow(policy.max_restarts, policy.window_s)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -79,7 +79,7 @@ class NodeHandle(ABC):
             raise StartFailed(self.node_id, reason)
 
     async def _supervise(self) -> None:
-        backoff = self.policy.backoff_s
+        backoff = Backoff(self.policy.backoff_s, self.policy.max_backoff_s)
         while True:
             try:
                 await self._attempt()
@@ -93,11 +93,7 @@ class NodeHandle(ABC):
                 log.error("node failed to start", extra={"flow": self.flow_id, "node": self.node_id,
                                                           "error": self.last_error})  # fmt: skip
                 return
-            now = time.monotonic()
-            self._recent.append(now)
-            while self._recent and now - self._recent[0] > self.policy.window_s:
-                self._recent.popleft()
-            if len(self._recent) > self.policy.max_restarts:
+            if not self._window.allows(time.monotonic()):
                 self.status = NodeStatus.FAILED
                 log.error("node FAILED: restart limit reached", extra={"flow": self.flow_id, "node": self.node_id,
                                                                         "error": self.last_error})  # fmt: skip
@@ -109,8 +105,7 @@ class NodeHandle(ABC):
             log.warning(
                 "node crashed; restarting", extra={**where, "error": self.last_error, "restarts": self.restarts}
             )
-            await asyncio.sleep(backoff)
-            backoff = min(self.policy.max_backoff_s, backoff * 2)
+            await asyncio.sleep(backoff.next_delay())
 
     def current_status(self) -> NodeStatus:
         if self.status in (NodeStatus.FAILED, NodeStatus.STOPPED) or self._task is None or self._task.done():
@@ -147,7 +142,7 @@ class TaskHandle(NodeHandle):
         self._runner: NodeRunner | None = None
 
     async def _attempt(self) -> None:
-        self._runner = NodeRunner(self.plan, self.flow_id, self.env)
+        self._runner = runner_for(self.plan, self.flow_id, self.env)
         waiter = asyncio.create_task(self._runner.ready.wait())
         try:
             run = asyncio.create_task(self._runner.run())

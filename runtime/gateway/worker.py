@@ -17,7 +17,7 @@ from streamforge.engine.compiler import node_plan_from_dict
 from streamforge.engine.registry import registry_for
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache, bearer_from_file
 from streamforge.runtime.gateway.metrics import METRICS_INTERVAL_S, NodeMetrics, worker_metrics_path, write_atomically
-from streamforge.runtime.gateway.runners import NodeRunner, NodeStatus, RuntimeEnv
+from streamforge.runtime.gateway.runners import NodeStatus, RuntimeEnv, runner_for
 from streamforge.runtime.logs import configure_logging
 
 
@@ -38,20 +38,20 @@ async def serve(spec: dict[str, Any]) -> None:
     metrics = NodeMetrics()
     env = RuntimeEnv(settings["bootstrap"], CachedSchemaRegistry(remote, cache), metrics, registry_for(plan.type))
     metrics_file = worker_metrics_path(Path(settings["state_dir"]), spec["flow_id"], plan.node_id)
-    runner = NodeRunner(plan, spec["flow_id"], env)
+    runner = runner_for(plan, spec["flow_id"], env)
     run = asyncio.create_task(runner.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     stopping = asyncio.create_task(stop.wait())
-    reported: tuple[NodeStatus, bool] | None = None
+    reported: tuple[NodeStatus, bool, str | None] | None = None
     next_metrics = 0.0
     try:
         while not run.done() and not stop.is_set():
             # `ready` travels on its own: a node that degrades right after starting (its device is away) has
             # started, though RUNNING may never be sampled here.
-            if (runner.status, runner.ready.is_set()) != reported:
-                reported = (runner.status, runner.ready.is_set())
+            if (runner.status, runner.ready.is_set(), runner.last_error) != reported:  # a new problem is news too
+                reported = (runner.status, runner.ready.is_set(), runner.last_error)
                 _say({"status": runner.status.value, "error": runner.last_error, "ready": runner.ready.is_set()})
             if time.monotonic() >= next_metrics:  # the gateway's /metrics serves this file with its own
                 next_metrics = time.monotonic() + METRICS_INTERVAL_S

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import signal
 import time
-from collections import deque
 from collections.abc import AsyncIterator
 from enum import StrEnum
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from aiokafka.errors import KafkaError
 
+from streamforge.engine.retry import Backoff, RestartWindow
 from streamforge.runtime.kafka.broker import Broker, BrokerSettings, wait_ready
 from streamforge.runtime.kafka.install import distribution
 from streamforge.runtime.process import die_with_parent, terminate
@@ -52,16 +52,14 @@ class EmbeddedKafka:
         self.broker = Broker(distribution(cache_dir), data_dir)
         self._ports = (port, controller_port)
         self.start_timeout_s = start_timeout_s
-        self.max_restarts = max_restarts
-        self.restart_window_s = restart_window_s
-        self.restart_backoff_s = restart_backoff_s
         self.state = BrokerState.STOPPED
         self.restarts = 0
         self.last_error: str | None = None
         self.settings: BrokerSettings | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._recent_restarts: deque[float] = deque()
+        self._window = RestartWindow(max_restarts, restart_window_s)
+        self._backoff = Backoff(restart_backoff_s, 30.0)
         self._healthy = asyncio.Event()
         self._stopping = False
         self._arm_death_signal = die_with_parent(signal.SIGTERM)
@@ -126,6 +124,7 @@ class EmbeddedKafka:
         await self.broker.check_ours(process.pid, self.settings)
         self.state = BrokerState.HEALTHY
         self._healthy.set()
+        self._backoff.reset()
         log.info("kafka ready", extra={"pid": process.pid, "bootstrap": self.bootstrap,
                                        "cluster_id": self.settings.cluster_id})  # fmt: skip
 
@@ -137,11 +136,7 @@ class EmbeddedKafka:
                 return
             self._healthy.clear()
             self.last_error = f"broker exited with code {returncode}"
-            now = time.monotonic()
-            self._recent_restarts.append(now)
-            while self._recent_restarts and now - self._recent_restarts[0] > self.restart_window_s:
-                self._recent_restarts.popleft()
-            if len(self._recent_restarts) > self.max_restarts:
+            if not self._window.allows(time.monotonic()):
                 self.state = BrokerState.FAILED
                 log.error("kafka failed: restart limit reached", extra={"error": self.last_error})
                 return
@@ -151,7 +146,7 @@ class EmbeddedKafka:
                 "kafka crashed; restarting on the same data",
                 extra={"error": self.last_error, "restarts": self.restarts},
             )
-            await asyncio.sleep(self.restart_backoff_s)
+            await asyncio.sleep(self._backoff.next_delay())
             try:
                 await self._spawn_until_ready()
             except (RuntimeError, TimeoutError, KafkaError) as exc:

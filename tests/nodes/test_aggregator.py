@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 import statistics
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from streamforge.engine.clock import ManualClock
 from streamforge.engine.records import telemetry
 from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.aggregator import Aggregator
@@ -53,12 +53,15 @@ def assert_same(actual: dict[Any, dict[str, float]], wanted: dict[Any, dict[str,
 
 async def test_windows_equal_independent_computation() -> None:
     records = readings(3 * 25 * 10)  # 25 s of 10 Hz for 3 series
-    async with NodeHarness(Aggregator, {"resolutions": ["1s", "1min"], "allowed_lateness_s": 0}) as h:
+    clock = ManualClock()
+    config = {"resolutions": ["1s", "1min"], "allowed_lateness_s": 0, "idle_close_s": 10}
+    async with NodeHarness(Aggregator, config, clock=clock) as h:
         for start in range(0, len(records), 37):
             await h.process(records[start : start + 37])
-        h.node.config.idle_close_s = 0.001
-        await asyncio.sleep(0.01)
-        await h.tick(T0)  # the last windows close when idle
+        await clock.advance(9.9)
+        assert await h.tick() == {}  # not idle long enough yet
+        await clock.advance(0.2)
+        await h.tick()  # the last windows close when idle
     assert_same(got(h.captured["agg_1s"]), expected(records, 1000))
     assert_same(got(h.captured["agg_1min"]), expected(records, 60_000))
     assert h.captured["late"] == []
@@ -111,9 +114,9 @@ async def test_crash_and_replay_from_retained_offsets_emits_exactly_the_same() -
 
 async def test_a_reading_delivered_twice_counts_once() -> None:
     records = readings(3 * 10)
-    async with NodeHarness(Aggregator, {"resolutions": ["1s"], "allowed_lateness_s": 0}) as h:
+    clock = ManualClock()
+    async with NodeHarness(Aggregator, {"resolutions": ["1s"], "allowed_lateness_s": 0}, clock=clock) as h:
         await h.process(records + records[:9])  # at-least-once delivery: a replayed prefix
-        h.node.config.idle_close_s = 0.001
-        await asyncio.sleep(0.01)
-        await h.tick(T0)
+        await clock.advance(10.1)  # idle_close_s 10 by default
+        await h.tick()
     assert_same(got(h.captured["agg_1s"]), expected(records, 1000))

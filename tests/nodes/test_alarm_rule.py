@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from streamforge.engine.clock import ManualClock
 from streamforge.engine.records import telemetry
+from streamforge.engine.sdk import CommandInvalid
 from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.alarm_rule import AlarmRule
 
@@ -40,19 +42,25 @@ async def test_on_delay_then_deadband() -> None:
 
 
 async def test_acknowledge_and_suppress_through_commands() -> None:
-    async with NodeHarness(AlarmRule, {**RULE, "on_delay_s": 0}) as h:
+    clock = ManualClock(datetime(2026, 3, 1, 8, 0, tzinfo=UTC))
+    async with NodeHarness(AlarmRule, {**RULE, "on_delay_s": 0}, clock=clock) as h:
         await h.process(series(10))
         where = {"asset_id": "tank_1", "parameter": "pressure"}
-        with pytest.raises(ValueError, match="`user` is required"):
-            await h.node.command("acknowledge", where)
-        ack = await h.node.command("acknowledge", {**where, "user": "ana"})
+        with pytest.raises(CommandInvalid, match="user: Field required") as refused:
+            await h.command("acknowledge", where)
+        assert [(p.code, p.pointer) for p in refused.value.problems] == [("invalid_argument", "/user")]
+        with pytest.raises(ValueError, match="has no command 'ack'; commands: acknowledge, suppress, unsuppress"):
+            await h.command("ack", {**where, "user": "ana"})
+        await clock.advance(90)
+        ack = await h.command("acknowledge", {**where, "user": "ana"})
         assert states(ack) == ["ACKNOWLEDGED"] and ack["alarms"][0]["changed_by"] == "ana"
+        assert ack["alarms"][0]["timestamps"]["device_time"] == datetime(2026, 3, 1, 8, 1, 30, tzinfo=UTC)
         with pytest.raises(ValueError, match="cannot acknowledge an alarm that is ACKNOWLEDGED"):
-            await h.node.command("acknowledge", {**where, "user": "ana"})
+            await h.command("acknowledge", {**where, "user": "ana"})
         assert states(await h.process(series(5, start=1))) == ["CLEARED"]
-        assert states(await h.node.command("suppress", {**where, "user": "ben"})) == ["SUPPRESSED"]
+        assert states(await h.command("suppress", {**where, "user": "ben"})) == ["SUPPRESSED"]
         assert states(await h.process(series(11, 12, start=2))) == []  # silenced
-        assert states(await h.node.command("unsuppress", {**where, "user": "ben"})) == ["CLEARED"]
+        assert states(await h.command("unsuppress", {**where, "user": "ben"})) == ["CLEARED"]
         assert states(await h.process(series(12, start=5))) == ["ACTIVE"]
 
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import aiomqtt
 
-from streamforge.engine.sdk import NodeContext
-from streamforge.nodes.lora import Lora, LoraConfig
+from streamforge.engine.testing import NodeHarness
+from streamforge.nodes.lora import Lora
 from tests.conftest import MqttBroker
 
 SOIL = "70b3d57ed0041234"
@@ -42,22 +42,20 @@ def tts_uplink(dev_eui: str, decoded: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def lora(broker: MqttBroker, unique: str, server: str, fields: list[dict[str, Any]]) -> Lora:
-    config = LoraConfig.model_validate(
-        {
-            "host": broker.host,
-            "port": broker.port,
-            "client_id": f"{unique}-{server}",
-            "network_server": server,
-            "topic": f"{unique}/{server}/#",
-            "devices": [{"dev_eui": SOIL, "asset_id": "field_7", "fields": fields}],
-        }
-    )
-    return Lora(config, NodeContext("test", f"lora-{server}"))
+def lora(broker: MqttBroker, unique: str, server: str, fields: list[dict[str, Any]]) -> NodeHarness[Lora]:
+    config = {
+        "host": broker.host,
+        "port": broker.port,
+        "client_id": f"{unique}-{server}",
+        "network_server": server,
+        "topic": f"{unique}/{server}/#",
+        "devices": [{"dev_eui": SOIL, "asset_id": "field_7", "fields": fields}],
+    }
+    return NodeHarness(Lora, config, f"lora-{server}")
 
 
 async def collect(
-    node: Lora, messages: list[tuple[str, dict[str, Any] | bytes]], broker: MqttBroker, wanted: int
+    node: NodeHarness[Lora], messages: list[tuple[str, dict[str, Any] | bytes]], broker: MqttBroker, wanted: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     await node.poll()  # connects and subscribes
     async with aiomqtt.Client(broker.host, broker.port) as publisher:
@@ -69,7 +67,6 @@ async def collect(
         emitted = await node.poll()
         readings += emitted.get("out", [])
         letters += emitted.get("dlq", [])
-        await node.acknowledge(emitted)
         if len(readings) + len(letters) >= wanted:
             break
     return readings, letters

@@ -13,9 +13,10 @@ import pytest
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from streamforge.engine.sdk import NodeContext, SourceNode
+from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.modbus_rtu import ModbusRtu
-from streamforge.nodes.modbus_tcp import ModbusTcp, RegisterPoint, plan_blocks
+from streamforge.nodes.modbus_tcp import ModbusTcp
+from streamforge.nodes.protocols.modbus import RegisterPoint, plan_blocks
 from streamforge.runtime.kafka.broker import free_port
 
 FLOAT_WORDS = list(struct.unpack(">HH", struct.pack(">f", 21.5)))  # big-endian words of 21.5
@@ -70,12 +71,17 @@ def tcp_config(port: int, points: list[dict[str, Any]], timeout_s: float = 3.0) 
     }
 
 
-def source(cls: type[SourceNode[Any]], config: dict[str, Any], health: list[str | None]) -> SourceNode[Any]:
-    return cls(cls.Config.model_validate(config), NodeContext("test", "plc", on_health=health.append))
-
-
 def values(emitted: dict[str, list[dict[str, Any]]]) -> dict[str, tuple[float | None, str]]:
-    return {r["parameter"]: (r["value"], r["quality"]) for r in emitted["out"]}
+    return {r["parameter"]: (r["value"], r["quality"]) for r in emitted.get("out", [])}
+
+
+async def poll_until(h: NodeHarness[Any], wanted: Any, polls: int = 40) -> dict[str, tuple[float | None, str]]:
+    """Poll as the runtime does (reconnecting with backoff) until the readings satisfy `wanted`."""
+    for _ in range(polls):
+        read = values(await h.poll())
+        if read and wanted(read):
+            return read
+    raise AssertionError(f"not seen in {polls} polls; last health {h.health[-3:]}")
 
 
 def test_adjacent_points_are_read_as_one_block() -> None:
@@ -114,42 +120,35 @@ def test_word_and_byte_order(
 
 async def test_tcp_reads_typed_scaled_values_and_survives_faults_and_a_restart() -> None:
     port = free_port()
-    health: list[str | None] = []
-    config = tcp_config(port, POINTS, timeout_s=0.5)
-    node = source(ModbusTcp, config, health)
-    async with tcp_server(port), node:
-        read = values(await node.poll())
-        assert read == {
-            "count": (1234.0, "GOOD"),
-            "temp": (21.5, "GOOD"),
-            "delta": (-2.0, "GOOD"),
-            "speed": (4.5, "GOOD"),
-            "flow": (20.0, "GOOD"),
-            "running": (1.0, "GOOD"),
-        }
-        assert health[-1] is None
-    # The PLC restarts: polls go on, readings are BAD and the node DEGRADED, until it answers again.
-    down = values(await node.poll())
-    assert {quality for _value, quality in down.values()} == {"BAD"} and health[-1] is not None
-    async with tcp_server(port):
-        for _ in range(40):
-            back = values(await node.poll())
-            if back["temp"] == (21.5, "GOOD"):
-                break
-        assert back["temp"] == (21.5, "GOOD") and health[-1] is None
-    await node.stop()
+    async with NodeHarness(ModbusTcp, tcp_config(port, POINTS, timeout_s=0.5), "plc") as h:
+        async with tcp_server(port):
+            read = values(await h.poll())
+            assert h.health[-1] is None
+        # The PLC restarts: polls go on, readings are BAD and the node DEGRADED, until it answers again.
+        down = await poll_until(h, lambda read: True)
+        assert {quality for _value, quality in down.values()} == {"BAD"} and h.health[-1] is not None
+        async with tcp_server(port):
+            back = await poll_until(h, lambda read: read["temp"] == (21.5, "GOOD"))
+            assert h.health[-1] is None
+    assert read == {
+        "count": (1234.0, "GOOD"),
+        "temp": (21.5, "GOOD"),
+        "delta": (-2.0, "GOOD"),
+        "speed": (4.5, "GOOD"),
+        "flow": (20.0, "GOOD"),
+        "running": (1.0, "GOOD"),
+    }
+    assert back["count"] == (1234.0, "GOOD")
 
 
 async def test_an_exception_response_is_bad_and_the_other_units_still_read() -> None:
     port = free_port()
-    health: list[str | None] = []
     points = [POINTS[0], {**POINTS[3], "unit_id": 7}]  # unit 7 is not on this line: exception response
-    node = source(ModbusTcp, tcp_config(port, points), health)
-    async with tcp_server(port), node:
+    async with tcp_server(port), NodeHarness(ModbusTcp, tcp_config(port, points), "plc") as h:
         for _ in range(3):  # keeps polling
-            read = values(await node.poll())
+            read = values(await h.poll())
             assert read == {"count": (1234.0, "GOOD"), "speed": (None, "BAD")}
-        assert "unit 7" in (health[-1] or "")
+        assert "unit 7" in (h.health[-1] or "")
 
 
 @contextlib.asynccontextmanager
@@ -174,13 +173,11 @@ async def misbehaving_server(port: int, answer: bytes | None) -> AsyncIterator[N
 @pytest.mark.parametrize("answer", [None, b"\x00\x01\x00\x00\x00\x07\x01\x03"])  # timeout; truncated frame
 async def test_a_timeout_or_a_truncated_frame_is_bad_and_polling_goes_on(answer: bytes | None) -> None:
     port = free_port()
-    health: list[str | None] = []
     config = tcp_config(port, POINTS[:1], timeout_s=0.3)
-    node = source(ModbusTcp, config, health)
-    async with misbehaving_server(port, answer), node:
+    async with misbehaving_server(port, answer), NodeHarness(ModbusTcp, config, "plc") as h:
         for _ in range(3):
-            assert values(await node.poll()) == {"count": (None, "BAD")}
-        assert health and health[-1] is not None
+            assert values(await h.poll()) == {"count": (None, "BAD")}
+        assert h.health and h.health[-1] is not None
 
 
 async def test_rtu_over_a_serial_line(pty_pair: tuple[str, str]) -> None:
@@ -188,7 +185,6 @@ async def test_rtu_over_a_serial_line(pty_pair: tuple[str, str]) -> None:
     server = ModbusSerialServer([device()], port=device_end, baudrate=19200)
     task = asyncio.create_task(server.serve_forever())
     await asyncio.sleep(0.3)
-    health: list[str | None] = []
     config = {
         "serial_port": gateway_end,
         "baudrate": 19200,
@@ -197,8 +193,8 @@ async def test_rtu_over_a_serial_line(pty_pair: tuple[str, str]) -> None:
         "connection": {"timeout_s": 1},
     }
     try:
-        async with source(ModbusRtu, config, health) as node:
-            read = values(await node.poll())
+        async with NodeHarness(ModbusRtu, config, "plc") as h:
+            read = values(await h.poll())
             assert (
                 read["temp"] == (21.5, "GOOD") and read["delta"] == (-2.0, "GOOD") and read["running"] == (1.0, "GOOD")
             )

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import validate_flow
 from streamforge.engine.schema_registry import CachedSchemaRegistry
-from streamforge.nodes.mqtt import MappingError, PayloadPoint, TopicMapping, map_payload
+from streamforge.nodes.mqtt import PayloadPoint, TopicMapping, map_payload
+from streamforge.nodes.protocols.mqtt import MappingError
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
@@ -213,8 +214,8 @@ async def test_a_broker_outage_is_degraded_then_recovers(
         mosquitto.terminate()
         mosquitto.wait(10)
         status = await wait_status(gateway, flow, "DEGRADED")
-        assert "cannot reach MQTT broker" in (status["last_error"] or "")
-        errors = f'streamforge_node_errors_total{{flow="{flow}",kind="device",node="mq"}}'
+        assert f"MQTT broker 127.0.0.1:{port}" in (status["last_error"] or "")  # names the broker it lost
+        errors = f'streamforge_node_errors_total{{flow="{flow}",kind="connection",node="mq"}}'
         for _ in range(50):  # the worker publishes its metrics every 2 s
             if errors in gateway.exposition().decode():
                 break

@@ -20,7 +20,7 @@ from cryptography.x509 import ObjectIdentifier
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from pydantic import ValidationError
 
-from streamforge.engine.sdk import NodeContext
+from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.opcua import OpcUa, OpcUaConfig, quality_of
 from streamforge.runtime.kafka.broker import free_port
 
@@ -65,8 +65,8 @@ async def plc(tmp_path: Path) -> AsyncIterator[Plc]:
         yield started
 
 
-def node(config: dict[str, Any], health: list[str | None]) -> OpcUa:
-    return OpcUa(OpcUaConfig.model_validate(config), NodeContext("test", "plc", on_health=health.append))
+def node(config: dict[str, Any]) -> NodeHarness[OpcUa]:
+    return NodeHarness(OpcUa, config, "plc")
 
 
 def insecure(plc: Plc, **extra: Any) -> dict[str, Any]:
@@ -89,7 +89,7 @@ def insecure(plc: Plc, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def readings_until(source: OpcUa, wanted: Any, polls: int = 100) -> list[dict[str, Any]]:
+async def readings_until(source: NodeHarness[OpcUa], wanted: Any, polls: int = 100) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     for _ in range(polls):
         seen += (await source.poll()).get("out", [])
@@ -99,8 +99,7 @@ async def readings_until(source: OpcUa, wanted: Any, polls: int = 100) -> list[d
 
 
 async def test_subscription_reports_changes_with_source_time_and_maps_bad_status(plc: Plc) -> None:
-    health: list[str | None] = []
-    async with node(insecure(plc), health) as source:
+    async with node(insecure(plc)) as source:
         first = await readings_until(source, lambda rs: {r["parameter"] for r in rs} == {"temp", "count"})
         temp = next(r for r in first if r["parameter"] == "temp")
         assert (temp["value"], temp["quality"], temp["unit"]) == (20.0, "GOOD", "degC")
@@ -114,11 +113,11 @@ async def test_subscription_reports_changes_with_source_time_and_maps_bad_status
         bad = await readings_until(source, lambda rs: any(r["quality"] == "BAD" for r in rs))
         letter = next(r for r in bad if r["quality"] == "BAD")
         assert letter["value"] is None and letter["metadata"]["opcua_status"] == "BadSensorFailure"
-        assert health == [None]
+        assert source.health == [None]  # connected once, never degraded
 
 
 async def test_polling_reads_every_point(plc: Plc) -> None:
-    async with node(insecure(plc, mode="poll", poll_interval_s=0.05), []) as source:
+    async with node(insecure(plc, mode="poll", poll_interval_s=0.05)) as source:
         read = (await source.poll())["out"]
         assert {(r["parameter"], r["value"], r["quality"]) for r in read} == {
             ("temp", 20.0, "GOOD"),
@@ -139,16 +138,15 @@ async def test_an_untrusted_server_certificate_is_refused_until_trusted(plc: Plc
         "pki_dir": str(pki),
         "connection": {"reconnect_min_s": 0.05, "reconnect_max_s": 0.1},
     }
-    health: list[str | None] = []
-    async with node(config, health) as source:
+    async with node(config) as source:
         assert await source.poll() == {}
-        assert "is not trusted" in (health[-1] or "")
+        assert "is not trusted" in (source.health[-1] or "")
         rejected = list((pki / "rejected").glob("*.der"))
         assert len(rejected) == 1
         (pki / "trusted").mkdir()
         shutil.move(rejected[0], pki / "trusted" / rejected[0].name)  # an operator checked and trusted it
         await readings_until(source, lambda rs: any(r["parameter"] == "temp" and r["value"] == 20.0 for r in rs))
-        assert health[-1] is None
+        assert source.health[-1] is None
 
 
 def test_insecure_and_deprecated_settings_must_be_asked_for() -> None:
@@ -162,15 +160,15 @@ def test_insecure_and_deprecated_settings_must_be_asked_for() -> None:
 
 async def test_a_server_restart_is_degraded_then_resubscribed(tmp_path: Path) -> None:
     port = free_port()
-    health: list[str | None] = []
     fast = {"timeout_s": 1, "reconnect_min_s": 0.05, "reconnect_max_s": 0.2}
     async with running_plc(tmp_path, port) as first:
-        source = node({**insecure(first), "connection": fast}, health)
-        await source.start()
+        source = node({**insecure(first), "connection": fast})
+        await source.__aenter__()
         await readings_until(source, lambda rs: any(r["parameter"] == "temp" for r in rs))
+    health = source.health
     await readings_until(source, lambda rs: bool(health) and health[-1] is not None, polls=60)
     async with running_plc(tmp_path, port) as second:
         await second.temp.write_value(30.5)
         await readings_until(source, lambda rs: any(r["value"] == 30.5 for r in rs), polls=100)
         assert health[-1] is None
-    await source.stop()
+    await source.__aexit__(None, None, None)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import serial
 
-from streamforge.engine.sdk import NodeContext
+from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.xbee import XBee, XBeeConfig
 
 REMOTE = bytes.fromhex("0013A20041B2C3D4")
@@ -107,10 +107,9 @@ async def test_remote_io_samples_become_readings(coordinator: tuple[Coordinator,
             ],
         }
     )
-    health: list[str | None] = []
-    async with XBee(config, NodeContext("test", "radio", on_health=health.append)) as node:
+    async with NodeHarness(XBee, config.model_dump(mode="json"), "radio") as node:
         assert await node.poll() == {"out": [], "dlq": []}  # opened: the library asked its AT questions
-        assert {b"AP", b"SH", b"SL"} <= set(peer.commands) and health == [None]
+        assert {b"AP", b"SH", b"SL"} <= set(peer.commands) and node.health == [None]
         peer.outgoing += [io_sample(512, 1023, True), io_sample(100, 0, False)]
         readings: list[dict[str, object]] = []
         for _ in range(20):
@@ -137,7 +136,7 @@ async def test_data_frames_become_readings_and_bad_ones_go_to_the_dlq(coordinato
          "scale": 0.1},
         {"remote": remote, "byte_offset": 2, "byte_type": "float32", "big_endian": False, "asset_id": "kiln_2",
          "parameter": "draft_pa"}]})  # fmt: skip
-    async with XBee(config, NodeContext("test", "radio")) as node:
+    async with NodeHarness(XBee, config.model_dump(mode="json"), "radio") as node:
         await node.poll()  # opened
         peer.outgoing += [
             data_frame(REMOTE, struct.pack(">h", -125) + struct.pack("<f", 2.5)),
@@ -175,7 +174,6 @@ async def test_a_missing_coordinator_is_degraded_and_retried(tmp_path: object) -
             "points": [{"remote": "0013A20041B2C3D4", "line": 0, "asset_id": "a", "parameter": "p"}],
         }
     )
-    health: list[str | None] = []
-    async with XBee(config, NodeContext("test", "radio", on_health=health.append)) as node:
+    async with NodeHarness(XBee, config.model_dump(mode="json"), "radio") as node:
         assert await node.poll() == {} and await node.poll() == {}
-    assert len(health) == 2 and "cannot open XBee coordinator" in (health[0] or "")
+    assert len(node.health) == 2 and "cannot open XBee coordinator" in (node.health[0] or "")

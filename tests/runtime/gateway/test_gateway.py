@@ -37,7 +37,6 @@ class Broken(ProcessorNode[NodeConfig]):
     """Refuses to start: a deploy that includes it must roll back."""
 
     type = "test_broken"
-    Config = NodeConfig
     inputs = (Port("in", PortType.TELEMETRY),)
 
     async def start(self) -> None:
@@ -48,7 +47,6 @@ class Crashy(ProcessorNode[NodeConfig]):
     """Fails on every batch: the restart policy must give up and say FAILED."""
 
     type = "test_crashy"
-    Config = NodeConfig
     inputs = (Port("in", PortType.TELEMETRY),)
 
     async def process(self, batch: Sequence[Message]) -> Emitted:
@@ -269,7 +267,10 @@ async def test_alarm_acknowledged_through_the_runtime_api(
     where = {"asset_id": "pump_1", "parameter": "pressure", "user": "operator_ana"}
     async with serve_app(health_app(gateway)) as url, httpx.AsyncClient(base_url=url) as http:
         refused = await http.post(f"{base}/acknowledge", json={"asset_id": "pump_1", "parameter": "pressure"})
-        assert refused.status_code == 400 and "`user` is required" in refused.json()["error"]["message"]
+        assert refused.status_code == 422, refused.text  # the command's model says what is missing, and where
+        assert [(p["code"], p["pointer"], p["node_id"]) for p in refused.json()["error"]["problems"]] == [
+            ("invalid_argument", "/user", "alarm")
+        ]
         unknown = await http.post(f"{base}/explode", json=where)
         assert unknown.status_code == 400 and "commands: acknowledge, suppress, unsuppress" in unknown.text
         ghost = await http.post(f"/api/v1/flows/{flow}/nodes/ghost/commands/acknowledge", json=where)

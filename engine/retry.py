@@ -1,0 +1,53 @@
+"""The one backoff and the one restart window: device reconnects, sink retries, node and broker restarts."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Backoff:
+    """Exponential backoff with full jitter, so many gateways (or many nodes) do not retry in step."""
+
+    def __init__(self, first_s: float, longest_s: float, rng: random.Random | None = None) -> None:
+        self.first_s, self.longest_s = first_s, longest_s
+        self._rng = rng or random.Random()
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.longest_s, self.first_s * 2**self.failures)
+        self.failures += 1
+        return self._rng.uniform(min(self.first_s / 2, ceiling), ceiling)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+class ConnectionSettings(BaseModel):
+    """Timeouts and reconnect pacing of a node's device or destination: a `connection` field of its config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = Field(default=3.0, gt=0, description="A request unanswered this long is a failure")
+    reconnect_min_s: float = Field(default=0.5, gt=0, description="First wait before reconnecting")
+    reconnect_max_s: float = Field(default=30.0, gt=0, description="Longest wait between reconnects")
+
+    def backoff(self) -> Backoff:
+        return Backoff(self.reconnect_min_s, self.reconnect_max_s)
+
+
+class RestartWindow:
+    """Spec: auto-restart at most `max_restarts` times within `window_s`; one more means FAILED (a person)."""
+
+    def __init__(self, max_restarts: int, window_s: float) -> None:
+        self.max_restarts, self.window_s = max_restarts, window_s
+        self._recent: deque[float] = deque()
+
+    def allows(self, now: float) -> bool:
+        """Record a failure at `now` (monotonic seconds); False once the limit is passed."""
+        self._recent.append(now)
+        while self._recent and now - self._recent[0] > self.window_s:
+            self._recent.popleft()
+        return len(self._recent) <= self.max_restarts

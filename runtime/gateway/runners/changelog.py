@@ -1,0 +1,63 @@
+"""A node's state in its compacted changelog topic: read whole on start, changed keys written before commits."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamforge.engine.state import StateStore
+from streamforge.runtime.kafka.clients import BatchProducer
+
+
+def changelog_topic(flow_id: str, node_id: str) -> str:
+    return f"_sf.{flow_id}.{node_id}.state"
+
+
+class Changelog:
+    """Between a node's StateStore and its changelog topic (one partition, compacted)."""
+
+    def __init__(self, bootstrap: str, topic: str, store: StateStore) -> None:
+        self.bootstrap, self.topic, self.store = bootstrap, topic, store
+
+    async def load(self) -> None:
+        self.store.load(await read_state(self.bootstrap, self.topic))
+
+    async def save(self, producer: BatchProducer) -> None:
+        """Write the changed keys and wait for Kafka's ack: callers commit input offsets only after this."""
+        changes = self.store.changes()
+        if not changes:
+            return
+        items = [(index, key.encode(), json.dumps(value).encode() if value is not None else b"")
+                 for index, (key, value) in enumerate(changes.items())]  # fmt: skip
+        report = await producer.send_raw(self.topic, items)
+        if report.failed:
+            raise RuntimeError(f"state changelog {self.topic} not acknowledged: {report.failed[0][1]!r}")
+
+
+async def read_state(bootstrap: str, topic: str) -> dict[str, Any]:
+    """The whole state in a compacted changelog (last value per key wins; empty value deletes)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            return {}
+        tps = [TopicPartition(topic, 0)]  # changelogs are created with one partition (Gateway._ensure_topics)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        state: dict[str, Any] = {}
+        while True:
+            positions = {tp: await consumer.position(tp) for tp in tps}
+            if all(positions[tp] >= end for tp, end in ends.items()):
+                return state
+            for messages in (await consumer.getmany(timeout_ms=1000)).values():
+                for message in messages:
+                    key = message.key.decode()
+                    if message.value:
+                        state[key] = json.loads(message.value)
+                    else:
+                        state.pop(key, None)
+    finally:
+        await consumer.stop()

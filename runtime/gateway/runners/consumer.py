@@ -1,0 +1,78 @@
+"""What processors and sinks share: consume a batch, hand it to the kind, commit only what is safe, report lag."""
+
+from __future__ import annotations
+
+import time
+from abc import abstractmethod
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streamforge.engine.serde import Decoder
+from streamforge.runtime.gateway.runners.base import NodeRunner
+from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer, ConsumedBatch
+
+
+class ConsumingRunner(NodeRunner):
+    """Offsets are never auto-committed: `_handle` sets `_safe`, the offsets it is done with, and only those move."""
+
+    async def _loop(self, producer: BatchProducer) -> None:
+        upstream = {(self.flow_id, source) for inp in self.plan.inputs for source in inp.upstream}
+        topics = sorted({inp.topic for inp in self.plan.inputs})
+        assert self.plan.consumer_group is not None
+        consumer = BatchConsumer(
+            self.env.bootstrap, self.plan.consumer_group, topics, Decoder(self.env.registry), upstream=upstream,
+            max_poll_records=self.env.batch_size,
+        )  # fmt: skip
+        await consumer.start()
+        port_of_topic = {inp.topic: inp.port for inp in self.plan.inputs}
+        self._positions: dict[TopicPartition, int] = {}  # next offset to read, per partition
+        self._safe: dict[TopicPartition, int] = {}
+        committed: dict[TopicPartition, int] = {}
+        try:
+            await self._begin()
+            self._started()
+            while True:
+                batch = await consumer.next_batch(timeout_ms=self._wait_ms(), max_records=self.env.batch_size)
+                started = time.perf_counter()
+                for message in batch.records:
+                    message.port = port_of_topic.get(message.topic, "")
+                self.env.metrics.records_in.labels(**self.labels).inc(len(batch.records))
+                self._positions.update(batch.next_offsets)
+                await self.outputs.undecodable(producer, batch)
+                await self._handle(producer, batch)
+                assigned = consumer.consumer.assignment()
+                commit = {tp: offset for tp, offset in self._safe.items()
+                          if tp in assigned and committed.get(tp) != offset}  # fmt: skip
+                if commit:  # only what moved: an idle node sends no commits
+                    await consumer.consumer.commit(commit)
+                    committed.update(commit)
+                self._update_lag(consumer.consumer)
+                if batch.records:
+                    self.env.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - started)
+        finally:
+            try:
+                await self._end()
+            finally:
+                await consumer.stop()
+
+    def _wait_ms(self) -> int:
+        """How long to wait for a batch (a processor wakes up sooner for its tick)."""
+        return 1000
+
+    async def _begin(self) -> None:
+        """Before the first batch (a sink connects here)."""
+
+    async def _end(self) -> None:
+        """After the last batch."""
+
+    @abstractmethod
+    async def _handle(self, producer: BatchProducer, batch: ConsumedBatch) -> None:
+        """Do the kind's work on one batch (possibly empty), then set `_safe`."""
+
+    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        lag = 0
+        for tp, position in self._positions.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                lag += max(0, highwater - position)
+        self.env.metrics.lag.labels(**self.labels).set(lag)

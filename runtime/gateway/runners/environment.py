@@ -1,0 +1,20 @@
+"""What every runner needs from its process: Kafka, the schema registry, metrics and the node types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.schema_registry import SchemaRegistry
+from streamforge.runtime.gateway.metrics import NodeMetrics
+
+
+@dataclass
+class RuntimeEnv:
+    """What every runner needs from its process."""
+
+    bootstrap: str
+    registry: SchemaRegistry
+    metrics: NodeMetrics
+    node_types: NodeRegistry
+    batch_size: int = 2000
