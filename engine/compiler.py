@@ -12,7 +12,7 @@ from typing import Any
 import networkx as nx
 from pydantic import SecretStr, ValidationError
 
-from streamforge.engine.flow import FlowDocument, NodeSpec
+from streamforge.engine.flow import FlowDocument, NodeSpec, structural_problems
 from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
 from streamforge.engine.registry import NodeRegistry
 from streamforge.engine.sdk import Kind, NodeClass, NodeConfig, PortType
@@ -105,8 +105,9 @@ def _config_problems(index: int, node: NodeSpec, cls: NodeClass) -> tuple[NodeCo
 
 
 def compile_flow(doc: FlowDocument, registry: NodeRegistry) -> ExecutionPlan:
-    """Check everything and build the plan; FlowInvalid lists every problem found, each located."""
-    problems: list[Problem] = []
+    """Check everything and build the plan; FlowInvalid lists every problem found, each located: the document's
+    wiring between its own nodes too, so a dangling edge does not hide an unknown type, a bad port or a cycle."""
+    problems: list[Problem] = structural_problems(doc)
     graph: nx.MultiDiGraph[str] = nx.MultiDiGraph()
     classes: dict[str, NodeClass] = {}
     configs: dict[str, NodeConfig] = {}

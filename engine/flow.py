@@ -81,7 +81,7 @@ def flow_json_schema() -> dict[str, Any]:
     return schema
 
 
-def _structural_problems(doc: FlowDocument) -> list[Problem]:
+def structural_problems(doc: FlowDocument) -> list[Problem]:
     """Checks the schema cannot express: unique node ids, unique edges, edges to known nodes."""
     problems: list[Problem] = []
     seen: dict[str, int] = {}
@@ -108,7 +108,8 @@ def _structural_problems(doc: FlowDocument) -> list[Problem]:
 
 
 def load_flow(source: str | bytes) -> FlowDocument:
-    """Parse and validate a document; FlowInvalid lists every problem with its JSON pointer."""
+    """Parse a document against the flow schema (see parse_flow); FlowInvalid lists every problem with its JSON
+    pointer."""
     size = len(source.encode() if isinstance(source, str) else source)
     if size > MAX_DOCUMENT_BYTES:
         raise FlowInvalid([
@@ -124,11 +125,12 @@ def load_flow(source: str | bytes) -> FlowDocument:
         ]) from None  # fmt: skip
     except UnicodeDecodeError as exc:
         raise FlowInvalid([Problem("malformed_json", f"not UTF-8 text: {exc}")]) from None
-    return validate_flow(raw)
+    return parse_flow(raw)
 
 
-def validate_flow(raw: Any) -> FlowDocument:
-    """Validate an already-parsed document."""
+def parse_flow(raw: Any) -> FlowDocument:
+    """An already-decoded document checked against the flow schema only: what compile_flow needs to report every
+    other problem (unknown nodes in edges, unknown types, ports, cycles, configs) in one answer."""
     try:
         doc = FlowDocument.model_validate(raw)
     except ValidationError as exc:
@@ -146,7 +148,13 @@ def validate_flow(raw: Any) -> FlowDocument:
                         node_id if isinstance(node_id, str) else None)
             )  # fmt: skip
         raise FlowInvalid(problems) from None
-    problems = _structural_problems(doc)
+    return doc
+
+
+def validate_flow(raw: Any) -> FlowDocument:
+    """A document that is well-formed and wired between its own nodes (for what is stored without compiling)."""
+    doc = parse_flow(raw)
+    problems = structural_problems(doc)
     if problems:
         raise FlowInvalid(problems)
     return doc

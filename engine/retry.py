@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from enum import IntEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,3 +52,45 @@ class RestartWindow:
         while self._recent and now - self._recent[0] > self.window_s:
             self._recent.popleft()
         return len(self._recent) <= self.max_restarts
+
+
+class CircuitState(IntEnum):
+    """As exported by `streamforge_sink_circuit_state`."""
+
+    CLOSED = 0
+    OPEN = 1
+    HALF_OPEN = 2
+
+
+class CircuitSettings(BaseModel):
+    """When a sink stops hammering a destination that keeps failing: a `circuit` field of its config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    failures_to_open: int = Field(default=5, ge=1, description="Consecutive failed writes that open the circuit")
+    open_s: float = Field(default=30.0, gt=0, description="How long an open circuit waits before one trial write")
+
+
+class CircuitBreaker:
+    """Closed -> open after `failures_to_open` consecutive failures -> half-open after `open_s`: one trial, which
+    closes it or opens it again."""
+
+    def __init__(self, settings: CircuitSettings) -> None:
+        self.settings = settings
+        self.state = CircuitState.CLOSED
+        self.failures = 0
+        self.trial_at = 0.0  # monotonic time of the next trial while open
+
+    def failure(self, now: float) -> bool:
+        """Count a failure at `now`; True when it opened the circuit."""
+        self.failures += 1
+        if self.state is CircuitState.HALF_OPEN or self.failures >= self.settings.failures_to_open:
+            self.state, self.trial_at = CircuitState.OPEN, now + self.settings.open_s
+            return True
+        return False
+
+    def half_open(self) -> None:
+        self.state = CircuitState.HALF_OPEN
+
+    def success(self) -> None:
+        self.state, self.failures = CircuitState.CLOSED, 0

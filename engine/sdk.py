@@ -10,11 +10,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamforge.engine.clock import Clock, SystemClock
 from streamforge.engine.problems import Problem, pointer_of
 from streamforge.engine.records import dead_letter
+from streamforge.engine.retry import CircuitSettings, ConnectionSettings
 from streamforge.engine.state import StateStore
 
 Record = dict[str, Any]
@@ -70,6 +71,13 @@ class NodeConfig(BaseModel):
     """Base of every config model: unknown keys are errors, so a typo never passes silently."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class SinkConfig(NodeConfig):
+    """Base of every sink's config: how it reconnects, and when it stops trying for a while."""
+
+    connection: ConnectionSettings = Field(default_factory=ConnectionSettings)
+    circuit: CircuitSettings = Field(default_factory=CircuitSettings)
 
 
 @dataclass(slots=True)

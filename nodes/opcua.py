@@ -162,6 +162,12 @@ class OpcUa(SourceNode[OpcUaConfig]):
         return certificate
 
     async def connect(self) -> None:
+        try:
+            await self._open()
+        except (OSError, UaError, TimeoutError) as exc:  # refused, unreachable, untrusted, or the session failed
+            raise PeerUnavailable(f"cannot connect to {self.config.endpoint}: {exc or type(exc).__name__}") from exc
+
+    async def _open(self) -> None:
         config = self.config
         server_certificate = await self._trusted_server_certificate()
         client = Client(config.endpoint, timeout=config.connection.timeout_s)

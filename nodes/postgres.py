@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr
 
 from streamforge.engine.records import event_time
 from streamforge.engine.retry import ConnectionSettings
-from streamforge.engine.sdk import Message, NodeConfig, Port, PortType, Record, SinkNode
+from streamforge.engine.sdk import Message, Port, PortType, Record, SinkConfig, SinkNode
 
 IDENTIFIER = r"^[a-z_][a-z0-9_]{0,40}$"
 
@@ -73,7 +73,7 @@ TABLES = {
 PORT_TABLE = {"telemetry": "telemetry", "aggregates": "aggregates", "alarms": "alarms"}
 
 
-class PostgresConfig(NodeConfig):
+class PostgresConfig(SinkConfig):
     dsn: SecretStr = Field(description="postgresql://user:password@host:port/db; stored as a secret")
     table_prefix: str = Field("sf_", pattern=r"^[a-z_][a-z0-9_]{0,20}$", description="Tables: <prefix>telemetry, ...")
     schema_name: str = Field("public", pattern=IDENTIFIER)

@@ -197,13 +197,13 @@ def _load_or_fail(path: Path) -> FlowDocument:
 
 def _with_secrets(document: FlowDocument, reveal: bool) -> FlowDocument:
     """Secret references resolved: from STREAMFORGE_SECRET_<NAME> to run, by stand-ins to validate or plan."""
-    from streamforge.engine.flow import validate_flow
+    from streamforge.engine.flow import parse_flow
     from streamforge.engine.secrets import placeholders, resolve
 
     raw = document.model_dump(by_alias=True)
     if not reveal:
-        return validate_flow(placeholders(raw))
-    return validate_flow(resolve(raw, lambda name: os.environ.get(secret_env_name(name))))
+        return parse_flow(placeholders(raw))
+    return parse_flow(resolve(raw, lambda name: os.environ.get(secret_env_name(name))))
 
 
 def secret_env_name(name: str) -> str:

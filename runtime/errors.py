@@ -57,3 +57,21 @@ async def json_body(request: Request) -> Any:
         return await request.json()
     except ValueError as exc:
         raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
+
+
+async def json_object(request: Request, example: str) -> dict[str, Any]:
+    """The body as a JSON object, or 400 with an example of what to send."""
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", f"the body must be a JSON object, not {type(body).__name__}: send {example}")
+    return body
+
+
+def whole_number(raw: str | None, name: str, example: str) -> int | None:
+    """A query parameter that must be a whole number (None when absent), or 400 saying so."""
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be a whole number, e.g. {example}; got {raw[:40]!r}") from None

@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import NewTopic
 
+from streamforge.engine.registry import load_registry
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
 from streamforge.nodes.protocols.mqtt import MqttTls
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
+from streamforge.runtime.gateway.gateway import Gateway
+from streamforge.runtime.gateway.supervisor import RestartPolicy
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
@@ -129,3 +132,22 @@ async def create_topic(bootstrap: str, name: str, partitions: int = 12, **config
     """A test's own topic, ready for produce (every partition has a leader)."""
     await create_topics(bootstrap, [NewTopic(name, partitions, 1, topic_configs=configs)])
     return name
+
+
+@pytest.fixture
+async def gateway(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, registry_url: str, tmp_path: Path
+) -> AsyncIterator[Gateway]:
+    """A gateway in the test's own process on the session's Kafka, with the built-in node types and a fast restart
+    policy; sources and sinks still run in worker processes."""
+    gw = Gateway(
+        kafka.bootstrap,
+        registry,
+        load_registry(include_plugins=False),
+        tmp_path,
+        registry_url,
+        policy=RestartPolicy(max_restarts=2, window_s=60, backoff_s=0.05),
+        kafka_health=kafka.health,
+    )
+    yield gw
+    await gw.stop()

@@ -17,7 +17,7 @@ from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.live import live_endpoint
 from streamforge.runtime.control_plane.service import FlowService
 from streamforge.runtime.control_plane.store import Store
-from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
+from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body, json_object, whole_number
 from streamforge.runtime.limits import LoginThrottle
 
 
@@ -66,8 +66,8 @@ def control_plane_api(
 
     @requires(Role.VIEWER)
     async def flow_get(request: Request, user: User) -> Response:
-        version = request.query_params.get("version")
-        return JSONResponse(_flow_body(store.get_flow(request.path_params["flow"], int(version) if version else None)))
+        version = whole_number(request.query_params.get("version"), "version", "?version=3")
+        return JSONResponse(_flow_body(store.get_flow(request.path_params["flow"], version)))
 
     @requires(Role.ENGINEER)
     async def flow_update(request: Request, user: User) -> Response:
@@ -91,15 +91,15 @@ def control_plane_api(
     @requires(Role.VIEWER)
     async def flow_diff(request: Request, user: User) -> Response:
         flow_id = request.path_params["flow"]
-        try:
-            old, new = int(request.query_params["from"]), int(request.query_params["to"])
-        except (KeyError, ValueError):
-            raise ApiError(400, "bad_request", "give two versions: ?from=N&to=M") from None
+        old = whole_number(request.query_params.get("from"), "from", "?from=1&to=2")
+        new = whole_number(request.query_params.get("to"), "to", "?from=1&to=2")
+        if old is None or new is None:
+            raise ApiError(400, "bad_request", "give two versions: ?from=N&to=M")
         return JSONResponse({"from": old, "to": new, **flows.diff(flow_id, old, new).to_dict()})
 
     @requires(Role.ENGINEER)
     async def flow_restore(request: Request, user: User) -> Response:
-        flow_id, version = request.path_params["flow"], int(request.path_params["version"])
+        flow_id, version = request.path_params["flow"], request.path_params["version"]  # {version:int}
         saved = flows.restore(flow_id, version, user.username)
         return JSONResponse({**_flow_body(saved), "restored_from": version})
 
@@ -117,8 +117,8 @@ def control_plane_api(
 
     @requires(Role.ENGINEER)
     async def flow_deploy(request: Request, user: User) -> Response:
-        body = await request.body()
-        mode = (await json_body(request)).get("mode", "modified") if body else "modified"
+        body = await json_object(request, '{"mode": "modified"} or {"mode": "full"}') if await request.body() else {}
+        mode = body.get("mode", "modified")
         return JSONResponse(await flows.deploy(request.path_params["flow"], mode, user.username))
 
     @requires(Role.OPERATOR)
@@ -134,9 +134,7 @@ def control_plane_api(
         return JSONResponse(flows.status(request.path_params["flow"]))
 
     async def login(request: Request) -> Response:
-        body = await json_body(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "bad_request", 'send {"username": ..., "password": ...}')
+        body = await json_object(request, '{"username": ..., "password": ...}')
         username, address = str(body.get("username", "")), request.client.host if request.client else "?"
         throttle.check(username, address)
         try:
@@ -156,13 +154,11 @@ def control_plane_api(
 
     @requires(Role.ADMIN)
     async def users_create(request: Request, user: User) -> Response:
-        body = await json_body(request)
-        if not isinstance(body, dict):
-            raise ApiError(400, "bad_request", 'send {"username", "password", "role"}')
+        body = await json_object(request, '{"username": ..., "password": ..., "role": "operator"}')
         role = Role.parse(str(body.get("role", "")))
         store.create_user(str(body.get("username", "")), hash_password(str(body.get("password", ""))),
                           role.name.lower())  # fmt: skip
-        return JSONResponse({"username": body["username"], "role": role.name.lower()}, status_code=201)
+        return JSONResponse({"username": str(body.get("username", "")), "role": role.name.lower()}, status_code=201)
 
     @requires(Role.VIEWER)
     async def flow_draft(request: Request, user: User) -> Response:
@@ -184,11 +180,8 @@ def control_plane_api(
 
     @requires(Role.ENGINEER)
     async def audit_trail(request: Request, user: User) -> Response:
-        try:
-            limit = int(request.query_params.get("limit", "200"))
-        except ValueError:
-            raise ApiError(400, "bad_request", "limit must be a whole number, e.g. ?limit=200") from None
-        return JSONResponse(store.audit_trail(min(limit, 5000), request.query_params.get("tool")))
+        limit = whole_number(request.query_params.get("limit"), "limit", "?limit=200") or 200
+        return JSONResponse(store.audit_trail(min(max(limit, 1), 5000), request.query_params.get("tool")))
 
     @requires(Role.VIEWER)
     async def secrets_list(request: Request, user: User) -> Response:

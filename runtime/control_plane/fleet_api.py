@@ -16,13 +16,7 @@ from streamforge.runtime.control_plane.auth import Role, User, role_guard
 from streamforge.runtime.control_plane.fleet import Approval, FleetService, parse_labels
 from streamforge.runtime.control_plane.live import UNAUTHORIZED
 from streamforge.runtime.control_plane.store import Store
-from streamforge.runtime.errors import ApiError, json_body
-
-
-def _object(body: Any, example: str) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", f"send a JSON object, e.g. {example}")
-    return body
+from streamforge.runtime.errors import ApiError, json_body, json_object
 
 
 def _target(body: dict[str, Any]) -> tuple[str | None, dict[str, str] | None]:
@@ -105,7 +99,7 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
 
     @requires(Role.ADMIN)
     async def labels(request: Request, user: User) -> Response:
-        body = _object(await json_body(request), '{"labels": {"site": "north"}}')
+        body = await json_object(request, '{"labels": {"site": "north"}}')
         return JSONResponse(
             fleet.set_labels(request.path_params["gateway"], parse_labels(body.get("labels"), "labels"))
         )
@@ -116,7 +110,7 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
 
     @requires(Role.ENGINEER)
     async def assign(request: Request, user: User) -> Response:
-        body = _object(await json_body(request), '{"flow": "line_1", "version": 3, "labels": {"site": "north"}}')
+        body = await json_object(request, '{"flow": "line_1", "version": 3, "labels": {"site": "north"}}')
         flow, version = body.get("flow"), body.get("version")
         if not isinstance(flow, str) or not isinstance(version, int) or isinstance(version, bool):
             raise ApiError(422, "invalid", "`flow` (an id) and `version` (a whole number) are required")
@@ -125,7 +119,7 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
 
     @requires(Role.ENGINEER)
     async def unassign(request: Request, user: User) -> Response:
-        body = _object(await json_body(request), '{"flow": "line_1", "labels": {"site": "north"}}')
+        body = await json_object(request, '{"flow": "line_1", "labels": {"site": "north"}}')
         if not isinstance(body.get("flow"), str):
             raise ApiError(422, "invalid", "`flow` (an id) is required")
         gateway, selector = _target(body)
@@ -135,14 +129,14 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
     @requires(Role.ENGINEER)
     async def rollback(request: Request, user: User) -> Response:
         raw = await request.body()
-        body = _object(await json_body(request), '{"flow": "line_1"}') if raw else {}
+        body = await json_object(request, '{"flow": "line_1"}') if raw else {}
         flow = body.get("flow")
         return JSONResponse(fleet.rollback(request.path_params["gateway"], user.username,
                                            flow if isinstance(flow, str) else None))  # fmt: skip
 
     @requires(Role.ADMIN)
     async def enrolment_key(request: Request, user: User) -> Response:
-        body = _object(await json_body(request), '{"labels": {"site": "north"}, "ttl_s": 3600}')
+        body = await json_object(request, '{"labels": {"site": "north"}, "ttl_s": 3600}')
         ttl = body.get("ttl_s", 3600)
         if not isinstance(ttl, int | float) or not 0 < ttl <= 30 * 86400:
             raise ApiError(422, "invalid", "`ttl_s` is seconds, at most 30 days")

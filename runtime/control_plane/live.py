@@ -15,7 +15,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from streamforge.engine.compiler import compile_flow
-from streamforge.engine.flow import validate_flow
+from streamforge.engine.flow import parse_flow
 from streamforge.engine.registry import NodeRegistry
 from streamforge.engine.secrets import placeholders
 from streamforge.engine.serde import Decoder
@@ -65,7 +65,7 @@ class LiveSession:
         version = self.gateway.running_version(flow)
         output = None
         if version is not None:  # the outputs of what the gateway runs, compiled here (no secret is read)
-            document = validate_flow(placeholders(self.store.get_flow(flow, version).document))
+            document = parse_flow(placeholders(self.store.get_flow(flow, version).document))
             plan = compile_flow(document, self.node_types)
             output = next((o for n in plan.nodes if n.node_id == node for o in n.outputs if o.port == port), None)
         if output is None:

@@ -23,9 +23,9 @@ class NodeMetrics:
                                   registry=self.registry)  # fmt: skip
         self.records_out = Counter("streamforge_node_records_out", "Records a node produced and Kafka acknowledged",
                                    [*labels, "port"], registry=self.registry)  # fmt: skip
-        self.errors = Counter("streamforge_node_errors", "Records rejected, batches failed, or device errors "
-                              "(kind=device: a failed connect or read)", [*labels, "kind"],
-                              registry=self.registry)  # fmt: skip
+        self.errors = Counter("streamforge_node_errors", "Failures by kind: connection (a failed or lost connection), "
+                              "device (a failed read), write (a failed sink write), kafka, encode, decode",
+                              [*labels, "kind"], registry=self.registry)  # fmt: skip
         self.lag = Gauge("streamforge_node_consumer_lag_records", "Records behind the end of the input topics",
                          labels, registry=self.registry)  # fmt: skip
         self.batch_seconds = Histogram(
@@ -45,6 +45,14 @@ class NodeMetrics:
         self.source_last_reading = Gauge(
             "streamforge_source_last_reading_timestamp_seconds", "When a source last produced a reading (Unix time)",
             labels, registry=self.registry,
+        )  # fmt: skip
+        self.sink_circuit_state = Gauge(
+            "streamforge_sink_circuit_state", "A sink's circuit breaker: 0 closed, 1 open (not writing), 2 half-open "
+            "(one trial write)", labels, registry=self.registry,
+        )  # fmt: skip
+        self.sink_write_seconds = Histogram(
+            "streamforge_sink_write_duration_seconds", "Time one successful batch write took", labels,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=self.registry,
         )  # fmt: skip
         self.restarts = Counter("streamforge_node_restarts", "Times a node was restarted after a failure", labels,
                                 registry=self.registry)  # fmt: skip

@@ -5,59 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.server import ModbusSerialServer
 
 from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.modbus_rtu import ModbusRtu
 from streamforge.nodes.modbus_tcp import ModbusTcp
 from streamforge.nodes.protocols.modbus import RegisterPoint, plan_blocks
 from streamforge.runtime.kafka.broker import free_port
-
-FLOAT_WORDS = list(struct.unpack(">HH", struct.pack(">f", 21.5)))  # big-endian words of 21.5
-HOLDING = [1234, *FLOAT_WORDS, 0, 0, 0xFFFF, 0xFFFE, 7, 0, 0]  # 0: uint16, 1-2: float32, 5-6: int32 -2, 7: 7
-COILS = [True, False, True, False, False, False, False, False]
-
-
-def device(unit: int = 1) -> SimDevice:
-    return SimDevice(
-        unit,
-        simdata=(
-            [SimData(0, count=8, values=COILS, datatype=DataType.BITS)],
-            [SimData(0, count=8, values=False, datatype=DataType.BITS)],
-            [SimData(0, count=len(HOLDING), values=HOLDING, datatype=DataType.UINT16)],
-            [SimData(0, count=2, values=[10, 20], datatype=DataType.UINT16)],
-        ),
-    )
-
-
-POINTS: list[dict[str, Any]] = [
-    {"asset_id": "press", "parameter": "count", "address": 0},
-    {"asset_id": "press", "parameter": "temp", "address": 1, "data_type": "float32", "unit": "degC"},
-    {"asset_id": "press", "parameter": "delta", "address": 5, "data_type": "int32"},
-    {"asset_id": "press", "parameter": "speed", "address": 7, "scale": 0.5, "offset": 1},
-    {"asset_id": "press", "parameter": "flow", "address": 1, "table": "input"},
-    {"asset_id": "press", "parameter": "running", "address": 2, "table": "coil", "data_type": "bool"},
-]
-
-
-@contextlib.asynccontextmanager
-async def tcp_server(port: int) -> AsyncIterator[ModbusTcpServer]:
-    server = ModbusTcpServer([device()], address=("127.0.0.1", port))
-    task = asyncio.create_task(server.serve_forever())
-    await asyncio.sleep(0.2)
-    try:
-        yield server
-    finally:
-        await server.shutdown()  # type: ignore[no-untyped-call]
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+from tests.devices import FLOAT_WORDS, POINTS, device, tcp_server
 
 
 def tcp_config(port: int, points: list[dict[str, Any]], timeout_s: float = 3.0) -> dict[str, Any]:

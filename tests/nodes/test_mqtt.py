@@ -22,11 +22,9 @@ from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.conftest import MqttBroker
+from tests.kafka_reading import read_from, tail
 from tests.load import BulkPublisher, numbered, offer_overload, publish_all, publisher_client, watch_broker_queue
 from tests.peers import make_pki, start_mosquitto
-from tests.runtime.gateway.test_gateway import gateway, read_from, tail
-
-__all__ = ["gateway"]  # the gateway fixture, shared with the gateway's own tests
 
 
 def test_payload_mapping_arrays_topic_levels_and_device_time() -> None:

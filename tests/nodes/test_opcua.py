@@ -3,60 +3,21 @@ to quality, secure channels refused until the server certificate is trusted."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from asyncua import ua
-from asyncua.common.node import Node
-from asyncua.crypto.cert_gen import setup_self_signed_certificate
-from asyncua.server.server import Server
 from asyncua.ua.status_codes import StatusCodes
-from cryptography.x509 import ObjectIdentifier
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from pydantic import ValidationError
 
 from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.opcua import OpcUa, OpcUaConfig, quality_of
 from streamforge.runtime.kafka.broker import free_port
-
-
-@dataclass
-class Plc:
-    endpoint: str
-    temp: Node
-    count: Node
-    namespace: int
-
-
-async def certificate(directory: Path, name: str, use: ObjectIdentifier) -> tuple[Path, Path]:
-    key, cert = directory / f"{name}.pem", directory / f"{name}.der"
-    await setup_self_signed_certificate(key, cert, f"urn:streamforge:{name}", "127.0.0.1", [use], {"commonName": name})
-    return cert, key
-
-
-@contextlib.asynccontextmanager
-async def running_plc(directory: Path, port: int) -> AsyncIterator[Plc]:
-    """A simulated PLC: an OPC UA server offering NoSecurity and Basic256Sha256 with Sign or SignAndEncrypt."""
-    cert, key = await certificate(directory, "plc", ExtendedKeyUsageOID.SERVER_AUTH)
-    server = Server()
-    await server.init()
-    endpoint = f"opc.tcp://127.0.0.1:{port}/streamforge/"
-    server.set_endpoint(endpoint)
-    server.set_security_policy([ua.SecurityPolicyType.NoSecurity, ua.SecurityPolicyType.Basic256Sha256_Sign,
-                                ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])  # fmt: skip
-    await server.load_certificate(str(cert))
-    await server.load_private_key(str(key))
-    namespace = await server.register_namespace("urn:streamforge:test-plc")
-    line = await server.nodes.objects.add_object(namespace, "Line1")
-    temp = await line.add_variable(namespace, "Temp", 20.0)
-    count = await line.add_variable(namespace, "Count", 7, ua.VariantType.Int32)
-    async with server:
-        yield Plc(endpoint, temp, count, namespace)
+from tests.devices import Plc, certificate, running_plc
 
 
 @pytest.fixture

@@ -23,10 +23,9 @@ from streamforge.nodes.sparkplug_b import Payload, metric_value
 from streamforge.runtime.gateway.gateway import Gateway
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.conftest import MqttBroker
+from tests.eventually import eventually
+from tests.kafka_reading import tail
 from tests.load import varint
-from tests.runtime.gateway.test_gateway import gateway, tail, until
-
-__all__ = ["gateway"]
 
 T0_MS = 1769680800000
 INT8, INT16, INT32, UINT32, UINT64, FLOAT, BOOLEAN, STRING = 1, 2, 3, 7, 8, 9, 11, 12
@@ -120,7 +119,7 @@ async def test_a_host_session_with_births_aliases_gaps_and_deaths(
         for topic, payload in [(f"{base}/NBIRTH/{edge}", node_birth), (f"{base}/DBIRTH/{edge}/{device}", device_birth),
                                (f"{base}/DDATA/{edge}/{device}", device_data)]:  # fmt: skip
             await edge_node.publish(topic, payload, qos=1)
-        await until(arrived, lambda a: len(readings(a)) >= 8)
+        await eventually(lambda: len(readings(arrived)) >= 8, what="readings", state=lambda: readings(arrived))
         assert readings(arrived) == [
             (edge, "Uptime", 100.0, "GOOD"),  # the string metric is not a reading
             (device, "temperature", 21.5, "GOOD"),
@@ -139,21 +138,22 @@ async def test_a_host_session_with_births_aliases_gaps_and_deaths(
         worker = next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "sp")
         os.kill(worker["pid"], signal.SIGKILL)
         await edge_node.publish(f"{base}/DDATA/{edge}/{device}", spb(3, {"alias": 13, "int_value": 9}), qos=1)
-        await until(arrived, lambda a: len(readings(a)) >= 9)
+        await eventually(lambda: len(readings(arrived)) >= 9, what="readings", state=lambda: readings(arrived))
         assert readings(arrived)[8] == (device, "Inputs/Offset", 9.0, "GOOD")
 
         # seq 9 after 3: a message was lost on the way; the data is still taken, and births are asked for again.
         gap_ms = int(time.time() * 1000)
         await edge_node.publish(f"{base}/DDATA/{edge}/{device}", spb(9, {"alias": 13, "int_value": 8}), qos=1)
         await next_rebirth(edge_node, gap_ms)
-        await until(arrived, lambda a: len(readings(a)) >= 10)
+        await eventually(lambda: len(readings(arrived)) >= 10, what="readings", state=lambda: readings(arrived))
         # An older session's will (bdSeq 2) is ignored; the current one's death makes every metric BAD.
         await edge_node.publish(f"{base}/NDEATH/{edge}", spb(None, {"name": "bdSeq", "datatype": UINT64,
                                                                     "long_value": 2}), qos=1)  # fmt: skip
         await edge_node.publish(f"{base}/NDEATH/{edge}", spb(None, {"name": "bdSeq", "datatype": UINT64,
                                                                     "long_value": 3}), qos=1)  # fmt: skip
         await edge_node.publish(f"{base}/NDATA/{edge}", b"\x0a\xff not protobuf", qos=1)
-        await until(arrived, lambda a: len(readings(a)) >= 15 and sum(m.topic == "dlq.telemetry" for m in a) >= 2)
+        await eventually(lambda: len(readings(arrived)) >= 15 and sum(m.topic == "dlq.telemetry" for m in arrived) >= 2,
+                         what="readings and dead letters", state=lambda: [m.record for m in arrived][-10:])  # fmt: skip
         assert sorted(readings(arrived)[10:]) == sorted([
             (edge, "Uptime", None, "BAD"),
             (device, "temperature", None, "BAD"),

@@ -31,6 +31,8 @@ def broken_flow() -> dict[str, Any]:
             {"from": "sim:out", "to": "val:in"},
             {"from": "val:dlq", "to": "agg:in"},  # dlq into telemetry: mismatched
             {"from": "agg:agg_1s", "to": "val:in"},  # closes a cycle, and mismatched too
+            {"from": "val:clean", "to": "ghost:in"},  # a wire to a node that is not there
+            {"from": "sim:nope", "to": "agg:in"},  # a port the simulator does not have
         ],
     }
 
@@ -46,6 +48,8 @@ def test_every_problem_is_reported_with_exit_code_1(tmp_path: Path) -> None:
     assert ("unknown_type", "/nodes/1/type") in found
     assert ("type_mismatch", "/edges/1") in found
     assert any(code == "cycle" for code, _ in found)
+    assert ("unknown_node", "/edges/3/to") in found  # a dangling edge hides nothing else
+    assert ("unknown_port", "/edges/4/from") in found
     assert "/nodes/1/type (node tele): unknown node type 'teleporter'" in done.stderr
 
 

@@ -1,14 +1,20 @@
-"""The sink runner: consume -> write (on a live connection, retried while the destination is away) -> commit."""
+"""The sink runner: consume -> write (on a live connection, retried while the destination is away, paused by the
+circuit breaker when it keeps failing) -> commit."""
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from streamforge.engine.connection import PeerLink, describe_failure
+from streamforge.engine.retry import CircuitBreaker, CircuitSettings, CircuitState
 from streamforge.engine.sdk import Message, PeerUnavailable, SinkNode
 from streamforge.runtime.gateway.runners.consumer import ConsumingRunner
 from streamforge.runtime.kafka.clients import BatchProducer, ConsumedBatch
+
+log = logging.getLogger("streamforge.runtime")
 
 
 class SinkRunner(ConsumingRunner):
@@ -18,6 +24,10 @@ class SinkRunner(ConsumingRunner):
 
     async def _begin(self) -> None:
         self._link = PeerLink(self.node, self._connection_health)
+        settings = getattr(self.node.config, "circuit", None)
+        self._breaker = CircuitBreaker(settings if isinstance(settings, CircuitSettings) else CircuitSettings())
+        self._circuit = self.env.metrics.sink_circuit_state.labels(**self.labels)
+        self._circuit.set(CircuitState.CLOSED)
         await self._link.connect()  # a destination that is down now makes the node DEGRADED, not the deploy fail
 
     async def _end(self) -> None:
@@ -29,17 +39,39 @@ class SinkRunner(ConsumingRunner):
         self._safe = dict(self._positions)
 
     async def _write(self, records: Sequence[Message]) -> None:
-        link = self._link
+        """Returns once the batch is written; until then nothing past it is committed."""
+        link, breaker, clock = self._link, self._breaker, self.node.clock
         while True:
-            if not link.connected and await link.connect() is not None:
+            if breaker.state is CircuitState.OPEN:
+                await clock.sleep(breaker.trial_at - clock.monotonic())
+                breaker.half_open()
+                self._circuit.set(CircuitState.HALF_OPEN)
+            problem = await link.connect() if not link.connected else None
+            if problem is None:
+                started = time.perf_counter()
+                try:
+                    await self.node.write(records)
+                except Exception as exc:  # any failure: keep the batch, reconnect, retry; never commit past it
+                    self.env.metrics.errors.labels(**self.labels, kind="write").inc()
+                    problem = f"write failed: {describe_failure(exc)}"
+                    await link.disconnected(PeerUnavailable(problem))
+                else:
+                    self.env.metrics.sink_write_seconds.labels(**self.labels).observe(time.perf_counter() - started)
+                    self.env.metrics.records_out.labels(**self.labels, port="write").inc(len(records))
+                    self._closed()
+                    return
+            if breaker.failure(clock.monotonic()):
+                self._circuit.set(CircuitState.OPEN)
+                why = (f"circuit open after {breaker.failures} consecutive failures; next trial in "
+                       f"{breaker.settings.open_s:g} s; last: {problem}")  # fmt: skip
+                self.cell.degrade("circuit", why)
+                log.warning("sink circuit open", extra={**self.labels, "error": why})
+            else:
                 await link.wait()
-                continue
-            try:
-                await self.node.write(records)
-            except Exception as exc:  # any failure: keep the batch, reconnect, retry; never commit past it
-                self.env.metrics.errors.labels(**self.labels, kind="write").inc()
-                await link.disconnected(PeerUnavailable(f"write failed: {describe_failure(exc)}"))
-                await link.wait()
-                continue
-            self.env.metrics.records_out.labels(**self.labels, port="write").inc(len(records))
-            return
+
+    def _closed(self) -> None:
+        if self._breaker.state is not CircuitState.CLOSED or self._breaker.failures:
+            log.info("sink circuit closed", extra=self.labels)
+        self._breaker.success()
+        self._circuit.set(CircuitState.CLOSED)
+        self.cell.recover("circuit")

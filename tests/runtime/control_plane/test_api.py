@@ -155,12 +155,20 @@ async def test_invalid_import_lists_every_problem_and_stores_nothing(api: Api) -
     broken = flow("broken")
     broken["nodes"].append({"id": "x", "type": "teleporter"})
     broken["nodes"][0]["config"]["rate_hz"] = -5
-    broken["edges"].append({"from": "val:dlq", "to": "x:in"})
+    broken["nodes"] += [{"id": "v2", "type": "validator"}, {"id": "v3", "type": "validator"}]
+    broken["edges"] += [
+        {"from": "val:dlq", "to": "x:in"},
+        {"from": "v2:clean", "to": "v3:in"},
+        {"from": "v3:clean", "to": "v2:in"},  # a cycle
+        {"from": "val:clean", "to": "ghost:in"},  # a wire to a node that is not there
+        {"from": "val:nope", "to": "v2:in"},  # a port the validator does not have
+    ]
     before = (await api.http.get("/flows", headers=engineer)).json()
     refused = await api.http.post("/flows/import", content=json.dumps(broken), headers=engineer)
     assert refused.status_code == 422
-    pointers = {p["pointer"] for p in refused.json()["error"]["problems"]}
-    assert {"/nodes/0/config/rate_hz", "/nodes/2/type"} <= pointers
+    problems = refused.json()["error"]["problems"]
+    assert {"/nodes/0/config/rate_hz", "/nodes/2/type"} <= {p["pointer"] for p in problems}
+    assert {"invalid_config", "unknown_type", "cycle", "unknown_node", "unknown_port"} <= {p["code"] for p in problems}
     assert (await api.http.get("/flows", headers=engineer)).json() == before
     malformed = await api.http.post("/flows/import", content=b"{nope", headers=engineer)
     assert malformed.status_code == 422 and malformed.json()["error"]["problems"][0]["code"] == "malformed_json"
@@ -275,3 +283,26 @@ async def test_failed_logins_are_throttled_per_user(api: Api) -> None:
     assert locked.status_code == 429 and "try again in" in locked.json()["error"]["message"]
     other = await api.http.post("/auth/login", json={"username": "viewer", "password": "viewer-password-123"})
     assert other.status_code == 200  # another user from the same address is not locked out
+
+
+async def test_malformed_bodies_and_parameters_get_the_error_shape_never_a_500(api: Api) -> None:
+    engineer, admin = api.as_("engineer"), api.as_("admin")
+    await api.http.post("/flows", json=flow("odd_inputs"), headers=engineer)
+    asked = [
+        ("GET", "/flows/odd_inputs?version=latest", None, engineer, 400, "version must be a whole number"),
+        ("GET", "/flows/odd_inputs/diff?from=1&to=two", None, engineer, 400, "to must be a whole number"),
+        ("GET", "/flows/odd_inputs/diff", None, engineer, 400, "give two versions"),
+        ("GET", "/audit?limit=lots", None, engineer, 400, "limit must be a whole number"),
+        ("POST", "/flows/odd_inputs/deploy", b"[1, 2]", engineer, 400, "must be a JSON object, not list"),
+        ("POST", "/flows/odd_inputs/deploy", b"{nope", engineer, 400, "not JSON"),
+        ("POST", "/auth/login", b'"admin"', None, 400, "must be a JSON object, not str"),
+        ("POST", "/users", b"null", admin, 400, "must be a JSON object, not NoneType"),
+        ("PUT", "/flows/odd_inputs", b"7", engineer, 422, "the document's id must be"),
+        ("POST", "/flows", b"[]", engineer, 422, "problem"),
+        ("POST", "/gateways/register", b'["x"]', None, 400, ""),
+    ]
+    for method, path, body, headers, status, says in asked:
+        answer = await api.http.request(method, path, content=body, headers=headers or {})
+        assert answer.status_code == status, (method, path, answer.status_code, answer.text)
+        error = answer.json()["error"]
+        assert set(error) >= {"code", "message"} and says in error["message"], (path, error)
