@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 
 from streamforge.engine.registry import NodeRegistry
 from streamforge.runtime.control_plane.api import control_plane_api
-from streamforge.runtime.control_plane.auth import Role, authenticate_header
+from streamforge.runtime.control_plane.auth import Role, authenticate_header, bearer_token, require_role
 from streamforge.runtime.control_plane.credentials import TOKEN_LIFETIME_S, TokenSigner
 from streamforge.runtime.control_plane.fleet import FleetService
 from streamforge.runtime.control_plane.fleet_api import fleet_routes
@@ -56,26 +56,22 @@ def registry_guard(control_plane: ControlPlane) -> Callable[[Request, bool], Non
     def check(request: Request, write: bool) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
-        if scheme.lower() == "basic":
+        if scheme.lower() == "basic":  # Confluent clients send the API token as the basic-auth password
             with contextlib.suppress(ValueError):
-                value = base64.b64decode(value).decode().partition(":")[2]
-            header = f"Bearer {value}"
-        token = header.partition(" ")[2].strip()
-        if not token:
-            raise RegistryError(401, 40101, "send `Authorization: Bearer <token>` or basic auth with an API token")
-        if token.count(".") == 2:  # a JWT: a gateway's
-            try:
-                fleet.signer.verify(token)
-            except ApiError as refused:
-                raise RegistryError(401, 40101, refused.message) from None
-            return
+                header = "Bearer " + base64.b64decode(value).decode().partition(":")[2]
         try:
-            user = authenticate_header(store, f"Bearer {token}")
+            token = bearer_token(header, "token>, or basic auth with an API token as the password")
+            if token.count(".") == 2:  # a JWT: a gateway's
+                fleet.signer.verify(token)
+                return
+            user = authenticate_header(store, header)
         except ApiError as refused:
             raise RegistryError(401, 40101, refused.message) from None
-        if write and user.role < Role.ENGINEER:
-            raise RegistryError(403, 40301, f"{user.username} is {user.role.name.lower()}; registering a schema "
-                                "needs an engineer or a gateway")  # fmt: skip
+        if write:
+            try:
+                require_role(user, Role.ENGINEER, "registering a schema (or a gateway's token)")
+            except ApiError as forbidden:
+                raise RegistryError(403, 40301, forbidden.message) from None
 
     return check
 

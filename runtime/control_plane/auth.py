@@ -70,15 +70,28 @@ def authenticate(store: Store, request: Request) -> User:
     return authenticate_header(store, request.headers.get("authorization", ""))
 
 
+def bearer_token(header: str, what: str = "token> (log in or create an API token") -> str:
+    """The token of an `Authorization: Bearer <token>` header value: the one place that reads the header; 401
+    saying what to send."""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(401, "unauthenticated", f"send `Authorization: Bearer <{what})`")
+    return token.strip()
+
+
 def authenticate_header(store: Store, header: str) -> User:
     """The user behind an `Authorization: Bearer <token>` header value; 401 saying what to send."""
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "unauthenticated", "send `Authorization: Bearer <token>` (log in or create an API token)")
-    row = store.token_user(token.strip())
+    row = store.token_user(bearer_token(header))
     if row is None:
         raise ApiError(401, "unauthenticated", "the token is unknown or revoked")
     return User(row["username"], Role.parse(row["role"]))
+
+
+def require_role(user: User, role: Role, action: str = "this") -> None:
+    """The one role check (REST, MCP, the schema registry): 403 naming who they are and what is needed."""
+    if user.role < role:
+        raise ApiError(403, "forbidden", f"{user.username} is {user.role.name.lower()}; {action} needs "
+                       f"{role.name.lower()} or higher")  # fmt: skip
 
 
 Handler = Callable[[Request, User], Awaitable[Response]]
@@ -91,9 +104,7 @@ def role_guard(store: Store) -> Callable[[Role], Callable[[Handler], Callable[[R
         def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             async def endpoint(request: Request) -> Response:
                 user = authenticate(store, request)
-                if user.role < role:
-                    needed = f"{user.username} is {user.role.name.lower()}; this needs {role.name.lower()}"
-                    raise ApiError(403, "forbidden", needed)
+                require_role(user, role)
                 return await handler(request, user)
 
             endpoint.__name__ = handler.__name__

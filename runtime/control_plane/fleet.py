@@ -22,6 +22,7 @@ from typing import Any
 from streamforge.engine.flow import validate_flow
 from streamforge.engine.registry import NodeRegistry
 from streamforge.engine.secrets import references
+from streamforge.runtime.control_plane.auth import bearer_token
 from streamforge.runtime.control_plane.credentials import TokenSigner, seal, valid_public_key
 from streamforge.runtime.control_plane.store import Store, token_digest
 from streamforge.runtime.errors import ApiError
@@ -227,10 +228,7 @@ class FleetService:
 
     def authenticate(self, authorization: str, gateway_id: str) -> dict[str, Any]:
         """The gateway behind a bearer JWT, which must be `gateway_id` and approved: 401 / 403 otherwise."""
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "unauthenticated", "send `Authorization: Bearer <gateway token>`")
-        claims = self.signer.verify(token.strip())
+        claims = self.signer.verify(bearer_token(authorization, "gateway token>"))
         if claims.gateway_id != gateway_id:
             raise ApiError(403, "forbidden", f"this token belongs to gateway {claims.gateway_id}, not {gateway_id}")
         row = self._row(gateway_id)

@@ -111,7 +111,7 @@ async def test_every_endpoint_refuses_missing_bad_and_insufficient_credentials(a
             if role < needed:
                 below = await api.http.request(method, path, headers=api.as_(role.name.lower()))
                 assert below.status_code == 403, (method, path, role)
-                assert f"this needs {needed.name.lower()}" in below.json()["error"]["message"]
+                assert f"this needs {needed.name.lower()} or higher" in below.json()["error"]["message"]
 
 
 async def test_login_and_api_tokens(api: Api) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -148,7 +149,11 @@ async def test_an_agent_builds_a_flow_by_tools_and_only_a_human_approval_deploys
         ("agent", "refused", None),
         ("agent", "refused", None),
     ]
-    assert all(len(e["arguments_digest"]) == 64 for e in trail)
+    # The digest covers the whole argument set, defaults included: an auditor recomputes it from the call.
+    sent = {"flow_id": "agent_line", "node_id": "sim", "config": {"rate_hz": 3}, "replace": False}
+    recomputed = hashlib.sha256(json.dumps(sent, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    edits = (await stack.http.get("/audit?tool=update_node_config")).json()
+    assert recomputed in {e["arguments_digest"] for e in edits}
 
 
 async def test_hard_blocks_are_refused_with_reasons_and_audited_over_stdio(stack: Stack) -> None:
@@ -197,10 +202,12 @@ async def test_device_strings_come_back_quoted_as_data_and_trigger_nothing(stack
         analysis = await call(mcp, "analyze_dlq", limit=2000)
         group = next(g for g in analysis["groups"] if g["device_data"]["values"]["asset_id"] == INJECTION)
         assert group["reason"] == "out_of_range" and "min/max" in group["fix"]
-    await asyncio.sleep(1)
+        # An agent that obeys the text in the data anyway (an Engineer, even) cannot deploy: a person approves.
+        obeyed = await call(mcp, "deploy_flow", flow_id="injected", approval_token="sfa_from_the_device_data")
+        assert obeyed["refused"] and "approval" in json.dumps(obeyed)
     assert {f["id"]: f["deployed_version"] for f in (await stack.http.get("/flows")).json()} == deployed_before
-    trail = (await stack.http.get("/audit?limit=500")).json()
-    assert not [e for e in trail if e["identity"] == "reader" and e["tool"] in ("deploy_flow", "apply_config_change")]
+    trail = (await stack.http.get("/audit?tool=deploy_flow")).json()
+    assert [e["outcome"] for e in trail if e["identity"] == "reader"] == ["refused"]
 
 
 async def test_fleet_tools_list_gateways_and_assign_only_with_an_approval_for_exactly_that(stack: Stack) -> None:

@@ -13,6 +13,7 @@ from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer
 from streamforge.runtime.kafka.supervisor import BrokerState, EmbeddedKafka
 from tests.conftest import create_topic
 from tests.engine.samples import SAMPLES
+from tests.eventually import eventually
 
 
 async def test_crash_restart_keeps_data_and_ports_then_fails_past_limit(
@@ -35,16 +36,16 @@ async def test_crash_restart_keeps_data_and_ports_then_fails_past_limit(
         assert kafka.bootstrap == bootstrap
         async with BatchConsumer(kafka.bootstrap, f"{unique}.g", [topic], Decoder(registry)) as consumer:
             got: list[Message] = []
-            while len(got) < 50:
-                got += (await consumer.next_batch(timeout_ms=2000)).records
+
+            async def all_back() -> bool:
+                got.extend((await consumer.next_batch(timeout_ms=500)).records)
+                return len(got) >= 50
+
+            await eventually(all_back, 60, 0, what="the 50 records after the restart", state=lambda: len(got))
         assert len(got) == 50
 
         kafka.kill()  # the second crash within the window exceeds max_restarts=1
-        for _ in range(100):
-            if kafka.health()["status"] == "FAILED":
-                break
-            await asyncio.sleep(0.1)
-        assert kafka.health()["status"] == "FAILED"
+        await eventually(lambda: kafka.health()["status"] == "FAILED", 10, what="FAILED", state=kafka.health)
     assert kafka.health()["status"] == BrokerState.STOPPED
 
 
