@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -12,10 +13,11 @@ from typing import Any
 import networkx as nx
 from pydantic import SecretStr, ValidationError
 
-from streamforge.engine.flow import FlowDocument, NodeSpec, structural_problems
+from streamforge.engine.flow import FlowDocument, NodeSpec, parse_flow, structural_problems
 from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
 from streamforge.engine.registry import NodeRegistry
 from streamforge.engine.sdk import Kind, NodeClass, NodeConfig, PortType
+from streamforge.engine.secrets import placeholders, resolve
 
 GATEWAY_PROCESS = "gateway"
 
@@ -102,6 +104,16 @@ def _config_problems(index: int, node: NodeSpec, cls: NodeClass) -> tuple[NodeCo
             for error in exc.errors()
         ]  # fmt: skip
         return None, problems
+
+
+def compile_document(
+    document: dict[str, Any], registry: NodeRegistry, secret: Callable[[str], str | None] | None = None
+) -> ExecutionPlan:
+    """The one chain from a document (stored, synced or read from a file) to its plan, for the CLI, the control
+    plane and the gateway alike: secret references resolved by `secret` (or by stand-ins, to check or plan without
+    reading a secret), then the schema, then every other problem at once."""
+    resolved = placeholders(document) if secret is None else resolve(document, secret)
+    return compile_flow(parse_flow(resolved), registry)
 
 
 def compile_flow(doc: FlowDocument, registry: NodeRegistry) -> ExecutionPlan:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from streamforge.engine.compiler import ExecutionPlan
 from streamforge.engine.flow import FlowDocument
 from streamforge.engine.problems import Problem
 from streamforge.runtime.kafka.install import KAFKA_VERSION, InstallError, distribution, install
@@ -195,15 +196,19 @@ def _load_or_fail(path: Path) -> FlowDocument:
     raise AssertionError("unreachable")
 
 
-def _with_secrets(document: FlowDocument, reveal: bool) -> FlowDocument:
-    """Secret references resolved: from STREAMFORGE_SECRET_<NAME> to run, by stand-ins to validate or plan."""
-    from streamforge.engine.flow import parse_flow
-    from streamforge.engine.secrets import placeholders, resolve
+def _compiled(path: Path, reveal: bool) -> ExecutionPlan:
+    """FILE's plan: secrets from STREAMFORGE_SECRET_<NAME> to run, stand-ins to validate or plan; every problem
+    of the document reported (exit 1) if it does not compile."""
+    from streamforge.engine.compiler import compile_document
+    from streamforge.engine.problems import FlowInvalid
+    from streamforge.engine.registry import load_registry
 
-    raw = document.model_dump(by_alias=True)
-    if not reveal:
-        return parse_flow(placeholders(raw))
-    return parse_flow(resolve(raw, lambda name: os.environ.get(secret_env_name(name))))
+    secret = (lambda name: os.environ.get(secret_env_name(name))) if reveal else None
+    try:
+        return compile_document(_load_or_fail(path).model_dump(by_alias=True), load_registry(), secret)
+    except FlowInvalid as exc:
+        _report_problems(path, exc.problems)
+    raise AssertionError("unreachable")
 
 
 def secret_env_name(name: str) -> str:
@@ -226,16 +231,8 @@ def flow() -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def flow_validate(files: tuple[Path, ...]) -> None:
     """Check documents and compile them; list every problem with its JSON pointer. Exit 1 if any."""
-    from streamforge.engine.compiler import compile_flow
-    from streamforge.engine.problems import FlowInvalid
-    from streamforge.engine.registry import load_registry
-
-    registry = load_registry()
     for path in files:
-        try:
-            compile_flow(_with_secrets(_load_or_fail(path), reveal=False), registry)
-        except FlowInvalid as exc:
-            _report_problems(path, exc.problems)
+        _compiled(path, reveal=False)
         click.echo(json.dumps({"file": str(path), "valid": True}))
 
 
@@ -271,15 +268,7 @@ def flow_diff(old: Path, new: Path) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 def flow_plan(file: Path) -> None:
     """The execution plan: tasks, topics, consumer groups, and the process each node runs in."""
-    from streamforge.engine.compiler import compile_flow
-    from streamforge.engine.problems import FlowInvalid
-    from streamforge.engine.registry import load_registry
-
-    try:
-        plan = compile_flow(_with_secrets(_load_or_fail(file), reveal=False), load_registry())
-    except FlowInvalid as exc:
-        _report_problems(file, exc.problems)
-    click.echo(json.dumps(plan.to_dict(), indent=2))
+    click.echo(json.dumps(_compiled(file, reveal=False).to_dict(), indent=2))
 
 
 @main.command()
@@ -290,15 +279,9 @@ def flow_plan(file: Path) -> None:
 @click.option("--port", type=int, default=8080, show_default=True, help="Health and metrics port (0: any free).")
 def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | None, port: int) -> None:
     """Run a gateway with embedded Kafka and FILE's flow until Ctrl-C. An invalid flow starts nothing."""
-    from streamforge.engine.compiler import compile_flow
-    from streamforge.engine.problems import FlowInvalid
-    from streamforge.engine.registry import load_registry
     from streamforge.runtime.gateway.run import run_plan
 
-    try:
-        plan = compile_flow(_with_secrets(_load_or_fail(file), reveal=True), load_registry())
-    except FlowInvalid as exc:
-        _report_problems(file, exc.problems)
+    plan = _compiled(file, reveal=True)
     from streamforge.runtime.gateway.gateway import DeployFailed
 
     data_dir.mkdir(parents=True, exist_ok=True)

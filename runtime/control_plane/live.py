@@ -14,10 +14,8 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from streamforge.engine.compiler import compile_flow
-from streamforge.engine.flow import parse_flow
+from streamforge.engine.compiler import compile_document
 from streamforge.engine.registry import NodeRegistry
-from streamforge.engine.secrets import placeholders
 from streamforge.engine.serde import Decoder
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.store import Store
@@ -65,8 +63,7 @@ class LiveSession:
         version = self.gateway.running_version(flow)
         output = None
         if version is not None:  # the outputs of what the gateway runs, compiled here (no secret is read)
-            document = parse_flow(placeholders(self.store.get_flow(flow, version).document))
-            plan = compile_flow(document, self.node_types)
+            plan = compile_document(self.store.get_flow(flow, version).document, self.node_types)
             output = next((o for n in plan.nodes if n.node_id == node for o in n.outputs if o.port == port), None)
         if output is None:
             await self.send({"type": "error", "message": f"no deployed output {flow}/{node}:{port}"})

@@ -6,11 +6,11 @@ import hashlib
 import json
 from typing import Any
 
-from streamforge.engine.compiler import compile_flow
-from streamforge.engine.flow import FlowDiff, FlowDocument, diff_flows, parse_flow, validate_flow
+from streamforge.engine.compiler import compile_document
+from streamforge.engine.flow import FlowDiff, FlowDocument, diff_flows, validate_flow
 from streamforge.engine.problems import FlowInvalid, Problem
 from streamforge.engine.registry import NodeRegistry
-from streamforge.engine.secrets import externalize, placeholders, resolve
+from streamforge.engine.secrets import externalize
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.store import FlowVersion, Store
 from streamforge.runtime.errors import ApiError
@@ -43,7 +43,7 @@ class FlowService:
     def problems(self, document: FlowDocument) -> list[Problem]:
         """What a deploy would refuse, checked with stand-ins for secrets (no secret is read to validate)."""
         try:
-            compile_flow(parse_flow(placeholders(document.model_dump(by_alias=True))), self.node_types)
+            compile_document(document.model_dump(by_alias=True), self.node_types)
         except FlowInvalid as invalid:
             return invalid.problems
         return []
@@ -86,7 +86,7 @@ class FlowService:
         if mode not in ("modified", "full"):
             raise ApiError(422, "invalid", "mode must be `modified` or `full`")
         version = self.store.get_flow(flow_id)
-        compile_flow(parse_flow(resolve(version.document, self.store.secret)), self.node_types)
+        compile_document(version.document, self.node_types, self.store.secret)
         targets = [(a["target"], None) if a["target_kind"] == "gateway" else (None, a["labels"])
                    for a in fleet.assignments(flow_id)] or [(link.gateway_id, None)]  # fmt: skip
         covered = set().union(*(fleet.covered(gateway_id, labels) for gateway_id, labels in targets))

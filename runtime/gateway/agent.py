@@ -28,11 +28,9 @@ import websockets
 from nacl.public import PrivateKey, SealedBox
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamforge.engine.compiler import ExecutionPlan, compile_flow
-from streamforge.engine.flow import parse_flow
+from streamforge.engine.compiler import ExecutionPlan, compile_document
 from streamforge.engine.problems import FlowInvalid
 from streamforge.engine.sdk import Kind
-from streamforge.engine.secrets import resolve
 from streamforge.runtime.errors import ApiError
 from streamforge.runtime.files import write_durably
 from streamforge.runtime.gateway.desired_state import StateCache, read_whole, versions
@@ -231,7 +229,7 @@ class SyncAgent:
         def lookup(name: str) -> str | None:
             return self.identity.unseal(sealed[name]) if name in sealed else None
 
-        return {document["id"]: compile_flow(parse_flow(resolve(document, lookup)), self.gateway.node_types)
+        return {document["id"]: compile_document(document, self.gateway.node_types, lookup)
                 for document in state.get("flows", [])}  # fmt: skip
 
     async def _deploy(self, state: dict[str, Any]) -> dict[str, Any]:
