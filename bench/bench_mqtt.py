@@ -32,7 +32,7 @@ from bench_pipeline import on_broker, print_rates, run_cli
 
 from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import validate_flow
-from streamforge.engine.registry import load_registry
+from streamforge.engine.node_types import load_node_types
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
 from streamforge.engine.serde import Decoder
 from streamforge.engine.topics import TOPICS
@@ -123,7 +123,7 @@ async def streamforge_pipeline(port: int, bootstrap: str, prefix: str, count: in
     async with serve_app(schema_registry_app(SchemaStore())) as registry_url:
         remote = HttpSchemaRegistry(registry_url)
         registry = CachedSchemaRegistry(remote, SchemaCache(state / "schemas.json"))
-        gateway = Gateway(bootstrap, registry, load_registry(False), state, registry_url)
+        gateway = Gateway(bootstrap, registry, load_node_types(False), state, registry_url)
         try:
             async with Landed(bootstrap) as landed:
                 await gateway.deploy(compile_flow(validate_flow(flow), gateway.node_types))

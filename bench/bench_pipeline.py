@@ -22,8 +22,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import NewTopic
 
 from streamforge.engine.compiler import InputPlan, NodePlan, OutputPlan
+from streamforge.engine.node_types import load_node_types
 from streamforge.engine.records import telemetry
-from streamforge.engine.registry import load_registry
 from streamforge.engine.schema_registry import InMemorySchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.serde import Decoder, encoder_for
@@ -111,7 +111,7 @@ async def bare_passthrough(bootstrap: str, source: str, count: int) -> float:
 async def node_plan(bootstrap: str, node_type: str, node_id: str, source: str, config: dict[str, Any],
                     out_prefix: str | None = None) -> NodePlan:  # fmt: skip
     """The plan of one processor reading `source`, its output and changelog topics created."""
-    cls = load_registry(include_plugins=False).get(node_type)
+    cls = load_node_types(include_plugins=False).get(node_type)
     assert cls is not None
     prefix = out_prefix or f"{source}.{node_id}"
     outputs = tuple(OutputPlan(p.name, p.type.value, f"{prefix}.{p.name}") for p in cls.outputs)
@@ -136,7 +136,7 @@ async def stage(
     node_id = f"{node_type}_{time.time_ns() % 10**9}"
     plan = await node_plan(bootstrap, node_type, node_id, source, config)
     metrics = NodeMetrics()
-    runner = runner_for(plan, FLOW, RuntimeEnv(bootstrap, registry, metrics, load_registry(False)))
+    runner = runner_for(plan, FLOW, RuntimeEnv(bootstrap, registry, metrics, load_node_types(False)))
     processed = metrics.records_in.labels(flow=FLOW, node=node_id)
     started = time.perf_counter()
     task = asyncio.create_task(runner.run())
@@ -157,7 +157,7 @@ async def latency(bootstrap: str, registry: InMemorySchemaRegistry, rate: float,
     await create_topics(bootstrap, [NewTopic(source, 12, 1)])
     plan = await node_plan(bootstrap, "validator", "lat", source, VALIDATOR, out_prefix=source)
     clean = plan.outputs[0].topic
-    runner = runner_for(plan, FLOW, RuntimeEnv(bootstrap, registry, NodeMetrics(), load_registry(False)))
+    runner = runner_for(plan, FLOW, RuntimeEnv(bootstrap, registry, NodeMetrics(), load_node_types(False)))
     task = asyncio.create_task(runner.run())
     await runner.ready.wait()
     samples: list[float] = []

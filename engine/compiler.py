@@ -14,8 +14,8 @@ import networkx as nx
 from pydantic import SecretStr, ValidationError
 
 from streamforge.engine.flow import FlowDocument, NodeSpec, parse_flow, structural_problems
+from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
-from streamforge.engine.registry import NodeRegistry
 from streamforge.engine.sdk import Kind, NodeClass, NodeConfig, PortType
 from streamforge.engine.secrets import placeholders, resolve
 
@@ -107,7 +107,7 @@ def _config_problems(index: int, node: NodeSpec, cls: NodeClass) -> tuple[NodeCo
 
 
 def compile_document(
-    document: dict[str, Any], registry: NodeRegistry, secret: Callable[[str], str | None] | None = None
+    document: dict[str, Any], registry: NodeTypes, secret: Callable[[str], str | None] | None = None
 ) -> ExecutionPlan:
     """The one chain from a document (stored, synced or read from a file) to its plan, for the CLI, the control
     plane and the gateway alike: secret references resolved by `secret` (or by stand-ins, to check or plan without
@@ -116,7 +116,7 @@ def compile_document(
     return compile_flow(parse_flow(resolved), registry)
 
 
-def compile_flow(doc: FlowDocument, registry: NodeRegistry) -> ExecutionPlan:
+def compile_flow(doc: FlowDocument, registry: NodeTypes) -> ExecutionPlan:
     """Check everything and build the plan; FlowInvalid lists every problem found, each located: the document's
     wiring between its own nodes too, so a dangling edge does not hide an unknown type, a bad port or a cycle."""
     problems: list[Problem] = structural_problems(doc)

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
-from streamforge.engine.registry import NodeRegistry
 
 SECRET_KEY = "$secret"
 
@@ -18,7 +18,7 @@ def is_reference(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {SECRET_KEY} and isinstance(value[SECRET_KEY], str)
 
 
-def secret_fields(node_types: NodeRegistry, type_name: str) -> list[str]:
+def secret_fields(node_types: NodeTypes, type_name: str) -> list[str]:
     """Top-level config fields a node type declares as SecretStr (the editor masks them too)."""
     cls = node_types.get(type_name)
     if cls is None:
@@ -28,7 +28,7 @@ def secret_fields(node_types: NodeRegistry, type_name: str) -> list[str]:
     ]
 
 
-def externalize(document: dict[str, Any], node_types: NodeRegistry, keep: Callable[[str, str], None]) -> dict[str, Any]:
+def externalize(document: dict[str, Any], node_types: NodeTypes, keep: Callable[[str, str], None]) -> dict[str, Any]:
     """A copy where every plaintext value of a secret field is handed to `keep(name, value)` and replaced by a
     reference named `<flow>.<node>.<field>`; so no stored or exported document ever holds a secret value."""
     result = copy.deepcopy(document)

@@ -200,12 +200,12 @@ def _compiled(path: Path, reveal: bool) -> ExecutionPlan:
     """FILE's plan: secrets from STREAMFORGE_SECRET_<NAME> to run, stand-ins to validate or plan; every problem
     of the document reported (exit 1) if it does not compile."""
     from streamforge.engine.compiler import compile_document
+    from streamforge.engine.node_types import load_node_types
     from streamforge.engine.problems import FlowInvalid
-    from streamforge.engine.registry import load_registry
 
     secret = (lambda name: os.environ.get(secret_env_name(name))) if reveal else None
     try:
-        return compile_document(_load_or_fail(path).model_dump(by_alias=True), load_registry(), secret)
+        return compile_document(_load_or_fail(path).model_dump(by_alias=True), load_node_types(), secret)
     except FlowInvalid as exc:
         _report_problems(path, exc.problems)
     raise AssertionError("unreachable")
@@ -424,9 +424,9 @@ def node() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Full palette with ports and config JSON Schemas.")
 def node_list(as_json: bool) -> None:
     """Every registered node type: built-ins and installed packages."""
-    from streamforge.engine.registry import load_registry
+    from streamforge.engine.node_types import load_node_types
 
-    registry = load_registry()
+    registry = load_node_types()
     if as_json:
         click.echo(json.dumps([cls.describe() | {"origin": registry.origin(cls.type)} for cls in registry], indent=2))
         return

@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from streamforge.engine.flow import load_flow
-from streamforge.engine.registry import load_registry
+from streamforge.engine.node_types import load_node_types
 from streamforge.engine.schema_registry import HttpSchemaRegistry, SchemaRegistry
 from streamforge.engine.secrets import externalize
 from streamforge.runtime.control_plane.app import ControlPlane, control_plane_app, heartbeat_flusher
 from streamforge.runtime.control_plane.auth import ensure_admin
 from streamforge.runtime.control_plane.editor import editor_routes
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
-from streamforge.runtime.control_plane.mcp_server import RecentLogs, mcp_route, mcp_server
+from streamforge.runtime.control_plane.mcp_tools.server import mcp_route, mcp_server
+from streamforge.runtime.control_plane.mcp_tools.toolkit import RecentLogs
 from streamforge.runtime.control_plane.schema_registry import LocalSchemaRegistry
 from streamforge.runtime.control_plane.service import DEPLOY_TIMEOUT_S, FlowService
 from streamforge.runtime.control_plane.store import Store
@@ -44,7 +45,9 @@ def seed_demo(store: Store, demo: Path) -> str | None:
         return None
     document = load_flow(demo.read_bytes())
     keep = functools.partial(store.put_secret, user="streamforge")
-    saved = store.save_flow(externalize(document.model_dump(by_alias=True), load_registry(), keep), None, "streamforge")
+    saved = store.save_flow(
+        externalize(document.model_dump(by_alias=True), load_node_types(), keep), None, "streamforge"
+    )
     store.mark_deployed(saved.flow_id, saved.version)
     return saved.flow_id
 
@@ -134,7 +137,7 @@ async def up(
     `devices`: also run the simulated Modbus PLC and OPC UA server the demo flow reads (runtime/demo_devices.py).
     """
     stop = stop_on_signals()
-    node_types = load_registry()
+    node_types = load_node_types()
     control_plane = ControlPlane.open(data_dir, node_types)
     store, fleet = control_plane.store, control_plane.fleet
     password = ensure_admin(store)

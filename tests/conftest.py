@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import NewTopic
 
-from streamforge.engine.registry import load_registry
+from streamforge.engine.node_types import load_node_types
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
 from streamforge.nodes.protocols.mqtt import MqttTls
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
@@ -143,7 +143,7 @@ async def gateway(
     gw = Gateway(
         kafka.bootstrap,
         registry,
-        load_registry(include_plugins=False),
+        load_node_types(include_plugins=False),
         tmp_path,
         registry_url,
         policy=RestartPolicy(max_restarts=2, window_s=60, backoff_s=0.05),

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from streamforge.engine.flow import dump_flow, load_flow, validate_flow
-from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.node_types import NodeTypes
 from streamforge.runtime.control_plane.auth import Role, User, check_password, hash_password, role_guard
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.live import live_endpoint
@@ -38,7 +38,7 @@ def _flow_body(version: Any) -> dict[str, Any]:
 
 def control_plane_api(
     store: Store,
-    node_types: NodeRegistry,
+    node_types: NodeTypes,
     gateway: GatewayLink | None = None,
     extra_routes: Iterable[BaseRoute] = (),
     api_routes: Iterable[BaseRoute] = (),

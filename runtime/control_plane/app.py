@@ -16,14 +16,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 
-from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.node_types import NodeTypes
 from streamforge.runtime.control_plane.api import control_plane_api
 from streamforge.runtime.control_plane.auth import Role, authenticate_header, bearer_token, require_role
 from streamforge.runtime.control_plane.credentials import TOKEN_LIFETIME_S, TokenSigner
 from streamforge.runtime.control_plane.fleet import FleetService
 from streamforge.runtime.control_plane.fleet_api import fleet_routes
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
-from streamforge.runtime.control_plane.schema_registry import RegistryError, SchemaStore, schema_registry_app
+from streamforge.runtime.control_plane.schema_registry import SchemaApiError, SchemaStore, schema_registry_app
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError
 from streamforge.runtime.limits import SMALL_BODY_BYTES, BodyLimit
@@ -34,12 +34,12 @@ HEARTBEAT_FLUSH_S = 5.0
 @dataclass
 class ControlPlane:
     store: Store
-    node_types: NodeRegistry
+    node_types: NodeTypes
     fleet: FleetService
     schemas: SchemaStore
 
     @classmethod
-    def open(cls, data_dir: Path, node_types: NodeRegistry, poll_interval_s: float = 30.0,
+    def open(cls, data_dir: Path, node_types: NodeTypes, poll_interval_s: float = 30.0,
              token_lifetime_s: float = TOKEN_LIFETIME_S) -> ControlPlane:  # fmt: skip
         """The control plane's state under data_dir: database (+ secrets key), signing key, schema registry."""
         store = Store(data_dir / "control-plane.sqlite")
@@ -66,12 +66,12 @@ def registry_guard(control_plane: ControlPlane) -> Callable[[Request, bool], Non
                 return
             user = authenticate_header(store, header)
         except ApiError as refused:
-            raise RegistryError(401, 40101, refused.message) from None
+            raise SchemaApiError(401, 40101, refused.message) from None
         if write:
             try:
                 require_role(user, Role.ENGINEER, "registering a schema (or a gateway's token)")
             except ApiError as forbidden:
-                raise RegistryError(403, 40301, forbidden.message) from None
+                raise SchemaApiError(403, 40301, forbidden.message) from None
 
     return check
 

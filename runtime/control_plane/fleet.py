@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from streamforge.engine.flow import validate_flow
-from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.secrets import references
 from streamforge.runtime.control_plane.auth import bearer_token
 from streamforge.runtime.control_plane.credentials import TokenSigner, seal, valid_public_key
@@ -89,7 +89,7 @@ class FleetService:
     """Gateways and what they should run. The gateway always initiates (register, sync); the control plane
     answers with desired state and, over a websocket, only ever says "poll now"."""
 
-    def __init__(self, store: Store, node_types: NodeRegistry, signer: TokenSigner,
+    def __init__(self, store: Store, node_types: NodeTypes, signer: TokenSigner,
                  poll_interval_s: float = POLL_INTERVAL_S) -> None:  # fmt: skip
         self.store, self.node_types, self.signer = store, node_types, signer
         self.poll_interval_s = poll_interval_s

@@ -15,7 +15,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from streamforge.engine.compiler import compile_document
-from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.serde import Decoder
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.store import Store
@@ -41,7 +41,7 @@ def json_safe(record: dict[str, Any]) -> dict[str, Any]:
 class LiveSession:
     """One browser tab: the subscriptions it asked for, each a task, all cancelled when it goes."""
 
-    def __init__(self, socket: WebSocket, gateway: GatewayLink, store: Store, node_types: NodeRegistry) -> None:
+    def __init__(self, socket: WebSocket, gateway: GatewayLink, store: Store, node_types: NodeTypes) -> None:
         self.socket, self.gateway, self.store, self.node_types = socket, gateway, store, node_types
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self._send = asyncio.Lock()
@@ -97,7 +97,7 @@ class LiveSession:
 
 
 def live_endpoint(
-    store: Store, node_types: NodeRegistry, gateway: GatewayLink | None
+    store: Store, node_types: NodeTypes, gateway: GatewayLink | None
 ) -> Callable[[WebSocket], Coroutine[Any, Any, None]]:
     """`/api/v1/live?token=...`: send {"subscribe": "status"} or {"tap": {"flow", "node", "port"}}."""
 

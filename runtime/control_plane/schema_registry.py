@@ -22,7 +22,7 @@ from streamforge.engine.schemas import canonical_json
 LEVELS = {"NONE", "BACKWARD", "BACKWARD_TRANSITIVE"}
 
 
-class RegistryError(Exception):
+class SchemaApiError(Exception):
     """An error in Confluent's shape: HTTP status, error_code, message."""
 
     def __init__(self, status: int, code: int, message: str) -> None:
@@ -56,7 +56,7 @@ class SchemaStore:
 
     def set_level(self, subject: str | None, level: str) -> None:
         if level not in LEVELS:
-            raise RegistryError(422, 42203, f"invalid compatibility level {level!r}; use one of {sorted(LEVELS)}")
+            raise SchemaApiError(422, 42203, f"invalid compatibility level {level!r}; use one of {sorted(LEVELS)}")
         self._db.execute("INSERT OR REPLACE INTO config VALUES (?, ?)", (subject or "", level))
 
     def subjects(self) -> list[str]:
@@ -69,7 +69,7 @@ class SchemaStore:
             (subject,),
         ).fetchall()
         if not rows:
-            raise RegistryError(404, 40401, f"Subject '{subject}' not found.")
+            raise SchemaApiError(404, 40401, f"Subject '{subject}' not found.")
         return [(int(v), int(i), str(s)) for v, i, s in rows]
 
     def version(self, subject: str, version: str) -> tuple[int, int, str]:
@@ -79,19 +79,19 @@ class SchemaStore:
         for row in rows:
             if str(row[0]) == version:
                 return row
-        raise RegistryError(404, 40402, f"Version {version} not found.")
+        raise SchemaApiError(404, 40402, f"Version {version} not found.")
 
     def by_id(self, schema_id: int) -> str:
         row = self._db.execute("SELECT schema FROM schemas WHERE id=?", (schema_id,)).fetchone()
         if row is None:
-            raise RegistryError(404, 40403, f"Schema {schema_id} not found")
+            raise SchemaApiError(404, 40403, f"Schema {schema_id} not found")
         return str(row[0])
 
     def problems(self, subject: str, schema: dict[str, Any], version: str | None = None) -> list[str]:
         level = self.level(subject)
         try:
             existing = self.versions(subject)
-        except RegistryError:
+        except SchemaApiError:
             return []
         if level == "NONE":
             return []
@@ -113,7 +113,7 @@ class SchemaStore:
                     return schema_id
             problems = self.problems(subject, schema)
             if problems:
-                raise RegistryError(
+                raise SchemaApiError(
                     409,
                     409,
                     f"Schema being registered is incompatible with an earlier schema for subject "
@@ -128,7 +128,7 @@ class SchemaStore:
     def _safe_versions(self, subject: str) -> list[tuple[int, int, str]]:
         try:
             return self.versions(subject)
-        except RegistryError:
+        except SchemaApiError:
             return []
 
 
@@ -137,9 +137,9 @@ def _parse(text: str) -> dict[str, Any]:
         schema = json.loads(text)
         fastavro.parse_schema(schema)
     except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as exc:
-        raise RegistryError(422, 42201, f"Invalid Avro schema: {exc}") from exc
+        raise SchemaApiError(422, 42201, f"Invalid Avro schema: {exc}") from exc
     if not isinstance(schema, dict):
-        raise RegistryError(422, 42201, "Invalid Avro schema: top level must be a record")
+        raise SchemaApiError(422, 42201, "Invalid Avro schema: top level must be a record")
     return schema
 
 
@@ -151,19 +151,19 @@ async def _json(request: Request) -> Any:
     try:
         return await request.json()
     except ValueError as exc:
-        raise RegistryError(400, 400, f"request body is not JSON: {exc}") from exc
+        raise SchemaApiError(400, 400, f"request body is not JSON: {exc}") from exc
 
 
 async def _body(request: Request) -> dict[str, Any]:
     body = await _json(request)
     if not isinstance(body, dict) or not isinstance(body.get("schema"), str):
-        raise RegistryError(422, 42201, "body must be an object with a string field 'schema'")
+        raise SchemaApiError(422, 42201, "body must be an object with a string field 'schema'")
     if body.get("schemaType", "AVRO") != "AVRO":
-        raise RegistryError(422, 42201, f"schemaType {body['schemaType']!r} is not supported; only AVRO")
+        raise SchemaApiError(422, 42201, f"schemaType {body['schemaType']!r} is not supported; only AVRO")
     return body
 
 
-Guard = Callable[[Request, bool], None]  # (request, is_write): raises RegistryError to refuse
+Guard = Callable[[Request, bool], None]  # (request, is_write): raises SchemaApiError to refuse
 
 
 def schema_registry_app(store: SchemaStore, guard: Guard | None = None) -> Starlette:
@@ -194,7 +194,7 @@ def schema_registry_app(store: SchemaStore, guard: Guard | None = None) -> Starl
         for number, schema_id, text in store.versions(subject):
             if text == canonical:
                 return _answer({"subject": subject, "version": number, "id": schema_id, "schema": text})
-        raise RegistryError(404, 40403, "Schema not found")
+        raise SchemaApiError(404, 40403, "Schema not found")
 
     async def by_id(request: Request) -> JSONResponse:
         return _answer({"schema": store.by_id(int(request.path_params["schema_id"]))})
@@ -215,7 +215,7 @@ def schema_registry_app(store: SchemaStore, guard: Guard | None = None) -> Starl
         return _answer({"is_compatible": not problems, "messages": problems})
 
     async def registry_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RegistryError)
+        assert isinstance(exc, SchemaApiError)
         return _answer({"error_code": exc.code, "message": exc.message}, exc.status)
 
     def guarded(endpoint: Callable[[Request], Awaitable[JSONResponse]]) -> Callable[[Request], Awaitable[JSONResponse]]:
@@ -238,7 +238,7 @@ def schema_registry_app(store: SchemaStore, guard: Guard | None = None) -> Starl
         Route("/config/{subject}", guarded(config), methods=["GET", "PUT"]),
         Route("/compatibility/subjects/{subject}/versions/{version}", guarded(compatibility), methods=["POST"]),
     ]
-    return Starlette(routes=routes, exception_handlers={RegistryError: registry_error})
+    return Starlette(routes=routes, exception_handlers={SchemaApiError: registry_error})
 
 
 class LocalSchemaRegistry:
@@ -253,6 +253,6 @@ class LocalSchemaRegistry:
     async def schema_by_id(self, schema_id: int) -> dict[str, Any]:
         try:
             schema: dict[str, Any] = json.loads(self.store.by_id(schema_id))
-        except RegistryError as missing:
+        except SchemaApiError as missing:
             raise SchemaNotFound(missing.message) from None
         return schema

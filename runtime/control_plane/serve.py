@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from streamforge.engine.registry import load_registry
+from streamforge.engine.node_types import load_node_types
 from streamforge.runtime.control_plane.app import ControlPlane, control_plane_app, heartbeat_flusher
 from streamforge.runtime.control_plane.auth import ensure_admin
 from streamforge.runtime.control_plane.credentials import TOKEN_LIFETIME_S
@@ -29,7 +29,7 @@ async def serve_control_plane(
 ) -> None:
     """Run until SIGINT/SIGTERM. Gateways register at /api/v1/gateways/register and sync from there."""
     stop = stop_on_signals()
-    control_plane = ControlPlane.open(data_dir, load_registry(), poll_interval_s, token_lifetime_s)
+    control_plane = ControlPlane.open(data_dir, load_node_types(), poll_interval_s, token_lifetime_s)
     password = ensure_admin(control_plane.store)
     if password is not None:
         say(f"first start: created user `admin` with password {password} (shown once; stored only hashed)")

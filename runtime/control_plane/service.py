@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from streamforge.engine.compiler import compile_document
-from streamforge.engine.flow import FlowDiff, FlowDocument, diff_flows, validate_flow
+from streamforge.engine.flow import FlowDiff, FlowDocument, diff_flows, parse_flow, validate_flow
+from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.problems import FlowInvalid, Problem
-from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.sdk import Kind
 from streamforge.engine.secrets import externalize
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.store import FlowVersion, Store
@@ -33,11 +36,22 @@ def fleet_digest(action: str, flow_id: str, arguments: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(significant, sort_keys=True).encode()).hexdigest()
 
 
+def placement(document: FlowDocument, kind: Kind, after: str | None) -> tuple[float, float]:
+    """Where a new node goes on the canvas: right of `after`, else in its kind's column, below what is there."""
+    columns = {Kind.SOURCE: 40.0, Kind.PROCESSOR: 360.0, Kind.SINK: 1000.0}
+    anchor = document.node(after) if after else None
+    x = anchor.x + 320 if anchor else columns[kind]
+    y = anchor.y if anchor else 80.0
+    while any(abs(n.x - x) < 200 and abs(n.y - y) < 120 for n in document.nodes):
+        y += 140
+    return x, y
+
+
 class FlowService:
     """The control plane's flow operations, with the store, the node types and the gateway a deploy goes to by
     default (in `streamforge up`, the local one; it is reached only through the fleet, like any other)."""
 
-    def __init__(self, store: Store, node_types: NodeRegistry, gateway: GatewayLink | None) -> None:
+    def __init__(self, store: Store, node_types: NodeTypes, gateway: GatewayLink | None) -> None:
         self.store, self.node_types, self.gateway = store, node_types, gateway
 
     def problems(self, document: FlowDocument) -> list[Problem]:
@@ -126,6 +140,23 @@ class FlowService:
         if found is not None:
             return found
         return self.store.get_flow(flow_id).document, None
+
+    def edit_draft(self, flow_id: str, user: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Apply `change` to a copy of the flow's draft; keep it only if it adds no problem besides unwired inputs
+        (a flow is built a node at a time). FlowInvalid with just the problems the change added."""
+        document, _editor = self.draft(flow_id)
+        before = {(p.code, p.pointer, p.message) for p in self.problems(parse_flow(document))}
+        edited = copy.deepcopy(document)
+        change(edited)
+        checked = parse_flow(edited)
+        after = self.problems(checked)
+        new = [p for p in after if (p.code, p.pointer, p.message) not in before and p.code != "dangling_port"]
+        if new:
+            raise FlowInvalid(new)
+        self.put_draft(checked.model_dump(by_alias=True), user)
+        return {"flow": flow_id, "draft": "saved", "nodes": [n.id for n in checked.nodes],
+                "edges": [f"{e.source} -> {e.target}" for e in checked.edges],
+                "still_to_do": [p.to_dict() for p in after]}  # fmt: skip
 
     def put_draft(self, document: dict[str, Any], user: str) -> FlowDocument:
         """Keep an edited document as the flow's draft: structurally valid, never the running flow."""

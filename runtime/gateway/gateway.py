@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from streamforge.engine.compiler import ExecutionPlan, NodePlan, compile_flow
 from streamforge.engine.flow import load_flow
-from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.schema_registry import SchemaRegistry
 from streamforge.engine.sdk import CommandInvalid, Kind
 from streamforge.engine.topics import TOPICS
@@ -59,7 +59,7 @@ class Gateway:
         self,
         bootstrap: str,
         registry: SchemaRegistry,
-        node_types: NodeRegistry,
+        node_types: NodeTypes,
         state_dir: Path,
         registry_url: str | None = None,
         policy: RestartPolicy | None = None,

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from streamforge.engine.compiler import ExecutionPlan
-from streamforge.engine.registry import load_registry
+from streamforge.engine.node_types import load_node_types
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache, bearer_from_file
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
 from streamforge.runtime.gateway.gateway import Gateway, health_app
@@ -54,7 +54,7 @@ async def gateway_stack(
         credentials = bearer_from_file(registry_token_file) if registry_token_file else None
         remote = HttpSchemaRegistry(schemas_url, credentials=credentials)
         registry = CachedSchemaRegistry(remote, SchemaCache(state_dir / "schema-cache" / "gateway.json"))
-        gateway = Gateway(servers, registry, load_registry(), state_dir, schemas_url,
+        gateway = Gateway(servers, registry, load_node_types(), state_dir, schemas_url,
                           kafka_health=kafka.health if kafka else None,
                           registry_token_file=registry_token_file)  # fmt: skip
         try:

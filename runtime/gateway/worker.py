@@ -14,7 +14,7 @@ from typing import Any
 from prometheus_client import generate_latest
 
 from streamforge.engine.compiler import node_plan_from_dict
-from streamforge.engine.registry import registry_for
+from streamforge.engine.node_types import node_types_for
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache, bearer_from_file
 from streamforge.runtime.gateway.metrics import METRICS_INTERVAL_S, NodeMetrics, worker_metrics_path, write_atomically
 from streamforge.runtime.gateway.runners import NodeStatus, RuntimeEnv, runner_for
@@ -36,7 +36,7 @@ async def serve(spec: dict[str, Any]) -> None:
     )
     cache = SchemaCache(Path(settings["state_dir"]) / "schema-cache" / f"{spec['flow_id']}.{plan.node_id}.json")
     metrics = NodeMetrics()
-    env = RuntimeEnv(settings["bootstrap"], CachedSchemaRegistry(remote, cache), metrics, registry_for(plan.type))
+    env = RuntimeEnv(settings["bootstrap"], CachedSchemaRegistry(remote, cache), metrics, node_types_for(plan.type))
     metrics_file = worker_metrics_path(Path(settings["state_dir"]), spec["flow_id"], plan.node_id)
     runner = runner_for(plan, spec["flow_id"], env)
     run = asyncio.create_task(runner.run())

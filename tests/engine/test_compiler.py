@@ -8,10 +8,10 @@ import pytest
 
 from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import validate_flow
+from streamforge.engine.node_types import load_node_types
 from streamforge.engine.problems import FlowInvalid
-from streamforge.engine.registry import load_registry
 
-REGISTRY = load_registry(include_plugins=False)
+REGISTRY = load_node_types(include_plugins=False)
 SIM = {"signals": [{"asset_id": "a", "parameter": "p"}]}
 
 

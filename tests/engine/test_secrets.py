@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from streamforge.engine.node_types import load_node_types
 from streamforge.engine.problems import FlowInvalid
-from streamforge.engine.registry import load_registry
 from streamforge.engine.secrets import externalize, placeholders, resolve
 
 DOC: dict[str, Any] = {
@@ -22,7 +22,7 @@ DOC: dict[str, Any] = {
 
 def test_plaintext_in_secret_fields_moves_to_the_store() -> None:
     kept: dict[str, str] = {}
-    stored = externalize(DOC, load_registry(False), kept.__setitem__)
+    stored = externalize(DOC, load_node_types(False), kept.__setitem__)
     assert kept == {"line.db.dsn": "postgresql://u:hunter2@db/x"}
     assert stored["nodes"][0]["config"] == {"dsn": {"$secret": "line.db.dsn"}, "table_prefix": "a_"}
     assert "hunter2" not in repr(stored) and DOC["nodes"][0]["config"]["dsn"].endswith("/x")  # input untouched
@@ -31,7 +31,7 @@ def test_plaintext_in_secret_fields_moves_to_the_store() -> None:
 
 
 def test_a_missing_secret_is_located() -> None:
-    stored = externalize(DOC, load_registry(False), lambda name, value: None)
+    stored = externalize(DOC, load_node_types(False), lambda name, value: None)
     with pytest.raises(FlowInvalid) as caught:
         resolve(stored, lambda name: None)
     (problem,) = caught.value.problems

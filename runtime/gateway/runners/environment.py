@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streamforge.engine.registry import NodeRegistry
+from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.schema_registry import SchemaRegistry
 from streamforge.runtime.gateway.metrics import NodeMetrics
 
@@ -16,5 +16,5 @@ class RuntimeEnv:
     bootstrap: str
     registry: SchemaRegistry
     metrics: NodeMetrics
-    node_types: NodeRegistry
+    node_types: NodeTypes
     batch_size: int = 2000

@@ -15,11 +15,11 @@ import pytest
 import websockets
 
 from streamforge.engine.flow import dump_flow, validate_flow
-from streamforge.engine.registry import load_registry
+from streamforge.engine.node_types import load_node_types
 from streamforge.runtime.control_plane.app import ControlPlane, control_plane_app, heartbeat_flusher
 from streamforge.runtime.control_plane.auth import Role, ensure_admin, hash_password
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
-from streamforge.runtime.control_plane.mcp_server import RecentLogs
+from streamforge.runtime.control_plane.mcp_tools.toolkit import RecentLogs
 from streamforge.runtime.control_plane.schema_registry import LocalSchemaRegistry
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.http import serve_app
@@ -43,7 +43,7 @@ class Api:
 async def api(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Api]:
     """The control plane, and a real gateway process (on the session's Kafka) that it deploys to."""
     root = tmp_path_factory.mktemp("api")
-    control_plane = ControlPlane.open(root / "cp", load_registry(False))
+    control_plane = ControlPlane.open(root / "cp", load_node_types(False))
     store = control_plane.store
     admin_password = ensure_admin(store)
     assert admin_password and ensure_admin(store) is None  # only on first start

@@ -18,7 +18,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from streamforge.runtime.control_plane.mcp_server import HARD_BLOCKS
+from streamforge.runtime.control_plane.mcp_tools.hard_blocks import HARD_BLOCKS
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.stack import Stack, running_up
 

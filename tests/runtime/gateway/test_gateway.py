@@ -13,8 +13,8 @@ import pytest
 
 from streamforge.engine.compiler import ExecutionPlan, compile_flow
 from streamforge.engine.flow import validate_flow
+from streamforge.engine.node_types import NodeTypes, load_node_types
 from streamforge.engine.problems import FlowInvalid
-from streamforge.engine.registry import NodeRegistry, load_registry
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway, health_app
@@ -47,8 +47,8 @@ class Crashy(ProcessorNode[NodeConfig]):
         raise ValueError("bug in node code")
 
 
-def node_types() -> NodeRegistry:
-    registry = load_registry(include_plugins=False)
+def node_types() -> NodeTypes:
+    registry = load_node_types(include_plugins=False)
     registry.register(Broken, "test")
     registry.register(Crashy, "test")
     return registry

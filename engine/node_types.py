@@ -15,14 +15,14 @@ ENTRY_POINT_GROUP = "streamforge.nodes"
 BUILTIN_PACKAGE = "streamforge.nodes"
 
 
-class RegistryError(RuntimeError):
+class NodeTypeError(RuntimeError):
     """A node type that cannot be registered: duplicate name, or an incomplete declaration."""
 
 
 def check_node_class(cls: Any, origin: str) -> NodeClass:
     """Refuse a class that does not declare what the SDK requires, saying what is missing."""
     if not (isinstance(cls, type) and issubclass(cls, Node)):
-        raise RegistryError(f"{origin}: {cls!r} is not a streamforge Node subclass")
+        raise NodeTypeError(f"{origin}: {cls!r} is not a streamforge Node subclass")
     problems = []
     if not isinstance(getattr(cls, "type", None), str) or not cls.type:
         problems.append("a `type` name")
@@ -39,11 +39,11 @@ def check_node_class(cls: Any, origin: str) -> NodeClass:
         if len(names) != len(set(names)):
             problems.append(f"unique port names in `{side}`")
     if problems:
-        raise RegistryError(f"{origin}: node class {cls.__name__} needs " + ", ".join(problems))
+        raise NodeTypeError(f"{origin}: node class {cls.__name__} needs " + ", ".join(problems))
     return cls
 
 
-class NodeRegistry:
+class NodeTypes:
     """Every node type by its unique name."""
 
     def __init__(self, classes: Iterable[tuple[NodeClass, str]] = ()) -> None:
@@ -57,7 +57,7 @@ class NodeRegistry:
         """`package`: the distribution that provides it, as `name==version` (what a gateway reports)."""
         checked = check_node_class(cls, origin)
         if checked.type in self._types:
-            raise RegistryError(
+            raise NodeTypeError(
                 f"node type {checked.type!r} from {origin} is already registered by {self._origins[checked.type]}; "
                 "type names must be unique: rename one of them"
             )
@@ -105,25 +105,25 @@ def plugin_classes() -> Iterator[tuple[NodeClass, str, str | None]]:
         try:
             loaded = entry.load()
         except Exception as exc:  # a broken plugin must name itself, not crash with a bare traceback
-            raise RegistryError(f"entry point {entry.name} = {entry.value} failed to load: {exc!r}") from exc
+            raise NodeTypeError(f"entry point {entry.name} = {entry.value} failed to load: {exc!r}") from exc
         package = f"{entry.dist.name}=={entry.dist.version}" if entry.dist else None
         yield loaded, f"package {package or '?'} (entry point {entry.name})", package
 
 
-def registry_for(type_name: str) -> NodeRegistry:
+def node_types_for(type_name: str) -> NodeTypes:
     """A registry with just `type_name`: a worker process imports only its own node's module (a built-in's is
     named after its type), not every protocol library; any other type needs the full registry."""
     with contextlib.suppress(ImportError):
         module = importlib.import_module(f"{BUILTIN_PACKAGE}.{type_name}")
         node = getattr(module, "NODE", None)
         if node is not None and getattr(node, "type", None) == type_name:
-            return NodeRegistry([(node, f"built-in {module.__name__}")])
-    return load_registry()
+            return NodeTypes([(node, f"built-in {module.__name__}")])
+    return load_node_types()
 
 
-def load_registry(include_plugins: bool = True) -> NodeRegistry:
+def load_node_types(include_plugins: bool = True) -> NodeTypes:
     """Built-ins, then installed plugins; a duplicate type name is a load error."""
-    registry = NodeRegistry(builtin_classes())
+    registry = NodeTypes(builtin_classes())
     if include_plugins:
         for cls, origin, package in plugin_classes():
             registry.register(cls, origin, package)

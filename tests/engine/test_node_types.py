@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from streamforge.engine.registry import NodeRegistry, RegistryError, load_registry
+from streamforge.engine.node_types import NodeTypeError, NodeTypes, load_node_types
 from streamforge.engine.sdk import Kind, NodeConfig, Port, PortType, ProcessorNode
 from streamforge.nodes.validator import Validator
 
 
 def test_builtins_are_registered_with_full_declarations() -> None:
-    registry = load_registry(include_plugins=False)
+    registry = load_node_types(include_plugins=False)
     assert {"simulator", "validator", "aggregator"} <= set(registry.names())
     entry = registry.get("validator")
     assert entry is not None
@@ -27,8 +27,8 @@ def test_duplicate_type_name_is_a_load_error() -> None:
         type = "validator"
         inputs = (Port("in", PortType.ANY),)
 
-    registry = NodeRegistry([(Validator, "built-in")])
-    with pytest.raises(RegistryError, match=r"'validator' from package evil is already registered by built-in"):
+    registry = NodeTypes([(Validator, "built-in")])
+    with pytest.raises(NodeTypeError, match=r"'validator' from package evil is already registered by built-in"):
         registry.register(Impostor, "package evil")
 
 
@@ -36,6 +36,6 @@ def test_incomplete_class_is_refused_with_what_is_missing() -> None:
     class Half(ProcessorNode[Any]):  # no config model
         inputs = (Port("in", PortType.ANY), Port("in", PortType.ANY))
 
-    with pytest.raises(RegistryError, match=r"needs a `type` name, a config model .*unique port names in `inputs`"):
-        NodeRegistry().register(Half, "test")
+    with pytest.raises(NodeTypeError, match=r"needs a `type` name, a config model .*unique port names in `inputs`"):
+        NodeTypes().register(Half, "test")
     assert Half.kind is Kind.PROCESSOR
