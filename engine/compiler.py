@@ -84,6 +84,13 @@ class ExecutionPlan:
     def node(self, node_id: str) -> NodePlan:
         return next(node for node in self.nodes if node.node_id == node_id)
 
+    def unchanged_since(self, before: ExecutionPlan | None) -> set[str]:
+        """Nodes a modified-nodes deploy of this plan over `before` keeps running: same id, same fingerprint (type,
+        version, config, wiring; a rename or a move is no change). The one definition the gateway deploys by and
+        the editor marks modified nodes by."""
+        old = {node.node_id: node.fingerprint for node in before.nodes} if before else {}
+        return {node.node_id for node in self.nodes if old.get(node.node_id) == node.fingerprint}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "flow": self.flow_id,

@@ -130,6 +130,12 @@ def control_plane_api(
         return JSONResponse(await flows.running_gateway().command(flow, node, name, args))
 
     @requires(Role.VIEWER)
+    async def flow_changes(request: Request, user: User) -> Response:
+        """What deploying the document in the body would restart (the editor's modified marks and count)."""
+        document = await json_object(request, "the flow document being edited")
+        return JSONResponse(flows.changes(request.path_params["flow"], document))
+
+    @requires(Role.VIEWER)
     async def flow_status(request: Request, user: User) -> Response:
         return JSONResponse(flows.status(request.path_params["flow"]))
 
@@ -219,6 +225,7 @@ def control_plane_api(
         Route("/flows/{flow}/export", flow_export),
         Route("/flows/{flow}/deploy", flow_deploy, methods=["POST"]),
         Route("/flows/{flow}/status", flow_status),
+        Route("/flows/{flow}/changes", flow_changes, methods=["POST"]),
         Route("/flows/{flow}/draft", flow_draft),
         Route("/flows/{flow}/approvals", flow_approve, methods=["POST"]),
         Route("/audit", audit_trail),

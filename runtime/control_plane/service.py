@@ -62,6 +62,30 @@ class FlowService:
             return invalid.problems
         return []
 
+    def changes(self, flow_id: str, document: Any) -> dict[str, Any]:
+        """What deploying `document` would restart, against what runs: the compiler's fingerprints, the definition
+        the gateway deploys by (a rename restarts nothing, a rewire restarts the node). With `problems` when it
+        would not deploy; `modified` is then null."""
+        summary = next((f for f in self.store.list_flows() if f["id"] == flow_id), None)
+        deployed_version = summary["deployed_version"] if summary else None
+        before = (compile_document(self.store.get_flow(flow_id, deployed_version).document, self.node_types)
+                  if deployed_version is not None else None)  # fmt: skip
+        running = {node.node_id for node in before.nodes} if before else set()
+        try:
+            after = compile_document(document if isinstance(document, dict) else {}, self.node_types)
+        except FlowInvalid as invalid:
+            ids = (
+                {n.get("id") for n in document.get("nodes", []) if isinstance(n, dict)}
+                if isinstance(document, dict)
+                else set()
+            )
+            return {"flow": flow_id, "deployed_version": deployed_version, "modified": None,
+                    "removed": sorted(running - ids), "problems": [p.to_dict() for p in invalid.problems]}  # fmt: skip
+        same = after.unchanged_since(before)
+        return {"flow": flow_id, "deployed_version": deployed_version,
+                "modified": sorted(n.node_id for n in after.nodes if n.node_id not in same),
+                "removed": sorted(running - {n.node_id for n in after.nodes}), "problems": []}  # fmt: skip
+
     def save(self, document: FlowDocument, base_version: int | None, user: str) -> FlowVersion:
         """Store a version; plaintext in secret fields moves into the secret store first."""
         stored = externalize(document.model_dump(by_alias=True), self.node_types,

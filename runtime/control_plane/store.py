@@ -193,8 +193,9 @@ class Store:
                                  "load it and save with its version")  # fmt: skip
             if base_version is not None and (not live or row["version"] != base_version):
                 current = row["version"] if live else "none"
-                raise ApiError(409, "conflict", f"flow {flow_id!r} is at version {current}, not {base_version}: "
-                                 "someone saved it meanwhile; reload, reapply your change, save again")  # fmt: skip
+                raise ApiError(409, "version_conflict", f"flow {flow_id!r} is at version {current}, not "
+                               f"{base_version}: someone saved it meanwhile; reload, reapply your change, "
+                               "save again")  # fmt: skip
             version = (row["version"] if row is not None else 0) + 1
             stored = {**document, "version": version}
             self._db.execute("BEGIN")

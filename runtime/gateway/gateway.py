@@ -110,11 +110,8 @@ class Gateway:
             await self._ensure_topics(plan)
             previous = self.plans.get(plan.flow_id)
             running = self.handles.setdefault(plan.flow_id, {})
-            old_nodes = {node.node_id: node for node in previous.nodes} if previous else {}
-            new_nodes = {node.node_id: node for node in plan.nodes}
-            keep = [node_id for node_id, node in new_nodes.items()
-                    if modified_only and node_id in old_nodes and old_nodes[node_id].fingerprint == node.fingerprint
-                    and node_id in running]  # fmt: skip
+            same = plan.unchanged_since(previous) if modified_only else set()
+            keep = [node.node_id for node in plan.nodes if node.node_id in same and node.node_id in running]
             to_stop = [node_id for node_id in running if node_id not in keep]
             report = DeployReport(unchanged=sorted(keep))
             stopped = {node_id: running.pop(node_id) for node_id in to_stop}

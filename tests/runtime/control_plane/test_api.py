@@ -137,7 +137,8 @@ async def test_versions_stale_save_diff_and_restore(api: Api) -> None:
     mine, theirs = dict(created, label="mine"), dict(created, label="theirs")
     assert (await api.http.put("/flows/line_a", json=mine, headers=engineer)).json()["version"] == 2
     stale = await api.http.put("/flows/line_a", json=theirs, headers=engineer)
-    assert stale.status_code == 409 and "is at version 2, not 1" in stale.json()["error"]["message"]
+    assert stale.status_code == 409 and stale.json()["error"]["code"] == "version_conflict"
+    assert "is at version 2, not 1" in stale.json()["error"]["message"]
     moved = (await api.http.get("/flows/line_a", headers=engineer)).json()
     moved["nodes"][0]["x"] = 500
     moved["nodes"][1]["config"] = {"gap_factor": 4}
@@ -306,3 +307,41 @@ async def test_malformed_bodies_and_parameters_get_the_error_shape_never_a_500(a
         assert answer.status_code == status, (method, path, answer.status_code, answer.text)
         error = answer.json()["error"]
         assert set(error) >= {"code", "message"} and says in error["message"], (path, error)
+
+
+async def test_changes_are_what_a_deploy_would_restart_by_the_compilers_fingerprints(api: Api) -> None:
+    engineer = api.as_("engineer")
+    doc = flow("changes_flow")
+    doc["nodes"].append({"id": "val2", "type": "validator", "x": 400, "y": 20, "config": {}})
+    doc["edges"].append({"from": "sim:out", "to": "val2:in"})
+    created = await api.http.post("/flows", json=doc, headers=engineer)
+    assert created.status_code == 201, created.text
+    assert (await api.http.post("/flows/changes_flow/deploy", headers=engineer)).status_code == 200
+
+    async def changes(edit: Any) -> dict[str, Any]:
+        document = json.loads(json.dumps(doc))
+        edit(document)
+        answer = await api.http.post("/flows/changes_flow/changes", json=document, headers=api.as_("viewer"))
+        assert answer.status_code == 200, answer.text
+        result: dict[str, Any] = answer.json()
+        return result
+
+    def rename(d: dict[str, Any]) -> None:
+        d["nodes"][0]["name"], d["nodes"][0]["x"] = "Press line 1", 999  # a rename and a move restart nothing
+
+    assert (await changes(rename))["modified"] == []
+
+    def rewire(d: dict[str, Any]) -> None:
+        d["edges"] = [{"from": "sim:out", "to": "val:in"}]  # val2 loses its input
+
+    rewired = await changes(rewire)
+    assert rewired["modified"] == [] or rewired["problems"]  # val2 unwired: it would not deploy
+    assert rewired["modified"] is None and rewired["problems"][0]["node_id"] == "val2"
+
+    def reconfigure_and_remove(d: dict[str, Any]) -> None:
+        d["nodes"][1]["config"] = {"rules": [{"max": 5}]}
+        d["nodes"] = [n for n in d["nodes"] if n["id"] != "val2"]
+        d["edges"] = [e for e in d["edges"] if e["to"] != "val2:in"]
+
+    changed = await changes(reconfigure_and_remove)
+    assert changed["modified"] == ["val"] and changed["removed"] == ["val2"] and changed["problems"] == []
