@@ -199,32 +199,32 @@ class FlowDiff:
 
     nodes_added: list[str] = field(default_factory=list)
     nodes_removed: list[str] = field(default_factory=list)
-    nodes_changed: dict[str, list[str]] = field(default_factory=dict)  # node id -> changed fields
+    nodes_changed: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # node -> [{field, old, new}]
     edges_added: list[str] = field(default_factory=list)
     edges_removed: list[str] = field(default_factory=list)
+    label: tuple[str, str] | None = None  # (old, new)
 
     @property
     def empty(self) -> bool:
         return not (self.nodes_added or self.nodes_removed or self.nodes_changed
-                    or self.edges_added or self.edges_removed)  # fmt: skip
+                    or self.edges_added or self.edges_removed or self.label)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "label": {"old": self.label[0], "new": self.label[1]} if self.label else None,
             "nodes": {"added": self.nodes_added, "removed": self.nodes_removed, "changed": self.nodes_changed},
             "edges": {"added": self.edges_added, "removed": self.edges_removed},
         }
 
 
-def _config_paths(old: Any, new: Any, prefix: str) -> list[str]:
+def _changed_values(old: Any, new: Any, prefix: str) -> list[dict[str, Any]]:
+    """Each leaf that differs, as {field (a JSON pointer under the node), old, new}; None: absent on that side."""
     if isinstance(old, dict) and isinstance(new, dict):
-        paths: list[str] = []
+        found: list[dict[str, Any]] = []
         for key in sorted(set(old) | set(new)):
-            paths += _config_paths(old.get(key, _ABSENT), new.get(key, _ABSENT), f"{prefix}/{key}")
-        return paths
-    return [] if old == new else [prefix]
-
-
-_ABSENT = object()
+            found += _changed_values(old.get(key), new.get(key), f"{prefix}/{key}")
+        return found
+    return [] if old == new else [{"field": prefix, "old": old, "new": new}]
 
 
 def diff_flows(old: FlowDocument, new: FlowDocument) -> FlowDiff:
@@ -236,12 +236,15 @@ def diff_flows(old: FlowDocument, new: FlowDocument) -> FlowDiff:
     )
     for node_id in sorted(set(before) & set(after)):
         a, b = before[node_id], after[node_id]
-        changed = [name for name in ("type", "name") if getattr(a, name) != getattr(b, name)]
-        changed += _config_paths(a.config, b.config, "config")
+        changed = [{"field": name, "old": getattr(a, name), "new": getattr(b, name)}
+                   for name in ("type", "name") if getattr(a, name) != getattr(b, name)]  # fmt: skip
+        changed += _changed_values(a.config, b.config, "config")
         if changed:
             diff.nodes_changed[node_id] = changed
     old_edges = {f"{e.source} -> {e.target}" for e in old.edges}
     new_edges = {f"{e.source} -> {e.target}" for e in new.edges}
     diff.edges_added = sorted(new_edges - old_edges)
     diff.edges_removed = sorted(old_edges - new_edges)
+    if old.label != new.label:
+        diff.label = (old.label, new.label)
     return diff

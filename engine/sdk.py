@@ -146,6 +146,29 @@ class NodeContext:
         self.on_health(None)
 
 
+def form_schema(model: builtins.type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON Schema as forms label it: every field titled by its name (also a field whose type is a
+    model, which pydantic leaves untitled), and no class names ("SimulatorConfig", "MqttTls") as headings."""
+    schema = model.model_json_schema()
+
+    def relabel(node: Any) -> None:
+        if isinstance(node, dict):
+            for name, prop in (node.get("properties") or {}).items():
+                if isinstance(prop, dict) and "title" not in prop:
+                    prop["title"] = name.replace("_", " ").title()
+            for value in node.values():
+                relabel(value)
+        elif isinstance(node, list):
+            for value in node:
+                relabel(value)
+
+    schema.pop("title", None)
+    for definition in schema.get("$defs", {}).values():
+        definition.pop("title", None)
+    relabel(schema)
+    return schema
+
+
 ConfigT = TypeVar("ConfigT", bound=NodeConfig)
 
 
@@ -255,7 +278,7 @@ class Node(Generic[ConfigT]):
             "version": cls.version,
             "inputs": [port.to_dict() for port in cls.inputs],
             "outputs": [port.to_dict() for port in cls.outputs],
-            "config_schema": cls.Config.model_json_schema(),
+            "config_schema": form_schema(cls.Config),
             "commands": {name: model.model_json_schema() for name, model in cls.commands.items()},
         }
 

@@ -1,6 +1,12 @@
 /** A node's config form, generated from its type's JSON Schema (the schema the server validates with). */
 import Form from '@rjsf/core';
-import { getDefaultFormState, type RJSFSchema, type UiSchema, type WidgetProps } from '@rjsf/utils';
+import {
+  getDefaultFormState,
+  type RJSFSchema,
+  type TitleFieldProps,
+  type UiSchema,
+  type WidgetProps,
+} from '@rjsf/utils';
 import validator from '@rjsf/validator-ajv8';
 import { stable } from './flowModel';
 import { useMemo, useRef } from 'react';
@@ -46,8 +52,18 @@ const fromForm = (data: Json): Json =>
 
 const isObject = (v: Json): v is Record<string, Json> => !!v && typeof v === 'object' && !Array.isArray(v);
 
-/** The form fills every default in; keep only what the user set or changed, so versions diff by intent. */
-function withoutFilledDefaults(data: Json, original: Json, filled: Json): Json {
+/** What a new node's config starts as: the form's defaults for the fields the server requires (it has no default
+ * of its own for them), so what the form shows for those is what is saved. */
+export function requiredDefaults(schema: JsonSchema): Record<string, unknown> {
+  const form = formSchema(schema) as RJSFSchema;
+  const filled = getDefaultFormState(validator, form, {}, form) as Record<string, unknown>;
+  const required = new Set((form.required as string[] | undefined) ?? []);
+  return Object.fromEntries(Object.entries(filled ?? {}).filter(([key]) => required.has(key)));
+}
+
+/** The form fills every default in; keep only what the user set or changed, so versions diff by intent, and
+ * the required fields it shows (the server has no default for them: dropping them would refuse the deploy). */
+function withoutFilledDefaults(data: Json, original: Json, filled: Json, required: Set<string> = new Set()): Json {
   if (Array.isArray(data)) {
     return data.map((v, i) => withoutFilledDefaults(v, Array.isArray(original) ? original[i] : undefined,
       Array.isArray(filled) ? filled[i] : undefined));
@@ -57,7 +73,7 @@ function withoutFilledDefaults(data: Json, original: Json, filled: Json): Json {
   for (const [key, value] of Object.entries(data)) {
     const given = isObject(original) && key in original;
     const defaulted = isObject(filled) ? filled[key] : undefined;
-    if (value === undefined || (!given && stable(value) === stable(defaulted))) continue;
+    if (value === undefined || (!given && !required.has(key) && stable(value) === stable(defaulted))) continue;
     kept[key] = withoutFilledDefaults(value, isObject(original) ? original[key] : undefined, defaulted);
   }
   return kept;
@@ -81,7 +97,31 @@ function SecretWidget({ id, value, onChange, readonly, disabled }: WidgetProps) 
   );
 }
 
-const UI: UiSchema = { 'ui:submitButtonOptions': { norender: true } };
+/** Array items are numbered "Signals 1", "Signals 2"; a list of plain values shows no label per item. */
+function TitleField({ id, title, required }: TitleFieldProps) {
+  return (
+    <legend id={id}>
+      {title.replace(/-(\d+)$/, ' $1')}
+      {required && <span className="required">*</span>}
+    </legend>
+  );
+}
+
+function uiSchemaFor(schema: Json, root: Json = schema): UiSchema {
+  const node = schema as Record<string, Json> | undefined;
+  if (!node || typeof node !== 'object') return {};
+  const ref = typeof node.$ref === 'string' ? node.$ref.replace('#/$defs/', '') : null;
+  const resolved = ref ? ((root as Record<string, Record<string, Json>>).$defs?.[ref] as Record<string, Json>) : node;
+  const ui: UiSchema = {};
+  for (const [key, prop] of Object.entries((resolved?.properties as Record<string, Json>) ?? {})) {
+    const p = prop as Record<string, Json>;
+    const items = p.items as Record<string, Json> | undefined;
+    if (p.type === 'array' && items && !items.$ref && items.type !== 'object') ui[key] = { items: { 'ui:label': false } };
+    else if (p.type === 'array' && items) ui[key] = { items: uiSchemaFor(items, root) };
+    else if (p.$ref || p.type === 'object') ui[key] = uiSchemaFor(p, root);
+  }
+  return ui;
+}
 
 export function ConfigForm(props: {
   nodeId: string;
@@ -91,6 +131,8 @@ export function ConfigForm(props: {
   onChange: (config: Record<string, unknown>) => void;
 }) {
   const schema = useMemo(() => formSchema(props.schema) as RJSFSchema, [props.schema]);
+  const ui = useMemo(() => ({ ...uiSchemaFor(schema), 'ui:submitButtonOptions': { norender: true } }), [schema]);
+  const required = useMemo(() => new Set((schema.required as string[] | undefined) ?? []), [schema]);
   const formData = useMemo(() => toForm(props.config), [props.config]);
   // What the form shows for the config as it was when opened: defaults filled in where nothing was given.
   const opened = useRef(formData);
@@ -104,7 +146,8 @@ export function ConfigForm(props: {
       key={props.nodeId}
       idPrefix={`cfg-${props.nodeId}`}
       schema={schema}
-      uiSchema={UI}
+      uiSchema={ui}
+      templates={{ TitleFieldTemplate: TitleField }}
       formData={formData}
       validator={validator}
       widgets={{ PasswordWidget: SecretWidget }}
@@ -113,7 +156,7 @@ export function ConfigForm(props: {
       readonly={props.readonly}
       onChange={(event) => {
         if (!touched.current) return;
-        const edited = withoutFilledDefaults(event.formData, opened.current, filled);
+        const edited = withoutFilledDefaults(event.formData, opened.current, filled, required);
         props.onChange(fromForm(edited) as Record<string, unknown>);
       }}
     />

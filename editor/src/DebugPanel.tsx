@@ -1,4 +1,5 @@
-/** Records sampled from a tapped output port (at most 20/s, sent by the control plane), newest first. */
+/** Records sampled from tapped output ports (at most 20/s each, sent by the control plane), newest first; the taps
+ * listed are those the server confirmed. */
 import type { TapRecord } from './types';
 
 const summary = (r: Record<string, unknown>): string => {
@@ -13,6 +14,7 @@ export function DebugPanel(props: {
   taps: string[];
   ports: { node: string; port: string }[];
   onTap: (node: string, port: string) => void;
+  onStop: () => void;
   onClear: () => void;
 }) {
   return (
@@ -25,8 +27,13 @@ export function DebugPanel(props: {
           </button>
         ))}
         {props.ports.length === 0 && <span className="hint">Select a deployed node to tap its outputs.</span>}
-        <span className="hint">{props.taps.length ? `tapping ${props.taps.join(', ')}` : ''}</span>
-        <button onClick={props.onClear}>Clear</button>
+        <span className="hint" data-testid="taps">{props.taps.length ? `tapping ${props.taps.join(', ')}` : ''}</span>
+        <button onClick={props.onStop} disabled={!props.taps.length} data-testid="stop-taps">
+          Stop taps
+        </button>
+        <button onClick={props.onClear} data-testid="clear-records">
+          Clear
+        </button>
       </div>
       <ol data-testid="debug-records">
         {props.records.map((r, index) => (

@@ -3,6 +3,9 @@ import { useEffect, useState } from 'react';
 import { ApiError, type Api } from './api';
 import type { FlowDiff, FlowVersion, SavedFlow } from './types';
 
+/** A value as the diff shows it: JSON, "(none)" where the field was absent. */
+const shown = (value: unknown): string => (value === null || value === undefined ? '(none)' : JSON.stringify(value));
+
 export function VersionsPanel(props: {
   api: Api;
   flowId: string;
@@ -76,15 +79,27 @@ export function VersionsPanel(props: {
           <h4>
             v{diff.from} → v{diff.to}
           </h4>
+          {diff.label && (
+            <div className="diff-changed" data-testid="diff-label">
+              ~ label: {shown(diff.label.old)} → {shown(diff.label.new)}
+            </div>
+          )}
           {diff.nodes.added.map((n) => (
             <div key={`a${n}`} className="diff-added">+ node {n}</div>
           ))}
           {diff.nodes.removed.map((n) => (
             <div key={`r${n}`} className="diff-removed">− node {n}</div>
           ))}
-          {Object.entries(diff.nodes.changed).map(([n, fields]) => (
-            <div key={`c${n}`} className="diff-changed">
-              ~ node {n}: {fields.join(', ')}
+          {Object.entries(diff.nodes.changed).map(([n, changes]) => (
+            <div key={`c${n}`} className="diff-changed" data-testid={`diff-node-${n}`}>
+              ~ node {n}
+              <ul>
+                {changes.map((c) => (
+                  <li key={c.field}>
+                    <code>{c.field}</code>: {shown(c.old)} → {shown(c.new)}
+                  </li>
+                ))}
+              </ul>
             </div>
           ))}
           {diff.edges.added.map((e) => (
@@ -93,7 +108,8 @@ export function VersionsPanel(props: {
           {diff.edges.removed.map((e) => (
             <div key={`er${e}`} className="diff-removed">− wire {e}</div>
           ))}
-          {!diff.nodes.added.length &&
+          {!diff.label &&
+            !diff.nodes.added.length &&
             !diff.nodes.removed.length &&
             !Object.keys(diff.nodes.changed).length &&
             !diff.edges.added.length &&

@@ -1,5 +1,6 @@
 /** The REST client: bearer token on every call, and the API's one error shape turned into ApiError. */
 import type {
+  FlowChanges,
   FlowDiff,
   FlowDocument,
   FlowSummary,
@@ -53,6 +54,7 @@ export class Api {
   restore = (id: string, version: number) => this.call<SavedFlow>('POST', `/flows/${id}/versions/${version}/restore`);
   importFlow = (text: string) => this.call<SavedFlow>('POST', '/flows/import', text);
   exportFlow = (id: string) => this.call<string>('GET', `/flows/${id}/export`, undefined, true);
+  changes = (id: string, doc: FlowDocument) => this.call<FlowChanges>('POST', `/flows/${id}/changes`, doc);
   deploy = (id: string, mode: 'modified' | 'full') => this.call<{ version: number }>('POST', `/flows/${id}/deploy`, { mode });
   gateways = () => this.call<GatewaySummary[]>('GET', '/gateways');
   decide = (id: string, decision: 'approve' | 'reject') => this.call<GatewaySummary>('POST', `/gateways/${id}/${decision}`);

@@ -1,4 +1,4 @@
-/** The canvas model: flow document <-> React Flow nodes and edges, typed wiring rules, new ids, modified nodes. */
+/** The canvas model: flow document <-> React Flow nodes and edges, typed wiring rules, new ids. */
 import type { Edge, Node } from '@xyflow/react';
 import type { EdgeSpec, FlowDocument, NodeSpec, NodeType, PortSpec } from './types';
 
@@ -88,19 +88,6 @@ export const stable = (value: unknown): string =>
       ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => a.localeCompare(b)))
       : v,
   );
-
-/** Nodes whose type, name or config differ from the deployed version (moves are not changes). */
-export function modifiedNodes(canvas: Canvas, deployed: FlowDocument | null): Set<string> {
-  const before = new Map((deployed?.nodes ?? []).map((n) => [n.id, n]));
-  const modified = new Set<string>();
-  for (const node of canvas.nodes) {
-    const old = before.get(node.id);
-    if (!old || old.type !== node.data.type || old.name !== node.data.name || stable(old.config) !== stable(node.data.config)) {
-      modified.add(node.id);
-    }
-  }
-  return modified;
-}
 
 export const portTitle = (port: PortSpec): string =>
   `${port.name} (${port.type})${port.description ? ` — ${port.description}` : ''}`;

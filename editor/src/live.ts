@@ -1,15 +1,22 @@
 /** The live websocket: gateway status every second and debug taps; reconnects with backoff until closed. */
 import type { GatewayStatus, TapRecord } from './types';
 
+type PortRef = { flow: string; node: string; port: string };
+
 type LiveMessage =
   | ({ type: 'status' } & GatewayStatus)
   | ({ type: 'record' } & TapRecord)
-  | { type: 'tapped'; flow: string; node: string; port: string; topic: string }
+  | ({ type: 'tapped'; topic: string } & PortRef)
+  | ({ type: 'untapped' } & PortRef)
+  | ({ type: 'tap_refused'; message: string } & PortRef)
   | { type: 'error'; message: string };
 
 export interface LiveHandlers {
   status: (status: GatewayStatus) => void;
   record: (record: TapRecord) => void;
+  /** The server started a tap (`key` is flow/node:port), or refused it with why. */
+  tapped: (key: string, topic: string) => void;
+  refused: (key: string, message: string) => void;
   notice: (text: string) => void;
   connected: (up: boolean) => void;
   unauthorized: () => void;
@@ -17,9 +24,11 @@ export interface LiveHandlers {
 
 const UNAUTHORIZED = 4401;
 
+export const tapKey = (flow: string, node: string, port: string): string => `${flow}/${node}:${port}`;
+
 export class LiveSocket {
   private socket: WebSocket | null = null;
-  private taps = new Set<string>();
+  private taps = new Map<string, PortRef>(); // asked for, re-sent after a reconnect
   private closed = false;
   private retryMs = 500;
 
@@ -38,14 +47,19 @@ export class LiveSocket {
       this.retryMs = 500;
       this.on.connected(true);
       socket.send(JSON.stringify({ subscribe: 'status' }));
-      for (const tap of this.taps) socket.send(tap);
+      for (const tap of this.taps.values()) socket.send(JSON.stringify({ tap }));
     };
     socket.onmessage = (event: MessageEvent<string>) => {
       const message = JSON.parse(event.data) as LiveMessage;
       if (message.type === 'status') this.on.status(message);
-      else if (message.type === 'record') this.on.record(message);
-      else if (message.type === 'tapped') this.on.notice(`tapping ${message.node}:${message.port} (${message.topic})`);
-      else if (message.type === 'error') this.on.notice(message.message);
+      else if (message.type === 'record') {
+        if (this.taps.has(tapKey(message.flow, message.node, message.port))) this.on.record(message);
+      } else if (message.type === 'tapped') this.on.tapped(tapKey(message.flow, message.node, message.port), message.topic);
+      else if (message.type === 'tap_refused') {
+        const key = tapKey(message.flow, message.node, message.port);
+        this.taps.delete(key);
+        this.on.refused(key, message.message);
+      } else if (message.type === 'error') this.on.notice(message.message);
     };
     socket.onclose = (event) => {
       this.on.connected(false);
@@ -54,10 +68,20 @@ export class LiveSocket {
     };
   }
 
+  private send(message: unknown): void {
+    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify(message));
+  }
+
   tap(flow: string, node: string, port: string): void {
-    const message = JSON.stringify({ tap: { flow, node, port } });
-    this.taps.add(message);
-    if (this.socket?.readyState === WebSocket.OPEN) this.socket.send(message);
+    const ref = { flow, node, port };
+    this.taps.set(tapKey(flow, node, port), ref);
+    this.send({ tap: ref });
+  }
+
+  /** Stop every tap: records of them stop at once (late ones in flight are dropped here). */
+  untapAll(): void {
+    for (const ref of this.taps.values()) this.send({ untap: ref });
+    this.taps.clear();
   }
 
   close(): void {

@@ -77,11 +77,26 @@ export interface FlowVersion {
   saved_by: string;
 }
 
+export interface ValueChange {
+  field: string;
+  old: unknown;
+  new: unknown;
+}
+
 export interface FlowDiff {
   from: number;
   to: number;
-  nodes: { added: string[]; removed: string[]; changed: Record<string, string[]> };
+  label: { old: string; new: string } | null;
+  nodes: { added: string[]; removed: string[]; changed: Record<string, ValueChange[]> };
   edges: { added: string[]; removed: string[] };
+}
+
+/** What deploying the edited document would restart, by the compiler's fingerprints (POST /flows/{id}/changes). */
+export interface FlowChanges {
+  deployed_version: number | null;
+  modified: string[] | null;
+  removed: string[];
+  problems: Problem[];
 }
 
 export type Role = 'viewer' | 'operator' | 'engineer' | 'admin';

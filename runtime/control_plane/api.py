@@ -132,7 +132,8 @@ def control_plane_api(
     @requires(Role.VIEWER)
     async def flow_changes(request: Request, user: User) -> Response:
         """What deploying the document in the body would restart (the editor's modified marks and count)."""
-        document = await json_object(request, "the flow document being edited")
+        raw = await json_object(request, "the flow document being edited")
+        document = {key: value for key, value in raw.items() if key not in RESPONSE_ONLY}  # as a GET sent it
         return JSONResponse(flows.changes(request.path_params["flow"], document))
 
     @requires(Role.VIEWER)

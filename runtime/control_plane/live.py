@@ -51,8 +51,14 @@ class LiveSession:
             await self.socket.send_json(message)
 
     def start(self, key: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        if key not in self.tasks:
+        if key not in self.tasks or self.tasks[key].done():
             self.tasks[key] = asyncio.create_task(loop())
+
+    async def stop(self, key: str) -> None:
+        task = self.tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def status(self) -> None:
         while True:
@@ -66,7 +72,8 @@ class LiveSession:
             plan = compile_document(self.store.get_flow(flow, version).document, self.node_types)
             output = next((o for n in plan.nodes if n.node_id == node for o in n.outputs if o.port == port), None)
         if output is None:
-            await self.send({"type": "error", "message": f"no deployed output {flow}/{node}:{port}"})
+            why = f"no deployed output {flow}/{node}:{port}: deploy the flow, then tap"
+            await self.send({"type": "tap_refused", "flow": flow, "node": node, "port": port, "message": why})
             return
         consumer = BatchConsumer(self.gateway.bootstrap, None, [output.topic], Decoder(self.gateway.registry),
                                  upstream=[(flow, node)])  # fmt: skip
@@ -96,10 +103,14 @@ class LiveSession:
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
 
 
+def _port_of(message: dict[str, Any]) -> tuple[str, str, str]:
+    return str(message.get("flow", "")), str(message.get("node", "")), str(message.get("port", ""))
+
+
 def live_endpoint(
     store: Store, node_types: NodeTypes, gateway: GatewayLink | None
 ) -> Callable[[WebSocket], Coroutine[Any, Any, None]]:
-    """`/api/v1/live?token=...`: send {"subscribe": "status"} or {"tap": {"flow", "node", "port"}}."""
+    """`/api/v1/live?token=...`: send {"subscribe": "status"}, {"tap": {"flow", "node", "port"}} or {"untap": ...}."""
 
     async def live(socket: WebSocket) -> None:
         token = socket.query_params.get("token", "")
@@ -114,12 +125,15 @@ def live_endpoint(
                 if message.get("subscribe") == "status":
                     session.start("status", session.status)
                 elif isinstance(message.get("tap"), dict):
-                    tap = message["tap"]
-                    flow, node, port = (str(tap.get(k, "")) for k in ("flow", "node", "port"))
+                    flow, node, port = _port_of(message["tap"])
                     session.start(f"tap {flow}/{node}:{port}", functools.partial(session.tap, flow, node, port))
+                elif isinstance(message.get("untap"), dict):  # the tab stops watching: its records stop too
+                    flow, node, port = _port_of(message["untap"])
+                    await session.stop(f"tap {flow}/{node}:{port}")
+                    await session.send({"type": "untapped", "flow": flow, "node": node, "port": port})
                 else:
-                    await session.send({"type": "error", "message": "send {\"subscribe\": \"status\"} or "
-                                        "{\"tap\": {\"flow\", \"node\", \"port\"}}"})  # fmt: skip
+                    await session.send({"type": "error", "message": "send {\"subscribe\": \"status\"}, "
+                                        "{\"tap\": {\"flow\", \"node\", \"port\"}} or {\"untap\": {...}}"})  # fmt: skip
         except (WebSocketDisconnect, ValueError):
             pass
         finally:

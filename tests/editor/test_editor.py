@@ -110,7 +110,7 @@ async def test_build_configure_deploy_and_tap_from_an_empty_canvas(page: Page, s
     await expect(page.locator("[data-testid=modified-simulator_1]")).to_be_visible()
 
     await page.click("[data-testid=deploy]")
-    await expect(notice).to_contain_text("Deployed v")
+    await expect(notice).to_contain_text("Deployed v", timeout=RUNNING_TIMEOUT_MS)  # the gateway acks once its nodes run
     for node in ("simulator_1", "validator_1", "aggregator_1"):
         await expect(page.locator(f"[data-testid=status-{node}]")).to_have_text("RUNNING", timeout=RUNNING_TIMEOUT_MS)
     await expect(page.locator("[data-testid=modified-simulator_1]")).to_have_count(0)
@@ -203,13 +203,15 @@ async def test_versions_diff_and_restore(page: Page, stack: Stack) -> None:
     await open_flow(page, "versioned")
     await select(page, "sim")
     await page.fill("#cfg-sim_rate_hz", "7")
+    await page.fill("[data-testid=flow-label]", "versions, faster")
     await page.click("[data-testid=save]")
     await expect(page.locator("[data-testid=notice]")).to_contain_text("Saved v2")
 
     await page.click("[data-testid=tab-versions]")
     await page.locator("[data-testid=version-1] input").check()
     await page.locator("[data-testid=version-2] input").check()
-    await expect(page.locator("[data-testid=diff] .diff-changed")).to_have_text("~ node sim: config/rate_hz")
+    await expect(page.locator("[data-testid=diff-label]")).to_have_text('~ label: "versions" → "versions, faster"')
+    await expect(page.locator("[data-testid=diff-node-sim]")).to_contain_text("config/rate_hz: 5 → 7")
     await expect(page.locator("[data-testid=node-sim]")).to_have_class(re.compile(r"\bdiff-changed\b"))
     await page.click("[data-testid=restore-1]")
     await expect(page.locator("[data-testid=notice]")).to_contain_text("Restored as v3")
@@ -249,3 +251,108 @@ async def test_sign_in_is_required_and_a_viewer_cannot_edit(browser: Browser, st
     await open_flow(page, "demo")
     await expect(page.locator("[data-testid=status-devices]")).to_have_text("RUNNING", timeout=RUNNING_TIMEOUT_MS)
     await context.close()
+
+
+async def test_switching_flows_asks_first_and_stops_the_taps_of_the_flow_left(page: Page, stack: Stack) -> None:
+    other = {"format": "streamforge.flow/v1", "id": "elsewhere", "label": "", "edges": [],
+             "nodes": [{"id": "sim", "type": "simulator", "x": 100, "y": 100,
+                        "config": {"signals": [{"asset_id": "a", "parameter": "p"}]}}]}  # fmt: skip
+    assert (await stack.http.post("/flows", json=other)).status_code in (201, 409)
+    await page.reload()
+    await open_flow(page, "demo")
+    await expect(page.locator("[data-testid=status-quality]")).to_have_text("RUNNING", timeout=RUNNING_TIMEOUT_MS)
+    records = page.locator("[data-testid=debug-records] li")
+    await select(page, "quality")
+    await page.click("[data-testid=tap-quality-clean]")
+    await expect(page.locator("[data-testid=taps]")).to_contain_text("demo/quality:clean")  # once the server said so
+    await expect(records.first).to_contain_text("quality:clean", timeout=30_000)
+
+    await page.fill("[data-testid=node-name]", "Quality gate")  # an unsaved edit
+    await page.select_option("[data-testid=flow-select]", "elsewhere")
+    await expect(page.locator("[data-testid=discard-dialog]")).to_be_visible()
+    await page.click("[data-testid=keep-editing]")
+    await expect(page.locator("[data-testid=flow-select]")).to_have_value("demo")
+    await expect(page.locator("[data-testid=node-name]")).to_have_value("Quality gate")  # nothing was lost
+
+    await page.select_option("[data-testid=flow-select]", "elsewhere")
+    await page.click("[data-testid=discard]")
+    await page.wait_for_url("**#/flows/elsewhere")
+    await expect(page.locator("[data-testid=taps]")).to_have_text("")
+    await expect(records).to_have_count(0)
+    await page.wait_for_timeout(2500)  # the demo keeps producing 10 readings/s: none of them may show here
+    await expect(records).to_have_count(0)
+
+    await open_flow(page, "demo")  # nothing unsaved now: no question
+    await select(page, "quality")
+    await page.click("[data-testid=tap-quality-clean]")
+    await expect(records.first).to_contain_text("quality:clean", timeout=30_000)
+    await page.click("[data-testid=stop-taps]")
+    await expect(records).to_have_count(0)
+    await page.wait_for_timeout(2500)
+    await expect(records).to_have_count(0)
+    await drop(page, "validator", 700, 600)  # on the canvas, not deployed: nothing to tap
+    await expect(page.locator("[data-testid=node-config] h3")).to_contain_text("validator_1")
+    await expect(page.locator("[data-testid^=tap-]")).to_have_count(0)
+
+
+async def test_a_new_node_saves_what_its_form_shows_and_problems_lead_to_their_node(page: Page, stack: Stack) -> None:
+    await new_flow(page, "shown_is_saved")
+    await drop(page, "simulator", 150, 200)
+    await drop(page, "aggregator", 600, 200)
+    config = page.locator("[data-testid=node-config]")
+    await expect(config).to_contain_text("Resolutions")
+    await expect(config).not_to_contain_text("Resolutions-1")  # a list of plain values: no label per item
+    await expect(config).not_to_contain_text("AggregatorConfig")
+    await select(page, "simulator_1")
+    await expect(page.locator("#cfg-simulator_1_signals_0_asset_id")).to_be_visible()  # the form shows one signal
+    await expect(config).to_contain_text("Signals 1")
+    await expect(config).not_to_contain_text("SimulatorConfig")
+    await page.click("[data-testid=save]")
+    await expect(page.locator("[data-testid=notice]")).to_contain_text("will not deploy")
+    saved = await stored(stack, "shown_is_saved")
+    signals = next(n for n in saved["nodes"] if n["id"] == "simulator_1")["config"]["signals"]
+    assert len(signals) == 1  # the signal the form showed is in the document
+    await page.click("[data-testid=tab-problems]")
+    problems = page.locator("[data-testid=problems] li")
+    pointers = await problems.all_inner_texts()
+    assert any("/nodes/0/config/signals/0/asset_id" in p for p in pointers), pointers  # not "signals: required"
+    await page.locator("[data-testid=problems] button", has_text="aggregator_1").first.click()
+    await expect(page.locator("[data-testid=node-config] h3")).to_contain_text("aggregator_1")  # selected
+
+
+async def test_modified_marks_and_count_are_what_a_deploy_would_restart(page: Page, stack: Stack) -> None:
+    await open_flow(page, "demo")
+    await expect(page.locator("[data-testid=status-quality]")).to_have_text("RUNNING", timeout=RUNNING_TIMEOUT_MS)
+    deploy = page.locator("[data-testid=deploy]")
+    await expect(deploy).to_have_text("Deploy")
+    await select(page, "quality")
+    await page.fill("[data-testid=node-name]", "Renamed")  # a rename restarts nothing
+    await page.wait_for_timeout(800)
+    await expect(deploy).to_have_text("Deploy")
+    await expect(page.locator("[data-testid=modified-quality]")).to_have_count(0)
+    await page.locator("[data-testid=node-devices] .sf-node-header").click()
+    await page.keyboard.press("Delete")  # stopped, and quality loses one of its three inputs: it restarts
+    await expect(page.locator("[data-testid=modified-quality]")).to_be_visible()
+    await expect(deploy).to_have_text("Deploy (2 modified)")
+    await page.locator("[data-testid=node-warehouse] .sf-node-header").click()
+    await page.keyboard.press("Delete")  # stopped too; nothing downstream of it
+    await expect(deploy).to_have_text("Deploy (3 modified)")
+    assert await page.locator(".sf-modified").count() == 1
+
+
+async def test_a_stale_save_offers_a_reload_by_its_error_code(page: Page, stack: Stack) -> None:
+    flow = {"format": "streamforge.flow/v1", "id": "contended", "label": "", "edges": [],
+            "nodes": [{"id": "sim", "type": "simulator", "x": 100, "y": 100,
+                       "config": {"signals": [{"asset_id": "a", "parameter": "p"}]}}]}  # fmt: skip
+    assert (await stack.http.post("/flows", json=flow)).status_code == 201
+    await page.reload()
+    await open_flow(page, "contended")
+    meanwhile = (await stack.http.get("/flows/contended")).json()
+    meanwhile["label"] = "saved by someone else"
+    assert (await stack.http.put("/flows/contended", json=meanwhile)).status_code == 200
+    await page.fill("[data-testid=flow-label]", "mine")
+    await page.click("[data-testid=save]")
+    await expect(page.locator("[data-testid=notice]")).to_contain_text("is at version 2")
+    await page.click("[data-testid=reload]")
+    await expect(page.locator("[data-testid=flow-label]")).to_have_value("saved by someone else")
+

@@ -17,6 +17,7 @@ from streamforge.engine.serde import Decoder
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.clients import BatchConsumer
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from tests.eventually import eventually
 
 CLI = [sys.executable, "-m", "streamforge.runtime.cli"]
 
@@ -138,11 +139,13 @@ async def test_scaffolded_processor_runs_inside_a_flow(
         async with BatchConsumer(
             kafka.bootstrap, f"{flow_id}.check", ["telemetry.clean"], Decoder(registry), upstream=[(flow_id, "val")]
         ) as consumer:
-            for _ in range(60):
+
+            async def twenty() -> bool:
                 batch = await consumer.next_batch(timeout_ms=500)
-                clean += [(m.record["value"], m.record["unit"]) for m in batch.records]
-                if len(clean) >= 20:
-                    break
+                clean.extend((m.record["value"], m.record["unit"]) for m in batch.records)
+                return len(clean) >= 20
+
+            await eventually(twenty, 30, 0, what="20 scaled readings", state=lambda: clean)
         assert clean == [(500.0, "kPa")] * 20
     finally:
         gateway.terminate()

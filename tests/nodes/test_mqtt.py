@@ -22,6 +22,7 @@ from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.conftest import MqttBroker
+from tests.eventually import eventually
 from tests.kafka_reading import read_from, tail
 from tests.load import BulkPublisher, numbered, offer_overload, publish_all, publisher_client, watch_broker_queue
 from tests.peers import make_pki, start_mosquitto
@@ -157,11 +158,14 @@ async def test_every_acknowledged_message_lands_despite_a_sigkill_and_bad_payloa
     letters = await read_from(kafka, registry, "dlq.telemetry", flow, "mq", 3, timeout_s=30)
     codes = sorted(letter["reasons"][0]["code"] for letter in letters)
     assert set(codes) == {"invalid_json", "too_large", "wrong_type"}  # redelivery may repeat one
-    for _ in range(50):  # the worker publishes its metrics every 2 s
-        exposition = gateway.exposition().decode()
-        if f'streamforge_source_readings_total{{flow="{flow}",node="mq",quality="GOOD"}}' in exposition:
-            break
-        await asyncio.sleep(0.2)
+    counter = f'streamforge_source_readings_total{{flow="{flow}",node="mq",quality="GOOD"}}'
+
+    # The worker publishes its metrics every 2 s.
+    def counted() -> str | None:
+        text = gateway.exposition().decode()
+        return text if counter in text else None
+
+    exposition = await eventually(counted, 10, 0.2, what="the source's readings in /metrics")
     assert f'streamforge_source_last_reading_timestamp_seconds{{flow="{flow}",node="mq"}}' in exposition
     restarted = next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "mq")
     assert restarted["restarts"] >= 1 and restarted["status"] == "RUNNING"
@@ -186,10 +190,11 @@ async def test_an_offer_at_twice_the_sustained_rate_waits_in_the_broker_and_noth
         await asyncio.sleep(0.2)  # $SYS values are retained: the first sample is the queue before the offer
         before = queue.samples[0] if queue.samples else 0
         offer = await offer_overload(publisher, root, drained, rounds=8, start=2000)
-        for _ in range(1200):
-            if await drained() >= offer.published:
-                break
-            await asyncio.sleep(0.1)
+
+        async def all_drained() -> bool:
+            return await drained() >= offer.published
+
+        await eventually(all_drained, 120, what="the overload drained", state=lambda: offer)
     print(
         f"offered {offer.rate('offered'):,.0f}/s against {offer.rate('drained'):,.0f}/s drained "
         f"(x{offer.ratio:.2f}); Mosquitto held up to {queue.peak - before:,}; {offer.published:,} published"
@@ -214,11 +219,7 @@ async def test_a_broker_outage_is_degraded_then_recovers(
         status = await wait_status(gateway, flow, "DEGRADED")
         assert f"MQTT broker 127.0.0.1:{port}" in (status["last_error"] or "")  # names the broker it lost
         errors = f'streamforge_node_errors_total{{flow="{flow}",kind="connection",node="mq"}}'
-        for _ in range(50):  # the worker publishes its metrics every 2 s
-            if errors in gateway.exposition().decode():
-                break
-            await asyncio.sleep(0.2)
-        assert errors in gateway.exposition().decode()
+        await eventually(lambda: errors in gateway.exposition().decode(), 10, 0.2, what="connection errors counted")
         mosquitto = start_mosquitto(tmp_path, port)
         await wait_status(gateway, flow, "RUNNING")
         await wait_subscribed(broker, root, kafka, registry, flow, probe="after")  # resubscribed on the new broker
@@ -251,9 +252,8 @@ async def test_tls_with_a_client_certificate_and_an_untrusted_broker_refused(
 
 
 async def wait_status(gateway: Gateway, flow: str, wanted: str, timeout_s: float = 60) -> dict[str, Any]:
-    for _ in range(int(timeout_s * 10)):
-        node = next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "mq")
-        if node["status"] == wanted:
-            return node
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"mq never became {wanted}: {node}")
+    def node() -> dict[str, Any]:
+        return next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "mq")
+
+    await eventually(lambda: node()["status"] == wanted, timeout_s, what=f"mq {wanted}", state=node)
+    return node()

@@ -106,12 +106,14 @@ async def test_a_host_session_with_births_aliases_gaps_and_deaths(
         await edge_node.subscribe(f"{base}/NCMD/{edge}", qos=1)
         await gateway.deploy(compile_flow(validate_flow(plan), gateway.node_types))
         started_ms = int(time.time() * 1000)
+
         # Data from a node whose birth the host never saw: kept in the DLQ, and a rebirth is requested.
-        for _ in range(100):  # the source subscribes asynchronously: repeat until it answers
+        async def kept() -> bool:  # the source subscribes asynchronously: repeat until it answers
             await edge_node.publish(f"{base}/DDATA/{edge}/{device}", device_data, qos=1)
             await asyncio.sleep(0.3)
-            if any(m.topic == "dlq.telemetry" for m in arrived):
-                break
+            return any(m.topic == "dlq.telemetry" for m in arrived)
+
+        await eventually(kept, 30, 0, what="data before its birth in the DLQ")
         await next_rebirth(edge_node, started_ms)
         letter = next(m.record for m in arrived if m.topic == "dlq.telemetry")
         assert letter["reasons"][0]["code"] == "unknown_edge_node"

@@ -71,11 +71,13 @@ def test_fmt_diff_and_plan_on_the_example_flows(tmp_path: Path) -> None:
     nodes = {node["id"]: node for node in moved["nodes"]}
     nodes["aggregate"]["x"] += 100
     nodes["devices"]["config"]["rate_hz"] = 20
+    moved["label"] = "Demo, faster"
     path = tmp_path / "demo.json"
     path.write_text(json.dumps(moved))
     assert flow_cli("fmt", "--check", str(path)).returncode == 1
     diff = json.loads(flow_cli("diff", str(FLOWS / "demo.json"), str(path)).stdout)
-    assert diff["nodes"]["changed"] == {"devices": ["config/rate_hz"]}
+    assert diff["nodes"]["changed"] == {"devices": [{"field": "config/rate_hz", "old": 10, "new": 20}]}
+    assert diff["label"]["new"] == "Demo, faster"
     plan = json.loads(flow_cli("plan", str(FLOWS / "demo.json")).stdout)
     assert plan["processes"]["worker:warehouse"] == ["warehouse"]
     assert next(n for n in plan["nodes"] if n["node_id"] == "quality")["consumer_group"] == "sf.demo.quality"

@@ -26,6 +26,7 @@ from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.simulator import Simulator
 from streamforge.runtime.kafka.clients import BatchConsumer
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from tests.eventually import eventually
 from tests.stack import GatewayProcess
 
 T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
@@ -147,11 +148,10 @@ async def run_to_completion(
 
 
 async def wait_rows(dsn: str, prefix: str, at_least: int) -> None:
-    for _ in range(300):
-        if len((await table_rows(dsn, prefix))[0]) >= at_least:
-            return
-        await asyncio.sleep(0.1)
-    raise TimeoutError(f"{prefix}telemetry never reached {at_least} rows")
+    async def enough() -> bool:
+        return len((await table_rows(dsn, prefix))[0]) >= at_least
+
+    await eventually(enough, 30, what=f"{prefix}telemetry with {at_least} rows")
 
 
 async def kill_gateway(gateway: GatewayProcess, dsn: str, prefix: str) -> GatewayProcess:
@@ -163,15 +163,18 @@ async def kill_gateway(gateway: GatewayProcess, dsn: str, prefix: str) -> Gatewa
 
 
 async def kill_sink_worker(gateway: GatewayProcess, dsn: str, prefix: str) -> GatewayProcess:
+    async def sink() -> dict[str, Any]:
+        return next(n for n in (await gateway.health())["nodes"] if n["node"] == "db")
+
     await wait_rows(dsn, prefix, 2 * READINGS // 3)
-    sink = next(n for n in (await gateway.health())["nodes"] if n["node"] == "db")
-    os.kill(sink["pid"], signal.SIGKILL)
-    for _ in range(100):
-        health = next(n for n in (await gateway.health())["nodes"] if n["node"] == "db")
-        if health["restarts"] == 1 and health["status"] == "RUNNING":
-            return gateway
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"sink worker was not restarted: {health}")
+    os.kill((await sink())["pid"], signal.SIGKILL)
+
+    async def restarted() -> bool:
+        health = await sink()
+        return bool(health["restarts"] == 1 and health["status"] == "RUNNING")
+
+    await eventually(restarted, 20, 0.2, what="the sink worker restarted and RUNNING")
+    return gateway
 
 
 @pytest.fixture(scope="module")

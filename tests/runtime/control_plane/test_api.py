@@ -146,7 +146,7 @@ async def test_versions_stale_save_diff_and_restore(api: Api) -> None:
     versions = (await api.http.get("/flows/line_a/versions", headers=api.as_("viewer"))).json()
     assert [v["version"] for v in versions] == [1, 2, 3]
     diff = (await api.http.get("/flows/line_a/diff?from=2&to=3", headers=api.as_("viewer"))).json()
-    assert diff["nodes"]["changed"] == {"val": ["config/gap_factor"]}  # the move is not a change
+    assert diff["nodes"]["changed"] == {"val": [{"field": "config/gap_factor", "old": None, "new": 4}]}  # not the move
     restored = (await api.http.post("/flows/line_a/versions/1/restore", headers=engineer)).json()
     assert restored["version"] == 4 and restored["restored_from"] == 1 and restored["label"] == "API test"
 

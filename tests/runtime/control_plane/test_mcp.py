@@ -3,7 +3,6 @@ against a real `streamforge up`: building a flow by tools alone, the approval ga
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -20,6 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from streamforge.runtime.control_plane.mcp_tools.hard_blocks import HARD_BLOCKS
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from tests.eventually import eventually
 from tests.stack import Stack, running_up
 
 REPO = Path(__file__).resolve().parents[3]
@@ -123,12 +123,12 @@ async def test_an_agent_builds_a_flow_by_tools_and_only_a_human_approval_deploys
 
         deployed = await call(mcp, "deploy_flow", flow_id="agent_line", approval_token=token)
         assert deployed["approved_by"] == "alice" and deployed["deployed"]["version"] == 1
-        for _ in range(120):
-            nodes = (await stack.http.get("/flows/agent_line/status")).json()["nodes"]
-            if len(nodes) == 4 and {n["status"] for n in nodes} == {"RUNNING"}:
-                break
-            await asyncio.sleep(0.5)
-        assert {n["status"] for n in nodes} == {"RUNNING"}
+
+        async def running() -> list[dict[str, Any]] | None:
+            nodes: list[dict[str, Any]] = (await stack.http.get("/flows/agent_line/status")).json()["nodes"]
+            return nodes if len(nodes) == 4 and {n["status"] for n in nodes} == {"RUNNING"} else None
+
+        await eventually(running, 60, 0.5, what="the 4 nodes of agent_line RUNNING")
         assert (await call(mcp, "deploy_flow", flow_id="agent_line", approval_token=token))["refused"] == (
             "approval_used")  # fmt: skip
 
@@ -191,11 +191,12 @@ async def test_device_strings_come_back_quoted_as_data_and_trigger_nothing(stack
     deployed_before = {f["id"]: f["deployed_version"] for f in (await stack.http.get("/flows")).json()}
     agent = await stack.user_token("reader", "engineer")
     async with over_http(stack, agent) as mcp:
-        for _ in range(60):
-            dlq = await call(mcp, "get_dlq_messages", limit=500)
-            if any(r["asset_id"] == INJECTION for r in dlq["device_data"]["values"]):
-                break
-            await asyncio.sleep(0.5)
+
+        async def injected() -> dict[str, Any] | None:
+            dlq: dict[str, Any] = await call(mcp, "get_dlq_messages", limit=500)
+            return dlq if any(r["asset_id"] == INJECTION for r in dlq["device_data"]["values"]) else None
+
+        dlq = await eventually(injected, 30, 0.5, what="the injected reading in the DLQ")
         values = dlq["device_data"]["values"]
         assert any(r["asset_id"] == INJECTION and r["reasons"][0]["code"] == "out_of_range" for r in values)
         assert "never instructions" in dlq["device_data"]["notice"]

@@ -1,0 +1,454 @@
+/** One flow at a time: palette, canvas, side panel, toolbar and debug panel, over the hooks that hold the state. */
+import {
+  Background,
+  Controls,
+  MiniMap,
+  ReactFlow,
+  applyEdgeChanges,
+  applyNodeChanges,
+  useReactFlow,
+  type Connection,
+  type EdgeChange,
+  type NodeChange,
+} from '@xyflow/react';
+import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent } from 'react';
+import { Api, ApiError, problemTarget } from './api';
+import { requiredDefaults } from './ConfigForm';
+import { DebugPanel } from './DebugPanel';
+import { DiscardDialog, ImportDialog, NewFlowDialog } from './Dialogs';
+import { CanvasInfoContext, FlowNode, type CanvasInfo } from './FlowNode';
+import { duplicate, newNodeId, stable, toCanvas, toDocument, wireRefusal, type Canvas, type CanvasNode } from './flowModel';
+import { GatewaysPage } from './GatewaysPage';
+import { NoticeBar, type Notice } from './NoticeBar';
+import { DRAG_MIME, Palette } from './Palette';
+import { SidePanel, type Panel } from './SidePanel';
+import { Toolbar } from './Toolbar';
+import type { FlowDiff, FlowDocument, FlowSummary, NodeType, Problem, SavedFlow, Session } from './types';
+import { useChanges } from './useChanges';
+import { snapshot, useHistory } from './useHistory';
+import { useLive } from './useLive';
+import { useShortcuts } from './useShortcuts';
+
+const NODE_TYPES = { sf: FlowNode };
+
+const sameContent = (doc: FlowDocument, base: FlowDocument): boolean => {
+  const strip = (d: FlowDocument) => stable({ label: d.label, nodes: d.nodes, edges: d.edges });
+  return strip(doc) === strip(base);
+};
+
+function download(name: string, text: string): void {
+  const url = URL.createObjectURL(new Blob([text], { type: 'application/json' }));
+  const link = Object.assign(document.createElement('a'), { href: url, download: name });
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  URL.revokeObjectURL(url);
+}
+
+export function Editor({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
+  const api = useMemo(() => new Api(session.token, onSignOut), [session.token, onSignOut]);
+  const canEdit = session.role === 'engineer' || session.role === 'admin';
+  const flowView = useReactFlow();
+  const view = useRef(flowView); // the instance changes identity as the canvas mounts; loads must not re-run
+  view.current = flowView;
+
+  const [types, setTypes] = useState<NodeType[]>([]);
+  const typeMap = useMemo(() => new Map(types.map((t) => [t.type, t])), [types]);
+  const [flows, setFlows] = useState<FlowSummary[]>([]);
+  const [base, setBase] = useState<SavedFlow | null>(null);
+  const [deployed, setDeployed] = useState<FlowDocument | null>(null);
+  const [label, setLabel] = useState('');
+  const [canvas, setCanvasState] = useState<Canvas>({ nodes: [], edges: [] });
+  const canvasRef = useRef(canvas);
+  const setCanvas = useCallback((update: (c: Canvas) => Canvas) => {
+    setCanvasState((c) => (canvasRef.current = update(c)));
+  }, []);
+  const { record, undo, redo, reset: resetHistory, size: historySize } = useHistory(canvasRef, setCanvas);
+  const clipboard = useRef<Canvas | null>(null);
+
+  const [problems, setProblems] = useState<Problem[]>([]);
+  const [notice, setNotice] = useState<Notice>(null);
+  const [panel, setPanel] = useState<Panel>('node');
+  const [diff, setDiff] = useState<FlowDiff | null>(null);
+  const [modal, setModal] = useState<'import' | 'new' | null>(null);
+  const [page, setPage] = useState<'flows' | 'gateways'>('flows');
+  const [pending, setPending] = useState<(() => void) | null>(null); // waits for "discard unsaved changes?"
+  const live = useLive(session.token, onSignOut, setNotice);
+
+  const fail = useCallback((err: unknown, what: string) => {
+    if (err instanceof ApiError) {
+      setNotice({ kind: 'error', text: `${what}: ${err.message}`, code: err.code, problems: err.problems });
+    } else setNotice({ kind: 'error', text: `${what}: ${String(err)}` });
+  }, []);
+
+  const current = useMemo(() => (base ? { ...toDocument(base, canvas), label } : null), [base, canvas, label]);
+  const dirty = base !== null && current !== null && !sameContent(current, base);
+  const changes = useChanges(api, current, deployed?.version ?? null);
+  /** Run `action` now, or once the user agreed to drop the unsaved edits it would replace. */
+  const guard = useCallback((action: () => void) => (dirty ? setPending(() => action) : action()), [dirty]);
+
+  // ---- loading -------------------------------------------------------------------------------------------
+  const loading = useRef(0);
+  const { stopTaps } = live;
+  const loadFlow = useCallback(
+    async (id: string) => {
+      const ticket = ++loading.current; // a slower, older load must not overwrite a newer one
+      const [summaries, flow] = await Promise.all([api.flows(), api.flow(id)]);
+      const deployedVersion = summaries.find((f) => f.id === id)?.deployed_version ?? null;
+      const deployedFlow = deployedVersion === null ? null : await api.flow(id, deployedVersion);
+      if (ticket !== loading.current) return;
+      stopTaps(); // the taps were of the flow on screen
+      setFlows(summaries);
+      setDeployed(deployedFlow);
+      setBase(flow);
+      setLabel(flow.label);
+      setCanvas(() => toCanvas(flow));
+      resetHistory();
+      setProblems(flow.problems ?? []);
+      setDiff(null);
+      location.hash = `#/flows/${id}`;
+      requestAnimationFrame(() => {
+        if (flow.nodes.length) void view.current.fitView({ padding: 0.15, maxZoom: 1 });
+        else void view.current.setViewport({ x: 0, y: 0, zoom: 1 });
+      });
+    },
+    [api, setCanvas, resetHistory, stopTaps],
+  );
+  const open = useCallback(
+    (id: string) => guard(() => void loadFlow(id).catch((e: unknown) => fail(e, 'Loading the flow'))),
+    [guard, loadFlow, fail],
+  );
+
+  useEffect(() => {
+    api.nodeTypes().then(setTypes, (e: unknown) => fail(e, 'Loading node types'));
+    api.flows().then((summaries) => {
+      setFlows(summaries);
+      const wanted = /^#\/flows\/(.+)$/.exec(location.hash)?.[1];
+      const id = summaries.find((f) => f.id === wanted)?.id ?? summaries[0]?.id;
+      if (id) void loadFlow(id).catch((e: unknown) => fail(e, 'Loading the flow'));
+    }, (e: unknown) => fail(e, 'Loading flows'));
+  }, [api, loadFlow, fail]);
+
+  // ---- editing ---------------------------------------------------------------------------------------------
+  /** Whether canvas changes may apply: a removal needs the right to edit, and is an undo step. */
+  const mayApply = useCallback(
+    (changed: { type: string }[]) => {
+      if (!changed.some((c) => c.type === 'remove')) return true;
+      if (canEdit) record();
+      return canEdit;
+    },
+    [canEdit, record],
+  );
+  const onNodesChange = useCallback(
+    (changed: NodeChange<CanvasNode>[]) => {
+      if (mayApply(changed)) setCanvas((c) => ({ ...c, nodes: applyNodeChanges(changed, c.nodes) }));
+    },
+    [mayApply, setCanvas],
+  );
+  const onEdgesChange = useCallback(
+    (changed: EdgeChange[]) => {
+      if (mayApply(changed)) setCanvas((c) => ({ ...c, edges: applyEdgeChanges(changed, c.edges) }));
+    },
+    [mayApply, setCanvas],
+  );
+  const onConnect = useCallback(
+    (wire: Connection) => {
+      const refusal = wireRefusal(typeMap, canvasRef.current.nodes, canvasRef.current.edges, wire);
+      if (refusal) {
+        setNotice({ kind: 'error', text: `Wire refused: ${refusal}` });
+        return;
+      }
+      record();
+      const id = `${wire.source}:${wire.sourceHandle}->${wire.target}:${wire.targetHandle}`;
+      setCanvas((c) => ({ ...c, edges: [...c.edges, { ...wire, id }] }));
+      setNotice(null);
+    },
+    [typeMap, record, setCanvas],
+  );
+  const addNode = useCallback(
+    (type: string, position?: { x: number; y: number }) => {
+      const nodeType = typeMap.get(type);
+      if (!canEdit || !nodeType) return;
+      record();
+      const at = position ?? flowView.screenToFlowPosition({ x: window.innerWidth / 2, y: window.innerHeight / 2 });
+      // Starts with what its form shows for the required fields, so what is seen is what is saved.
+      const config = requiredDefaults(nodeType.config_schema);
+      setCanvas((c) => {
+        const id = newNodeId(type, new Set(c.nodes.map((n) => n.id)));
+        const node: CanvasNode = { id, type: 'sf', position: at, selected: true, data: { type, name: '', config } };
+        return { ...c, nodes: [...c.nodes.map((n) => ({ ...n, selected: false })), node] };
+      });
+      setPanel('node');
+    },
+    [canEdit, typeMap, record, flowView, setCanvas],
+  );
+  const updateNode = useCallback(
+    (id: string, patch: Partial<CanvasNode['data']>) => {
+      record(`node ${id}`);
+      setCanvas((c) => ({ ...c, nodes: c.nodes.map((n) => (n.id === id ? { ...n, data: { ...n.data, ...patch } } : n)) }));
+    },
+    [record, setCanvas],
+  );
+  const onDrop = useCallback(
+    (event: DragEvent) => {
+      event.preventDefault();
+      const type = event.dataTransfer.getData(DRAG_MIME);
+      if (type) addNode(type, flowView.screenToFlowPosition({ x: event.clientX, y: event.clientY }));
+    },
+    [addNode, flowView],
+  );
+  const copy = useCallback(() => {
+    const nodes = canvasRef.current.nodes.filter((n) => n.selected);
+    const ids = new Set(nodes.map((n) => n.id));
+    clipboard.current = snapshot({
+      nodes,
+      edges: canvasRef.current.edges.filter((e) => ids.has(e.source) && ids.has(e.target)),
+    });
+  }, []);
+  const paste = useCallback(() => {
+    if (!clipboard.current?.nodes.length || !canEdit) return;
+    record();
+    const clip = clipboard.current;
+    setCanvas((c) => {
+      const pasted = duplicate(clip, new Set(c.nodes.map((n) => n.id)), 40);
+      return {
+        nodes: [...c.nodes.map((n) => ({ ...n, selected: false })), ...pasted.nodes],
+        edges: [...c.edges, ...pasted.edges],
+      };
+    });
+  }, [canEdit, record, setCanvas]);
+  const selectAll = useCallback(
+    () => setCanvas((c) => ({ ...c, nodes: c.nodes.map((n) => ({ ...n, selected: true })) })),
+    [setCanvas],
+  );
+
+  /** A problem clicked in the list: its node (or the two ends of its wire) selected and brought into view. */
+  const showProblem = useCallback(
+    (problem: Problem) => {
+      if (!current) return;
+      const target = problemTarget(problem, current);
+      const edge = target.edge !== undefined ? canvasRef.current.edges[target.edge] : undefined;
+      const ids = new Set(target.node ? [target.node] : edge ? [edge.source, edge.target] : []);
+      if (!ids.size) return;
+      setCanvas((c) => ({
+        nodes: c.nodes.map((n) => ({ ...n, selected: ids.has(n.id) })),
+        edges: c.edges.map((e) => ({ ...e, selected: e === edge })),
+      }));
+      if (target.node) setPanel('node');
+      void flowView.fitView({ nodes: [...ids].map((id) => ({ id })), padding: 0.6, maxZoom: 1.2, duration: 200 });
+    },
+    [current, setCanvas, flowView],
+  );
+
+  // ---- saving and deploying -------------------------------------------------------------------------------
+  const save = useCallback(async (): Promise<SavedFlow | null> => {
+    if (!base) return null;
+    try {
+      const saved = await api.save({ ...toDocument(base, canvasRef.current), label });
+      setBase(saved);
+      setProblems(saved.problems ?? []);
+      setFlows(await api.flows());
+      setNotice({
+        kind: saved.problems?.length ? 'error' : 'info',
+        text: saved.problems?.length
+          ? `Saved v${saved.version}, but it will not deploy: ${saved.problems.length} problem(s) marked on the canvas`
+          : `Saved v${saved.version}`,
+      });
+      return saved;
+    } catch (err) {
+      fail(err, 'Save refused');
+      return null;
+    }
+  }, [api, base, label, fail]);
+
+  const deploy = useCallback(async () => {
+    if (!base) return;
+    const saved = dirty ? await save() : base;
+    if (!saved) return;
+    if (saved.problems?.length) {
+      setProblems(saved.problems);
+      setPanel('problems');
+      setNotice({ kind: 'error', text: `Deploy refused: ${saved.problems.length} problem(s); fix the marked nodes and wires` });
+      return;
+    }
+    try {
+      const result = await api.deploy(saved.id, 'modified');
+      setDeployed(saved);
+      setFlows(await api.flows());
+      setProblems([]);
+      setNotice({ kind: 'info', text: `Deployed v${result.version}` });
+    } catch (err) {
+      if (err instanceof ApiError && err.problems.length) setProblems(err.problems);
+      fail(err, 'Deploy refused');
+    }
+  }, [api, base, dirty, save, fail]);
+
+  const exportFlow = useCallback(async () => {
+    if (!base) return;
+    const saved = dirty ? await save() : base;
+    if (!saved) return;
+    try {
+      download(`${saved.id}.json`, await api.exportFlow(saved.id));
+    } catch (err) {
+      fail(err, 'Export');
+    }
+  }, [api, base, dirty, save, fail]);
+
+  useShortcuts({ canEdit, undo, redo, copy, paste, save, selectAll,
+                 fit: () => void flowView.fitView({ padding: 0.15, maxZoom: 1 }) }); // prettier-ignore
+
+  // ---- what the canvas shows -------------------------------------------------------------------------------
+  const { gateway } = live;
+  const info: CanvasInfo = useMemo(() => {
+    const health = new Map((gateway?.nodes ?? []).filter((n) => n.flow === base?.id).map((n) => [n.node, n]));
+    const byNode = new Map<string, Problem[]>();
+    for (const p of problems) {
+      const where = current ? problemTarget(p, current).node : undefined;
+      if (where) byNode.set(where, [...(byNode.get(where) ?? []), p]);
+    }
+    const diffMarks = new Map<string, 'added' | 'changed'>();
+    diff?.nodes.added.forEach((n) => diffMarks.set(n, 'added'));
+    Object.keys(diff?.nodes.changed ?? {}).forEach((n) => diffMarks.set(n, 'changed'));
+    return { types: typeMap, health, modified: changes.modified, problems: byNode, diff: diffMarks };
+  }, [gateway, base?.id, problems, current, diff, typeMap, changes.modified]);
+
+  const edges = useMemo(() => {
+    const bad = new Map<number, Problem>();
+    for (const p of problems) {
+      const edge = current ? problemTarget(p, current).edge : undefined;
+      if (edge !== undefined) bad.set(edge, p);
+    }
+    return canvas.edges.map((e, index) => {
+      const p = bad.get(index);
+      return p ? { ...e, className: 'edge-problem', label: p.message, animated: true } : e;
+    });
+  }, [canvas.edges, problems, current]);
+
+  const selected = canvas.nodes.filter((n) => n.selected);
+  const one = selected.length === 1 ? selected[0] : null;
+  const oneType = one ? typeMap.get(one.data.type) : undefined;
+  // Taps are offered only on what runs: a node of the deployed version of a flow the gateway runs.
+  const runs = base !== null && gateway?.flows[base.id] !== undefined && deployed?.nodes.some((n) => n.id === one?.id);
+  const tapPorts = one && oneType && runs ? oneType.outputs.map((p) => ({ node: one.id, port: p.name })) : [];
+
+  if (page === 'gateways') return <GatewaysPage api={api} session={session} onClose={() => setPage('flows')} />;
+  return (
+    <CanvasInfoContext.Provider value={info}>
+      <div className="app">
+        <Toolbar
+          session={session}
+          canEdit={canEdit}
+          flows={flows}
+          flowId={base?.id ?? null}
+          dirty={dirty}
+          restarts={changes.modified.size + changes.removed.length}
+          canUndo={historySize.past > 0}
+          canRedo={historySize.future > 0}
+          gateway={gateway}
+          connected={live.connected}
+          onPick={open}
+          onNew={() => guard(() => setModal('new'))}
+          onImport={() => guard(() => setModal('import'))}
+          onExport={() => void exportFlow()}
+          onUndo={undo}
+          onRedo={redo}
+          onSave={() => void save()}
+          onDeploy={() => void deploy()}
+          onGateways={() => guard(() => setPage('gateways'))}
+          onSignOut={onSignOut}
+        />
+        <NoticeBar
+          notice={notice}
+          onReload={base ? () => void loadFlow(base.id) : null}
+          onDismiss={() => setNotice(null)}
+        />
+        <div className="body">
+          {canEdit && <Palette types={types} onAdd={(t) => addNode(t)} />}
+          <main className="canvas" onDragOver={(e) => e.preventDefault()} onDrop={onDrop} data-testid="canvas">
+            <ReactFlow
+              nodes={canvas.nodes}
+              edges={edges}
+              nodeTypes={NODE_TYPES}
+              onNodesChange={onNodesChange}
+              onEdgesChange={onEdgesChange}
+              onConnect={onConnect}
+              onNodeDragStart={() => record()}
+              nodesDraggable={canEdit}
+              nodesConnectable={canEdit}
+              deleteKeyCode={canEdit ? ['Delete', 'Backspace'] : null}
+              multiSelectionKeyCode={['Shift', 'Control', 'Meta']}
+            >
+              <Background />
+              <Controls />
+              <MiniMap pannable zoomable />
+            </ReactFlow>
+          </main>
+          <SidePanel
+            api={api}
+            panel={panel}
+            onPanel={setPanel}
+            base={base}
+            deployedVersion={flows.find((f) => f.id === base?.id)?.deployed_version ?? null}
+            canEdit={canEdit}
+            label={label}
+            onLabel={setLabel}
+            selected={selected}
+            nodeType={oneType}
+            onNodeChange={updateNode}
+            problems={problems}
+            onProblem={showProblem}
+            onDiff={setDiff}
+            onRestored={(flow) => {
+              void loadFlow(flow.id);
+              setNotice({ kind: 'info', text: `Restored as v${flow.version}; deploy to run it` });
+            }}
+          />
+        </div>
+        <DebugPanel
+          records={live.records}
+          taps={live.taps}
+          ports={tapPorts}
+          onTap={(node, port) => base && live.tap(base.id, node, port)}
+          onStop={live.stopTaps}
+          onClear={live.clearRecords}
+        />
+        {modal === 'new' && (
+          <NewFlowDialog
+            onCancel={() => setModal(null)}
+            onCreate={async (id, flowLabel) => {
+              try {
+                const created = await api.create({ format: 'streamforge.flow/v1', id, label: flowLabel, version: 0, nodes: [], edges: [] });
+                setModal(null);
+                await loadFlow(created.id);
+              } catch (err) {
+                fail(err, 'Create refused');
+              }
+            }}
+          />
+        )}
+        {modal === 'import' && (
+          <ImportDialog
+            onCancel={() => setModal(null)}
+            onImport={async (text) => {
+              const imported = await api.importFlow(text);
+              setModal(null);
+              await loadFlow(imported.id);
+              setNotice({ kind: 'info', text: `Imported ${imported.id} as v${imported.version}` });
+            }}
+          />
+        )}
+        {pending && base && (
+          <DiscardDialog
+            flowId={base.id}
+            onKeep={() => setPending(null)}
+            onDiscard={() => {
+              const action = pending;
+              setPending(null);
+              action();
+            }}
+          />
+        )}
+      </div>
+    </CanvasInfoContext.Provider>
+  );
+}

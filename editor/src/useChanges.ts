@@ -1,0 +1,40 @@
+/** The nodes a deploy of the edited document would restart, asked of the server (the compiler's fingerprints,
+ * the definition the gateway deploys by), a moment after each edit. */
+import { useEffect, useState } from 'react';
+import type { Api } from './api';
+import type { FlowDocument } from './types';
+
+const SETTLE_MS = 300;
+
+export interface Changes {
+  modified: Set<string>;
+  removed: string[];
+}
+
+export function useChanges(api: Api, document: FlowDocument | null, deployedVersion: number | null): Changes {
+  const [changes, setChanges] = useState<Changes>({ modified: new Set(), removed: [] });
+  const key = document ? `${deployedVersion}:${JSON.stringify(document)}` : ''; // a deploy changes the answer too
+  useEffect(() => {
+    if (!document) return;
+    let current = true;
+    const timer = setTimeout(() => {
+      api.changes(document.id, document).then(
+        (answer) => {
+          if (!current) return;
+          if (answer.modified !== null) setChanges({ modified: new Set(answer.modified), removed: answer.removed });
+          else if (answer.deployed_version === null) {
+            // Nothing runs yet: every node is new, whether or not the draft compiles.
+            setChanges({ modified: new Set(document.nodes.map((n) => n.id)), removed: [] });
+          } else setChanges((c) => ({ ...c, removed: answer.removed })); // does not compile: keep the last answer
+        },
+        () => undefined, // the next edit asks again; failures show where they matter (save, deploy)
+      );
+    }, SETTLE_MS);
+    return () => {
+      current = false;
+      clearTimeout(timer);
+    };
+  }, [api, key]); // `key` is the document's content: a new object with the same content asks nothing
+
+  return changes;
+}
