@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamforge.engine.compiler import ExecutionPlan, compile_document
 from streamforge.engine.problems import FlowInvalid
+from streamforge.engine.retry import Backoff
 from streamforge.engine.sdk import Kind
 from streamforge.runtime.errors import ApiError
 from streamforge.runtime.files import write_durably
@@ -392,11 +393,11 @@ class SyncAgent:
 
     async def run(self) -> None:
         """Forever: register until approved, then sync every poll interval (or at once when pushed). Errors are
-        reported and retried with jittered backoff; nothing the control plane says or fails to say stops the
-        flows or touches the cache."""
+        reported and retried with the one backoff (engine/retry); nothing the control plane says or fails to say
+        stops the flows or touches the cache."""
         listener = asyncio.create_task(self._listen(), name="sync-push")
         watcher = asyncio.create_task(self._watch_nodes(), name="sync-node-watch")
-        retry = 1.0
+        backoff = Backoff(1.0, MAX_RETRY_S)
         try:
             while True:
                 wait = self.poll_interval_s
@@ -405,10 +406,10 @@ class SyncAgent:
                         wait = min(5.0, self.poll_interval_s)
                     elif await self.sync_once():
                         continue
-                    retry = 1.0
+                    backoff.reset()
                 except ControlPlaneRefused as refused:
                     self._refused(refused)
-                    wait, retry = min(retry, self.poll_interval_s), min(retry * 2, MAX_RETRY_S)
+                    wait = min(backoff.next_delay(), self.poll_interval_s)
                 except (httpx.HTTPError, OSError, ValueError) as unreachable:
                     self.status.reachable, self.status.last_error = (
                         False,
@@ -417,7 +418,7 @@ class SyncAgent:
                     log.warning(
                         "control plane unreachable; running from the cache", extra={"error": self.status.last_error}
                     )
-                    wait, retry = min(retry, self.poll_interval_s), min(retry * 2, MAX_RETRY_S)
+                    wait = min(backoff.next_delay(), self.poll_interval_s)
                 self.poll_now.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.poll_now.wait(), jittered(wait))
@@ -455,7 +456,7 @@ class SyncAgent:
 
     async def _listen(self) -> None:
         """The push channel: any message means "poll now". Reconnects with backoff; never needed for correctness."""
-        retry = 1.0
+        backoff = Backoff(1.0, MAX_RETRY_S)
         url = self.base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
         answering: set[asyncio.Task[None]] = set()  # commands being run (a command may take a while)
         pinned = self._verify if isinstance(self._verify, ssl.SSLContext) else None  # None: the default context
@@ -467,7 +468,7 @@ class SyncAgent:
                 events = f"{url}/api/v1/gateways/{self.status.gateway_id}/events"
                 async with websockets.connect(events, additional_headers=self._auth(), open_timeout=10,
                                               ssl=pinned) as channel:  # fmt: skip
-                    retry = 1.0
+                    backoff.reset()
                     self.status.push_connected = True
                     async for message in channel:
                         event = json.loads(message)
@@ -480,5 +481,4 @@ class SyncAgent:
             except (OSError, websockets.WebSocketException, TimeoutError, ValueError) as lost:
                 log.info("push channel down; polls go on", extra={"error": f"{type(lost).__name__}: {lost}"})
             self.status.push_connected = False
-            await asyncio.sleep(jittered(retry))
-            retry = min(retry * 2, MAX_RETRY_S)
+            await asyncio.sleep(backoff.next_delay())
