@@ -97,11 +97,14 @@ def test_diff_ignores_moves_and_reports_the_rest() -> None:
     new_raw["nodes"][1]["config"] = {"gap_factor": 3}
     new_raw["nodes"].append({"id": "agg", "type": "aggregator"})
     new_raw["edges"] = [{"from": "sim:out", "to": "agg:in"}]
+    new_raw["label"] = "relabelled"
     diff = diff_flows(old, validate_flow(new_raw))
     assert diff.to_dict() == {
-        "nodes": {"added": ["agg"], "removed": [], "changed": {"val": ["config/gap_factor"]}},
+        "label": {"old": old.label, "new": "relabelled"},
+        "nodes": {"added": ["agg"], "removed": [],
+                  "changed": {"val": [{"field": "config/gap_factor", "old": None, "new": 3}]}},
         "edges": {"added": ["sim:out -> agg:in"], "removed": ["sim:out -> val:in"]},
-    }
+    }  # fmt: skip
     moved = doc()
     moved["nodes"][0]["y"] = -5
     assert diff_flows(old, validate_flow(moved)).empty
