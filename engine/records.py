@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -124,3 +126,18 @@ def dead_letter(
         "failed_at": now_utc(),
         "metadata": metadata or {},
     }
+
+
+def json_value(value: Any) -> Any:
+    """A record's non-JSON values as JSON: times as ISO-8601, bytes as base64, anything else as its text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    return str(value)
+
+
+def json_safe(record: Record) -> Record:
+    """The record as plain JSON data (what a debug tap shows and an HTTP sink sends)."""
+    safe: Record = json.loads(json.dumps(record, default=json_value))
+    return safe

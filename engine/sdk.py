@@ -329,8 +329,11 @@ class SinkNode(Node[ConfigT]):
 
     kind = Kind.SINK
 
-    async def write(self, batch: Sequence[Message]) -> None:
-        """Write the whole batch durably and idempotently (a replay must create no duplicates)."""
+    async def write(self, batch: Sequence[Message]) -> Sequence[Record] | None:
+        """Write the whole batch durably and idempotently (a replay must create no duplicates). Raise if the
+        destination failed (it is retried); return dead letters (`message.dead_letter(...)`) for records it refused
+        for good, e.g. an HTTP 4xx: they go to the DLQ with their reasons, never dropped, and the batch counts as
+        written."""
         raise NotImplementedError
 
 

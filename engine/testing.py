@@ -165,13 +165,19 @@ class NodeHarness(Generic[NodeT]):
         await cast(SourceNode[Any], self.node).acknowledge(emitted)
         return emitted
 
-    async def write(self, records: Sequence[Record], port: str | None = None) -> None:
+    async def write(self, records: Sequence[Record], port: str | None = None) -> list[Record]:
+        """Records as the runtime delivers them (see write_messages)."""
+        return await self.write_messages(await self.messages(records, port=port))
+
+    async def write_messages(self, messages: Sequence[Message]) -> list[Record]:
         """One write as the runtime makes it: on a live connection; a failure closes it (the next write reconnects)
-        and is raised here, where the runtime would retry the batch after its backoff."""
-        messages = await self.messages(records, port=port)
+        and is raised here, where the runtime would retry the batch after its backoff. Returns the dead letters of
+        what the destination refused (also in `captured["dlq"]`). The same messages again: a retry of that batch."""
         await self._connected()
         try:
-            await cast(SinkNode[Any], self.node).write(messages)
+            refused = list(await cast(SinkNode[Any], self.node).write(messages) or ())
         except Exception as exc:
             await self.link.disconnected(exc)
             raise
+        self.captured["dlq"].extend(refused)  # what the runtime sends to the DLQ
+        return refused

@@ -130,7 +130,7 @@ class Postgres(SinkNode[PostgresConfig]):
                     f"{self.config.schema_name}.{self.config.table_prefix}{table.suffix}", table.time_column,
                 )  # fmt: skip
 
-    async def write(self, batch: Sequence[Message]) -> None:
+    async def write(self, batch: Sequence[Message]) -> None:  # refuses nothing: a bad row fails the batch
         rows: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
         for message in batch:
             table = TABLES[PORT_TABLE[message.port]]

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import functools
-import json
 import time
 from collections.abc import Callable, Coroutine
-from datetime import datetime
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from streamforge.engine.compiler import compile_document
 from streamforge.engine.node_types import NodeTypes
+from streamforge.engine.records import json_safe
 from streamforge.engine.serde import Decoder
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.store import Store
@@ -23,19 +21,6 @@ from streamforge.runtime.kafka.clients import BatchConsumer
 
 TAP_RECORDS_PER_S = 20  # a debug panel is for eyes: a bounded sample, never a firehose
 UNAUTHORIZED = 4401  # websocket close codes 4000-4999 are the application's
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    return str(value)
-
-
-def json_safe(record: dict[str, Any]) -> dict[str, Any]:
-    safe: dict[str, Any] = json.loads(json.dumps(record, default=_plain))
-    return safe
 
 
 class LiveSession:

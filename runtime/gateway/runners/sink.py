@@ -10,7 +10,7 @@ from typing import Any
 
 from streamforge.engine.connection import PeerLink, describe_failure
 from streamforge.engine.retry import CircuitBreaker, CircuitSettings, CircuitState
-from streamforge.engine.sdk import Message, PeerUnavailable, SinkNode
+from streamforge.engine.sdk import Message, PeerUnavailable, Record, SinkNode
 from streamforge.runtime.gateway.runners.consumer import ConsumingRunner
 from streamforge.runtime.kafka.clients import BatchProducer, ConsumedBatch
 
@@ -35,11 +35,15 @@ class SinkRunner(ConsumingRunner):
 
     async def _handle(self, producer: BatchProducer, batch: ConsumedBatch) -> None:
         if batch.records:
-            await self._write(batch.records)
+            refused = await self._write(batch.records)
+            if refused:  # before the commit: a refused record is in the DLQ or its batch is replayed
+                await self.outputs.dead_letters(producer, list(refused))
+                self.env.metrics.errors.labels(**self.labels, kind="refused").inc(len(refused))
         self._safe = dict(self._positions)
 
-    async def _write(self, records: Sequence[Message]) -> None:
-        """Returns once the batch is written; until then nothing past it is committed."""
+    async def _write(self, records: Sequence[Message]) -> Sequence[Record]:
+        """Returns once the batch is written (with what the destination refused); until then nothing past it is
+        committed."""
         link, breaker, clock = self._link, self._breaker, self.node.clock
         while True:
             if breaker.state is CircuitState.OPEN:
@@ -50,7 +54,7 @@ class SinkRunner(ConsumingRunner):
             if problem is None:
                 started = time.perf_counter()
                 try:
-                    await self.node.write(records)
+                    refused = await self.node.write(records)
                 except Exception as exc:  # any failure: keep the batch, reconnect, retry; never commit past it
                     self.env.metrics.errors.labels(**self.labels, kind="write").inc()
                     problem = f"write failed: {describe_failure(exc)}"
@@ -59,7 +63,7 @@ class SinkRunner(ConsumingRunner):
                     self.env.metrics.sink_write_seconds.labels(**self.labels).observe(time.perf_counter() - started)
                     self.env.metrics.records_out.labels(**self.labels, port="write").inc(len(records))
                     self._closed()
-                    return
+                    return refused or ()
             if breaker.failure(clock.monotonic()):
                 self._circuit.set(CircuitState.OPEN)
                 why = (f"circuit open after {breaker.failures} consecutive failures; next trial in "

@@ -1,0 +1,125 @@
+"""`http` sink: batches POSTed as a JSON array or NDJSON (optionally gzip), with bearer or basic auth from secrets and
+an idempotency key per batch; 5xx and timeouts are retried, a 4xx refusal goes to the DLQ with the response."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import ssl
+from collections.abc import Sequence
+from typing import Literal
+
+import httpx
+from pydantic import Field, SecretStr, model_validator
+
+from streamforge.engine.records import json_safe, reason
+from streamforge.engine.retry import ConnectionSettings
+from streamforge.engine.sdk import Message, PeerUnavailable, Port, PortType, Record, SinkConfig, SinkNode
+
+RETRIED = {408, 425, 429}  # besides every 5xx: the server asks to come back later
+
+
+class HttpSinkConfig(SinkConfig):
+    url: str = Field(pattern=r"^https?://", description="Where each batch is POSTed, e.g. https://ingest.example/v1")
+    format: Literal["json", "ndjson"] = Field("json", description="json: one array per request; ndjson: one per line")
+    gzip: bool = Field(False, description="Compress each request (Content-Encoding: gzip)")
+    batch_records: int = Field(500, ge=1, le=50_000, description="Records per request, at most")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers; put credentials below instead")
+    bearer_token: SecretStr | None = Field(None, description="Authorization: Bearer <token>; stored as a secret")
+    username: str | None = Field(None, description="HTTP basic auth user")
+    password: SecretStr | None = Field(None, description="HTTP basic auth password; stored as a secret")
+    idempotency_header: str = Field("Idempotency-Key", min_length=1, description="Carries each batch's key")
+    ca_file: str | None = Field(None, description="CA certificate (PEM) to trust for https; default: the system's")
+    connection: ConnectionSettings = Field(default_factory=lambda: ConnectionSettings(timeout_s=10.0))
+
+    @model_validator(mode="after")
+    def _one_kind_of_auth(self) -> HttpSinkConfig:
+        if self.bearer_token is not None and (self.username or self.password):
+            raise ValueError("use bearer_token or username/password, not both")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("basic auth needs both username and password")
+        return self
+
+
+def batch_key(node_id: str, messages: Sequence[Message]) -> str:
+    """The same records at the same offsets give the same key: a retried request is recognisable as one."""
+    positions = "|".join(f"{m.topic}:{m.partition}:{m.offset}" for m in messages)
+    return hashlib.sha256(f"{node_id}|{positions}".encode()).hexdigest()[:32]
+
+
+class HttpSink(SinkNode[HttpSinkConfig]):
+    """Lifecycle: start() loads the CA (a missing file refuses the deploy); connect() opens the HTTP client; each
+    write POSTs the batch in requests of `batch_records`. A 5xx, 408/425/429, a timeout or a refused connection
+    raises: the runtime retries the batch (backoff, circuit breaker, DEGRADED) and commits nothing past it. Any other
+    4xx is the server refusing those records for good: they become dead letters with the status and the response,
+    and the batch counts as written. The idempotency key lets the receiver drop a retried request it already has."""
+
+    type = "http"
+    category = "sinks"
+    icon = "world-upload"
+    description = "HTTP POST of batches (JSON or NDJSON, gzip), auth from secrets, retries, 4xx to the DLQ"
+    inputs = (Port("in", PortType.ANY, description="Records of any type, POSTed as JSON"),)
+
+    async def start(self) -> None:
+        config = self.config
+        try:
+            self._verify: ssl.SSLContext | bool = (
+                ssl.create_default_context(cafile=config.ca_file) if config.ca_file else True
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"ca_file {config.ca_file}: {getattr(exc, 'strerror', None) or exc}") from exc
+        headers = {**config.headers, "Content-Type": "application/json" if config.format == "json"
+                   else "application/x-ndjson"}  # fmt: skip
+        if config.gzip:
+            headers["Content-Encoding"] = "gzip"
+        if config.bearer_token is not None:
+            headers["Authorization"] = f"Bearer {config.bearer_token.get_secret_value()}"
+        self._headers = headers
+        self._auth = (
+            (config.username, config.password.get_secret_value()) if config.username and config.password else None
+        )
+        self._client: httpx.AsyncClient | None = None
+
+    async def connect(self) -> None:
+        self._client = httpx.AsyncClient(timeout=self.config.connection.timeout_s, verify=self._verify,
+                                         headers=self._headers, auth=self._auth)  # fmt: skip
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+        self._client = None
+
+    def body(self, messages: Sequence[Message]) -> bytes:
+        records = [json_safe(m.record) for m in messages]
+        if self.config.format == "json":
+            text = json.dumps(records, separators=(",", ":"))
+        else:
+            text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+        data = text.encode()
+        return gzip.compress(data, mtime=0) if self.config.gzip else data  # mtime 0: a retry sends the same bytes
+
+    async def write(self, batch: Sequence[Message]) -> Sequence[Record] | None:
+        assert self._client is not None  # the runtime writes only while connected
+        refused: list[Record] = []
+        size = self.config.batch_records
+        for start in range(0, len(batch), size):
+            chunk = batch[start : start + size]
+            key = batch_key(self.context.node_id, chunk)
+            try:
+                response = await self._client.post(self.config.url, content=self.body(chunk),
+                                                   headers={self.config.idempotency_header: key})  # fmt: skip
+            except httpx.TransportError as exc:  # refused, reset, timed out, TLS: the server is not usable now
+                raise PeerUnavailable(f"POST {self.config.url}: {type(exc).__name__}: {exc}") from exc
+            status = response.status_code
+            if status < 300:
+                continue
+            answer = f"{self.config.url} answered {status} {response.reason_phrase}: {response.text[:500]}"
+            if status >= 500 or status in RETRIED:
+                raise PeerUnavailable(answer)
+            why = reason(f"http_{status}", answer)
+            refused += [message.dead_letter(self.context.node_id, why) for message in chunk]
+        return refused
+
+
+NODE = HttpSink
