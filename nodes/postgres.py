@@ -1,161 +1,19 @@
-"""`postgres` sink: batched, idempotent upserts of telemetry, aggregates and alarms into PostgreSQL/TimescaleDB."""
+"""`postgres` sink: batched, idempotent upserts of telemetry, aggregates and alarms into PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
-
-import asyncpg
-from pydantic import Field, SecretStr
-
-from streamforge.engine.records import event_time
-from streamforge.engine.retry import ConnectionSettings
-from streamforge.engine.sdk import Message, Port, PortType, Record, SinkConfig, SinkNode
-
-IDENTIFIER = r"^[a-z_][a-z0-9_]{0,40}$"
+from streamforge.nodes.protocols.sql import SqlSink, SqlSinkConfig
 
 
-@dataclass(frozen=True)
-class _Table:
-    """One destination table: its columns, natural key, and how a record becomes a row."""
-
-    suffix: str
-    columns: tuple[tuple[str, str], ...]  # (name, SQL type)
-    key: tuple[str, ...]
-    time_column: str
-    row: Callable[[Record], tuple[Any, ...]]
-
-    @property
-    def names(self) -> list[str]:
-        return [name for name, _ in self.columns]
-
-    def key_of(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
-        names = self.names
-        return tuple(row[names.index(k)] for k in self.key)
-
-
-def _telemetry_row(r: Record) -> tuple[Any, ...]:
-    ts = r["timestamps"]
-    return (event_time(r), r["asset_id"], r["parameter"], r["value"], r["unit"],
-            r["quality"], ts["device_time"], ts["gateway_time"], r["clock_skew_ms"])  # fmt: skip
-
-
-def _aggregate_row(r: Record) -> tuple[Any, ...]:
-    a = r["aggregates"]
-    return (r["window_start"], r["window_end"], r["asset_id"], r["parameter"], r["resolution"], a["avg"], a["min"],
-            a["max"], a["first"], a["last"], a["count"], r["unit"])  # fmt: skip
-
-
-def _alarm_row(r: Record) -> tuple[Any, ...]:
-    return (event_time(r), r["alarm_id"], r["state"], r["asset_id"], r["parameter"],
-            r["rule_id"], r["severity"], r["value"], r["threshold"], r["message"], r["changed_by"])  # fmt: skip
-
-
-TABLES = {
-    "telemetry": _Table("telemetry", (
-        ("time", "timestamptz"), ("asset_id", "text"), ("parameter", "text"), ("value", "double precision"),
-        ("unit", "text"), ("quality", "text"), ("device_time", "timestamptz"), ("gateway_time", "timestamptz"),
-        ("clock_skew_ms", "bigint"),
-    ), ("asset_id", "parameter", "time"), "time", _telemetry_row),
-    "aggregates": _Table("aggregates", (
-        ("window_start", "timestamptz"), ("window_end", "timestamptz"), ("asset_id", "text"), ("parameter", "text"),
-        ("resolution", "text"), ("avg", "double precision"), ("min", "double precision"), ("max", "double precision"),
-        ("first", "double precision"), ("last", "double precision"), ("count", "bigint"), ("unit", "text"),
-    ), ("asset_id", "parameter", "resolution", "window_start"), "window_start", _aggregate_row),
-    "alarms": _Table("alarms", (
-        ("time", "timestamptz"), ("alarm_id", "text"), ("state", "text"), ("asset_id", "text"), ("parameter", "text"),
-        ("rule_id", "text"), ("severity", "text"), ("value", "double precision"), ("threshold", "double precision"),
-        ("message", "text"), ("changed_by", "text"),
-    ), ("alarm_id", "state", "time"), "time", _alarm_row),
-}  # fmt: skip
-
-PORT_TABLE = {"telemetry": "telemetry", "aggregates": "aggregates", "alarms": "alarms"}
-
-
-class PostgresConfig(SinkConfig):
-    dsn: SecretStr = Field(description="postgresql://user:password@host:port/db; stored as a secret")
-    table_prefix: str = Field("sf_", pattern=r"^[a-z_][a-z0-9_]{0,20}$", description="Tables: <prefix>telemetry, ...")
-    schema_name: str = Field("public", pattern=IDENTIFIER)
-    timescale: bool = Field(False, description="Make the tables hypertables when TimescaleDB is installed")
-    connection: ConnectionSettings = Field(default_factory=lambda: ConnectionSettings(timeout_s=10.0))
-
-
-class Postgres(SinkNode[PostgresConfig]):
+class Postgres(SqlSink[SqlSinkConfig]):
     """Each batch is one transaction: COPY into a temp table, then INSERT ... ON CONFLICT on the natural key.
 
-    A replayed batch (after a crash before the offset commit) updates the same rows: no duplicates. connect()
-    opens the connection and creates the tables; a database that is down is the runtime's to retry (DEGRADED),
-    never a failed deploy, and Kafka keeps the backlog meanwhile.
+    A replayed batch (after a crash before the offset commit) updates the same rows: no duplicates. For hypertables,
+    use the `timescaledb` sink: the same tables and upserts.
     """
 
     type = "postgres"
-    category = "sinks"
-    icon = "database"
-    description = "PostgreSQL / TimescaleDB: idempotent batched upserts, tables created if absent"
-    inputs = (
-        Port("telemetry", PortType.TELEMETRY, required=False, description="Readings -> <prefix>telemetry"),
-        Port("aggregates", PortType.AGGREGATE, required=False, description="Windows -> <prefix>aggregates"),
-        Port("alarms", PortType.ALARM, required=False, description="Alarm transitions -> <prefix>alarms"),
-    )
-
-    async def start(self) -> None:
-        self._connection: asyncpg.Connection | None = None
-
-    async def connect(self) -> None:
-        self._connection = await asyncpg.connect(
-            self.config.dsn.get_secret_value(), timeout=self.config.connection.timeout_s
-        )
-        for table in TABLES.values():
-            await self._create(self._connection, table)
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            self._connection.terminate()  # a write may have failed halfway: nothing of it is worth a clean goodbye
-        self._connection = None
-
-    def table_name(self, suffix: str) -> str:
-        return f'"{self.config.schema_name}"."{self.config.table_prefix}{suffix}"'
-
-    async def _create(self, connection: asyncpg.Connection, table: _Table) -> None:
-        columns = ", ".join(f'"{name}" {sql}' for name, sql in table.columns)
-        key = ", ".join(f'"{name}"' for name in table.key)
-        await connection.execute(f"CREATE TABLE IF NOT EXISTS {self.table_name(table.suffix)} "
-                                 f"({columns}, PRIMARY KEY ({key}))")  # fmt: skip
-        if self.config.timescale:
-            has_timescale = await connection.fetchval("SELECT count(*) FROM pg_extension WHERE extname='timescaledb'")
-            if has_timescale:
-                await connection.execute(
-                    "SELECT create_hypertable($1, $2, if_not_exists => TRUE, migrate_data => TRUE)",
-                    f"{self.config.schema_name}.{self.config.table_prefix}{table.suffix}", table.time_column,
-                )  # fmt: skip
-
-    async def write(self, batch: Sequence[Message]) -> None:  # refuses nothing: a bad row fails the batch
-        rows: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
-        for message in batch:
-            table = TABLES[PORT_TABLE[message.port]]
-            row = table.row(message.record)
-            rows.setdefault(table.suffix, {})[table.key_of(row)] = row  # last one wins within the batch, as on replay
-        connection = self._connection
-        assert connection is not None  # the runtime writes only while connected
-        async with connection.transaction():
-            for suffix, keyed in rows.items():
-                await self._upsert(connection, TABLES[suffix], list(keyed.values()))
-
-    async def _upsert(self, connection: asyncpg.Connection, table: _Table, rows: list[tuple[Any, ...]]) -> None:
-        names = table.names
-        staging = f"sf_stage_{table.suffix}"
-        await connection.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {self.table_name(table.suffix)}) ON COMMIT DELETE ROWS"
-        )
-        await connection.copy_records_to_table(staging, records=rows, columns=names)
-        quoted = ", ".join(f'"{n}"' for n in names)
-        updates = ", ".join(f'"{n}" = EXCLUDED."{n}"' for n in names if n not in table.key)
-        key = ", ".join(f'"{k}"' for k in table.key)
-        await connection.execute(
-            f"INSERT INTO {self.table_name(table.suffix)} ({quoted}) SELECT {quoted} FROM {staging} "
-            f"ON CONFLICT ({key}) DO UPDATE SET {updates}"
-        )
+    description = "PostgreSQL: idempotent batched upserts, tables created if absent"
 
 
 NODE = Postgres
