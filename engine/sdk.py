@@ -322,7 +322,8 @@ class ProcessorNode(Node[ConfigT]):
 
 
 class SinkNode(Node[ConfigT]):
-    """Writes batches to an external system. Offsets are committed only after write() returns.
+    """Writes batches to an external system. Offsets are committed only after write() returns, and never past what
+    retained() still holds.
 
     A write that raises is retried on a fresh connection (close(), backoff, connect()) while the node shows
     DEGRADED; Kafka keeps the backlog meanwhile."""
@@ -335,6 +336,16 @@ class SinkNode(Node[ConfigT]):
         for good, e.g. an HTTP 4xx: they go to the DLQ with their reasons, never dropped, and the batch counts as
         written."""
         raise NotImplementedError
+
+    async def tick(self, now: datetime) -> Sequence[Record] | None:
+        """Called about once a second, also when no input arrives (e.g. roll a file by age); like write() it may
+        raise (retried) or return dead letters."""
+        return None
+
+    def retained(self) -> dict[tuple[str, int], int]:
+        """Earliest input offset per (topic, partition) written nowhere durable yet (records buffered for a file):
+        the runtime never commits past it, so a crash replays them."""
+        return {}
 
 
 NodeClass = type[Node[Any]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
@@ -173,9 +173,16 @@ class NodeHarness(Generic[NodeT]):
         """One write as the runtime makes it: on a live connection; a failure closes it (the next write reconnects)
         and is raised here, where the runtime would retry the batch after its backoff. Returns the dead letters of
         what the destination refused (also in `captured["dlq"]`). The same messages again: a retry of that batch."""
+        return await self._sink_call(lambda sink: sink.write(messages))
+
+    async def sink_tick(self, now: datetime | None = None) -> list[Record]:
+        """A sink's periodic tick (e.g. a file rolled by age), made as the runtime makes it; see write_messages."""
+        return await self._sink_call(lambda sink: sink.tick(now or self.clock.now()))
+
+    async def _sink_call(self, call: Callable[[SinkNode[Any]], Awaitable[Sequence[Record] | None]]) -> list[Record]:
         await self._connected()
         try:
-            refused = list(await cast(SinkNode[Any], self.node).write(messages) or ())
+            refused = list(await call(cast(SinkNode[Any], self.node)) or ())
         except Exception as exc:
             await self.link.disconnected(exc)
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
+from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -11,9 +12,12 @@ from streamforge.engine.serde import Decoder
 from streamforge.runtime.gateway.runners.base import NodeRunner
 from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer, ConsumedBatch
 
+TICK_S = 1.0
+
 
 class ConsumingRunner(NodeRunner):
-    """Offsets are never auto-committed: `_handle` sets `_safe`, the offsets it is done with, and only those move."""
+    """Offsets are never auto-committed: `_handle` sets `_safe`, the offsets it is done with, and only those move.
+    The node's tick() is due about once a second, also when no input arrives."""
 
     async def _loop(self, producer: BatchProducer) -> None:
         upstream = {(self.flow_id, source) for inp in self.plan.inputs for source in inp.upstream}
@@ -28,6 +32,7 @@ class ConsumingRunner(NodeRunner):
         self._positions: dict[TopicPartition, int] = {}  # next offset to read, per partition
         self._safe: dict[TopicPartition, int] = {}
         committed: dict[TopicPartition, int] = {}
+        self._next_tick = self.node.clock.monotonic() + TICK_S
         try:
             await self._begin()
             self._started()
@@ -56,8 +61,21 @@ class ConsumingRunner(NodeRunner):
                 await consumer.stop()
 
     def _wait_ms(self) -> int:
-        """How long to wait for a batch (a processor wakes up sooner for its tick)."""
-        return 1000
+        """How long to wait for a batch: until the next tick at most."""
+        return min(max(10, int((self._next_tick - self.node.clock.monotonic()) * 1000)), 1000)
+
+    def _tick_due(self) -> datetime | None:
+        """The time to give tick() when it is due (and the next one scheduled), else None."""
+        clock = self.node.clock
+        if clock.monotonic() < self._next_tick:
+            return None
+        self._next_tick = clock.monotonic() + TICK_S
+        return clock.now()
+
+    def _held_back(self, retained: dict[tuple[str, int], int]) -> None:
+        """Commit up to what was read, never past an offset the node still holds in memory."""
+        self._safe = {tp: min(offset, retained.get((tp.topic, tp.partition), offset))
+                      for tp, offset in self._positions.items()}  # fmt: skip
 
     async def _begin(self) -> None:
         """Before the first batch (a sink connects here)."""

@@ -10,18 +10,12 @@ from streamforge.engine.sdk import Emitted, ProcessorNode
 from streamforge.runtime.gateway.runners.consumer import ConsumingRunner
 from streamforge.runtime.kafka.clients import BatchProducer, ConsumedBatch
 
-TICK_S = 1.0
-
 
 class ProcessorRunner(ConsumingRunner):
     node: ProcessorNode[Any]
 
     async def _begin(self) -> None:
         self._commands: asyncio.Queue[tuple[str, Any, asyncio.Future[Emitted]]] = asyncio.Queue()
-        self._next_tick = self.node.clock.monotonic() + TICK_S
-
-    def _wait_ms(self) -> int:
-        return min(max(10, int((self._next_tick - self.node.clock.monotonic()) * 1000)), 1000)
 
     async def submit(self, name: str, args: dict[str, Any]) -> Emitted:
         """Validate the arguments by the command's model, run it inside the node's loop between two batches;
@@ -32,20 +26,18 @@ class ProcessorRunner(ConsumingRunner):
         return await future
 
     async def _handle(self, producer: BatchProducer, batch: ConsumedBatch) -> None:
-        node, clock = self.node, self.node.clock
+        node = self.node
         emitted = await node.process(batch.records) if batch.records else {}
-        if clock.monotonic() >= self._next_tick:
-            self._next_tick = clock.monotonic() + TICK_S
-            for port, records in (await node.tick(clock.now())).items():
+        now = self._tick_due()
+        if now is not None:
+            for port, records in (await node.tick(now)).items():
                 emitted.setdefault(port, []).extend(records)
         answered = await self._run_commands(emitted)
         await self.outputs.send(producer, emitted, batch.records)
         await self.changelog.save(producer)
         for future, result in answered:
             future.set_result(result)
-        retained = node.retained()
-        self._safe = {tp: min(offset, retained.get((tp.topic, tp.partition), offset))
-                      for tp, offset in self._positions.items()}  # fmt: skip
+        self._held_back(node.retained())
 
     async def _run_commands(self, emitted: Emitted) -> list[tuple[asyncio.Future[Emitted], Emitted]]:
         done = []

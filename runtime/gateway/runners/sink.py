@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from streamforge.engine.connection import PeerLink, describe_failure
 from streamforge.engine.retry import CircuitBreaker, CircuitSettings, CircuitState
-from streamforge.engine.sdk import Message, PeerUnavailable, Record, SinkNode
+from streamforge.engine.sdk import PeerUnavailable, Record, SinkNode
 from streamforge.runtime.gateway.runners.consumer import ConsumingRunner
 from streamforge.runtime.kafka.clients import BatchProducer, ConsumedBatch
 
@@ -34,16 +34,21 @@ class SinkRunner(ConsumingRunner):
         await self.node.close()
 
     async def _handle(self, producer: BatchProducer, batch: ConsumedBatch) -> None:
+        refused: list[Record] = []
         if batch.records:
-            refused = await self._write(batch.records)
-            if refused:  # before the commit: a refused record is in the DLQ or its batch is replayed
-                await self.outputs.dead_letters(producer, list(refused))
-                self.env.metrics.errors.labels(**self.labels, kind="refused").inc(len(refused))
-        self._safe = dict(self._positions)
+            records = batch.records
+            refused += await self._deliver(lambda: self.node.write(records), len(records))
+        now = self._tick_due()
+        if now is not None:  # e.g. a file rolled by age
+            refused += await self._deliver(lambda: self.node.tick(now), 0)
+        if refused:  # before the commit: a refused record is in the DLQ or its batch is replayed
+            await self.outputs.dead_letters(producer, refused)
+            self.env.metrics.errors.labels(**self.labels, kind="refused").inc(len(refused))
+        self._held_back(self.node.retained())
 
-    async def _write(self, records: Sequence[Message]) -> Sequence[Record]:
-        """Returns once the batch is written (with what the destination refused); until then nothing past it is
-        committed."""
+    async def _deliver(self, attempt: Callable[[], Awaitable[Sequence[Record] | None]], count: int) -> list[Record]:
+        """Returns once `attempt` (a write, or a tick that flushes) succeeded, with what the destination refused;
+        until then nothing past it is committed."""
         link, breaker, clock = self._link, self._breaker, self.node.clock
         while True:
             if breaker.state is CircuitState.OPEN:
@@ -54,16 +59,16 @@ class SinkRunner(ConsumingRunner):
             if problem is None:
                 started = time.perf_counter()
                 try:
-                    refused = await self.node.write(records)
+                    refused = await attempt()
                 except Exception as exc:  # any failure: keep the batch, reconnect, retry; never commit past it
                     self.env.metrics.errors.labels(**self.labels, kind="write").inc()
                     problem = f"write failed: {describe_failure(exc)}"
                     await link.disconnected(PeerUnavailable(problem))
                 else:
                     self.env.metrics.sink_write_seconds.labels(**self.labels).observe(time.perf_counter() - started)
-                    self.env.metrics.records_out.labels(**self.labels, port="write").inc(len(records))
+                    self.env.metrics.records_out.labels(**self.labels, port="write").inc(count)
                     self._closed()
-                    return refused or ()
+                    return list(refused or ())
             if breaker.failure(clock.monotonic()):
                 self._circuit.set(CircuitState.OPEN)
                 why = (f"circuit open after {breaker.failures} consecutive failures; next trial in "
