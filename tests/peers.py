@@ -1,5 +1,5 @@
-"""Real protocol peers started as processes, for the tests and the benchmarks: Mosquitto (plain or TLS), and the
-certificates a TLS broker and its clients need."""
+"""Real protocol peers started as processes, for the tests and the benchmarks: Mosquitto (plain or TLS), a customer's
+Kafka (SASL_SSL), and the certificates TLS brokers and their clients need."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from streamforge.runtime.kafka.broker import free_port
+from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 
 
 @dataclass(frozen=True)
@@ -92,3 +95,35 @@ def start_mosquitto(workdir: Path, port: int, tls: Pki | None = None) -> subproc
         time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"Mosquitto did not start: {process.stderr.read().decode() if process.stderr else ''}")
+
+
+SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+
+
+def sasl_ssl_kafka(workdir: Path, pki: Pki, users: dict[str, str]) -> tuple[EmbeddedKafka, str]:
+    """A second, real Kafka broker like a customer's: a SASL_SSL listener (the PKI's server certificate; SASL PLAIN
+    and SCRAM-SHA-256/512 for `users`), beside the PLAINTEXT one a test reads back through. Returns it, unstarted,
+    and the SASL_SSL bootstrap."""
+    host, port, controller, secure = "127.0.0.1", free_port(), free_port(), free_port()
+    keystore = workdir / "broker-keystore.pem"  # Kafka's PEM keystore: the PKCS#8 key, then the certificate chain
+    keystore.write_bytes(pki.server_key.read_bytes() + pki.server_cert.read_bytes())
+    plain_users = " ".join(f'user_{name}="{password}"' for name, password in users.items())
+    listener = "listener.name.sasl_ssl"
+    properties = {
+        "listeners": f"PLAINTEXT://{host}:{port},SASL_SSL://{host}:{secure},CONTROLLER://{host}:{controller}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port},SASL_SSL://{host}:{secure}",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        f"{listener}.ssl.keystore.type": "PEM",
+        f"{listener}.ssl.keystore.location": str(keystore),
+        f"{listener}.plain.sasl.jaas.config":
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};",
+        f"{listener}.scram-sha-256.sasl.jaas.config": SCRAM_LOGIN,
+        f"{listener}.scram-sha-512.sasl.jaas.config": SCRAM_LOGIN,
+        "auto.create.topics.enable": "true",  # the customer's cluster, not ours: its topics come with its rules
+    }  # fmt: skip
+    scram = [argument for name, password in users.items() for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+             for argument in ("--add-scram", f"{mechanism}=[name={name},password={password}]")]  # fmt: skip
+    kafka = EmbeddedKafka(workdir / "customer-kafka", port=port, controller_port=controller,
+                          broker_properties=properties, format_arguments=scram)  # fmt: skip
+    return kafka, f"{host}:{secure}"

@@ -14,6 +14,7 @@ import struct
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -67,8 +68,15 @@ class BrokerSettings:
 class Broker:
     """A broker process rooted at `data_dir`: <data_dir>/log holds Kafka's data, broker.json its settings."""
 
-    def __init__(self, dist: KafkaDistribution, data_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, dist: KafkaDistribution, data_dir: str | Path | None = None,
+        extra_properties: Mapping[str, str] | None = None, format_arguments: Sequence[str] = (),
+    ) -> None:  # fmt: skip
+        """`extra_properties` override or add broker properties (e.g. a TLS listener); `format_arguments` go to the
+        first format of the storage (e.g. `--add-scram` users)."""
         self.dist = dist
+        self.extra_properties = dict(extra_properties or {})
+        self.format_arguments = list(format_arguments)
         self.data_dir = Path(data_dir or default_data_dir()).expanduser().resolve()
         self.log_dir = self.data_dir / "log"
         self.state_path = self.data_dir / STATE_FILE
@@ -137,6 +145,7 @@ class Broker:
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": "0",
             "log.retention.check.interval.ms": "60000",
+            **self.extra_properties,
         }
         return "".join(f"{key}={value}\n" for key, value in props.items())
 
@@ -151,6 +160,7 @@ class Broker:
                 s.cluster_id,
                 "-c",
                 str(self.data_dir / "server.properties"),
+                *self.format_arguments,
             ],
             capture_output=True,
             text=True,

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -48,8 +48,10 @@ class EmbeddedKafka:
         max_restarts: int = 5,
         restart_window_s: float = 300.0,
         restart_backoff_s: float = 0.5,
+        broker_properties: dict[str, str] | None = None,
+        format_arguments: Sequence[str] = (),
     ) -> None:
-        self.broker = Broker(distribution(cache_dir), data_dir)
+        self.broker = Broker(distribution(cache_dir), data_dir, broker_properties, format_arguments)
         self._ports = (port, controller_port)
         self.start_timeout_s = start_timeout_s
         self.state = BrokerState.STOPPED
