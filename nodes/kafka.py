@@ -18,6 +18,7 @@ from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.sdk import Message, PeerUnavailable, Port, PortType, Record, SinkConfig, SinkNode
 from streamforge.engine.serde import Encoder, encoder_for
 from streamforge.engine.topics import topic_spec
+from streamforge.nodes.protocols.tls import client_context
 from streamforge.runtime.kafka.clients import BatchProducer
 
 DEFAULT_TOPICS = {"telemetry": "streamforge.telemetry", "aggregate": "streamforge.aggregates",
@@ -74,13 +75,7 @@ class KafkaSink(SinkNode[KafkaSinkConfig]):
         config = self.config
         self._ssl: ssl.SSLContext | None = None
         if config.security_protocol in ("SSL", "SASL_SSL"):
-            try:
-                self._ssl = ssl.create_default_context(cafile=config.ca_file)
-                if config.cert_file is not None:
-                    self._ssl.load_cert_chain(config.cert_file, config.key_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise ValueError(f"TLS files ({config.ca_file}, {config.cert_file}): "
-                                 f"{getattr(exc, 'strerror', None) or exc}") from exc  # fmt: skip
+            self._ssl = client_context(config.ca_file, config.cert_file, config.key_file)
         self._producer: BatchProducer | None = None
         self._registry: HttpSchemaRegistry | None = None
         self._encoders: dict[str, Encoder] = {}

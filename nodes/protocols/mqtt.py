@@ -15,6 +15,7 @@ from streamforge.engine.records import dead_letter, from_epoch_ms, reason
 from streamforge.engine.retry import ConnectionSettings
 from streamforge.engine.sdk import Emitted, NodeConfig, Port, PortType, Record, SourceNode
 from streamforge.nodes.protocols.mqtt_session import Endpoint, MqttSession, Will
+from streamforge.nodes.protocols.tls import client_context
 
 
 def _refuse_qos2(qos: Any) -> Any:
@@ -49,19 +50,7 @@ class MqttTls(BaseModel):
 
     def context(self) -> ssl.SSLContext:
         """The SSL context; ValueError naming the file that could not be loaded, and why."""
-        try:
-            context = ssl.create_default_context(cafile=self.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(f"tls.ca_file {self.ca_file}: {exc.strerror or exc}") from exc
-        context.check_hostname = self.verify_hostname
-        if self.cert_file is not None:
-            try:
-                context.load_cert_chain(self.cert_file, self.key_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise ValueError(
-                    f"tls.cert_file {self.cert_file} / key_file {self.key_file}: {exc.strerror or exc}"
-                ) from exc
-        return context
+        return client_context(self.ca_file, self.cert_file, self.key_file, self.verify_hostname, "tls.")
 
 
 class MqttConnectionConfig(NodeConfig):
