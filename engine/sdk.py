@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -346,6 +346,15 @@ class SinkNode(Node[ConfigT]):
         """Earliest input offset per (topic, partition) written nowhere durable yet (records buffered for a file):
         the runtime never commits past it, so a crash replays them."""
         return {}
+
+
+def earliest_offsets(held: Iterable[tuple[tuple[str, int], int]]) -> dict[tuple[str, int], int]:
+    """The earliest offset per (topic, partition) of what a node holds: what its retained() answers."""
+    oldest: dict[tuple[str, int], int] = {}
+    for where, offset in held:
+        if offset < oldest.get(where, offset + 1):
+            oldest[where] = offset
+    return oldest
 
 
 NodeClass = type[Node[Any]]

@@ -125,12 +125,16 @@ class NodeHarness(Generic[NodeT]):
         await self._open()
         return resume
 
-    async def _capture(self, emitted: Emitted) -> Emitted:
+    def _save_state(self) -> None:
+        """What the runtime writes to the changelog after a batch."""
         for key, value in self.node.context.state.changes().items():
             if value is None:
                 self.state.pop(key, None)
             else:
                 self.state[key] = value
+
+    async def _capture(self, emitted: Emitted) -> Emitted:
+        self._save_state()
         carried: Emitted = {}
         for port, records in emitted.items():
             if self.cls.output(port) is None:
@@ -187,4 +191,5 @@ class NodeHarness(Generic[NodeT]):
             await self.link.disconnected(exc)
             raise
         self.captured["dlq"].extend(refused)  # what the runtime sends to the DLQ
+        self._save_state()
         return refused

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from streamforge.engine.records import epoch_ms, event_time, from_epoch_ms, reason
-from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
+from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record, earliest_offsets
 
 Resolution = Literal["1s", "1min", "1h"]
 WINDOW_MS: dict[str, int] = {"1s": 1_000, "1min": 60_000, "1h": 3_600_000}
@@ -102,13 +102,8 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         self.ignored_count = 0
 
     def retained(self) -> dict[tuple[str, int], int]:
-        oldest: dict[tuple[str, int], int] = {}
-        for windows in self._windows.values():
-            for window in windows.values():
-                for where, offset in window.oldest.items():
-                    if where not in oldest or offset < oldest[where]:
-                        oldest[where] = offset
-        return oldest
+        return earliest_offsets(held for windows in self._windows.values() for window in windows.values()
+                                for held in window.oldest.items())  # fmt: skip
 
     async def process(self, batch: Sequence[Message]) -> Emitted:
         late: list[Record] = []

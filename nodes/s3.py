@@ -19,7 +19,16 @@ from pydantic import Field, SecretStr
 from streamforge.engine.records import event_time
 from streamforge.engine.retry import ConnectionSettings
 from streamforge.engine.schemas import SCHEMAS
-from streamforge.engine.sdk import Message, PeerUnavailable, Port, PortType, Record, SinkConfig, SinkNode
+from streamforge.engine.sdk import (
+    Message,
+    PeerUnavailable,
+    Port,
+    PortType,
+    Record,
+    SinkConfig,
+    SinkNode,
+    earliest_offsets,
+)
 from streamforge.engine.topics import topic_spec
 
 MIB = 1024 * 1024
@@ -142,11 +151,7 @@ class S3Sink(SinkNode[S3Config]):
         self._client = self._context = None
 
     def retained(self) -> dict[tuple[str, int], int]:
-        held: dict[tuple[str, int], int] = {}
-        for file in self._open.values():
-            where = (file.topic, file.partition)
-            held[where] = min(held.get(where, file.first_offset), file.first_offset)
-        return held
+        return earliest_offsets(((f.topic, f.partition), f.first_offset) for f in self._open.values())
 
     async def write(self, batch: Sequence[Message]) -> None:
         now = self.clock.monotonic()

@@ -44,6 +44,7 @@ class SinkRunner(ConsumingRunner):
         if refused:  # before the commit: a refused record is in the DLQ or its batch is replayed
             await self.outputs.dead_letters(producer, refused)
             self.env.metrics.errors.labels(**self.labels, kind="refused").inc(len(refused))
+        await self.changelog.save(producer)  # what the sink remembers (e.g. what it sent) before the commit
         self._held_back(self.node.retained())
 
     async def _deliver(self, attempt: Callable[[], Awaitable[Sequence[Record] | None]], count: int) -> list[Record]:
