@@ -1,4 +1,5 @@
-/** How a node looks on the canvas: name, type, status badge, modified mark, problems, and typed ports. */
+/** How a node looks on the canvas: name, type, status badge, status line (lag, circuit), modified mark, problems,
+ * and typed ports. */
 import { Handle, Position, type NodeProps } from '@xyflow/react';
 import { createContext, useContext } from 'react';
 import { portTitle, type CanvasNode } from './flowModel';
@@ -79,6 +80,14 @@ export function FlowNode({ id, data, selected }: NodeProps<CanvasNode>) {
           {health?.status ?? '—'}
         </span>
       </div>
+      {health && (health.lag !== undefined || health.circuit) && (
+        <div className="sf-node-detail" data-testid={`detail-${id}`}>
+          {health.lag !== undefined && <span>lag {health.lag.toLocaleString('en')}</span>}
+          {health.circuit && health.circuit !== 'closed' && (
+            <span className="sf-circuit">circuit {health.circuit.replace('_', '-')}</span>
+          )}
+        </div>
+      )}
       {!type && <div className="sf-problem">unknown node type “{data.type}”</div>}
       <div className="sf-ports">
         <div className="sf-port-column">

@@ -116,6 +116,8 @@ export interface NodeHealth {
   status: NodeStatus;
   restarts: number;
   last_error: string | null;
+  lag?: number; // processors and sinks: records behind their input topics
+  circuit?: 'closed' | 'open' | 'half_open'; // sinks
 }
 
 export interface GatewayStatus {

@@ -26,7 +26,7 @@ class NodeMetrics:
         self.errors = Counter("streamforge_node_errors", "Failures by kind: connection (a failed or lost connection), "
                               "device (a failed read), write (a failed sink write), kafka, encode, decode",
                               [*labels, "kind"], registry=self.registry)  # fmt: skip
-        self.lag = Gauge("streamforge_node_consumer_lag_records", "Records behind the end of the input topics",
+        self.lag = Gauge("streamforge_node_consumer_lag_records", "Records past the committed offset",
                          labels, registry=self.registry)  # fmt: skip
         self.batch_seconds = Histogram(
             "streamforge_node_batch_duration_seconds", "Time from a batch's arrival to its commit or ack", labels,

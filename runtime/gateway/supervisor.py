@@ -130,7 +130,12 @@ class NodeHandle(ABC):
             "status": self.current_status().value,
             "restarts": self.restarts,
             "last_error": self.last_error,
+            **self.detail(),
         }
+
+    def detail(self) -> dict[str, Any]:
+        """The running node's lag and circuit state, as its runner last said."""
+        return {}
 
 
 class TaskHandle(NodeHandle):
@@ -161,6 +166,9 @@ class TaskHandle(NodeHandle):
     def runner(self) -> NodeRunner | None:
         return self._runner
 
+    def detail(self) -> dict[str, Any]:
+        return self._runner.detail() if self._runner is not None else {}
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -185,6 +193,7 @@ class ProcessHandle(NodeHandle):
         self.pid: int | None = None
         self._arm_death_signal = die_with_parent()  # SIGKILL: a worker never outlives its gateway
         self._worker_status = NodeStatus.STARTING
+        self._detail: dict[str, Any] = {}
 
     def _limits(self) -> None:
         self._arm_death_signal()
@@ -216,6 +225,8 @@ class ProcessHandle(NodeHandle):
                 if event.get("status"):
                     self._worker_status = NodeStatus(event["status"])
                     self.last_error = event.get("error") or self.last_error
+                if isinstance(event.get("detail"), dict):
+                    self._detail = event["detail"]
                 if event.get("ready") and not self._ready.is_set():
                     self.status = NodeStatus.RUNNING
                     self._ready.set()
@@ -228,6 +239,9 @@ class ProcessHandle(NodeHandle):
 
     def _live_status(self) -> NodeStatus:
         return self._worker_status
+
+    def detail(self) -> dict[str, Any]:
+        return self._detail
 
     def health(self) -> dict[str, Any]:
         return {**super().health(), "pid": self.pid}

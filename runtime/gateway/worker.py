@@ -45,7 +45,8 @@ async def serve(spec: dict[str, Any]) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     stopping = asyncio.create_task(stop.wait())
     reported: tuple[NodeStatus, bool, str | None] | None = None
-    next_metrics = 0.0
+    detail: dict[str, Any] = {}
+    next_metrics = next_detail = 0.0
     try:
         while not run.done() and not stop.is_set():
             # `ready` travels on its own: a node that degrades right after starting (its device is away) has
@@ -53,6 +54,9 @@ async def serve(spec: dict[str, Any]) -> None:
             if (runner.status, runner.ready.is_set(), runner.last_error) != reported:  # a new problem is news too
                 reported = (runner.status, runner.ready.is_set(), runner.last_error)
                 _say({"status": runner.status.value, "error": runner.last_error, "ready": runner.ready.is_set()})
+            if time.monotonic() >= next_detail and runner.detail() != detail:  # lag and circuit, once a second
+                next_detail, detail = time.monotonic() + 1.0, runner.detail()
+                _say({"detail": detail})
             if time.monotonic() >= next_metrics:  # the gateway's /metrics serves this file with its own
                 next_metrics = time.monotonic() + METRICS_INTERVAL_S
                 write_atomically(metrics_file, generate_latest(metrics.registry))

@@ -69,6 +69,7 @@ async def test_demo_flow_runs_live_and_the_readme_screenshot_is_taken(page: Page
         await expect(page.locator(f"[data-testid=status-{node}]")).to_have_text("RUNNING", timeout=RUNNING_TIMEOUT_MS)
     await expect(page.locator("[data-testid=gateway-status]")).to_contain_text("HEALTHY")
     await expect(page.locator("[data-testid=deploy]")).to_have_text("Deploy")  # nothing modified since deploy
+    await expect(page.locator("[data-testid=detail-warehouse]")).to_contain_text("lag ", timeout=30_000)  # a sink
     await select(page, "quality")
     await page.click("[data-testid=tap-quality-clean]")
     records = page.locator("[data-testid=debug-records] li")

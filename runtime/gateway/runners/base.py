@@ -46,6 +46,10 @@ class NodeRunner(ABC):
     def last_error(self) -> str | None:
         return self.cell.last_error
 
+    def detail(self) -> dict[str, Any]:
+        """What the node's status line shows beside its state (a consumer's lag, a sink's circuit)."""
+        return {}
+
     def _device_health(self, problem: str | None) -> None:
         self.cell.report("device", problem)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from abc import abstractmethod
 from datetime import datetime
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from streamforge.engine.serde import Decoder
 from streamforge.runtime.gateway.runners.base import NodeRunner
@@ -18,6 +19,8 @@ TICK_S = 1.0
 class ConsumingRunner(NodeRunner):
     """Offsets are never auto-committed: `_handle` sets `_safe`, the offsets it is done with, and only those move.
     The node's tick() is due about once a second, also when no input arrives."""
+
+    lag = 0  # records not yet done with (after the last safe offset) up to the end of the input topics
 
     async def _loop(self, producer: BatchProducer) -> None:
         upstream = {(self.flow_id, source) for inp in self.plan.inputs for source in inp.upstream}
@@ -31,7 +34,10 @@ class ConsumingRunner(NodeRunner):
         port_of_topic = {inp.topic: inp.port for inp in self.plan.inputs}
         self._positions: dict[TopicPartition, int] = {}  # next offset to read, per partition
         self._safe: dict[TopicPartition, int] = {}
-        committed: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._first: dict[TopicPartition, int] = {}  # first offset read per partition in this run
+        self._consumer = consumer.consumer
+        committed = self._committed
         self._next_tick = self.node.clock.monotonic() + TICK_S
         try:
             await self._begin()
@@ -41,6 +47,7 @@ class ConsumingRunner(NodeRunner):
                 started = time.perf_counter()
                 for message in batch.records:
                     message.port = port_of_topic.get(message.topic, "")
+                    self._first.setdefault(TopicPartition(message.topic, message.partition), message.offset)
                 self.env.metrics.records_in.labels(**self.labels).inc(len(batch.records))
                 self._positions.update(batch.next_offsets)
                 await self.outputs.undecodable(producer, batch)
@@ -51,7 +58,7 @@ class ConsumingRunner(NodeRunner):
                 if commit:  # only what moved: an idle node sends no commits
                     await consumer.consumer.commit(commit)
                     committed.update(commit)
-                self._update_lag(consumer.consumer)
+                self._update_lag()
                 if batch.records:
                     self.env.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - started)
         finally:
@@ -87,10 +94,15 @@ class ConsumingRunner(NodeRunner):
     async def _handle(self, producer: BatchProducer, batch: ConsumedBatch) -> None:
         """Do the kind's work on one batch (possibly empty), then set `_safe`."""
 
-    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+    def _update_lag(self) -> None:
+        """Lag from what is done with (committed, else the first offset read), not from what was read: a sink
+        stuck on its destination shows the backlog Kafka keeps for it."""
         lag = 0
         for tp, position in self._positions.items():
-            highwater = consumer.highwater(tp)
-            if highwater is not None:
-                lag += max(0, highwater - position)
+            end = max(self._consumer.highwater(tp) or 0, position)  # what was read is there, fetched or not
+            lag += max(0, end - self._committed.get(tp, self._first.get(tp, position)))
+        self.lag = lag
         self.env.metrics.lag.labels(**self.labels).set(lag)
+
+    def detail(self) -> dict[str, Any]:
+        return {"lag": self.lag}

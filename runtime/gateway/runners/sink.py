@@ -21,14 +21,18 @@ class SinkRunner(ConsumingRunner):
     """Offsets are committed only after write() returned: a crash or an outage replays, never loses."""
 
     node: SinkNode[Any]
+    circuit = CircuitState.CLOSED
 
     async def _begin(self) -> None:
         self._link = PeerLink(self.node, self._connection_health)
         settings = getattr(self.node.config, "circuit", None)
         self._breaker = CircuitBreaker(settings if isinstance(settings, CircuitSettings) else CircuitSettings())
         self._circuit = self.env.metrics.sink_circuit_state.labels(**self.labels)
-        self._circuit.set(CircuitState.CLOSED)
+        self._circuit_is(CircuitState.CLOSED)
         await self._link.connect()  # a destination that is down now makes the node DEGRADED, not the deploy fail
+
+    def detail(self) -> dict[str, Any]:
+        return {**super().detail(), "circuit": self.circuit.name.lower()}
 
     async def _end(self) -> None:
         await self.node.close()
@@ -39,7 +43,7 @@ class SinkRunner(ConsumingRunner):
             records = batch.records
             refused += await self._deliver(lambda: self.node.write(records), len(records))
         now = self._tick_due()
-        if now is not None:  # e.g. a file rolled by age
+        if now is not None and self.node.retained():  # e.g. a file rolled by age; a sink holding nothing has none
             refused += await self._deliver(lambda: self.node.tick(now), 0)
         if refused:  # before the commit: a refused record is in the DLQ or its batch is replayed
             await self.outputs.dead_letters(producer, refused)
@@ -55,7 +59,7 @@ class SinkRunner(ConsumingRunner):
             if breaker.state is CircuitState.OPEN:
                 await clock.sleep(breaker.trial_at - clock.monotonic())
                 breaker.half_open()
-                self._circuit.set(CircuitState.HALF_OPEN)
+                self._circuit_is(CircuitState.HALF_OPEN)
             problem = await link.connect() if not link.connected else None
             if problem is None:
                 started = time.perf_counter()
@@ -70,8 +74,9 @@ class SinkRunner(ConsumingRunner):
                     self.env.metrics.records_out.labels(**self.labels, port="write").inc(count)
                     self._closed()
                     return list(refused or ())
+            self._update_lag()  # the backlog grows while the destination is away
             if breaker.failure(clock.monotonic()):
-                self._circuit.set(CircuitState.OPEN)
+                self._circuit_is(CircuitState.OPEN)
                 why = (f"circuit open after {breaker.failures} consecutive failures; next trial in "
                        f"{breaker.settings.open_s:g} s; last: {problem}")  # fmt: skip
                 self.cell.degrade("circuit", why)
@@ -79,9 +84,13 @@ class SinkRunner(ConsumingRunner):
             else:
                 await link.wait()
 
+    def _circuit_is(self, state: CircuitState) -> None:
+        self.circuit = state
+        self._circuit.set(state)
+
     def _closed(self) -> None:
         if self._breaker.state is not CircuitState.CLOSED or self._breaker.failures:
             log.info("sink circuit closed", extra=self.labels)
         self._breaker.success()
-        self._circuit.set(CircuitState.CLOSED)
+        self._circuit_is(CircuitState.CLOSED)
         self.cell.recover("circuit")

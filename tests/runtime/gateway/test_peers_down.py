@@ -159,6 +159,10 @@ async def test_postgresql_that_cannot_be_reached(gateway: Gateway, postgres_dsn:
     # The destination keeps failing: the breaker opens and says so, in the status and in the metrics.
     opened = "circuit open after 3 consecutive failures"
     await eventually(lambda: opened in (status_of(gateway, flow, "db")["last_error"] or ""), 30, what=opened)
+    # What the node's status line shows: the breaker and the backlog Kafka keeps for it.
+    await eventually(lambda: status_of(gateway, flow, "db").get("circuit") in ("open", "half_open")
+                     and status_of(gateway, flow, "db").get("lag", 0) > 0, 30, what="circuit and lag reported",
+                     state=lambda: status_of(gateway, flow, "db"))  # fmt: skip
     circuit = f'streamforge_sink_circuit_state{{flow="{flow}",node="db"}}'
     exported = f"{circuit} {CircuitState.OPEN:.1f}", f"{circuit} {CircuitState.HALF_OPEN:.1f}"
     await eventually(lambda: any(state in gateway.exposition().decode() for state in exported), 30, 0.5,
@@ -176,3 +180,4 @@ async def test_postgresql_that_cannot_be_reached(gateway: Gateway, postgres_dsn:
         finally:
             await connection.close()
         await eventually(lambda: f"{circuit} 0.0" in gateway.exposition().decode(), 30, 0.5, what="circuit closed")
+        await eventually(lambda: status_of(gateway, flow, "db").get("lag") == 0, 30, what="the backlog written")
