@@ -13,7 +13,7 @@ from typing import Literal
 import httpx
 from pydantic import Field, SecretStr, model_validator
 
-from streamforge.engine.records import json_safe, reason
+from streamforge.engine.records import json_value, reason
 from streamforge.engine.retry import ConnectionSettings
 from streamforge.engine.sdk import Message, PeerUnavailable, Port, PortType, Record, SinkConfig, SinkNode
 
@@ -91,11 +91,11 @@ class HttpSink(SinkNode[HttpSinkConfig]):
         self._client = None
 
     def body(self, messages: Sequence[Message]) -> bytes:
-        records = [json_safe(m.record) for m in messages]
+        records = [m.record for m in messages]  # serialised once, times and bytes by json_value
         if self.config.format == "json":
-            text = json.dumps(records, separators=(",", ":"))
+            text = json.dumps(records, separators=(",", ":"), default=json_value)
         else:
-            text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+            text = "".join(json.dumps(r, separators=(",", ":"), default=json_value) + "\n" for r in records)
         data = text.encode()
         return gzip.compress(data, mtime=0) if self.config.gzip else data  # mtime 0: a retry sends the same bytes
 

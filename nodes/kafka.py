@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from streamforge.engine.records import json_safe, reason
+from streamforge.engine.records import json_value, reason
 from streamforge.engine.schema_registry import HttpSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.sdk import Message, PeerUnavailable, Port, PortType, Record, SinkConfig, SinkNode
@@ -127,7 +127,8 @@ class KafkaSink(SinkNode[KafkaSinkConfig]):
                 refused += [messages[e.index].dead_letter(self.context.node_id, reason("encode_error", str(e)))
                             for e in report.rejected]  # fmt: skip
             else:
-                items = [(i, key_of(r).encode(), json.dumps(json_safe(r)).encode()) for i, r in enumerate(records)]
+                items = [(i, key_of(r).encode(), json.dumps(r, default=json_value).encode())
+                         for i, r in enumerate(records)]  # fmt: skip
                 report = await self._producer.send_raw(topic, items)
             if report.failed:
                 error = report.failed[0][1]
