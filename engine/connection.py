@@ -42,10 +42,10 @@ class PeerLink:
             # The libraries time out themselves; this bounds one that does not (a probe, then a session).
             await asyncio.wait_for(self.node.connect(), self.settings.timeout_s * 4 + 5)
         except asyncio.CancelledError:
-            await self._close()
+            await self.close()
             raise
         except Exception as exc:  # whatever the library raises: the peer is not usable yet
-            await self._close()
+            await self.close()
             return self._lost(describe_failure(exc))
         self.connected = True
         self.backoff.reset()
@@ -58,7 +58,7 @@ class PeerLink:
     async def disconnected(self, exc: BaseException) -> None:
         """The connection is gone (the node said so, or a write failed): close it; wait before reconnecting."""
         self._lost(describe_failure(exc))
-        await self._close()
+        await self.close()
 
     async def wait(self) -> None:
         self._pause = False
@@ -91,7 +91,9 @@ class PeerLink:
             self._reported = problem
         return problem
 
-    async def _close(self) -> None:
+    async def close(self) -> None:
+        """Close the node's connection without reporting a problem (its caller reports what failed); the next use
+        reconnects."""
         self.connected = False
         with contextlib.suppress(Exception):  # close() must not raise; a library that does anyway is ignored
             await self.node.close()

@@ -196,34 +196,34 @@ class AlertRouter(SinkNode[AlertRouterConfig]):
             self._sent[(transition_key(record), name)] = True
         return []
 
-    async def _post(self, destination: Any, records: list[Record]) -> tuple[int, str]:
-        assert self._client is not None  # the runtime writes only while connected
-        headers: dict[str, str] = {}
+    def _requests(self, destination: Any, records: list[Record]) -> tuple[str, list[Any], dict[str, str]]:
+        """(url, JSON bodies, headers) that deliver `records` to one HTTP destination."""
         if isinstance(destination, SlackDestination):
-            url = destination.url.get_secret_value()
             lines = [text_of(r) for r in records]
-            body: Any = {"text": lines[0] if len(lines) == 1 else f"{len(lines)} alarm transitions:\n" +
-                         "\n".join(f"• {line}" for line in lines)}  # fmt: skip
-        elif isinstance(destination, PagerDutyDestination):
-            url = destination.url
-            body = None
-        else:
-            url = destination.url
-            if destination.bearer_token is not None:
-                headers["Authorization"] = f"Bearer {destination.bearer_token.get_secret_value()}"
-            body = json_safe(records[0]) if len(records) == 1 else {"transitions": [json_safe(r) for r in records]}
-        try:
-            if body is None:  # PagerDuty takes one event per request, each deduplicated by the alarm
-                for record in records:
-                    response = await self._client.post(url, json=self._pagerduty(destination, record))
-                    if response.status_code >= 300:
-                        break
-            else:
+            text = lines[0] if len(lines) == 1 else f"{len(lines)} alarm transitions:\n" + "\n".join(
+                f"• {line}" for line in lines)  # fmt: skip
+            return destination.url.get_secret_value(), [{"text": text}], {}
+        if isinstance(destination, PagerDutyDestination):  # one event per request, each deduplicated by its alarm
+            return destination.url, [self._pagerduty(destination, r) for r in records], {}
+        token = destination.bearer_token
+        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
+        body = json_safe(records[0]) if len(records) == 1 else {"transitions": [json_safe(r) for r in records]}
+        return destination.url, [body], headers
+
+    async def _post(self, destination: Any, records: list[Record]) -> tuple[int, str]:
+        """The status and text of the last answer (the first one that refused, if any)."""
+        assert self._client is not None  # the runtime writes only while connected
+        url, bodies, headers = self._requests(destination, records)
+        shown = url.split("?")[0]  # a webhook URL may carry its token in the query
+        for body in bodies:
+            try:
                 response = await self._client.post(url, json=body, headers=headers)
-        except httpx.TransportError as exc:
-            raise PeerUnavailable(f"POST {url.split('?')[0]}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 500 or response.status_code == 429:
-            raise PeerUnavailable(f"{url.split('?')[0]} answered {response.status_code}: {response.text[:300]}")
+            except httpx.TransportError as exc:
+                raise PeerUnavailable(f"POST {shown}: {type(exc).__name__}: {exc}") from exc
+            if response.status_code >= 500 or response.status_code == 429:
+                raise PeerUnavailable(f"{shown} answered {response.status_code}: {response.text[:300]}")
+            if response.status_code >= 300:
+                break
         return response.status_code, response.text
 
     @staticmethod

@@ -24,7 +24,8 @@ class NodeMetrics:
         self.records_out = Counter("streamforge_node_records_out", "Records a node produced and Kafka acknowledged",
                                    [*labels, "port"], registry=self.registry)  # fmt: skip
         self.errors = Counter("streamforge_node_errors", "Failures by kind: connection (a failed or lost connection), "
-                              "device (a failed read), write (a failed sink write), kafka, encode, decode",
+                              "device (a failed read), write (a failed sink write), circuit (a sink's breaker "
+                              "opened), kafka (not acknowledged), encode, decode, refused (to the DLQ)",
                               [*labels, "kind"], registry=self.registry)  # fmt: skip
         self.lag = Gauge("streamforge_node_consumer_lag_records", "Records past the committed offset",
                          labels, registry=self.registry)  # fmt: skip

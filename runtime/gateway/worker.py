@@ -54,9 +54,11 @@ async def serve(spec: dict[str, Any]) -> None:
             if (runner.status, runner.ready.is_set(), runner.last_error) != reported:  # a new problem is news too
                 reported = (runner.status, runner.ready.is_set(), runner.last_error)
                 _say({"status": runner.status.value, "error": runner.last_error, "ready": runner.ready.is_set()})
-            if time.monotonic() >= next_detail and runner.detail() != detail:  # lag and circuit, once a second
-                next_detail, detail = time.monotonic() + 1.0, runner.detail()
-                _say({"detail": detail})
+            if time.monotonic() >= next_detail:  # lag and circuit, at most once a second, when they change
+                next_detail, current = time.monotonic() + 1.0, runner.detail()
+                if current != detail:
+                    detail = current
+                    _say({"detail": detail})
             if time.monotonic() >= next_metrics:  # the gateway's /metrics serves this file with its own
                 next_metrics = time.monotonic() + METRICS_INTERVAL_S
                 write_atomically(metrics_file, generate_latest(metrics.registry))

@@ -10,7 +10,7 @@ from typing import Any
 
 from streamforge.engine.connection import PeerLink, describe_failure
 from streamforge.engine.retry import CircuitBreaker, CircuitSettings, CircuitState
-from streamforge.engine.sdk import PeerUnavailable, Record, SinkNode
+from streamforge.engine.sdk import Record, SinkNode
 from streamforge.runtime.gateway.runners.consumer import ConsumingRunner
 from streamforge.runtime.kafka.clients import BatchProducer, ConsumedBatch
 
@@ -66,9 +66,9 @@ class SinkRunner(ConsumingRunner):
                 try:
                     refused = await attempt()
                 except Exception as exc:  # any failure: keep the batch, reconnect, retry; never commit past it
-                    self.env.metrics.errors.labels(**self.labels, kind="write").inc()
                     problem = f"write failed: {describe_failure(exc)}"
-                    await link.disconnected(PeerUnavailable(problem))
+                    self.cell.degrade("write", problem)  # counted once, as a write (not also as a connection)
+                    await link.close()
                 else:
                     self.env.metrics.sink_write_seconds.labels(**self.labels).observe(time.perf_counter() - started)
                     self.env.metrics.records_out.labels(**self.labels, port="write").inc(count)
@@ -93,4 +93,5 @@ class SinkRunner(ConsumingRunner):
             log.info("sink circuit closed", extra=self.labels)
         self._breaker.success()
         self._circuit_is(CircuitState.CLOSED)
+        self.cell.recover("write")
         self.cell.recover("circuit")
