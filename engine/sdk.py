@@ -129,6 +129,7 @@ class NodeContext:
 
     flow_id: str
     node_id: str
+    gateway_id: str = "local"  # the control plane's id of this gateway once registered; "local" for `run FLOW`
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("streamforge.node"))
     clock: Clock = field(default_factory=SystemClock)
     state: StateStore = field(default_factory=StateStore)
@@ -329,6 +330,12 @@ class SinkNode(Node[ConfigT]):
     DEGRADED; Kafka keeps the backlog meanwhile."""
 
     kind = Kind.SINK
+
+    def plan(self, batch: Sequence[Message]) -> None:
+        """Before write(): decide in state tables what write() will send for this batch (e.g. which records go in
+        which request). The runtime saves the changelog before it calls write(), so a replay after a crash sends
+        exactly the same requests again and a destination that deduplicates them (an idempotency key) sees each
+        once. Most sinks need nothing here: their writes are idempotent by key."""
 
     async def write(self, batch: Sequence[Message]) -> Sequence[Record] | None:
         """Write the whole batch durably and idempotently (a replay must create no duplicates). Raise if the

@@ -120,7 +120,7 @@ class NodeHarness(Generic[NodeT]):
         Returns where the runtime would resume: the retained offsets of the old instance, which the
         caller replays (with the same offsets) to check nothing is lost or emitted twice.
         """
-        resume = self.node.retained() if isinstance(self.node, ProcessorNode) else {}
+        resume = self.node.retained() if isinstance(self.node, ProcessorNode | SinkNode) else {}
         self.node = self._build()
         await self._open()
         return resume
@@ -173,11 +173,20 @@ class NodeHarness(Generic[NodeT]):
         """Records as the runtime delivers them (see write_messages)."""
         return await self.write_messages(await self.messages(records, port=port))
 
-    async def write_messages(self, messages: Sequence[Message]) -> list[Record]:
-        """One write as the runtime makes it: on a live connection; a failure closes it (the next write reconnects)
-        and is raised here, where the runtime would retry the batch after its backoff. Returns the dead letters of
-        what the destination refused (also in `captured["dlq"]`). The same messages again: a retry of that batch."""
-        return await self._sink_call(lambda sink: sink.write(messages))
+    async def write_messages(self, messages: Sequence[Message], crash: bool = False) -> list[Record]:
+        """One write as the runtime makes it: planned (the plan saved), then written on a live connection; a failure
+        closes it (the next write reconnects) and is raised here, where the runtime would retry the batch after its
+        backoff. Returns the dead letters of what the destination refused (also in `captured["dlq"]`). The same
+        messages again: a retry of that batch. `crash`: the process dies right after write() returned, before the
+        runtime saved what it changed or committed; `restart()` then replays."""
+        sink = cast(SinkNode[Any], self.node)
+        sink.plan(messages)
+        self._save_state()
+        if crash:
+            await self._connected()
+            await sink.write(messages)
+            return []
+        return await self._sink_call(lambda node: node.write(messages))
 
     async def sink_tick(self, now: datetime | None = None) -> list[Record]:
         """A sink's periodic tick (e.g. a file rolled by age), made as the runtime makes it; see write_messages."""

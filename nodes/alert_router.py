@@ -4,6 +4,7 @@ severities that may wait."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -115,9 +116,16 @@ def text_of(record: Record) -> str:
             f"({record['asset_id']}/{record['parameter']}, rule {record['rule_id']})")  # fmt: skip
 
 
+def delivery_key(name: str, records: list[Record]) -> str:
+    """The same transitions to the same destination give the same key (Idempotency-Key, Message-ID): a receiver that
+    deduplicates drops a resend after a crash between the send and the changelog."""
+    keys = "|".join(transition_key(r) for r in records)
+    return hashlib.sha256(f"{name}|{keys}".encode()).hexdigest()[:32]
+
+
 @dataclass
 class Digest:
-    """Transitions gathered for one destination, sent together when due."""
+    """Transitions gathered for one destination, sent together when due (epoch seconds on the node's clock)."""
 
     due_at: float
     messages: list[Message] = field(default_factory=list)
@@ -126,10 +134,12 @@ class Digest:
 class AlertRouter(SinkNode[AlertRouterConfig]):
     """Each transition goes to the destinations of every route its severity matches. What was sent is in the node's
     changelog (table `sent`, by transition and destination), so a replay does not page anyone twice for what it
-    already delivered, a restart included (at least once: a crash between a send and the next commit resends it;
-    PagerDuty's dedup_key absorbs that). Transitions waiting for a digest hold their offsets back. A destination
-    that fails (5xx, timeout, SMTP error) raises: retried with backoff and the circuit breaker. A 4xx answer is a
-    dead letter with the response."""
+    already delivered, a restart included. A crash in the moment between a send and the changelog resends that one
+    message: PagerDuty's dedup_key, a webhook's Idempotency-Key and an e-mail's Message-ID (all derived from the
+    transitions) let the receiver drop it; a Slack webhook cannot. Transitions waiting for a digest hold their
+    offsets back, and each digest's due time is in the table `digest_due`, so a restart sends it on schedule, not
+    one interval late. A destination that fails (5xx, timeout, SMTP error) raises: retried with backoff and the
+    circuit breaker. A 4xx answer is a dead letter with the response."""
 
     type = "alert_router"
     category = "sinks"
@@ -139,6 +149,7 @@ class AlertRouter(SinkNode[AlertRouterConfig]):
 
     async def start(self) -> None:
         self._sent = self.context.state.table("sent", bool)  # (transition, destination) -> delivered
+        self._due = self.context.state.table("digest_due", float)  # (destination,) -> when its digest goes out
         self._digests: dict[str, Digest] = {}
         self._tls = {name: client_context(d.ca_file) for name, d in self.config.destinations.items()
                      if isinstance(d, EmailDestination) and d.ca_file}  # fmt: skip
@@ -157,7 +168,7 @@ class AlertRouter(SinkNode[AlertRouterConfig]):
 
     async def write(self, batch: Sequence[Message]) -> Sequence[Record] | None:
         refused: list[Record] = []
-        now = self.clock.monotonic()
+        now = self.clock.now().timestamp()
         for message in batch:
             for route in self.config.routes:
                 if message.record["severity"] not in route.severities:
@@ -168,7 +179,12 @@ class AlertRouter(SinkNode[AlertRouterConfig]):
                     if route.digest_interval_s is None:
                         refused += await self._send(name, [message])
                     else:
-                        digest = self._digests.setdefault(name, Digest(now + route.digest_interval_s))
+                        digest = self._digests.get(name)
+                        if digest is None:
+                            due = self._due.get((name,))
+                            if due is None:
+                                due = self._due[(name,)] = now + route.digest_interval_s
+                            digest = self._digests[name] = Digest(due)
                         if all(m is not message for m in digest.messages):
                             digest.messages.append(message)
         return refused
@@ -176,9 +192,10 @@ class AlertRouter(SinkNode[AlertRouterConfig]):
     async def tick(self, now: datetime) -> Sequence[Record] | None:
         refused: list[Record] = []
         for name, digest in list(self._digests.items()):
-            if digest.due_at <= self.clock.monotonic():
+            if digest.due_at <= self.clock.now().timestamp():
                 refused += await self._send(name, digest.messages)
                 del self._digests[name]
+                del self._due[(name,)]
         return refused
 
     async def _send(self, name: str, messages: list[Message]) -> list[Record]:
@@ -188,7 +205,7 @@ class AlertRouter(SinkNode[AlertRouterConfig]):
         if isinstance(destination, EmailDestination):
             await self._email(name, destination, records)
         else:
-            status, answer = await self._post(destination, records)
+            status, answer = await self._post(name, destination, records)
             if status >= 300:
                 why = reason(f"http_{status}", f"destination {name} answered {status}: {answer[:400]}")
                 return [m.dead_letter(self.context.node_id, why) for m in messages]
@@ -196,7 +213,7 @@ class AlertRouter(SinkNode[AlertRouterConfig]):
             self._sent[(transition_key(record), name)] = True
         return []
 
-    def _requests(self, destination: Any, records: list[Record]) -> tuple[str, list[Any], dict[str, str]]:
+    def _requests(self, name: str, destination: Any, records: list[Record]) -> tuple[str, list[Any], dict[str, str]]:
         """(url, JSON bodies, headers) that deliver `records` to one HTTP destination."""
         if isinstance(destination, SlackDestination):
             lines = [text_of(r) for r in records]
@@ -206,14 +223,16 @@ class AlertRouter(SinkNode[AlertRouterConfig]):
         if isinstance(destination, PagerDutyDestination):  # one event per request, each deduplicated by its alarm
             return destination.url, [self._pagerduty(destination, r) for r in records], {}
         token = destination.bearer_token
-        headers = {"Authorization": f"Bearer {token.get_secret_value()}"} if token is not None else {}
+        headers = {"Idempotency-Key": delivery_key(name, records)}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token.get_secret_value()}"
         body = json_safe(records[0]) if len(records) == 1 else {"transitions": [json_safe(r) for r in records]}
         return destination.url, [body], headers
 
-    async def _post(self, destination: Any, records: list[Record]) -> tuple[int, str]:
+    async def _post(self, name: str, destination: Any, records: list[Record]) -> tuple[int, str]:
         """The status and text of the last answer (the first one that refused, if any)."""
         assert self._client is not None  # the runtime writes only while connected
-        url, bodies, headers = self._requests(destination, records)
+        url, bodies, headers = self._requests(name, destination, records)
         shown = url.split("?")[0]  # a webhook URL may carry its token in the query
         for body in bodies:
             try:
@@ -238,6 +257,7 @@ class AlertRouter(SinkNode[AlertRouterConfig]):
     async def _email(self, name: str, destination: EmailDestination, records: list[Record]) -> None:
         email = EmailMessage()
         email["From"], email["To"] = destination.sender, ", ".join(destination.to)
+        email["Message-ID"] = f"<{delivery_key(name, records)}@streamforge>"
         first = records[0]
         email["Subject"] = (f"[{first['severity']}] {first['state']}: {first['alarm_id']}" if len(records) == 1
                             else f"{len(records)} alarm transitions")  # fmt: skip

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import ssl
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Literal
 
@@ -15,7 +16,16 @@ from pydantic import Field, SecretStr, model_validator
 
 from streamforge.engine.records import json_value, reason
 from streamforge.engine.retry import ConnectionSettings
-from streamforge.engine.sdk import Message, PeerUnavailable, Port, PortType, Record, SinkConfig, SinkNode
+from streamforge.engine.sdk import (
+    Message,
+    PeerUnavailable,
+    Port,
+    PortType,
+    Record,
+    SinkConfig,
+    SinkNode,
+    earliest_offsets,
+)
 
 RETRIED = {408, 425, 429}  # besides every 5xx: the server asks to come back later
 
@@ -53,7 +63,12 @@ class HttpSink(SinkNode[HttpSinkConfig]):
     write POSTs the batch in requests of `batch_records`. A 5xx, 408/425/429, a timeout or a refused connection
     raises: the runtime retries the batch (backoff, circuit breaker, DEGRADED) and commits nothing past it. Any other
     4xx is the server refusing those records for good: they become dead letters with the status and the response,
-    and the batch counts as written. The idempotency key lets the receiver drop a retried request it already has."""
+    and the batch counts as written.
+
+    A request holds consecutive records of one Kafka partition. plan() records each request's range in the table
+    `planned` (saved before anything is sent); a replay after a crash cuts the same ranges again, waiting for the
+    rest of a range if the replayed batch ends inside it, so every request is repeated byte for byte with its
+    idempotency key, and a receiver that honours the key stores each record once."""
 
     type = "http"
     category = "sinks"
@@ -80,6 +95,11 @@ class HttpSink(SinkNode[HttpSinkConfig]):
             (config.username, config.password.get_secret_value()) if config.username and config.password else None
         )
         self._client: httpx.AsyncClient | None = None
+        self._planned = self.context.state.table("planned", int)  # (topic, partition, first offset) -> last offset
+        self._waiting: dict[tuple[str, int, int], Message] = {}  # records of a replayed range not all here yet
+        self._requests: list[list[Message]] = []  # planned, not yet answered
+        self._refused: list[Record] = []  # dead letters of this batch's refused requests
+        self._next: dict[tuple[str, int], int] = {}  # next offset to take per partition: a retry adds nothing
 
     async def connect(self) -> None:
         self._client = httpx.AsyncClient(timeout=self.config.connection.timeout_s, verify=self._verify,
@@ -99,12 +119,44 @@ class HttpSink(SinkNode[HttpSinkConfig]):
         data = text.encode()
         return gzip.compress(data, mtime=0) if self.config.gzip else data  # mtime 0: a retry sends the same bytes
 
+    def retained(self) -> dict[tuple[str, int], int]:
+        return earliest_offsets(((m.topic, m.partition), m.offset) for m in self._waiting.values())
+
+    def plan(self, batch: Sequence[Message]) -> None:
+        """Cut this batch (and what waits from before) into requests: planned ranges as planned, the rest in runs of
+        `batch_records`, each new range recorded. Records already taken (a retry of the batch) are not taken again."""
+        pending = dict(self._waiting)
+        for m in batch:
+            if m.offset >= self._next.get((m.topic, m.partition), -1):
+                pending[m.topic, m.partition, m.offset] = m
+                self._next[m.topic, m.partition] = m.offset + 1
+        by_partition: dict[tuple[str, int], list[Message]] = defaultdict(list)
+        for (topic, partition, _), message in sorted(pending.items()):
+            by_partition[topic, partition].append(message)
+        self._waiting = {}
+        for (topic, partition), messages in by_partition.items():
+            start = 0
+            while start < len(messages):
+                first = messages[start].offset
+                last = self._planned.get((topic, partition, first))
+                if last is None:
+                    chunk = messages[start : start + self.config.batch_records]
+                    self._planned[(topic, partition, first)] = chunk[-1].offset
+                else:
+                    end = start
+                    while end < len(messages) and messages[end].offset <= last:
+                        end += 1
+                    chunk = messages[start:end]
+                    if chunk[-1].offset < last:  # a replay that stops inside the range: wait for the rest
+                        self._waiting.update(((topic, partition, m.offset), m) for m in chunk)
+                        break
+                self._requests.append(chunk)
+                start += len(chunk)
+
     async def write(self, batch: Sequence[Message]) -> Sequence[Record] | None:
         assert self._client is not None  # the runtime writes only while connected
-        refused: list[Record] = []
-        size = self.config.batch_records
-        for start in range(0, len(batch), size):
-            chunk = batch[start : start + size]
+        while self._requests:
+            chunk = self._requests[0]
             key = batch_key(self.context.node_id, chunk)
             try:
                 response = await self._client.post(self.config.url, content=self.body(chunk),
@@ -112,13 +164,15 @@ class HttpSink(SinkNode[HttpSinkConfig]):
             except httpx.TransportError as exc:  # refused, reset, timed out, TLS: the server is not usable now
                 raise PeerUnavailable(f"POST {self.config.url}: {type(exc).__name__}: {exc}") from exc
             status = response.status_code
-            if status < 300:
-                continue
-            answer = f"{self.config.url} answered {status} {response.reason_phrase}: {response.text[:500]}"
-            if status >= 500 or status in RETRIED:
-                raise PeerUnavailable(answer)
-            why = reason(f"http_{status}", answer)
-            refused += [message.dead_letter(self.context.node_id, why) for message in chunk]
+            if status >= 300:
+                answer = f"{self.config.url} answered {status} {response.reason_phrase}: {response.text[:500]}"
+                if status >= 500 or status in RETRIED:
+                    raise PeerUnavailable(answer)
+                why = reason(f"http_{status}", answer)
+                self._refused += [message.dead_letter(self.context.node_id, why) for message in chunk]
+            del self._planned[(chunk[0].topic, chunk[0].partition, chunk[0].offset)]
+            self._requests.pop(0)
+        refused, self._refused = self._refused, []  # kept across a retry: a refusal is reported once, not lost
         return refused
 
 

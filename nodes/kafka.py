@@ -1,15 +1,21 @@
 """`kafka` sink: records to the customer's own Kafka cluster (TLS, SASL PLAIN or SCRAM), a topic per record type,
-keyed by asset, through an idempotent producer with acks=all; JSON, or Avro in the Confluent wire format."""
+keyed by asset, acks=all; exactly once through transactions that carry the source offsets; JSON, or Avro in the
+Confluent wire format."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import ssl
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import NewTopic
+from aiokafka.errors import KafkaError
 from pydantic import Field, SecretStr, model_validator
 
 from streamforge.engine.records import json_value, reason
@@ -20,6 +26,7 @@ from streamforge.engine.serde import Encoder, encoder_for
 from streamforge.engine.topics import topic_spec
 from streamforge.nodes.protocols.tls import client_context
 from streamforge.runtime.kafka.clients import BatchProducer
+from streamforge.runtime.kafka.topics import create_topics
 
 DEFAULT_TOPICS = {"telemetry": "streamforge.telemetry", "aggregate": "streamforge.aggregates",
                   "alarm": "streamforge.alarms", "event": "streamforge.events",
@@ -47,6 +54,14 @@ class KafkaSinkConfig(SinkConfig):
     format: Literal["json", "avro"] = Field("json", description="avro: Confluent wire format, schemas registered")
     registry_url: str | None = Field(None, description="The cluster's schema registry (format avro)")
     registry_token: SecretStr | None = Field(None, description="Bearer token for the registry; stored as a secret")
+    exactly_once: bool = Field(True, description="Each batch commits in one transaction with the source offsets it "
+                               "covers: readers with isolation.level=read_committed see every record once, a crash "
+                               "included. Needs transactions on the cluster; off: at least once")  # fmt: skip
+    offsets_topic: str = Field(
+        "streamforge.sink-offsets",
+        pattern=r"^[A-Za-z0-9._\-]{1,249}$",
+        description="Compacted topic on the cluster holding those offsets (exactly_once)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> KafkaSinkConfig:
@@ -62,8 +77,14 @@ class KafkaSinkConfig(SinkConfig):
 class KafkaSink(SinkNode[KafkaSinkConfig]):
     """Lifecycle: start() loads the TLS files (a missing one refuses the deploy); connect() starts the producer
     (and, for Avro, registers each record type's schema with the cluster's registry). write() returns once the
-    cluster acknowledged every record (acks=all): a failure raises and the batch is retried, the idempotent
-    producer keeping retries free of duplicates. A record of a type with no target topic is a dead letter."""
+    cluster acknowledged every record (acks=all): a failure raises and the batch is retried. A record of a type with
+    no target topic is a dead letter.
+
+    Exactly once (the default): the producer is transactional (its id names this gateway, flow and node, so a
+    restarted worker fences its dead predecessor and aborts what it left open). Each batch's records and, in
+    `offsets_topic`, the next source offset per partition commit in one transaction. connect() reads those offsets
+    back, and write() skips what a committed transaction already holds: the replay after a crash, whose local
+    commit never happened, sends nothing twice."""
 
     type = "kafka"
     category = "sinks"
@@ -79,19 +100,42 @@ class KafkaSink(SinkNode[KafkaSinkConfig]):
         self._producer: BatchProducer | None = None
         self._registry: HttpSchemaRegistry | None = None
         self._encoders: dict[str, Encoder] = {}
+        context = self.context
+        self._identity = f"streamforge.{context.gateway_id}.{context.flow_id}.{context.node_id}"
+        # Offsets recorded by an earlier life of the local Kafka (a wiped gateway counts from 0 again) must not
+        # hide new records: they are filed under an id that lives in this node's changelog, in that same Kafka.
+        lives = self.context.state.table("incarnation", str)
+        if ("id",) not in lives:
+            lives[("id",)] = uuid.uuid4().hex
+        self._offsets_key = f"{self._identity}.{lives[('id',)]}|"
+        self._delivered: dict[tuple[str, int], int] = {}  # next source offset per partition a committed txn holds
 
-    async def connect(self) -> None:
+    def _client_options(self) -> dict[str, Any]:
         config = self.config
-        client_id = f"streamforge-{self.context.flow_id}-{self.context.node_id}"
-        options: dict[str, Any] = {"security_protocol": config.security_protocol, "ssl_context": self._ssl,
-                                   "client_id": client_id}  # fmt: skip
+        options: dict[str, Any] = {"security_protocol": config.security_protocol, "ssl_context": self._ssl}
         if config.security_protocol.startswith("SASL"):
             assert config.password is not None
             options |= {"sasl_mechanism": config.sasl_mechanism, "sasl_plain_username": config.username,
                         "sasl_plain_password": config.password.get_secret_value()}  # fmt: skip
+        return options
+
+    async def connect(self) -> None:
+        config = self.config
+        options = {**self._client_options(), "client_id": self._identity}
+        if config.exactly_once:
+            options["transactional_id"] = self._identity
         producer = BatchProducer(config.bootstrap, **options)
         self._producer = producer
-        await producer.start()
+        await producer.start()  # a transactional one fences a predecessor with the same id, aborting its transaction
+        if config.exactly_once:
+            replicas = min(3, len(producer.producer.client.cluster.brokers()))
+            try:
+                offsets = NewTopic(config.offsets_topic, 1, replicas, topic_configs={"cleanup.policy": "compact"})
+                await create_topics(config.bootstrap, [offsets], **self._client_options())
+            except KafkaError as exc:
+                raise PeerUnavailable(f"cannot create {config.offsets_topic} on {config.bootstrap} ({exc!r}): create "
+                                      "it (cleanup.policy=compact) or allow this user to") from exc  # fmt: skip
+            self._delivered = await self._committed_offsets()
         if config.format == "avro":
             assert config.registry_url is not None
             token = config.registry_token.get_secret_value() if config.registry_token else None
@@ -106,17 +150,69 @@ class KafkaSink(SinkNode[KafkaSinkConfig]):
             await self._registry.aclose()
         self._producer, self._registry = None, None
 
+    async def _committed_offsets(self) -> dict[tuple[str, int], int]:
+        """The source offsets this node's committed transactions recorded, read back from `offsets_topic`."""
+        topic, prefix = self.config.offsets_topic, self._offsets_key
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.config.bootstrap, isolation_level="read_committed",
+                                    enable_auto_commit=False, **self._client_options())  # fmt: skip
+        await consumer.start()
+        try:
+            assert self._producer is not None
+            partitions = [TopicPartition(topic, p) for p in sorted(await self._producer.producer.partitions_for(topic))]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            ends = await consumer.end_offsets(partitions)
+            found: dict[tuple[str, int], int] = {}
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    for record in records:
+                        key = (record.key or b"").decode()
+                        if key.startswith(prefix) and record.value is not None:
+                            source, partition = key[len(prefix) :].rsplit("|", 1)
+                            found[source, int(partition)] = int(record.value)
+            return found
+        finally:
+            await consumer.stop()
+
     async def write(self, batch: Sequence[Message]) -> Sequence[Record] | None:
         assert self._producer is not None  # the runtime writes only while connected
         refused: list[Record] = []
         by_type: dict[str, list[Message]] = defaultdict(list)
+        ahead: dict[tuple[str, int], int] = {}
         for message in batch:
+            where = (message.topic, message.partition)
             record_type = topic_spec(message.topic).record_type
-            if record_type in self.config.topics:
-                by_type[record_type].append(message)
-            else:
+            if record_type not in self.config.topics:
                 why = reason("no_target_topic", f"no topic is mapped for {record_type} records", "/topics")
                 refused.append(message.dead_letter(self.context.node_id, why))
+            elif message.offset >= self._delivered.get(where, 0):  # below: in a transaction committed before
+                by_type[record_type].append(message)
+            ahead[where] = max(ahead.get(where, self._delivered.get(where, 0)), message.offset + 1)
+        if not self.config.exactly_once:
+            refused += await self._send(by_type)
+            return refused
+        transactional = self._producer.producer
+        await transactional.begin_transaction()
+        try:
+            refused += await self._send(by_type)
+            offsets = [(i, f"{self._offsets_key}{topic}|{partition}".encode(), str(offset).encode())
+                       for i, ((topic, partition), offset) in enumerate(ahead.items())]  # fmt: skip
+            report = await self._producer.send_raw(self.config.offsets_topic, offsets)
+            if report.failed:
+                error = report.failed[0][1]
+                raise PeerUnavailable(f"offsets to {self.config.offsets_topic} not acknowledged: {error!r}")
+            await transactional.commit_transaction()
+        except BaseException:
+            with contextlib.suppress(KafkaError):
+                await transactional.abort_transaction()
+            raise
+        self._delivered.update(ahead)
+        return refused
+
+    async def _send(self, by_type: dict[str, list[Message]]) -> list[Record]:
+        """Send each type's records to its topic; raise unless all were acknowledged. Returns encoding refusals."""
+        assert self._producer is not None
+        refused: list[Record] = []
         for record_type, messages in by_type.items():
             topic = self.config.topics[record_type]
             records = [m.record for m in messages]

@@ -102,6 +102,7 @@ class OpenFile:
     opened_at: float
     rows: list[Record] = field(default_factory=list)
     size: int = 0
+    last_offset: int = -1
 
     def key(self, prefix: str) -> str:
         """Hive-style partitions; named by where its records start, so a replay overwrites, never adds."""
@@ -112,9 +113,10 @@ class OpenFile:
 
 class S3Sink(SinkNode[S3Config]):
     """Records wait in memory per (type, date, hour, Kafka partition) until their file rolls (records, bytes or
-    age); its offsets are held back until then (retained), so a crash replays them into the same object key. Upload
-    failures raise: the runtime retries (backoff, circuit breaker, DEGRADED); what is already in a file is never
-    added twice."""
+    age); its offsets are held back until then (retained), so a crash replays them into the same object key, cut at
+    the same record: counts are counted again, and where a file was rolled by age is kept in the table `rolled`.
+    Upload failures raise: the runtime retries (backoff, circuit breaker, DEGRADED); what is already in a file is
+    never added twice."""
 
     type = "s3"
     category = "sinks"
@@ -126,6 +128,7 @@ class S3Sink(SinkNode[S3Config]):
         self._schemas: dict[str, pa.Schema] = {}
         self._open: dict[tuple[str, datetime, str, int], OpenFile] = {}
         self._next: dict[tuple[str, int], int] = {}  # next offset to take per Kafka partition: a retry adds nothing
+        self._rolled = self.context.state.table("rolled", int)  # (topic, partition, first offset) -> last, by age
         self._client: Any = None
         self._context: Any = None
 
@@ -155,6 +158,7 @@ class S3Sink(SinkNode[S3Config]):
 
     async def write(self, batch: Sequence[Message]) -> None:
         now = self.clock.monotonic()
+        self._forget_rolls()
         for message in batch:
             where = (message.topic, message.partition)
             if message.offset < self._next.get(where, -1):
@@ -169,17 +173,32 @@ class S3Sink(SinkNode[S3Config]):
                                                    message.offset, now)  # fmt: skip
             file.rows.append(message.record)
             file.size += len(message.raw) or 256
+            file.last_offset = message.offset
             if self._full(file):  # rolled at the same record on a replay: the same objects again
                 await self._upload(file)
                 del self._open[slot]
         await self._flush(self._full)  # one whose upload failed before: this retry uploads it
 
     def _full(self, file: OpenFile) -> bool:
-        return len(file.rows) >= self.config.roll_records or file.size >= self.config.roll_bytes
+        rolled_at = self._rolled.get((file.topic, file.partition, file.first_offset))
+        return (len(file.rows) >= self.config.roll_records or file.size >= self.config.roll_bytes
+                or (rolled_at is not None and file.last_offset >= rolled_at))  # fmt: skip
 
     async def tick(self, now: datetime) -> None:
         oldest = self.clock.monotonic() - self.config.roll_age_s
-        await self._flush(lambda f: f.opened_at <= oldest)
+        for file in self._open.values():
+            if file.opened_at <= oldest:  # recorded first: a replay cuts this file here too, not by the clock
+                self._rolled[(file.topic, file.partition, file.first_offset)] = file.last_offset
+        await self._flush(self._full)
+
+    def _forget_rolls(self) -> None:
+        """Rolls at offsets that are committed now: never replayed again."""
+        held = self.retained()
+        for key in list(self._rolled):
+            topic, partition, first = key
+            committed = held.get((str(topic), int(partition)), self._next.get((str(topic), int(partition)), 0))
+            if int(first) < committed and self._rolled[key] < committed:
+                del self._rolled[key]
 
     async def _flush(self, due: Any) -> None:
         for slot, file in sorted(self._open.items(), key=lambda item: item[1].first_offset):

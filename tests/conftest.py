@@ -12,9 +12,15 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiobotocore.session import get_session
 from aiokafka.admin import NewTopic
+from aiosmtpd.controller import Controller
+from moto.server import ThreadedMotoServer
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from streamforge.engine.node_types import load_node_types
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
@@ -26,7 +32,8 @@ from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import create_topics
-from tests.peers import Pki, start_mosquitto
+from tests.destinations import CUSTOMER_USERS, Mailbox, Receiver, Services
+from tests.peers import Pki, make_pki, sasl_ssl_kafka, start_mosquitto
 
 _counter = itertools.count()
 
@@ -151,3 +158,63 @@ async def gateway(
     )
     yield gw
     await gw.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
+    """An HTTP receiver (tests/destinations.py) and its ingest URL."""
+    server = Receiver()
+    app = Starlette(routes=[Route("/ingest", server.ingest, methods=["POST"])])
+    async with serve_app(app) as url:
+        yield server, f"{url}/ingest"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-protocol server on localhost: moto in server mode."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+async def bucket(s3_endpoint: str, unique: str) -> AsyncIterator[tuple[str, Any]]:
+    """A new bucket of its own and a client of that server."""
+    name = "b" + str(abs(hash(unique)) % 10**12)
+    keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    async with get_session().create_client("s3", region_name="us-east-1", endpoint_url=s3_endpoint, **keys) as client:
+        await client.create_bucket(Bucket=name)
+        yield name, client
+
+
+@pytest.fixture(scope="session")
+async def customer(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[EmbeddedKafka, str, Pki]]:
+    """A customer's Kafka (SASL_SSL, CUSTOMER_USERS): the broker, its SASL_SSL bootstrap, the PKI it trusts."""
+    workdir = tmp_path_factory.mktemp("customer")
+    pki = make_pki(workdir / "pki", "customer")
+    kafka, secure = sasl_ssl_kafka(workdir, pki, CUSTOMER_USERS)
+    async with kafka:
+        yield kafka, secure, pki
+
+
+@pytest.fixture
+async def services() -> AsyncIterator[tuple[Services, str]]:
+    """Alert endpoints (tests/destinations.py Services) and their base URL: POST {url}/slack, /pagerduty, /hook."""
+    state = Services()
+    async with serve_app(Starlette(routes=[Route("/{path}", state.endpoint, methods=["POST"])])) as url:
+        yield state, url
+
+
+@pytest.fixture
+def smtp(tmp_path: Path) -> Iterator[tuple[Mailbox, int, Path]]:
+    """A real SMTP server that requires STARTTLS: its mailbox, port, and the CA its certificate chains to."""
+    pki = make_pki(tmp_path / "pki", "mail")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    mailbox, port = Mailbox(), free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True)
+    controller.start()
+    yield mailbox, port, pki.ca
+    controller.stop()

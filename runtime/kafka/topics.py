@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -14,9 +15,12 @@ from aiokafka.errors import TopicAlreadyExistsError
 from streamforge.engine.topics import TOPIC_METADATA_TOPIC, TOPICS, TopicSpec
 
 
-async def create_topics(bootstrap: str, topics: Sequence[NewTopic], timeout_s: float = 30.0) -> list[str]:
-    """Create the missing ones of `topics` and wait until every partition has a leader. Returns those created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def create_topics(
+    bootstrap: str, topics: Sequence[NewTopic], timeout_s: float = 30.0, **client: Any
+) -> list[str]:
+    """Create the missing ones of `topics` and wait until every partition has a leader. Returns those created.
+    `client`: the admin client's security options (another cluster than ours)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -4,28 +4,17 @@ following the alarm, digests, nothing sent twice across a restart, refusals to t
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
 
 from streamforge.engine.clock import ManualClock
 from streamforge.engine.sdk import PeerUnavailable
 from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.alert_router import AlertRouter
-from streamforge.runtime.http import serve_app
-from streamforge.runtime.kafka.broker import free_port
-from tests.peers import make_pki
+from tests.destinations import Mailbox, Services
 
 T0 = datetime(2026, 3, 1, 7, 0, tzinfo=UTC)
 
@@ -37,30 +26,6 @@ def alarm(alarm_id: str, state: str, severity: str, minute: int) -> dict[str, An
             "changed_by": None, "quality": "GOOD", "classification": "ALARM",
             "timestamps": {"device_time": T0 + timedelta(minutes=minute), "gateway_time": T0},
             "clock_skew_ms": None, "metadata": {}}  # fmt: skip
-
-
-@dataclass
-class Services:
-    """What each endpoint received; `fail` answers the next requests to a path with these statuses."""
-
-    received: dict[str, list[Any]] = field(default_factory=lambda: {"slack": [], "pagerduty": [], "hook": []})
-    fail: dict[str, list[int]] = field(default_factory=dict)
-
-    async def endpoint(self, request: Request) -> Response:
-        path = request.path_params["path"]
-        failures = self.fail.get(path, [])
-        if failures:
-            status = failures.pop(0)
-            return PlainTextResponse(f"{path} says no ({status})", status_code=status)
-        self.received[path].append(await request.json())
-        return JSONResponse({"status": "success"}, status_code=202)
-
-
-@pytest.fixture
-async def services() -> AsyncIterator[tuple[Services, str]]:
-    state = Services()
-    async with serve_app(Starlette(routes=[Route("/{path}", state.endpoint, methods=["POST"])])) as url:
-        yield state, url
 
 
 def config(url: str, **extra: Any) -> dict[str, Any]:
@@ -109,6 +74,23 @@ async def test_routes_by_severity_pagerduty_follows_the_alarm_digests_and_no_rep
     assert len(events) == 3 and len(state.received["slack"]) == 4  # nobody was paged or messaged twice
 
 
+async def test_a_digest_survives_a_restart_and_goes_out_on_its_schedule(services: tuple[Services, str]) -> None:
+    state, url = services
+    clock = ManualClock()
+    async with NodeHarness(AlertRouter, config(url), "router", clock=clock) as router:
+        messages = await router.messages([alarm("warm|pump_3|temp", "ACTIVE", "MEDIUM", 0)], topic="alarms.clean")
+        await router.write_messages(messages)
+        await clock.advance(40)
+        await router.restart()  # a crash 40 s into the 60 s interval: the held transition is replayed
+        await router.write_messages(messages)
+        await clock.advance(21)
+        await router.sink_tick()
+        assert len(state.received["slack"]) == 1  # 61 s after the transition, not 60 s after the restart
+        await clock.advance(120)
+        await router.sink_tick()
+    assert len(state.received["slack"]) == 1
+
+
 async def test_a_failing_destination_is_retried_and_a_refusal_is_a_dead_letter(services: tuple[Services, str]) -> None:
     state, url = services
     settings = config(url)
@@ -123,27 +105,6 @@ async def test_a_failing_destination_is_retried_and_a_refusal_is_a_dead_letter(s
         (letter,) = await router.write_messages(messages)  # the retry: Slack now; the webhook refuses for good
     assert len(state.received["pagerduty"]) == 1 and len(state.received["slack"]) == 1
     assert letter["reasons"][0]["code"] == "http_422" and "hook says no" in letter["reasons"][0]["message"]
-
-
-@dataclass
-class Mailbox:
-    messages: list[Any] = field(default_factory=list)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
-        return "250 OK"
-
-
-@pytest.fixture
-def smtp(tmp_path: Path) -> Iterator[tuple[Mailbox, int, Path]]:
-    pki = make_pki(tmp_path / "pki", "mail")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(pki.server_cert, pki.server_key)
-    mailbox, port = Mailbox(), free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True)
-    controller.start()
-    yield mailbox, port, pki.ca
-    controller.stop()
 
 
 async def test_email_over_starttls(smtp: tuple[Mailbox, int, Path]) -> None:

@@ -3,18 +3,10 @@ with the same idempotency key, 4xx refusals to the DLQ, and the whole path in a 
 
 from __future__ import annotations
 
-import gzip
-import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
 
 from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import validate_flow
@@ -24,50 +16,12 @@ from streamforge.engine.sdk import PeerUnavailable
 from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.http import HttpSink
 from streamforge.runtime.gateway.gateway import Gateway
-from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from tests.destinations import REFUSED_ASSET, Receiver
 from tests.eventually import eventually
 from tests.kafka_reading import read_from
 
 T0 = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
-REFUSED_ASSET = "pump_unknown"
-
-
-@dataclass
-class Receiver:
-    """Records every request; answers the statuses in `failures` first, then 400 to a batch naming REFUSED_ASSET."""
-
-    failures: list[int] = field(default_factory=list)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-
-    async def ingest(self, request: Request) -> Response:
-        raw = await request.body()
-        body = gzip.decompress(raw) if request.headers.get("content-encoding") == "gzip" else raw
-        ndjson = request.headers.get("content-type") == "application/x-ndjson"
-        records = [json.loads(line) for line in body.splitlines()] if ndjson else json.loads(body)
-        status = self.failures.pop(0) if self.failures else 202
-        if status == 202 and any(r["asset_id"] == REFUSED_ASSET for r in records):
-            status = 400
-        self.requests.append({"status": status, "headers": dict(request.headers), "records": records})
-        if status == 400:
-            return PlainTextResponse(f"unknown asset {REFUSED_ASSET}", status_code=400)
-        return Response(status_code=status)
-
-    def accepted(self) -> list[dict[str, Any]]:
-        """What the server keeps: accepted requests, a repeated idempotency key counted once."""
-        seen: dict[str, dict[str, Any]] = {}
-        for request in self.requests:
-            if request["status"] < 300:
-                seen.setdefault(request["headers"]["idempotency-key"], request)
-        return [r for request in seen.values() for r in request["records"]]
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
-    server = Receiver()
-    app = Starlette(routes=[Route("/ingest", server.ingest, methods=["POST"])])
-    async with serve_app(app) as url:
-        yield server, f"{url}/ingest"
 
 
 def readings(n: int, asset: str = "pump_1") -> list[dict[str, Any]]:
@@ -93,6 +47,24 @@ async def test_a_retried_batch_reuses_its_key_and_arrives_whole_with_auth_gzip_n
     assert all(r["headers"]["authorization"] == "Bearer s3cret" for r in server.requests)
     assert [r["value"] for r in server.accepted()] == [float(i) for i in range(10)]
     assert server.accepted()[0]["timestamps"]["device_time"] == T0.isoformat()
+
+
+async def test_a_replay_after_a_crash_repeats_the_same_requests_even_cut_differently(
+    receiver: tuple[Receiver, str],
+) -> None:
+    server, url = receiver
+    async with NodeHarness(HttpSink, {"url": url, "batch_records": 4}, "out") as sink:
+        messages = await sink.messages(readings(10), port="in")
+        await sink.write_messages(messages[:6], crash=True)  # [0-3] and [4-5] were received; nothing committed
+        await sink.restart()
+        await sink.write_messages(messages[:5])  # the replay's first fetch ends inside the range [4-5]
+        assert sink.node.retained() == {("in", 0): 4}  # its offsets are held until the rest arrives
+        await sink.write_messages(messages[5:])
+        assert sink.node.retained() == {}
+    keys = [r["headers"]["idempotency-key"] for r in server.requests]
+    assert [len(r["records"]) for r in server.requests] == [4, 2, 4, 2, 4]  # [0-3] [4-5] again, then [6-9]
+    assert keys[:2] == keys[2:4]  # byte for byte the same requests, so the receiver keeps each once
+    assert [r["value"] for r in server.accepted()] == [float(i) for i in range(10)]
 
 
 async def test_a_refusal_becomes_dead_letters_with_the_response_and_the_rest_is_delivered(

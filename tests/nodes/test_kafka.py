@@ -5,13 +5,11 @@ password is reported (DEGRADED), not fatal; a type with no topic is a dead lette
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from streamforge.engine.records import telemetry
 from streamforge.engine.schema_registry import CachedSchemaRegistry
@@ -20,23 +18,14 @@ from streamforge.engine.serde import Decoder
 from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.kafka import KafkaSink
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
-from tests.peers import Pki, make_pki, sasl_ssl_kafka
+from tests.destinations import CUSTOMER_USERS, committed_records
+from tests.peers import Pki
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-USERS = {"gateway": "gateway-secret-1"}
-
-
-@pytest.fixture(scope="module")
-async def customer(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[EmbeddedKafka, str, Pki]]:
-    workdir = tmp_path_factory.mktemp("customer")
-    pki = make_pki(workdir / "pki", "customer")
-    kafka, secure = sasl_ssl_kafka(workdir, pki, USERS)
-    async with kafka:
-        yield kafka, secure, pki
 
 
 def settings(secure: str, pki: Pki, **extra: Any) -> dict[str, Any]:
-    return {"bootstrap": secure, "username": "gateway", "password": USERS["gateway"], "ca_file": str(pki.ca),
+    return {"bootstrap": secure, "username": "gateway", "password": CUSTOMER_USERS["gateway"], "ca_file": str(pki.ca),
             "connection": {"timeout_s": 5, "reconnect_min_s": 0.1, "reconnect_max_s": 0.5}, **extra}  # fmt: skip
 
 
@@ -50,22 +39,6 @@ async def clean(sink: NodeHarness[KafkaSink], records: list[dict[str, Any]]) -> 
     return await sink.messages(records, topic="telemetry.clean", port="in")
 
 
-async def everything(kafka: EmbeddedKafka, topic: str, count: int) -> list[tuple[bytes, bytes]]:
-    """(key, value) of the topic's first `count` records, read through the customer's plain listener."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)  # fmt: skip
-    await consumer.start()
-    got: list[tuple[bytes, bytes]] = []
-    try:
-        while len(got) < count:
-            batches = await consumer.getmany(timeout_ms=10_000)
-            assert batches, f"{topic}: only {len(got)} of {count} records arrived"
-            got += [(m.key, m.value) for records in batches.values() for m in records]
-    finally:
-        await consumer.stop()
-    return got
-
-
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
 async def test_json_over_sasl_ssl_to_the_topic_of_each_type_keyed_by_asset(
     customer: tuple[EmbeddedKafka, str, Pki], mechanism: str, unique: str
@@ -75,7 +48,7 @@ async def test_json_over_sasl_ssl_to_the_topic_of_each_type_keyed_by_asset(
     config = settings(secure, pki, sasl_mechanism=mechanism, topics={"telemetry": topic})
     async with NodeHarness(KafkaSink, config) as sink:
         assert await sink.write_messages(await clean(sink, readings(9))) == []
-    got = await everything(kafka, topic, 9)
+    got = await committed_records(kafka, topic, 9)
     assert [key.decode() for key, _ in got if key] and {k.decode() for k, _ in got} == {"pump_0", "pump_1", "pump_2"}
     values = sorted(json.loads(value)["value"] for _, value in got)
     assert values == [float(i) for i in range(9)]
@@ -90,9 +63,23 @@ async def test_avro_in_the_confluent_wire_format_with_the_customers_registry(
     config = settings(secure, pki, format="avro", registry_url=registry_url, topics={"telemetry": topic})
     async with NodeHarness(KafkaSink, config) as sink:
         await sink.write_messages(await clean(sink, readings(4)))
-    got = await everything(kafka, topic, 4)
+    got = await committed_records(kafka, topic, 4)
     decoded = await Decoder(registry).decode_batch([value for _, value in got])
     assert sorted(record["value"] for _, record in decoded.ok) == [0.0, 1.0, 2.0, 3.0] and not decoded.errors
+
+
+async def test_a_replay_after_a_crash_adds_nothing_the_committed_transaction_holds(
+    customer: tuple[EmbeddedKafka, str, Pki], unique: str
+) -> None:
+    kafka, secure, pki = customer
+    topic = f"plant.{abs(hash(unique)) % 10**9}.eos"
+    async with NodeHarness(KafkaSink, settings(secure, pki, topics={"telemetry": topic}), unique) as sink:
+        messages = await clean(sink, readings(12))
+        await sink.write_messages(messages[:8], crash=True)  # sent and committed there; the local commit never came
+        await sink.restart()  # a new worker: its producer fences the old one and reads the offsets back
+        assert await sink.write_messages(messages) == []  # the replay, cut differently
+    values = [json.loads(value)["value"] for _, value in await committed_records(kafka, topic, 12)]
+    assert sorted(values) == [float(i) for i in range(12)]  # each once
 
 
 async def test_a_wrong_password_is_reported_and_a_type_without_a_topic_is_a_dead_letter(

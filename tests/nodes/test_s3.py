@@ -4,16 +4,11 @@ multipart uploads, and a missing bucket reported, not fatal."""
 
 from __future__ import annotations
 
-import io
 import random
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pyarrow.parquet as pq
 import pytest
-from aiobotocore.session import get_session
-from moto.server import ThreadedMotoServer
 
 from streamforge.engine.clock import ManualClock
 from streamforge.engine.compiler import compile_flow
@@ -23,29 +18,11 @@ from streamforge.engine.sdk import PeerUnavailable
 from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.s3 import S3Sink
 from streamforge.runtime.gateway.gateway import Gateway
-from streamforge.runtime.kafka.broker import free_port
+from tests.destinations import s3_objects
 from tests.eventually import eventually
 
 T0 = datetime(2026, 3, 1, 9, 58, tzinfo=UTC)
 CREDENTIALS = {"region": "us-east-1", "access_key_id": "testing", "secret_access_key": "testing", "path_style": True}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-@pytest.fixture
-async def bucket(s3_endpoint: str, unique: str) -> AsyncIterator[tuple[str, Any]]:
-    name = "b" + str(abs(hash(unique)) % 10**12)
-    keys = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-    async with get_session().create_client("s3", region_name="us-east-1", endpoint_url=s3_endpoint, **keys) as client:
-        await client.create_bucket(Bucket=name)
-        yield name, client
 
 
 def config(endpoint: str, bucket: str, **extra: Any) -> dict[str, Any]:
@@ -56,17 +33,6 @@ def readings(n: int, start: datetime = T0, step_s: float = 30.0) -> list[dict[st
     return [telemetry(f"pump_{i % 2}", "pressure", round(i * 0.5, 3), unit="bar",
                       device_time=start + timedelta(seconds=i * step_s), gateway_time=start,
                       metadata={"seq": str(i)}) for i in range(n)]  # fmt: skip
-
-
-async def objects(client: Any, bucket: str) -> dict[str, list[dict[str, Any]]]:
-    """Every object's key and its rows as pyarrow reads them back (maps as dicts again)."""
-    listed = await client.list_objects_v2(Bucket=bucket)
-    found = {}
-    for entry in listed.get("Contents", []):
-        body = await (await client.get_object(Bucket=bucket, Key=entry["Key"]))["Body"].read()
-        rows = pq.read_table(io.BytesIO(body)).to_pylist()
-        found[entry["Key"]] = [{**row, "metadata": dict(row["metadata"])} for row in rows]
-    return found
 
 
 async def test_files_read_back_equal_keys_are_hive_style_and_roll_by_count_and_age(
@@ -82,7 +48,7 @@ async def test_files_read_back_equal_keys_are_hive_style_and_roll_by_count_and_a
         await clock.advance(61)
         await sink.sink_tick()  # the last file rolls by age
         assert sink.node.retained() == {}
-    found = await objects(client, name)
+    found = await s3_objects(client, name)
     assert sorted(found) == [
         "plant/north/type=telemetry/date=2026-03-01/hour=09/telemetry.clean+0+00000000000000000000.parquet",
         "plant/north/type=telemetry/date=2026-03-01/hour=09/telemetry.clean+0+00000000000000000003.parquet",
@@ -103,11 +69,32 @@ async def test_a_replay_after_a_crash_rewrites_the_same_objects(s3_endpoint: str
         await sink.write_messages(messages)  # the runtime retrying the same batch adds nothing
         resume = sink.node.retained()[("telemetry.clean", 0)]
         assert resume == 6
-    before = await objects(client, name)
+    before = await s3_objects(client, name)
     async with NodeHarness(S3Sink, settings) as restarted:  # a crash before the commit: all of it comes again
         await restarted.write_messages(messages)
-    after = await objects(client, name)
+    after = await s3_objects(client, name)
     assert after == before and len(after) == 2  # the same keys, the same rows: no duplicates
+
+
+async def test_a_replay_cuts_a_file_rolled_by_age_where_it_was_cut(s3_endpoint: str, bucket: tuple[str, Any]) -> None:
+    name, client = bucket
+    clock = ManualClock(T0)
+    settings = config(s3_endpoint, name, roll_records=100, roll_age_s=60)
+    async with NodeHarness(S3Sink, settings, clock=clock) as sink:
+        messages = await sink.messages(readings(5, step_s=1), topic="telemetry.clean", port="in")
+        await sink.write_messages(messages[:2])
+        await clock.advance(61)
+        await sink.sink_tick()  # [0-1] uploaded by age
+        await sink.write_messages(messages[2:], crash=True)  # [2-4] open; nothing committed, say
+        await sink.restart()
+        await sink.write_messages(messages)  # the replay brings all five at once, long before any age
+        await clock.advance(61)
+        await sink.sink_tick()
+    found = await s3_objects(client, name)
+    assert [(key.rsplit("+", 1)[1], [r["value"] for r in rows]) for key, rows in sorted(found.items())] == [
+        ("00000000000000000000.parquet", [0.0, 0.5]),
+        ("00000000000000000002.parquet", [1.0, 1.5, 2.0]),
+    ]
 
 
 async def test_a_large_file_uploads_in_parts(s3_endpoint: str, bucket: tuple[str, Any]) -> None:
@@ -121,7 +108,7 @@ async def test_a_large_file_uploads_in_parts(s3_endpoint: str, bucket: tuple[str
     (key,) = (await client.list_objects_v2(Bucket=name))["Contents"]
     head = await client.head_object(Bucket=name, Key=key["Key"])
     assert head["ContentLength"] > 5 * 1024 * 1024 and "-" in head["ETag"]  # a multipart ETag: "<md5>-<parts>"
-    assert len((await objects(client, name))[key["Key"]]) == len(many)
+    assert len((await s3_objects(client, name))[key["Key"]]) == len(many)
 
 
 async def test_a_missing_bucket_is_reported_not_fatal(s3_endpoint: str) -> None:
@@ -147,7 +134,7 @@ async def test_in_a_gateway_files_roll_by_count_and_by_age_and_hold_their_offset
     await gateway.deploy(compile_flow(validate_flow(document), gateway.node_types))
 
     async def all_written() -> dict[str, list[dict[str, Any]]] | None:
-        found = await objects(client, name)
+        found = await s3_objects(client, name)
         return found if sum(len(rows) for rows in found.values()) >= 25 else None
 
     found = await eventually(all_written, 60, 0.5, what="the 25 readings in S3")  # the last 5 roll by age

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -32,7 +33,8 @@ class NodeRunner(ABC):
         self.plan, self.flow_id, self.env, self.cls = plan, flow_id, env, cls
         self.labels = {"flow": flow_id, "node": plan.node_id}
         self.cell = StatusCell(env.metrics, self.labels)
-        self.context = NodeContext(flow_id, plan.node_id, on_health=self._device_health)
+        self.context = NodeContext(flow_id, plan.node_id, os.environ.get("STREAMFORGE_GATEWAY_ID") or "local",
+                                   on_health=self._device_health)  # fmt: skip
         self.node: Node[Any] = cls(cls.Config.model_validate(plan.config), self.context)
         self.ready = asyncio.Event()
         self.outputs = OutputPorts(plan, flow_id, env, cls, self.cell)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from abc import abstractmethod
 from datetime import datetime
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from streamforge.engine.serde import Decoder
 from streamforge.runtime.gateway.runners.base import NodeRunner
@@ -36,6 +39,7 @@ class ConsumingRunner(NodeRunner):
         self._safe: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._first: dict[TopicPartition, int] = {}  # first offset read per partition in this run
+        self._ends: dict[TopicPartition, int] = {}  # log end offsets asked for while stuck (the fetcher is not)
         self._consumer = consumer.consumer
         committed = self._committed
         self._next_tick = self.node.clock.monotonic() + TICK_S
@@ -99,10 +103,17 @@ class ConsumingRunner(NodeRunner):
         stuck on its destination shows the backlog Kafka keeps for it."""
         lag = 0
         for tp, position in self._positions.items():
-            end = max(self._consumer.highwater(tp) or 0, position)  # what was read is there, fetched or not
+            end = max(self._consumer.highwater(tp) or 0, self._ends.get(tp, 0), position)  # read is there
             lag += max(0, end - self._committed.get(tp, self._first.get(tp, position)))
         self.lag = lag
         self.env.metrics.lag.labels(**self.labels).set(lag)
+
+    async def _refresh_lag(self) -> None:
+        """The lag while the node cannot take more (a destination away): the fetcher stops once it holds a batch,
+        so the log end offsets are asked for, and the backlog is seen growing."""
+        with contextlib.suppress(KafkaError, TimeoutError):  # Kafka slow or away: the last known lag stays shown
+            self._ends.update(await asyncio.wait_for(self._consumer.end_offsets(list(self._positions)), 5))
+        self._update_lag()
 
     def detail(self) -> dict[str, Any]:
         return {"lag": self.lag}

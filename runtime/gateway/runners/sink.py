@@ -41,6 +41,8 @@ class SinkRunner(ConsumingRunner):
         refused: list[Record] = []
         if batch.records:
             records = batch.records
+            self.node.plan(records)
+            await self.changelog.save(producer)  # the plan is durable before anything is sent
             refused += await self._deliver(lambda: self.node.write(records), len(records))
         now = self._tick_due()
         if now is not None and self.node.retained():  # e.g. a file rolled by age; a sink holding nothing has none
@@ -74,7 +76,7 @@ class SinkRunner(ConsumingRunner):
                     self.env.metrics.records_out.labels(**self.labels, port="write").inc(count)
                     self._closed()
                     return list(refused or ())
-            self._update_lag()  # the backlog grows while the destination is away
+            await self._refresh_lag()  # the backlog grows while the destination is away
             if breaker.failure(clock.monotonic()):
                 self._circuit_is(CircuitState.OPEN)
                 why = (f"circuit open after {breaker.failures} consecutive failures; next trial in "
