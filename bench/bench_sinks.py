@@ -5,7 +5,13 @@ Run: .venv/bin/python bench/bench_sinks.py [--records N]
 - http: the `http` sink (batches of 2,000, JSON) vs one httpx POST per batch, to the same local server.
 - s3: the `s3` sink (files of 10,000, zstd Parquet) vs pyarrow + one PUT per file, to the same moto S3 server.
 - postgres: the `postgres` sink (COPY into a staging table, then INSERT ... ON CONFLICT) vs asyncpg's COPY into a
-  plain table of the same columns, on the same local PostgreSQL (scripts/local-postgres.sh).
+  plain table of the same columns, on the same local PostgreSQL (scripts/local-postgres.sh). TimescaleDB is the same
+  code (nodes/protocols/sql.py) plus hypertables; the extension is not packaged for this machine, so it is not run.
+- kafka: the `kafka` sink (JSON; exactly once: one transaction per batch with its source offsets; and with
+  exactly_once off) vs aiokafka's producer (idempotent, acks=all, send() per record, one await per batch), to the
+  same topic-per-run on a second embedded broker.
+- alert_router: the `alert_router` sink (a webhook destination: one request per transition) vs one httpx POST per
+  transition, to the same local server.
 The records are built and encoded before any timing (as Kafka would hand them over). The harness ceiling is the same
 batching loop with no destination at all: a sink figure near it measures the loop, not the sink.
 """
@@ -32,6 +38,7 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 from aiobotocore.session import get_session
+from aiokafka import AIOKafkaProducer
 from moto.server import ThreadedMotoServer
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -43,12 +50,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from streamforge.engine.records import json_safe, telemetry
 from streamforge.engine.sdk import Message
 from streamforge.engine.testing import NodeHarness
+from streamforge.nodes.alert_router import AlertRouter
 from streamforge.nodes.http import HttpSink
+from streamforge.nodes.kafka import KafkaSink
 from streamforge.nodes.postgres import Postgres
 from streamforge.nodes.protocols.sql import TABLES
 from streamforge.nodes.s3 import S3Sink, arrow_schema
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.broker import free_port
+from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 
 BATCH = 2000
 FILE = 10_000
@@ -141,6 +151,65 @@ async def bench_postgres(records: list[dict[str, Any]], dsn: str) -> dict[str, f
     return {"sink": node, "bare": bare}
 
 
+async def bench_kafka(records: list[dict[str, Any]]) -> dict[str, float]:
+    async with EmbeddedKafka(Path(tempfile.mkdtemp(prefix="bench-customer-")) / "kafka") as kafka:
+        rates: dict[str, float] = {}
+        for name, exactly_once in (("sink", True), ("sink_at_least_once", False)):
+            settings = {"bootstrap": kafka.bootstrap, "security_protocol": "PLAINTEXT", "exactly_once": exactly_once,
+                        "topics": {"telemetry": f"bench.{name}"}}  # fmt: skip
+            async with NodeHarness(KafkaSink, settings, f"bench-{name}") as sink:
+                messages = await sink.messages(records, topic="telemetry.clean", port="in")
+                rates[name] = await timed(chunks(messages, BATCH), sink.write_messages)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True,
+                                    linger_ms=5, max_batch_size=512 * 1024)  # fmt: skip
+        await producer.start()
+        try:
+
+            async def send(batch: Sequence[dict[str, Any]]) -> None:
+                futures = [await producer.send("bench.bare", json.dumps(json_safe(r)).encode(),
+                                               key=str(r["asset_id"]).encode()) for r in batch]  # fmt: skip
+                await asyncio.gather(*futures)
+
+            rates["bare"] = await timed(chunks(records, BATCH), send)
+        finally:
+            await producer.stop()
+    return rates
+
+
+def transitions(count: int) -> list[dict[str, Any]]:
+    states = ("ACTIVE", "ACKNOWLEDGED", "CLEARED")
+    return [{"alarm_id": f"hi|pump_{i // 3}|temp", "asset_id": f"pump_{i // 3}", "parameter": "temp", "rule_id": "hi",
+             "severity": "CRITICAL", "state": states[i % 3], "value": 90.0, "threshold": 80.0, "message": "temp high",
+             "changed_by": None, "quality": "GOOD", "classification": "ALARM",
+             "timestamps": {"device_time": T0 + timedelta(seconds=i), "gateway_time": T0}, "clock_skew_ms": None,
+             "metadata": {}} for i in range(count)]  # fmt: skip
+
+
+async def bench_alert_router(count: int) -> dict[str, float]:
+    alarms, received = transitions(count), [0]
+
+    async def hook(request: Request) -> Response:
+        await request.body()
+        received[0] += 1
+        return Response(status_code=202)
+
+    async with serve_app(Starlette(routes=[Route("/hook", hook, methods=["POST"])])) as url:
+        settings = {"destinations": {"sms": {"kind": "webhook", "url": f"{url}/hook"}},
+                    "routes": [{"severities": ["CRITICAL"], "destinations": ["sms"]}]}  # fmt: skip
+        async with NodeHarness(AlertRouter, settings, "bench") as sink:
+            messages = await sink.messages(alarms, topic="alarms.clean", port="in")
+            node = await timed(chunks(messages, 100), sink.write_messages)
+        async with httpx.AsyncClient() as client:
+
+            async def post(batch: Sequence[dict[str, Any]]) -> None:
+                for alarm in batch:
+                    (await client.post(f"{url}/hook", json=json_safe(alarm))).raise_for_status()
+
+            bare = await timed(chunks(alarms, 100), post)
+    assert received[0] == 2 * count, received
+    return {"sink": node, "bare": bare}
+
+
 async def ceiling(records: list[dict[str, Any]]) -> float:
     async def nothing(batch: Sequence[dict[str, Any]]) -> None:
         await asyncio.sleep(0)
@@ -151,7 +220,8 @@ async def ceiling(records: list[dict[str, Any]]) -> float:
 async def main(count: int, dsn: str) -> dict[str, Any]:
     records = readings(count)
     results = {"http": await bench_http(records), "s3": await bench_s3(records),
-               "postgres": await bench_postgres(records, dsn)}  # fmt: skip
+               "postgres": await bench_postgres(records, dsn), "kafka": await bench_kafka(records),
+               "alert_router": await bench_alert_router(max(300, count // 50))}  # fmt: skip
     return {"records": count, "harness_ceiling": await ceiling(records), "sinks": results}
 
 
@@ -175,8 +245,10 @@ if __name__ == "__main__":
         outcome = asyncio.run(main(parser.parse_args().records, postgres))
     print(f"{outcome['records']:,} telemetry records; harness ceiling {outcome['harness_ceiling']:,.0f} records/s")
     for name, rates in outcome["sinks"].items():
-        print(f"  {name:<9} sink {rates['sink']:>10,.0f}/s   bare client {rates['bare']:>10,.0f}/s   "
-              f"ratio {rates['sink'] / rates['bare']:.2f}")  # fmt: skip
+        for variant, rate in rates.items():
+            if variant != "bare":
+                print(f"  {name:<12} {variant:<19} {rate:>10,.0f}/s   bare client {rates['bare']:>10,.0f}/s   "
+                      f"ratio {rate / rates['bare']:.2f}")  # fmt: skip
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "sinks.json").write_text(json.dumps(outcome, indent=2))

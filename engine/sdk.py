@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import copy
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, TypeVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from streamforge.engine.clock import Clock, SystemClock
 from streamforge.engine.problems import Problem, pointer_of
@@ -149,14 +150,37 @@ class NodeContext:
 
 def form_schema(model: builtins.type[BaseModel]) -> dict[str, Any]:
     """The model's JSON Schema as forms label it: every field titled by its name (also a field whose type is a
-    model, which pydantic leaves untitled), and no class names ("SimulatorConfig", "MqttTls") as headings."""
+    model, which pydantic leaves untitled), no class names ("SimulatorConfig", "MqttTls") as headings, each choice
+    of a tagged union titled by its tag ("pagerduty"), and the defaults that factories make (a sink's own
+    `connection` timeout) shown, not those of the factory's type."""
     schema = model.model_json_schema()
+    for name, info in model.model_fields.items():
+        if info.default_factory is not None and info.annotation is not None and name in schema.get("properties", {}):
+            value = info.get_default(call_default_factory=True, validated_data={})
+            default = TypeAdapter(info.annotation).dump_python(value, mode="json")
+            prop = schema["properties"][name]
+            ref = prop.get("$ref", "").removeprefix("#/$defs/")
+            if ref and isinstance(default, dict):  # forms take each field's own default over the parent's: inline
+                inlined = copy.deepcopy(schema["$defs"][ref])
+                inlined.pop("title", None)
+                prop = schema["properties"][name] = {**inlined, **prop}
+                del prop["$ref"]
+                for key, field_default in default.items():
+                    prop["properties"][key]["default"] = field_default
+            prop["default"] = default
+
+    definitions = schema.get("$defs", {})
 
     def relabel(node: Any) -> None:
         if isinstance(node, dict):
             for name, prop in (node.get("properties") or {}).items():
                 if isinstance(prop, dict) and "title" not in prop:
                     prop["title"] = name.replace("_", " ").title()
+            tag = (node.get("discriminator") or {}).get("propertyName")
+            if tag and node.get("oneOf") and "default" not in node:  # a new entry starts as the first choice
+                first = definitions.get(node["oneOf"][0].get("$ref", "").removeprefix("#/$defs/"), {})
+                if "const" in first.get("properties", {}).get(tag, {}):
+                    node["default"] = {tag: first["properties"][tag]["const"]}
             for value in node.values():
                 relabel(value)
         elif isinstance(node, list):
@@ -164,8 +188,13 @@ def form_schema(model: builtins.type[BaseModel]) -> dict[str, Any]:
                 relabel(value)
 
     schema.pop("title", None)
-    for definition in schema.get("$defs", {}).values():
+    for definition in definitions.values():
         definition.pop("title", None)
+        tags = [p for key, p in definition.get("properties", {}).items()
+                if "const" in p and key in definition.get("required", ())]  # fmt: skip
+        if len(tags) == 1:  # the tag is the choice itself: filled in, not typed
+            definition["title"] = str(tags[0]["const"])
+            tags[0].update(default=tags[0]["const"], readOnly=True)
     relabel(schema)
     return schema
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import BaseModel
 
 from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
@@ -18,28 +19,64 @@ def is_reference(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {SECRET_KEY} and isinstance(value[SECRET_KEY], str)
 
 
-def secret_fields(node_types: NodeTypes, type_name: str) -> list[str]:
-    """Top-level config fields a node type declares as SecretStr (the editor masks them too)."""
+def secret_paths(node_types: NodeTypes, type_name: str, config: dict[str, Any]) -> list[tuple[str | int, ...]]:
+    """Where `config` holds a plaintext value of a field its node type declares SecretStr, at any depth (an alert
+    router's destinations, a list of credentials): the same schema the editor masks by."""
     cls = node_types.get(type_name)
     if cls is None:
         return []
-    return [
-        name for name, field in cls.Config.model_fields.items() if field.annotation in (SecretStr, SecretStr | None)
-    ]
+    schema = _config_schema(cls.Config)
+    found: set[tuple[str | int, ...]] = set()
+    _walk(schema, schema.get("$defs", {}), config, (), found)
+    return sorted(found, key=str)
+
+
+@functools.cache
+def _config_schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()
+
+
+def _walk(schema: dict[str, Any], definitions: dict[str, Any], value: Any, path: tuple[str | int, ...],
+          found: set[tuple[str | int, ...]]) -> None:  # fmt: skip
+    if "$ref" in schema:
+        schema = {**definitions.get(schema["$ref"].removeprefix("#/$defs/"), {}), **schema}
+        schema.pop("$ref")
+    if schema.get("format") == "password" and schema.get("writeOnly"):  # pydantic's SecretStr
+        if isinstance(value, str) and value:
+            found.add(path)
+        return
+    options = schema.get("oneOf") or schema.get("anyOf") or []
+    tag = (schema.get("discriminator") or {}).get("propertyName")
+    if tag and isinstance(value, dict) and value.get(tag) in schema["discriminator"].get("mapping", {}):
+        options = [{"$ref": schema["discriminator"]["mapping"][value[tag]]}]
+    for option in options:
+        _walk(option, definitions, value, path, found)
+    if isinstance(value, dict):
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for key, item in value.items():
+            sub = properties.get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                _walk(sub, definitions, item, (*path, key), found)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            _walk(schema["items"], definitions, item, (*path, index), found)
 
 
 def externalize(document: dict[str, Any], node_types: NodeTypes, keep: Callable[[str, str], None]) -> dict[str, Any]:
     """A copy where every plaintext value of a secret field is handed to `keep(name, value)` and replaced by a
-    reference named `<flow>.<node>.<field>`; so no stored or exported document ever holds a secret value."""
+    reference named `<flow>.<node>.<path>` (e.g. `line.router.destinations.oncall.routing_key`); so no stored or
+    exported document ever holds a secret value."""
     result = copy.deepcopy(document)
     for node in result.get("nodes", []):
         config = node.get("config", {})
-        for field in secret_fields(node_types, node.get("type", "")):
-            value = config.get(field)
-            if isinstance(value, str) and value:
-                name = f"{result['id']}.{node['id']}.{field}"
-                keep(name, value)
-                config[field] = {SECRET_KEY: name}
+        for path in secret_paths(node_types, node.get("type", ""), config):
+            *parents, last = path
+            holder: Any = config
+            for step in parents:
+                holder = holder[step]
+            name = ".".join(str(step) for step in (result["id"], node["id"], *path))
+            keep(name, holder[last])
+            holder[last] = {SECRET_KEY: name}
     return result
 
 

@@ -357,3 +357,45 @@ async def test_a_stale_save_offers_a_reload_by_its_error_code(page: Page, stack:
     await page.click("[data-testid=reload]")
     await expect(page.locator("[data-testid=flow-label]")).to_have_value("saved by someone else")
 
+
+
+
+async def test_every_sink_has_a_form_its_secrets_masked_and_stored_apart(page: Page, stack: Stack) -> None:
+    await new_flow(page, "sink_forms")
+    masked = {"http": ["bearer_token", "password"], "s3": ["secret_access_key"], "kafka": ["password", "registry_token"],
+              "timescaledb": ["dsn"]}  # fmt: skip
+    for index, (kind, secrets) in enumerate(masked.items()):
+        await drop(page, kind, 150 + 250 * (index % 3), 120 + 180 * (index // 3))
+        for field in secrets:  # the dropped node's form is open
+            await expect(page.locator(f"#cfg-{kind}_1_{field}")).to_have_attribute("type", "password")
+        if kind == "kafka":
+            await expect(page.locator("#cfg-kafka_1_exactly_once")).to_be_checked()
+    await drop(page, "alert_router", 400, 480)
+    # The router's own connection default (10 s), not that of ConnectionSettings (3 s).
+    await expect(page.locator("#cfg-alert_router_1_connection_timeout_s")).to_have_value("10")
+    await page.click("#cfg-alert_router_1_destinations__add")
+    entry = "#cfg-alert_router_1_destinations_newKey"
+    await expect(page.locator(f"{entry}_kind")).to_have_value("slack")  # a new destination is the first choice
+    await expect(page.locator(f"{entry}_url")).to_have_attribute("type", "password")  # a Slack URL is a secret
+    await page.select_option(f"{entry}__oneof_select", label="pagerduty")
+    await expect(page.locator(f"{entry}_kind")).to_have_value("pagerduty")
+    await expect(page.locator(f"{entry}_kind")).to_have_attribute("readonly", "")
+    await expect(page.locator(f"{entry}_routing_key")).to_have_attribute("type", "password")
+    await page.fill(f"{entry}_routing_key", "R0UT1NGKEY")
+    await page.fill(f"{entry}-key", "oncall")
+    await page.keyboard.press("Tab")  # the key is renamed on blur
+    await expect(page.locator("#cfg-alert_router_1_destinations_oncall_routing_key")).to_be_visible()
+    await page.click("[data-testid=save]")
+    await expect(page.locator("[data-testid=notice]")).to_contain_text("Saved", timeout=30_000)
+    saved = await stored(stack, "sink_forms")
+    router = next(n for n in saved["nodes"] if n["id"] == "alert_router_1")["config"]
+    assert router["destinations"]["oncall"]["kind"] == "pagerduty"
+    reference = "sink_forms.alert_router_1.destinations.oncall.routing_key"
+    assert router["destinations"]["oncall"]["routing_key"] == {"$secret": reference}
+    assert "R0UT1NGKEY" not in json.dumps(saved)  # the value lives in the secret store only
+    await page.reload()
+    await open_flow(page, "sink_forms")
+    await select(page, "alert_router_1")
+    shown = page.locator("#cfg-alert_router_1_destinations_oncall_routing_key")
+    await expect(shown).to_have_attribute("placeholder", f'stored secret "{reference}" (type to replace)')
+    await expect(shown).to_have_value("")

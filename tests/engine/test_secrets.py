@@ -36,3 +36,20 @@ def test_a_missing_secret_is_located() -> None:
         resolve(stored, lambda name: None)
     (problem,) = caught.value.problems
     assert (problem.code, problem.pointer, problem.node_id) == ("unknown_secret", "/nodes/0/config/dsn", "db")
+
+
+def test_secrets_nested_in_a_config_move_to_the_store_too() -> None:
+    router = {"destinations": {"oncall": {"kind": "pagerduty", "routing_key": "R0UT1NG"},
+                               "chat": {"kind": "slack", "url": "https://hooks.example/T0/B0/s3cr3t"},
+                               "mail": {"kind": "email", "host": "smtp", "sender": "a@b.c", "to": ["d@e.f"],
+                                        "password": "mailpass"}},
+              "routes": [{"severities": ["CRITICAL"], "destinations": ["oncall"]}]}  # fmt: skip
+    document = {"id": "line", "nodes": [{"id": "router", "type": "alert_router", "config": router}], "edges": []}
+    kept: dict[str, str] = {}
+    stored = externalize(document, load_node_types(False), kept.__setitem__)
+    assert kept == {"line.router.destinations.oncall.routing_key": "R0UT1NG",
+                    "line.router.destinations.chat.url": "https://hooks.example/T0/B0/s3cr3t",
+                    "line.router.destinations.mail.password": "mailpass"}  # fmt: skip
+    assert not any(secret in repr(stored) for secret in ("R0UT1NG", "s3cr3t", "mailpass"))
+    assert stored["nodes"][0]["config"]["destinations"]["mail"]["host"] == "smtp"  # the rest as it was
+    assert resolve(stored, kept.get)["nodes"][0]["config"] == router

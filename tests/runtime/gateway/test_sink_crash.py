@@ -1,6 +1,7 @@
 """Every sink against its real destination, in a gateway: a run whose sink worker is SIGKILLed mid-stream ends with
-the destination holding exactly what an uninterrupted run's holds (each record once, compared by content), and a
-destination that is down while data flows opens the circuit, lets the lag grow, and loses nothing.
+the destination holding exactly what an uninterrupted run's holds (each record once, compared by content); a
+destination that is down while data flows opens the circuit, lets the lag grow, and loses nothing; and the alert
+router, killed between alarm transitions, pages once per transition.
 
 (PostgreSQL, with an aggregator in front, is tests/runtime/test_crash_consistency.py; TimescaleDB is the same
 tables and upserts, nodes/protocols/sql.py.)"""
@@ -15,16 +16,20 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncua import ua
 
 from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import validate_flow
 from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.simulator import Simulator
 from streamforge.runtime.gateway.gateway import Gateway
-from tests.destinations import CUSTOMER_USERS, Receiver, committed_records, s3_objects
+from streamforge.runtime.kafka.broker import free_port
+from tests.destinations import CUSTOMER_USERS, Mailbox, Receiver, Services, committed_records, s3_objects
+from tests.devices import running_plc
 from tests.eventually import eventually
 
 T0 = datetime(2026, 4, 2, 8, 0, tzinfo=UTC)
@@ -120,8 +125,12 @@ def simulator_config(realtime: bool = True) -> dict[str, Any]:
             "realtime": realtime}  # fmt: skip
 
 
+def node_health(gateway: Gateway, flow: str, node: str) -> dict[str, Any]:
+    return next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == node)
+
+
 def sink_health(gateway: Gateway, flow: str) -> dict[str, Any]:
-    return next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "sink")
+    return node_health(gateway, flow, "sink")
 
 
 async def run_flow(gateway: Gateway, sink_type: str, destination: Destination, run: str,
@@ -201,3 +210,89 @@ async def test_a_destination_down_opens_the_circuit_the_lag_grows_and_nothing_is
     assert max(lags) <= 2 * PER_SIGNAL
     assert delivered == await expected()  # back: lag 0 (run_flow waited for it) and every reading once
     assert sink_health(gateway, f"{run}f")["circuit"] == "closed"
+
+
+async def test_the_alert_router_pages_once_per_transition_across_worker_sigkills(
+    gateway: Gateway, services: tuple[Services, str], smtp: tuple[Mailbox, int, Path], tmp_path: Path, unique: str
+) -> None:
+    """A real PLC (OPC UA) drives two real alarm rules; the router's worker is SIGKILLed after each transition."""
+    state, url = services
+    mailbox, smtp_port, ca = smtp
+    flow, port = "ar" + str(abs(hash(unique)) % 10**9), free_port()
+    points = [{"asset_id": "boiler_1", "parameter": "temp", "browse_path": "2:Line1/2:Temp"},
+              {"asset_id": "boiler_1", "parameter": "count", "browse_path": "2:Line1/2:Count"}]  # fmt: skip
+    router = {
+        "destinations": {
+            "pager": {"kind": "pagerduty", "routing_key": "R0UT1NGKEY", "url": f"{url}/pagerduty"},
+            "sms": {"kind": "webhook", "url": f"{url}/hook"},
+            "mail": {"kind": "email", "host": "127.0.0.1", "port": smtp_port, "ca_file": str(ca),
+                     "sender": "gateway@plant.example", "to": ["shift-lead@plant.example"]},
+        },
+        "routes": [{"severities": ["CRITICAL"], "destinations": ["pager", "sms"]},
+                   {"severities": ["MEDIUM"], "destinations": ["mail"], "digest_interval_s": 4}],
+        "connection": FAST,
+    }  # fmt: skip
+    document = {
+        "id": flow,
+        "nodes": [
+            {"id": "plc", "type": "opcua", "config": {"endpoint": f"opc.tcp://127.0.0.1:{port}/streamforge/",
+                                                      "security_mode": "None", "allow_insecure": True,
+                                                      "sampling_interval_ms": 50, "publishing_interval_ms": 100,
+                                                      "points": points, "connection": FAST}},
+            {"id": "hot", "type": "alarm_rule", "config": {"rule_id": "hot", "parameter": "temp", "high": 50,
+                                                           "severity": "CRITICAL"}},
+            {"id": "busy", "type": "alarm_rule", "config": {"rule_id": "busy", "parameter": "count", "high": 100,
+                                                            "severity": "MEDIUM"}},
+            {"id": "router", "type": "alert_router", "config": router},
+        ],
+        "edges": [{"from": "plc:out", "to": "hot:in"}, {"from": "plc:out", "to": "busy:in"},
+                  {"from": "hot:alarms", "to": "router:in"}, {"from": "busy:alarms", "to": "router:in"}],
+    }  # fmt: skip
+    kills = 0
+
+    async def kill_router() -> None:
+        """SIGKILL between transitions: the last one was delivered (and the router done with it: its memory of what
+        it sent is in the changelog); the next has not happened yet. A kill in the milliseconds between a receiver
+        taking a message and that changelog write resends it, with the same dedup_key / Idempotency-Key."""
+        nonlocal kills
+        await asyncio.sleep(0.5)
+        pid = node_health(gateway, flow, "router")["pid"]
+        os.kill(pid, signal.SIGKILL)
+        kills += 1
+        await eventually(lambda: (h := node_health(gateway, flow, "router"))["restarts"] == kills
+                         and h["status"] == "RUNNING" and h["pid"] != pid, 30, 0.1, what="the router's worker back",
+                         state=lambda: node_health(gateway, flow, "router"))  # fmt: skip
+
+    async def delivered(pages: int) -> None:
+        await eventually(lambda: len(state.received["pagerduty"]) >= pages and len(state.received["hook"]) >= pages,
+                         30, 0.1, what=f"{pages} PagerDuty events and SMS", state=lambda: state.received)  # fmt: skip
+
+    async with running_plc(tmp_path, port) as plc:
+        await gateway.deploy(compile_flow(validate_flow(document), gateway.node_types))
+        await eventually(lambda: node_health(gateway, flow, "plc")["status"] == "RUNNING", 30, what="the PLC read")
+        await plc.temp.write_value(80.0)  # CRITICAL: hot ACTIVE
+        await delivered(1)
+        await kill_router()
+        await plc.count.write_value(150, ua.VariantType.Int32)  # MEDIUM: busy ACTIVE, then CLEARED, one digest
+        await asyncio.sleep(0.5)
+        await plc.count.write_value(7, ua.VariantType.Int32)
+        args = {"asset_id": "boiler_1", "parameter": "temp", "user": "shift-lead"}
+        await gateway.command(flow, "hot", "acknowledge", args)
+        await delivered(2)
+        await kill_router()  # the MEDIUM transitions wait for their digest meanwhile: replayed, not lost
+        await plc.temp.write_value(20.0)  # hot CLEARED
+        await delivered(3)
+        await eventually(lambda: len(mailbox.messages) >= 1, 30, 0.1, what="the MEDIUM digest e-mail")
+        await asyncio.sleep(6)  # more than a digest interval: anything sent twice would have arrived by now
+    pages = state.received["pagerduty"]
+    assert [(p["event_action"], p["dedup_key"]) for p in pages] == [
+        ("trigger", "hot|boiler_1|temp"),
+        ("acknowledge", "hot|boiler_1|temp"),
+        ("resolve", "hot|boiler_1|temp"),
+    ]
+    assert [(m["state"], m["changed_by"]) for m in state.received["hook"]] == [
+        ("ACTIVE", None), ("ACKNOWLEDGED", "shift-lead"), ("CLEARED", None)]  # fmt: skip
+    ((recipients, digest),) = mailbox.messages
+    assert recipients == ["shift-lead@plant.example"] and digest["Subject"] == "2 alarm transitions"
+    body = digest.get_payload()
+    assert "[MEDIUM] ACTIVE: count of boiler_1 is 150" in body and "[MEDIUM] CLEARED" in body
