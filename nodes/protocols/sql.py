@@ -1,5 +1,6 @@
 """What the SQL sinks (`postgres`, `timescaledb`) share: the tables records become, their natural keys, and one
-transaction per batch of COPY into a staging table then INSERT ... ON CONFLICT, so a replay updates, never adds."""
+transaction per batch of COPY into a staging table then INSERT ... ON CONFLICT, so a replay updates, never adds;
+rows the database refuses (a constraint, a value it cannot store) are found by halving and become dead letters."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from typing import Any, TypeVar
 import asyncpg
 from pydantic import Field, SecretStr
 
-from streamforge.engine.records import event_time
+from streamforge.engine.records import event_time, reason
 from streamforge.engine.retry import ConnectionSettings
 from streamforge.engine.sdk import Message, Port, PortType, Record, SinkConfig, SinkNode
 
 IDENTIFIER = r"^[a-z_][a-z0-9_]{0,40}$"
+REFUSED_CLASSES = ("22", "23")  # SQLSTATE data exception, integrity constraint violation: the rows, not the database
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,9 @@ SqlConfigT = TypeVar("SqlConfigT", bound=SqlSinkConfig)
 class SqlSink(SinkNode[SqlConfigT]):
     """connect() opens the connection and creates the tables (`prepare` adds what a database flavour needs); each
     batch is one transaction. A database that is down is the runtime's to retry (DEGRADED), never a failed deploy,
-    and Kafka keeps the backlog meanwhile."""
+    and Kafka keeps the backlog meanwhile. A row the database refuses (SQLSTATE class 22 or 23: a CHECK or NOT NULL
+    constraint of the customer's, a NUL in a text) goes to the DLQ with the database's words; the rest of its batch
+    is written."""
 
     category = "sinks"
     icon = "database"
@@ -124,17 +128,40 @@ class SqlSink(SinkNode[SqlConfigT]):
     def table_name(self, suffix: str) -> str:
         return f'"{self.config.schema_name}"."{self.config.table_prefix}{suffix}"'
 
-    async def write(self, batch: Sequence[Message]) -> None:  # refuses nothing: a bad row fails the batch
-        rows: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {}
+    async def write(self, batch: Sequence[Message]) -> Sequence[Record] | None:
+        rows: dict[str, dict[tuple[Any, ...], tuple[tuple[Any, ...], Message]]] = {}
         for message in batch:
             table = TABLES[PORT_TABLE[message.port]]
             row = table.row(message.record)
-            rows.setdefault(table.suffix, {})[table.key_of(row)] = row  # last one wins within the batch, as on replay
+            rows.setdefault(table.suffix, {})[table.key_of(row)] = (row, message)  # last one wins, as on replay
         connection = self._connection
         assert connection is not None  # the runtime writes only while connected
+        refused: list[Record] = []
         async with connection.transaction():
             for suffix, keyed in rows.items():
-                await self._upsert(connection, TABLES[suffix], list(keyed.values()))
+                refused += await self._upsert_refusing(connection, TABLES[suffix], list(keyed.values()))
+        return refused
+
+    async def _upsert_refusing(self, connection: asyncpg.Connection, table: Table,
+                               entries: list[tuple[tuple[Any, ...], Message]]) -> list[Record]:  # fmt: skip
+        """Upsert `entries` in a savepoint; if the database refuses rows, halve until each refused row is alone, and
+        return those as dead letters with the database's reason. Anything else (connection lost) raises."""
+        try:
+            async with connection.transaction():  # nested: a savepoint, so a refusal undoes only this part
+                await self._upsert(connection, table, [row for row, _ in entries])
+            return []
+        except (asyncpg.PostgresError, asyncpg.DataError) as exc:
+            state = str(getattr(exc, "sqlstate", None) or "")
+            if not (isinstance(exc, asyncpg.DataError) or state.startswith(REFUSED_CLASSES)):
+                raise
+            if len(entries) > 1:
+                half = len(entries) // 2
+                return (await self._upsert_refusing(connection, table, entries[:half])
+                        + await self._upsert_refusing(connection, table, entries[half:]))  # fmt: skip
+            detail = getattr(exc, "detail", None)
+            why = reason(f"sql_{state or 'data_error'}", f"{self.table_name(table.suffix)} refused the row: "
+                         f"{type(exc).__name__}: {exc}" + (f" ({detail})" if detail else ""))  # fmt: skip
+            return [entries[0][1].dead_letter(self.context.node_id, why)]
 
     async def _upsert(self, connection: asyncpg.Connection, table: Table, rows: list[tuple[Any, ...]]) -> None:
         names = table.names

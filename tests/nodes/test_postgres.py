@@ -67,3 +67,27 @@ def test_bad_config_is_refused() -> None:
 
     with pytest.raises(ValidationError, match="table_prefix"):
         Postgres.Config.model_validate({"dsn": "postgresql://x", "table_prefix": "Robert'); DROP TABLE"})
+
+
+async def test_rows_the_database_refuses_are_dead_letters_and_the_rest_is_written(
+    postgres_dsn: str, prefix: str
+) -> None:
+    connection = await asyncpg.connect(postgres_dsn)
+    try:  # the customer's own table, with a rule of theirs: no negative pressure
+        await connection.execute(f"CREATE TABLE {prefix}telemetry (time timestamptz, asset_id text, parameter text, "
+                                 "value double precision CHECK (value >= 0), unit text, quality text, "
+                                 "device_time timestamptz, gateway_time timestamptz, clock_skew_ms bigint, "
+                                 "PRIMARY KEY (asset_id, parameter, time))")  # fmt: skip
+        batch = readings(10)
+        batch[3]["value"] = -4.0  # breaks the CHECK constraint
+        batch[7]["asset_id"] = "pump\x00"  # PostgreSQL text cannot hold NUL
+        async with NodeHarness(Postgres, {"dsn": postgres_dsn, "table_prefix": prefix}) as sink:
+            refused = await sink.write(batch, port="telemetry")
+        assert sorted(letter["source_offset"] for letter in refused) == [3, 7]
+        codes = {letter["source_offset"]: letter["reasons"][0] for letter in refused}
+        assert codes[3]["code"] == "sql_23514" and f"{prefix}telemetry_value_check" in codes[3]["message"]
+        assert codes[7]["code"].startswith("sql_22")
+        stored = await connection.fetch(f"SELECT value FROM {prefix}telemetry ORDER BY time")
+        assert [r["value"] for r in stored] == [1.0, 2.0, 3.0, 5.0, 6.0, 7.0, 9.0, 10.0]
+    finally:
+        await connection.close()
