@@ -115,5 +115,17 @@ class ConsumingRunner(NodeRunner):
             self._ends.update(await asyncio.wait_for(self._consumer.end_offsets(list(self._positions)), 5))
         self._update_lag()
 
+    async def _stay_in_group(self) -> None:
+        """While the node cannot take more (a destination away for minutes): poll with every partition paused, so
+        the group keeps this member past max.poll.interval.ms and no rebalance replays what it holds. Nothing is
+        fetched; positions stay where they are."""
+        consumer = self._consumer
+        assigned = consumer.assignment()
+        consumer.pause(*assigned)
+        try:
+            await consumer.getmany(timeout_ms=0)
+        finally:
+            consumer.resume(*assigned)
+
     def detail(self) -> dict[str, Any]:
         return {"lag": self.lag}

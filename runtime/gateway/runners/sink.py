@@ -77,6 +77,7 @@ class SinkRunner(ConsumingRunner):
                     self._closed()
                     return list(refused or ())
             await self._refresh_lag()  # the backlog grows while the destination is away
+            await self._stay_in_group()
             if breaker.failure(clock.monotonic()):
                 self._circuit_is(CircuitState.OPEN)
                 why = (f"circuit open after {breaker.failures} consecutive failures; next trial in "
