@@ -141,21 +141,28 @@ async def create_topic(bootstrap: str, name: str, partitions: int = 12, **config
     return name
 
 
-@pytest.fixture
-async def gateway(
-    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, registry_url: str, tmp_path: Path
-) -> AsyncIterator[Gateway]:
-    """A gateway in the test's own process on the session's Kafka, with the built-in node types and a fast restart
-    policy; sources and sinks still run in worker processes."""
-    gw = Gateway(
+def in_process_gateway(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, registry_url: str, state_dir: Path
+) -> Gateway:
+    """A gateway in the test's own process on `kafka`, with the built-in node types and a fast restart policy;
+    sources and sinks still run in worker processes."""
+    return Gateway(
         kafka.bootstrap,
         registry,
         load_node_types(include_plugins=False),
-        tmp_path,
+        state_dir,
         registry_url,
         policy=RestartPolicy(max_restarts=2, window_s=60, backoff_s=0.05),
         kafka_health=kafka.health,
     )
+
+
+@pytest.fixture
+async def gateway(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, registry_url: str, tmp_path: Path
+) -> AsyncIterator[Gateway]:
+    """in_process_gateway() on the session's Kafka."""
+    gw = in_process_gateway(kafka, registry, registry_url, tmp_path)
     yield gw
     await gw.stop()
 

@@ -1,7 +1,7 @@
 /** The fleet: every gateway with its approval, health and running versions; approve, assign, roll back. */
 import { useCallback, useEffect, useState } from 'react';
 import { ApiError, type Api } from './api';
-import type { FlowSummary, FlowVersion, GatewaySummary, Session } from './types';
+import type { DiskReport, FlowSummary, FlowVersion, GatewaySummary, Session } from './types';
 
 const REFRESH_MS = 2000;
 
@@ -9,6 +9,16 @@ const versionsText = (flows: Record<string, number>): string =>
   Object.entries(flows)
     .map(([flow, version]) => `${flow} v${version}`)
     .join(', ') || '—';
+
+/** "64% · EVICT · 1,200 evicted": the disk budget's use, tier and what it evicted so far. */
+function diskText(disk: DiskReport | null): string {
+  if (!disk) return '—';
+  const used = disk.used_fraction ?? (disk.total ? disk.used / disk.total : 0);
+  const evicted = Object.values(disk.evicted ?? {}).reduce((a, b) => a + b, 0);
+  return [`${Math.round(used * 100)}%`, disk.tier, evicted ? `${evicted.toLocaleString()} evicted` : null]
+    .filter(Boolean)
+    .join(' · ');
+}
 
 const ago = (at: number | null): string => (at === null ? 'never' : `${Math.max(0, Math.round(Date.now() / 1000 - at))} s ago`);
 
@@ -80,6 +90,7 @@ export function GatewaysPage({ api, session, onClose }: { api: Api; session: Ses
             <th>Running</th>
             <th>Before</th>
             <th>Last apply</th>
+            <th>Disk</th>
             <th>Last seen</th>
             <th />
           </tr>
@@ -110,6 +121,10 @@ export function GatewaysPage({ api, session, onClose }: { api: Api; session: Ses
                 ) : (
                   '—'
                 )}
+              </td>
+              <td data-testid="disk" className={g.disk?.tier && g.disk.tier !== 'NORMAL' ? 'error' : ''}
+                title={g.disk?.producers_blocked ? 'producers blocked: readings wait at the devices' : ''}>
+                {diskText(g.disk)}
               </td>
               <td>{ago(g.last_seen)}</td>
               <td className="actions">

@@ -159,4 +159,16 @@ export interface GatewaySummary {
   previous: Record<string, number>;
   desired: Record<string, number>;
   last_apply: ApplyResult | null;
+  disk: DiskReport | null;
+}
+
+/** A gateway's disk budget as its heartbeat reports it (the overflow manager's tier, when Kafka is embedded). */
+export interface DiskReport {
+  total: number;
+  used: number;
+  free: number;
+  tier?: string;
+  used_fraction?: number | null;
+  producers_blocked?: boolean;
+  evicted?: Record<string, number>;
 }

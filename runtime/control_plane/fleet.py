@@ -424,7 +424,7 @@ class FleetService:
             "labels": row["labels"], "version": row["info"].get("version"), "registered_at": row["registered_at"],
             "decided_by": row["decided_by"], "last_seen": seen, "running": report.get("flows", {}),
             "previous": report.get("previous", {}), "last_apply": report.get("last_apply"),
-            "sink_lag": report.get("sink_lag", {}),
+            "sink_lag": report.get("sink_lag", {}), "disk": report.get("disk"),
             "desired": self.wanted_versions(row) if row["status"] == Approval.APPROVED else {},
         }  # fmt: skip
         if full:

@@ -316,7 +316,7 @@ class SyncAgent:
             "sink_lag": self.sink_lag(),
             "metrics_url": self.metrics_url,
             "last_apply": self.last_apply.to_dict() if self.last_apply else None,
-            "disk": {"total": disk.total, "used": disk.used, "free": disk.free},
+            "disk": {"total": disk.total, "used": disk.used, "free": disk.free, **health.get("disk", {})},
         }  # fmt: skip
 
     def sink_lag(self) -> dict[str, float]:

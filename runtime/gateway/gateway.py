@@ -23,6 +23,7 @@ from streamforge.engine.sdk import CommandInvalid, Kind
 from streamforge.engine.topics import TOPICS
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
 from streamforge.runtime.gateway.metrics import NodeMetrics, merged_exposition, worker_metrics_path
+from streamforge.runtime.gateway.overflow import OverflowManager, Tier
 from streamforge.runtime.gateway.runners import NodeStatus, RuntimeEnv, changelog_topic
 from streamforge.runtime.gateway.supervisor import (
     NodeHandle,
@@ -79,6 +80,7 @@ class Gateway:
         self.handles: dict[str, dict[str, NodeHandle]] = {}
         self._lock = asyncio.Lock()
         self._topics_ready = False
+        self.overflow: OverflowManager | None = None  # set beside an embedded broker, whose disk it watches
 
     def _handle(self, flow_id: str, plan: NodePlan) -> NodeHandle:
         if plan.kind == Kind.PROCESSOR.value:
@@ -197,14 +199,15 @@ class Gateway:
         nodes = self.node_health()
         kafka = self.kafka_health() if self.kafka_health else {"status": "EXTERNAL"}
         statuses = {node["status"] for node in nodes}
+        disk = self.overflow.report() if self.overflow else None
         if kafka["status"] not in ("HEALTHY", "EXTERNAL") or NodeStatus.FAILED.value in statuses:
             status = "UNHEALTHY"
-        elif statuses - {NodeStatus.RUNNING.value}:
+        elif statuses - {NodeStatus.RUNNING.value} or (disk and Tier[disk["tier"]] >= Tier.DOWNSAMPLE):
             status = "DEGRADED"
         else:
             status = "HEALTHY"
         return {"status": status, "kafka": kafka, "flows": {f: p.version for f, p in self.plans.items()},
-                "nodes": nodes}  # fmt: skip
+                "nodes": nodes, **({"disk": disk} if disk else {})}  # fmt: skip
 
 
 def health_app(
@@ -239,11 +242,19 @@ def health_app(
     async def metrics(request: Request) -> Response:
         return Response(gateway.exposition(), media_type="text/plain; version=0.0.4")
 
+    async def overflow(request: Request) -> JSONResponse:
+        manager = gateway.overflow
+        if manager is None:
+            raise ApiError(404, "not_found", "this gateway's Kafka is not embedded: its disk is not managed here")
+        return JSONResponse({"settings": manager.settings.model_dump(), "now": manager.report(),
+                             "dry_run": await manager.dry_run()})  # fmt: skip
+
     routes: list[BaseRoute] = [
         Route("/health/live", live),
         Route("/health/ready", ready),
         Route("/health", full),
         Route("/metrics", metrics),
+        Route("/overflow", overflow),  # the disk budget: settings, tier, and what each tier would do now
     ]
     if commands:
         routes.append(Route("/api/v1/flows/{flow}/nodes/{node}/commands/{command}", command, methods=["POST"]))

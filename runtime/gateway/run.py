@@ -14,6 +14,7 @@ from streamforge.engine.node_types import load_node_types
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache, bearer_from_file
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
 from streamforge.runtime.gateway.gateway import Gateway, health_app
+from streamforge.runtime.gateway.overflow import load_settings, watching_disk
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.supervisor import kafka_or_existing
 
@@ -58,7 +59,13 @@ async def gateway_stack(
                           kafka_health=kafka.health if kafka else None,
                           registry_token_file=registry_token_file)  # fmt: skip
         try:
-            yield gateway
+            if kafka is None:  # another's cluster: its disk is not this gateway's to manage
+                yield gateway
+            else:
+                settings = load_settings(data_dir)
+                async with watching_disk(servers, kafka.broker.log_dir, state_dir, settings,
+                                         gateway.metrics.registry) as gateway.overflow:  # fmt: skip
+                    yield gateway
         finally:
             with contextlib.suppress(Exception):
                 await gateway.stop()

@@ -17,6 +17,7 @@ from streamforge.engine.compiler import node_plan_from_dict
 from streamforge.engine.node_types import node_types_for
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache, bearer_from_file
 from streamforge.runtime.gateway.metrics import METRICS_INTERVAL_S, NodeMetrics, worker_metrics_path, write_atomically
+from streamforge.runtime.gateway.overflow import producers_blocked
 from streamforge.runtime.gateway.runners import NodeStatus, RuntimeEnv, runner_for
 from streamforge.runtime.logs import configure_logging
 
@@ -36,7 +37,9 @@ async def serve(spec: dict[str, Any]) -> None:
     )
     cache = SchemaCache(Path(settings["state_dir"]) / "schema-cache" / f"{spec['flow_id']}.{plan.node_id}.json")
     metrics = NodeMetrics()
-    env = RuntimeEnv(settings["bootstrap"], CachedSchemaRegistry(remote, cache), metrics, node_types_for(plan.type))
+    state_dir = Path(settings["state_dir"])
+    env = RuntimeEnv(settings["bootstrap"], CachedSchemaRegistry(remote, cache), metrics, node_types_for(plan.type),
+                     producers_blocked=lambda: producers_blocked(state_dir))  # fmt: skip
     metrics_file = worker_metrics_path(Path(settings["state_dir"]), spec["flow_id"], plan.node_id)
     runner = runner_for(plan, spec["flow_id"], env)
     run = asyncio.create_task(runner.run())

@@ -145,6 +145,10 @@ class Broker:
             "auto.create.topics.enable": "false",
             "group.initial.rebalance.delay.ms": "0",
             "log.retention.check.interval.ms": "60000",
+            # Retention and the disk budget's evictions free whole segments: keep them small enough to matter on a
+            # gateway's disk (Kafka's default is 1 GiB per partition, or a week).
+            "log.segment.bytes": str(64 * 1024 * 1024),
+            "log.roll.ms": str(3_600_000),
             **self.extra_properties,
         }
         return "".join(f"{key}={value}\n" for key, value in props.items())
@@ -167,7 +171,8 @@ class Broker:
             check=False,
         )
         if completed.returncode != 0:
-            raise RuntimeError(f"formatting Kafka storage in {self.log_dir} failed:\n{completed.stdout[-2000:]}")
+            said = (completed.stdout + completed.stderr).strip()[-2000:]
+            raise RuntimeError(f"formatting Kafka storage in {self.log_dir} failed:\n{said}")
 
     def _java(self, heap: str = "256m") -> list[str]:
         return [

@@ -3,6 +3,8 @@ approve it, assign a flow version to it, see both gateways' status and running v
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -47,6 +49,7 @@ async def test_approve_assign_watch_and_roll_back_a_gateway(page: Page, stack: S
     local = page.locator("[data-testid=gateway-local]")
     await expect(local.locator("[data-testid=approval]")).to_have_text("approved")
     await expect(local.locator("[data-testid=running]")).to_contain_text("demo v1")
+    await expect(local.locator("[data-testid=disk]")).to_have_text(re.compile(r"^\d+%"))  # from its heartbeat
     await remote.get_by_role("button", name="Approve").click()
     await expect(remote.locator("[data-testid=approval]")).to_have_text("approved", timeout=TIMEOUT_MS)
 

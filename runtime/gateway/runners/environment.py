@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamforge.engine.node_types import NodeTypes
@@ -18,3 +19,4 @@ class RuntimeEnv:
     metrics: NodeMetrics
     node_types: NodeTypes
     batch_size: int = 2000
+    producers_blocked: Callable[[], str | None] = lambda: None  # why sources must wait (the disk budget), or None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from typing import Any
@@ -10,6 +11,8 @@ from streamforge.engine.connection import PeerLink
 from streamforge.engine.sdk import Emitted, SourceNode
 from streamforge.runtime.gateway.runners.base import NodeRunner
 from streamforge.runtime.kafka.clients import BatchProducer
+
+BLOCKED_RECHECK_S = 0.5
 
 
 class SourceRunner(NodeRunner):
@@ -23,8 +26,19 @@ class SourceRunner(NodeRunner):
         poll_seconds = metrics.source_poll_seconds.labels(**self.labels)
         self._last_reading = metrics.source_last_reading.labels(**self.labels)
         self._started()
+        waiting = False
         try:
             while True:
+                blocked = self.env.producers_blocked()
+                if blocked is not None:  # nothing taken, nothing acknowledged: the device or broker keeps it
+                    if not waiting:
+                        self.cell.degrade("disk", blocked)
+                        waiting = True
+                    await asyncio.sleep(BLOCKED_RECHECK_S)
+                    continue
+                if waiting:
+                    self.cell.recover("disk")
+                    waiting = False
                 polling = time.perf_counter()
                 emitted = await link.poll()
                 if link.connected:

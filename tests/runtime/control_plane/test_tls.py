@@ -4,6 +4,7 @@ pins another CA and is refused, and plain HTTP refused to anything but loopback.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from pathlib import Path
 
@@ -52,7 +53,8 @@ async def test_a_gateway_pinning_the_control_planes_ca_syncs_and_another_ca_is_r
         assert url.startswith("https://") and len(event["tls_fingerprint"].split(":")) == 32
         ca = Path(event["tls_ca"])
         password = next(line for line in control_plane.lines if "password " in line).split("password ")[1].split()[0]
-        async with httpx.AsyncClient(base_url=f"{url}/api/v1", verify=str(ca)) as admin:
+        trusted = ssl.create_default_context(cafile=str(ca))
+        async with httpx.AsyncClient(base_url=f"{url}/api/v1", verify=trusted) as admin:
             login = await admin.post("/auth/login", json={"username": "admin", "password": password})
             admin.headers["Authorization"] = f"Bearer {login.json()['token']}"
             key = (await admin.post("/enrolment-keys", json={})).json()["enrolment_key"]
