@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from aiobotocore.session import get_session
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import NewTopic
 from moto.server import ThreadedMotoServer
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -59,6 +60,7 @@ from streamforge.nodes.s3 import S3Sink, arrow_schema
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from streamforge.runtime.kafka.topics import create_topics
 
 BATCH = 2000
 FILE = 10_000
@@ -153,6 +155,8 @@ async def bench_postgres(records: list[dict[str, Any]], dsn: str) -> dict[str, f
 
 async def bench_kafka(records: list[dict[str, Any]]) -> dict[str, float]:
     async with EmbeddedKafka(Path(tempfile.mkdtemp(prefix="bench-customer-")) / "kafka") as kafka:
+        names = ("bench.sink", "bench.sink_at_least_once", "bench.bare")
+        await create_topics(kafka.bootstrap, [NewTopic(name, 12, 1) for name in names])  # the customer's topics
         rates: dict[str, float] = {}
         for name, exactly_once in (("sink", True), ("sink_at_least_once", False)):
             settings = {"bootstrap": kafka.bootstrap, "security_protocol": "PLAINTEXT", "exactly_once": exactly_once,
