@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,12 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from streamforge.engine.schema_registry import SchemaRegistry
+from streamforge.engine.schemas import SCHEMAS
+from streamforge.engine.sdk import Record
+from streamforge.engine.serde import encoder_for
 from streamforge.engine.topics import TOPICS, Priority, TopicSpec, topic_spec
+from streamforge.runtime.kafka.clients import BatchProducer, node_headers
 
 log = logging.getLogger("streamforge.overflow")
 BLOCK_FILE = "overflow-blocked.json"  # in the gateway's state dir: workers' sources read it before each poll
@@ -133,13 +139,29 @@ class OverflowMetrics:
         self.blocked = Gauge("streamforge_overflow_producers_blocked", "1 while sources are blocked", registry=r)
 
 
+SYSTEM_FLOW, SYSTEM_NODE = "_gateway", "overflow"  # the headers of the gateway's own alarms
+
+
+def disk_alarm(state: str, disk: DiskUse, settings: OverflowSettings, now: datetime) -> Record:
+    """The gateway's CRITICAL alarm while producers are blocked (ACTIVE), and its end (CLEARED), in alarms.clean."""
+    used = round(disk.fraction * 100, 1)
+    blocked = f"disk budget {used}% used: producers blocked, readings wait at the devices and brokers"
+    words = blocked if state == "ACTIVE" else f"disk budget back to {used}% used: producers run again"
+    return {"alarm_id": "disk_budget|gateway|disk_used", "asset_id": "gateway", "parameter": "disk_used",
+            "rule_id": "disk_budget", "severity": "CRITICAL", "state": state, "value": used,
+            "threshold": settings.block_at * 100, "message": words, "changed_by": None, "quality": "GOOD",
+            "classification": "ALARM", "timestamps": {"device_time": now, "gateway_time": now},
+            "clock_skew_ms": None, "metadata": {}}  # fmt: skip
+
+
 class OverflowManager:
     """Measures every `interval_s` and moves between tiers (up at once, down only `hysteresis` below). Tier actions
-    are idempotent: configs are set to what the tier wants (the catalogue's, plus the tier's), never toggled."""
+    are idempotent: configs are set to what the tier wants (the catalogue's, plus the tier's), never toggled. Entering
+    and leaving BLOCK raise and clear a CRITICAL alarm in alarms.clean (flow `_gateway`, node `overflow`)."""
 
     def __init__(self, bootstrap: str, log_dir: Path, state_dir: Path, settings: OverflowSettings,
-                 registry: CollectorRegistry) -> None:  # fmt: skip
-        self.bootstrap, self.log_dir, self.settings = bootstrap, log_dir, settings
+                 registry: CollectorRegistry, schemas: SchemaRegistry | None = None) -> None:  # fmt: skip
+        self.bootstrap, self.log_dir, self.settings, self.schemas = bootstrap, log_dir, settings, schemas
         self.block_file = state_dir / BLOCK_FILE
         self.metrics = OverflowMetrics(registry)
         self.tier = Tier.NORMAL
@@ -198,24 +220,44 @@ class OverflowManager:
                 done += await self._evict(admin, apply=True)
         finally:
             await admin.close()
-        self._block(tier >= Tier.BLOCK, disk)
+        await self._block(tier >= Tier.BLOCK, disk)
         if done:
             self.actions = done
         return done
 
-    def _block(self, blocked: bool, disk: DiskUse) -> None:
+    async def _block(self, blocked: bool, disk: DiskUse) -> None:
         self.metrics.blocked.set(1 if blocked else 0)
         if blocked:
             why = (f"disk budget {disk.fraction:.0%} used (block at {self.settings.block_at:.0%}): producers blocked, "
                    "readings wait at the device or broker")  # fmt: skip
-            if not self.block_file.exists():
-                log.critical("producers blocked", extra={"used": f"{disk.fraction:.1%}"})
+            newly = not self.block_file.exists()
             tmp = self.block_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"reason": why, "since": time.time()}))
             os.replace(tmp, self.block_file)
+            if newly:
+                log.critical("producers blocked", extra={"used": f"{disk.fraction:.1%}"})
+                await self._alarm("ACTIVE", disk)
         elif self.block_file.exists():
             self.block_file.unlink(missing_ok=True)
             log.warning("producers unblocked", extra={"used": f"{disk.fraction:.1%}"})
+            await self._alarm("CLEARED", disk)
+
+    async def _alarm(self, state: str, disk: DiskUse) -> None:
+        """Into alarms.clean (never evicted), where alarm pages and consumers see it; the 5 % kept free hold it."""
+        if self.schemas is None:
+            return
+        encoder = await encoder_for(self.schemas, "alarms.clean-value", SCHEMAS["alarm"])
+        producer = BatchProducer(self.bootstrap)
+        await producer.start()
+        try:
+            record = disk_alarm(state, disk, self.settings, datetime.now(UTC))
+            headers = node_headers(SYSTEM_FLOW, SYSTEM_NODE)
+            report = await producer.send_records("alarms.clean", [record], encoder, headers,
+                                                 key_of=lambda r: str(r["alarm_id"]))  # fmt: skip
+            if report.failed:
+                raise KafkaError(f"the disk budget alarm was not acknowledged: {report.failed[0][1]!r}")
+        finally:
+            await producer.stop()
 
     def topic_configs(self, spec: TopicSpec, tier: Tier) -> dict[str, str]:
         """The whole config a catalogue topic has in `tier` (AlterConfigs replaces a topic's configs as a set)."""
@@ -358,9 +400,10 @@ def load_settings(data_dir: Path) -> OverflowSettings:
 
 @contextlib.asynccontextmanager
 async def watching_disk(bootstrap: str, log_dir: Path, state_dir: Path, settings: OverflowSettings,
-                        registry: CollectorRegistry) -> AsyncIterator[OverflowManager]:  # fmt: skip
+                        registry: CollectorRegistry, schemas: SchemaRegistry | None = None,
+                        ) -> AsyncIterator[OverflowManager]:  # fmt: skip
     """An overflow manager running beside the gateway for as long as the block lasts."""
-    manager = OverflowManager(bootstrap, log_dir, state_dir, settings, registry)
+    manager = OverflowManager(bootstrap, log_dir, state_dir, settings, registry, schemas)
     task = asyncio.create_task(manager.run(), name="overflow")
     try:
         yield manager

@@ -64,7 +64,7 @@ async def gateway_stack(
             else:
                 settings = load_settings(data_dir)
                 async with watching_disk(servers, kafka.broker.log_dir, state_dir, settings,
-                                         gateway.metrics.registry) as gateway.overflow:  # fmt: skip
+                                         gateway.metrics.registry, registry) as gateway.overflow:  # fmt: skip
                     yield gateway
         finally:
             with contextlib.suppress(Exception):

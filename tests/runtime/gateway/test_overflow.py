@@ -119,7 +119,7 @@ async def gateway_on(kafka: EmbeddedKafka, registry: CachedSchemaRegistry, regis
     settings = OverflowSettings(interval_s=0.5)
     try:
         async with watching_disk(kafka.bootstrap, kafka.broker.log_dir, state, settings,
-                                 gateway.metrics.registry) as gateway.overflow:  # fmt: skip
+                                 gateway.metrics.registry, registry) as gateway.overflow:  # fmt: skip
             yield gateway, gateway.overflow
     finally:
         await gateway.stop()
@@ -171,6 +171,9 @@ async def test_each_tier_acts_in_order_and_nothing_is_lost_that_was_not_counted(
             await eventually(lambda: raw_holds(6000), 60, 0.5, what="the first 6000 readings in telemetry.raw")
             seen: list[Tier] = []
 
+            async def has_config(topic: str, name: str, value: str) -> bool:
+                return await topic_config(bootstrap, topic, name) == value
+
             async def reaches(tier: Tier, fraction: float) -> None:
                 fill_to(small_disk, fraction)
                 await eventually(lambda: manager.tier >= tier, 30, 0.2, what=f"tier {tier.name} at {fraction:.0%}",
@@ -178,12 +181,9 @@ async def test_each_tier_acts_in_order_and_nothing_is_lost_that_was_not_counted(
                 seen.append(manager.tier)
 
             await reaches(Tier.ALERT, 0.72)
-            await eventually(lambda: topic_config(bootstrap, "telemetry.raw", "compression.type"), 10,
-                             what="zstd for new batches")  # fmt: skip
-            assert await topic_config(bootstrap, "telemetry.raw", "compression.type") == "zstd"
+            await eventually(lambda: has_config("telemetry.raw", "compression.type", "zstd"), 10, what="zstd")
             await reaches(Tier.DOWNSAMPLE, 0.82)
-            await eventually(lambda: topic_config(bootstrap, "telemetry.raw", "retention.ms"), 10, what="raw retention")
-            assert await topic_config(bootstrap, "telemetry.raw", "retention.ms") == "3600000"
+            await eventually(lambda: has_config("telemetry.raw", "retention.ms", "3600000"), 10, what="raw kept 1 h")
             assert await topic_config(bootstrap, "telemetry.1min", "retention.ms") == str(30 * 24 * 3_600_000)
             plan = await manager.dry_run()  # what each tier would do now, doing nothing
             assert [a["tier"] for a in plan["actions"]] == ["ALERT", "DOWNSAMPLE", "EVICT", "BLOCK"]
@@ -231,8 +231,11 @@ async def check_everything(bootstrap: str, registry: CachedSchemaRegistry, flow:
         assert end == expected and len(kept) == end - start  # each once; none lost but the counted
     letters = await read_all(bootstrap, registry, "dlq.telemetry")
     assert len(letters) == bad and all(r["reasons"][0]["code"] == "out_of_range" for r in letters)
-    alarms = [r for r in await read_all(bootstrap, registry, "alarms.clean") if r["rule_id"] == "hi"]
+    every_alarm = await read_all(bootstrap, registry, "alarms.clean")
+    alarms = [r for r in every_alarm if r["rule_id"] == "hi"]
     assert {a["state"] for a in alarms} == {"ACTIVE", "CLEARED"} and len(alarms) >= 2 * 4 * (total // 120 - 1)
+    disk = [(a["state"], a["severity"]) for a in every_alarm if a["rule_id"] == "disk_budget"]
+    assert disk == [("ACTIVE", "CRITICAL"), ("CLEARED", "CRITICAL")]  # the gateway's own alarm, raised and cleared
     assert {spec.name for spec in TOPICS} >= set(counted)
 
 

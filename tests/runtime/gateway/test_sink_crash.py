@@ -186,6 +186,7 @@ async def test_sigkill_of_the_sink_worker_leaves_the_destination_as_an_uninterru
 OUTAGE_S = float(os.environ.get("STREAMFORGE_TEST_OUTAGE_S", "8"))
 
 
+@pytest.mark.timeout(OUTAGE_S + 300)  # the full ten minutes outlast the suite's 600 s per test
 async def test_a_destination_down_opens_the_circuit_the_lag_grows_and_nothing_is_lost(
     gateway: Gateway, receiver: tuple[Receiver, str], unique: str
 ) -> None:
