@@ -171,6 +171,8 @@ class OverflowManager:
         self._starts: dict[TopicPartition, int] = {}  # log start offsets last seen
         self._causes: dict[str, str] = {}  # why a topic's start moved: "evicted" by us, else "retention"
         self._configured: Tier | None = None
+        self._clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
+        self._connecting = asyncio.Lock()
         self.block_file.unlink(missing_ok=True)
 
     def report(self) -> dict[str, Any]:
@@ -183,12 +185,42 @@ class OverflowManager:
                 "last_actions": [a.to_dict() for a in self.actions]}  # fmt: skip
 
     async def run(self) -> None:
-        while True:
+        try:
+            while True:
+                try:
+                    await self.step()
+                except (TimeoutError, KafkaError, OSError) as exc:  # Kafka restarting, a file moving
+                    log.warning("overflow check failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                    await self._disconnect()  # the next turn connects afresh
+                await asyncio.sleep(self.settings.interval_s)
+        finally:
+            await self._disconnect()
+
+    async def _connected(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        """The admin client and the group-less consumer (offsets only), kept across turns (a dry run shares them)."""
+        async with self._connecting:
+            return await self._connect()
+
+    async def _connect(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        if self._clients is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+            await admin.start()
             try:
-                await self.step()
-            except (TimeoutError, KafkaError, OSError) as exc:  # Kafka restarting, a file moving: next turn
-                log.warning("overflow check failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-            await asyncio.sleep(self.settings.interval_s)
+                await consumer.start()
+            except BaseException:
+                await admin.close()
+                raise
+            self._clients = (admin, consumer)
+        return self._clients
+
+    async def _disconnect(self) -> None:
+        clients, self._clients = self._clients, None
+        if clients is not None:
+            with contextlib.suppress(KafkaError, OSError):
+                await clients[1].stop()
+            with contextlib.suppress(KafkaError, OSError):
+                await clients[0].close()
 
     def _tier_for(self, fraction: float) -> Tier:
         s = self.settings
@@ -205,21 +237,17 @@ class OverflowManager:
         tier = self._tier_for(disk.fraction)
         self.metrics.used.set(disk.fraction)
         done: list[Action] = []
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
-        await admin.start()
-        try:
-            await self._count_evictions(admin)
-            if tier != self.tier:
-                log.warning("disk budget tier changed", extra={"from": self.tier.name, "to": tier.name,
-                                                               "used": f"{disk.fraction:.1%}"})  # fmt: skip
-                self.tier = tier
-            self.metrics.tier.set(tier)
-            if tier != self._configured:
-                done += await self._configure(admin, tier)
-            if tier >= Tier.EVICT:
-                done += await self._evict(admin, apply=True)
-        finally:
-            await admin.close()
+        admin, consumer = await self._connected()
+        await self._count_evictions(consumer)
+        if tier != self.tier:
+            log.warning("disk budget tier changed", extra={"from": self.tier.name, "to": tier.name,
+                                                           "used": f"{disk.fraction:.1%}"})  # fmt: skip
+            self.tier = tier
+        self.metrics.tier.set(tier)
+        if tier != self._configured:
+            done += await self._configure(admin, tier)
+        if tier >= Tier.EVICT:
+            done += await self._evict(admin, consumer, apply=True)
         await self._block(tier >= Tier.BLOCK, disk)
         if done:
             self.actions = done
@@ -286,37 +314,32 @@ class OverflowManager:
             log.log(logging.WARNING if tier else logging.INFO, "overflow action", extra=action.to_dict())
         return done
 
-    async def _evict(self, admin: AIOKafkaAdminClient, apply: bool) -> list[Action]:
+    async def _evict(self, admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, apply: bool) -> list[Action]:
         """The oldest half of what may go, of the first evictable topic that has any: the next turn measures again
         and goes on if it has to. What may go: below every consumer group's committed offset (or, with
         `evict_unconsumed`, everything but the last record)."""
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            committed = await self._committed(admin)
-            for topic in self.settings.evictable:
-                partitions = [TopicPartition(topic, p) for p in range(topic_spec(topic).partitions)]
-                starts = await consumer.beginning_offsets(partitions)
-                ends = await consumer.end_offsets(partitions)
-                cut: dict[TopicPartition, int] = {}
-                for tp in partitions:
-                    safe = ends[tp] if self.settings.evict_unconsumed else min(committed.get(tp, [ends[tp]]))
-                    if safe > starts[tp]:
-                        cut[tp] = starts[tp] + max(1, (safe - starts[tp]) // 2)
-                if not cut:
-                    continue
-                records = sum(offset - starts[tp] for tp, offset in cut.items())
-                action = Action(Tier.EVICT, f"evict the oldest {records} records of {topic}, below what its "
-                                            "consumers committed", topic, records)  # fmt: skip
-                if apply:
-                    self._causes[topic] = "evicted"
-                    await admin.delete_records({tp: RecordsToDelete(offset) for tp, offset in cut.items()})
-                    log.warning("overflow eviction", extra={**action.to_dict(), "partitions": {
-                        f"{tp.partition}": [starts[tp], offset] for tp, offset in cut.items()}})  # fmt: skip
-                return [action]
-            return []
-        finally:
-            await consumer.stop()
+        committed = await self._committed(admin)
+        for topic in self.settings.evictable:
+            partitions = [TopicPartition(topic, p) for p in range(topic_spec(topic).partitions)]
+            starts = await consumer.beginning_offsets(partitions)
+            ends = await consumer.end_offsets(partitions)
+            cut: dict[TopicPartition, int] = {}
+            for tp in partitions:
+                safe = ends[tp] if self.settings.evict_unconsumed else min(committed.get(tp, [ends[tp]]))
+                if safe > starts[tp]:
+                    cut[tp] = starts[tp] + max(1, (safe - starts[tp]) // 2)
+            if not cut:
+                continue
+            records = sum(offset - starts[tp] for tp, offset in cut.items())
+            action = Action(Tier.EVICT, f"evict the oldest {records} records of {topic}, below what its "
+                                        "consumers committed", topic, records)  # fmt: skip
+            if apply:
+                self._causes[topic] = "evicted"
+                await admin.delete_records({tp: RecordsToDelete(offset) for tp, offset in cut.items()})
+                log.warning("overflow eviction", extra={**action.to_dict(), "partitions": {
+                    f"{tp.partition}": [starts[tp], offset] for tp, offset in cut.items()}})  # fmt: skip
+            return [action]
+        return []
 
     async def _committed(self, admin: AIOKafkaAdminClient) -> dict[TopicPartition, list[int]]:
         """Every consumer group's committed offset, by partition."""
@@ -327,17 +350,12 @@ class OverflowManager:
                     found.setdefault(tp, []).append(meta.offset)
         return found
 
-    async def _count_evictions(self, admin: AIOKafkaAdminClient) -> None:
+    async def _count_evictions(self, consumer: AIOKafkaConsumer) -> None:
         """Every move of a non-critical topic's log start offset is records gone before their time: counted by
         topic and cause (our eviction, or retention)."""
         specs = [spec for spec in TOPICS if spec.priority is not Priority.CRITICAL]
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        await consumer.start()
-        try:
-            partitions = [TopicPartition(spec.name, p) for spec in specs for p in range(spec.partitions)]
-            starts = await consumer.beginning_offsets(partitions)
-        finally:
-            await consumer.stop()
+        partitions = [TopicPartition(spec.name, p) for spec in specs for p in range(spec.partitions)]
+        starts = await consumer.beginning_offsets(partitions)
         moved: dict[str, int] = {}
         for tp, start in starts.items():
             before = self._starts.get(tp)
@@ -353,12 +371,8 @@ class OverflowManager:
     async def dry_run(self) -> dict[str, Any]:
         """What each tier would do now, without doing it."""
         disk = measure(self.log_dir, self.settings.budget_bytes)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
-        await admin.start()
-        try:
-            eviction = await self._evict(admin, apply=False)
-        finally:
-            await admin.close()
+        admin, consumer = await self._connected()
+        eviction = await self._evict(admin, consumer, apply=False)
         s = self.settings
         nothing = Action(Tier.EVICT, f"at {s.evict_at:.0%}: nothing to evict now: no consumer is past the start of "
                          "the evictable topics")  # fmt: skip
