@@ -129,13 +129,17 @@ class NodeHandle(ABC):
             "process": self.plan.process,
             "status": self.current_status().value,
             "restarts": self.restarts,
-            "last_error": self.last_error,
+            "last_error": self._live_error() or self.last_error,
             **self.detail(),
         }
 
     def detail(self) -> dict[str, Any]:
         """The running node's lag and circuit state, as its runner last said."""
         return {}
+
+    def _live_error(self) -> str | None:
+        """The running node's current problem, where the handle sees its runner directly."""
+        return None
 
 
 class TaskHandle(NodeHandle):
@@ -161,6 +165,10 @@ class TaskHandle(NodeHandle):
 
     def _live_status(self) -> NodeStatus:
         return self._runner.status if self._runner is not None else NodeStatus.STARTING
+
+    def _live_error(self) -> str | None:
+        runner = self._runner
+        return runner.last_error if runner is not None and runner.status is NodeStatus.DEGRADED else None
 
     @property
     def runner(self) -> NodeRunner | None:

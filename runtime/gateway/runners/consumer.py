@@ -107,6 +107,11 @@ class ConsumingRunner(NodeRunner):
             lag += max(0, end - self._committed.get(tp, self._first.get(tp, position)))
         self.lag = lag
         self.env.metrics.lag.labels(**self.labels).set(lag)
+        behind = self.env.behind_records
+        if lag >= behind:  # offered more than it drains: the backlog waits in Kafka, and the node says so
+            self.cell.restate("lag", f"behind by {lag:,} records: input arrives faster than this node keeps up")
+        elif lag < behind // 2:
+            self.cell.recover("lag")
 
     async def _refresh_lag(self) -> None:
         """The lag while the node cannot take more (a destination away): the fetcher stops once it holds a batch,

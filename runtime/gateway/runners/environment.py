@@ -19,4 +19,5 @@ class RuntimeEnv:
     metrics: NodeMetrics
     node_types: NodeTypes
     batch_size: int = 2000
+    behind_records: int = 10_000  # a consumer this far behind its input says so (DEGRADED) until under half of it
     producers_blocked: Callable[[], str | None] = lambda: None  # why sources must wait (the disk budget), or None

@@ -38,6 +38,16 @@ class StatusCell:
         if self.status is not NodeStatus.STARTING:
             self._set(NodeStatus.DEGRADED)
 
+    def restate(self, cause: str, problem: str) -> None:
+        """A problem that goes on, in new words (e.g. how far behind): not counted again; shown if it was the latest."""
+        previous = self._problems.get(cause)
+        if previous is None:
+            self.degrade(cause, problem)
+            return
+        self._problems[cause] = problem
+        if self.last_error == previous:
+            self.last_error = problem
+
     def recover(self, cause: str) -> None:
         if self._problems.pop(cause, None) is not None and not self._problems and self.status is NodeStatus.DEGRADED:
             self._set(NodeStatus.RUNNING)

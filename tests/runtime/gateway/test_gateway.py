@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -47,10 +48,21 @@ class Crashy(ProcessorNode[NodeConfig]):
         raise ValueError("bug in node code")
 
 
+class Slow(ProcessorNode[NodeConfig]):
+    """Takes 1.5 s per batch (at most about 1,300 records/s): offered more, it falls behind."""
+
+    type = "test_slow"
+    inputs = (Port("in", PortType.TELEMETRY),)
+
+    async def process(self, batch: Sequence[Message]) -> Emitted:
+        await asyncio.sleep(1.5)
+        return {}
+
+
 def node_types() -> NodeTypes:
     registry = load_node_types(include_plugins=False)
-    registry.register(Broken, "test")
-    registry.register(Crashy, "test")
+    for cls in (Broken, Crashy, Slow):
+        registry.register(cls, "test")
     return registry
 
 
@@ -216,3 +228,27 @@ async def test_an_invalid_flow_leaves_the_running_one_untouched(gateway: Gateway
             await gateway.deploy_document(document)
     assert gateway.plans[flow] is running and gateway.handles[flow] == handles
     assert {h.current_status().value for h in handles.values()} == {"RUNNING"}
+
+
+async def test_a_node_offered_more_than_it_drains_says_how_far_behind_and_recovers(
+    gateway: Gateway, unique: str
+) -> None:
+    flow = unique.replace("-", "_")[:60]
+    signals = [{"asset_id": "pump_1", "parameter": "pressure"}, {"asset_id": "pump_2", "parameter": "pressure"}]
+    document = {"id": flow, "nodes": [
+        {"id": "sim", "type": "simulator", "config": {"signals": signals, "realtime": False, "limit": 10_000,
+                                                     "batch_size": 2000, "start_time": T0.isoformat()}},
+        {"id": "slow", "type": "test_slow"}], "edges": [{"from": "sim:out", "to": "slow:in"}]}  # fmt: skip
+    gateway.node_types.register(Slow, "test")
+    await gateway.deploy(compile_flow(validate_flow(document), gateway.node_types))
+
+    def slow() -> dict[str, Any]:
+        return next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "slow")
+
+    behind = await eventually(lambda: (h := slow())["status"] == "DEGRADED" and "behind by" in (h["last_error"] or "")
+                              and h, 60, 0.1, what="the slow node DEGRADED: behind by N",
+                              state=slow)  # fmt: skip
+    assert int(behind["last_error"].split("behind by ")[1].split()[0].replace(",", "")) >= 10_000
+    await eventually(lambda: slow()["status"] == "RUNNING" and slow()["lag"] < 5_000, 60, 0.2,
+                     what="caught up: RUNNING again", state=slow)  # fmt: skip
+    assert gateway.metrics.errors.labels(flow=flow, node="slow", kind="lag")._value.get() == 1  # fell behind once
