@@ -250,6 +250,9 @@ def offer(binary: Path, port: int, rate: int, seconds: float, start: int) -> dic
     return dict(json.loads(done.stdout))
 
 
+Pids = Callable[[], dict[str, list[int]]]  # label -> the pids of a system's processes
+
+
 @contextlib.contextmanager
 def sampling(processes: Pids) -> Iterator[dict[str, float]]:
     """Peak RSS (MB) per label while the block runs."""
@@ -269,9 +272,6 @@ def sampling(processes: Pids) -> Iterator[dict[str, float]]:
     finally:
         stop = True
         thread.join()
-
-
-Pids = Callable[[], dict[str, list[int]]]
 
 
 def ladder(name: str, binary: Path, port: int, rates: list[int], seconds: float, delivered: Callable[[], int],
@@ -369,9 +369,15 @@ def main(rates: list[int], seconds: float) -> dict[str, Any]:
 
         streamforge = StreamForge(workdir, port)
         streamforge.start()
-        count = lambda: asyncio.run(streamforge.clean_count())  # noqa: E731 - a counter for the ladder
+
+        def count() -> int:
+            return asyncio.run(streamforge.clean_count())
+
         results["streamforge"] = ladder("StreamForge", binary, port, rates, seconds, count, streamforge.processes)
-        distinct = lambda: asyncio.run(streamforge.distinct())  # noqa: E731
+
+        def distinct() -> int:
+            return asyncio.run(streamforge.distinct())
+
         results["streamforge_crash"] = crash_round("StreamForge", binary, port, streamforge.kill, streamforge.start,
                                                    rates[1], seconds, distinct)  # fmt: skip
         streamforge.kill()

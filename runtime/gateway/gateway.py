@@ -199,15 +199,15 @@ class Gateway:
         nodes = self.node_health()
         kafka = self.kafka_health() if self.kafka_health else {"status": "EXTERNAL"}
         statuses = {node["status"] for node in nodes}
-        disk = self.overflow.report() if self.overflow else None
+        overflow = self.overflow
         if kafka["status"] not in ("HEALTHY", "EXTERNAL") or NodeStatus.FAILED.value in statuses:
             status = "UNHEALTHY"
-        elif statuses - {NodeStatus.RUNNING.value} or (disk and Tier[disk["tier"]] >= Tier.DOWNSAMPLE):
+        elif statuses - {NodeStatus.RUNNING.value} or (overflow and overflow.tier >= Tier.DOWNSAMPLE):
             status = "DEGRADED"
         else:
             status = "HEALTHY"
         return {"status": status, "kafka": kafka, "flows": {f: p.version for f, p in self.plans.items()},
-                "nodes": nodes, **({"disk": disk} if disk else {})}  # fmt: skip
+                "nodes": nodes, **({"disk": overflow.report()} if overflow else {})}  # fmt: skip
 
 
 def health_app(

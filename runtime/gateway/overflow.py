@@ -34,6 +34,7 @@ from streamforge.runtime.kafka.clients import BatchProducer, node_headers
 
 log = logging.getLogger("streamforge.overflow")
 BLOCK_FILE = "overflow-blocked.json"  # in the gateway's state dir: workers' sources read it before each poll
+SETTINGS_FILE = "overflow.json"  # in the gateway's data dir: its disk budget
 
 
 class Tier(IntEnum):
@@ -316,8 +317,8 @@ class OverflowManager:
 
     async def _evict(self, admin: AIOKafkaAdminClient, consumer: AIOKafkaConsumer, apply: bool) -> list[Action]:
         """The oldest half of what may go, of the first evictable topic that has any: the next turn measures again
-        and goes on if it has to. What may go: below every consumer group's committed offset (or, with
-        `evict_unconsumed`, everything but the last record)."""
+        and goes on if it has to. What may go: below every consumer group's committed offset (with
+        `evict_unconsumed`, below the end: what no consumer has read yet too)."""
         committed = await self._committed(admin)
         for topic in self.settings.evictable:
             partitions = [TopicPartition(topic, p) for p in range(topic_spec(topic).partitions)]
@@ -397,9 +398,6 @@ def producers_blocked(state_dir: Path) -> str | None:
     return reason
 
 
-SETTINGS_FILE = "overflow.json"
-
-
 def load_settings(data_dir: Path) -> OverflowSettings:
     """The gateway's disk budget from `<data-dir>/overflow.json` (every field optional), else the defaults; a file
     that does not validate stops the start with what is wrong in it."""
@@ -416,7 +414,7 @@ def load_settings(data_dir: Path) -> OverflowSettings:
 async def watching_disk(bootstrap: str, log_dir: Path, state_dir: Path, settings: OverflowSettings,
                         registry: CollectorRegistry, schemas: SchemaRegistry | None = None,
                         ) -> AsyncIterator[OverflowManager]:  # fmt: skip
-    """An overflow manager running beside the gateway for as long as the block lasts."""
+    """An overflow manager running beside the gateway until the `async with` ends; its block file removed then."""
     manager = OverflowManager(bootstrap, log_dir, state_dir, settings, registry, schemas)
     task = asyncio.create_task(manager.run(), name="overflow")
     try:

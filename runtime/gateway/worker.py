@@ -35,12 +35,12 @@ async def serve(spec: dict[str, Any]) -> None:
     remote = (
         HttpSchemaRegistry(settings["registry_url"], credentials=credentials) if settings.get("registry_url") else None
     )
-    cache = SchemaCache(Path(settings["state_dir"]) / "schema-cache" / f"{spec['flow_id']}.{plan.node_id}.json")
-    metrics = NodeMetrics()
     state_dir = Path(settings["state_dir"])
+    cache = SchemaCache(state_dir / "schema-cache" / f"{spec['flow_id']}.{plan.node_id}.json")
+    metrics = NodeMetrics()
     env = RuntimeEnv(settings["bootstrap"], CachedSchemaRegistry(remote, cache), metrics, node_types_for(plan.type),
                      producers_blocked=lambda: producers_blocked(state_dir))  # fmt: skip
-    metrics_file = worker_metrics_path(Path(settings["state_dir"]), spec["flow_id"], plan.node_id)
+    metrics_file = worker_metrics_path(state_dir, spec["flow_id"], plan.node_id)
     runner = runner_for(plan, spec["flow_id"], env)
     run = asyncio.create_task(runner.run())
     stop = asyncio.Event()
