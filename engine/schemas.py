@@ -9,7 +9,8 @@ NAMESPACE: Final = "io.streamforge.records"
 QUALITIES: Final = ("GOOD", "SUSPECT", "UNCERTAIN", "BAD")
 CLASSIFICATIONS: Final = ("TELEMETRY", "EVENT", "ALARM")
 SEVERITIES: Final = ("CRITICAL", "HIGH", "MEDIUM", "LOW")
-ALARM_STATES: Final = ("ACTIVE", "ACKNOWLEDGED", "CLEARED", "SUPPRESSED")
+# ISA-18.2 / OPC UA Part 9: RTN_UNACK is "returned to normal, unacknowledged". New symbols go last (BACKWARD).
+ALARM_STATES: Final = ("ACTIVE", "ACKNOWLEDGED", "CLEARED", "SUPPRESSED", "RTN_UNACK", "SHELVED", "OUT_OF_SERVICE")
 
 Schema = dict[str, Any]
 
@@ -93,6 +94,10 @@ ALARM: Final = _record(
         {"name": "message", "type": "string"},
         {"name": "changed_by", **_optional("string", "User who acknowledged or suppressed")},
         *_envelope(),
+        {"name": "event_id", "type": "string", "default": "", "doc": "This transition's id: alarm_id#sequence"},
+        {"name": "active", "type": "boolean", "default": False, "doc": "The condition, evaluated in every state"},
+        {"name": "acknowledged", "type": "boolean", "default": True, "doc": "False while it waits for an operator"},
+        {"name": "shelved_until", **_optional(_TIMESTAMP, "When timed shelving ends (gateway clock)")},
     ],
 )
 

@@ -32,7 +32,9 @@ from streamforge.nodes.protocols.tls import client_context
 
 Severity = Literal["CRITICAL", "HIGH", "MEDIUM", "LOW"]
 PAGERDUTY_ACTION = {"ACTIVE": "trigger", "ACKNOWLEDGED": "acknowledge", "SUPPRESSED": "acknowledge",
-                    "CLEARED": "resolve"}  # fmt: skip
+                    "SHELVED": "acknowledge", "CLEARED": "resolve", "RTN_UNACK": "resolve",
+                    "OUT_OF_SERVICE": "resolve"}  # fmt: skip
+HIDDEN = ("SHELVED", "SUPPRESSED", "OUT_OF_SERVICE")
 PAGERDUTY_SEVERITY = {"CRITICAL": "critical", "HIGH": "error", "MEDIUM": "warning", "LOW": "info"}
 
 
@@ -107,8 +109,9 @@ class AlertRouterConfig(SinkConfig):
 
 
 def transition_key(record: Record) -> str:
-    """One alarm transition, the same in every replay: which alarm, to which state, when."""
-    return f"{record['alarm_id']}|{record['state']}|{event_time(record).isoformat()}"
+    """One alarm transition, the same in every replay: its event id (which alarm, to which state, when, before
+    events had ids)."""
+    return record.get("event_id") or f"{record['alarm_id']}|{record['state']}|{event_time(record).isoformat()}"
 
 
 def text_of(record: Record) -> str:
@@ -170,6 +173,8 @@ class AlertRouter(SinkNode[AlertRouterConfig]):
         refused: list[Record] = []
         now = self.clock.now().timestamp()
         for message in batch:
+            if message.record["state"] in HIDDEN and message.record["changed_by"] is None:
+                continue  # re-evaluated while shelved, suppressed or out of service: not annunciated
             for route in self.config.routes:
                 if message.record["severity"] not in route.severities:
                     continue

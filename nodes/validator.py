@@ -42,8 +42,30 @@ class ValidatorConfig(NodeConfig):
     gap_factor: float = Field(2.0, gt=1, description="A gap is an interval longer than expected_interval_s x this")
     duplicate_memory: int = Field(200_000, ge=1, description="How many recent readings duplicate detection keeps")
 
+    def rule_for(self, asset_id: str, parameter: str) -> SeriesRule:
+        """The first rule whose patterns match the series, or none (no limits)."""
+        matching = (r for r in self.rules if fnmatchcase(asset_id, r.asset_id) and fnmatchcase(parameter, r.parameter))
+        return next(matching, _NO_RULE)
+
 
 _NO_RULE = SeriesRule(asset_id="", parameter="")
+JUDGED_ALONE = frozenset({"missing_value", "not_finite", "out_of_range"})  # need no other reading to decide
+
+
+def judge_alone(rule: SeriesRule, record: Record) -> list[dict[str, Any]]:
+    """The checks that need no other reading: a value, finite, within the rule's range. Re-validating the DLQ with
+    the current rules runs exactly these (duplicates and spikes depend on their neighbours)."""
+    value = record["value"]
+    if value is None:
+        return [reason("missing_value", "reading has no value", "/value")]
+    if not math.isfinite(value):
+        return [reason("not_finite", f"value is {value}", "/value")]
+    reasons = []
+    if rule.min is not None and value < rule.min:
+        reasons.append(reason("out_of_range", f"{value} < min {rule.min}", "/value"))
+    if rule.max is not None and value > rule.max:
+        reasons.append(reason("out_of_range", f"{value} > max {rule.max}", "/value"))
+    return reasons
 
 
 class Validator(ProcessorNode[ValidatorConfig]):
@@ -74,15 +96,7 @@ class Validator(ProcessorNode[ValidatorConfig]):
     def _rule(self, series: tuple[str, str]) -> SeriesRule:
         rule = self._rules.get(series)
         if rule is None:
-            rule = next(
-                (
-                    r
-                    for r in self.config.rules
-                    if fnmatchcase(series[0], r.asset_id) and fnmatchcase(series[1], r.parameter)
-                ),
-                _NO_RULE,
-            )
-            self._rules[series] = rule
+            rule = self._rules[series] = self.config.rule_for(*series)
         return rule
 
     async def process(self, batch: Sequence[Message]) -> Emitted:
@@ -122,18 +136,12 @@ class Validator(ProcessorNode[ValidatorConfig]):
         quality: str = record["quality"]
         if quality == "BAD":
             return [reason("source_bad", "the source marked this reading BAD")], "BAD", None
-        value = record["value"]
-        if value is None:
-            return [reason("missing_value", "reading has no value", "/value")], "BAD", None
-        if not math.isfinite(value):
-            return [reason("not_finite", f"value is {value}", "/value")], "BAD", None
         series = (record["asset_id"], record["parameter"])
         rule = self._rule(series)
-        reasons = []
-        if rule.min is not None and value < rule.min:
-            reasons.append(reason("out_of_range", f"{value} < min {rule.min}", "/value"))
-        if rule.max is not None and value > rule.max:
-            reasons.append(reason("out_of_range", f"{value} > max {rule.max}", "/value"))
+        reasons = judge_alone(rule, record)
+        if reasons and reasons[0]["code"] != "out_of_range":
+            return reasons, "BAD", None  # no usable value: nothing more to check
+        value = record["value"]
         device_time = record["timestamps"]["device_time"]
         event = None
         if device_time is not None:

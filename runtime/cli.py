@@ -363,7 +363,7 @@ def gateway(control_plane: str, name: str | None, labels: tuple[str, ...], data_
     except (InsecureControlPlane, ApiError) as exc:
         _fail(str(exc))
     data_dir.mkdir(parents=True, exist_ok=True)
-    configure_logging("gateway")
+    configure_logging("gateway", log_dir=data_dir / "logs")
     asyncio.run(run_gateway(control_plane, data_dir, name or socket.gethostname(), parsed, click.echo, bootstrap,
                             port, enrolment_key, poll_interval, ca_file, registry_url))  # fmt: skip
 

@@ -26,13 +26,13 @@ from streamforge.runtime.control_plane.auth import ensure_admin
 from streamforge.runtime.control_plane.editor import editor_routes
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.mcp_tools.server import mcp_route, mcp_server
-from streamforge.runtime.control_plane.mcp_tools.toolkit import RecentLogs
 from streamforge.runtime.control_plane.schema_registry import LocalSchemaRegistry
 from streamforge.runtime.control_plane.service import DEPLOY_TIMEOUT_S, FlowService
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.demo_devices import demo_devices
 from streamforge.runtime.gateway.run import stop_on_signals
 from streamforge.runtime.http import http_host, serve_app
+from streamforge.runtime.logs import configure_logging
 from streamforge.runtime.process import die_with_parent, terminate
 
 log = logging.getLogger("streamforge.up")
@@ -63,7 +63,7 @@ class LocalGateway:
 
 @contextlib.asynccontextmanager
 async def local_gateway(url: str, data_dir: Path, enrolment_key: str, bootstrap: str | None,
-                        registry_url: str | None, logs: RecentLogs) -> AsyncIterator[LocalGateway]:  # fmt: skip
+                        registry_url: str | None) -> AsyncIterator[LocalGateway]:  # fmt: skip
     """Start the local gateway, pre-approved by `enrolment_key`, and stop it (SIGTERM, cleanly) on exit. It dies
     with `up` if `up` is killed."""
     args = [sys.executable, "-m", "streamforge.runtime.cli", "gateway", "--control-plane", url, "--name", "local",
@@ -76,7 +76,7 @@ async def local_gateway(url: str, data_dir: Path, enrolment_key: str, bootstrap:
         env={**os.environ, "STREAMFORGE_ENROLMENT_KEY": enrolment_key},
     )  # fmt: skip
     assert process.stdout is not None and process.stderr is not None
-    relay = asyncio.create_task(_relay_logs(process.stderr, logs), name="gateway-logs")
+    relay = asyncio.create_task(_relay_logs(process.stderr), name="gateway-logs")
     try:
         event: dict[str, Any] | None = None
         while event is None:
@@ -95,13 +95,11 @@ async def local_gateway(url: str, data_dir: Path, enrolment_key: str, bootstrap:
             await relay
 
 
-async def _relay_logs(stream: asyncio.StreamReader, logs: RecentLogs) -> None:
-    """The gateway's JSON log lines: to our stderr as they are, and into get_logs' ring."""
+async def _relay_logs(stream: asyncio.StreamReader) -> None:
+    """The gateway's JSON log lines, to our stderr as they are (its ring on disk keeps them too)."""
     async for line in stream:
         sys.stderr.buffer.write(line)
         sys.stderr.buffer.flush()
-        with contextlib.suppress(ValueError, TypeError):
-            logs.remember(json.loads(line))
 
 
 async def resume(control_plane: ControlPlane, gateway_id: str) -> list[str]:
@@ -144,14 +142,13 @@ async def up(
     if password is not None:
         say(f"first start: created user `admin` with password {password} (shown once; stored only hashed)")
     seeded = seed_demo(store, demo) if demo else None
-    logs = RecentLogs()
-    logging.getLogger("streamforge").addHandler(logs)
+    configure_logging("control-plane", log_dir=data_dir / "logs")  # into the ring /api/v1/logs reads
     schemas: SchemaRegistry = (
         HttpSchemaRegistry(registry_url) if registry_url else LocalSchemaRegistry(control_plane.schemas)
     )
     link = GatewayLink(fleet, "", schemas)
     flows = FlowService(store, node_types, link)
-    tools = mcp_server(flows, logs)
+    tools = mcp_server(flows, control_plane.operators)
     routes = [mcp_route(tools, flows, http_host()), *editor_routes()]
     app = control_plane_app(control_plane, link, routes)
     async with (
@@ -163,7 +160,7 @@ async def up(
         if simulated is not None:
             say(json.dumps({"event": "demo_devices", "modbus": simulated.modbus, "opcua": simulated.opcua}))
         key = fleet.create_enrolment_key(LOCAL_LABELS, "streamforge up", ttl_s=600)
-        async with local_gateway(url, data_dir, key, bootstrap, registry_url, logs) as gateway:
+        async with local_gateway(url, data_dir, key, bootstrap, registry_url) as gateway:
             link.gateway_id = await fleet.approved(gateway.event["instance_id"])
             started = await resume(control_plane, link.gateway_id)
             say(json.dumps({"event": "up", "editor": f"{url}/", "api": f"{url}/api/v1", "mcp": f"{url}/mcp",

@@ -23,6 +23,8 @@ from streamforge.runtime.control_plane.credentials import TOKEN_LIFETIME_S, Toke
 from streamforge.runtime.control_plane.fleet import FleetService
 from streamforge.runtime.control_plane.fleet_api import fleet_routes
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
+from streamforge.runtime.control_plane.operations import OperatorService
+from streamforge.runtime.control_plane.operator_api import operator_routes
 from streamforge.runtime.control_plane.schema_registry import SchemaApiError, SchemaStore, schema_registry_app
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError
@@ -37,6 +39,7 @@ class ControlPlane:
     node_types: NodeTypes
     fleet: FleetService
     schemas: SchemaStore
+    operators: OperatorService
 
     @classmethod
     def open(cls, data_dir: Path, node_types: NodeTypes, poll_interval_s: float = 30.0,
@@ -45,7 +48,7 @@ class ControlPlane:
         store = Store(data_dir / "control-plane.sqlite")
         signer = TokenSigner(data_dir / "gateway-signing.pem", token_lifetime_s)
         fleet = FleetService(store, node_types, signer, poll_interval_s)
-        return cls(store, node_types, fleet, SchemaStore(data_dir / "registry.sqlite"))
+        return cls(store, node_types, fleet, SchemaStore(data_dir / "registry.sqlite"), OperatorService(store, fleet))
 
 
 def registry_guard(control_plane: ControlPlane) -> Callable[[Request, bool], None]:
@@ -107,8 +110,9 @@ def control_plane_app(control_plane: ControlPlane, gateway: GatewayLink | None =
         return Response(generate_latest(metrics), media_type="text/plain; version=0.0.4")
 
     registry = schema_registry_app(control_plane.schemas, registry_guard(control_plane))
-    api = control_plane_api(control_plane.store, control_plane.node_types, gateway, extra_routes,
-                            api_routes=fleet_routes(control_plane.store, fleet))  # fmt: skip
+    api_routes = [*fleet_routes(control_plane.store, fleet),
+                  *operator_routes(control_plane.store, fleet, control_plane.operators)]  # fmt: skip
+    api = control_plane_api(control_plane.store, control_plane.node_types, gateway, extra_routes, api_routes)
     routes: list[BaseRoute] = [
         Route("/health/live", live),
         Route("/health/ready", live),

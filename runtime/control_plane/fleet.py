@@ -24,6 +24,7 @@ from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.secrets import references
 from streamforge.runtime.control_plane.auth import bearer_token
 from streamforge.runtime.control_plane.credentials import TokenSigner, seal, valid_public_key
+from streamforge.runtime.control_plane.rates import NodeRates
 from streamforge.runtime.control_plane.store import Store, token_digest
 from streamforge.runtime.errors import ApiError
 
@@ -101,6 +102,7 @@ class FleetService:
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
         self._waiters: list[Waiter] = []
         self._commands: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.rates = NodeRates(self)
 
     # -- rows ------------------------------------------------------------------------------------------
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
 from streamforge.engine.schema_registry import SchemaRegistry
 from streamforge.runtime.control_plane.fleet import FleetService
+from streamforge.runtime.control_plane.rates import fetch_exposition
 from streamforge.runtime.errors import ApiError
 
 
@@ -52,12 +51,8 @@ class GatewayLink:
 
     async def exposition(self) -> bytes:
         """The gateway's and its workers' Prometheus text, from its own /metrics."""
-        url = self._report().get("metrics_url")
-        if not url:
-            raise ApiError(503, "gateway_unknown", f"gateway {self.gateway_id} has not reported its metrics URL")
-        try:
-            async with httpx.AsyncClient(timeout=10) as http:
-                response = await http.get(str(url))
-        except httpx.HTTPError as exc:
-            raise ApiError(502, "gateway_unreachable", f"gateway {self.gateway_id}'s metrics at {url}: {exc}") from None
-        return response.content
+        return await fetch_exposition(self.fleet, self.gateway_id)
+
+    async def rates(self) -> dict[str, dict[str, float]]:
+        """Each node's records in and out per second over about the last ten seconds."""
+        return await self.fleet.rates.of(self.gateway_id)

@@ -36,7 +36,9 @@ from streamforge.runtime.errors import ApiError
 from streamforge.runtime.files import write_durably
 from streamforge.runtime.gateway.desired_state import StateCache, read_whole, versions
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
+from streamforge.runtime.gateway.operations import GatewayOperations, alarm_uplink, prune_logs
 from streamforge.runtime.gateway.runners import NodeStatus
+from streamforge.runtime.logs import LogRing
 
 log = logging.getLogger("streamforge.gateway.sync")
 
@@ -96,11 +98,15 @@ class Identity:
         return SealedBox(PrivateKey(base64.b64decode(self.private_key))).decrypt(base64.b64decode(sealed)).decode()
 
 
-async def _run_command(gateway: Gateway, event: dict[str, Any]) -> dict[str, Any]:
-    """An operator command relayed by the control plane; the reply carries the result or the error's shape."""
+async def _run_command(gateway: Gateway, operations: GatewayOperations, event: dict[str, Any]) -> dict[str, Any]:
+    """An operator command relayed by the control plane: a node's (`flow`, `node`, `name`) or a gateway operation
+    (`op`); the reply carries the result or the error's shape."""
     try:
-        result = await gateway.command(str(event.get("flow")), str(event.get("node")), str(event.get("name")),
-                                       event.get("args"))  # fmt: skip
+        if "op" in event:
+            result = await operations.run(str(event["op"]), event.get("args"))
+        else:
+            result = await gateway.command(str(event.get("flow")), str(event.get("node")), str(event.get("name")),
+                                           event.get("args"))  # fmt: skip
     except ApiError as refused:
         return {"type": "result", "id": event.get("id"), "error": refused.to_dict()}
     return {"type": "result", "id": event.get("id"), "result": result}
@@ -191,6 +197,8 @@ class SyncAgent:
         self.last_apply: ApplyResult | None = None
         self.metrics_url: str | None = None  # where this gateway serves /metrics, reported in the heartbeat
         self.poll_now = asyncio.Event()
+        self.logs = LogRing(data_dir / "logs")
+        self.operations = GatewayOperations(gateway, self.logs, lambda: self.status.gateway_id or "unregistered")
         self._http = httpx.AsyncClient(base_url=f"{self.base}/api/v1", timeout=30, verify=verify)
         self._verify = verify
         credentials = read_whole(self.credentials_path)
@@ -397,6 +405,8 @@ class SyncAgent:
         stops the flows or touches the cache."""
         listener = asyncio.create_task(self._listen(), name="sync-push")
         watcher = asyncio.create_task(self._watch_nodes(), name="sync-node-watch")
+        uplink = asyncio.create_task(self._uplink(), name="alarm-uplink")
+        pruner = asyncio.create_task(prune_logs(self.logs), name="log-ring")
         backoff = Backoff(1.0, MAX_RETRY_S)
         try:
             while True:
@@ -423,7 +433,7 @@ class SyncAgent:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.poll_now.wait(), jittered(wait))
         finally:
-            for task in (listener, watcher):
+            for task in (listener, watcher, uplink, pruner):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -438,9 +448,22 @@ class SyncAgent:
                 seen = now
                 self.poll_now.set()
 
+    async def _uplink(self) -> None:
+        """Alarm transitions to the control plane's alarm store, once this gateway is registered."""
+        while not (self._token and self.status.gateway_id):  # noqa: ASYNC110 (registration sets no event)
+            await asyncio.sleep(1.0)
+
+        async def post(events: list[dict[str, Any]]) -> None:
+            response = await self._http.post(f"/gateways/{self.status.gateway_id}/alarms", json={"events": events},
+                                             headers=self._auth())  # fmt: skip
+            if response.status_code != 200:
+                raise ControlPlaneRefused(response.status_code, response.text)
+
+        await alarm_uplink(self.gateway, post)
+
     async def _answer(self, channel: Any, event: dict[str, Any]) -> None:
         with contextlib.suppress(websockets.WebSocketException):
-            await channel.send(json.dumps(await _run_command(self.gateway, event)))
+            await channel.send(json.dumps(await _run_command(self.gateway, self.operations, event), default=str))
 
     def _refused(self, refused: ControlPlaneRefused) -> None:
         """401: our token is no longer good (register again with our secret); 403: not approved (wait); 404: the

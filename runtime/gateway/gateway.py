@@ -169,10 +169,31 @@ class Gateway:
         except CommandInvalid as invalid:
             raise ApiError(422, "invalid_command", str(invalid), problems=invalid.problems) from None
         except ValueError as refusal:
-            raise ApiError(400, "refused", str(refusal)) from None
-        shown = ("alarm_id", "state", "changed_by", "message")
+            stale = str(refusal).startswith("stale:")  # acted on an event that is no longer the latest
+            raise ApiError(409 if stale else 400, "stale" if stale else "refused", str(refusal)) from None
+        shown = ("alarm_id", "event_id", "state", "changed_by", "message")
         emitted = {port: [{k: r[k] for k in shown if k in r} for r in records] for port, records in result.items()}
         return {"node": node_id, "command": name, "emitted": emitted}
+
+    async def restart_node(self, flow_id: str, node_id: str, user: str) -> dict[str, Any]:
+        """An operator's restart: the node stops and starts afresh, its restart budget renewed (a FAILED node runs
+        again). Its state and input offsets are kept: it resumes where it stopped, nothing is lost or repeated."""
+        async with self._lock:
+            old = self.handles.get(flow_id, {}).get(node_id)
+            if old is None:
+                raise ApiError(404, "not_found", f"flow {flow_id!r} has no running node {node_id!r}")
+            before = old.current_status().value
+            log.warning("node restart requested", extra={"flow": flow_id, "node": node_id, "user": user,
+                                                         "status": before})  # fmt: skip
+            await old.stop()
+            fresh = self._handle(flow_id, old.plan)
+            self.handles[flow_id][node_id] = fresh
+            try:
+                await fresh.start()
+            except StartFailed as failure:
+                why = f"node {node_id} was stopped but did not start again: {failure.reason}"
+                raise ApiError(409, "restart_failed", f"{why}; see its logs, fix the cause, restart it again") from None
+            return {"flow": flow_id, "node": node_id, "was": before, "now": fresh.current_status().value}
 
     async def undeploy(self, flow_id: str) -> None:
         async with self._lock:

@@ -80,7 +80,8 @@ async def serve(spec: dict[str, Any]) -> None:
 
 def main() -> None:
     spec = json.loads(sys.stdin.readline())
-    configure_logging(f"worker:{spec['plan']['node_id']}")
+    node_id = spec["plan"]["node_id"]
+    configure_logging(f"worker:{node_id}", file_stem=f"worker-{spec['flow_id']}.{node_id}")
     asyncio.run(serve(spec))
 
 

@@ -35,33 +35,91 @@ async def test_on_delay_then_deadband() -> None:
         assert states(out) == ["ACTIVE"]
         alarm = out["alarms"][0]
         assert alarm["alarm_id"] == "overpressure|tank_1|pressure" and alarm["severity"] == "CRITICAL"
-        assert alarm["value"] == 9.7 and alarm["threshold"] == 9.0
+        assert alarm["event_id"] == "overpressure|tank_1|pressure#1"
+        assert alarm["value"] == 9.7 and alarm["threshold"] == 9.0 and alarm["active"] and not alarm["acknowledged"]
         assert alarm["timestamps"]["device_time"] == T0 + timedelta(seconds=12)
         assert states(await h.process(series(8.8, 8.6, start=20))) == []  # inside, but within the deadband
-        assert states(await h.process(series(8.4, start=30))) == ["CLEARED"]
+        back = await h.process(series(8.4, start=30))
+        assert states(back) == ["RTN_UNACK"]  # back to normal, but nobody has seen it yet
+        assert back["alarms"][0]["event_id"].endswith("#2") and not back["alarms"][0]["active"]
 
 
-async def test_acknowledge_and_suppress_through_commands() -> None:
+WHERE = {"asset_id": "tank_1", "parameter": "pressure"}
+
+
+def latest(emitted: dict[str, list[dict[str, Any]]]) -> str:
+    return str(emitted["alarms"][-1]["event_id"])
+
+
+async def test_acknowledge_names_the_event_and_a_stale_one_is_refused() -> None:
     clock = ManualClock(datetime(2026, 3, 1, 8, 0, tzinfo=UTC))
     async with NodeHarness(AlarmRule, {**RULE, "on_delay_s": 0}, clock=clock) as h:
-        await h.process(series(10))
-        where = {"asset_id": "tank_1", "parameter": "pressure"}
-        with pytest.raises(CommandInvalid, match="user: Field required") as refused:
-            await h.command("acknowledge", where)
-        assert [(p.code, p.pointer) for p in refused.value.problems] == [("invalid_argument", "/user")]
-        with pytest.raises(ValueError, match="has no command 'ack'; commands: acknowledge, suppress, unsuppress"):
-            await h.command("ack", {**where, "user": "ana"})
+        first = latest(await h.process(series(10)))
+        with pytest.raises(CommandInvalid, match="event_id: Field required") as refused:
+            await h.command("acknowledge", {**WHERE, "user": "ana"})
+        assert [(p.code, p.pointer) for p in refused.value.problems] == [("invalid_argument", "/event_id")]
+        with pytest.raises(ValueError, match="has no command 'ack'; commands: acknowledge, shelve, unshelve"):
+            await h.command("ack", {**WHERE, "user": "ana"})
+        cleared = latest(await h.process(series(5, start=1)))  # RTN_UNACK while ana looked at the ACTIVE one
+        with pytest.raises(ValueError, match=rf"stale: {first[:-2]}#1 is not this alarm's latest event; it is now "
+                                             rf"RTN_UNACK \({cleared[:-2]}#2\)"):  # fmt: skip
+            await h.command("acknowledge", {**WHERE, "user": "ana", "event_id": first})
+        again = latest(await h.process(series(11, start=2)))
         await clock.advance(90)
-        ack = await h.command("acknowledge", {**where, "user": "ana"})
+        ack = await h.command("acknowledge", {**WHERE, "user": "ana", "event_id": again, "comment": "valve checked"})
         assert states(ack) == ["ACKNOWLEDGED"] and ack["alarms"][0]["changed_by"] == "ana"
+        assert ack["alarms"][0]["message"].startswith("acknowledged by ana: valve checked")
         assert ack["alarms"][0]["timestamps"]["device_time"] == datetime(2026, 3, 1, 8, 1, 30, tzinfo=UTC)
         with pytest.raises(ValueError, match="cannot acknowledge an alarm that is ACKNOWLEDGED"):
-            await h.command("acknowledge", {**where, "user": "ana"})
-        assert states(await h.process(series(5, start=1))) == ["CLEARED"]
-        assert states(await h.command("suppress", {**where, "user": "ben"})) == ["SUPPRESSED"]
-        assert states(await h.process(series(11, 12, start=2))) == []  # silenced
-        assert states(await h.command("unsuppress", {**where, "user": "ben"})) == ["CLEARED"]
-        assert states(await h.process(series(12, start=5))) == ["ACTIVE"]
+            await h.command("acknowledge", {**WHERE, "user": "ana", "event_id": latest(ack)})
+        assert states(await h.process(series(5, start=3))) == ["CLEARED"]  # acknowledged, then back: over
+
+
+async def test_timed_shelving_keeps_evaluating_and_ends_on_the_gateway_clock() -> None:
+    clock = ManualClock(datetime(2026, 3, 1, 8, 0, tzinfo=UTC))
+    async with NodeHarness(AlarmRule, {**RULE, "on_delay_s": 0, "max_shelve_s": 600}, clock=clock) as h:
+        event = latest(await h.process(series(10)))
+        with pytest.raises(ValueError, match="longer than rule overpressure's max_shelve_s \\(600 s\\)"):
+            await h.command("shelve", {**WHERE, "user": "ana", "event_id": event, "duration_s": 3600})
+        with pytest.raises(CommandInvalid, match="give `duration_s`"):
+            await h.command("shelve", {**WHERE, "user": "ana", "event_id": event})
+        shelved = await h.command("shelve", {**WHERE, "user": "ana", "event_id": event, "duration_s": 60})
+        assert states(shelved) == ["SHELVED"]
+        assert shelved["alarms"][0]["shelved_until"] == datetime(2026, 3, 1, 8, 1, tzinfo=UTC)
+        back = await h.process(series(5, start=1))  # still evaluated: it cleared while shelved
+        assert states(back) == ["SHELVED"] and not back["alarms"][0]["active"]
+        again = await h.process(series(12, start=2))  # and went active again
+        assert states(again) == ["SHELVED"] and again["alarms"][0]["active"]
+        await clock.advance(59)
+        assert states(await h.tick()) == []
+        await h.restart()  # the shelf outlives a restart
+        await clock.advance(1)
+        expired = await h.tick()
+        assert states(expired) == ["ACTIVE"]  # back unacknowledged: it went active while shelved
+        assert expired["alarms"][0]["message"].startswith("shelving expired")
+
+
+async def test_one_shot_shelving_ends_when_the_condition_clears() -> None:
+    async with NodeHarness(AlarmRule, {**RULE, "on_delay_s": 0}) as h:
+        event = latest(await h.process(series(10)))
+        shelved = await h.command("shelve", {**WHERE, "user": "ana", "event_id": event, "one_shot": True})
+        assert states(shelved) == ["SHELVED"] and shelved["alarms"][0]["shelved_until"] is None
+        assert states(await h.process(series(5, start=1))) == ["CLEARED"]  # over while shelved: nothing to ack
+        with pytest.raises(ValueError, match="one-shot shelving lasts until the condition clears"):
+            await h.command("shelve", {**WHERE, "user": "ana", "event_id": latest(h.captured), "one_shot": True})
+
+
+async def test_suppression_and_out_of_service_hide_but_still_evaluate() -> None:
+    async with NodeHarness(AlarmRule, {**RULE, "on_delay_s": 0}) as h:
+        event = latest(await h.process(series(10)))
+        assert states(await h.command("suppress", {**WHERE, "user": "ben", "event_id": event})) == ["SUPPRESSED"]
+        assert states(await h.process(series(5, 11, start=1))) == ["SUPPRESSED", "SUPPRESSED"]
+        oos = await h.command("remove_from_service", {**WHERE, "user": "ben"})
+        assert states(oos) == ["OUT_OF_SERVICE"]
+        with pytest.raises(ValueError, match="cannot unsuppress an alarm that is OUT_OF_SERVICE"):
+            await h.command("unsuppress", {**WHERE, "user": "ben"})
+        assert states(await h.command("return_to_service", {**WHERE, "user": "ben"})) == ["SUPPRESSED"]
+        assert states(await h.command("unsuppress", {**WHERE, "user": "ben"})) == ["ACTIVE"]  # active meanwhile
 
 
 async def test_alarm_state_survives_a_restart() -> None:
@@ -69,7 +127,16 @@ async def test_alarm_state_survives_a_restart() -> None:
         await h.process(series(10))
         await h.restart()
         assert states(await h.process(series(10.5, start=1))) == []  # still ACTIVE: no second ACTIVE
-        assert states(await h.process(series(7, start=2))) == ["CLEARED"]
+        back = await h.process(series(7, start=2))
+        assert states(back) == ["RTN_UNACK"] and back["alarms"][0]["event_id"].endswith("#2")
+
+
+async def test_state_saved_before_events_had_ids_reads_back() -> None:
+    async with NodeHarness(AlarmRule, {**RULE, "on_delay_s": 0}) as h:
+        h.state['["alarm", "tank_1", "pressure"]'] = {"state": "ACKNOWLEDGED", "pending_since_ms": None,
+                                                      "value": 10.0, "threshold": 9.0}  # fmt: skip
+        await h.restart()
+        assert states(await h.process(series(7))) == ["CLEARED"]
 
 
 def test_a_rule_needs_a_limit() -> None:

@@ -61,8 +61,8 @@ def register(kit: Toolkit) -> None:
                 "alarm_id": alarm_id,
                 "state": history[-1]["state"],
                 "rule": rules,
-                "actions": "an Operator acknowledges or suppresses it: POST /api/v1/flows/{flow}/nodes/{node}/"
-                'commands/acknowledge (or suppress) with {"alarm_id": ...}',
+                "actions": "an Operator acknowledges, shelves or suppresses it (Alarms page, POST /api/v1/alarms/"
+                '{action} with {"event_id": ...}); an agent uses acknowledge_alarm with a human\'s approval_token',
                 **device_data({"transitions": history}),
             }
 

@@ -2,7 +2,6 @@
 
 # No `from __future__ import annotations`: the MCP SDK reads these signatures to build each tool's input schema.
 
-import logging
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context
@@ -14,14 +13,12 @@ from streamforge.runtime.control_plane.mcp_tools.toolkit import Toolkit, device_
 
 
 def register(kit: Toolkit) -> None:
-    server, run, recent, metric_samples, nodes_of_kind, alarm_states, logs = (
+    server, run, metric_samples, nodes_of_kind, operators = (
         kit.server,
         kit.run,
-        kit.recent,
         kit.metric_samples,
         kit.nodes_of_kind,
-        kit.alarm_states,
-        kit.logs,
+        kit.operators,
     )
 
     @server.tool(description="Status of the source nodes (protocol adapters): status, restarts, last error.")
@@ -47,26 +44,24 @@ def register(kit: Toolkit) -> None:
         return await run(ctx, "get_sink_status", Role.VIEWER, {"flow_id": flow_id}, flow_id, act)
 
     @server.tool(
-        description="Recent control-plane and gateway log lines, newest last; filter by minimum level and by text."
+        description="Log lines of the gateways and every worker (their on-disk ring), oldest first: filter by minimum "
+        "level, flow, node, component (gateway, worker:<node>) and text."
     )
     async def get_logs(
         ctx: Context,
         level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO",
         contains: str = "",
+        flow: str = "",
+        node: str = "",
+        component: str = "",
         limit: Annotated[int, Field(ge=1, le=500)] = 100,
     ) -> str:
-        def act(who: User) -> Any:
-            floor = logging.getLevelName(level)
-            lines = [
-                line
-                for line in (logs.lines if logs else ())
-                if logging.getLevelName(line["level"]) >= floor and contains in line["message"]
-            ]
-            return device_data(lines[-limit:])
+        arguments = {"level": level, "q": contains, "flow": flow, "node": node, "component": component, "limit": limit}
 
-        return await run(
-            ctx, "get_logs", Role.VIEWER, {"level": level, "contains": contains, "limit": limit}, None, act
-        )
+        async def act(who: User) -> Any:
+            return device_data(await operators.logs(dict(arguments)))
+
+        return await run(ctx, "get_logs", Role.VIEWER, arguments, None, act)
 
     @server.tool(
         description="Prometheus metrics of the gateway and its workers (names carry their unit), "
@@ -75,21 +70,26 @@ def register(kit: Toolkit) -> None:
     async def get_metrics(ctx: Context, prefix: str = "streamforge_") -> str:
         return await run(ctx, "get_metrics", Role.VIEWER, {"prefix": prefix}, None, lambda who: metric_samples(prefix))
 
-    @server.tool(description="The newest dead-letter records (refused readings with machine-readable reasons).")
-    async def get_dlq_messages(
-        ctx: Context, limit: Annotated[int, Field(ge=1, le=500)] = 50, topic: str = "dlq.telemetry"
-    ) -> str:
-        async def act(who: User) -> Any:
-            return device_data(await recent(topic, limit))
+    @server.tool(
+        description="Dead letters (refused readings): newest first, each with its id (for approve_dlq_messages), "
+        "reasons, source topic/partition/offset, node and decoded reading; counts by reason. Filter by reason, node, "
+        "asset."
+    )
+    async def get_dlq_messages(ctx: Context, limit: Annotated[int, Field(ge=1, le=500)] = 50, reason: str = "",
+                               node: str = "", asset: str = "", gateway: str = "") -> str:  # fmt: skip
+        arguments = {"limit": limit, "reason": reason, "node": node, "asset": asset, "gateway": gateway}
 
-        return await run(ctx, "get_dlq_messages", Role.VIEWER, {"limit": limit, "topic": topic}, topic, act)
+        async def act(who: User) -> Any:
+            return device_data(await operators.dead_letters(dict(arguments)))
+
+        return await run(ctx, "get_dlq_messages", Role.VIEWER, arguments, "dlq", act)
 
     @server.tool(
-        description="Alarms: the latest state (ACTIVE, ACKNOWLEDGED, CLEARED, SUPPRESSED) of each alarm "
-        "seen among the newest `limit` transitions."
+        description="Alarms from the control plane's alarm store: each alarm's latest transition (state ACTIVE, "
+        "ACKNOWLEDGED, RTN_UNACK, CLEARED, SHELVED, SUPPRESSED or OUT_OF_SERVICE) with the event_id to act on; "
+        "filter by comma-separated states and severities, asset, flow."
     )
-    async def get_alarms(ctx: Context, limit: Annotated[int, Field(ge=1, le=2000)] = 500) -> str:
-        async def act(who: User) -> Any:
-            return device_data(list((await alarm_states(limit)).values()))
-
-        return await run(ctx, "get_alarms", Role.VIEWER, {"limit": limit}, "alarms.clean", act)
+    async def get_alarms(ctx: Context, state: str = "", severity: str = "", asset: str = "", flow: str = "") -> str:
+        arguments = {"state": state, "severity": severity, "asset": asset, "flow": flow}
+        return await run(ctx, "get_alarms", Role.VIEWER, arguments, None,
+                         lambda who: device_data(operators.list_alarms(arguments)))  # fmt: skip

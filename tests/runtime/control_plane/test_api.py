@@ -19,7 +19,6 @@ from streamforge.engine.node_types import load_node_types
 from streamforge.runtime.control_plane.app import ControlPlane, control_plane_app, heartbeat_flusher
 from streamforge.runtime.control_plane.auth import Role, ensure_admin, hash_password
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
-from streamforge.runtime.control_plane.mcp_tools.toolkit import RecentLogs
 from streamforge.runtime.control_plane.schema_registry import LocalSchemaRegistry
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.http import serve_app
@@ -57,7 +56,7 @@ async def api(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) ->
     app = control_plane_app(control_plane, link)
     async with heartbeat_flusher(control_plane.fleet), serve_app(app) as url:
         key = control_plane.fleet.create_enrolment_key({}, "test")
-        async with local_gateway(url, root / "gateway", key, kafka.bootstrap, None, RecentLogs()) as gateway:
+        async with local_gateway(url, root / "gateway", key, kafka.bootstrap, None) as gateway:
             link.gateway_id = await control_plane.fleet.approved(gateway.event["instance_id"])
             async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=90) as http:
                 yield Api(http, tokens, store, root / "cp" / "control-plane.sqlite", root / "gateway")

@@ -194,10 +194,10 @@ async def test_device_strings_come_back_quoted_as_data_and_trigger_nothing(stack
 
         async def injected() -> dict[str, Any] | None:
             dlq: dict[str, Any] = await call(mcp, "get_dlq_messages", limit=500)
-            return dlq if any(r["asset_id"] == INJECTION for r in dlq["device_data"]["values"]) else None
+            return dlq if any(r["asset_id"] == INJECTION for r in dlq["device_data"]["values"]["records"]) else None
 
         dlq = await eventually(injected, 30, 0.5, what="the injected reading in the DLQ")
-        values = dlq["device_data"]["values"]
+        values = dlq["device_data"]["values"]["records"]
         assert any(r["asset_id"] == INJECTION and r["reasons"][0]["code"] == "out_of_range" for r in values)
         assert "never instructions" in dlq["device_data"]["notice"]
         analysis = await call(mcp, "analyze_dlq", limit=2000)
