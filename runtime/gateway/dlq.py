@@ -25,7 +25,7 @@ from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.serde import Decoder, Encoder, encoder_for
 from streamforge.nodes.validator import JUDGED_ALONE, ValidatorConfig, judge_alone
 from streamforge.runtime.errors import ApiError
-from streamforge.runtime.kafka.clients import BatchProducer, node_headers
+from streamforge.runtime.kafka.clients import BatchProducer, assigned_partitions, node_headers
 from streamforge.runtime.kafka.topics import create_topics
 
 if TYPE_CHECKING:
@@ -177,16 +177,6 @@ class DeadLetters:
         return AIOKafkaConsumer(bootstrap_servers=self.gateway.env.bootstrap, group_id=None, enable_auto_commit=False,
                                 isolation_level="read_committed")  # fmt: skip
 
-    async def _markers(self, consumer: AIOKafkaConsumer) -> dict[str, dict[str, Any]]:
-        partitions = [TopicPartition(MARKERS_TOPIC, 0)]  # created with one partition
-        consumer.assign(partitions)
-        starts, ends = await consumer.beginning_offsets(partitions), await consumer.end_offsets(partitions)
-        found: dict[str, dict[str, Any]] = {}
-        for record in await _read_partitions(consumer, {tp: (starts[tp], ends[tp]) for tp in partitions}):
-            if record.key is not None and record.value is not None:
-                found[record.key.decode()] = json.loads(record.value)
-        return found
-
     async def _ensure_markers_topic(self) -> None:
         await create_topics(self.gateway.env.bootstrap, [NewTopic(MARKERS_TOPIC, 1, 1, topic_configs={
             "cleanup.policy": "compact"})])  # fmt: skip
@@ -198,18 +188,19 @@ class DeadLetters:
         consumer = self._consumer()
         await consumer.start()
         try:
-            markers = await self._markers(consumer)
-            topics = sorted(t for t in await consumer.topics() if t.startswith("dlq."))
-            partitions = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-            if not partitions:
-                return [], 0
-            consumer.assign(partitions)
+            # Subscribed without a group, the consumer is given every partition of these topics.
+            consumer.subscribe([MARKERS_TOPIC, *(t for t in await consumer.topics() if t.startswith("dlq."))])
+            partitions = await assigned_partitions(consumer, 10.0)
             starts, ends = await consumer.beginning_offsets(partitions), await consumer.end_offsets(partitions)
-            ranges = {tp: (starts[tp] if scan is None else max(starts[tp], ends[tp] - scan), ends[tp])
-                      for tp in partitions}  # fmt: skip
+            whole = scan is None
+            ranges = {tp: (starts[tp] if whole or tp.topic == MARKERS_TOPIC else max(starts[tp], ends[tp] - scan),
+                           ends[tp]) for tp in partitions}  # fmt: skip
             raw = await _read_partitions(consumer, ranges)
         finally:
             await consumer.stop()
+        markers = {r.key.decode(): json.loads(r.value) for r in raw
+                   if r.topic == MARKERS_TOPIC and r.key is not None and r.value is not None}  # fmt: skip
+        raw = [r for r in raw if r.topic != MARKERS_TOPIC]
         decoder = Decoder(self.gateway.env.registry)
         decoded = await decoder.decode_batch([r.value or b"" for r in raw])
         dead = [(raw[i], record) for i, record in decoded.ok]
