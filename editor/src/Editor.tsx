@@ -18,8 +18,13 @@ import { DebugPanel } from './DebugPanel';
 import { DiscardDialog, ImportDialog, NewFlowDialog } from './Dialogs';
 import { CanvasInfoContext, FlowNode, type CanvasInfo } from './FlowNode';
 import { duplicate, newNodeId, stable, toCanvas, toDocument, wireRefusal, type Canvas, type CanvasNode } from './flowModel';
+import { AlarmsPage } from './AlarmsPage';
+import { DlqPage } from './DlqPage';
 import { GatewaysPage } from './GatewaysPage';
+import { HealthPage } from './HealthPage';
+import { LogsPage } from './LogsPage';
 import { NoticeBar, type Notice } from './NoticeBar';
+import { usePolling } from './PageFrame';
 import { DRAG_MIME, Palette } from './Palette';
 import { SidePanel, type Panel } from './SidePanel';
 import { Toolbar } from './Toolbar';
@@ -45,9 +50,12 @@ function download(name: string, text: string): void {
   URL.revokeObjectURL(url);
 }
 
+const ALARM_COUNT_MS = 2000;
+
 export function Editor({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
   const api = useMemo(() => new Api(session.token, onSignOut), [session.token, onSignOut]);
   const canEdit = session.role === 'engineer' || session.role === 'admin';
+  const canOperate = session.role !== 'viewer';
   const flowView = useReactFlow();
   const view = useRef(flowView); // the instance changes identity as the canvas mounts; loads must not re-run
   view.current = flowView;
@@ -71,9 +79,17 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
   const [panel, setPanel] = useState<Panel>('node');
   const [diff, setDiff] = useState<FlowDiff | null>(null);
   const [modal, setModal] = useState<'import' | 'new' | null>(null);
-  const [page, setPage] = useState<'flows' | 'gateways'>('flows');
+  const [page, setPage] = useState<'flows' | 'gateways' | 'alarms' | 'dlq' | 'logs' | 'health'>('flows');
+  const [unacknowledged, setUnacknowledged] = useState<number | null>(null);
   const [pending, setPending] = useState<(() => void) | null>(null); // waits for "discard unsaved changes?"
   const live = useLive(session.token, onSignOut, setNotice);
+  usePolling(async () => {
+    try {
+      setUnacknowledged((await api.alarms({ state: 'ACTIVE,RTN_UNACK' })).counts.unacknowledged);
+    } catch {
+      setUnacknowledged(null); // the toolbar shows no count rather than a stale one
+    }
+  }, ALARM_COUNT_MS);
 
   const fail = useCallback((err: unknown, what: string) => {
     if (err instanceof ApiError) {
@@ -309,8 +325,22 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
     const diffMarks = new Map<string, 'added' | 'changed'>();
     diff?.nodes.added.forEach((n) => diffMarks.set(n, 'added'));
     Object.keys(diff?.nodes.changed ?? {}).forEach((n) => diffMarks.set(n, 'changed'));
-    return { types: typeMap, health, modified: changes.modified, problems: byNode, diff: diffMarks };
-  }, [gateway, base?.id, problems, current, diff, typeMap, changes.modified]);
+    const prefix = `${base?.id ?? ''}/`;
+    const rates = new Map(
+      Object.entries(gateway?.rates ?? {})
+        .filter(([key]) => key.startsWith(prefix))
+        .map(([key, rate]) => [key.slice(prefix.length), rate]),
+    );
+    const onRestart =
+      canOperate && base
+        ? (node: string) =>
+            void api
+              .restart(base.id, node)
+              .then((done) => setNotice({ kind: 'info', text: `Restarted ${node}: now ${done.now}` }))
+              .catch((err: unknown) => fail(err, `Restart ${node}`))
+        : undefined;
+    return { types: typeMap, health, rates, onRestart, modified: changes.modified, problems: byNode, diff: diffMarks };
+  }, [gateway, base, problems, current, diff, typeMap, changes.modified, canOperate, api, fail]);
 
   const edges = useMemo(() => {
     const bad = new Map<number, Problem>();
@@ -331,7 +361,12 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
   const runs = base !== null && gateway?.flows[base.id] !== undefined && deployed?.nodes.some((n) => n.id === one?.id);
   const tapPorts = one && oneType && runs ? oneType.outputs.map((p) => ({ node: one.id, port: p.name })) : [];
 
-  if (page === 'gateways') return <GatewaysPage api={api} session={session} onClose={() => setPage('flows')} />;
+  const back = () => setPage('flows');
+  if (page === 'gateways') return <GatewaysPage api={api} session={session} onClose={back} />;
+  if (page === 'alarms') return <AlarmsPage api={api} session={session} onClose={back} />;
+  if (page === 'dlq') return <DlqPage api={api} session={session} onClose={back} />;
+  if (page === 'logs') return <LogsPage api={api} onClose={back} />;
+  if (page === 'health') return <HealthPage api={api} session={session} onClose={back} />;
   return (
     <CanvasInfoContext.Provider value={info}>
       <div className="app">
@@ -355,6 +390,8 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
           onSave={() => void save()}
           onDeploy={() => void deploy()}
           onGateways={() => guard(() => setPage('gateways'))}
+          onPage={(to) => guard(() => setPage(to))}
+          unacknowledged={unacknowledged}
           onSignOut={onSignOut}
         />
         <NoticeBar

@@ -3,11 +3,13 @@
 import { Handle, Position, type NodeProps } from '@xyflow/react';
 import { createContext, useContext } from 'react';
 import { portTitle, type CanvasNode } from './flowModel';
-import type { NodeHealth, NodeType, PortSpec, Problem } from './types';
+import type { NodeHealth, NodeRate, NodeType, PortSpec, Problem } from './types';
 
 export interface CanvasInfo {
   types: Map<string, NodeType>;
   health: Map<string, NodeHealth>;
+  rates: Map<string, NodeRate>;
+  onRestart?: (node: string) => void; // an Operator's: stop and start the running node afresh
   modified: Set<string>;
   problems: Map<string, Problem[]>;
   diff: Map<string, 'added' | 'changed'>;
@@ -16,10 +18,19 @@ export interface CanvasInfo {
 export const CanvasInfoContext = createContext<CanvasInfo>({
   types: new Map(),
   health: new Map(),
+  rates: new Map(),
   modified: new Set(),
   problems: new Map(),
   diff: new Map(),
 });
+
+/** Node-RED's status line: what flows through the node now. */
+function rateText(rate: NodeRate): string {
+  const parts = [];
+  if (rate.in_per_s !== undefined) parts.push(`${rate.in_per_s.toFixed(1)}/s in`);
+  if (rate.out_per_s !== undefined) parts.push(`${rate.out_per_s.toFixed(1)}/s out`);
+  return parts.join(' · ');
+}
 
 const ICONS: Record<string, string> = {
   sources: '▶',
@@ -80,6 +91,17 @@ export function FlowNode({ id, data, selected }: NodeProps<CanvasNode>) {
           {health?.status ?? '—'}
         </span>
       </div>
+      {health && (info.rates.get(id) || info.onRestart) && (
+        <div className="sf-node-status">
+          <span data-testid={`rate-${id}`}>{info.rates.get(id) ? rateText(info.rates.get(id) as NodeRate) : ''}</span>
+          {info.onRestart && (
+            <button className="sf-restart nodrag" title="restart this node (it resumes where it stopped)"
+                    onClick={(e) => { e.stopPropagation(); info.onRestart?.(id); }} data-testid={`restart-${id}`}>
+              ↻
+            </button>
+          )}
+        </div>
+      )}
       {health && (health.lag !== undefined || health.circuit) && (
         <div className="sf-node-detail" data-testid={`detail-${id}`}>
           {health.lag !== undefined && <span>lag {health.lag.toLocaleString('en')}</span>}

@@ -1,6 +1,7 @@
 /** The fleet: every gateway with its approval, health and running versions; approve, assign, roll back. */
 import { useCallback, useEffect, useState } from 'react';
 import { ApiError, type Api } from './api';
+import { PageFrame, type PageMessage } from './PageFrame';
 import type { DiskReport, FlowSummary, FlowVersion, GatewaySummary, Session } from './types';
 
 const REFRESH_MS = 2000;
@@ -35,7 +36,7 @@ function parseLabels(text: string): Record<string, string> | null {
 export function GatewaysPage({ api, session, onClose }: { api: Api; session: Session; onClose: () => void }) {
   const [gateways, setGateways] = useState<GatewaySummary[]>([]);
   const [flows, setFlows] = useState<FlowSummary[]>([]);
-  const [message, setMessage] = useState<{ kind: 'info' | 'error'; text: string } | null>(null);
+  const [message, setMessage] = useState<PageMessage>(null);
   const isAdmin = session.role === 'admin';
   const canAssign = isAdmin || session.role === 'engineer';
 
@@ -60,23 +61,7 @@ export function GatewaysPage({ api, session, onClose }: { api: Api; session: Ses
   };
 
   return (
-    <div className="gateways-page" data-testid="gateways-page">
-      <header className="toolbar">
-        <strong className="brand">StreamForge</strong>
-        <span>Gateways</span>
-        <span className="grow" />
-        <button onClick={onClose} data-testid="back-to-flows">
-          Back to flows
-        </button>
-      </header>
-      {message && (
-        <div className={`notice ${message.kind}`} role={message.kind === 'error' ? 'alert' : 'status'} data-testid="gateways-notice">
-          <span>{message.text}</span>
-          <button className="close" onClick={() => setMessage(null)} aria-label="dismiss">
-            ×
-          </button>
-        </div>
-      )}
+    <PageFrame title="Gateways" testId="gateways-page" onClose={onClose} message={message} onDismiss={() => setMessage(null)}>
       {canAssign && (
         <AssignForm api={api} flows={flows} gateways={gateways} onAssign={(what, run) => void act(what, run)} />
       )}
@@ -151,7 +136,7 @@ export function GatewaysPage({ api, session, onClose }: { api: Api; session: Ses
         </tbody>
       </table>
       {gateways.length === 0 && <p className="hint">No gateway has registered yet: start one with streamforge gateway --control-plane URL.</p>}
-    </div>
+    </PageFrame>
   );
 }
 

@@ -22,6 +22,8 @@ export function Toolbar(props: {
   onSave: () => void;
   onDeploy: () => void;
   onGateways: () => void;
+  onPage: (page: 'alarms' | 'dlq' | 'logs' | 'health') => void;
+  unacknowledged: number | null;
   onSignOut: () => void;
 }) {
   const { canEdit, gateway } = props;
@@ -56,12 +58,28 @@ export function Toolbar(props: {
         Deploy{props.restarts ? ` (${props.restarts} modified)` : ''}
       </button>
       <span className="grow" />
+      <button onClick={() => props.onPage('alarms')} data-testid="open-alarms" title="alarms waiting for an operator">
+        Alarms{' '}
+        <span className={`sf-count ${props.unacknowledged ? 'alarming' : ''}`} data-testid="alarm-count">
+          {props.unacknowledged ?? '…'}
+        </span>
+      </button>
+      <button onClick={() => props.onPage('dlq')} data-testid="open-dlq">
+        DLQ
+      </button>
+      <button onClick={() => props.onPage('logs')} data-testid="open-logs">
+        Logs
+      </button>
+      <button onClick={() => props.onPage('health')} data-testid="open-health">
+        Health
+      </button>
       <button onClick={props.onGateways} data-testid="open-gateways">
         Gateways
       </button>
-      <span className={`sf-badge status-${(gateway?.status ?? 'none').toLowerCase()}`} data-testid="gateway-status">
+      <button className={`sf-badge status-${(gateway?.status ?? 'none').toLowerCase()}`} data-testid="gateway-status"
+              onClick={() => props.onPage('health')} title="open the health roll-up">
         gateway {props.connected ? (gateway?.status ?? '…') : 'offline'}
-      </span>
+      </button>
       <span className="user">
         {props.session.username} ({props.session.role})
       </span>

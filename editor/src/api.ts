@@ -1,11 +1,17 @@
 /** The REST client: bearer token on every call, and the API's one error shape turned into ApiError. */
 import type {
+  Alarm,
+  AlarmCounts,
+  DlqJob,
+  DlqListing,
   FlowChanges,
   FlowDiff,
   FlowDocument,
   FlowSummary,
   FlowVersion,
   GatewaySummary,
+  HealthReport,
+  LogLine,
   NodeType,
   Problem,
   SavedFlow,
@@ -61,6 +67,22 @@ export class Api {
   assign = (flow: string, version: number, target: { gateway: string } | { labels: Record<string, string> }) =>
     this.call<{ gateways: string[] }>('POST', '/assignments', { flow, version, ...target });
   rollback = (id: string) => this.call<{ rolled_back: Record<string, number> }>('POST', `/gateways/${id}/rollback`);
+  alarms = (filters: Record<string, string>) =>
+    this.call<{ alarms: Alarm[]; counts: AlarmCounts }>('GET', `/alarms${query(filters)}`);
+  alarmAction = (action: string, body: Record<string, unknown>) => this.call<unknown>('POST', `/alarms/${action}`, body);
+  dlq = (filters: Record<string, string>) => this.call<DlqListing>('GET', `/dlq${query(filters)}`);
+  approveDlq = (gateway: string, ids: string[]) => this.call<DlqJob>('POST', '/dlq/approve', { gateway, ids });
+  revalidate = (flow: string, node: string) => this.call<DlqJob>('POST', '/dlq/revalidate', { flow, node });
+  dlqJob = (gateway: string, id: string) => this.call<DlqJob>('GET', `/dlq/jobs/${id}${query({ gateway })}`);
+  logs = (filters: Record<string, string>) => this.call<{ lines: LogLine[] }>('GET', `/logs${query(filters)}`);
+  health = () => this.call<HealthReport>('GET', '/health');
+  restart = (flow: string, node: string) => this.call<{ now: string }>('POST', `/flows/${flow}/nodes/${node}/restart`);
+}
+
+/** `?a=1&b=2` of the filters that are set (empty ones are left out). */
+function query(filters: Record<string, string>): string {
+  const set = Object.entries(filters).filter(([, v]) => v !== '');
+  return set.length ? `?${new URLSearchParams(set).toString()}` : '';
 }
 
 async function errorOf(response: Response): Promise<ApiError> {

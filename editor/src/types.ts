@@ -125,6 +125,7 @@ export interface GatewayStatus {
   kafka: { status: string };
   flows: Record<string, number>;
   nodes: NodeHealth[];
+  rates?: Record<string, NodeRate>;
 }
 
 export interface TapRecord {
@@ -171,4 +172,116 @@ export interface DiskReport {
   used_fraction?: number | null;
   producers_blocked?: boolean;
   evicted?: Record<string, number>;
+}
+
+/** A node's records per second over about the last ten seconds, keyed `flow/node`. */
+export interface NodeRate {
+  in_per_s?: number;
+  out_per_s?: number;
+  window_s: number;
+}
+
+/** One alarm's latest transition, from the control plane's alarm store. */
+export interface Alarm {
+  gateway: string;
+  flow: string;
+  node: string;
+  alarm_id: string;
+  event_id: string;
+  asset_id: string;
+  parameter: string;
+  rule_id: string;
+  severity: 'CRITICAL' | 'HIGH' | 'MEDIUM' | 'LOW';
+  state: string;
+  active: boolean;
+  acknowledged: boolean;
+  shelved_until: string | null;
+  value: number | null;
+  threshold: number | null;
+  message: string;
+  changed_by: string | null;
+  timestamps: { device_time: string | null; gateway_time: string };
+}
+
+export interface AlarmCounts {
+  unacknowledged: number;
+  by_state: Record<string, number>;
+}
+
+export interface DlqReason {
+  code: string;
+  field: string | null;
+  message: string;
+}
+
+/** A dead letter as the DLQ page shows it: where it came from, why, and the reading it holds. */
+export interface DeadLetter {
+  id: string;
+  gateway: string;
+  flow: string;
+  node: string;
+  source_topic: string;
+  source_partition: number | null;
+  source_offset: number | null;
+  asset_id: string | null;
+  reasons: DlqReason[];
+  failed_at: string;
+  reading: Record<string, unknown> | null;
+  payload_error: string | null;
+  reprocessed: { job: string; user: string; kind: string } | null;
+}
+
+export interface DlqListing {
+  records: DeadLetter[];
+  total: number;
+  waiting: number;
+  counts_by_reason: Record<string, number>;
+  unreachable: Record<string, string>;
+}
+
+export interface DlqJob {
+  id: string;
+  gateway: string;
+  kind: 'approve' | 'revalidate';
+  user: string;
+  state: 'RUNNING' | 'DONE' | 'FAILED';
+  total: number;
+  done: number;
+  reprocessed: number;
+  already: number;
+  still_failing: number;
+  refused: Record<string, number>;
+  error: string | null;
+}
+
+export interface LogLine {
+  timestamp: string;
+  level: string;
+  component: string;
+  gateway_id?: string;
+  gateway?: string;
+  message: string;
+  flow?: string;
+  node?: string;
+  error?: string;
+  [field: string]: unknown;
+}
+
+export interface HealthComponent {
+  component: string;
+  status: string;
+  type?: string;
+  node_status?: string;
+  restarts?: number;
+  last_error?: string | null;
+  lag?: number | null;
+  detail?: string;
+  in_per_s?: number;
+  out_per_s?: number;
+}
+
+export interface HealthReport {
+  status: string;
+  gateways: { gateway: string; name: string; status: string; last_seen: number | null; components: HealthComponent[] }[];
+  alarms: AlarmCounts;
 }

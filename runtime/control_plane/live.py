@@ -17,6 +17,7 @@ from streamforge.engine.records import json_safe
 from streamforge.engine.serde import Decoder
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
 from streamforge.runtime.control_plane.store import Store
+from streamforge.runtime.errors import ApiError
 from streamforge.runtime.kafka.clients import BatchConsumer
 
 TAP_RECORDS_PER_S = 20  # a debug panel is for eyes: a bounded sample, never a firehose
@@ -46,8 +47,13 @@ class LiveSession:
             await asyncio.gather(task, return_exceptions=True)
 
     async def status(self) -> None:
+        """The gateway's health and each node's rates (the canvas's status line), every second."""
         while True:
-            await self.send({"type": "status", **self.gateway.health()})
+            try:
+                rates = await self.gateway.rates()
+            except ApiError:  # not reported yet, or its metrics out of reach: the badges still update
+                rates = {}
+            await self.send({"type": "status", **self.gateway.health(), "rates": rates})
             await asyncio.sleep(1)
 
     async def tap(self, flow: str, node: str, port: str) -> None:

@@ -60,7 +60,7 @@ async def test_approve_assign_watch_and_roll_back_a_gateway(page: Page, stack: S
         target = next(g["id"] for g in gateway_id if g["name"] == "remote_1")
         await page.select_option("[data-testid=assign-gateway]", target)
         await page.click("[data-testid=assign]")
-        await expect(page.locator("[data-testid=gateways-notice]")).to_contain_text("done")
+        await expect(page.locator("[data-testid=page-notice]")).to_contain_text("done")
 
     await assign(1)
     await expect(remote.locator("[data-testid=running]")).to_have_text(f"{flow_id} v1", timeout=TIMEOUT_MS)

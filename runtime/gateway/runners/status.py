@@ -62,7 +62,9 @@ class StatusCell:
     def _set(self, status: NodeStatus) -> None:
         if status is not self.status:
             error = self.last_error if status is NodeStatus.DEGRADED else None
-            log.info("node status", extra={**self._labels, "status": status.value, "error": error})
+            # A node that degrades is an operator's news (the Logs page filters on WARNING); recovering is not.
+            log.log(logging.WARNING if error else logging.INFO, "node status",
+                    extra={**self._labels, "status": status.value, "error": error})  # fmt: skip
         self.status = status
         for value in NodeStatus:
             self._metrics.status.labels(**self._labels, status=value.value).set(1 if value is status else 0)

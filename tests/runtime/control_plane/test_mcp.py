@@ -194,7 +194,6 @@ async def test_device_strings_come_back_quoted_as_data_and_trigger_nothing(stack
 
         async def injected() -> dict[str, Any] | None:
             dlq: dict[str, Any] = await call(mcp, "get_dlq_messages", limit=500)
-            print("DLQ", str(dlq)[:1500])
             return dlq if any(r["asset_id"] == INJECTION for r in dlq["device_data"]["values"]["records"]) else None
 
         dlq = await eventually(injected, 30, 0.5, what="the injected reading in the DLQ")
