@@ -215,8 +215,10 @@ async def test_an_agents_acknowledge_needs_a_humans_approval_and_both_are_audite
 
     async def fresh_unacknowledged() -> dict[str, Any] | None:
         found = await alarm(stack)
-        moment = found and datetime.fromisoformat(found["timestamps"]["gateway_time"]).timestamp()
-        return found if found and found["state"] in ("ACTIVE", "RTN_UNACK") and time.time() - moment < 10 else None
+        if found is None or found["state"] not in ("ACTIVE", "RTN_UNACK"):
+            return None
+        moment = datetime.fromisoformat(found["timestamps"]["gateway_time"]).timestamp()
+        return found if time.time() - moment < 10 else None  # the next transition is ~30 s away
 
     target = await eventually(fresh_unacknowledged, 90, 0.2, what="an unacknowledged tank alarm, just raised")
     async with over_http(stack, agent) as mcp:
