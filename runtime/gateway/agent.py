@@ -459,7 +459,7 @@ class SyncAgent:
             if response.status_code != 200:
                 raise ControlPlaneRefused(response.status_code, response.text)
 
-        await alarm_uplink(self.gateway, post)
+        await alarm_uplink(self.gateway, self.status.gateway_id, post)
 
     async def _answer(self, channel: Any, event: dict[str, Any]) -> None:
         with contextlib.suppress(websockets.WebSocketException):

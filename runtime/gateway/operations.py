@@ -19,7 +19,6 @@ from streamforge.runtime.logs import LogQuery, LogRing
 
 log = logging.getLogger("streamforge.runtime")
 
-UPLINK_GROUP = "streamforge.uplink.alarms"
 ALARM_TOPICS = r"^alarms\..*"
 UPLINK_BATCH = 500
 
@@ -92,30 +91,36 @@ def _event(message: Any) -> dict[str, Any]:
             "record": json_safe(message.record)}  # fmt: skip
 
 
-async def alarm_uplink(gateway: Gateway, post: Callable[[list[dict[str, Any]]], Awaitable[None]]) -> None:
+async def alarm_uplink(
+    gateway: Gateway, gateway_id: str, post: Callable[[list[dict[str, Any]]], Awaitable[None]]
+) -> None:
     """Every alarm transition of the local `alarms.*` topics, to the control plane, forever.
 
     Guarantee: at least once, in order per alarm. A batch's offsets are committed only after the control plane
     stored it (`post` returned); until then it is retried with backoff, so a control plane away for days gets every
     transition once it is back (alarm topics are never evicted). The control plane keys them by event id, so a
-    replay after a crash changes nothing."""
-    consumer = BatchConsumer(gateway.env.bootstrap, UPLINK_GROUP, [], Decoder(gateway.env.registry),
-                             max_poll_records=UPLINK_BATCH)  # fmt: skip
+    replay after a crash changes nothing. Only the flows this gateway runs are sent: another gateway on the same
+    Kafka cluster sends its own."""
+    consumer = BatchConsumer(gateway.env.bootstrap, f"streamforge.{gateway_id}.uplink.alarms", [],
+                             Decoder(gateway.env.registry), max_poll_records=UPLINK_BATCH)  # fmt: skip
     await consumer.start()
     consumer.consumer.subscribe(pattern=ALARM_TOPICS)
     try:
         while True:
             batch = await consumer.next_batch(timeout_ms=200)
-            if batch.records:
+            ours = [
+                message for message in batch.records if message.headers.get("sf-flow", b"").decode() in gateway.plans
+            ]
+            if ours:
                 backoff = Backoff(1.0, 30.0)
                 while True:
                     try:
-                        await post([_event(message) for message in batch.records])
+                        await post([_event(message) for message in ours])
                         break
                     except Exception as failed:  # the control plane away or refusing: hold the position, retry
                         error = f"{type(failed).__name__}: {failed}"
                         log.warning("alarm uplink: control plane did not take the alarms; retrying",
-                                    extra={"records": len(batch.records), "error": error})  # fmt: skip
+                                    extra={"records": len(ours), "error": error})  # fmt: skip
                         await asyncio.sleep(backoff.next_delay())
             await consumer.commit(batch)
     finally:

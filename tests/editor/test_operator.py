@@ -212,6 +212,10 @@ async def test_an_agents_acknowledge_needs_a_humans_approval_and_both_are_audite
     stack: Stack, operator: dict[str, str]
 ) -> None:
     agent = await stack.user_token("alarm_agent", "operator")
+    viewer = await stack.user_token("alarm_viewer", "viewer")
+    forbidden = await stack.http.post("/alarms/acknowledge", json={"event_id": "any#1"},
+                                      headers={"Authorization": f"Bearer {viewer}"})  # fmt: skip
+    assert forbidden.status_code == 403  # a Viewer sees alarms and acts on none
 
     async def fresh_unacknowledged() -> dict[str, Any] | None:
         found = await alarm(stack)
@@ -230,6 +234,7 @@ async def test_an_agents_acknowledge_needs_a_humans_approval_and_both_are_audite
         token = approval.json()["approval_token"]
         done = await call(mcp, "acknowledge_alarm", event_id=target["event_id"], approval_token=token)
         assert done["event_id"] == target["event_id"] and done["by"] == "alarm_agent", done
+        assert done["approved_by"] == OPERATOR and "device_data" in done  # the alarm's words came from a device
         again = await call(mcp, "acknowledge_alarm", event_id=target["event_id"], approval_token=token)
         assert again["refused"] == "approval_used"
     trail = (await stack.http.get("/audit", params={"tool": "acknowledge_alarm"})).json()

@@ -10,7 +10,7 @@ from typing import Any
 from mcp.server.mcpserver import Context
 
 from streamforge.runtime.control_plane.auth import Role, User
-from streamforge.runtime.control_plane.mcp_tools.toolkit import Toolkit
+from streamforge.runtime.control_plane.mcp_tools.toolkit import Toolkit, device_data
 from streamforge.runtime.errors import ApiError
 
 HOW = ("ask a human (an Operator or above) to approve exactly these arguments with POST /api/v1/action-approvals "
@@ -44,7 +44,9 @@ def register(kit: Toolkit) -> None:
 
         async def act(who: User, approved_by: str) -> Any:
             body = {k: v for k, v in arguments.items() if v is not None}
-            return await operators.alarm_action("acknowledge", body, who.username, approved_by)
+            done = await operators.alarm_action("acknowledge", body, who.username, approved_by)
+            emitted = done.pop("emitted")  # the transition's message quotes the device's value
+            return {**done, "approved_by": approved_by, **device_data(emitted)}
 
         return await gated(ctx, "acknowledge_alarm", arguments, approval_token, event_id, act)
 
