@@ -61,7 +61,12 @@ async def run_gateway(
         async def sync_status(request: Request) -> JSONResponse:
             return JSONResponse(agent.status.to_dict())
 
-        app = health_app(gateway, [Route("/sync", sync_status)], commands=False, sync=agent.status.to_dict)
+        async def logs(request: Request) -> JSONResponse:
+            """The ring, read where the gateway runs (the control plane's /api/v1/logs asks every gateway)."""
+            return JSONResponse(await agent.operations.run("logs", dict(request.query_params)))
+
+        routes = [Route("/sync", sync_status), Route("/api/v1/logs", logs)]
+        app = health_app(gateway, routes, commands=False, sync=agent.status.to_dict)
         async with serve_app(app, port=port) as url:
             agent.metrics_url = f"{url}/metrics"
             await gateway.prepare_topics()

@@ -198,15 +198,17 @@ async def test_alarm_acknowledged_through_the_runtime_api(
     raised = await read_from(kafka, registry, "alarms.clean", flow, "alarm", 1)
     assert [(r["state"], r["alarm_id"]) for r in raised] == [("ACTIVE", "hi|pump_1|pressure")]  # stays above 3
     base = f"/api/v1/flows/{flow}/nodes/alarm/commands"
-    where = {"asset_id": "pump_1", "parameter": "pressure", "user": "operator_ana"}
+    where = {"asset_id": "pump_1", "parameter": "pressure", "user": "operator_ana", "event_id": raised[0]["event_id"]}
     async with serve_app(health_app(gateway)) as url, httpx.AsyncClient(base_url=url) as http:
         refused = await http.post(f"{base}/acknowledge", json={"asset_id": "pump_1", "parameter": "pressure"})
         assert refused.status_code == 422, refused.text  # the command's model says what is missing, and where
-        assert [(p["code"], p["pointer"], p["node_id"]) for p in refused.json()["error"]["problems"]] == [
-            ("invalid_argument", "/user", "alarm")
-        ]
+        assert sorted((p["code"], p["pointer"], p["node_id"]) for p in refused.json()["error"]["problems"]) == [
+            ("invalid_argument", "/event_id", "alarm"), ("invalid_argument", "/user", "alarm")
+        ]  # fmt: skip
         unknown = await http.post(f"{base}/explode", json=where)
-        assert unknown.status_code == 400 and "commands: acknowledge, suppress, unsuppress" in unknown.text
+        assert unknown.status_code == 400 and "commands: acknowledge, shelve, unshelve, suppress" in unknown.text
+        stale = await http.post(f"{base}/acknowledge", json={**where, "event_id": "hi|pump_1|pressure#0"})
+        assert stale.status_code == 409 and stale.json()["error"]["code"] == "stale", stale.text
         ghost = await http.post(f"/api/v1/flows/{flow}/nodes/ghost/commands/acknowledge", json=where)
         assert ghost.status_code == 404
         acked = await http.post(f"{base}/acknowledge", json=where)

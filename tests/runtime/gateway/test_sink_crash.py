@@ -276,10 +276,10 @@ async def test_the_alert_router_pages_once_per_transition_across_worker_sigkills
         await plc.temp.write_value(80.0)  # CRITICAL: hot ACTIVE
         await delivered(1)
         await kill_router()
-        await plc.count.write_value(150, ua.VariantType.Int32)  # MEDIUM: busy ACTIVE, then CLEARED, one digest
+        await plc.count.write_value(150, ua.VariantType.Int32)  # MEDIUM: ACTIVE, back (RTN_UNACK), one digest
         await asyncio.sleep(0.5)
         await plc.count.write_value(7, ua.VariantType.Int32)
-        args = {"asset_id": "boiler_1", "parameter": "temp", "user": "shift-lead"}
+        args = {"asset_id": "boiler_1", "parameter": "temp", "user": "shift-lead", "event_id": "hot|boiler_1|temp#1"}
         await gateway.command(flow, "hot", "acknowledge", args)
         await delivered(2)
         await kill_router()  # the MEDIUM transitions wait for their digest meanwhile: replayed, not lost
@@ -298,4 +298,4 @@ async def test_the_alert_router_pages_once_per_transition_across_worker_sigkills
     ((recipients, digest),) = mailbox.messages
     assert recipients == ["shift-lead@plant.example"] and digest["Subject"] == "2 alarm transitions"
     body = digest.get_payload()
-    assert "[MEDIUM] ACTIVE: count of boiler_1 is 150" in body and "[MEDIUM] CLEARED" in body
+    assert "[MEDIUM] ACTIVE: count of boiler_1 is 150" in body and "[MEDIUM] RTN_UNACK" in body
