@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType,
 Resolution = Literal["1s", "1min", "1h"]
 WINDOW_MS: dict[str, int] = {"1s": 1_000, "1min": 60_000, "1h": 3_600_000}
 PORT_OF: dict[str, str] = {"1s": "agg_1s", "1min": "agg_1min", "1h": "agg_1h"}
+DEDUP_RECENT = 16  # device times per series remembered to count a redelivered reading once
 
 
 class AggregatorConfig(NodeConfig):
@@ -25,6 +27,8 @@ class AggregatorConfig(NodeConfig):
     qualities: list[Literal["GOOD", "SUSPECT", "UNCERTAIN"]] = Field(
         default=["GOOD", "SUSPECT", "UNCERTAIN"], description="Readings of these qualities count"
     )
+    checkpoint_s: float = Field(10.0, gt=0, description="How often open windows are saved: a restart replays at most "
+                                "this much input, however long the windows are")  # fmt: skip
 
     @field_validator("resolutions")
     @classmethod
@@ -36,40 +40,60 @@ class AggregatorConfig(NodeConfig):
 
 @dataclass
 class _Window:
-    """Readings of one window keyed by device time: a replayed or duplicated reading counts once."""
+    """Running statistics of one window, O(1) in the readings it saw (a 1 h window at 100 Hz is a few numbers).
+
+    `applied`: the next input offset per partition already counted in these statistics, so a replay after a restart
+    skips what the saved window holds. `pending`: the earliest offset per partition counted since the window was
+    last saved, held back from commit until the next checkpoint saves it."""
 
     start_ms: int
     unit: str | None
-    values: dict[int, float] = field(default_factory=dict)
-    oldest: dict[tuple[str, int], int] = field(default_factory=dict)  # earliest input offset per partition
+    count: int = 0
+    total: float = 0.0
+    compensation: float = 0.0  # Neumaier: the low-order bits `total` lost, so avg matches an exact sum
+    low: float = math.inf
+    high: float = -math.inf
+    first_ms: int = 2**62
+    first: float = 0.0
+    last_ms: int = -(2**62)
+    last: float = 0.0
+    applied: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict, repr=False)
     touched: float = 0.0
 
-    def add(self, at_ms: int, value: float, message: Message, now: float) -> None:
-        self.values[at_ms] = value
-        where = (message.topic, message.partition)
-        if where not in self.oldest or message.offset < self.oldest[where]:
-            self.oldest[where] = message.offset
+    def add(self, at_ms: int, value: float, where: str, offset: int, now: float) -> None:
+        self.count += 1
+        total = self.total + value
+        if abs(self.total) >= abs(value):
+            self.compensation += (self.total - total) + value
+        else:
+            self.compensation += (value - total) + self.total
+        self.total = total
+        self.low, self.high = min(self.low, value), max(self.high, value)
+        if at_ms < self.first_ms:
+            self.first_ms, self.first = at_ms, value
+        if at_ms > self.last_ms:
+            self.last_ms, self.last = at_ms, value
+        self.applied[where] = offset + 1
+        self.pending.setdefault(where, offset)
         self.touched = now
 
     def statistics(self) -> dict[str, Any]:
-        values = self.values.values()
-        return {
-            "avg": math.fsum(values) / len(self.values),
-            "min": min(values),
-            "max": max(values),
-            "first": self.values[min(self.values)],
-            "last": self.values[max(self.values)],
-            "count": len(self.values),
-        }
+        return {"avg": (self.total + self.compensation) / self.count, "min": self.low, "max": self.high,
+                "first": self.first, "last": self.last, "count": self.count}  # fmt: skip
 
 
 class Aggregator(ProcessorNode[AggregatorConfig]):
     """Emits each window once it closes (event time past its end + lateness, or idle).
 
-    Crash-safe: input offsets of open windows are retained (never committed past), and which windows
-    were already emitted lives in the changelog (tables `closed`, `watermark`, `done`), so a replay re-emits
-    nothing partial. Output keys are asset|parameter|window_start, so an idempotent sink turns any re-emission
-    into a no-op. Idle windows close on the node's clock.
+    Memory is bounded: a window keeps running statistics, not its readings. A reading delivered twice (the same
+    device time among a series' last DEDUP_RECENT) counts once; older duplicates are the validator's to refuse.
+
+    Crash-safe: every `checkpoint_s` the open windows that changed are saved to the changelog (table `open`) with
+    the offsets they counted; input offsets counted since are retained (never committed past). Which windows were
+    already emitted lives in the changelog too (tables `closed`, `watermark`, `done`), so a replay re-emits nothing
+    partial and counts nothing twice. Output keys are asset|parameter|window_start, so an idempotent sink turns
+    any re-emission into a no-op. Idle windows close on the node's clock.
     """
 
     type = "aggregator"
@@ -98,12 +122,41 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         self._watermark = state.table("watermark", int)  # latest device time per series
         self._closed_until = state.table("closed", int)  # end of the last emitted window per series and resolution
         self._done = state.table("done", int)  # next unprocessed offset per input partition
+        self._open = state.table("open", _Window)  # (asset, parameter, resolution, start) -> the window, as saved
+        for (asset, parameter, resolution, start), window in self._open.items():
+            window.touched = self.clock.monotonic()
+            self._windows.setdefault((str(asset), str(parameter), str(resolution)), {})[int(start)] = window
+        self._recent: dict[tuple[str, str], deque[int]] = {}  # each series' last device times, for duplicates
+        self._saved_at = self.clock.monotonic()
         self.late_count = 0
         self.ignored_count = 0
 
     def retained(self) -> dict[tuple[str, int], int]:
-        return earliest_offsets(held for windows in self._windows.values() for window in windows.values()
-                                for held in window.oldest.items())  # fmt: skip
+        held: list[tuple[tuple[str, int], int]] = []
+        for windows in self._windows.values():
+            for window in windows.values():
+                for where, offset in window.pending.items():
+                    topic, _, partition = where.rpartition("|")
+                    held.append(((topic, int(partition)), offset))
+        return earliest_offsets(held)
+
+    def _checkpoint(self, now: float) -> None:
+        """Save every open window counted into since the last checkpoint; its offsets need no holding back then."""
+        self._saved_at = now
+        for (asset, parameter, resolution), windows in self._windows.items():
+            for start, window in windows.items():
+                if window.pending:
+                    window.pending = {}
+                    self._open[(asset, parameter, resolution, start)] = window
+
+    def _duplicate(self, series: tuple[str, str], at_ms: int) -> bool:
+        recent = self._recent.get(series)
+        if recent is None:
+            recent = self._recent[series] = deque(maxlen=DEDUP_RECENT)
+        elif at_ms in recent:
+            return True
+        recent.append(at_ms)
+        return False
 
     async def process(self, batch: Sequence[Message]) -> Emitted:
         late: list[Record] = []
@@ -117,6 +170,9 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                 continue
             series = (record["asset_id"], record["parameter"])
             at_ms = epoch_ms(event_time(record))
+            if not replayed and self._duplicate(series, at_ms):
+                continue
+            partition = f"{message.topic}|{message.partition}"
             watermark = self._watermark.get(series, -(2**62))
             for resolution in resolutions:
                 size = WINDOW_MS[resolution]
@@ -133,7 +189,9 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                 window = windows.get(start)
                 if window is None:
                     window = windows[start] = _Window(start, record.get("unit"))
-                window.add(at_ms, float(record["value"]), message, now)
+                elif message.offset < window.applied.get(partition, 0):
+                    continue  # a replay of what the saved window already counted
+                window.add(at_ms, float(record["value"]), partition, message.offset, now)
             if at_ms > watermark:
                 self._watermark[series] = at_ms
         for message in batch:
@@ -142,13 +200,18 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                 self._done[where] = message.offset + 1
         emitted = self._close(lambda slot, window: window.start_ms + WINDOW_MS[slot[2]] + self._lateness_ms
                               <= self._watermark.get((slot[0], slot[1]), -(2**62)))  # fmt: skip
+        if now - self._saved_at >= self.config.checkpoint_s:
+            self._checkpoint(now)
         if late:
             emitted["late"] = late
         return emitted
 
     async def tick(self, now: datetime) -> Emitted:
-        idle_before = self.clock.monotonic() - self.config.idle_close_s
-        return self._close(lambda slot, window: window.touched < idle_before)
+        monotonic = self.clock.monotonic()
+        emitted = self._close(lambda slot, window: window.touched < monotonic - self.config.idle_close_s)
+        if monotonic - self._saved_at >= self.config.checkpoint_s:
+            self._checkpoint(monotonic)
+        return emitted
 
     def _close(self, due: Any) -> Emitted:
         emitted: Emitted = {}
@@ -158,6 +221,8 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                 if not due(slot, window):
                     continue
                 del windows[start]
+                if (*slot, start) in self._open:
+                    del self._open[(*slot, start)]
                 end = start + WINDOW_MS[slot[2]]
                 if end > self._closed_until.get(slot, -(2**62)):
                     self._closed_until[slot] = end

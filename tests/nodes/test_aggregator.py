@@ -120,3 +120,38 @@ async def test_a_reading_delivered_twice_counts_once() -> None:
         await clock.advance(10.1)  # idle_close_s 10 by default
         await h.tick()
     assert_same(got(h.captured["agg_1s"]), expected(records, 1000))
+
+
+async def test_checkpoints_bound_the_replay_and_the_result_is_exactly_the_same() -> None:
+    records = readings(3 * 10 * 70)  # 70 s: the 1min window is open across the crash
+    config = {"resolutions": ["1s", "1min"], "allowed_lateness_s": 0, "checkpoint_s": 1}
+    async with NodeHarness(Aggregator, config) as reference:
+        await reference.process(records)
+    clock = ManualClock()
+    async with NodeHarness(Aggregator, config, clock=clock) as h:
+        messages = await h.messages(records)
+        crash_at = 1134  # the last batch before it is not saved yet: the checkpoints come every other batch
+        for start in range(0, crash_at, 100):
+            await h.process_messages(messages[start : min(start + 100, crash_at)])
+            await clock.advance(0.6)  # a checkpoint every other batch
+        resume = await h.restart()
+        replay_from = resume[("in", 0)]
+        assert crash_at - 200 <= replay_from < crash_at  # since the last checkpoint, not since the minute began
+        for start in range(replay_from, len(messages), 100):
+            await h.process_messages(messages[start : start + 100])
+    for port in ("agg_1s", "agg_1min"):
+        assert_same(got(h.captured[port]), got(reference.captured[port]))
+    first_minute = {key: stats for key, stats in expected(records, 60_000).items() if key[1] == T0}
+    assert_same(got(h.captured["agg_1min"]), first_minute)  # open across the crash, every reading counted once
+
+
+async def test_a_long_window_keeps_numbers_not_readings() -> None:
+    series = 2
+    records = readings(series * 36_000, series=series)  # an hour of 10 Hz per series
+    async with NodeHarness(Aggregator, {"resolutions": ["1h"], "allowed_lateness_s": 0}) as h:
+        for start in range(0, len(records), 2000):
+            await h.process(records[start : start + 2000])
+        windows = [w for ws in h.node._windows.values() for w in ws.values()]
+        assert [w.count for w in windows] == [36_000] * series  # one open window per series, every reading counted
+        assert all(len(w.applied) == 1 and not hasattr(w, "values") for w in windows)
+        assert all(len(recent) <= 16 for recent in h.node._recent.values())
