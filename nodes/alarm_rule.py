@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,7 +76,7 @@ class _Alarm:
     threshold: float | None = None
     active: bool | None = None  # the condition; None only in state saved before it was kept apart
     acknowledged: bool = True  # nothing waits for an operator
-    seq: int = 0  # transitions so far; the event id is alarm_id#seq
+    seq: int = 0  # transitions so far; the event id is alarm_id#incarnation.seq
     shelved_until_ms: int | None = None  # timed shelving, gateway clock
     one_shot: bool = False
     suppressed: bool = False
@@ -120,8 +121,9 @@ class AlarmRule(ProcessorNode[AlarmRuleConfig]):
     expiring on the gateway's clock), SUPPRESSED and OUT_OF_SERVICE. A shelved, suppressed or out-of-service alarm
     is still evaluated: it comes back in the state its condition is in, unacknowledged if it went active meanwhile.
 
-    Every transition is a record with a unique `event_id`; an operator acts on an event, and an action on an event
-    that is no longer the alarm's latest is refused as stale. State lives in the changelog (table `alarm`)."""
+    Every transition is a record with a unique `event_id` (`rule|asset|parameter#incarnation.sequence`); an
+    operator acts on an event, and an action on an event that is no longer the alarm's latest is refused as stale.
+    State lives in the changelog (table `alarm`)."""
 
     type = "alarm_rule"
     category = "alarms"
@@ -140,6 +142,11 @@ class AlarmRule(ProcessorNode[AlarmRuleConfig]):
 
     async def start(self) -> None:
         self._alarms = self.context.state.table("alarm", _Alarm)  # by (asset_id, parameter)
+        # Event ids stay unique when the state is lost (a wiped Kafka) and sequences start again at 1.
+        incarnation = self.context.state.table("incarnation", str)
+        if () not in incarnation:
+            incarnation[()] = uuid.uuid4().hex[:8]
+        self._incarnation = incarnation[()]
         self._shelved: set[tuple[str, str]] = {(str(key[0]), str(key[1])) for key, alarm in self._alarms.items()
                                                if alarm.shelved_until_ms is not None}  # fmt: skip
 
@@ -208,7 +215,7 @@ class AlarmRule(ProcessorNode[AlarmRuleConfig]):
         return {"alarms": out}
 
     def _event_id(self, series: tuple[str, str], seq: int) -> str:
-        return f"{self.config.rule_id}|{series[0]}|{series[1]}#{seq}"
+        return f"{self.config.rule_id}|{series[0]}|{series[1]}#{self._incarnation}.{seq}"
 
     def _transition(self, series: tuple[str, str], alarm: _Alarm, at_ms: int, user: str | None,
                     note: str | None) -> Record:  # fmt: skip

@@ -15,9 +15,10 @@ from streamforge.runtime.errors import ApiError
 UNACKNOWLEDGED = ("ACTIVE", "RTN_UNACK")  # what the toolbar counts: alarms waiting for an operator
 
 
-def _seq(event_id: str) -> int:
-    _, _, number = event_id.rpartition("#")
-    return int(number) if number.isdigit() else 0
+def _position(event_id: str) -> tuple[str, int]:
+    """(incarnation, sequence) of `rule|asset|parameter#incarnation.sequence`; ("", 0) for older records."""
+    incarnation, _, number = event_id.rpartition("#")[2].rpartition(".")
+    return (incarnation, int(number)) if number.isdigit() else ("", 0)
 
 
 @dataclass(frozen=True)
@@ -102,23 +103,28 @@ class AlarmStore:
                 raise ApiError(422, "invalid", f"events[{index}] has no alarm record with an alarm_id")
             at = str((record.get("timestamps") or {}).get("device_time") or "")
             event_id = str(record.get("event_id") or f"{record['alarm_id']}|{record.get('state')}|{at}")
+            incarnation, seq = _position(event_id)
             rows.append((gateway_id, event_id, str(event.get("flow", "")), str(event.get("node", "")),
-                         record["alarm_id"], _seq(event_id), str(record.get("state")), at, record.get("changed_by"),
+                         record["alarm_id"], incarnation, seq, str(record.get("state")), at, record.get("changed_by"),
                          json.dumps(record), record))  # fmt: skip
         received, new = time.time(), 0
         with self.store.write(desired_state=False) as db:
-            for gateway, event_id, flow, node, alarm_id, seq, state, at, by, text, record in rows:
-                event_row = (gateway, event_id, flow, node, alarm_id, seq, state, at, by, text, received)
+            for gateway, event_id, flow, node, alarm_id, incarnation, seq, state, at, by, text, record in rows:
+                event_row = (gateway, event_id, flow, node, alarm_id, incarnation, seq, state, at, by, text, received)
                 cursor = db.execute(
-                    "INSERT OR IGNORE INTO alarm_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", event_row
+                    "INSERT OR IGNORE INTO alarm_events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", event_row
                 )
                 new += cursor.rowcount
+                if not cursor.rowcount:
+                    continue  # stored before: a replay changes nothing
+                # Forward only within an incarnation; a new incarnation (its state was lost) starts over.
                 db.execute(
-                    "INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "INSERT INTO alarms VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT (gateway_id, flow_id, node_id, alarm_id) DO UPDATE SET event_id = excluded.event_id, "
-                    "seq = excluded.seq, state = excluded.state, severity = excluded.severity, at = excluded.at, "
-                    "record = excluded.record WHERE excluded.seq > alarms.seq",
-                    (gateway, flow, node, alarm_id, event_id, seq, state, str(record.get("severity")),
+                    "incarnation = excluded.incarnation, seq = excluded.seq, state = excluded.state, "
+                    "severity = excluded.severity, at = excluded.at, record = excluded.record "
+                    "WHERE excluded.incarnation != alarms.incarnation OR excluded.seq > alarms.seq",
+                    (gateway, flow, node, alarm_id, event_id, incarnation, seq, state, str(record.get("severity")),
                      str(record.get("asset_id")), str(record.get("parameter")), at, text),
                 )  # fmt: skip
         return new
@@ -157,6 +163,6 @@ class AlarmStore:
                 limit: int = 100) -> list[dict[str, Any]]:  # fmt: skip
         rows = self.store.db.execute(
             "SELECT * FROM alarm_events WHERE gateway_id = ? AND flow_id = ? AND node_id = ? AND alarm_id = ? "
-            "ORDER BY seq DESC LIMIT ?", (gateway_id, flow_id, node_id, alarm_id, limit),
+            "ORDER BY received_at DESC, seq DESC LIMIT ?", (gateway_id, flow_id, node_id, alarm_id, limit),
         ).fetchall()  # fmt: skip
         return [_row(row) for row in rows]

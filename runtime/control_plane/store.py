@@ -63,12 +63,14 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     CREATE TABLE alarm_events (gateway_id TEXT NOT NULL, event_id TEXT NOT NULL, flow_id TEXT NOT NULL,
-                               node_id TEXT NOT NULL, alarm_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                               node_id TEXT NOT NULL, alarm_id TEXT NOT NULL, incarnation TEXT NOT NULL,
+                               seq INTEGER NOT NULL,
                                state TEXT NOT NULL, at TEXT NOT NULL, changed_by TEXT, record TEXT NOT NULL,
                                received_at REAL NOT NULL, PRIMARY KEY (gateway_id, event_id));
     CREATE INDEX alarm_events_by_alarm ON alarm_events (gateway_id, flow_id, node_id, alarm_id, seq);
     CREATE TABLE alarms (gateway_id TEXT NOT NULL, flow_id TEXT NOT NULL, node_id TEXT NOT NULL,
-                         alarm_id TEXT NOT NULL, event_id TEXT NOT NULL, seq INTEGER NOT NULL, state TEXT NOT NULL,
+                         alarm_id TEXT NOT NULL, event_id TEXT NOT NULL, incarnation TEXT NOT NULL,
+                         seq INTEGER NOT NULL, state TEXT NOT NULL,
                          severity TEXT NOT NULL, asset_id TEXT NOT NULL, parameter TEXT NOT NULL, at TEXT NOT NULL,
                          record TEXT NOT NULL, PRIMARY KEY (gateway_id, flow_id, node_id, alarm_id));
     CREATE INDEX alarms_by_state ON alarms (state, severity);

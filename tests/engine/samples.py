@@ -48,6 +48,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "timestamps": {"device_time": T0, "gateway_time": T1},
         "clock_skew_ms": 333,
         "metadata": {},
+        "event_id": "overpressure|line_1_tank|pressure#1",
+        "active": True,
+        "acknowledged": False,
+        "shelved_until": None,
     },
     "aggregate": {
         "asset_id": "vibration_sensor_01",

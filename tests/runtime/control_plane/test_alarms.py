@@ -35,6 +35,10 @@ def test_a_replayed_or_reordered_batch_changes_nothing() -> None:
     with pytest.raises(ApiError, match="is on 2 gateways"):
         alarms.event("level_high|tank_1|level#1")
     assert alarms.event("level_high|tank_1|level#1", "gw_2")["gateway"] == "gw_2"
+    wiped = transition(1, "ACTIVE")  # the gateway's Kafka was wiped: the rule starts over as a new incarnation
+    wiped["record"]["event_id"] = "level_high|tank_1|level#5e1f.1"
+    assert alarms.record("gw_1", [wiped]) == 1
+    assert alarms.event("level_high|tank_1|level#5e1f.1")["latest"]["event_id"].endswith("#5e1f.1")
 
 
 def test_filters_and_counts() -> None:

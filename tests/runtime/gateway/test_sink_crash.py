@@ -209,7 +209,8 @@ async def test_a_destination_down_opens_the_circuit_the_lag_grows_and_nothing_is
     server.down = True
     delivered = await run_flow(gateway, "http", destination, run, outage)
     assert lags[0] > 0 and lags[-1] > lags[0], lags  # the backlog grew in Kafka while the receiver was away
-    assert max(lags) <= 2 * PER_SIGNAL
+    # What the flow made while the receiver was away (the shared topic's older records are skipped, not delivered).
+    assert max(lags) - min(lags) <= 2 * PER_SIGNAL
     assert delivered == await expected()  # back: lag 0 (run_flow waited for it) and every reading once
     health = sink_health(gateway, f"{run}f")
     assert health["circuit"] == "closed" and health["restarts"] == 0  # kept its group membership all along
@@ -279,7 +280,8 @@ async def test_the_alert_router_pages_once_per_transition_across_worker_sigkills
         await plc.count.write_value(150, ua.VariantType.Int32)  # MEDIUM: ACTIVE, back (RTN_UNACK), one digest
         await asyncio.sleep(0.5)
         await plc.count.write_value(7, ua.VariantType.Int32)
-        args = {"asset_id": "boiler_1", "parameter": "temp", "user": "shift-lead", "event_id": "hot|boiler_1|temp#1"}
+        raised = state.received["hook"][0]["event_id"]  # the transition the SMS told the shift lead about
+        args = {"asset_id": "boiler_1", "parameter": "temp", "user": "shift-lead", "event_id": raised}
         await gateway.command(flow, "hot", "acknowledge", args)
         await delivered(2)
         await kill_router()  # the MEDIUM transitions wait for their digest meanwhile: replayed, not lost
