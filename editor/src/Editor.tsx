@@ -141,7 +141,8 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
       setFlows(summaries);
       const wanted = /^#\/flows\/(.+)$/.exec(location.hash)?.[1];
       const id = summaries.find((f) => f.id === wanted)?.id ?? summaries[0]?.id;
-      if (id) void loadFlow(id).catch((e: unknown) => fail(e, 'Loading the flow'));
+      // A flow the user opened or created meanwhile (a slow first answer) is not replaced by the first one.
+      if (id && loading.current === 0) void loadFlow(id).catch((e: unknown) => fail(e, 'Loading the flow'));
     }, (e: unknown) => fail(e, 'Loading flows'));
   }, [api, loadFlow, fail]);
 

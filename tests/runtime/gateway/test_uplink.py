@@ -78,4 +78,4 @@ async def test_every_transition_reaches_the_store_once_through_refusals_and_a_ki
         history = alarms.history("gw_test", flow, "high", latest["alarm_id"], 10_000)
         assert {h["event_id"]: h["state"] for h in history}.items() <= by_event.items()
         assert latest["event_id"] == max((e for e in by_event if e.startswith(latest["alarm_id"] + "#")),
-                                         key=lambda e: int(e.rpartition("#")[2]))  # fmt: skip
+                                         key=lambda e: int(e.rpartition(".")[2]))  # fmt: skip
