@@ -135,6 +135,11 @@ class HttpSink(SinkNode[HttpSinkConfig]):
             by_partition[topic, partition].append(message)
         self._waiting = {}
         for (topic, partition), messages in by_partition.items():
+            # Ranges wholly below where this partition resumes were sent and committed: forget them now, not when
+            # their answer came (a crash between that changelog write and the commit would cut the replay anew).
+            resumes = messages[0].offset
+            for key in [k for k in self._planned if k[:2] == (topic, partition) and self._planned[k] < resumes]:
+                del self._planned[key]
             start = 0
             while start < len(messages):
                 first = messages[start].offset
@@ -170,7 +175,6 @@ class HttpSink(SinkNode[HttpSinkConfig]):
                     raise PeerUnavailable(answer)
                 why = reason(f"http_{status}", answer)
                 self._refused += [message.dead_letter(self.context.node_id, why) for message in chunk]
-            del self._planned[(chunk[0].topic, chunk[0].partition, chunk[0].offset)]
             self._requests.pop(0)
         refused, self._refused = self._refused, []  # kept across a retry: a refusal is reported once, not lost
         return refused
