@@ -5,7 +5,7 @@ import type { Api } from './api';
 import { PageFrame, errorText, usePolling, type PageMessage } from './PageFrame';
 import type { DeadLetter, DlqJob, DlqListing, Session } from './types';
 
-const REFRESH_MS = 3000;
+const REFRESH_MS = 10_000; // each listing reads the gateways' DLQ topics: refreshed often enough, not more
 const JOB_POLL_MS = 500;
 
 const jobText = (job: DlqJob): string =>

@@ -35,7 +35,10 @@ def action_digest(action: str, arguments: dict[str, Any]) -> str:
 
 
 def audit_digest(arguments: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(arguments, sort_keys=True, default=str).encode()).hexdigest()
+    """SHA-256 of an action's whole argument set (every parameter, defaults included, by its own name), as canonical
+    JSON: what an auditor recomputes from the call to prove what was asked. REST actions and MCP tools share it."""
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class OperatorService:

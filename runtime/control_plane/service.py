@@ -15,6 +15,7 @@ from streamforge.engine.problems import FlowInvalid, Problem
 from streamforge.engine.sdk import Kind
 from streamforge.engine.secrets import externalize
 from streamforge.runtime.control_plane.gateway_link import GatewayLink
+from streamforge.runtime.control_plane.operations import action_digest
 from streamforge.runtime.control_plane.store import FlowVersion, Store
 from streamforge.runtime.errors import ApiError
 
@@ -32,8 +33,7 @@ def change_digest(document: dict[str, Any]) -> str:
 
 def fleet_digest(action: str, flow_id: str, arguments: dict[str, Any]) -> str:
     """Identifies one fleet action exactly: what its approval is bound to."""
-    significant = {"action": action, "flow": flow_id, **{k: v for k, v in arguments.items() if v is not None}}
-    return hashlib.sha256(json.dumps(significant, sort_keys=True).encode()).hexdigest()
+    return action_digest(action, {"flow": flow_id, **arguments})
 
 
 def placement(document: FlowDocument, kind: Kind, after: str | None) -> tuple[float, float]:

@@ -7,7 +7,8 @@ from collections.abc import Callable
 
 from mcp.server.mcpserver import Context
 
-from streamforge.runtime.control_plane.mcp_tools.toolkit import Toolkit, digest
+from streamforge.runtime.control_plane.mcp_tools.toolkit import Toolkit
+from streamforge.runtime.control_plane.operations import audit_digest as digest
 
 HARD_BLOCKS = {
     "delete_gateway": "Deleting a gateway is never done by an agent: a person decommissions gateways.",
