@@ -87,7 +87,8 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
     """Emits each window once it closes (event time past its end + lateness, or idle).
 
     Memory is bounded: a window keeps running statistics, not its readings. A reading delivered twice (the same
-    device time among a series' last DEDUP_RECENT) counts once; older duplicates are the validator's to refuse.
+    device time among a series' last DEDUP_RECENT) counts once, also across a restart: that memory is saved with
+    the windows and replayed input refills it as it was. Older duplicates are the validator's to refuse.
 
     Crash-safe: every `checkpoint_s` the open windows that changed are saved to the changelog (table `open`) with
     the offsets they counted; input offsets counted since are retained (never committed past). Which windows were
@@ -126,7 +127,12 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         for (asset, parameter, resolution, start), window in self._open.items():
             window.touched = self.clock.monotonic()
             self._windows.setdefault((str(asset), str(parameter), str(resolution)), {})[int(start)] = window
-        self._recent: dict[tuple[str, str], deque[int]] = {}  # each series' last device times, for duplicates
+        self._saved_recent = state.table("recent", list[int])  # (asset, parameter) -> its last device times
+        self._recent: dict[tuple[str, str], deque[int]] = {  # each series' last device times, for duplicates
+            (str(asset), str(parameter)): deque(times, maxlen=DEDUP_RECENT)
+            for (asset, parameter), times in self._saved_recent.items()
+        }
+        self._recent_changed: set[tuple[str, str]] = set()
         self._saved_at = self.clock.monotonic()
         self.late_count = 0
         self.ignored_count = 0
@@ -148,6 +154,9 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                 if window.pending:
                     window.pending = {}
                     self._open[(asset, parameter, resolution, start)] = window
+        for series in self._recent_changed:
+            self._saved_recent[series] = list(self._recent[series])
+        self._recent_changed.clear()
 
     def _duplicate(self, series: tuple[str, str], at_ms: int) -> bool:
         recent = self._recent.get(series)
@@ -156,6 +165,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         elif at_ms in recent:
             return True
         recent.append(at_ms)
+        self._recent_changed.add(series)
         return False
 
     async def process(self, batch: Sequence[Message]) -> Emitted:
@@ -170,8 +180,8 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                 continue
             series = (record["asset_id"], record["parameter"])
             at_ms = epoch_ms(event_time(record))
-            if not replayed and self._duplicate(series, at_ms):
-                continue
+            if self._duplicate(series, at_ms):
+                continue  # replayed input too: the memory is back where it was when this offset was first read
             partition = f"{message.topic}|{message.partition}"
             watermark = self._watermark.get(series, -(2**62))
             for resolution in resolutions:

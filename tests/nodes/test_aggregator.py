@@ -122,6 +122,29 @@ async def test_a_reading_delivered_twice_counts_once() -> None:
     assert_same(got(h.captured["agg_1s"]), expected(records, 1000))
 
 
+async def test_duplicates_count_once_across_a_crash_and_in_the_replay() -> None:
+    base = readings(3 * 10 * 70)
+    stream: list[dict[str, Any]] = []
+    for i, record in enumerate(base):
+        stream += [record, record] if i % 45 == 44 else [record]  # the device sent it twice
+    stream.insert(1300, stream[1299])  # the copy of the last reading a checkpoint saved comes after the restart
+    config = {"resolutions": ["1s", "1min"], "allowed_lateness_s": 0, "checkpoint_s": 1}
+    clock = ManualClock()
+    async with NodeHarness(Aggregator, config, clock=clock) as h:
+        messages = await h.messages(stream)
+        for start in range(0, 1300, 100):
+            await h.process_messages(messages[start : start + 100])
+            await clock.advance(0.6)  # batch 12 (ending at 1299) saves a checkpoint
+        resume = (await h.restart()).get(("in", 0), 1300)  # nothing held back: resume where it stopped
+        for start in range(resume, len(messages), 100):
+            await h.process_messages(messages[start : start + 100])
+        await clock.advance(10.1)
+        await h.tick()
+    for port, size_ms in (("agg_1s", 1000), ("agg_1min", 60_000)):
+        assert_same(got(h.captured[port]), expected(base, size_ms))
+    assert h.captured["late"] == []
+
+
 async def test_checkpoints_bound_the_replay_and_the_result_is_exactly_the_same() -> None:
     records = readings(3 * 10 * 70)  # 70 s: the 1min window is open across the crash
     config = {"resolutions": ["1s", "1min"], "allowed_lateness_s": 0, "checkpoint_s": 1}
