@@ -20,7 +20,7 @@ Headers = list[tuple[str, bytes]]
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable_idempotence": True,
     "acks": "all",
-    "linger_ms": 5,
+    "linger_ms": 0,  # every send is one whole batch we built (send_raw): waiting for more only adds latency
     "max_batch_size": 512 * 1024,
     "request_timeout_ms": 30_000,
 }

@@ -42,6 +42,7 @@ class ConsumingRunner(NodeRunner):
         self._ends: dict[TopicPartition, int] = {}  # log end offsets asked for while stuck (the fetcher is not)
         self._consumer = consumer.consumer
         committed = self._committed
+        committing: asyncio.Future[None] | None = None
         self._next_tick = self.node.clock.monotonic() + TICK_S
         try:
             await self._begin()
@@ -60,16 +61,24 @@ class ConsumingRunner(NodeRunner):
                 commit = {tp: offset for tp, offset in self._safe.items()
                           if tp in assigned and committed.get(tp) != offset}  # fmt: skip
                 if commit:  # only what moved: an idle node sends no commits
-                    await consumer.consumer.commit(commit)
-                    committed.update(commit)
+                    if committing is not None:
+                        await committing  # one commit in flight, in order
+                    # Not awaited here: the next batch is fetched and processed during the round trip (latency).
+                    committing = asyncio.ensure_future(self._commit(commit))
                 self._update_lag()
                 if batch.records:
                     self.env.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - started)
         finally:
             try:
+                if committing is not None:
+                    await committing  # a stop keeps the last commit: less to replay
                 await self._end()
             finally:
                 await consumer.stop()
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        await self._consumer.commit(offsets)
+        self._committed.update(offsets)
 
     def _wait_ms(self) -> int:
         """How long to wait for a batch: until the next tick at most."""
