@@ -25,6 +25,9 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "request_timeout_ms": 30_000,
 }
 
+SKIP: tuple[dict[str, bytes], str] = ({}, "")  # the origin of a record from a node not wired to the consumer
+ORIGINS_KEPT = 4096
+
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "enable_auto_commit": False,  # offsets are committed only after the batch's output is safe
     "auto_offset_reset": "earliest",
@@ -186,30 +189,42 @@ class BatchConsumer(_Lifecycle):
         self.decoder = decoder
         # (flow, node) pairs whose records this consumer keeps, as header bytes; None keeps everything.
         self.upstream = None if upstream is None else {(f.encode(), n.encode()) for f, n in upstream}
+        # A producer stamps the same headers on every record it sends: judged once per distinct set, not per record.
+        self._origin_of: dict[tuple[tuple[str, bytes], ...], tuple[dict[str, bytes], str]] = {}
+
+    def _origin(self, raw: tuple[tuple[str, bytes], ...]) -> tuple[dict[str, bytes], str]:
+        """The headers as a dict and the node that wrote them, or SKIP for a node not wired to this consumer."""
+        headers = dict(raw)
+        origin = (headers.get("sf-flow", b""), headers.get("sf-node", b""))
+        judged = SKIP if self.upstream is not None and origin not in self.upstream else (headers, origin[1].decode())
+        if len(self._origin_of) < ORIGINS_KEPT:  # per-record headers (a DLQ letter's) would grow it without end
+            self._origin_of[raw] = judged
+        return judged
 
     async def next_batch(self, timeout_ms: int = 1000, max_records: int | None = None) -> ConsumedBatch:
         polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         batch = ConsumedBatch()
         messages: list[ConsumerRecord] = []
-        headers: list[dict[str, bytes]] = []
+        origins: list[tuple[dict[str, bytes], str]] = []
+        origin_of = self._origin_of
         for tp, tp_messages in polled.items():
             batch.next_offsets[tp] = tp_messages[-1].offset + 1
             for message in tp_messages:
-                message_headers = dict(message.headers)
-                origin = (message_headers.get("sf-flow", b""), message_headers.get("sf-node", b""))
-                if self.upstream is not None and origin not in self.upstream:
+                origin = origin_of.get(message.headers)
+                if origin is None:
+                    origin = self._origin(message.headers)
+                if origin is SKIP:
                     batch.skipped += 1
                     continue
                 messages.append(message)
-                headers.append(message_headers)
+                origins.append(origin)
         decoded = await self.decoder.decode_batch([message.value for message in messages])
+        records = batch.records
         for index, record in decoded.ok:
             message = messages[index]
-            source = headers[index].get("sf-node", b"").decode()
-            batch.records.append(
-                Message(record, message.topic, message.partition, message.offset, source, message.value,
-                        message.key, headers[index])
-            )  # fmt: skip
+            headers, source = origins[index]
+            records.append(Message(record, message.topic, message.partition, message.offset, source, message.value,
+                                   message.key, headers))  # fmt: skip
         batch.undecodable.extend((messages[error.index], error.message) for error in decoded.errors)
         return batch
 
