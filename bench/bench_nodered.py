@@ -173,24 +173,30 @@ class Counter:
             self.process.wait()
 
 
+def side_by_side_flow(mqtt_port: int) -> dict[str, Any]:
+    """StreamForge's half of the comparison: mqtt -> telemetry.raw -> validator (the same range check)."""
+    subscription = {
+        "topic": "bench/in/#",
+        "points": [
+            {"asset_id": "{2}", "parameter": "pressure", "value": "/value", "device_time": "/ts", "unit": "bar"}
+        ],
+    }
+    return {"format": "streamforge.flow/v1", "id": "bench", "label": "side by side", "version": 1,
+            "nodes": [{"id": "mq", "type": "mqtt", "config": {"host": "127.0.0.1", "port": mqtt_port,
+                                                              "client_id": "streamforge-bench",
+                                                              "subscriptions": [subscription]}},
+                      {"id": "val", "type": "validator", "config": {"rules": [
+                          {"parameter": "pressure", "min": 0, "max": 100}]}}],
+            "edges": [{"from": "mq:out", "to": "val:in"}]}  # fmt: skip
+
+
 class StreamForge:
-    def __init__(self, workdir: Path, mqtt_port: int) -> None:
+    """`streamforge run` of one flow on its embedded Kafka, as a user starts it."""
+
+    def __init__(self, workdir: Path, flow: dict[str, Any]) -> None:
         self.dir, self.port = workdir / "streamforge", free_port()
         self.process: subprocess.Popen[str] | None = None
         self.dir.mkdir(parents=True)
-        subscription = {
-            "topic": "bench/in/#",
-            "points": [
-                {"asset_id": "{2}", "parameter": "pressure", "value": "/value", "device_time": "/ts", "unit": "bar"}
-            ],
-        }
-        flow = {"format": "streamforge.flow/v1", "id": "bench", "label": "side by side", "version": 1,
-                "nodes": [{"id": "mq", "type": "mqtt", "config": {"host": "127.0.0.1", "port": mqtt_port,
-                                                                  "client_id": "streamforge-bench",
-                                                                  "subscriptions": [subscription]}},
-                          {"id": "val", "type": "validator", "config": {"rules": [
-                              {"parameter": "pressure", "min": 0, "max": 100}]}}],
-                "edges": [{"from": "mq:out", "to": "val:in"}]}  # fmt: skip
         (self.dir / "flow.json").write_text(json.dumps(flow))
         self.bootstrap = ""
 
@@ -367,7 +373,7 @@ def main(rates: list[int], seconds: float) -> dict[str, Any]:
                                                     rates[1], seconds, lambda: counted.distinct)  # fmt: skip
         nodered.kill()
 
-        streamforge = StreamForge(workdir, port)
+        streamforge = StreamForge(workdir, side_by_side_flow(port))
         streamforge.start()
 
         def count() -> int:
