@@ -44,21 +44,26 @@ def check_node_class(cls: Any, origin: str) -> NodeClass:
 
 
 class NodeTypes:
-    """Every node type by its unique name."""
+    """Every node type by its unique name.
 
-    def __init__(self, classes: Iterable[tuple[NodeClass, str]] = ()) -> None:
+    `deferred`: built-in type names whose modules are imported only when first asked for (a built-in's module is
+    named after its type). Every protocol library together is ~85 MB of a process that runs two of them."""
+
+    def __init__(self, classes: Iterable[tuple[NodeClass, str]] = (), deferred: Iterable[str] = ()) -> None:
         self._types: dict[str, NodeClass] = {}
         self._origins: dict[str, str] = {}
         self._packages: dict[str, str] = {}
+        self._deferred = set(deferred)
         for cls, origin in classes:
             self.register(cls, origin)
 
     def register(self, cls: Any, origin: str = "code", package: str | None = None) -> NodeClass:
         """`package`: the distribution that provides it, as `name==version` (what a gateway reports)."""
         checked = check_node_class(cls, origin)
-        if checked.type in self._types:
+        if checked.type in self._types or checked.type in self._deferred:
+            holder = self._origins.get(checked.type, f"built-in {BUILTIN_PACKAGE}.{checked.type}")
             raise NodeTypeError(
-                f"node type {checked.type!r} from {origin} is already registered by {self._origins[checked.type]}; "
+                f"node type {checked.type!r} from {origin} is already registered by {holder}; "
                 "type names must be unique: rename one of them"
             )
         self._types[checked.type] = checked
@@ -67,20 +72,28 @@ class NodeTypes:
         return checked
 
     def get(self, type_name: str) -> NodeClass | None:
+        if type_name in self._deferred:
+            self._deferred.discard(type_name)
+            module = importlib.import_module(f"{BUILTIN_PACKAGE}.{type_name}")
+            self.register(module.NODE, f"built-in {module.__name__}")
         return self._types.get(type_name)
 
     def __iter__(self) -> Iterator[NodeClass]:
+        for name in sorted(self._deferred):
+            self.get(name)
         return iter(sorted(self._types.values(), key=lambda cls: (cls.category, cls.type)))
 
     def origin(self, type_name: str) -> str:
+        self.get(type_name)
         return self._origins[type_name]
 
     def names(self) -> list[str]:
-        return sorted(self._types)
+        return sorted(self._types.keys() | self._deferred)
 
     def packages(self) -> dict[str, str]:
         """Each type's providing package and version: what a gateway has installed, or a flow needs."""
-        return dict(sorted(self._packages.items()))
+        own = f"streamforge=={_own_version()}"
+        return dict(sorted({**self._packages, **dict.fromkeys(self._deferred, own)}.items()))
 
 
 def _own_version() -> str:
@@ -121,9 +134,16 @@ def node_types_for(type_name: str) -> NodeTypes:
     return load_node_types()
 
 
-def load_node_types(include_plugins: bool = True) -> NodeTypes:
-    """Built-ins, then installed plugins; a duplicate type name is a load error."""
-    registry = NodeTypes(builtin_classes())
+def builtin_names() -> list[str]:
+    """The built-in node types, by their modules' names, nothing imported."""
+    package = importlib.import_module(BUILTIN_PACKAGE)
+    return [info.name for info in pkgutil.iter_modules(package.__path__) if not info.ispkg]
+
+
+def load_node_types(include_plugins: bool = True, deferred: bool = False) -> NodeTypes:
+    """Built-ins, then installed plugins; a duplicate type name is a load error. `deferred`: built-ins are imported
+    when first used (a gateway, `streamforge run`), not all up front (the editor's palette needs every one)."""
+    registry = NodeTypes(deferred=builtin_names()) if deferred else NodeTypes(builtin_classes())
     if include_plugins:
         for cls, origin, package in plugin_classes():
             registry.register(cls, origin, package)

@@ -38,7 +38,7 @@ class AggregatorConfig(NodeConfig):
         return value
 
 
-@dataclass
+@dataclass(slots=True)  # no per-window __dict__: 10,000 series hold 30,000 of these
 class _Window:
     """Running statistics of one window, O(1) in the readings it saw (a 1 h window at 100 Hz is a few numbers).
 

@@ -205,7 +205,7 @@ def _compiled(path: Path, reveal: bool) -> ExecutionPlan:
 
     secret = (lambda name: os.environ.get(secret_env_name(name))) if reveal else None
     try:
-        return compile_document(_load_or_fail(path).model_dump(by_alias=True), load_node_types(), secret)
+        return compile_document(_load_or_fail(path).model_dump(by_alias=True), load_node_types(deferred=True), secret)
     except FlowInvalid as exc:
         _report_problems(path, exc.problems)
     raise AssertionError("unreachable")

@@ -55,7 +55,7 @@ async def gateway_stack(
         credentials = bearer_from_file(registry_token_file) if registry_token_file else None
         remote = HttpSchemaRegistry(schemas_url, credentials=credentials)
         registry = CachedSchemaRegistry(remote, SchemaCache(state_dir / "schema-cache" / "gateway.json"))
-        gateway = Gateway(servers, registry, load_node_types(), state_dir, schemas_url,
+        gateway = Gateway(servers, registry, load_node_types(deferred=True), state_dir, schemas_url,
                           kafka_health=kafka.health if kafka else None,
                           registry_token_file=registry_token_file)  # fmt: skip
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -29,6 +31,33 @@ def test_duplicate_type_name_is_a_load_error() -> None:
 
     registry = NodeTypes([(Validator, "built-in")])
     with pytest.raises(NodeTypeError, match=r"'validator' from package evil is already registered by built-in"):
+        registry.register(Impostor, "package evil")
+
+
+def test_deferred_builtins_are_imported_only_when_used_and_look_the_same() -> None:
+    code = """
+import sys
+from streamforge.engine.node_types import load_node_types
+deferred = load_node_types(include_plugins=False, deferred=True)
+names, packages = deferred.names(), deferred.packages()
+assert "streamforge.nodes.opcua" not in sys.modules and "asyncua" not in sys.modules
+assert deferred.get("validator") is not None and deferred.get("no_such_type") is None
+assert "streamforge.nodes.validator" in sys.modules and "asyncua" not in sys.modules
+full = load_node_types(include_plugins=False)
+assert names == full.names() and packages == full.packages()
+assert [cls.type for cls in deferred] == [cls.type for cls in full]
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)  # a fresh sys.modules
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_type_named_like_a_deferred_builtin_is_refused() -> None:
+    class Impostor(ProcessorNode[NodeConfig]):
+        type = "opcua"
+        inputs = (Port("in", PortType.ANY),)
+
+    registry = load_node_types(include_plugins=False, deferred=True)
+    with pytest.raises(NodeTypeError, match=r"'opcua' from package evil is already registered"):
         registry.register(Impostor, "package evil")
 
 
