@@ -222,6 +222,8 @@ class Broker:
         """
         pid = self.lock_holder()
         if pid is None:
+            for stray in self.broker_processes():  # released the lock and still exiting, or not locked yet
+                self._stop(stray, timeout_s)
             return None
         if pid <= 0 or not self.is_broker_process(pid):
             raise BrokerConflict(
@@ -238,7 +240,23 @@ class Broker:
                 os.kill(pid, signal.SIGKILL)
             while self.lock_holder() == pid:
                 time.sleep(0.1)
+        self._stop(pid, timeout_s)  # a clean shutdown frees the lock a moment before the JVM is gone
         return pid
+
+    def broker_processes(self) -> list[int]:
+        """Every live broker process started on this data directory's configuration."""
+        return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and self.is_broker_process(int(entry))]
+
+    def _stop(self, pid: int, timeout_s: float) -> None:
+        """Until broker `pid` is gone: SIGTERM, then SIGKILL after `timeout_s`."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while self.is_broker_process(pid):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
 
     def check_ports_free(self, settings: BrokerSettings) -> None:
         """Nobody may answer on our ports before we start: a client would be talking to someone else."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,11 +34,6 @@ def simulator_flow(flow_id: str) -> dict[str, object]:
     }  # fmt: skip
 
 
-def broker_pids(broker: Broker) -> set[int]:
-    """Every Kafka broker process started on this data directory's configuration."""
-    return {int(entry) for entry in os.listdir("/proc") if entry.isdigit() and broker.is_broker_process(int(entry))}
-
-
 @dataclass
 class BrokerCensus:
     """What ran on one data directory, sampled every 50 ms: the most brokers at once, and any moment the lock
@@ -56,10 +50,10 @@ async def census(broker: Broker) -> AsyncIterator[BrokerCensus]:
 
     async def sample() -> None:
         while True:
-            running = await asyncio.to_thread(broker_pids, broker)
+            running = set(await asyncio.to_thread(broker.broker_processes))
             holder = broker.lock_holder()
             seen.most, seen.samples = max(seen.most, len(running)), seen.samples + 1
-            if holder is not None and holder not in running | await asyncio.to_thread(broker_pids, broker):
+            if holder is not None and holder not in running | set(await asyncio.to_thread(broker.broker_processes)):
                 seen.foreign_holders.append(holder)  # held by something that is not a broker on this directory
             await asyncio.sleep(0.05)
 
@@ -117,7 +111,7 @@ async def test_group_sigkill_and_restart_three_times_keeps_one_broker_and_every_
         for _ in range(3):
             await asyncio.sleep(3)  # mid-stream: the simulator is producing
             kafka = (await gateway.health())["kafka"]
-            assert kafka["pid"] == broker.lock_holder() and broker_pids(broker) == {kafka["pid"]}
+            assert kafka["pid"] == broker.lock_holder() and broker.broker_processes() == [kafka["pid"]]
             await gateway.kill(group=True)  # kill -9 -PGID: the broker runs in a session of its own
             await gateway.start()  # at once, as systemd would
         kafka = (await gateway.health())["kafka"]
@@ -144,4 +138,4 @@ async def test_sigkill_of_the_gateway_pid_alone_takes_its_broker_and_workers_dow
 
     await wait_for(lambda: not any(map(process_alive, workers)), "the worker processes to exit", 10)
     await wait_for(lambda: not process_alive(kafka_pid) and broker.lock_holder() is None, "the broker to exit", 60)
-    assert broker_pids(broker) == set()
+    assert broker.broker_processes() == []
