@@ -92,7 +92,7 @@ class Message:
     source_node: str = ""
     raw: bytes = b""  # the value exactly as stored in Kafka (dead letters keep it untouched)
     key: bytes | None = None
-    headers: dict[str, bytes] = field(default_factory=dict)
+    headers: dict[str, bytes] = field(default_factory=dict)  # read only: shared by records with the same headers
     port: str = ""  # the input port it arrived on
 
     def dead_letter(self, node_id: str, *reasons: Record) -> Record:

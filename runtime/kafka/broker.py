@@ -221,27 +221,18 @@ class Broker:
         Returns the stopped pid. BrokerConflict if the lock is held by something that is not our broker.
         """
         pid = self.lock_holder()
-        if pid is None:
-            for stray in self.broker_processes():  # released the lock and still exiting, or not locked yet
-                self._stop(stray, timeout_s)
-            return None
-        if pid <= 0 or not self.is_broker_process(pid):
+        if pid is not None and (pid <= 0 or not self.is_broker_process(pid)):
             raise BrokerConflict(
                 f"{self.log_dir / LOCK_FILE} is locked by process {pid}, which is not a broker on this data "
                 "directory: stop that process, or give the gateway another data directory"
             )
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        while self.lock_holder() == pid and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if self.lock_holder() == pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            while self.lock_holder() == pid:
-                time.sleep(0.1)
-        self._stop(pid, timeout_s)  # a clean shutdown frees the lock a moment before the JVM is gone
-        return pid
+        # The lock holder, and any other: one that freed the lock a moment before its JVM is gone, or not locked yet.
+        strays = self.broker_processes()
+        for stray in strays:
+            self._stop(stray, timeout_s)
+        while pid is not None and self.lock_holder() == pid:  # the process goes a moment before its lock does
+            time.sleep(0.05)
+        return pid if pid is not None else next(iter(strays), None)
 
     def broker_processes(self) -> list[int]:
         """Every live broker process started on this data directory's configuration."""
