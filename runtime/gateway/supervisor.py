@@ -211,7 +211,6 @@ class ProcessHandle(NodeHandle):
 
     async def _attempt(self) -> None:
         self._worker_status = NodeStatus.STARTING
-        spec = {"flow_id": self.flow_id, "plan": asdict(self.plan), "settings": asdict(self.settings)}
         env = dict(os.environ)
         if self.settings.metrics_dir:
             env["PROMETHEUS_MULTIPROC_DIR"] = self.settings.metrics_dir
@@ -224,7 +223,9 @@ class ProcessHandle(NodeHandle):
             )  # fmt: skip
         self.pid = process.pid
         assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(json.dumps(spec).encode() + b"\n")
+        # Not a local: the coroutine lives as long as the worker, and a 10,000-signal plan is megabytes.
+        process.stdin.write(json.dumps({"flow_id": self.flow_id, "plan": asdict(self.plan),
+                                        "settings": asdict(self.settings)}).encode() + b"\n")  # fmt: skip
         await process.stdin.drain()
         process.stdin.close()
         try:

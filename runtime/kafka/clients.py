@@ -25,6 +25,8 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "request_timeout_ms": 30_000,
 }
 
+PARTITIONS_KEPT = 65_536  # keys whose partition a producer remembers
+
 SKIP: tuple[dict[str, bytes], str] = ({}, "")  # the origin of a record from a node not wired to the consumer
 ORIGINS_KEPT = 4096
 
@@ -90,7 +92,8 @@ class BatchProducer(_Lifecycle):
             bootstrap_servers=bootstrap, **{**PRODUCER_DEFAULTS, **overrides}
         )
         self._partitioner = DefaultPartitioner()
-        # murmur2 is pure Python in aiokafka; asset ids repeat, so hash each (key, partition count) once.
+        # murmur2 is pure Python in aiokafka; asset ids repeat, so hash each (key, partition count) once. Bounded:
+        # keys that never repeat (an aggregate's asset|parameter|window) would otherwise grow it without end.
         self._partition_of: dict[tuple[bytes | None, int], int] = {}
 
     async def send_records(
@@ -133,6 +136,8 @@ class BatchProducer(_Lifecycle):
         for item in items:
             partition = cache.get((item[1], count))
             if partition is None or item[1] is None:
+                if len(cache) >= PARTITIONS_KEPT:
+                    cache.clear()
                 partition = cache[(item[1], count)] = self._partitioner(item[1], partitions, partitions)
             by_partition[partition].append(item)
         pending: list[tuple[asyncio.Future[Any], list[int]]] = []

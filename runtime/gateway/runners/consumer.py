@@ -41,9 +41,9 @@ class ConsumingRunner(NodeRunner):
         self._first: dict[TopicPartition, int] = {}  # first offset read per partition in this run
         self._ends: dict[TopicPartition, int] = {}  # log end offsets asked for while stuck (the fetcher is not)
         self._consumer = consumer.consumer
-        committed = self._committed
-        committing: asyncio.Future[None] | None = None
+        self._committing: asyncio.Future[None] | None = None
         self._next_tick = self.node.clock.monotonic() + TICK_S
+        self._between_batches = True  # no batch half done: what the node holds matches what Kafka acknowledged
         try:
             await self._begin()
             self._started()
@@ -55,26 +55,37 @@ class ConsumingRunner(NodeRunner):
                     self._first.setdefault(TopicPartition(message.topic, message.partition), message.offset)
                 self.env.metrics.records_in.labels(**self.labels).inc(len(batch.records))
                 self._positions.update(batch.next_offsets)
+                self._between_batches = False
                 await self.outputs.undecodable(producer, batch)
                 await self._handle(producer, batch)
-                assigned = consumer.consumer.assignment()
-                commit = {tp: offset for tp, offset in self._safe.items()
-                          if tp in assigned and committed.get(tp) != offset}  # fmt: skip
-                if commit:  # only what moved: an idle node sends no commits
-                    if committing is not None:
-                        await committing  # one commit in flight, in order
-                    # Not awaited here: the next batch is fetched and processed during the round trip (latency).
-                    committing = asyncio.ensure_future(self._commit(commit))
+                self._between_batches = True
+                await self._commit_safe()
                 self._update_lag()
                 if batch.records:
                     self.env.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - started)
+        except asyncio.CancelledError:
+            if self._between_batches:
+                await self._stopping(producer)  # a clean stop keeps what is done: less to replay
+                await self._commit_safe()
+            raise
         finally:
             try:
-                if committing is not None:
-                    await committing  # a stop keeps the last commit: less to replay
+                if self._committing is not None:
+                    await self._committing  # a stop keeps the last commit: less to replay
                 await self._end()
             finally:
                 await consumer.stop()
+
+    async def _commit_safe(self) -> None:
+        """Commit what `_safe` moved past (an idle node sends no commits); one commit in flight, in order, not
+        awaited here: the next batch is fetched and processed during the round trip (latency)."""
+        assigned = self._consumer.assignment()
+        commit = {tp: offset for tp, offset in self._safe.items()
+                  if tp in assigned and self._committed.get(tp) != offset}  # fmt: skip
+        if commit:
+            if self._committing is not None:
+                await self._committing
+            self._committing = asyncio.ensure_future(self._commit(commit))
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         await self._consumer.commit(offsets)
@@ -100,6 +111,9 @@ class ConsumingRunner(NodeRunner):
     async def _begin(self) -> None:
         """Before the first batch (a sink connects here)."""
 
+    async def _stopping(self, producer: BatchProducer) -> None:
+        """On a clean stop between two batches, before the last commit."""
+
     async def _end(self) -> None:
         """After the last batch."""
 
@@ -109,17 +123,19 @@ class ConsumingRunner(NodeRunner):
 
     def _update_lag(self) -> None:
         """Lag from what is done with (committed, else the first offset read), not from what was read: a sink
-        stuck on its destination shows the backlog Kafka keeps for it."""
-        lag = 0
+        stuck on its destination shows the backlog Kafka keeps for it. "Behind" is judged on what is not read yet:
+        a processor commits once per checkpoint, so at 20k records/s a second of work in hand is no backlog."""
+        lag = unread = 0
         for tp, position in self._positions.items():
             end = max(self._consumer.highwater(tp) or 0, self._ends.get(tp, 0), position)  # read is there
             lag += max(0, end - self._committed.get(tp, self._first.get(tp, position)))
+            unread += end - position
         self.lag = lag
         self.env.metrics.lag.labels(**self.labels).set(lag)
         behind = self.env.behind_records
-        if lag >= behind:  # offered more than it drains: the backlog waits in Kafka, and the node says so
+        if unread >= behind:  # offered more than it drains: the backlog waits in Kafka, and the node says so
             self.cell.restate("lag", f"behind by {lag:,} records: input arrives faster than this node keeps up")
-        elif lag < behind // 2:
+        elif unread < behind // 2:
             self.cell.recover("lag")
 
     async def _refresh_lag(self) -> None:

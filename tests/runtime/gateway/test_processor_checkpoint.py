@@ -1,0 +1,100 @@
+"""The processor runner saves state and commits offsets together, once per checkpoint, and a clean stop keeps both."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import NewTopic
+
+from streamforge.engine.compiler import InputPlan, NodePlan, OutputPlan
+from streamforge.engine.node_types import load_node_types
+from streamforge.engine.records import telemetry
+from streamforge.engine.schema_registry import CachedSchemaRegistry
+from streamforge.engine.schemas import SCHEMAS
+from streamforge.engine.serde import encoder_for
+from streamforge.nodes.validator import Validator
+from streamforge.runtime.gateway.metrics import NodeMetrics
+from streamforge.runtime.gateway.runners import RuntimeEnv, changelog_topic, processor, runner_for
+from streamforge.runtime.kafka.clients import BatchProducer, node_headers
+from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from streamforge.runtime.kafka.topics import create_topics
+from tests.eventually import eventually
+
+FLOW, SERIES, ROUNDS = "checkpoint", 50, 40
+T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
+
+
+async def validator_plan(bootstrap: str, prefix: str) -> NodePlan:
+    outputs = tuple(OutputPlan(port.name, port.type.value, f"{prefix}.{port.name}") for port in Validator.outputs)
+    changelog = NewTopic(changelog_topic(FLOW, prefix), 1, 1, topic_configs={"cleanup.policy": "compact"})
+    await create_topics(bootstrap, [NewTopic(f"{prefix}.raw", 12, 1), changelog]
+                        + [NewTopic(o.topic, 12, 1) for o in outputs])  # fmt: skip
+    return NodePlan(prefix, "validator", "processor", "gateway", prefix, f"{prefix}.group",
+                    (InputPlan("in", f"{prefix}.raw", ("source",)),), outputs, {"rules": []}, "")  # fmt: skip
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        offsets = [await consumer.committed(TopicPartition(topic, p)) for p in range(12)]
+        return sum(offset or 0 for offset in offsets)
+    finally:
+        await consumer.stop()
+
+
+async def changelog_records(bootstrap: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return sum((await consumer.end_offsets([TopicPartition(topic, 0)])).values())
+    finally:
+        await consumer.stop()
+
+
+async def test_state_and_offsets_move_only_at_checkpoints_and_a_clean_stop_keeps_both(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no checkpoint due, 40 batches' worth of readings are validated and acknowledged in clean, and yet
+    nothing is saved or committed (a batch no longer writes its state); a clean stop then saves the state of every
+    series and commits every offset in one checkpoint, so a restart replays nothing."""
+    monkeypatch.setattr(processor, "CHECKPOINT_S", 3600.0)
+    node_id = unique.replace("_", "-")[-60:]
+    plan = await validator_plan(kafka.bootstrap, node_id)
+    encoder = await encoder_for(registry, f"{node_id}.raw-value", SCHEMAS["telemetry"])
+    async with BatchProducer(kafka.bootstrap) as producer:
+        for n in range(ROUNDS):
+            at = T0 + timedelta(seconds=n)
+            readings = [telemetry(f"pump_{i}", "pressure", 5.0 + n / 10, device_time=at) for i in range(SERIES)]
+            report = await producer.send_records(f"{node_id}.raw", readings, encoder, node_headers(FLOW, "source"))
+            assert not report.failed and not report.rejected
+    metrics = NodeMetrics()
+    runner = runner_for(plan, FLOW, RuntimeEnv(kafka.bootstrap, registry, metrics, load_node_types(False),
+                                               batch_size=SERIES))  # fmt: skip
+    clean_out = metrics.records_out.labels(flow=FLOW, node=node_id, port="clean")
+    task = asyncio.create_task(runner.run())
+    await eventually(lambda: clean_out._value.get() >= SERIES * ROUNDS, 60, what="every reading acknowledged in clean")
+    await asyncio.sleep(1.5)  # a per-batch save or commit would have happened by now
+    assert await changelog_records(kafka.bootstrap, changelog_topic(FLOW, node_id)) == 0
+    assert await committed(kafka.bootstrap, plan.consumer_group or "", f"{node_id}.raw") == 0
+
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert await changelog_records(kafka.bootstrap, changelog_topic(FLOW, node_id)) == SERIES  # one per series
+    assert await committed(kafka.bootstrap, plan.consumer_group or "", f"{node_id}.raw") == SERIES * ROUNDS
+
+    again = NodeMetrics()
+    restarted = runner_for(plan, FLOW, RuntimeEnv(kafka.bootstrap, registry, again, load_node_types(False)))
+    task = asyncio.create_task(restarted.run())
+    try:
+        await restarted.ready.wait()
+        await asyncio.sleep(2)
+        assert again.records_in.labels(flow=FLOW, node=node_id)._value.get() == 0  # nothing replayed
+        assert isinstance(restarted.node, Validator)
+        assert restarted.node._last.get(("pump_0", "pressure")) == (T0 + timedelta(seconds=ROUNDS - 1), 8.9)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
