@@ -71,14 +71,17 @@ def readings(count: int, start: int = 0) -> list[dict[str, Any]]:
     return out
 
 
-async def fill(bootstrap: str, registry: InMemorySchemaRegistry, topic: str, count: int) -> None:
+async def fill(bootstrap: str, registry: InMemorySchemaRegistry, topic: str, count: int,
+               flows: tuple[str, ...] = (FLOW,)) -> None:  # fmt: skip
+    """`count` readings from the node "source" of each of `flows`, 5,000 of one flow after another's."""
     encoder = await encoder_for(registry, f"{topic}-value", SCHEMAS["telemetry"])
     async with BatchProducer(bootstrap) as producer:
         for start in range(0, count, 5000):
-            report = await producer.send_records(
-                topic, readings(min(5000, count - start), start), encoder, node_headers(FLOW, "source")
-            )
-            assert len(report.delivered) == min(5000, count - start)
+            for flow in flows:
+                report = await producer.send_records(
+                    topic, readings(min(5000, count - start), start), encoder, node_headers(flow, "source")
+                )
+                assert len(report.delivered) == min(5000, count - start)
 
 
 async def bare_passthrough(bootstrap: str, source: str, count: int) -> float:

@@ -24,9 +24,10 @@ class Changelog:
     async def load(self) -> None:
         self.store.load(await read_state(self.bootstrap, self.topic))
 
-    async def save(self, producer: BatchProducer) -> None:
-        """Write the changed keys and wait for Kafka's ack: callers commit input offsets only after this."""
-        changes = self.store.changes()
+    async def save(self, producer: BatchProducer, changes: dict[str, Any] | None = None) -> None:
+        """Write the changed keys (or `changes`, taken from the store earlier) and wait for Kafka's ack: callers
+        commit input offsets only after this."""
+        changes = self.store.changes() if changes is None else changes
         if not changes:
             return
         # A generator: a checkpoint of 10,000 series' windows is encoded straight into the producer's batches.

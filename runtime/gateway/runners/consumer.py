@@ -103,10 +103,10 @@ class ConsumingRunner(NodeRunner):
         self._next_tick = clock.monotonic() + TICK_S
         return clock.now()
 
-    def _held_back(self, retained: dict[tuple[str, int], int]) -> None:
-        """Commit up to what was read, never past an offset the node still holds in memory."""
+    def _held_back(self, retained: dict[tuple[str, int], int], read: dict[TopicPartition, int] | None = None) -> None:
+        """Commit up to what was read (by now, or `read`), never past an offset the node still holds in memory."""
         self._safe = {tp: min(offset, retained.get((tp.topic, tp.partition), offset))
-                      for tp, offset in self._positions.items()}  # fmt: skip
+                      for tp, offset in (self._positions if read is None else read).items()}  # fmt: skip
 
     async def _begin(self) -> None:
         """Before the first batch (a sink connects here)."""
@@ -123,19 +123,17 @@ class ConsumingRunner(NodeRunner):
 
     def _update_lag(self) -> None:
         """Lag from what is done with (committed, else the first offset read), not from what was read: a sink
-        stuck on its destination shows the backlog Kafka keeps for it. "Behind" is judged on what is not read yet:
-        a processor commits once per checkpoint, so at 20k records/s a second of work in hand is no backlog."""
-        lag = unread = 0
+        stuck on its destination shows the backlog Kafka keeps for it."""
+        lag = 0
         for tp, position in self._positions.items():
             end = max(self._consumer.highwater(tp) or 0, self._ends.get(tp, 0), position)  # read is there
             lag += max(0, end - self._committed.get(tp, self._first.get(tp, position)))
-            unread += end - position
         self.lag = lag
         self.env.metrics.lag.labels(**self.labels).set(lag)
         behind = self.env.behind_records
-        if unread >= behind:  # offered more than it drains: the backlog waits in Kafka, and the node says so
+        if lag >= behind:  # offered more than it drains: the backlog waits in Kafka, and the node says so
             self.cell.restate("lag", f"behind by {lag:,} records: input arrives faster than this node keeps up")
-        elif unread < behind // 2:
+        elif lag < behind // 2:
             self.cell.recover("lag")
 
     async def _refresh_lag(self) -> None:

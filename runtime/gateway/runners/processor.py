@@ -1,36 +1,32 @@
-"""The processor runner: consume -> process (+ tick, + operator commands) -> produce, acknowledged while the next
-batch is processed; at each checkpoint, every output acknowledged -> state to the changelog -> commit, never past
-offsets the node still retains."""
+"""The processor runner: consume -> process (+ tick, + operator commands) -> produce and wait for acks -> state to
+the changelog -> commit, never past offsets the node still retains; a batch is delivered so while the next one is
+processed."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
-from streamforge.engine.sdk import Emitted, ProcessorNode
+from aiokafka import TopicPartition
+
+from streamforge.engine.sdk import Emitted, Message, ProcessorNode
 from streamforge.runtime.gateway.runners.consumer import ConsumingRunner
 from streamforge.runtime.kafka.clients import BatchProducer, ConsumedBatch
 
-CHECKPOINT_S = 1.0
-
 
 class ProcessorRunner(ConsumingRunner):
-    """State is saved, and offsets move, once per checkpoint (CHECKPOINT_S), not per batch: a node whose batches
-    touch every one of 10,000 series would otherwise write as many state records as it reads, and each save is a
-    round trip before the next batch. Kafka acknowledged every output before its checkpoint, so the saved state
-    and the committed offsets always agree; a crash replays at most one checkpoint's input (at-least-once, as
-    Kafka Streams' commit interval). An operator command saves at once: its answer is durable when it returns.
-
-    A batch's outputs are acknowledged while the next batch is fetched and processed (one send in flight, in
-    order): the loop does not stop for each round trip to the broker (latency)."""
+    """One batch is delivered (outputs acknowledged, then its state saved, then its offsets committable) while the
+    next is processed: the loop does not stop for each round trip to the broker (latency). What a delivery saves
+    and commits was taken when its batch was processed, before the next batch changed anything, so the state in
+    the changelog always belongs with the offsets committed, and a crash replays at most the batches in hand, as
+    before. Deliveries run one at a time, in order. An operator command waits for its batch's delivery: its answer
+    is durable when it returns."""
 
     node: ProcessorNode[Any]
 
     async def _begin(self) -> None:
         self._commands: asyncio.Queue[tuple[str, Any, asyncio.Future[Emitted]]] = asyncio.Queue()
-        self._next_checkpoint = time.monotonic() + CHECKPOINT_S
-        self._sending: asyncio.Future[None] | None = None
+        self._delivering: asyncio.Future[None] | None = None
 
     async def submit(self, name: str, args: dict[str, Any]) -> Emitted:
         """Validate the arguments by the command's model, run it inside the node's loop between two batches;
@@ -48,32 +44,36 @@ class ProcessorRunner(ConsumingRunner):
             for port, records in (await node.tick(now)).items():
                 emitted.setdefault(port, []).extend(records)
         answered = await self._run_commands(emitted)
-        await self._sent()  # the previous batch's outputs first: they reach Kafka in order
-        self._sending = asyncio.ensure_future(self.outputs.send(producer, emitted, batch.records))
-        if answered or time.monotonic() >= self._next_checkpoint:
-            await self._checkpoint(producer)
+        # This batch's state and offsets, as they are now: the next batch is processed before they are saved.
+        changes, retained, read = self.context.state.changes(), node.retained(), dict(self._positions)
+        await self._delivered()  # the batch before first: outputs, state and commits stay in order
+        self._delivering = asyncio.ensure_future(self._deliver(producer, emitted, batch.records, changes, retained,
+                                                               read, answered))  # fmt: skip
+        if answered:
+            await self._delivered()
+
+    async def _deliver(self, producer: BatchProducer, emitted: Emitted, inputs: list[Message], changes: dict[str, Any],
+                       retained: dict[tuple[str, int], int], read: dict[TopicPartition, int],
+                       answered: list[tuple[asyncio.Future[Emitted], Emitted]]) -> None:  # fmt: skip
+        await self.outputs.send(producer, emitted, inputs)
+        await self.changelog.save(producer, changes)
+        self._held_back(retained, read)  # committed by the loop after its next batch
         for future, result in answered:
             future.set_result(result)
 
-    async def _sent(self) -> None:
-        """Until the batch in flight is acknowledged (a send that failed raises here: the node restarts and
-        replays from its last checkpoint)."""
-        if self._sending is not None:
-            sending, self._sending = self._sending, None
-            await sending
-
-    async def _checkpoint(self, producer: BatchProducer) -> None:
-        await self._sent()  # the state saved is that of every output Kafka holds, and no more
-        self._next_checkpoint = time.monotonic() + CHECKPOINT_S
-        await self.changelog.save(producer)
-        self._held_back(self.node.retained())
+    async def _delivered(self) -> None:
+        """Until the batch in flight is delivered (a delivery that failed raises here: the node restarts and
+        replays from its last commit)."""
+        if self._delivering is not None:
+            delivering, self._delivering = self._delivering, None
+            await delivering
 
     async def _stopping(self, producer: BatchProducer) -> None:
-        await self._checkpoint(producer)
+        await self._delivered()
 
     async def _end(self) -> None:
-        if self._sending is not None:  # stopped mid-batch: its outputs are replayed from the last checkpoint
-            self._sending.cancel()
+        if self._delivering is not None:  # stopped mid-batch: replayed from the last commit
+            self._delivering.cancel()
 
     async def _run_commands(self, emitted: Emitted) -> list[tuple[asyncio.Future[Emitted], Emitted]]:
         done = []
