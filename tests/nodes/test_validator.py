@@ -106,3 +106,15 @@ async def test_clock_skew_raises_one_event_per_drift() -> None:
         out = await h.process([skewed(0, 1), skewed(1, 12), skewed(2, 12), skewed(3, 1), skewed(4, 15)])
     assert [(e["event_type"], e["value"]) for e in out["events"]] == [("clock_skew", 12000.0), ("clock_skew", 15000.0)]
     assert len(out["clean"]) == 5  # the readings themselves are kept
+
+
+async def test_duplicate_memory_keeps_the_newest_readings_and_forgets_the_oldest() -> None:
+    """duplicate_memory 3: after five readings, a repeat of the fifth is a duplicate; a repeat of the first, long
+    forgotten, passes, and is remembered in turn (the ring evicts in arrival order, also after wrapping)."""
+    async with NodeHarness(Validator, {"duplicate_memory": 3}) as h:
+        first = await h.process([reading(5, n) for n in range(5)])
+        again = await h.process([reading(5, 4), reading(5, 0), reading(5, 0), reading(5, 3), reading(5, 1)])
+    assert len(first["clean"]) == 5
+    assert [codes(d) for d in again["dlq"]] == [["duplicate"], ["duplicate"], ["duplicate"]]
+    # 4 and 3 were among the newest three; 0 was not, then was remembered; 1 was evicted before it came back.
+    assert [r["timestamps"]["device_time"] for r in again["clean"]] == [T0, T0 + timedelta(seconds=1)]

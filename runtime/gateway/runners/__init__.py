@@ -1,8 +1,8 @@
 """Node runners: the one coroutine each node runs, one runner per kind, with Kafka on both sides.
 
 - source: connect -> poll -> produce (acks=all) -> state to changelog -> acknowledge the device.
-- processor: consume -> process -> produce outputs (acknowledged while the next batch is processed); once per
-  checkpoint: every output acknowledged -> state to changelog -> commit, never past offsets the node still retains.
+- processor: consume -> process -> produce outputs and wait for acks -> state to changelog -> commit, never past
+  offsets the node still retains; one batch is delivered so while the next is processed.
 - sink: consume -> write (reconnected and retried with backoff while the destination is away) -> commit.
 Offsets are never auto-committed, so a crash anywhere replays from the last safe point (at-least-once);
 idempotent keys downstream make replays invisible.
