@@ -13,6 +13,8 @@ from streamforge.engine.sdk import Emitted, Message, ProcessorNode
 from streamforge.runtime.gateway.runners.consumer import ConsumingRunner
 from streamforge.runtime.kafka.clients import BatchProducer, ConsumedBatch
 
+DELIVERY_ON_STOP_S = 5.0
+
 
 class ProcessorRunner(ConsumingRunner):
     """One batch is delivered (outputs acknowledged, then its state saved, then its offsets committable) while the
@@ -69,7 +71,12 @@ class ProcessorRunner(ConsumingRunner):
             await delivering
 
     async def _stopping(self, producer: BatchProducer) -> None:
-        await self._delivered()
+        """The batch in flight may land (then nothing is replayed), but a stop never waits on a Kafka that is
+        away: after DELIVERY_ON_STOP_S it is cancelled in _end and replayed from the last commit."""
+        if self._delivering is not None:
+            landed, _ = await asyncio.wait({self._delivering}, timeout=DELIVERY_ON_STOP_S)
+            if landed:
+                await self._delivered()
 
     async def _end(self) -> None:
         if self._delivering is not None:  # stopped mid-batch: replayed from the last commit
