@@ -4,6 +4,11 @@ Run: .venv/bin/python bench/bench_pipeline.py [--records N] [--bootstrap HOST:PO
 All stages read the same pre-filled topic on the same broker in the same run; the report gives ratios to
 the pass-through baseline (goal for the validator: >= 0.8) and raw->clean latency at half the validator's
 maximum rate. Absolute figures on a shared 2-core machine are noise; ratios are the result.
+
+The stages take turns, ROUNDS times, and each stage's best round counts: a fresh broker spends its first minutes
+compiling itself (C2 took over half its CPU in a 1-minute run), so whichever stage ran first met a slower broker
+(the pass-through, when each ran once: it flattered the validator by 0.1-0.2), and a neighbour's burst on this
+shared machine slows one round, not all of them.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ VALIDATOR = {
 }
 AGGREGATOR = {"resolutions": ["1s", "1min"], "allowed_lateness_s": 1}
 WARM_UP_S = 2.0
+ROUNDS = 3
 
 
 def readings(count: int, start: int = 0) -> list[dict[str, Any]]:
@@ -86,13 +92,14 @@ async def fill(bootstrap: str, registry: InMemorySchemaRegistry, topic: str, cou
 
 async def bare_passthrough(bootstrap: str, source: str, count: int) -> float:
     """Baseline: consume, produce every value unchanged (acks=all, idempotent), commit after the acks."""
-    target = f"{source}.bare.out"
+    run = time.time_ns() % 10**9
+    target = f"{source}.bare.{run}"
     await create_topics(bootstrap, [NewTopic(target, 12, 1)])
     started = time.perf_counter()
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=bootstrap,
-        group_id=f"{source}.bare",
+        group_id=f"{source}.bare.{run}",
         max_poll_records=2000,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -281,11 +288,12 @@ async def main(count: int, bootstrap: str | None) -> dict[str, Any]:
             "validator": lambda: stage(servers, registry, "validator", VALIDATOR, source, count),
             "aggregator": lambda: stage(servers, registry, "aggregator", AGGREGATOR, source, count),
         }
-        seconds = {name: await run() for name, run in runs.items()}
-        rates = {name: count / s for name, s in seconds.items()}
+        rounds = [{name: count / await run() for name, run in runs.items()} for _ in range(ROUNDS)]
+        rates = {name: max(each[name] for each in rounds) for name in runs}
         result: dict[str, Any] = {
             "records": count,
             "records_per_s": rates,
+            "rounds": rounds,
             "validator_vs_passthrough": rates["validator"] / rates["bare_passthrough"],
             "aggregator_vs_passthrough": rates["aggregator"] / rates["bare_passthrough"],
         }
@@ -325,9 +333,11 @@ def print_rates(title: str, rates: dict[str, float], unit: str) -> None:
 
 if __name__ == "__main__":
     outcome = run_cli(__doc__, "--records", main, "pipeline")
-    title = f"{outcome['records']} spec-sized readings, each stage reading the same topic on the same broker:"
+    title = (f"{outcome['records']} spec-sized readings, each stage reading the same topic on the same broker, "
+             f"best of {len(outcome['rounds'])} rounds:")  # fmt: skip
     print_rates(title, outcome["records_per_s"], "records/s")
-    print(f"  validator / pass-through:  {outcome['validator_vs_passthrough']:.2f}  (goal >= 0.8)")
+    each = ", ".join(f"{r['validator'] / r['bare_passthrough']:.2f}" for r in outcome["rounds"])
+    print(f"  validator / pass-through:  {outcome['validator_vs_passthrough']:.2f}  (goal >= 0.8; by round {each})")
     print(f"  aggregator / pass-through: {outcome['aggregator_vs_passthrough']:.2f}")
     lat = outcome["latency_at_half_load"]
     print(f"  latency at {lat['offered_per_s']:,.0f}/s offered (half the validator's maximum):")
