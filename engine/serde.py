@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -159,19 +159,9 @@ class Decoder:
         self.registry = registry
         self._parsed: dict[int, Any] = {}
 
-    async def prepare(self, values: Iterable[bytes]) -> None:
-        """Make sure every schema id seen in `values` is parsed (one registry call per new id)."""
-        for value in values:
-            try:
-                schema_id = schema_id_of(value)
-            except WireFormatError:
-                continue
-            if schema_id not in self._parsed:
-                self._parsed[schema_id] = fastavro.parse_schema(await self.registry.schema_by_id(schema_id))
-
     async def decode_batch(self, values: Sequence[bytes]) -> BatchResult:
-        """Every value of the batch: decoded records, and an error for each undecodable one."""
-        await self.prepare(values)
+        """Every value of the batch: decoded records, and an error for each undecodable one. One pass: a schema id
+        not seen before is fetched from the registry when first met (once per id)."""
         result = BatchResult()
         ok, errors = result.ok, result.errors
         parsed_by_id, reader, unpack = self._parsed, fastavro.schemaless_reader, HEADER.unpack_from
@@ -180,9 +170,13 @@ class Decoder:
                 magic, schema_id = unpack(value)
                 if magic != MAGIC:
                     raise WireFormatError(f"magic byte is {magic}, expected {MAGIC}: not Confluent-framed Avro")
+                parsed = parsed_by_id.get(schema_id)
+                if parsed is None:
+                    schema = await self.registry.schema_by_id(schema_id)
+                    parsed = parsed_by_id[schema_id] = fastavro.parse_schema(schema)
                 stream = io.BytesIO(value)
                 stream.seek(HEADER_SIZE)
-                ok.append((index, reader(stream, parsed_by_id[schema_id], None)))
+                ok.append((index, reader(stream, parsed, None)))
             except (struct.error, WireFormatError, EOFError, ValueError, IndexError, UnicodeDecodeError) as exc:
                 errors.append(RecordError(index, "", self._why(value, exc)))
         return result

@@ -112,12 +112,19 @@ class BatchProducer(_Lifecycle):
         """
         if encoded_as:
             header = encoder.header
-            reused = {index: raw for index, record in enumerate(records)
-                      if (raw := encoded_as.get(id(record))) is not None and raw[:5] == header}  # fmt: skip
-            todo = [index for index in range(len(records)) if index not in reused]
+            values: list[bytes | None] = [None] * len(records)
+            todo: list[int] = []
+            for index, record in enumerate(records):
+                raw = encoded_as.get(id(record))
+                if raw is not None and raw.startswith(header):
+                    values[index] = raw
+                else:
+                    todo.append(index)
             encoded = encoder.encode_batch([records[index] for index in todo])
-            encoded.ok = sorted([(todo[i], value) for i, value in encoded.ok] + list(reused.items()))  # keep order
+            for position, value in encoded.ok:
+                values[todo[position]] = value
             encoded.errors = [replace(error, index=todo[error.index]) for error in encoded.errors]
+            encoded.ok = [(index, value) for index, value in enumerate(values) if value is not None]  # in order
         else:
             encoded = encoder.encode_batch(records)
         items = [(index, key_of(records[index]).encode(), value) for index, value in encoded.ok]

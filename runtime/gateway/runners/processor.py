@@ -1,6 +1,6 @@
 """The processor runner: consume -> process (+ tick, + operator commands) -> produce and wait for acks -> state to
 the changelog -> commit, never past offsets the node still retains; a batch is delivered so while the next one is
-processed."""
+processed, and its outputs go out while the batch before saves its state."""
 
 from __future__ import annotations
 
@@ -21,14 +21,21 @@ class ProcessorRunner(ConsumingRunner):
     next is processed: the loop does not stop for each round trip to the broker (latency). What a delivery saves
     and commits was taken when its batch was processed, before the next batch changed anything, so the state in
     the changelog always belongs with the offsets committed, and a crash replays at most the batches in hand, as
-    before. Deliveries run one at a time, in order. An operator command waits for its batch's delivery: its answer
-    is durable when it returns."""
+    before.
+
+    Two deliveries overlap: a batch's outputs are produced once the batch before has its outputs acknowledged,
+    while that one's state is still on its way (a reading waits one round trip to the broker, not two). Outputs
+    leave one batch after another, never interleaved (per-key order, also across a retry); states are saved and
+    offsets committed in batch order. An operator command waits for its batch's delivery: its answer is durable
+    when it returns."""
 
     node: ProcessorNode[Any]
 
     async def _begin(self) -> None:
         self._commands: asyncio.Queue[tuple[str, Any, asyncio.Future[Emitted]]] = asyncio.Queue()
-        self._delivering: asyncio.Future[None] | None = None
+        self._delivering: asyncio.Future[None] | None = None  # the newest batch's delivery (awaits the one before)
+        self._before: asyncio.Future[None] | None = None  # the delivery before it
+        self._sent: asyncio.Future[None] | None = None  # set once the newest batch's outputs are acknowledged
 
     async def submit(self, name: str, args: dict[str, Any]) -> Emitted:
         """Validate the arguments by the command's model, run it inside the node's loop between two batches;
@@ -48,26 +55,41 @@ class ProcessorRunner(ConsumingRunner):
         answered = await self._run_commands(emitted)
         # This batch's state and offsets, as they are now: the next batch is processed before they are saved.
         changes, retained, read = self.context.state.changes(), node.retained(), dict(self._positions)
-        await self._delivered()  # the batch before first: outputs, state and commits stay in order
+        if self._sent is not None:
+            await self._sent  # outputs leave in batch order (a failure raises here: the node restarts, replays)
+        if self._before is not None:
+            await self._before  # at most two deliveries in hand
+        self._before, self._sent = self._delivering, asyncio.get_running_loop().create_future()
         self._delivering = asyncio.ensure_future(self._deliver(producer, emitted, batch.records, changes, retained,
-                                                               read, answered))  # fmt: skip
+                                                               read, answered, self._before, self._sent))  # fmt: skip
         if answered:
             await self._delivered()
 
     async def _deliver(self, producer: BatchProducer, emitted: Emitted, inputs: list[Message], changes: dict[str, Any],
                        retained: dict[tuple[str, int], int], read: dict[TopicPartition, int],
-                       answered: list[tuple[asyncio.Future[Emitted], Emitted]]) -> None:  # fmt: skip
-        await self.outputs.send(producer, emitted, inputs)
+                       answered: list[tuple[asyncio.Future[Emitted], Emitted]], before: asyncio.Future[None] | None,
+                       sent: asyncio.Future[None]) -> None:  # fmt: skip
+        try:
+            await self.outputs.send(producer, emitted, inputs)
+        except asyncio.CancelledError:  # a stop
+            sent.cancel()
+            raise
+        except Exception as failed:
+            sent.set_exception(failed)
+            raise
+        sent.set_result(None)
+        if before is not None:
+            await before  # the batch before saved its state first: the changelog and the commits stay in order
         await self.changelog.save(producer, changes)
         self._held_back(retained, read)  # committed by the loop after its next batch
         for future, result in answered:
             future.set_result(result)
 
     async def _delivered(self) -> None:
-        """Until the batch in flight is delivered (a delivery that failed raises here: the node restarts and
+        """Until every batch in flight is delivered (a delivery that failed raises here: the node restarts and
         replays from its last commit)."""
         if self._delivering is not None:
-            delivering, self._delivering = self._delivering, None
+            delivering, self._delivering, self._before, self._sent = self._delivering, None, None, None
             await delivering
 
     async def _stopping(self, producer: BatchProducer) -> None:
@@ -79,8 +101,9 @@ class ProcessorRunner(ConsumingRunner):
                 await self._delivered()
 
     async def _end(self) -> None:
-        if self._delivering is not None:  # stopped mid-batch: replayed from the last commit
-            self._delivering.cancel()
+        for delivering in (self._delivering, self._before):  # stopped mid-batch: replayed from the last commit
+            if delivering is not None and not delivering.cancel() and not delivering.cancelled():
+                delivering.exception()  # a failure the loop raised already, through the delivery after it
 
     async def _run_commands(self, emitted: Emitted) -> list[tuple[asyncio.Future[Emitted], Emitted]]:
         done = []

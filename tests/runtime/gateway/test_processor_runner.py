@@ -1,8 +1,10 @@
-"""The processor runner delivers a batch while it processes the next, and a clean stop keeps what it delivered."""
+"""The processor runner delivers a batch while it processes the next, in order, and a clean stop keeps what it
+delivered."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -21,6 +23,7 @@ from streamforge.runtime.kafka.clients import BatchProducer, node_headers
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import create_topics
 from tests.eventually import eventually
+from tests.kafka_reading import read_from
 
 FLOW, SERIES, ROUNDS = "checkpoint", 50, 40
 T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
@@ -59,7 +62,8 @@ async def test_a_clean_stop_keeps_the_state_and_offsets_of_every_batch_delivered
 ) -> None:
     """40 batches validated, the last one's delivery possibly still in flight when the stop comes: the stop lets it
     land, saves its state and commits its offsets, so a restart replays nothing and knows every series' last
-    reading (each batch saved its series' state, acknowledged first)."""
+    reading (each batch saved its series' state, acknowledged first). Two deliveries overlap, yet every series'
+    readings reach `clean` in the order they were read: one batch's outputs never overtake the one's before."""
     node_id = unique.replace("_", "-")[-60:]
     plan = await validator_plan(kafka.bootstrap, node_id)
     encoder = await encoder_for(registry, f"{node_id}.raw-value", SCHEMAS["telemetry"])
@@ -79,6 +83,10 @@ async def test_a_clean_stop_keeps_the_state_and_offsets_of_every_batch_delivered
     task.cancel()  # at once: the last delivery may still be in flight
     await asyncio.gather(task, return_exceptions=True)
     assert clean_out._value.get() == SERIES * ROUNDS
+    device_times: dict[str, list[datetime]] = defaultdict(list)
+    for record in await read_from(kafka, registry, f"{node_id}.clean", FLOW, node_id, SERIES * ROUNDS):
+        device_times[record["asset_id"]].append(record["timestamps"]["device_time"])
+    assert device_times == {f"pump_{i}": [T0 + timedelta(seconds=n) for n in range(ROUNDS)] for i in range(SERIES)}
     assert await changelog_records(kafka.bootstrap, changelog_topic(FLOW, node_id)) >= SERIES  # every batch's
     assert await committed(kafka.bootstrap, plan.consumer_group or "", f"{node_id}.raw") == SERIES * ROUNDS
 
