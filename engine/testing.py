@@ -55,7 +55,7 @@ class NodeHarness(Generic[NodeT]):
         self.config = config or {}
         self.node_id = node_id
         self.clock: Clock = clock or SystemClock()
-        self.state: dict[str, Any] = {}  # what the node's compacted changelog would hold
+        self.state: dict[str, bytes] = {}  # what the node's compacted changelog would hold, as JSON bytes
         self.health: list[str | None] = []  # what the node and its connection reported: a problem, or None
         self.node = self._build()
         self.captured: dict[str, list[Record]] = defaultdict(list)

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from sys import intern
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -125,14 +126,18 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         self._open = state.table("open", _Window)  # (asset, parameter, resolution, start) -> the window, as saved
         for (asset, parameter, resolution, start), window in self._open.items():
             window.touched = self.clock.monotonic()
-            self._windows.setdefault((str(asset), str(parameter), str(resolution)), {})[int(start)] = window
+            self._windows.setdefault((intern(str(asset)), intern(str(parameter)), str(resolution)), {})[int(start)] = (
+                window
+            )
         self._saved_recent = state.table("recent", list[int])  # (asset, parameter) -> its last device times
         # Each series' last device times, for duplicates. A checkpoint puts the same list in the table: one copy
         # per series (a deque costs 600 B more), encoded only when the checkpoint marks it changed.
         self._recent: dict[tuple[str, str], list[int]] = {
-            (str(asset), str(parameter)): times for (asset, parameter), times in self._saved_recent.items()
+            (intern(str(asset)), intern(str(parameter))): times
+            for (asset, parameter), times in self._saved_recent.items()
         }
         self._recent_changed: set[tuple[str, str]] = set()
+        self._partition_names: dict[tuple[str, int], str] = {}
         self._saved_at = self.clock.monotonic()
         self.late_count = 0
         self.ignored_count = 0
@@ -180,11 +185,15 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             replayed = message.offset < self._done.get(where, 0)
             if record["quality"] not in self._qualities or record["value"] is None:
                 continue
-            series = (record["asset_id"], record["parameter"])
+            # Interned: every decoded reading brings its own copies of these strings, and the windows, watermark
+            # and dedupe memory of a series would otherwise each keep a different reading's copy alive.
+            series = (intern(record["asset_id"]), intern(record["parameter"]))
             at_ms = epoch_ms(event_time(record))
             if self._duplicate(series, at_ms):
                 continue  # replayed input too: the memory is back where it was when this offset was first read
-            partition = f"{message.topic}|{message.partition}"
+            partition = self._partition_names.get(where)
+            if partition is None:  # one string per input partition, shared by every window's `applied`
+                partition = self._partition_names[where] = f"{message.topic}|{message.partition}"
             watermark = self._watermark.get(series, -(2**62))
             for resolution in resolutions:
                 size = WINDOW_MS[resolution]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -134,8 +135,8 @@ async def test_alarm_state_survives_a_restart() -> None:
 
 async def test_state_saved_before_events_had_ids_reads_back() -> None:
     async with NodeHarness(AlarmRule, {**RULE, "on_delay_s": 0}) as h:
-        h.state['["alarm", "tank_1", "pressure"]'] = {"state": "ACKNOWLEDGED", "pending_since_ms": None,
-                                                      "value": 10.0, "threshold": 9.0}  # fmt: skip
+        h.state['["alarm", "tank_1", "pressure"]'] = json.dumps({"state": "ACKNOWLEDGED", "pending_since_ms": None,
+                                                                 "value": 10.0, "threshold": 9.0}).encode()  # fmt: skip
         await h.restart()
         assert states(await h.process(series(7))) == ["CLEARED"]
 
