@@ -3,18 +3,13 @@ Debian Chromium per module, driven by Playwright; each test gets a fresh signed-
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
-import signal
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Generator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
@@ -47,7 +42,7 @@ async def stack(kafka: EmbeddedKafka, registry_url: str, postgres_dsn: str,
 async def browser() -> AsyncIterator[Browser]:
     """Debian's Chromium (scripts/setup.sh installs it); Playwright never downloads a browser here."""
     executable = os.environ.get("STREAMFORGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(executable).exists():
+    if shutil.which(executable) is None:
         pytest.fail("Chromium is missing: `apt-get install chromium` (scripts/setup.sh does)")
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
@@ -64,7 +59,9 @@ async def sign_in(page: Page, stack: Stack, username: str = "admin", password: s
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report: pytest.TestReport = yield
     if report.when == "call":
         item.stash[FAILED] = report.failed

@@ -4,7 +4,6 @@ approve it, assign a flow version to it, see both gateways' status and running v
 from __future__ import annotations
 
 import re
-
 from collections.abc import AsyncIterator
 from pathlib import Path
 

@@ -115,7 +115,9 @@ async def test_an_alarm_is_shown_live_acknowledged_shelved_and_a_stale_ack_refus
         since = [m.record for m in stream if m.record["event_id"].rpartition(".")[0] == incarnation
                  and int(m.record["event_id"].rpartition(".")[2]) >= int(first_seq)]  # fmt: skip
         assert len(since) >= 4  # ACKNOWLEDGED, SHELVED, ... back
-        assert [(r["event_id"], r["state"]) for r in since] == [(r["event_id"], by[r["event_id"]]["state"]) for r in since]
+        assert [(r["event_id"], r["state"]) for r in since] == [
+            (r["event_id"], by[r["event_id"]]["state"]) for r in since
+        ]
         assert since[-1]["event_id"] == latest["event_id"]
 
 
