@@ -126,9 +126,8 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         self._open = state.table("open", _Window)  # (asset, parameter, resolution, start) -> the window, as saved
         for (asset, parameter, resolution, start), window in self._open.items():
             window.touched = self.clock.monotonic()
-            self._windows.setdefault((intern(str(asset)), intern(str(parameter)), str(resolution)), {})[int(start)] = (
-                window
-            )
+            slot = (intern(str(asset)), intern(str(parameter)), str(resolution))
+            self._windows.setdefault(slot, {})[int(start)] = window
         self._saved_recent = state.table("recent", list[int])  # (asset, parameter) -> its last device times
         # Each series' last device times, for duplicates. A checkpoint puts the same list in the table: one copy
         # per series (a deque costs 600 B more), encoded only when the checkpoint marks it changed.

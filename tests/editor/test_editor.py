@@ -116,9 +116,8 @@ async def test_build_configure_deploy_and_tap_from_an_empty_canvas(page: Page, s
     await expect(page.locator("[data-testid=modified-simulator_1]")).to_be_visible()
 
     await page.click("[data-testid=deploy]")
-    await expect(notice).to_contain_text(
-        "Deployed v", timeout=RUNNING_TIMEOUT_MS
-    )  # the gateway acks once its nodes run
+    # The gateway acks once its nodes run.
+    await expect(notice).to_contain_text("Deployed v", timeout=RUNNING_TIMEOUT_MS)
     for node in ("simulator_1", "validator_1", "aggregator_1"):
         await expect(page.locator(f"[data-testid=status-{node}]")).to_have_text("RUNNING", timeout=RUNNING_TIMEOUT_MS)
     await expect(page.locator("[data-testid=modified-simulator_1]")).to_have_count(0)
