@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any, Generic, TypeVar, overload
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 V = TypeVar("V")
 Key = tuple[str | int, ...]
@@ -60,7 +60,15 @@ class StateTable(Generic[V]):
         return self._adapter.dump_json(self._values[key]) if key in self._values else None
 
     def _load(self, key: Key, raw: bytes) -> None:
-        self._values[key] = self._adapter.validate_json(raw)
+        try:
+            self._values[key] = self._adapter.validate_json(raw)
+        except ValidationError as unfit:
+            first = unfit.errors()[0]
+            where = "/" + "/".join(map(str, first["loc"]))
+            raise ValueError(f"state table {self.name!r}, key {list(key)}: the saved value "
+                             f"{raw[:200].decode(errors='replace')} does not fit its type at {where}: {first['msg']}; "
+                             "a node type that changes its state's shape must read the old one, or its changelog "
+                             "be reset") from unfit  # fmt: skip
 
 
 class StateStore:

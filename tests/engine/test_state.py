@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import pytest
+
 from streamforge.engine.state import StateStore
 
 
@@ -24,7 +26,7 @@ def test_changed_keys_only_typed_values_back_after_a_restart() -> None:
     counts[("in", 0)] = 5
     counts[("in", 0)] = 6
     changes = store.changes()
-    assert {key: json.loads(value) for key, value in changes.items() if value is not None} == {
+    assert {key: None if value is None else json.loads(value) for key, value in changes.items()} == {
         json.dumps(["alarm", "pump_1", "pressure"]): {"state": "ACTIVE", "since": "2026-01-01T00:00:00Z"},
         json.dumps(["count", "in", 0]): 6,
     }
@@ -40,3 +42,10 @@ def test_changed_keys_only_typed_values_back_after_a_restart() -> None:
     back = restarted.table("alarm", Alarm)  # declared after loading: it still gets its keys
     assert back[("pump_1", "pressure")] == Alarm("ACKNOWLEDGED", t0)
     assert len(restarted.table("count", int)) == 0
+
+
+def test_a_saved_value_that_no_longer_fits_names_its_table_key_and_field() -> None:
+    store = StateStore()
+    store.load({json.dumps(["alarm", "pump_1", "pressure"]): b'{"state": "ACTIVE", "since": "yesterday"}'})
+    with pytest.raises(ValueError, match=r"state table 'alarm', key \['pump_1', 'pressure'\]: .* at /since: "):
+        store.table("alarm", Alarm)
