@@ -9,13 +9,19 @@ import json
 import fastavro
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.sdk import Message
 from streamforge.engine.serde import Decoder, encoder_for
-from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer, node_headers, recent_records
+from streamforge.runtime.kafka.clients import (
+    READ_PER_KEPT,
+    BatchConsumer,
+    BatchProducer,
+    node_headers,
+    recent_records,
+)
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.conftest import create_topic
 from tests.engine.samples import SAMPLES
@@ -112,6 +118,30 @@ async def test_consumer_keeps_only_wired_nodes_and_commits_manually(
             await c.commit(b)
     async with BatchConsumer(kafka.bootstrap, group, [topic], Decoder(registry)) as c:
         assert (await c.next_batch(timeout_ms=1500)).records == []
+
+
+async def test_a_batch_is_filled_by_records_kept_and_reads_at_most_read_per_kept_times_its_size(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
+) -> None:
+    """Flows share spec topics: where most records belong to other nodes, one batch polls on until it holds
+    `max_records` of its own, but reads no more than READ_PER_KEPT x `max_records` to get there."""
+    topic = await create_topic(kafka.bootstrap, f"{unique}.telemetry", partitions=1)
+    encoder = await encoder_for(registry, f"{topic}-value", SCHEMAS["telemetry"])
+    async with BatchProducer(kafka.bootstrap) as producer:
+        for _ in range(2):  # offsets 0-29 other, 30-39 wired, 40-69 other, 70-79 wired
+            await producer.send_records(topic, [SAMPLES["telemetry"]] * 30, encoder, node_headers("f", "other"))
+            await producer.send_records(topic, [SAMPLES["telemetry"]] * 10, encoder, node_headers("f", "wired"))
+    tp = TopicPartition(topic, 0)
+    upstream = [("f", "wired")]
+    async with BatchConsumer(kafka.bootstrap, f"{unique}.g", [topic], Decoder(registry), upstream=upstream) as c:
+        batch = await c.next_batch(timeout_ms=3000, max_records=10)
+        assert [m.offset for m in batch.records] == list(range(30, 40))
+        assert batch.skipped == 30 and batch.next_offsets == {tp: 40}
+    # A batch of 2 reads at most 2 x READ_PER_KEPT records, even if none of them is its own.
+    async with BatchConsumer(kafka.bootstrap, f"{unique}.g2", [topic], Decoder(registry), upstream=upstream) as c:
+        batch = await c.next_batch(timeout_ms=3000, max_records=2)
+        assert batch.records == [] and batch.skipped == 2 * READ_PER_KEPT
+        assert batch.next_offsets == {tp: 2 * READ_PER_KEPT}
 
 
 async def test_records_passed_through_are_sent_as_their_original_bytes(
