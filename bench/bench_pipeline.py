@@ -28,8 +28,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import NewTopic
 
-from streamforge.engine.compiler import InputPlan, NodePlan, OutputPlan
 from streamforge.engine.node_types import load_node_types
+from streamforge.engine.plan import InputPlan, NodePlan, OutputPlan
 from streamforge.engine.records import telemetry
 from streamforge.engine.schema_registry import InMemorySchemaRegistry
 from streamforge.engine.schemas import SCHEMAS

@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -15,90 +15,10 @@ from pydantic import SecretStr, ValidationError
 
 from streamforge.engine.flow import FlowDocument, NodeSpec, parse_flow, structural_problems
 from streamforge.engine.node_types import NodeTypes
+from streamforge.engine.plan import GATEWAY_PROCESS, ExecutionPlan, InputPlan, NodePlan, OutputPlan
 from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
 from streamforge.engine.sdk import Kind, NodeClass, NodeConfig, PortType
 from streamforge.engine.secrets import placeholders, resolve
-
-GATEWAY_PROCESS = "gateway"
-
-
-@dataclass(frozen=True)
-class InputPlan:
-    """One subscription of a node: a topic, and the upstream nodes whose records it keeps."""
-
-    port: str
-    topic: str
-    upstream: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class OutputPlan:
-    port: str
-    type: str
-    topic: str
-
-
-@dataclass(frozen=True)
-class NodePlan:
-    """How one node runs: in which process, reading what, writing where."""
-
-    node_id: str
-    type: str
-    kind: str
-    process: str  # "gateway" (asyncio task) or "worker:<node id>" (own process, the bulkhead)
-    task: str
-    consumer_group: str | None
-    inputs: tuple[InputPlan, ...]
-    outputs: tuple[OutputPlan, ...]
-    config: dict[str, Any]
-    fingerprint: str  # changes when type, config or wiring change; drives modified-nodes deploy
-
-
-def node_plan_from_dict(data: dict[str, Any]) -> NodePlan:
-    """The inverse of dataclasses.asdict for a NodePlan (plans travel to worker processes as JSON)."""
-    return NodePlan(**{
-        **data,
-        "inputs": tuple(InputPlan(i["port"], i["topic"], tuple(i["upstream"])) for i in data["inputs"]),
-        "outputs": tuple(OutputPlan(**o) for o in data["outputs"]),
-    })  # fmt: skip
-
-
-@dataclass
-class ExecutionPlan:
-    flow_id: str
-    version: int
-    nodes: list[NodePlan] = field(default_factory=list)  # in topological order
-
-    @property
-    def topics(self) -> list[str]:
-        return sorted({out.topic for node in self.nodes for out in node.outputs}
-                      | {inp.topic for node in self.nodes for inp in node.inputs})  # fmt: skip
-
-    @property
-    def processes(self) -> dict[str, list[str]]:
-        grouped: dict[str, list[str]] = defaultdict(list)
-        for node in self.nodes:
-            grouped[node.process].append(node.node_id)
-        return dict(grouped)
-
-    def node(self, node_id: str) -> NodePlan:
-        return next(node for node in self.nodes if node.node_id == node_id)
-
-    def unchanged_since(self, before: ExecutionPlan | None) -> set[str]:
-        """Nodes a modified-nodes deploy of this plan over `before` keeps running: same id, same fingerprint (type,
-        version, config, wiring; a rename or a move is no change). The one definition the gateway deploys by and
-        the editor marks modified nodes by."""
-        old = {node.node_id: node.fingerprint for node in before.nodes} if before else {}
-        return {node.node_id for node in self.nodes if old.get(node.node_id) == node.fingerprint}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "flow": self.flow_id,
-            "version": self.version,
-            "topics": self.topics,
-            "processes": self.processes,
-            "nodes": [asdict(node) for node in self.nodes],
-        }
 
 
 def _config_problems(index: int, node: NodeSpec, cls: NodeClass) -> tuple[NodeConfig | None, list[Problem]]:

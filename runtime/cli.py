@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from streamforge.engine.compiler import ExecutionPlan
 from streamforge.engine.flow import FlowDocument
+from streamforge.engine.plan import ExecutionPlan
 from streamforge.engine.problems import Problem
 from streamforge.runtime.kafka.install import KAFKA_VERSION, InstallError, distribution, install
 from streamforge.runtime.logs import configure_logging

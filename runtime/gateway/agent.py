@@ -28,7 +28,8 @@ import websockets
 from nacl.public import PrivateKey, SealedBox
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamforge.engine.compiler import ExecutionPlan, compile_document
+from streamforge.engine.compiler import compile_document
+from streamforge.engine.plan import ExecutionPlan
 from streamforge.engine.problems import FlowInvalid
 from streamforge.engine.retry import Backoff
 from streamforge.engine.sdk import Kind

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
 
-from streamforge.engine.compiler import NodePlan
+from streamforge.engine.plan import NodePlan
 from streamforge.engine.records import epoch_ms, json_safe
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.serde import Decoder, Encoder, encoder_for

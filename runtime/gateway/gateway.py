@@ -15,9 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from streamforge.engine.compiler import ExecutionPlan, NodePlan, compile_flow
+from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import load_flow
 from streamforge.engine.node_types import NodeTypes
+from streamforge.engine.plan import ExecutionPlan, NodePlan
 from streamforge.engine.schema_registry import SchemaRegistry
 from streamforge.engine.sdk import CommandInvalid, Kind
 from streamforge.engine.topics import TOPICS

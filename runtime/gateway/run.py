@@ -9,8 +9,8 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from streamforge.engine.compiler import ExecutionPlan
 from streamforge.engine.node_types import load_node_types
+from streamforge.engine.plan import ExecutionPlan
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache, bearer_from_file
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
 from streamforge.runtime.gateway.gateway import Gateway, health_app

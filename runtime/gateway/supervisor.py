@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from streamforge.engine.compiler import NodePlan
+from streamforge.engine.plan import NodePlan
 from streamforge.engine.retry import Backoff, RestartWindow
 from streamforge.runtime.gateway.metrics import NodeMetrics
 from streamforge.runtime.gateway.runners import NodeRunner, NodeStatus, RuntimeEnv, runner_for

@@ -13,8 +13,8 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from streamforge.engine.compiler import node_plan_from_dict
 from streamforge.engine.node_types import node_types_for
+from streamforge.engine.plan import node_plan_from_dict
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache, bearer_from_file
 from streamforge.runtime.gateway.metrics import METRICS_INTERVAL_S, NodeMetrics, worker_metrics_path, write_atomically
 from streamforge.runtime.gateway.overflow import producers_blocked

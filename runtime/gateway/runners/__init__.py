@@ -10,7 +10,7 @@ idempotent keys downstream make replays invisible.
 
 from __future__ import annotations
 
-from streamforge.engine.compiler import NodePlan
+from streamforge.engine.plan import NodePlan
 from streamforge.engine.sdk import Kind
 from streamforge.runtime.gateway.runners.base import NodeRunner, node_class
 from streamforge.runtime.gateway.runners.changelog import changelog_topic

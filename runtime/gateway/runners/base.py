@@ -8,7 +8,7 @@ import os
 from abc import ABC, abstractmethod
 from typing import Any
 
-from streamforge.engine.compiler import NodePlan
+from streamforge.engine.plan import NodePlan
 from streamforge.engine.sdk import Emitted, Node, NodeContext
 from streamforge.runtime.gateway.runners.changelog import Changelog, changelog_topic
 from streamforge.runtime.gateway.runners.environment import RuntimeEnv

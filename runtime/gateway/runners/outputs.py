@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streamforge.engine.compiler import NodePlan
+from streamforge.engine.plan import NodePlan
 from streamforge.engine.records import dead_letter, reason
 from streamforge.engine.retry import Backoff
 from streamforge.engine.schemas import SCHEMAS

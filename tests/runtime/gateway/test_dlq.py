@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from streamforge.engine.compiler import ExecutionPlan, compile_flow
+from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import validate_flow
 from streamforge.engine.node_types import load_node_types
+from streamforge.engine.plan import ExecutionPlan
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.runtime.errors import ApiError
 from streamforge.runtime.gateway.gateway import Gateway

@@ -12,9 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from streamforge.engine.compiler import ExecutionPlan, compile_flow
+from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import validate_flow
 from streamforge.engine.node_types import NodeTypes, load_node_types
+from streamforge.engine.plan import ExecutionPlan
 from streamforge.engine.problems import FlowInvalid
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode

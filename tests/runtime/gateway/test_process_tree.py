@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -139,3 +141,11 @@ async def test_sigkill_of_the_gateway_pid_alone_takes_its_broker_and_workers_dow
     await wait_for(lambda: not any(map(process_alive, workers)), "the worker processes to exit", 10)
     await wait_for(lambda: not process_alive(kafka_pid) and broker.lock_holder() is None, "the broker to exit", 60)
     assert broker.broker_processes() == []
+
+
+def test_a_worker_process_loads_its_plan_without_the_compiler() -> None:
+    """One worker per source and sink: each imports only what runs a node. networkx alone is ~13 MB of RSS in
+    every worker (issue #15's gateway memory), and the compiler is the gateway's job."""
+    probe = "import sys, streamforge.runtime.gateway.worker; print(sorted({'networkx', 'streamforge.engine.compiler'} & set(sys.modules)))"  # noqa: E501
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

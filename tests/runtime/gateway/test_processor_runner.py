@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import NewTopic
 
-from streamforge.engine.compiler import InputPlan, NodePlan, OutputPlan
 from streamforge.engine.node_types import load_node_types
+from streamforge.engine.plan import InputPlan, NodePlan, OutputPlan
 from streamforge.engine.records import telemetry
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
