@@ -25,7 +25,7 @@ from streamforge.engine.topics import TOPICS
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
 from streamforge.runtime.gateway.metrics import NodeMetrics, merged_exposition, worker_metrics_path
 from streamforge.runtime.gateway.overflow import OverflowManager, Tier
-from streamforge.runtime.gateway.runners import NodeStatus, RuntimeEnv, changelog_topic
+from streamforge.runtime.gateway.runners import CommandNotDelivered, NodeStatus, RuntimeEnv, changelog_topic
 from streamforge.runtime.gateway.supervisor import (
     NodeHandle,
     ProcessHandle,
@@ -34,9 +34,12 @@ from streamforge.runtime.gateway.supervisor import (
     TaskHandle,
     WorkerSettings,
 )
+from streamforge.runtime.kafka.groups import start_new_flow_at_end
 from streamforge.runtime.kafka.topics import create_topics, ensure_topics
 
 log = logging.getLogger("streamforge.runtime")
+
+COMMAND_TIMEOUT_S = 30.0  # an operator command's answer: its output acknowledged by Kafka, or an error
 
 
 class DeployFailed(RuntimeError):
@@ -112,6 +115,11 @@ class Gateway:
         async with self._lock:
             await self._ensure_topics(plan)
             previous = self.plans.get(plan.flow_id)
+            if previous is None:  # first deploy here: a flow new to this Kafka skips the shared topics' history
+                await start_new_flow_at_end(self.env.bootstrap, {
+                    node.consumer_group: sorted({inp.topic for inp in node.inputs})
+                    for node in plan.nodes if node.consumer_group is not None
+                })  # fmt: skip
             running = self.handles.setdefault(plan.flow_id, {})
             same = plan.unchanged_since(previous) if modified_only else set()
             keep = [node.node_id for node in plan.nodes if node.node_id in same and node.node_id in running]
@@ -166,12 +174,22 @@ class Gateway:
         if not isinstance(args, dict):
             raise ApiError(400, "bad_request", "the body must be a JSON object")
         try:
-            result = await asyncio.wait_for(runner.submit(name, args), 30)
+            result = await asyncio.wait_for(runner.submit(name, args), COMMAND_TIMEOUT_S)
         except CommandInvalid as invalid:
             raise ApiError(422, "invalid_command", str(invalid), problems=invalid.problems) from None
         except ValueError as refusal:
             stale = str(refusal).startswith("stale:")  # acted on an event that is no longer the latest
             raise ApiError(409 if stale else 400, "stale" if stale else "refused", str(refusal)) from None
+        except CommandNotDelivered as lost:
+            raise ApiError(503, "not_delivered", str(lost)) from None
+        except TimeoutError:
+            raise ApiError(
+                504,
+                "not_acknowledged",
+                f"node {node_id} has not had Kafka acknowledge the command's "
+                f"output within {COMMAND_TIMEOUT_S:g} s (see its status): it may still take effect; look "
+                "at the alarm's state before sending it again",
+            ) from None
         shown = ("alarm_id", "event_id", "state", "changed_by", "message")
         emitted = {port: [{k: r[k] for k in shown if k in r} for r in records] for port, records in result.items()}
         return {"node": node_id, "command": name, "emitted": emitted}

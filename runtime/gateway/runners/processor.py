@@ -5,6 +5,7 @@ processed, and its outputs go out while the batch before saves its state."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -14,6 +15,11 @@ from streamforge.runtime.gateway.runners.consumer import ConsumingRunner
 from streamforge.runtime.kafka.clients import BatchProducer, ConsumedBatch
 
 DELIVERY_ON_STOP_S = 5.0
+
+
+class CommandNotDelivered(RuntimeError):
+    """An operator command whose output Kafka never acknowledged: the node stopped or failed first, and restarts
+    from its last saved state, so the command did not take effect."""
 
 
 class ProcessorRunner(ConsumingRunner):
@@ -71,19 +77,24 @@ class ProcessorRunner(ConsumingRunner):
                        sent: asyncio.Future[None]) -> None:  # fmt: skip
         try:
             await self.outputs.send(producer, emitted, inputs)
+            sent.set_result(None)
+            if before is not None:
+                await before  # the batch before saved its state first: the changelog and the commits stay in order
+            await self.changelog.save(producer, changes)
         except asyncio.CancelledError:  # a stop
-            sent.cancel()
+            if not sent.done():
+                sent.cancel()
+            _not_delivered((future for future, _ in answered), "the node stopped before Kafka acknowledged its output")
             raise
         except Exception as failed:
-            sent.set_exception(failed)
+            if not sent.done():
+                sent.set_exception(failed)
+            _not_delivered((future for future, _ in answered), f"its output was not delivered ({failed})")
             raise
-        sent.set_result(None)
-        if before is not None:
-            await before  # the batch before saved its state first: the changelog and the commits stay in order
-        await self.changelog.save(producer, changes)
         self._held_back(retained, read)  # committed by the loop after its next batch
         for future, result in answered:
-            future.set_result(result)
+            if not future.done():  # a caller that gave up (its timeout) cancelled it
+                future.set_result(result)
 
     async def _delivered(self) -> None:
         """Until every batch in flight is delivered (a delivery that failed raises here: the node restarts and
@@ -101,6 +112,8 @@ class ProcessorRunner(ConsumingRunner):
                 await self._delivered()
 
     async def _end(self) -> None:
+        queued = (self._commands.get_nowait()[2] for _ in range(self._commands.qsize()))
+        _not_delivered(queued, "the node stopped before running it")
         for delivering in (self._delivering, self._before):  # stopped mid-batch: replayed from the last commit
             if delivering is not None and not delivering.cancel() and not delivering.cancelled():
                 delivering.exception()  # a failure the loop raised already, through the delivery after it
@@ -109,6 +122,8 @@ class ProcessorRunner(ConsumingRunner):
         done = []
         while not self._commands.empty():
             name, args, future = self._commands.get_nowait()
+            if future.cancelled():
+                continue  # its caller gave up before it ran: it is not run
             try:
                 result = await self.node.command(name, args)
             except ValueError as refusal:
@@ -118,3 +133,12 @@ class ProcessorRunner(ConsumingRunner):
                 emitted.setdefault(port, []).extend(records)
             done.append((future, result))
         return done
+
+
+def _not_delivered(futures: Iterable[asyncio.Future[Emitted]], why: str) -> None:
+    """Answer every waiting caller: its command did not take effect (never left waiting for its timeout)."""
+    for future in futures:
+        if not future.done():
+            future.set_exception(CommandNotDelivered(
+                f"the command did not take effect: {why}; the node goes on from its last saved state without it: "
+                "check the node's status, then send the command again"))  # fmt: skip

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
+from pydantic import BaseModel
 
 from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import validate_flow
@@ -20,6 +22,8 @@ from streamforge.engine.problems import FlowInvalid
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway, health_app
+from streamforge.runtime.gateway.runners import CommandNotDelivered
+from streamforge.runtime.gateway.supervisor import TaskHandle
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.eventually import eventually
@@ -49,14 +53,32 @@ class Crashy(ProcessorNode[NodeConfig]):
         raise ValueError("bug in node code")
 
 
-class Slow(ProcessorNode[NodeConfig]):
-    """Takes 1.5 s per batch (at most about 1,300 records/s): offered more, it falls behind."""
+class SlowConfig(NodeConfig):
+    batch_s: float = 1.5
+
+
+class Note(BaseModel):
+    text: str
+
+
+class Slow(ProcessorNode[SlowConfig]):
+    """Takes 1.5 s per batch (at most about 1,300 records/s): offered more, it falls behind. Its one command,
+    `note`, keeps the text: which commands ran."""
 
     type = "test_slow"
     inputs = (Port("in", PortType.TELEMETRY),)
+    commands: ClassVar[dict[str, builtins.type[BaseModel]]] = {"note": Note}
+
+    async def start(self) -> None:
+        self.notes: list[str] = []
 
     async def process(self, batch: Sequence[Message]) -> Emitted:
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(self.config.batch_s)
+        return {}
+
+    async def command(self, name: str, args: BaseModel) -> Emitted:
+        assert isinstance(args, Note)
+        self.notes.append(args.text)
         return {}
 
 
@@ -219,6 +241,49 @@ async def test_alarm_acknowledged_through_the_runtime_api(
     assert [(r["state"], r["changed_by"]) for r in transitions] == [("ACTIVE", None), ("ACKNOWLEDGED", "operator_ana")]
 
 
+def slow_flow(flow_id: str, batch_s: float) -> dict[str, Any]:
+    signals = [{"asset_id": "pump_1", "parameter": "pressure"}, {"asset_id": "pump_2", "parameter": "pressure"}]
+    return {"id": flow_id, "nodes": [
+        {"id": "sim", "type": "simulator", "config": {"signals": signals, "realtime": False, "limit": 10_000,
+                                                     "batch_size": 2000, "start_time": T0.isoformat()}},
+        {"id": "slow", "type": "test_slow", "config": {"batch_s": batch_s}}],
+        "edges": [{"from": "sim:out", "to": "slow:in"}]}  # fmt: skip
+
+
+async def test_every_operator_command_gets_an_answer_and_one_given_up_on_neither_runs_nor_breaks_the_node(
+    gateway: Gateway, unique: str
+) -> None:
+    """A caller whose wait ran out (the API's timeout) cancels its command: one still queued is not run, and the
+    node never fails answering it. A command queued when the node stops is answered CommandNotDelivered at once,
+    not left to its caller's timeout."""
+    flow = unique.replace("-", "_")[:60]
+    gateway.node_types.register(Slow, "test")
+    await gateway.deploy(compile_flow(validate_flow(slow_flow(flow, 1.5)), gateway.node_types))
+    handle = gateway.handles[flow]["slow"]
+    assert isinstance(handle, TaskHandle) and handle.runner is not None
+    runner = handle.runner
+    records_in = gateway.metrics.records_in.labels(flow=flow, node="slow")
+    await eventually(lambda: records_in._value.get() > 0, 30, 0.05, what="the slow node inside its first batch")
+    with pytest.raises(TimeoutError):  # queued behind a 1.5 s batch: the caller gives up first
+        await asyncio.wait_for(runner.submit("note", {"text": "given up"}), 0.1)
+    assert await asyncio.wait_for(runner.submit("note", {"text": "waited for"}), 20) == {}
+    node = runner.node
+    assert isinstance(node, Slow) and node.notes == ["waited for"]
+    assert handle.health()["restarts"] == 0
+
+    stuck = f"{flow[:50]}_stuck"
+    await gateway.deploy(compile_flow(validate_flow(slow_flow(stuck, 600)), gateway.node_types))
+    stuck_handle = gateway.handles[stuck]["slow"]
+    assert isinstance(stuck_handle, TaskHandle) and stuck_handle.runner is not None
+    stuck_in = gateway.metrics.records_in.labels(flow=stuck, node="slow")
+    await eventually(lambda: stuck_in._value.get() > 0, 30, 0.05, what="the stuck node inside its first batch")
+    queued = asyncio.ensure_future(stuck_handle.runner.submit("note", {"text": "never run"}))
+    await asyncio.sleep(0.1)  # queued: the node is 600 s into one batch
+    await gateway.undeploy(stuck)
+    with pytest.raises(CommandNotDelivered, match="the node stopped before running it"):
+        await asyncio.wait_for(queued, 10)
+
+
 async def test_an_invalid_flow_leaves_the_running_one_untouched(gateway: Gateway, unique: str) -> None:
     flow = unique.replace("-", "_")[:60]
     running = simulated_flow(flow)
@@ -237,13 +302,8 @@ async def test_a_node_offered_more_than_it_drains_says_how_far_behind_and_recove
     gateway: Gateway, unique: str
 ) -> None:
     flow = unique.replace("-", "_")[:60]
-    signals = [{"asset_id": "pump_1", "parameter": "pressure"}, {"asset_id": "pump_2", "parameter": "pressure"}]
-    document = {"id": flow, "nodes": [
-        {"id": "sim", "type": "simulator", "config": {"signals": signals, "realtime": False, "limit": 10_000,
-                                                     "batch_size": 2000, "start_time": T0.isoformat()}},
-        {"id": "slow", "type": "test_slow"}], "edges": [{"from": "sim:out", "to": "slow:in"}]}  # fmt: skip
     gateway.node_types.register(Slow, "test")
-    await gateway.deploy(compile_flow(validate_flow(document), gateway.node_types))
+    await gateway.deploy(compile_flow(validate_flow(slow_flow(flow, 1.5)), gateway.node_types))
 
     def slow() -> dict[str, Any]:
         return next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "slow")
