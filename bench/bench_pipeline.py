@@ -184,7 +184,9 @@ async def latency(bootstrap: str, registry: InMemorySchemaRegistry, rate: float,
     stamped = {"message.timestamp.type": "LogAppendTime"}  # the broker's clock marks when each record landed
     await create_topics(bootstrap, [NewTopic(source, 12, 1, topic_configs=stamped),
                                     NewTopic(alone, 12, 1, topic_configs=stamped)])  # fmt: skip
-    plan = await node_plan(bootstrap, "validator", "lat", source, VALIDATOR, out_prefix=source, stamped=True)
+    # A node of its own each round: one named alike would restore the last round's state and save none.
+    node_id = f"lat_{time.time_ns() % 10**9}"
+    plan = await node_plan(bootstrap, "validator", node_id, source, VALIDATOR, out_prefix=source, stamped=True)
     schema_id = (await encoder_for(registry, f"{source}-value", SCHEMAS["telemetry"])).schema_id
     runner = runner_for(plan, FLOW, RuntimeEnv(bootstrap, registry, NodeMetrics(), load_node_types(False)))
     task = asyncio.create_task(runner.run())
