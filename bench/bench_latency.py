@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-from pathlib import Path
 from typing import Any
 
-from bench_pipeline import latency, on_broker
+from bench_pipeline import keep_outcome, latency, on_broker
 
 from streamforge.engine.schema_registry import InMemorySchemaRegistry
 
@@ -39,10 +37,8 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--bootstrap", default=None, help="existing broker instead of a fresh embedded one")
     args = parser.parse_args()
-    outcome = asyncio.run(main([float(r) for r in args.rates.split(",")], args.rounds, args.seconds, args.bootstrap))
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "latency.json").write_text(json.dumps(outcome, indent=2))
+    rates = [float(rate) for rate in args.rates.split(",")]
+    outcome = keep_outcome("latency", asyncio.run(main(rates, args.rounds, args.seconds, args.bootstrap)))
     print("raw->clean on the broker clock (in raw -> in clean), per round; harness floor = append -> read alone")
     for rate, rounds_at_rate in outcome.items():
         for number, lat in enumerate(rounds_at_rate, 1):
