@@ -187,8 +187,8 @@ class Gateway:
                 504,
                 "not_acknowledged",
                 f"node {node_id} has not had Kafka acknowledge the command's "
-                f"output within {COMMAND_TIMEOUT_S:g} s (see its status): it may still take effect; look "
-                "at the alarm's state before sending it again",
+                f"output within {COMMAND_TIMEOUT_S:g} s (see its status): it may still take effect; look at "
+                "what it acts on (e.g. the alarm's state) before sending it again",
             ) from None
         shown = ("alarm_id", "event_id", "state", "changed_by", "message")
         emitted = {port: [{k: r[k] for k in shown if k in r} for r in records] for port, records in result.items()}
