@@ -99,19 +99,15 @@ class Validator(ProcessorNode[ValidatorConfig]):
         self._oldest = 0
         self._skewed: set[tuple[str, str]] = set()  # series whose device clock is off by more than 10 s
 
-    def _rule(self, series: tuple[str, str]) -> SeriesRule:
-        rule = self._rules.get(series)
-        if rule is None:
-            rule = self._rules[series] = self.config.rule_for(*series)
-        return rule
-
     async def process(self, batch: Sequence[Message]) -> Emitted:
         clean: list[Record] = []
         dead: list[Record] = []
         events: list[Record] = []
+        skewed = self._skewed
         for message in batch:
             record = message.record
-            reasons, quality, event = self._check(record)
+            series = (record["asset_id"], record["parameter"])
+            reasons, quality, event = self._check(series, record)
             if reasons and quality == "BAD":
                 dead.append(message.dead_letter(self.context.node_id, *reasons))
                 continue
@@ -121,59 +117,53 @@ class Validator(ProcessorNode[ValidatorConfig]):
             clean.append(record)
             if event is not None:
                 events.append(event)
-            skew_event = self._clock_skew(record)
-            if skew_event is not None:
-                events.append(skew_event)
+            # Spec: skew over 10 s raises an event — once when a series' clock drifts out, not per reading.
+            skew = record["clock_skew_ms"]
+            if skew is not None and abs(skew) > MAX_CLOCK_SKEW_MS:
+                if series not in skewed:
+                    skewed.add(series)
+                    events.append(clock_skew_event(record))
+            elif skewed:
+                skewed.discard(series)
         return {"clean": clean, "dlq": dead, "events": events}
 
-    def _clock_skew(self, record: Record) -> Record | None:
-        """Spec: skew over 10 s raises an event — once when a series' clock drifts out, not per reading."""
-        skew = record["clock_skew_ms"]
-        series = (record["asset_id"], record["parameter"])
-        if skew is not None and abs(skew) > MAX_CLOCK_SKEW_MS:
-            if series not in self._skewed:
-                self._skewed.add(series)
-                return clock_skew_event(record)
-        else:
-            self._skewed.discard(series)
-        return None
-
-    def _check(self, record: Record) -> tuple[list[dict[str, Any]], str, Record | None]:
+    def _check(self, series: tuple[str, str], record: Record) -> tuple[list[dict[str, Any]], str, Record | None]:
         quality: str = record["quality"]
         if quality == "BAD":
             return [reason("source_bad", "the source marked this reading BAD")], "BAD", None
-        series = (record["asset_id"], record["parameter"])
-        rule = self._rule(series)
+        rule = self._rules.get(series)
+        if rule is None:
+            rule = self._rules[series] = self.config.rule_for(*series)
         reasons = judge_alone(rule, record)
-        if reasons and reasons[0]["code"] != "out_of_range":
-            return reasons, "BAD", None  # no usable value: nothing more to check
-        value = record["value"]
+        if reasons:
+            if reasons[0]["code"] != "out_of_range":
+                return reasons, "BAD", None  # no usable value: nothing more to check
+            quality = "BAD"  # out of range: BAD whatever else is found
         device_time = record["timestamps"]["device_time"]
+        if device_time is None:
+            return reasons, quality, None
+        key = hash((series[0], series[1], device_time))
+        if key in self._seen:
+            seen = f"{series[0]}/{series[1]} at {device_time.isoformat()} was already seen"
+            reasons.append(reason("duplicate", f"a reading of {seen}", "/timestamps/device_time"))
+            return reasons, "BAD", None
+        value = record["value"]
         event = None
-        if device_time is not None:
-            key = hash((series[0], series[1], device_time))
-            if key in self._seen:
-                seen = f"{series[0]}/{series[1]} at {device_time.isoformat()} was already seen"
-                reasons.append(reason("duplicate", f"a reading of {seen}", "/timestamps/device_time"))
-                return reasons, "BAD", None
-            last = self._last.get(series)
-            if last is not None and device_time > last[0]:
-                seconds = (device_time - last[0]).total_seconds()
-                if rule.max_rate_per_s is not None and abs(value - last[1]) / seconds > rule.max_rate_per_s:
-                    rate = abs(value - last[1]) / seconds
-                    limit = f"changed {rate:.3g}/s > max {rule.max_rate_per_s}/s"
-                    reasons.append(reason("rate_of_change", limit, "/value"))
+        last = self._last.get(series)
+        newer = last is None or device_time > last[0]
+        if last is not None and newer:
+            seconds = (device_time - last[0]).total_seconds()
+            rate = abs(value - last[1]) / seconds
+            if rule.max_rate_per_s is not None and rate > rule.max_rate_per_s:
+                limit = f"changed {rate:.3g}/s > max {rule.max_rate_per_s}/s"
+                reasons.append(reason("rate_of_change", limit, "/value"))
+                if quality != "BAD":
                     quality = self.config.rate_of_change_quality
-                if rule.expected_interval_s is not None and seconds > rule.expected_interval_s * self.config.gap_factor:
-                    event = _gap_event(record, last[0], seconds)
-        if any(found["code"] == "out_of_range" for found in reasons):
-            quality = "BAD"
-        if device_time is not None:
-            self._remember(key)
-            if quality != "BAD":
-                previous = self._last.get(series)
-                if previous is None or device_time > previous[0]:
-                    self._last[series] = (device_time, value)
+            if rule.expected_interval_s is not None and seconds > rule.expected_interval_s * self.config.gap_factor:
+                event = _gap_event(record, last[0], seconds)
+        self._remember(key)
+        if quality != "BAD" and newer:
+            self._last[series] = (device_time, value)
         return reasons, quality, event
 
     def _remember(self, key: int) -> None:

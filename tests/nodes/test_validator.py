@@ -57,9 +57,10 @@ async def test_each_fault_goes_to_the_dlq_with_its_reason() -> None:
 
 async def test_suspect_spikes_are_forwarded_flagged_when_configured() -> None:
     async with NodeHarness(Validator, {**RULES, "rate_of_change_quality": "SUSPECT"}) as h:
-        out = await h.process([reading(5, 0), reading(9, 1)])
+        out = await h.process([reading(5, 0), reading(9, 1), reading(15, 2)])
     assert [(r["value"], r["quality"]) for r in out["clean"]] == [(5, "GOOD"), (9, "SUSPECT")]
     assert out["clean"][1]["metadata"]["sf-reasons"] == "rate_of_change"
+    assert [codes(d) for d in out["dlq"]] == [["out_of_range", "rate_of_change"]]  # out of range stays BAD
 
 
 async def test_missing_device_time_is_uncertain_and_forwarded() -> None:
