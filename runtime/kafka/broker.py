@@ -30,6 +30,7 @@ log = logging.getLogger("streamforge.kafka")
 
 HEALTH_TOPIC = "_streamforge.health"
 STATE_FILE = "broker.json"
+CLEANER_DEDUPE_BUFFER_BYTES = 16 * 1024 * 1024  # the log cleaner's key map, on the broker's heap (see _properties)
 LOCK_FILE = ".lock"  # Kafka's own lock on each log directory (a POSIX record lock, FileChannel.tryLock)
 _FLOCK = "hhqqi4x"  # struct flock on Linux: l_type, l_whence, l_start, l_len, l_pid (padded to 32 bytes)
 
@@ -153,7 +154,7 @@ class Broker:
             # Kafka's default 128 MiB took half of the 256 MiB heap for good, so G1 ran a marking cycle every few
             # seconds and young pauses came every ~1.5 s under load. 16 MiB maps ~700,000 keys per cleaning pass,
             # far more than a gateway's changelogs hold (a key per series and window).
-            "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+            "log.cleaner.dedupe.buffer.size": str(CLEANER_DEDUPE_BUFFER_BYTES),
             **self.extra_properties,
         }
         return "".join(f"{key}={value}\n" for key, value in props.items())

@@ -52,7 +52,7 @@ class ConsumingRunner(NodeRunner):
                 started = time.perf_counter()
                 for message in batch.records:
                     message.port = port_of_topic.get(message.topic, "")
-                if batch.next_offsets.keys() - self._first.keys():  # a partition's first batch: once per partition
+                if batch.next_offsets.keys() - self._first.keys():  # only until each partition read had a record kept
                     for message in batch.records:
                         self._first.setdefault(TopicPartition(message.topic, message.partition), message.offset)
                 self.env.metrics.records_in.labels(**self.labels).inc(len(batch.records))
