@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from bench_nodered import StreamForge, rss_mb
+from bench_pipeline import keep_outcome
 
 
 def memory_flow(series: int) -> dict[str, Any]:
@@ -62,10 +62,7 @@ def main() -> None:
     baseline, loaded = run(100, args.seconds), run(args.series, args.seconds)
     per_series_kb = ((loaded["python_rss_mb"]["last_minute_avg"] - baseline["python_rss_mb"]["last_minute_avg"])
                      * 1024 / (args.series - 100))  # fmt: skip
-    outcome = {"baseline": baseline, "loaded": loaded, "per_series_kb": per_series_kb}
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "gateway_memory.json").write_text(json.dumps(outcome, indent=2))
+    keep_outcome("gateway_memory", {"baseline": baseline, "loaded": loaded, "per_series_kb": per_series_kb})
     for result in (baseline, loaded):
         rss = result["python_rss_mb"]
         print(f"{result['series']:>6} series, {result['readings_in_clean']:,} readings in telemetry.clean: gateway "
