@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+from datetime import UTC, timedelta
 from typing import Any
 
 import fastavro
@@ -11,6 +12,7 @@ import pytest
 
 from streamforge.engine.schema_registry import InMemorySchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
+from streamforge.engine import serde
 from streamforge.engine.serde import Decoder, Encoder, WireFormatError, schema_id_of
 from tests.engine.samples import SAMPLES
 
@@ -44,6 +46,25 @@ async def test_decoder_fetches_each_schema_once() -> None:
         result = await decoder.decode_batch(values)
         assert len(result.ok) == 50
     assert registry.lookups == 1
+
+
+async def test_decoded_timestamps_are_shared_per_millisecond_and_the_memo_stays_bounded() -> None:
+    registry = all_schemas()
+    encoder = Encoder(1, SCHEMAS["telemetry"])
+    sample = SAMPLES["telemetry"]
+    start = sample["timestamps"]["gateway_time"]
+    readings = [
+        {**sample, "timestamps": {"device_time": None, "gateway_time": start + timedelta(milliseconds=i // 2)}}
+        for i in range(2 * (serde._TIMESTAMPS_KEPT + 100))
+    ]
+    decoded = [
+        r
+        for _, r in (await Decoder(registry).decode_batch([value for _, value in encoder.encode_batch(readings).ok])).ok
+    ]
+    assert [r["timestamps"] for r in decoded] == [r["timestamps"] for r in readings]
+    first, second, third = (r["timestamps"]["gateway_time"] for r in decoded[:3])
+    assert first is second and second is not third and first.tzinfo == UTC
+    assert len(serde._timestamps) <= serde._TIMESTAMPS_KEPT
 
 
 def _bad(**changes: Any) -> dict[str, Any]:
