@@ -106,6 +106,12 @@ class ServiceProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         await self.process.wait()
 
+    async def interrupt(self) -> int:
+        """SIGINT to the whole process group, as a terminal's Ctrl-C; the exit code once it has stopped."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGINT)
+        return await asyncio.wait_for(self.process.wait(), 90)
+
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)

@@ -220,6 +220,10 @@ class ProcessHandle(NodeHandle):
                 sys.executable, "-m", "streamforge.runtime.gateway.worker",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
                 preexec_fn=self._limits, env=env,
+                # Its own session, as the broker's: a terminal's Ctrl-C reaches the whole foreground group, and a
+                # worker interrupted with it died mid-batch and was "restarted" while the gateway stopped. The
+                # gateway stops its workers itself (SIGTERM, a clean drain); the parent-death signal still holds.
+                start_new_session=True,
             )  # fmt: skip
         self.pid = process.pid
         assert process.stdin is not None and process.stdout is not None

@@ -143,6 +143,22 @@ async def test_sigkill_of_the_gateway_pid_alone_takes_its_broker_and_workers_dow
     assert broker.broker_processes() == []
 
 
+async def test_ctrl_c_stops_the_gateway_cleanly_its_workers_by_the_gateway_not_by_the_interrupt(
+    tmp_path: Path, registry_url: str, unique: str
+) -> None:
+    _, gateway, broker = simulated_gateway(tmp_path, registry_url, unique)
+    await gateway.start()
+    workers = [node["pid"] for node in (await gateway.health())["nodes"] if node.get("pid")]
+    assert workers
+    await asyncio.sleep(2)  # mid-stream
+    assert await gateway.interrupt() == 0
+    log = gateway.log.read_text()
+    assert "node crashed" not in log and "Traceback" not in log
+    worker_logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "gateway").rglob("*.stderr"))
+    assert "KeyboardInterrupt" not in worker_logs
+    assert not any(map(process_alive, workers)) and broker.broker_processes() == []
+
+
 def test_a_worker_process_loads_its_plan_without_the_compiler() -> None:
     """One worker per source and sink: each imports only what runs a node. networkx alone is ~13 MB of RSS in
     every worker (issue #15's gateway memory), and the compiler is the gateway's job."""
