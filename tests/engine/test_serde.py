@@ -10,9 +10,9 @@ from typing import Any
 import fastavro
 import pytest
 
+from streamforge.engine import serde
 from streamforge.engine.schema_registry import InMemorySchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
-from streamforge.engine import serde
 from streamforge.engine.serde import Decoder, Encoder, WireFormatError, schema_id_of
 from tests.engine.samples import SAMPLES
 
