@@ -59,6 +59,9 @@ async def gateway_stack(
                           kafka_health=kafka.health if kafka else None,
                           registry_token_file=registry_token_file)  # fmt: skip
         try:
+            # Before anything looks at them: the overflow manager's first turn read the offsets of catalogue topics
+            # that did not exist yet on a first start, and aiokafka logged a false ERROR for each.
+            await gateway.prepare_topics()
             if kafka is None:  # another's cluster: its disk is not this gateway's to manage
                 yield gateway
             else:

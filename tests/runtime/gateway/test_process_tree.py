@@ -143,7 +143,7 @@ async def test_sigkill_of_the_gateway_pid_alone_takes_its_broker_and_workers_dow
     assert broker.broker_processes() == []
 
 
-async def test_ctrl_c_stops_the_gateway_cleanly_its_workers_by_the_gateway_not_by_the_interrupt(
+async def test_first_start_logs_no_error_and_ctrl_c_stops_it_cleanly_its_workers_stopped_by_the_gateway(
     tmp_path: Path, registry_url: str, unique: str
 ) -> None:
     _, gateway, broker = simulated_gateway(tmp_path, registry_url, unique)
@@ -154,6 +154,7 @@ async def test_ctrl_c_stops_the_gateway_cleanly_its_workers_by_the_gateway_not_b
     assert await gateway.interrupt() == 0
     log = gateway.log.read_text()
     assert "node crashed" not in log and "Traceback" not in log
+    assert '"level": "ERROR"' not in log  # a first start: its topics are created before anything reads them
     worker_logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "gateway").rglob("*.stderr"))
     assert "KeyboardInterrupt" not in worker_logs
     assert not any(map(process_alive, workers)) and broker.broker_processes() == []
