@@ -36,7 +36,7 @@ from streamforge.engine.schema_registry import InMemorySchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.serde import Encoder, encoder_for
 from streamforge.runtime.gateway.metrics import NodeMetrics
-from streamforge.runtime.gateway.runners import RuntimeEnv, changelog_topic, runner_for
+from streamforge.runtime.gateway.runners import RuntimeEnv, changelog_spec, runner_for
 from streamforge.runtime.gateway.runners.consumer import ConsumingRunner
 from streamforge.runtime.kafka.clients import (
     PRODUCER_DEFAULTS,
@@ -139,7 +139,7 @@ async def node_plan(bootstrap: str, node_type: str, node_id: str, source: str, c
             NewTopic(o.topic, 12, 1, topic_configs={"message.timestamp.type": "LogAppendTime"} if stamped else None)
             for o in outputs
         ]
-        + [NewTopic(changelog_topic(FLOW, node_id), 1, 1, topic_configs={"cleanup.policy": "compact"})],
+        + [changelog_spec(FLOW, node_id, bool(cls.commands))],  # as the gateway makes it
     )
     return NodePlan(node_id, node_type, "processor", "gateway", node_id, f"{source}.{node_id}",
                     (InputPlan("in", source, ("source",)),), outputs,

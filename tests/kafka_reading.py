@@ -8,6 +8,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.sdk import Message
 from streamforge.engine.serde import Decoder
@@ -60,3 +63,15 @@ async def tail(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def topic_configs(bootstrap: str, names: list[str]) -> dict[str, dict[str, str]]:
+    """Each topic's configs as the broker describes them (defaults included)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
+    finally:
+        await admin.close()
+    return {resource["resource_name"]: {c["config_names"]: c["config_value"] for c in resource["config_entries"]}
+            for response in responses for resource in response.to_object()["resources"]}  # fmt: skip

@@ -25,7 +25,7 @@ from streamforge.engine.topics import TOPICS
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
 from streamforge.runtime.gateway.metrics import NodeMetrics, merged_exposition, worker_metrics_path
 from streamforge.runtime.gateway.overflow import OverflowManager, Tier
-from streamforge.runtime.gateway.runners import CommandNotDelivered, NodeStatus, RuntimeEnv, changelog_topic
+from streamforge.runtime.gateway.runners import CommandNotDelivered, NodeStatus, RuntimeEnv, changelog_spec
 from streamforge.runtime.gateway.supervisor import (
     NodeHandle,
     ProcessHandle,
@@ -100,11 +100,16 @@ class Gateway:
     async def _ensure_topics(self, plan: ExecutionPlan) -> None:
         await self.prepare_topics()
         known = {spec.name for spec in TOPICS}
-        extra = [NewTopic(topic, 12, 1) for topic in plan.topics if topic not in known]
-        extra += [NewTopic(changelog_topic(plan.flow_id, node.node_id), 1, 1,
-                           topic_configs={"cleanup.policy": "compact", "flush.messages": "1"})
-                  for node in plan.nodes]  # fmt: skip
-        await create_topics(self.env.bootstrap, extra)
+        await create_topics(self.env.bootstrap, [NewTopic(topic, 12, 1) for topic in plan.topics if topic not in known])
+        # Reconfigured too: changelogs an older release made were all fsynced per write.
+        changelogs = [changelog_spec(plan.flow_id, node.node_id, self._takes_commands(node)) for node in plan.nodes]
+        await create_topics(self.env.bootstrap, changelogs, reconfigure=True)
+
+    def _takes_commands(self, node: NodePlan) -> bool:
+        """Only processors take operator commands; a source's or sink's class is not imported here for it (a
+        worker's protocol library stays out of the gateway's process)."""
+        cls = self.node_types.get(node.type) if node.kind == Kind.PROCESSOR.value else None
+        return cls is not None and bool(cls.commands)
 
     async def deploy(self, plan: ExecutionPlan, modified_only: bool = True) -> DeployReport:
         """Start `plan`; with modified_only, nodes whose fingerprint is unchanged keep running.

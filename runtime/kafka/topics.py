@@ -10,21 +10,26 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamforge.engine.topics import TOPIC_METADATA_TOPIC, TOPICS, TopicSpec
 
 
 async def create_topics(
-    bootstrap: str, topics: Sequence[NewTopic], timeout_s: float = 30.0, **client: Any
+    bootstrap: str, topics: Sequence[NewTopic], timeout_s: float = 30.0, reconfigure: bool = False, **client: Any
 ) -> list[str]:
     """Create the missing ones of `topics` and wait until every partition has a leader. Returns those created.
+    `reconfigure`: a topic that exists already gets the configs given here (all of them: a config not named
+    returns to the broker's default), e.g. what an older release created differently.
     `client`: the admin client's security options (another cluster than ours)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         created = []
+        if reconfigure:
+            await _set_configs(admin, [topic for topic in topics if topic.name in existing])
         for topic in topics:  # one by one: a topic another process just made is not an error
             if topic.name in existing:
                 continue
@@ -44,6 +49,16 @@ async def create_topics(
         return created
     finally:
         await admin.close()
+
+
+async def _set_configs(admin: AIOKafkaAdminClient, topics: Sequence[NewTopic]) -> None:
+    if not topics:
+        return
+    resources = [ConfigResource(ConfigResourceType.TOPIC, t.name, configs=t.topic_configs) for t in topics]
+    for response in await admin.alter_configs(resources):
+        for error_code, error_message, _, name in response.resources:
+            if error_code:
+                raise KafkaError(f"configs of topic {name} refused (error {error_code}): {error_message}")
 
 
 async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec] = TOPICS) -> list[str]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from streamforge.engine.plan import NodePlan
 from streamforge.engine.sdk import Kind
 from streamforge.runtime.gateway.runners.base import NodeRunner, node_class
-from streamforge.runtime.gateway.runners.changelog import changelog_topic
+from streamforge.runtime.gateway.runners.changelog import changelog_spec, changelog_topic
 from streamforge.runtime.gateway.runners.environment import RuntimeEnv
 from streamforge.runtime.gateway.runners.processor import CommandNotDelivered, ProcessorRunner
 from streamforge.runtime.gateway.runners.sink import SinkRunner
@@ -29,4 +29,12 @@ def runner_for(plan: NodePlan, flow_id: str, env: RuntimeEnv) -> NodeRunner:
     return RUNNERS[node_class(plan, env).kind](plan, flow_id, env)
 
 
-__all__ = ["CommandNotDelivered", "NodeRunner", "NodeStatus", "RuntimeEnv", "changelog_topic", "runner_for"]
+__all__ = [
+    "CommandNotDelivered",
+    "NodeRunner",
+    "NodeStatus",
+    "RuntimeEnv",
+    "changelog_spec",
+    "changelog_topic",
+    "runner_for",
+]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import NewTopic
 
 from streamforge.engine.state import StateStore
 from streamforge.runtime.kafka.clients import BatchProducer
@@ -10,6 +11,16 @@ from streamforge.runtime.kafka.clients import BatchProducer
 
 def changelog_topic(flow_id: str, node_id: str) -> str:
     return f"_sf.{flow_id}.{node_id}.state"
+
+
+def changelog_spec(flow_id: str, node_id: str, takes_commands: bool) -> NewTopic:
+    """A node's changelog topic: one partition, compacted. fsynced on every write only for a node that takes
+    operator commands (an alarm rule): an acknowledgement or a shelving is in no input topic, so no replay can
+    rebuild it. Other state is rebuilt from the inputs it was made of, so it is flushed as they are (by the OS,
+    as the consumer offsets it pairs with are): an fsync per state save holds up the node's next outputs, which
+    share its connection, for as long as the disk takes to flush (a gateway's eMMC or SD card: tens of ms)."""
+    configs = {"cleanup.policy": "compact", **({"flush.messages": "1"} if takes_commands else {})}
+    return NewTopic(changelog_topic(flow_id, node_id), 1, 1, topic_configs=configs)
 
 
 class Changelog:

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+from aiokafka.admin import NewTopic
 from pydantic import BaseModel
 
 from streamforge.engine.compiler import compile_flow
@@ -22,12 +23,13 @@ from streamforge.engine.problems import FlowInvalid
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway, health_app
-from streamforge.runtime.gateway.runners import CommandNotDelivered
+from streamforge.runtime.gateway.runners import CommandNotDelivered, changelog_topic
 from streamforge.runtime.gateway.supervisor import TaskHandle
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from streamforge.runtime.kafka.topics import create_topics
 from tests.eventually import eventually
-from tests.kafka_reading import read_from
+from tests.kafka_reading import read_from, topic_configs
 
 T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
 READINGS = 300  # per signal, at 10 Hz of device time: 30 s
@@ -239,6 +241,23 @@ async def test_alarm_acknowledged_through_the_runtime_api(
         assert acked.json()["emitted"]["alarms"][0]["state"] == "ACKNOWLEDGED"
     transitions = await read_from(kafka, registry, "alarms.clean", flow, "alarm", 2)
     assert [(r["state"], r["changed_by"]) for r in transitions] == [("ACTIVE", None), ("ACKNOWLEDGED", "operator_ana")]
+
+
+async def test_only_a_node_that_takes_commands_has_its_changelog_fsynced_per_write(
+    gateway: Gateway, kafka: EmbeddedKafka, unique: str
+) -> None:
+    flow = unique.replace("-", "_")[:60]
+    # As a release before this one made it: every changelog fsynced per write. A deploy reconfigures it.
+    await create_topics(kafka.bootstrap, [NewTopic(changelog_topic(flow, "val"), 1, 1, topic_configs={
+        "cleanup.policy": "compact", "flush.messages": "1"})])  # fmt: skip
+    rule = {"rule_id": "hi", "asset_id": "pump_1", "parameter": "pressure", "high": 3.0}
+    await gateway.deploy(simulated_flow(flow, [{"id": "alarm", "type": "alarm_rule", "config": rule}],
+                                        [("val:clean", "alarm:in")]))  # fmt: skip
+    names = {node: changelog_topic(flow, node) for node in ("sim", "val", "agg", "alarm")}
+    configs = await topic_configs(kafka.bootstrap, list(names.values()))
+    flushed = {node: configs[topic]["flush.messages"] == "1" for node, topic in names.items()}
+    assert flushed == {"sim": False, "val": False, "agg": False, "alarm": True}  # acknowledgements replay from nowhere
+    assert {configs[topic]["cleanup.policy"] for topic in names.values()} == {"compact"}
 
 
 def slow_flow(flow_id: str, batch_s: float) -> dict[str, Any]:

@@ -6,11 +6,11 @@ import json
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streamforge.engine.topics import TOPIC_METADATA_TOPIC, TOPICS, Priority
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import ensure_topics
+from tests.kafka_reading import topic_configs
 
 SPEC_TOPICS = {
     "telemetry.raw", "telemetry.clean", "telemetry.1s", "telemetry.1min", "telemetry.1hour",
@@ -25,18 +25,11 @@ async def test_catalogue_is_created_with_configs_and_metadata(kafka: EmbeddedKaf
     await admin.start()
     try:
         described = {t["topic"]: t for t in await admin.describe_topics(sorted(SPEC_TOPICS))}
-        assert set(described) == SPEC_TOPICS
-        assert all(len(t["partitions"]) == 12 for t in described.values())
-        resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in sorted(SPEC_TOPICS)]
-        responses = await admin.describe_configs(resources)
     finally:
         await admin.close()
-    configs: dict[str, dict[str, str]] = {}
-    for response in responses:
-        for resource in response.to_object()["resources"]:
-            configs[resource["resource_name"]] = {
-                c["config_names"]: c["config_value"] for c in resource["config_entries"]
-            }
+    assert set(described) == SPEC_TOPICS
+    assert all(len(t["partitions"]) == 12 for t in described.values())
+    configs = await topic_configs(kafka.bootstrap, sorted(SPEC_TOPICS))
     for spec in TOPICS:
         got = configs[spec.name]
         assert got["retention.ms"] == str(spec.retention_ms)
