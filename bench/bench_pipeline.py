@@ -129,21 +129,18 @@ async def bare_passthrough(bootstrap: str, source: str, count: int) -> float:
 async def node_plan(bootstrap: str, node_type: str, node_id: str, source: str, config: dict[str, Any],
                     out_prefix: str | None = None, stamped: bool = False) -> NodePlan:  # fmt: skip
     """The plan of one processor reading `source`, its output and changelog topics created."""
-    cls = load_node_types(include_plugins=False).get(node_type)
+    types = load_node_types(include_plugins=False)
+    cls = types.get(node_type)
     assert cls is not None
     prefix = out_prefix or f"{source}.{node_id}"
     outputs = tuple(OutputPlan(p.name, p.type.value, f"{prefix}.{p.name}") for p in cls.outputs)
-    await create_topics(
-        bootstrap,
-        [
-            NewTopic(o.topic, 12, 1, topic_configs={"message.timestamp.type": "LogAppendTime"} if stamped else None)
-            for o in outputs
-        ]
-        + [changelog_spec(FLOW, node_id, bool(cls.commands))],  # as the gateway makes it
-    )
-    return NodePlan(node_id, node_type, "processor", "gateway", node_id, f"{source}.{node_id}",
+    plan = NodePlan(node_id, node_type, "processor", "gateway", node_id, f"{source}.{node_id}",
                     (InputPlan("in", source, ("source",)),), outputs,
                     cls.Config.model_validate(config).model_dump(mode="json"), "")  # fmt: skip
+    stamp = {"message.timestamp.type": "LogAppendTime"} if stamped else None
+    await create_topics(bootstrap, [NewTopic(o.topic, 12, 1, topic_configs=stamp) for o in outputs]
+                        + [changelog_spec(FLOW, plan, types)])  # as the gateway makes it  # fmt: skip
+    return plan
 
 
 async def stage(

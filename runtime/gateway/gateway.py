@@ -102,14 +102,8 @@ class Gateway:
         known = {spec.name for spec in TOPICS}
         await create_topics(self.env.bootstrap, [NewTopic(topic, 12, 1) for topic in plan.topics if topic not in known])
         # Reconfigured too: changelogs an older release made were all fsynced per write.
-        changelogs = [changelog_spec(plan.flow_id, node.node_id, self._takes_commands(node)) for node in plan.nodes]
+        changelogs = [changelog_spec(plan.flow_id, node, self.node_types) for node in plan.nodes]
         await create_topics(self.env.bootstrap, changelogs, reconfigure=True)
-
-    def _takes_commands(self, node: NodePlan) -> bool:
-        """Only processors take operator commands; a source's or sink's class is not imported here for it (a
-        worker's protocol library stays out of the gateway's process)."""
-        cls = self.node_types.get(node.type) if node.kind == Kind.PROCESSOR.value else None
-        return cls is not None and bool(cls.commands)
 
     async def deploy(self, plan: ExecutionPlan, modified_only: bool = True) -> DeployReport:
         """Start `plan`; with modified_only, nodes whose fingerprint is unchanged keep running.

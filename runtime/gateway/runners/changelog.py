@@ -5,6 +5,9 @@ from __future__ import annotations
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import NewTopic
 
+from streamforge.engine.node_types import NodeTypes
+from streamforge.engine.plan import NodePlan
+from streamforge.engine.sdk import Kind
 from streamforge.engine.state import StateStore
 from streamforge.runtime.kafka.clients import BatchProducer
 
@@ -13,14 +16,21 @@ def changelog_topic(flow_id: str, node_id: str) -> str:
     return f"_sf.{flow_id}.{node_id}.state"
 
 
-def changelog_spec(flow_id: str, node_id: str, takes_commands: bool) -> NewTopic:
-    """A node's changelog topic: one partition, compacted. fsynced on every write only for a node that takes
-    operator commands (an alarm rule): an acknowledgement or a shelving is in no input topic, so no replay can
-    rebuild it. Other state is rebuilt from the inputs it was made of, so it is flushed as they are (by the OS,
-    as the consumer offsets it pairs with are): an fsync per state save holds up the node's next outputs, which
-    share its connection, for as long as the disk takes to flush (a gateway's eMMC or SD card: tens of ms)."""
-    configs = {"cleanup.policy": "compact", **({"flush.messages": "1"} if takes_commands else {})}
-    return NewTopic(changelog_topic(flow_id, node_id), 1, 1, topic_configs=configs)
+def changelog_spec(flow_id: str, node: NodePlan, node_types: NodeTypes) -> NewTopic:
+    """A node's changelog topic: one partition, compacted, and fsynced on every write where its state holds what no
+    replay of its inputs can rebuild:
+    - a sink's: the side effects it made outside Kafka (what an alert router paged, what a sink wrote and where);
+    - a processor's that takes operator commands (an alarm rule): an acknowledgement or a shelving is in no input.
+    Other state (a validator's last readings, an aggregator's open windows) is rebuilt from the inputs it was made
+    of, so it is flushed as they are, by the OS, like the consumer offsets it pairs with. An fsync per state save
+    holds up the node's next outputs, which share its connection, for as long as the disk takes to flush (a
+    gateway's eMMC or SD card: tens of ms)."""
+    durable = node.kind == Kind.SINK.value
+    if node.kind == Kind.PROCESSOR.value:  # a source's or sink's class is not imported here (its worker's library)
+        cls = node_types.get(node.type)
+        durable = cls is not None and bool(cls.commands)
+    configs = {"cleanup.policy": "compact", **({"flush.messages": "1"} if durable else {})}
+    return NewTopic(changelog_topic(flow_id, node.node_id), 1, 1, topic_configs=configs)
 
 
 class Changelog:

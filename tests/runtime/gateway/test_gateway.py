@@ -23,7 +23,7 @@ from streamforge.engine.problems import FlowInvalid
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway, health_app
-from streamforge.runtime.gateway.runners import CommandNotDelivered, changelog_topic
+from streamforge.runtime.gateway.runners import CommandNotDelivered, changelog_spec, changelog_topic
 from streamforge.runtime.gateway.supervisor import TaskHandle
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
@@ -243,7 +243,7 @@ async def test_alarm_acknowledged_through_the_runtime_api(
     assert [(r["state"], r["changed_by"]) for r in transitions] == [("ACTIVE", None), ("ACKNOWLEDGED", "operator_ana")]
 
 
-async def test_only_a_node_that_takes_commands_has_its_changelog_fsynced_per_write(
+async def test_a_deploy_fsyncs_the_changelogs_no_replay_rebuilds_and_reconfigures_older_ones(
     gateway: Gateway, kafka: EmbeddedKafka, unique: str
 ) -> None:
     flow = unique.replace("-", "_")[:60]
@@ -258,6 +258,17 @@ async def test_only_a_node_that_takes_commands_has_its_changelog_fsynced_per_wri
     flushed = {node: configs[topic]["flush.messages"] == "1" for node, topic in names.items()}
     assert flushed == {"sim": False, "val": False, "agg": False, "alarm": True}  # acknowledgements replay from nowhere
     assert {configs[topic]["cleanup.policy"] for topic in names.values()} == {"compact"}
+
+
+def test_a_sinks_changelog_is_fsynced_its_sources_not_and_a_processors_if_it_takes_commands() -> None:
+    sink = {"id": "post", "type": "http", "config": {"url": "http://127.0.0.1:9/ingest"}}
+    alarm = {"id": "alarm", "type": "alarm_rule", "config": {"rule_id": "hi", "parameter": "pressure", "high": 3.0}}
+    plan = simulated_flow("f", [sink, alarm], [("val:clean", "post:in"), ("val:clean", "alarm:in")])
+    configs = {node.node_id: changelog_spec("f", node, node_types()).topic_configs for node in plan.nodes}
+    assert {node: c.get("flush.messages") == "1" for node, c in configs.items()} == {
+        "sim": False, "val": False, "agg": False, "alarm": True, "post": True
+    }  # fmt: skip
+    assert {c["cleanup.policy"] for c in configs.values()} == {"compact"}
 
 
 def slow_flow(flow_id: str, batch_s: float) -> dict[str, Any]:
