@@ -70,10 +70,13 @@ def make_pki(directory: Path, name: str = "test") -> Pki:
     return Pki(ca, *server, *client)
 
 
-def start_mosquitto(workdir: Path, port: int, tls: Pki | None = None) -> subprocess.Popen[bytes]:
-    """A real Mosquitto on `port`. A wide in-flight window (the default 20 would pace a consumer that
-    acknowledges per Kafka batch), no cap on queued QoS 1/2 messages (an overload waits in the broker) and
-    $SYS figures every second. With `tls`, the listener speaks TLS and requires a client certificate."""
+def start_mosquitto(
+    workdir: Path, port: int, tls: Pki | None = None, max_inflight: int | None = 1000, users: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """A real Mosquitto on `port`. For MQTT 3.1.1 clients a wide in-flight window (the default 20 would pace a
+    consumer that acknowledges per Kafka batch; None keeps Mosquitto's default), no cap on queued QoS 1/2 messages (an
+    overload waits in the broker) and $SYS figures every second. With `tls`, the listener speaks TLS and requires a
+    client certificate. With `users` (a mosquitto_passwd file), only those users may connect."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).exists():
         raise RuntimeError("Mosquitto is missing: `apt-get install mosquitto` (scripts/setup.sh does)")
@@ -82,11 +85,14 @@ def start_mosquitto(workdir: Path, port: int, tls: Pki | None = None) -> subproc
     if tls is not None:  # clients must present a certificate from the same CA
         listener += (f"cafile {tls.ca}\ncertfile {tls.server_cert}\nkeyfile {tls.server_key}\n"
                      "require_certificate true\n")  # fmt: skip
-        # Started by root, Mosquitto drops to its own user before loading certificates it then cannot read in
-        # pytest's private directories; started by anyone else, this line is ignored.
+    if tls is not None or users is not None:
+        # Started by root, Mosquitto drops to its own user before loading files (certificates, users) it then cannot
+        # read in pytest's private directories; started by anyone else, this line is ignored.
         listener = "user root\n" + listener
-    config.write_text(listener + "allow_anonymous true\nmax_inflight_messages 1000\n"
-                      "max_queued_messages 0\npersistence false\nsys_interval 1\n")  # fmt: skip
+    inflight = "" if max_inflight is None else f"max_inflight_messages {max_inflight}\n"
+    access = "allow_anonymous true\n" if users is None else f"allow_anonymous false\npassword_file {users}\n"
+    config.write_text(f"{listener}{access}{inflight}max_queued_messages 0\npersistence false\n"
+                      "sys_interval 1\n")  # fmt: skip
     process = subprocess.Popen([binary, "-c", str(config)], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

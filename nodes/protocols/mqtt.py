@@ -8,13 +8,12 @@ import ssl
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-import paho.mqtt.client as paho
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 from streamforge.engine.records import dead_letter, from_epoch_ms, reason
 from streamforge.engine.retry import ConnectionSettings
 from streamforge.engine.sdk import Emitted, NodeConfig, Port, PortType, Record, SourceNode
-from streamforge.nodes.protocols.mqtt_session import Endpoint, MqttSession, Will
+from streamforge.nodes.protocols.mqtt_session import Arrival, Endpoint, MqttSession, MqttVersion, Will
 from streamforge.nodes.protocols.tls import client_context
 
 
@@ -68,6 +67,19 @@ class MqttConnectionConfig(NodeConfig):
     tls: MqttTls | None = Field(default=None, description="Connect over TLS; absent: plain TCP")
     max_payload_bytes: int = Field(
         default=65_536, ge=16, description="Larger payloads go to the DLQ with their first this many bytes"
+    )
+    protocol_version: MqttVersion = Field(
+        default="5",
+        description="MQTT 5 lets this node size the broker's in-flight window itself (receive_maximum); a 3.1.1 "
+        "broker uses its own setting (Mosquitto's max_inflight_messages, 20 by default, which paces a node that "
+        "acknowledges after Kafka)",
+    )
+    receive_maximum: int = Field(
+        default=10_000,
+        ge=1,
+        le=65_535,
+        description="MQTT 5: QoS 1 messages the broker may send before this node acknowledges them (it does once "
+        "Kafka holds them): bounds the memory they take and, over one Kafka round trip, the rate",
     )
     batch_size: int = Field(default=2000, ge=1, le=50_000, description="Messages per Kafka batch, at most")
     batch_wait_ms: int = Field(default=20, ge=0, le=5000, description="How long a batch waits to fill")
@@ -141,9 +153,10 @@ class MqttSource(SourceNode[MqttConfigT]):
             config.host, config.port, config.client_id or f"streamforge-{self.context.flow_id}-{self.context.node_id}",
             config.username, config.password.get_secret_value() if config.password else None,
             config.tls.context() if config.tls is not None else None, config.connection.timeout_s,
+            version=config.protocol_version, receive_maximum=config.receive_maximum,
         )  # fmt: skip
         self._session: MqttSession | None = None
-        self._unacked: tuple[MqttSession | None, list[paho.MQTTMessage]] = (None, [])
+        self._unacked: tuple[MqttSession | None, list[Arrival]] = (None, [])
 
     async def connect(self) -> None:
         session = MqttSession(self._endpoint, self.will())
@@ -162,11 +175,11 @@ class MqttSource(SourceNode[MqttConfigT]):
         self._unacked = (self._session, batch)
         return self._map(batch)
 
-    def _map(self, batch: list[paho.MQTTMessage]) -> Emitted:
+    def _map(self, batch: list[Arrival]) -> Emitted:
         readings: list[Record] = []
         letters: list[Record] = []
         for message in batch:
-            topic, payload = message.topic, bytes(message.payload)
+            topic, payload = message.topic, message.payload
             try:
                 if len(payload) > self.config.max_payload_bytes:
                     raise MappingError(
