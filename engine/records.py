@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -23,10 +24,17 @@ def from_epoch_ms(milliseconds: int) -> datetime:
     return EPOCH + timedelta(milliseconds=milliseconds)
 
 
+_now: tuple[int, datetime] = (0, EPOCH)  # the last millisecond asked for, and its datetime
+
+
 def now_utc() -> datetime:
-    """The gateway clock, timezone-aware, at the millisecond precision Avro keeps."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    """The gateway clock, timezone-aware, at the millisecond precision Avro keeps. Every reading a source builds
+    asks for it: one datetime is built per millisecond and shared (it is immutable), not one per reading."""
+    global _now
+    milliseconds = time.time_ns() // 1_000_000
+    if milliseconds != _now[0]:
+        _now = (milliseconds, from_epoch_ms(milliseconds))
+    return _now[1]
 
 
 def apply_time_rules(record: Record, gateway_time: datetime | None = None) -> bool:

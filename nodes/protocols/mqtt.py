@@ -3,6 +3,7 @@ source base that maps messages to readings and acknowledges them only after Kafk
 
 from __future__ import annotations
 
+import functools
 import json
 import ssl
 from datetime import UTC, datetime
@@ -91,12 +92,16 @@ MqttConfigT = TypeVar("MqttConfigT", bound=MqttConnectionConfig)
 
 def json_pointer(document: Any, pointer: str) -> Any:
     """RFC 6901: '' is the whole document; KeyError/IndexError when the path is absent."""
-    if pointer == "":
-        return document
-    for token in pointer.lstrip("/").split("/"):
-        token = token.replace("~1", "/").replace("~0", "~")
+    for token in _pointer_tokens(pointer):
         document = document[int(token)] if isinstance(document, list) else document[token]
     return document
+
+
+@functools.cache  # pointers come from node configs: a few, each read for every message
+def _pointer_tokens(pointer: str) -> tuple[str, ...]:
+    if pointer == "":
+        return ()
+    return tuple(token.replace("~1", "/").replace("~0", "~") for token in pointer.lstrip("/").split("/"))
 
 
 def parse_device_time(value: Any) -> datetime:

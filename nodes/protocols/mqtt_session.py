@@ -402,9 +402,13 @@ class MqttSession(asyncio.Protocol):
                     if qos:
                         mid, body = buffer[body] << 8 | buffer[body + 1], body + 2
                         self._unacknowledged += 1
-                    if v5:
-                        skip, body = _read_varint(buffer, body)
-                        body += skip
+                    if v5:  # skip the properties (none, or under 128 bytes, unless the broker adds some)
+                        skip = buffer[body]
+                        if skip & 0x80:
+                            skip, body = _read_varint(buffer, body)
+                            body += skip
+                        else:
+                            body += 1 + skip
                     if qos > 1 or not start < body <= end:
                         raise MalformedPacket(f"a PUBLISH at QoS {qos} of {length} bytes")
                     arrivals.append(Arrival(topic, bytes(buffer[body:end]), qos, mid))
