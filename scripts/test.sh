@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
+# One command a line: under `set -e` a failure on the left of `&&` does not stop the script.
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 echo "== mypy"; scripts/typecheck.sh
 echo "== pytest"; exec .venv/bin/python -m pytest "$@"

@@ -93,23 +93,31 @@ async def test_what_was_not_acknowledged_comes_back_to_the_next_session(
         await again.close()
 
 
-@pytest.mark.parametrize("version", ["5", "3.1.1"])
-async def test_credentials_are_sent_and_a_refusal_says_why(tmp_path: Path, version: MqttVersion) -> None:
+@pytest.fixture
+def mosquitto_with_users(tmp_path: Path) -> Iterator[MqttBroker]:
+    """A Mosquitto that lets in one user, `plant` with password `s3cret`, and nobody else."""
     users = tmp_path / "users"
     subprocess.run(["mosquitto_passwd", "-c", "-b", str(users), "plant", "s3cret"], check=True)
     port = free_port()
     process = start_mosquitto(tmp_path, port, users=users)
-    try:
-        welcome = MqttSession(Endpoint("127.0.0.1", port, "in", "plant", "s3cret", version=version))
-        await welcome.open([("a/#", 1)])
-        await welcome.close()
-        stranger = MqttSession(Endpoint("127.0.0.1", port, "out", "plant", "guess", version=version))
-        refused = f"MQTT broker 127.0.0.1:{port} refused the connection: (bad user name or password|not authorized)"
-        with pytest.raises(PeerUnavailable, match=refused):
-            await stranger.open([("a/#", 1)])
-        await stranger.close()
-    finally:
-        process.terminate()
+    yield MqttBroker("127.0.0.1", port)
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+async def test_credentials_are_sent_and_a_refusal_says_why(
+    mosquitto_with_users: MqttBroker, version: MqttVersion
+) -> None:
+    port = mosquitto_with_users.port
+    welcome = MqttSession(Endpoint("127.0.0.1", port, "in", "plant", "s3cret", version=version))
+    await welcome.open([("a/#", 1)])
+    await welcome.close()
+    stranger = MqttSession(Endpoint("127.0.0.1", port, "out", "plant", "guess", version=version))
+    refused = f"MQTT broker 127.0.0.1:{port} refused the connection: (bad user name or password|not authorized)"
+    with pytest.raises(PeerUnavailable, match=refused):
+        await stranger.open([("a/#", 1)])
+    await stranger.close()
 
 
 async def test_a_packet_split_anywhere_is_read_whole_and_junk_ends_the_session_with_the_reason() -> None:
