@@ -226,14 +226,31 @@ class StreamForge:
         pids = descendants(self.process.pid)
         return {"python": [p for p in pids if not is_java(p)], "kafka_jvm": [p for p in pids if is_java(p)]}
 
-    async def clean_count(self) -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
-        await consumer.start()
+    @contextlib.contextmanager
+    def clean_counter(self) -> Iterator[Callable[[], int]]:
+        """Records in telemetry.clean (its end offsets), kept current by one client in a thread of its own, as
+        loadgen's counter counts Node-RED's output: a new client per look cost the machine CPU while it measured, and
+        made StreamForge's end time coarser than Node-RED's."""
+        count, stop = [0], threading.Event()
+
+        async def follow() -> None:
+            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+            await consumer.start()
+            try:
+                partitions = [TopicPartition("telemetry.clean", p) for p in range(12)]
+                while not stop.is_set():
+                    count[0] = sum((await consumer.end_offsets(partitions)).values())
+                    await asyncio.sleep(0.1)
+            finally:
+                await consumer.stop()
+
+        thread = threading.Thread(target=asyncio.run, args=(follow(),), daemon=True)
+        thread.start()
         try:
-            partitions = [TopicPartition("telemetry.clean", p) for p in range(12)]
-            return sum((await consumer.end_offsets(partitions)).values())
+            yield lambda: count[0]
         finally:
-            await consumer.stop()
+            stop.set()
+            thread.join()
 
     async def distinct(self) -> int:
         """Distinct readings in telemetry.clean (a redelivery after a crash may repeat some)."""
@@ -376,10 +393,8 @@ def main(rates: list[int], seconds: float) -> dict[str, Any]:
         streamforge = StreamForge(workdir, side_by_side_flow(port))
         streamforge.start()
 
-        def count() -> int:
-            return asyncio.run(streamforge.clean_count())
-
-        results["streamforge"] = ladder("StreamForge", binary, port, rates, seconds, count, streamforge.processes)
+        with streamforge.clean_counter() as count:
+            results["streamforge"] = ladder("StreamForge", binary, port, rates, seconds, count, streamforge.processes)
 
         def distinct() -> int:
             return asyncio.run(streamforge.distinct())

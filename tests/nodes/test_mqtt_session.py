@@ -134,6 +134,11 @@ async def test_a_packet_split_anywhere_is_read_whole_and_junk_ends_the_session_w
     assert session.gone is not None and "malformed packet" in session.gone
     with pytest.raises(PeerUnavailable, match="malformed packet"):
         await session.take(10, 0, 0)
+    told = MqttSession(Endpoint("127.0.0.1", 1, "told"))
+    told.data_received(bytes([0xE0, 0x09, 0x8E, 0x07, 0x1F, 0x00, 0x04]) + b"twin")  # DISCONNECT, a reason string
+    assert told.gone == "MQTT broker 127.0.0.1:1 disconnected this client: session taken over (another client " + (
+        "connected with the same client_id) (0x8e): twin"
+    )
 
 
 async def test_a_broker_that_is_not_there_is_named() -> None:
@@ -142,3 +147,28 @@ async def test_a_broker_that_is_not_there_is_named() -> None:
     with pytest.raises(PeerUnavailable, match=f"cannot reach MQTT broker 127.0.0.1:{port}"):
         await session.open([("a", 1)])
     await asyncio.sleep(0)
+
+
+async def test_an_idle_session_is_kept_alive_by_pings(mqtt_broker: MqttBroker, unique: str) -> None:
+    """Mosquitto drops a client that says nothing for 1.5x its keep-alive: a quiet session pings."""
+    endpoint = Endpoint(mqtt_broker.host, mqtt_broker.port, f"{unique}-idle", keepalive_s=1)
+    session = MqttSession(endpoint)
+    await session.open([(f"{unique}/idle", 1)])
+    try:
+        await asyncio.sleep(4)  # nothing to read or write for four keep-alive periods
+        assert session.gone is None
+        await publish(mqtt_broker, f"{unique}/idle", 1)
+        assert [m.payload for m in await take_until_quiet(session)] == [b"0"]
+    finally:
+        await session.close()
+
+
+async def test_a_session_taken_over_by_another_client_says_so(mqtt_broker: MqttBroker, unique: str) -> None:
+    first = await opened(mqtt_broker, f"{unique}-twin", f"{unique}/twin", "5")
+    second = await opened(mqtt_broker, f"{unique}-twin", f"{unique}/twin", "5")
+    try:
+        with pytest.raises(PeerUnavailable, match=f"{first.peer} closed the connection"):  # not left waiting
+            await first.take(10, 5, 0)
+    finally:
+        await first.close()
+        await second.close()
