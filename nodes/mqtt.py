@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import paho.mqtt.client as paho
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streamforge.engine.devices import PointMapping
 from streamforge.engine.sdk import Record
@@ -32,13 +32,32 @@ class PayloadPoint(PointMapping):
     )
 
 
+SHARED = "$share/"  # MQTT 5 shared subscription: $share/<group>/<filter>, each message to one member of the group
+
+
 class TopicMapping(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    topic: str = Field(min_length=1, description="Topic filter; + and # wildcards")
+    topic: str = Field(
+        min_length=1,
+        description="Topic filter; + and # wildcards. $share/<group>/<filter> shares the subscription with the "
+        "group's other members (other nodes or gateways): each message goes to one of them",
+    )
     qos: SubscriptionQos = Field(default=1, description="1: acknowledged only after Kafka has the readings")
     array: str | None = Field(default=None, description="JSON pointer to an array of points, each mapped alone")
     points: list[PayloadPoint] = Field(min_length=1)
+
+    @field_validator("topic")
+    @classmethod
+    def _shared_has_a_filter(cls, topic: str) -> str:
+        if topic.startswith(SHARED) and len(topic.split("/", 2)) < 3:
+            raise ValueError(f"{topic!r}: a shared subscription is $share/<group>/<topic filter>")
+        return topic
+
+    @property
+    def topic_filter(self) -> str:
+        """What a message's topic is matched against: a shared subscription's filter without $share/<group>/."""
+        return self.topic.split("/", 2)[2] if self.topic.startswith(SHARED) else self.topic
 
 
 class MqttConfig(MqttConnectionConfig):
@@ -100,7 +119,8 @@ class Mqtt(MqttSource[MqttConfig]):
     def readings(self, topic: str, document: Any) -> list[Record]:
         mapping = self._mapping_of.get(topic)
         if mapping is None:  # topics repeat: match each against the filters once
-            mapping = next((m for m in self.config.subscriptions if paho.topic_matches_sub(m.topic, topic)), None)
+            matching = (m for m in self.config.subscriptions if paho.topic_matches_sub(m.topic_filter, topic))
+            mapping = next(matching, None)
             if mapping is not None and len(self._mapping_of) < 100_000:
                 self._mapping_of[topic] = mapping
         if mapping is None:

@@ -72,6 +72,13 @@ def test_a_qos_2_subscription_is_refused_with_the_reason() -> None:
         TopicMapping(topic="#", qos=2, points=[PayloadPoint(asset_id="a", parameter="p")])
 
 
+def test_a_shared_subscription_without_a_filter_is_refused_and_one_with_matches_as_its_filter() -> None:
+    point = PayloadPoint(asset_id="a", parameter="p")
+    with pytest.raises(ValidationError, match=r"a shared subscription is \$share/<group>/<topic filter>"):
+        TopicMapping(topic="$share/line", points=[point])
+    assert TopicMapping(topic="$share/line/plant/+/data", points=[point]).topic_filter == "plant/+/data"
+
+
 def mqtt_flow(flow_id: str, broker: MqttBroker, topic_root: str) -> dict[str, Any]:
     return {
         "id": flow_id,
@@ -169,6 +176,37 @@ async def test_every_acknowledged_message_lands_despite_a_sigkill_and_bad_payloa
     assert f'streamforge_source_last_reading_timestamp_seconds{{flow="{flow}",node="mq"}}' in exposition
     restarted = next(n for n in gateway.node_health() if n["flow"] == flow and n["node"] == "mq")
     assert restarted["restarts"] >= 1 and restarted["status"] == "RUNNING"
+
+
+async def test_a_shared_subscription_splits_the_messages_between_two_sources_and_loses_none(
+    gateway: Gateway, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, mqtt_broker: MqttBroker, unique: str
+) -> None:
+    flow = f"ms{abs(hash(unique)) % 10**8}"
+    root = f"sf/{flow}"
+    document = mqtt_flow(flow, mqtt_broker, root)
+    source = document["nodes"][0]
+    source["config"]["subscriptions"][0]["topic"] = f"$share/{flow}/{root}/+/data"
+    twin = {**source, "id": "mq2", "config": {**source["config"], "client_id": f"{flow}-mq2"}}
+    document["nodes"].append(twin)
+    document["edges"].append({"from": "mq2:out", "to": "val:in"})
+    async with (
+        tail(kafka, registry, ["telemetry.raw"], flow, "mq") as first,
+        tail(kafka, registry, ["telemetry.raw"], flow, "mq2") as second,
+    ):
+        await gateway.deploy(compile_flow(validate_flow(document), gateway.node_types))
+        for attempt in range(200):  # until both members of the group are subscribed and each was handed a probe
+            await publish(mqtt_broker, [(f"{root}/probe/data", json.dumps({"seq": -1, "ts": attempt}).encode())])
+            await asyncio.sleep(0.1)
+            if first and second:
+                break
+        assert first and second, "the two sources never both received a probe"
+        total = 3000
+        await publish(mqtt_broker, [numbered(root, i) for i in range(total)])
+        clean = await read_from(kafka, registry, "telemetry.clean", flow, "val", total, timeout_s=120)
+    arrived = {int(r["value"]) for r in clean if r["value"] is not None and r["value"] >= 0}
+    assert arrived == set(range(total)), f"missing: {sorted(set(range(total)) - arrived)[:20]}"
+    shares = [sum(1 for m in side if m.record["value"] >= 0) for side in (first, second)]
+    assert min(shares) > 0 and sum(shares) >= total, f"the group's shares: {shares}"  # each source took a part
 
 
 async def test_an_offer_at_twice_the_sustained_rate_waits_in_the_broker_and_nothing_is_lost(
