@@ -11,7 +11,6 @@ Kafka JVM is reported apart. The 100-series run in the same session is the basel
 from __future__ import annotations
 
 import argparse
-import asyncio
 import tempfile
 import time
 from pathlib import Path
@@ -44,7 +43,8 @@ def run(series: int, seconds: float) -> dict[str, Any]:
                 python.append(rss_mb(processes["python"]))
                 jvm.append(rss_mb(processes["kafka_jvm"]))
                 time.sleep(1)
-            flowed = asyncio.run(gateway.clean_count())
+            with gateway.clean_counter() as count:
+                flowed = count()
         finally:
             gateway.kill()
     last_minute = python[-60:]

@@ -228,10 +228,10 @@ class StreamForge:
 
     @contextlib.contextmanager
     def clean_counter(self) -> Iterator[Callable[[], int]]:
-        """Records in telemetry.clean (its end offsets), kept current by one client in a thread of its own, as
-        loadgen's counter counts Node-RED's output: a new client per look cost the machine CPU while it measured, and
-        made StreamForge's end time coarser than Node-RED's."""
-        count, stop = [0], threading.Event()
+        """Records in telemetry.clean (its end offsets; the first look is waited for), kept current by one client in a
+        thread of its own, as loadgen's counter counts Node-RED's output: a new client per look cost the machine CPU
+        while it measured, and made StreamForge's end time coarser than Node-RED's."""
+        count, stop, looked = [0], threading.Event(), threading.Event()
 
         async def follow() -> None:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
@@ -240,14 +240,20 @@ class StreamForge:
                 partitions = [TopicPartition("telemetry.clean", p) for p in range(12)]
                 while not stop.is_set():
                     count[0] = sum((await consumer.end_offsets(partitions)).values())
+                    looked.set()
                     await asyncio.sleep(0.1)
             finally:
                 await consumer.stop()
 
+        def latest() -> int:
+            if not looked.wait(30):
+                raise RuntimeError(f"telemetry.clean's end offsets could not be read from {self.bootstrap} in 30 s")
+            return count[0]
+
         thread = threading.Thread(target=asyncio.run, args=(follow(),), daemon=True)
         thread.start()
         try:
-            yield lambda: count[0]
+            yield latest
         finally:
             stop.set()
             thread.join()
