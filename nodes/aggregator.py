@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from sys import intern
@@ -12,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from streamforge.engine.records import epoch_ms, event_time, from_epoch_ms, reason
-from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record, earliest_offsets
+from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
 
 Resolution = Literal["1s", "1min", "1h"]
 WINDOW_MS: dict[str, int] = {"1s": 1_000, "1min": 60_000, "1h": 3_600_000}
@@ -61,7 +63,8 @@ class _Window:
     pending: dict[str, int] = field(default_factory=dict, repr=False)
     touched: float = 0.0
 
-    def add(self, at_ms: int, value: float, where: str, offset: int, now: float) -> None:
+    def add(self, at_ms: int, value: float, where: str, offset: int, now: float) -> bool:
+        """Count one reading; True when it is the first from `where` since the window was last saved."""
         self.count += 1
         total = self.total + value
         if abs(self.total) >= abs(value):
@@ -75,8 +78,11 @@ class _Window:
         if at_ms > self.last_ms:
             self.last_ms, self.last = at_ms, value
         self.applied[where] = offset + 1
-        self.pending.setdefault(where, offset)
         self.touched = now
+        if where in self.pending:
+            return False
+        self.pending[where] = offset
+        return True
 
     def statistics(self) -> dict[str, Any]:
         return {"avg": (self.total + self.compensation) / self.count, "min": self.low, "max": self.high,
@@ -137,22 +143,30 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         }
         self._recent_changed: set[tuple[str, str]] = set()
         self._partition_names: dict[tuple[str, int], str] = {}
+        # Per input partition, the offsets at which open windows started holding it back (a heap; an entry is stale
+        # once its window was saved or closed): retained() reads the earliest live one, not every open window.
+        self._holding: dict[tuple[str, int], list[tuple[int, int, _Window]]] = {}
+        self._held_count = itertools.count()  # tie-break: the windows of one reading start holding at one offset
+        # Series whose windows may have come due: those whose watermark moved (restored windows, on the first batch).
+        self._advanced: dict[tuple[str, str], None] = dict.fromkeys((slot[0], slot[1]) for slot in self._windows)
         self._saved_at = self.clock.monotonic()
         self.late_count = 0
         self.ignored_count = 0
 
     def retained(self) -> dict[tuple[str, int], int]:
-        held: list[tuple[tuple[str, int], int]] = []
-        for windows in self._windows.values():
-            for window in windows.values():
-                for where, offset in window.pending.items():
-                    topic, _, partition = where.rpartition("|")
-                    held.append(((topic, int(partition)), offset))
-        return earliest_offsets(held)
+        held: dict[tuple[str, int], int] = {}
+        for where, heap in self._holding.items():
+            name = self._partition_names[where]
+            while heap and heap[0][2].pending.get(name) != heap[0][0]:
+                heapq.heappop(heap)  # that window was saved or closed since
+            if heap:
+                held[where] = heap[0][0]
+        return held
 
     def _checkpoint(self, now: float) -> None:
         """Save every open window counted into since the last checkpoint; its offsets need no holding back then."""
         self._saved_at = now
+        self._holding.clear()  # every window's pending offsets are saved below
         for (asset, parameter, resolution), windows in self._windows.items():
             for start, window in windows.items():
                 if window.pending:
@@ -211,15 +225,21 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                     window = windows[start] = _Window(start, record.get("unit"))
                 elif message.offset < window.applied.get(partition, 0):
                     continue  # a replay of what the saved window already counted
-                window.add(at_ms, float(record["value"]), partition, message.offset, now)
+                if window.add(at_ms, float(record["value"]), partition, message.offset, now):
+                    heap = self._holding.setdefault(where, [])
+                    heapq.heappush(heap, (message.offset, next(self._held_count), window))
             if at_ms > watermark:
                 self._watermark[series] = at_ms
+                self._advanced[series] = None  # in order: what closes is emitted in the order its series moved
         for message in batch:
             where = (message.topic, message.partition)
             if message.offset + 1 > self._done.get(where, 0):
                 self._done[where] = message.offset + 1
+        # Only a series whose watermark moved can have a window come due (a window is never due when it opens).
+        slots = [(*series, resolution) for series in self._advanced for resolution in resolutions]
+        self._advanced.clear()
         emitted = self._close(lambda slot, window: window.start_ms + WINDOW_MS[slot[2]] + self._lateness_ms
-                              <= self._watermark.get((slot[0], slot[1]), -(2**62)))  # fmt: skip
+                              <= self._watermark.get((slot[0], slot[1]), -(2**62)), slots)  # fmt: skip
         if now - self._saved_at >= self.config.checkpoint_s:
             self._checkpoint(now)
         if late:
@@ -233,14 +253,19 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             self._checkpoint(monotonic)
         return emitted
 
-    def _close(self, due: Any) -> Emitted:
+    def _close(self, due: Any, slots: Iterable[tuple[str, str, str]] | None = None) -> Emitted:
+        """Emit the windows `due` says are (of `slots`, or of every series and resolution)."""
         emitted: Emitted = {}
-        for slot, windows in self._windows.items():
+        for slot in self._windows if slots is None else slots:
+            windows = self._windows.get(slot)
+            if not windows:
+                continue
             for start in sorted(windows):
                 window = windows[start]
                 if not due(slot, window):
                     continue
                 del windows[start]
+                window.pending = {}  # emitted: it holds no offset back any more
                 if (*slot, start) in self._open:
                     del self._open[(*slot, start)]
                 end = start + WINDOW_MS[slot[2]]

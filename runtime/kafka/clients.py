@@ -13,6 +13,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streamforge.engine.sdk import Message
 from streamforge.engine.serde import Decoder, Encoder, Record, RecordError
+from streamforge.runtime.kafka.partitioning import partition_of
 
 Headers = list[tuple[str, bytes]]
 
@@ -93,9 +94,9 @@ class BatchProducer(_Lifecycle):
             bootstrap_servers=bootstrap, **{**PRODUCER_DEFAULTS, **overrides}
         )
         self._partitioner = DefaultPartitioner()
-        # murmur2 is pure Python in aiokafka; asset ids repeat, so hash each (key, partition count) once. Bounded:
+        # murmur2 costs µs in Python; asset ids repeat, so hash each (key, partition count) once. Bounded:
         # keys that never repeat (an aggregate's asset|parameter|window) would otherwise grow it without end.
-        self._partition_of: dict[tuple[bytes | None, int], int] = {}
+        self._partition_of: dict[tuple[bytes, int], int] = {}
 
     async def send_records(
         self,
@@ -140,14 +141,21 @@ class BatchProducer(_Lifecycle):
         partitions = sorted(await self.producer.partitions_for(topic))
         by_partition: dict[int, list[tuple[int, bytes | None, bytes]]] = defaultdict(list)
         count = len(partitions)
-        cache = self._partition_of
-        for item in items:
-            partition = cache.get((item[1], count))
-            if partition is None or item[1] is None:
-                if len(cache) >= PARTITIONS_KEPT:
-                    cache.clear()
-                partition = cache[(item[1], count)] = self._partitioner(item[1], partitions, partitions)
-            by_partition[partition].append(item)
+        if count == 1:  # a changelog: nothing to hash (its many keys would also crowd the asset ids out of the cache)
+            by_partition[partitions[0]].extend(items)
+        else:
+            cache = self._partition_of
+            for item in items:
+                key = item[1]
+                if key is None:  # no key: any partition (the default partitioner picks one at random)
+                    partition = self._partitioner(None, partitions, partitions)
+                else:
+                    partition = cache.get((key, count))
+                    if partition is None:
+                        if len(cache) >= PARTITIONS_KEPT:
+                            cache.clear()
+                        partition = cache[(key, count)] = partitions[partition_of(key, count)]
+                by_partition[partition].append(item)
         pending: list[tuple[asyncio.Future[Any], list[int]]] = []
         record_headers = headers or []
         for partition, chunk in by_partition.items():
