@@ -5,7 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from sys import intern
@@ -20,6 +20,7 @@ Resolution = Literal["1s", "1min", "1h"]
 WINDOW_MS: dict[str, int] = {"1s": 1_000, "1min": 60_000, "1h": 3_600_000}
 PORT_OF: dict[str, str] = {"1s": "agg_1s", "1min": "agg_1min", "1h": "agg_1h"}
 DEDUP_RECENT = 16  # device times per series remembered to count a redelivered reading once
+NEVER = -(2**62)  # before any time: the watermark of a series not seen yet
 
 
 class AggregatorConfig(NodeConfig):
@@ -72,7 +73,10 @@ class _Window:
         else:
             self.compensation += (value - total) + self.total
         self.total = total
-        self.low, self.high = min(self.low, value), max(self.high, value)
+        if value < self.low:
+            self.low = value
+        if value > self.high:
+            self.high = value
         if at_ms < self.first_ms:
             self.first_ms, self.first = at_ms, value
         if at_ms > self.last_ms:
@@ -191,11 +195,16 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
     async def process(self, batch: Sequence[Message]) -> Emitted:
         late: list[Record] = []
         resolutions = self.config.resolutions
-        now = self.clock.monotonic()
+        sizes = [(resolution, WINDOW_MS[resolution]) for resolution in resolutions]
+        lateness, now = self._lateness_ms, self.clock.monotonic()
+        done, watermarks, closed_until, windows_of = self._done, self._watermark, self._closed_until, self._windows
+        read: dict[tuple[str, int], int] = {}  # the last offset of the batch per input partition
         for message in batch:
             record = message.record
             where = (message.topic, message.partition)
-            replayed = message.offset < self._done.get(where, 0)
+            if message.offset > read.get(where, -1):
+                read[where] = message.offset
+            replayed = message.offset < done.get(where, 0)
             if record["quality"] not in self._qualities or record["value"] is None:
                 continue
             # Interned: every decoded reading brings its own copies of these strings, and the windows, watermark
@@ -207,19 +216,20 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             partition = self._partition_names.get(where)
             if partition is None:  # one string per input partition, shared by every window's `applied`
                 partition = self._partition_names[where] = f"{message.topic}|{message.partition}"
-            watermark = self._watermark.get(series, -(2**62))
-            for resolution in resolutions:
-                size = WINDOW_MS[resolution]
+            watermark = watermarks.get(series, NEVER)
+            for resolution, size in sizes:
                 start = at_ms - at_ms % size
                 slot = (series[0], series[1], resolution)
-                if start < self._closed_until.get(slot, -(2**62)) or start + size + self._lateness_ms <= watermark:
+                if start < closed_until.get(slot, NEVER) or start + size + lateness <= watermark:
                     if replayed:
                         self.ignored_count += 1  # its window was emitted before the restart
                     elif resolution == resolutions[0]:
                         self.late_count += 1
                         late.append(self._late(message, resolution, start))
                     continue
-                windows = self._windows.setdefault(slot, {})
+                windows = windows_of.get(slot)
+                if windows is None:
+                    windows = windows_of[slot] = {}
                 window = windows.get(start)
                 if window is None:
                     window = windows[start] = _Window(start, record.get("unit"))
@@ -229,17 +239,24 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                     heap = self._holding.setdefault(where, [])
                     heapq.heappush(heap, (message.offset, next(self._held_count), window))
             if at_ms > watermark:
-                self._watermark[series] = at_ms
+                watermarks[series] = at_ms
                 self._advanced[series] = None  # in order: what closes is emitted in the order its series moved
-        for message in batch:
-            where = (message.topic, message.partition)
-            if message.offset + 1 > self._done.get(where, 0):
-                self._done[where] = message.offset + 1
-        # Only a series whose watermark moved can have a window come due (a window is never due when it opens).
-        slots = [(*series, resolution) for series in self._advanced for resolution in resolutions]
+        for where, offset in read.items():
+            if offset + 1 > done.get(where, 0):
+                done[where] = offset + 1
+        # Only a series whose watermark moved can have a window come due (a window is never due when it opens):
+        # due once the watermark passed its end by the allowed lateness.
+        emitted: Emitted = {}
+        for series in self._advanced:
+            passed = watermarks.get(series, NEVER) - lateness
+            for resolution, size in sizes:
+                slot = (series[0], series[1], resolution)
+                windows = windows_of.get(slot)
+                if windows:
+                    due = [start for start in windows if start + size <= passed]
+                    if due:
+                        self._emit(slot, due, emitted)
         self._advanced.clear()
-        emitted = self._close(lambda slot, window: window.start_ms + WINDOW_MS[slot[2]] + self._lateness_ms
-                              <= self._watermark.get((slot[0], slot[1]), -(2**62)), slots)  # fmt: skip
         if now - self._saved_at >= self.config.checkpoint_s:
             self._checkpoint(now)
         if late:
@@ -248,31 +265,25 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
 
     async def tick(self, now: datetime) -> Emitted:
         monotonic = self.clock.monotonic()
-        emitted = self._close(lambda slot, window: window.touched < monotonic - self.config.idle_close_s)
+        idle_since = monotonic - self.config.idle_close_s
+        emitted: Emitted = {}
+        for slot, windows in self._windows.items():
+            self._emit(slot, [start for start, window in windows.items() if window.touched < idle_since], emitted)
         if monotonic - self._saved_at >= self.config.checkpoint_s:
             self._checkpoint(monotonic)
         return emitted
 
-    def _close(self, due: Any, slots: Iterable[tuple[str, str, str]] | None = None) -> Emitted:
-        """Emit the windows `due` says are (of `slots`, or of every series and resolution)."""
-        emitted: Emitted = {}
-        for slot in self._windows if slots is None else slots:
-            windows = self._windows.get(slot)
-            if not windows:
-                continue
-            for start in sorted(windows):
-                window = windows[start]
-                if not due(slot, window):
-                    continue
-                del windows[start]
-                window.pending = {}  # emitted: it holds no offset back any more
-                if (*slot, start) in self._open:
-                    del self._open[(*slot, start)]
-                end = start + WINDOW_MS[slot[2]]
-                if end > self._closed_until.get(slot, -(2**62)):
-                    self._closed_until[slot] = end
-                emitted.setdefault(PORT_OF[slot[2]], []).append(self._aggregate(slot, window))
-        return emitted
+    def _emit(self, slot: tuple[str, str, str], starts: list[int], emitted: Emitted) -> None:
+        """Close these windows of `slot`, oldest first: their statistics go out on the resolution's port."""
+        windows = self._windows[slot]
+        for start in sorted(starts):
+            window = windows.pop(start)
+            window.pending = {}  # emitted: it holds no offset back any more
+            self._open.pop((*slot, start), None)
+            end = start + WINDOW_MS[slot[2]]
+            if end > self._closed_until.get(slot, NEVER):
+                self._closed_until[slot] = end
+            emitted.setdefault(PORT_OF[slot[2]], []).append(self._aggregate(slot, window))
 
     def _aggregate(self, slot: tuple[str, str, str], window: _Window) -> Record:
         start = from_epoch_ms(window.start_ms)

@@ -113,9 +113,9 @@ async def round_trip(data_dir: Path, count: int, bootstrap: str | None, say: Cal
                     node_headers(run, "roundtrip"),
                     key_of=lambda r: str(r.get("asset_id") or r.get("source_topic")),
                 )
-                sent[topic] = len(report.delivered)
+                sent[topic] = report.delivered_count
                 say(
-                    f"  produced {len(report.delivered):>6} {spec.record_type:<11} -> {topic} "
+                    f"  produced {report.delivered_count:>6} {spec.record_type:<11} -> {topic} "
                     f"(schema id {encoder.schema_id}, acks=all)"
                 )
         received: Counter[str] = Counter()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
-from streamforge.engine.state import StateStore
+from streamforge.engine.state import StateStore, changelog_key
 
 
 @dataclass
@@ -49,3 +50,26 @@ def test_a_saved_value_that_no_longer_fits_names_its_table_key_and_field() -> No
     store.load({json.dumps(["alarm", "pump_1", "pressure"]): b'{"state": "ACTIVE", "since": "yesterday"}'})
     with pytest.raises(ValueError, match=r"state table 'alarm', key \['pump_1', 'pressure'\]: .* at /since: "):
         store.table("alarm", Alarm)
+
+
+def test_changelog_keys_are_byte_for_byte_json_dumps() -> None:
+    """Compaction keeps one value per key: a key written differently than before would keep the old value beside it
+    (and a deletion would not delete it)."""
+    keys: list[tuple[Any, ...]] = [
+        ("pump_1", "pressure"), ("in", 0), ("telemetry.raw", -3), ("a", 2**70), (), ("Größe", "naïve \"q\" \\ /"),
+        ("line\n\t\x00", "☃ emoji 😀"), ("x", True), ("x", 1.5),
+    ]  # fmt: skip
+    for key in keys:
+        assert changelog_key("open", key) == json.dumps(["open", *key]), key
+
+
+def test_a_table_is_changed_key_by_key_so_every_change_is_saved() -> None:
+    store = StateStore()
+    counts = store.table("count", int)
+    assert counts.setdefault(("a",), 1) == 1 and counts.setdefault(("a",), 2) == 1
+    counts[("b",)] = 2
+    assert counts.pop(("b",)) == 2 and counts.pop(("c",), None) is None
+    assert store.changes() == {json.dumps(["count", "a"]): b"1", json.dumps(["count", "b"]): None}
+    with pytest.raises(TypeError, match="change it key by key"):
+        counts.update({("d",): 4})
+    assert counts.get(("a",)) == 1 and dict(counts.items()) == {("a",): 1}

@@ -68,7 +68,7 @@ class OutputPorts:
                 report = await producer.send_records(out.topic, pending, out.encoder, self.headers,
                                                      key_of=functools.partial(self.cls.record_key, port),
                                                      encoded_as=encoded_as)  # fmt: skip
-                self.env.metrics.records_out.labels(**self.labels, port=port).inc(len(report.delivered))
+                self.env.metrics.records_out.labels(**self.labels, port=port).inc(report.delivered_count)
                 for error in report.rejected:
                     log.error("output record rejected", extra={**self.labels, "port": port, "error": str(error)})
                     self.env.metrics.errors.labels(**self.labels, kind="encode").inc()
