@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,8 +62,7 @@ class _Window:
     pending: dict[str, int] = field(default_factory=dict, repr=False)
     touched: float = 0.0
 
-    def add(self, at_ms: int, value: float, where: str, offset: int, now: float) -> bool:
-        """Count one reading; True when it is the first from `where` since the window was last saved."""
+    def add(self, at_ms: int, value: float, where: str, offset: int, now: float) -> None:
         self.count += 1
         total = self.total + value
         if abs(self.total) >= abs(value):
@@ -82,11 +79,8 @@ class _Window:
         if at_ms > self.last_ms:
             self.last_ms, self.last = at_ms, value
         self.applied[where] = offset + 1
+        self.pending.setdefault(where, offset)
         self.touched = now
-        if where in self.pending:
-            return False
-        self.pending[where] = offset
-        return True
 
     def statistics(self) -> dict[str, Any]:
         return {"avg": (self.total + self.compensation) / self.count, "min": self.low, "max": self.high,
@@ -147,10 +141,12 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         }
         self._recent_changed: set[tuple[str, str]] = set()
         self._partition_names: dict[tuple[str, int], str] = {}
-        # Per input partition, the offsets at which open windows started holding it back (a heap; an entry is stale
-        # once its window was saved or closed): retained() reads the earliest live one, not every open window.
-        self._holding: dict[tuple[str, int], list[tuple[int, int, _Window]]] = {}
-        self._held_count = itertools.count()  # tie-break: the windows of one reading start holding at one offset
+        self._where_of: dict[str, tuple[str, int]] = {}  # partition name -> (topic, partition)
+        # Per input partition, the first offset counted into a window since the last checkpoint: what retained()
+        # holds back. A window closed since needs no holding, but scanning the open ones for the exact earliest cost
+        # 5 µs a reading at 10,000 series; held back at most until the next checkpoint, a crash replays no more input
+        # than checkpoint_s either way (what was emitted is not emitted again: `closed`).
+        self._holding: dict[str, int] = {}
         # Series whose windows may have come due: those whose watermark moved (restored windows, on the first batch).
         self._advanced: dict[tuple[str, str], None] = dict.fromkeys((slot[0], slot[1]) for slot in self._windows)
         self._saved_at = self.clock.monotonic()
@@ -158,19 +154,12 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         self.ignored_count = 0
 
     def retained(self) -> dict[tuple[str, int], int]:
-        held: dict[tuple[str, int], int] = {}
-        for where, heap in self._holding.items():
-            name = self._partition_names[where]
-            while heap and heap[0][2].pending.get(name) != heap[0][0]:
-                heapq.heappop(heap)  # that window was saved or closed since
-            if heap:
-                held[where] = heap[0][0]
-        return held
+        return {self._where_of[name]: offset for name, offset in self._holding.items()}
 
     def _checkpoint(self, now: float) -> None:
         """Save every open window counted into since the last checkpoint; its offsets need no holding back then."""
         self._saved_at = now
-        self._holding.clear()  # every window's pending offsets are saved below
+        self._holding.clear()  # every window counted into since the last checkpoint is saved below
         for (asset, parameter, resolution), windows in self._windows.items():
             for start, window in windows.items():
                 if window.pending:
@@ -216,6 +205,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             partition = self._partition_names.get(where)
             if partition is None:  # one string per input partition, shared by every window's `applied`
                 partition = self._partition_names[where] = f"{message.topic}|{message.partition}"
+                self._where_of[partition] = where
             watermark = watermarks.get(series, NEVER)
             for resolution, size in sizes:
                 start = at_ms - at_ms % size
@@ -235,9 +225,9 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                     window = windows[start] = _Window(start, record.get("unit"))
                 elif message.offset < window.applied.get(partition, 0):
                     continue  # a replay of what the saved window already counted
-                if window.add(at_ms, float(record["value"]), partition, message.offset, now):
-                    heap = self._holding.setdefault(where, [])
-                    heapq.heappush(heap, (message.offset, next(self._held_count), window))
+                window.add(at_ms, float(record["value"]), partition, message.offset, now)
+                if message.offset < self._holding.get(partition, message.offset + 1):
+                    self._holding[partition] = message.offset
             if at_ms > watermark:
                 watermarks[series] = at_ms
                 self._advanced[series] = None  # in order: what closes is emitted in the order its series moved
@@ -278,7 +268,6 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         windows = self._windows[slot]
         for start in sorted(starts):
             window = windows.pop(start)
-            window.pending = {}  # emitted: it holds no offset back any more
             self._open.pop((*slot, start), None)
             end = start + WINDOW_MS[slot[2]]
             if end > self._closed_until.get(slot, NEVER):
