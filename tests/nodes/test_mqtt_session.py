@@ -146,7 +146,6 @@ async def test_a_broker_that_is_not_there_is_named() -> None:
     session = MqttSession(Endpoint("127.0.0.1", port, "nobody", timeout_s=2))
     with pytest.raises(PeerUnavailable, match=f"cannot reach MQTT broker 127.0.0.1:{port}"):
         await session.open([("a", 1)])
-    await asyncio.sleep(0)
 
 
 async def test_an_idle_session_is_kept_alive_by_pings(mqtt_broker: MqttBroker, unique: str) -> None:
