@@ -11,9 +11,10 @@ from typing import Any, cast
 
 import fastavro
 import fastavro.read
+from fastavro.logical_writers import LOGICAL_WRITERS
 from fastavro.validation import ValidationError, validate
 
-from streamforge.engine.avro_reader import BodyReader, compile_reader
+from streamforge.engine.avro_compiled import BodyReader, BodyWriter, compile_reader, compile_writer
 from streamforge.engine.records import from_epoch_ms
 from streamforge.engine.schema_registry import SchemaRegistry
 from streamforge.engine.schemas import Schema
@@ -86,7 +87,19 @@ class Encoder:
         self.header = HEADER.pack(MAGIC, schema_id)
         self.key_field = key_field
         self._fields = _field_index(cast(Schema, self.parsed))
-        self._buffer = io.BytesIO()
+        self._write = compile_writer(schema, LOGICAL_WRITERS["long-timestamp-millis"]) or self._fastavro_writer()
+
+    def _fastavro_writer(self) -> BodyWriter:
+        """For a schema the compiled writer leaves to fastavro."""
+        buffer, parsed, writer = io.BytesIO(), self.parsed, fastavro.schemaless_writer
+
+        def write(record: Any, out: bytearray) -> None:
+            buffer.seek(0)
+            buffer.truncate()
+            writer(buffer, parsed, record)
+            out += buffer.getvalue()
+
+        return write
 
     def encode(self, record: Record) -> bytes:
         """One record; raises ValueError naming the offending field."""
@@ -99,20 +112,15 @@ class Encoder:
     def encode_batch(self, records: Sequence[Record]) -> BatchResult:
         """Every record of the batch: the good ones encoded, each bad one with its error."""
         result = BatchResult()
-        buffer = self._buffer
-        header = self.header
-        parsed = self.parsed
-        writer = fastavro.schemaless_writer
+        header, write = self.header, self._write
         for index, record in enumerate(records):
-            buffer.seek(0)
-            buffer.truncate()
-            buffer.write(header)
+            value = bytearray(header)
             try:
-                writer(buffer, parsed, record)
-            except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+                write(record, value)
+            except (ValueError, TypeError, KeyError, AttributeError, OverflowError, struct.error) as exc:
                 result.errors.append(self._explain(index, record, exc))
                 continue
-            result.ok.append((index, buffer.getvalue()))
+            result.ok.append((index, bytes(value)))
         return result
 
     def _explain(self, index: int, record: Any, exc: Exception) -> RecordError:
