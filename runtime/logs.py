@@ -54,8 +54,23 @@ def configure_logging(component: str, level: str | None = None, log_dir: Path | 
     root.setLevel(level or os.environ.get("STREAMFORGE_LOG_LEVEL", "INFO"))
     # aiokafka logs every retry at WARNING; during a broker restart that is noise, not news.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    if not any(isinstance(f, RetriedLookupIsAWarning) for f in coordinator.filters):
+        coordinator.addFilter(RetriedLookupIsAWarning())
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+
+
+class RetriedLookupIsAWarning(logging.Filter):
+    """aiokafka logs a failed group-coordinator lookup at ERROR and retries it. On a fresh broker every consumer
+    group meets one (the coordinator is not elected yet), so each first start showed operators an ERROR for what
+    fixes itself: a retriable failure is logged as a WARNING; a lasting one leaves its node short of RUNNING."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if record.levelno == logging.ERROR and getattr(error, "retriable", False):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 @dataclass(frozen=True)

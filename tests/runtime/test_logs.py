@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import GroupAuthorizationFailedError, GroupCoordinatorNotAvailableError
 
 from streamforge.runtime.logs import LogQuery, LogRing, configure_logging
 
@@ -78,3 +79,28 @@ def test_configured_processes_write_their_json_lines_into_the_ring(tmp_path: Pat
     [line] = LogRing(tmp_path).query(LogQuery.parse({"node": "press"}))
     assert (line["component"], line["level"], line["message"], line["flow"]) == ("worker:press", "WARNING",
                                                                                   "read failed", "line")  # fmt: skip
+
+
+def test_a_retried_coordinator_lookup_is_a_warning_and_a_lasting_failure_stays_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every consumer group's first lookup on a fresh broker fails and is retried: not an ERROR for operators."""
+    monkeypatch.delenv("STREAMFORGE_LOG_DIR", raising=False)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")  # the logger aiokafka writes these to
+    try:
+        configure_logging("gateway", log_dir=tmp_path)
+        coordinator.error("Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError())
+        coordinator.error("Attempt to join group failed due to fatal error: %s", GroupAuthorizationFailedError())
+        for handler in root.handlers:
+            handler.flush()
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = LogRing(tmp_path).query(LogQuery.parse({"level": "DEBUG", "component": "gateway"}))
+    levels = {line["message"].split(":")[0]: line["level"] for line in lines}
+    assert levels == {"Group Coordinator Request failed": "WARNING",
+                      "Attempt to join group failed due to fatal error": "ERROR"}  # fmt: skip
