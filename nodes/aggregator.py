@@ -44,8 +44,8 @@ class _Window:
     """Running statistics of one window, O(1) in the readings it saw (a 1 h window at 100 Hz is a few numbers).
 
     `applied`: the next input offset per partition already counted in these statistics, so a replay after a restart
-    skips what the saved window holds. `pending`: the earliest offset per partition counted since the window was
-    last saved, held back from commit until the next checkpoint saves it."""
+    skips what the saved window holds. `changed`: counted into since it was last saved (the next checkpoint saves
+    it; a flag, where a dict per window held the same answer in ~200 B more at 30,000 windows)."""
 
     start_ms: int
     unit: str | None
@@ -59,7 +59,7 @@ class _Window:
     last_ms: int = -(2**62)
     last: float = 0.0
     applied: dict[str, int] = field(default_factory=dict)
-    pending: dict[str, int] = field(default_factory=dict, repr=False)
+    changed: bool = field(default=False, repr=False)
     touched: float = 0.0
 
     def add(self, at_ms: int, value: float, where: str, offset: int, now: float) -> None:
@@ -79,7 +79,7 @@ class _Window:
         if at_ms > self.last_ms:
             self.last_ms, self.last = at_ms, value
         self.applied[where] = offset + 1
-        self.pending.setdefault(where, offset)
+        self.changed = True
         self.touched = now
 
     def statistics(self) -> dict[str, Any]:
@@ -162,8 +162,8 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         self._holding.clear()  # every window counted into since the last checkpoint is saved below
         for (asset, parameter, resolution), windows in self._windows.items():
             for start, window in windows.items():
-                if window.pending:
-                    window.pending = {}
+                if window.changed:
+                    window.changed = False
                     self._open[(asset, parameter, resolution, start)] = window
         for series in self._recent_changed:
             self._saved_recent[series] = self._recent[series]

@@ -8,10 +8,12 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from streamforge.engine.clock import ManualClock
 from streamforge.engine.records import telemetry
 from streamforge.engine.testing import NodeHarness
-from streamforge.nodes.aggregator import Aggregator
+from streamforge.nodes.aggregator import Aggregator, _Window
 
 T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
 
@@ -178,3 +180,13 @@ async def test_a_long_window_keeps_numbers_not_readings() -> None:
         assert [w.count for w in windows] == [36_000] * series  # one open window per series, every reading counted
         assert all(len(w.applied) == 1 and not hasattr(w, "values") for w in windows)
         assert all(len(recent) <= 16 for recent in h.node._recent.values())
+
+
+def test_a_window_saved_by_the_version_before_restores() -> None:
+    """Windows saved before the `changed` flag carried a `pending` dict: a gateway upgraded mid-window reads them."""
+    saved = (b'{"start_ms":1000,"unit":"C","count":2,"total":5.0,"compensation":0.0,"low":2.0,"high":3.0,'
+             b'"first_ms":1000,"first":2.0,"last_ms":1500,"last":3.0,"applied":{"telemetry.clean|4":7},'
+             b'"pending":{},"touched":1.0}')  # fmt: skip
+    window = TypeAdapter(_Window).validate_json(saved)
+    assert (window.count, window.applied, window.changed) == (2, {"telemetry.clean|4": 7}, False)
+    assert window.statistics() == {"avg": 2.5, "min": 2.0, "max": 3.0, "first": 2.0, "last": 3.0, "count": 2}
