@@ -69,11 +69,21 @@ def node_red() -> Path:
 
 
 def rss_mb(pids: list[int]) -> float:
+    return _summed_mb(pids, "status", "VmRSS:")
+
+
+def pss_mb(pids: list[int]) -> float:
+    """Like RSS, but each shared page split among the processes mapping it: summed RSS counts the libraries that
+    a gateway and its workers share once per process."""
+    return _summed_mb(pids, "smaps_rollup", "Pss:")
+
+
+def _summed_mb(pids: list[int], file: str, field: str) -> float:
     total = 0
     for pid in pids:
         with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
+            for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+                if line.startswith(field):
                     total += int(line.split()[1])
     return total / 1024
 
