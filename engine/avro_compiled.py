@@ -182,9 +182,10 @@ class _ReaderCode(_Code):
             self.emit(indent, f"{var} = ({var} >> 1) ^ -({var} & 1)")
 
     def count(self, var: str, indent: int, what: str) -> None:
-        """A length or an index, which cannot be negative."""
+        """A length or an index, which cannot be negative. (`what` may hold a schema's names: a constant, never
+        source, so a schema from the registry cannot put code in the reader.)"""
         self.long(var, indent, zigzag=False)
-        self.emit(indent, f"if {var} & 1:", f"    raise ValueError(f'negative {what}')", f"{var} >>= 1")
+        self.emit(indent, f"if {var} & 1:", f"    raise ValueError({self.const(f'negative {what}')})", f"{var} >>= 1")
 
     def primitive(self, kind: str, var: str, indent: int) -> None:
         if kind == "null":

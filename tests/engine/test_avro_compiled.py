@@ -246,3 +246,23 @@ def test_timestamps_are_made_by_the_function_given() -> None:
     assert reader is not None
     assert reader(body_of(schema, datetime(2026, 12, 4, tzinfo=UTC)), 0) == datetime(2026, 12, 4, tzinfo=UTC)
     assert made == [1_796_342_400_000]
+
+
+def test_a_schemas_names_are_data_in_the_compiled_code_never_source() -> None:
+    """Schemas come from the registry, which any client may write to: a name is quoted, never spliced in."""
+    hostile = "E'); raise SystemExit('injected"
+    schema = {
+        "type": "record",
+        "name": "R",
+        "fields": [
+            {
+                "name": "x'] + __import__('os').getcwd() + ['",
+                "type": {"type": "enum", "name": hostile, "symbols": ["A"]},
+            }
+        ],
+    }
+    body = bytes([0])
+    assert compiled(schema)(body, 0) == {"x'] + __import__('os').getcwd() + ['": "A"}
+    assert written(schema, {"x'] + __import__('os').getcwd() + ['": "A"}) == body
+    with pytest.raises(ValueError, match="negative index of enum"):
+        compiled(schema)(bytes([1]), 0)
