@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,7 +141,46 @@ def _parse(text: str) -> dict[str, Any]:
         raise SchemaApiError(422, 42201, f"Invalid Avro schema: {exc}") from exc
     if not isinstance(schema, dict):
         raise SchemaApiError(422, 42201, "Invalid Avro schema: top level must be a record")
+    bad = next(_invalid_names(schema, ""), None)
+    if bad is not None:
+        pointer, name = bad
+        raise SchemaApiError(422, 42201, f"Invalid Avro schema: {name!r} at {pointer} is not an Avro name (a letter "
+                                         "or _, then letters, digits or _; dots only between the parts of a full "
+                                         "name)")  # fmt: skip
     return schema
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _full_name(value: Any) -> bool:
+    return isinstance(value, str) and all(_NAME.fullmatch(part) for part in value.split("."))
+
+
+def _invalid_names(node: Any, pointer: str) -> Iterator[tuple[str, str]]:
+    """(JSON pointer, name) of every type name, namespace and field name that the Avro spec refuses, as a Confluent
+    registry (Avro's Java parser) does: fastavro checks enum symbols but accepts any string as a name, and gateways
+    compile readers from these schemas."""
+    if isinstance(node, list):
+        for index, branch in enumerate(node):
+            yield from _invalid_names(branch, f"{pointer}/{index}")
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") in ("record", "error", "enum", "fixed"):
+        if not _full_name(node.get("name")):
+            yield f"{pointer}/name", str(node.get("name"))
+        if node.get("namespace") not in (None, "") and not _full_name(node["namespace"]):  # "": the null namespace
+            yield f"{pointer}/namespace", str(node["namespace"])
+    for index, field in enumerate(node.get("fields", []) if node.get("type") in ("record", "error") else []):
+        name = field.get("name") if isinstance(field, dict) else None
+        if not (isinstance(name, str) and _NAME.fullmatch(name)):
+            yield f"{pointer}/fields/{index}/name", str(name)
+        if isinstance(field, dict):
+            yield from _invalid_names(field.get("type"), f"{pointer}/fields/{index}/type")
+    for key in ("type", "items", "values"):
+        if isinstance(node.get(key), dict | list):
+            yield from _invalid_names(node[key], f"{pointer}/{key}")
 
 
 def _answer(body: Any, status: int = 200) -> JSONResponse:

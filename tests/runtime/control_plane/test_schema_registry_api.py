@@ -85,3 +85,29 @@ async def test_errors_have_confluent_shape(
     assert response.status_code == status
     assert response.json()["error_code"] == code
     assert response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("schema", "pointer"),
+    [
+        ({"type": "record", "name": "Bad-Name", "fields": []}, "/name"),
+        ({"type": "record", "name": "R", "namespace": "io.1x", "fields": []}, "/namespace"),
+        ({"type": "record", "name": "R", "fields": [{"name": "x'] + y + ['", "type": "long"}]}, "/fields/0/name"),
+        (
+            {
+                "type": "record",
+                "name": "R",
+                "fields": [{"name": "s", "type": ["null", {"type": "enum", "name": "E 1", "symbols": ["OK"]}]}],
+            },
+            "/fields/0/type/1/name",
+        ),
+    ],
+)
+async def test_names_the_avro_spec_refuses_are_refused_where_they_are(
+    client: httpx.AsyncClient, schema: dict[str, object], pointer: str
+) -> None:
+    """As a Confluent registry (Avro's Java parser) refuses them; fastavro accepts any string, and gateways compile
+    their readers from what is registered here."""
+    response = await client.post("/subjects/names-value/versions", content=_body(schema), headers=CT)
+    assert response.status_code == 422 and response.json()["error_code"] == 42201
+    assert f" at {pointer} is not an Avro name" in response.json()["message"]
