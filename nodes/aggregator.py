@@ -141,7 +141,6 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         }
         self._recent_changed: set[tuple[str, str]] = set()
         self._partition_names: dict[tuple[str, int], str] = {}
-        self._where_of: dict[str, tuple[str, int]] = {}  # partition name -> (topic, partition)
         # Per input partition, the first offset counted into a window since the last checkpoint: what retained()
         # holds back. A window closed since needs no holding, but scanning the open ones for the exact earliest cost
         # 5 µs a reading at 10,000 series; held back at most until the next checkpoint, a crash replays no more input
@@ -154,7 +153,8 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         self.ignored_count = 0
 
     def retained(self) -> dict[tuple[str, int], int]:
-        return {self._where_of[name]: offset for name, offset in self._holding.items()}
+        holding = self._holding
+        return {where: holding[name] for where, name in self._partition_names.items() if name in holding}
 
     def _checkpoint(self, now: float) -> None:
         """Save every open window counted into since the last checkpoint; its offsets need no holding back then."""
@@ -205,7 +205,6 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             partition = self._partition_names.get(where)
             if partition is None:  # one string per input partition, shared by every window's `applied`
                 partition = self._partition_names[where] = f"{message.topic}|{message.partition}"
-                self._where_of[partition] = where
             watermark = watermarks.get(series, NEVER)
             for resolution, size in sizes:
                 start = at_ms - at_ms % size

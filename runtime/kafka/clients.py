@@ -112,7 +112,7 @@ class BatchProducer(_Lifecycle):
         # murmur2 costs µs in Python; asset ids repeat, so hash each (key, partition count) once. Bounded, and
         # given up by a producer whose keys do not repeat (an aggregate's asset|parameter|window): filled with
         # fewer hits than entries, it only held memory (4.5 MB at 10,000 series) and cost a lookup per key.
-        self._partition_of: dict[tuple[bytes, int], int] | None = {}
+        self._partition_of: dict[tuple[bytes | None, int], int] | None = {}
         self._hits = 0
 
     async def send_records(
@@ -161,25 +161,13 @@ class BatchProducer(_Lifecycle):
         if count == 1:  # a changelog: nothing to hash (its many keys would also crowd the asset ids out of the cache)
             by_partition[partitions[0]].extend(items)
         else:
-            cache = self._partition_of
             for item in items:
-                key = item[1]
-                if key is None:  # no key: any partition (the default partitioner picks one at random)
-                    partition = self._partitioner(None, partitions, partitions)
-                elif cache is None:
-                    partition = partitions[partition_of(key, count)]
+                cache = self._partition_of
+                partition = cache.get((item[1], count)) if cache is not None else None
+                if partition is None:
+                    partition = self._place(item[1], partitions)
                 else:
-                    partition = cache.get((key, count))
-                    if partition is not None:
-                        self._hits += 1
-                    else:
-                        if len(cache) >= PARTITIONS_KEPT:
-                            cache.clear()
-                            cache = self._partition_of = {} if self._hits >= PARTITIONS_KEPT else None
-                            self._hits = 0
-                        partition = partitions[partition_of(key, count)]
-                        if cache is not None:
-                            cache[(key, count)] = partition
+                    self._hits += 1
                 by_partition[partition].append(item)
         pending: list[tuple[asyncio.Future[Any], list[int]]] = []
         record_headers = headers or []
@@ -202,6 +190,24 @@ class BatchProducer(_Lifecycle):
             else:
                 report.acknowledged.append((indexes, outcome.partition, outcome.offset))
         return report
+
+    def _place(self, key: bytes | None, partitions: list[int]) -> int:
+        """The partition of a key not remembered: hashed, and remembered unless this producer's keys do not repeat
+        (its memory filled with fewer hits than entries: it is given up)."""
+        if key is None:  # no key: any partition (the default partitioner picks one at random)
+            return int(self._partitioner(None, partitions, partitions))
+        count = len(partitions)
+        partition = partitions[partition_of(key, count)]
+        cache = self._partition_of
+        if cache is not None:
+            if len(cache) >= PARTITIONS_KEPT:
+                cache.clear()
+                if self._hits < PARTITIONS_KEPT:
+                    self._partition_of = None
+                    return partition
+                self._hits = 0
+            cache[(key, count)] = partition
+        return partition
 
 
 @dataclass
