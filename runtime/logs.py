@@ -55,16 +55,17 @@ def configure_logging(component: str, level: str | None = None, log_dir: Path | 
     # aiokafka logs every retry at WARNING; during a broker restart that is noise, not news.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
-    if not any(isinstance(f, RetriedLookupIsAWarning) for f in coordinator.filters):
-        coordinator.addFilter(RetriedLookupIsAWarning())
+    if not any(isinstance(f, RetriedFailureIsAWarning) for f in coordinator.filters):
+        coordinator.addFilter(RetriedFailureIsAWarning())
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
-class RetriedLookupIsAWarning(logging.Filter):
-    """aiokafka logs a failed group-coordinator lookup at ERROR and retries it. On a fresh broker every consumer
-    group meets one (the coordinator is not elected yet), so each first start showed operators an ERROR for what
-    fixes itself: a retriable failure is logged as a WARNING; a lasting one leaves its node short of RUNNING."""
+class RetriedFailureIsAWarning(logging.Filter):
+    """aiokafka's group coordinator logs failures it retries (a coordinator lookup, a heartbeat) at ERROR. On a fresh
+    broker every consumer group's first lookup fails (the coordinator is not elected yet), so each first start
+    showed operators an ERROR for what fixes itself: a failure with a retriable error is logged as a WARNING; one
+    that lasts leaves its node short of RUNNING, and a fatal one stays an ERROR."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.args[0] if isinstance(record.args, tuple) and record.args else None

@@ -153,8 +153,12 @@ def _parse(text: str) -> dict[str, Any]:
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _simple_name(value: Any) -> bool:
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
 def _full_name(value: Any) -> bool:
-    return isinstance(value, str) and all(_NAME.fullmatch(part) for part in value.split("."))
+    return isinstance(value, str) and all(map(_simple_name, value.split(".")))
 
 
 def _invalid_names(node: Any, pointer: str) -> Iterator[tuple[str, str]]:
@@ -173,11 +177,9 @@ def _invalid_names(node: Any, pointer: str) -> Iterator[tuple[str, str]]:
         if node.get("namespace") not in (None, "") and not _full_name(node["namespace"]):  # "": the null namespace
             yield f"{pointer}/namespace", str(node["namespace"])
     for index, field in enumerate(node.get("fields", []) if node.get("type") in ("record", "error") else []):
-        name = field.get("name") if isinstance(field, dict) else None
-        if not (isinstance(name, str) and _NAME.fullmatch(name)):
-            yield f"{pointer}/fields/{index}/name", str(name)
-        if isinstance(field, dict):
-            yield from _invalid_names(field.get("type"), f"{pointer}/fields/{index}/type")
+        if not _simple_name(field["name"]):  # fastavro parsed it first: a record's fields are objects with names
+            yield f"{pointer}/fields/{index}/name", str(field["name"])
+        yield from _invalid_names(field["type"], f"{pointer}/fields/{index}/type")
     for key in ("type", "items", "values"):
         if isinstance(node.get(key), dict | list):
             yield from _invalid_names(node[key], f"{pointer}/{key}")

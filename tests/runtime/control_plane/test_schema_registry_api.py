@@ -101,6 +101,7 @@ async def test_errors_have_confluent_shape(
             },
             "/fields/0/type/1/name",
         ),
+        ({"type": "record", "name": "R", "fields": [{"name": 5, "type": "long"}]}, "/fields/0/name"),
     ],
 )
 async def test_names_the_avro_spec_refuses_are_refused_where_they_are(
