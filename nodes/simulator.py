@@ -6,26 +6,28 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.dataclasses import dataclass as config_dataclass
 
 from streamforge.engine.records import telemetry
 from streamforge.engine.sdk import Emitted, NodeConfig, Port, PortType, Record, SourceNode
 
 
-class Signal(BaseModel):
+# A slotted dataclass, not a model: a plan may list 10,000 signals, and a model is ~1.1 KB each where this is
+# ~170 B (11.6 MB against 1.7 MB in the worker), validated and described (the editor's form) the same way.
+@config_dataclass(slots=True, config=ConfigDict(extra="forbid"))
+class Signal:
     """One simulated series."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    asset_id: str = Field(min_length=1)
-    parameter: str = Field(min_length=1)
+    asset_id: Annotated[str, Field(min_length=1)]
+    parameter: Annotated[str, Field(min_length=1)]
     unit: str | None = None
     shape: Literal["sine", "random_walk", "step"] = "sine"
-    offset: float = Field(50.0, description="Centre value")
-    amplitude: float = Field(10.0, ge=0, description="Sine amplitude, walk bound, or step height")
-    period_s: float = Field(60.0, gt=0, description="Sine period or step interval")
+    offset: float = Field(default=50.0, description="Centre value")
+    amplitude: float = Field(default=10.0, ge=0, description="Sine amplitude, walk bound, or step height")
+    period_s: float = Field(default=60.0, gt=0, description="Sine period or step interval")
 
 
 class Faults(BaseModel):
@@ -49,7 +51,9 @@ class SimulatorConfig(NodeConfig):
     start_time: datetime | None = Field(None, description="device_time of the first reading; default: now")
     realtime: bool = Field(True, description="Pace readings at rate_hz; off: as fast as Kafka takes them")
     limit: int | None = Field(None, ge=1, description="Stop after this many readings per signal")
-    batch_size: int = Field(500, ge=1, le=50_000)
+    batch_size: int = Field(
+        500, ge=1, le=50_000, description="Readings per batch; a batch holds every signal's reading at least once"
+    )
 
 
 @dataclass
@@ -88,7 +92,11 @@ class Simulator(SourceNode[SimulatorConfig]):
         if self.exhausted:
             await self.clock.sleep(3600)  # a finished simulator idles; the runtime cancels it on stop
             return {}
-        count = config.batch_size if config.limit is None else min(config.batch_size, config.limit - self._n)
+        # Whole reading sets, as many as batch_size readings hold: a batch counted in sets held 11 s of 10,000
+        # signals (110,000 readings) in memory when the simulator fell behind.
+        count = max(1, config.batch_size // len(config.signals))
+        if config.limit is not None:
+            count = min(count, config.limit - self._n)
         if config.realtime:
             elapsed = self.clock.monotonic() - self._started
             due_now = int(elapsed * config.rate_hz) + 1 - self._n

@@ -28,7 +28,7 @@ def _say(event: dict[str, Any]) -> None:
 
 
 async def serve(spec: dict[str, Any]) -> None:
-    plan = node_plan_from_dict(spec["plan"])
+    plan = node_plan_from_dict(spec.pop("plan"))  # not kept here: the runner keeps what it needs of it
     settings = spec["settings"]
     token_file = settings.get("registry_token_file")
     credentials = bearer_from_file(token_file) if token_file else None
@@ -42,6 +42,7 @@ async def serve(spec: dict[str, Any]) -> None:
                      producers_blocked=lambda: producers_blocked(state_dir))  # fmt: skip
     metrics_file = worker_metrics_path(state_dir, spec["flow_id"], plan.node_id)
     runner = runner_for(plan, spec["flow_id"], env)
+    del plan
     run = asyncio.create_task(runner.run())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -97,8 +97,15 @@ async def test_restart_resumes_where_kafka_acknowledged() -> None:
     uninterrupted = await _all(config)
     async with NodeHarness(Simulator, {**config, "batch_size": 25}) as harness:
         await harness.poll()
-        await harness.poll()  # 50 readings acknowledged, state saved after each batch
+        await harness.poll()  # 2 x 8 sets of 3 readings acknowledged, state saved after each batch
         await harness.restart()
         while not harness.node.exhausted:
             await harness.poll()
     assert harness.captured["out"] == uninterrupted
+
+
+async def test_a_batch_holds_at_most_batch_size_readings_but_always_one_whole_set() -> None:
+    async with NodeHarness(Simulator, _config(batch_size=7)) as harness:
+        assert len((await harness.poll())["out"]) == 6  # two sets of the three signals
+    async with NodeHarness(Simulator, _config(batch_size=2)) as harness:
+        assert len((await harness.poll())["out"]) == 3  # a set is never split: each poll moves time by one step

@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from pydantic import ValidationError
+
 from streamforge.engine.records import telemetry
 from streamforge.engine.testing import NodeHarness
-from streamforge.nodes.validator import Validator
+from streamforge.nodes.validator import Validator, ValidatorConfig
 
 T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
 RULES = {
@@ -109,13 +112,21 @@ async def test_clock_skew_raises_one_event_per_drift() -> None:
     assert len(out["clean"]) == 5  # the readings themselves are kept
 
 
-async def test_duplicate_memory_keeps_the_newest_readings_and_forgets_the_oldest() -> None:
-    """duplicate_memory 3: after five readings, a repeat of the fifth is a duplicate; a repeat of the first, long
-    forgotten, passes, and is remembered in turn (the ring evicts in arrival order, also after wrapping)."""
-    async with NodeHarness(Validator, {"duplicate_memory": 3}) as h:
+async def test_duplicate_memory_keeps_each_series_newest_device_times() -> None:
+    """duplicate_memory_per_series 3: after five readings of a series, a repeat of one of its three newest device
+    times is a duplicate, in whatever order it comes; an older one is past the memory and passes (repeated too)
+    without pushing the newest out. Another series' readings take nothing from this one's memory."""
+    async with NodeHarness(Validator, {"duplicate_memory_per_series": 3}) as h:
         first = await h.process([reading(5, n) for n in range(5)])
-        again = await h.process([reading(5, 4), reading(5, 0), reading(5, 0), reading(5, 3), reading(5, 1)])
-    assert len(first["clean"]) == 5
-    assert [codes(d) for d in again["dlq"]] == [["duplicate"], ["duplicate"], ["duplicate"]]
-    # 4 and 3 were among the newest three; 0 was not, then was remembered; 1 was evicted before it came back.
-    assert [r["timestamps"]["device_time"] for r in again["clean"]] == [T0, T0 + timedelta(seconds=1)]
+        crowd = await h.process([telemetry(f"other_{n}", "pressure", 5, device_time=T0) for n in range(50)])
+        again = await h.process([reading(5, 4), reading(5, 0), reading(5, 0), reading(5, 3), reading(5, 1),
+                                 reading(5, 2), reading(5, 5), reading(5, 5), reading(5, 2)])  # fmt: skip
+    assert len(first["clean"]) == 5 and len(crowd["clean"]) == 50
+    assert [codes(d) for d in again["dlq"]] == [["duplicate"]] * 4  # 4, 3, 2, and 5 the second time
+    # 5 is new and pushes 2 out: the last 2 passes, as 0 and 1 did.
+    assert [r["timestamps"]["device_time"].timestamp() - T0.timestamp() for r in again["clean"]] == [0, 0, 1, 5, 2]
+
+
+async def test_the_former_duplicate_memory_field_is_refused_with_what_to_do() -> None:
+    with pytest.raises(ValidationError, match="duplicate_memory_per_series"):
+        ValidatorConfig.model_validate({"duplicate_memory": 200_000})

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import os
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import Any
 
 from streamforge.engine.plan import NodePlan
@@ -31,12 +32,14 @@ class NodeRunner(ABC):
 
     def __init__(self, plan: NodePlan, flow_id: str, env: RuntimeEnv) -> None:
         cls = node_class(plan, env)
-        self.plan, self.flow_id, self.env, self.cls = plan, flow_id, env, cls
+        config = cls.Config.model_validate(plan.config)
+        # The validated config is the copy kept: the plain one is as big again (a 10,000-signal simulator's, 5 MB).
+        self.plan, self.flow_id, self.env, self.cls = replace(plan, config={}), flow_id, env, cls
         self.labels = {"flow": flow_id, "node": plan.node_id}
         self.cell = StatusCell(env.metrics, self.labels)
         self.context = NodeContext(flow_id, plan.node_id, os.environ.get("STREAMFORGE_GATEWAY_ID") or "local",
                                    on_health=self._device_health)  # fmt: skip
-        self.node: Node[Any] = cls(cls.Config.model_validate(plan.config), self.context)
+        self.node: Node[Any] = cls(config, self.context)
         self.ready = asyncio.Event()
         self.outputs = OutputPorts(plan, flow_id, env, cls, self.cell)
         self.changelog = Changelog(env.bootstrap, changelog_topic(flow_id, plan.node_id), self.context.state)
