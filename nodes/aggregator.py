@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -11,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from streamforge.engine.recent_times import RecentTimes, repeated
 from streamforge.engine.records import epoch_ms, event_time, from_epoch_ms, reason
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
 
@@ -91,7 +93,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
     """Emits each window once it closes (event time past its end + lateness, or idle).
 
     Memory is bounded: a window keeps running statistics, not its readings. A reading delivered twice (the same
-    device time among a series' last DEDUP_RECENT) counts once, also across a restart: that memory is saved with
+    device time among a series' newest DEDUP_RECENT) counts once, also across a restart: that memory is saved with
     the windows and replayed input refills it as it was. Older duplicates are the validator's to refuse.
 
     Crash-safe: every `checkpoint_s` the open windows that changed are saved to the changelog (table `open`) with
@@ -132,10 +134,9 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             window.touched = self.clock.monotonic()
             slot = (intern(str(asset)), intern(str(parameter)), str(resolution))
             self._windows.setdefault(slot, {})[int(start)] = window
-        self._saved_recent = state.table("recent", list[int])  # (asset, parameter) -> its last device times
-        # Each series' last device times, for duplicates. A checkpoint puts the same list in the table: one copy
-        # per series (a deque costs 600 B more), encoded only when the checkpoint marks it changed.
-        self._recent: dict[tuple[str, str], list[int]] = {
+        self._saved_recent = state.table("recent", RecentTimes)  # (asset, parameter) -> its newest device times
+        # The same arrays as the table's: a checkpoint marks a changed one, encoded only then.
+        self._recent: dict[tuple[str, str], array[int]] = {
             (intern(str(asset)), intern(str(parameter))): times
             for (asset, parameter), times in self._saved_recent.items()
         }
@@ -170,14 +171,8 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         self._recent_changed.clear()
 
     def _duplicate(self, series: tuple[str, str], at_ms: int) -> bool:
-        recent = self._recent.get(series)
-        if recent is None:
-            recent = self._recent[series] = []
-        elif at_ms in recent:
+        if repeated(self._recent, series, at_ms, DEDUP_RECENT):
             return True
-        elif len(recent) >= DEDUP_RECENT:
-            del recent[0]
-        recent.append(at_ms)
         self._recent_changed.add(series)
         return False
 

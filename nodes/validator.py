@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_left
 from collections.abc import Sequence
 from datetime import datetime
 from fnmatch import fnmatchcase
@@ -12,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from streamforge.engine.recent_times import repeated
 from streamforge.engine.records import MAX_CLOCK_SKEW_MS, clock_skew_event, epoch_ms, reason
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
 
@@ -150,7 +150,7 @@ class Validator(ProcessorNode[ValidatorConfig]):
         device_time = record["timestamps"]["device_time"]
         if device_time is None:
             return reasons, quality, None
-        if self._repeated(series, epoch_ms(device_time)):
+        if repeated(self._recent, series, epoch_ms(device_time), self.config.duplicate_memory_per_series):
             seen = f"{series[0]}/{series[1]} at {device_time.isoformat()} was already seen"
             reasons.append(reason("duplicate", f"a reading of {seen}", "/timestamps/device_time"))
             return reasons, "BAD", None
@@ -171,23 +171,6 @@ class Validator(ProcessorNode[ValidatorConfig]):
         if quality != "BAD" and newer:
             self._last[series] = (device_time, value)
         return reasons, quality, event
-
-    def _repeated(self, series: tuple[str, str], at_ms: int) -> bool:
-        """Whether `at_ms` is among the series' remembered device times; if not, remember it (the oldest goes)."""
-        recent = self._recent.get(series)
-        if recent is None:
-            self._recent[series] = array("q", (at_ms,))
-            return False
-        if at_ms > recent[-1]:  # in order, as nearly every reading is: no search
-            recent.append(at_ms)
-        else:
-            at = bisect_left(recent, at_ms)
-            if at < len(recent) and recent[at] == at_ms:
-                return True
-            recent.insert(at, at_ms)
-        if len(recent) > self.config.duplicate_memory_per_series:
-            del recent[0]
-        return False
 
 
 def _gap_event(record: Record, previous: datetime, seconds: float) -> Record:
