@@ -37,10 +37,11 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "auto_offset_reset": "earliest",
     "isolation_level": "read_committed",
     "max_poll_records": 2000,
-    # A batch of 2,000 readings is ~300 KB across 12 partitions. aiokafka's 1 MB per partition let each consumer
-    # hold ~12 MB of fetched records it would not poll for a while (15 MB in two of a gateway's, measured).
+    # A batch of 2,000 readings is ~300 KB across 12 partitions; a fetch of 64 KiB from each is ~4,000 readings.
+    # Whatever a fetch brings beyond the batch waits unpacked, as ConsumerRecords: at 256 KiB a partition, two
+    # consumers of a gateway at 10,000 series held ~36,000 of them (~15 MB; 1 MiB, aiokafka's default, held more).
     # A larger record batch still comes whole: the broker returns the first batch past the limit.
-    "max_partition_fetch_bytes": 256 * 1024,
+    "max_partition_fetch_bytes": 64 * 1024,
 }
 
 
