@@ -9,7 +9,7 @@ import contextlib
 import functools
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +25,7 @@ from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaR
 from streamforge.engine.serde import Decoder
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.clients import BatchConsumer
+from tests.eventually import eventually
 from tests.stack import ServiceProcess
 
 POLL_S = 2.0  # the gateways' poll interval here (30 s in production): OFFLINE after 3 missed
@@ -40,20 +41,6 @@ def flow_document(flow_id: str, extra_nodes: list[dict[str, Any]] | None = None)
             "rate_hz": RATE_HZ, "limit": READINGS, "start_time": T0.isoformat(), "batch_size": 10}},
             *(extra_nodes or [])],
     }  # fmt: skip
-
-
-async def eventually(check: Callable[[], Any], what: str, timeout_s: float = 30.0) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy; fail naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"gave up after {timeout_s} s waiting for {what}; last: {last!r}")
 
 
 @dataclass
@@ -135,7 +122,7 @@ async def save_flow(admin: httpx.AsyncClient, document: dict[str, Any]) -> int:
 
 async def test_registration_approval_assignment_and_offline_autonomy(fleet: Fleet) -> None:
     # Both registered and pending: no token, so no config.
-    rows = await eventually(lambda: _pending(fleet), "both gateways pending")
+    rows = await eventually(lambda: _pending(fleet), 30, what="both gateways pending")
     assert {row["name"] for row in rows} == {"north_a", "north_b"}
     unauthenticated = await fleet.admin.post(f"/gateways/{rows[0]['id']}/sync", json={}, headers={"Authorization": ""})
     assert unauthenticated.status_code == 401
@@ -143,8 +130,8 @@ async def test_registration_approval_assignment_and_offline_autonomy(fleet: Flee
         approved = await fleet.admin.post(f"/gateways/{row['id']}/approve")
         assert approved.status_code == 200 and approved.json()["status"] == "approved"
     for name in fleet.gateways:
-        await eventually(functools.partial(_sync, fleet, name, "approval", "approved"), f"{name} approved", 15)
-        await eventually(functools.partial(_sync, fleet, name, "push_connected", True), f"{name}'s push link", 15)
+        await eventually(functools.partial(_sync, fleet, name, "approval", "approved"), 15, what=f"{name} approved")
+        await eventually(functools.partial(_sync, fleet, name, "push_connected", True), 15, what=f"{name}'s push link")
 
     flow_id = "kiln_line"
     version = await save_flow(fleet.admin, flow_document(flow_id))
@@ -155,7 +142,7 @@ async def test_registration_approval_assignment_and_offline_autonomy(fleet: Flee
     assert assigned.status_code == 201, assigned.text
     assert len(assigned.json()["gateways"]) == 2
     for name in fleet.gateways:
-        await eventually(functools.partial(_running, fleet, name, flow_id, version), f"{name} running v1", 10)
+        await eventually(functools.partial(_running, fleet, name, flow_id, version), 10, what=f"{name} running v1")
     print(f"assignment to running on both gateways: {time.monotonic() - assigned_at:.2f} s")
     for name in fleet.gateways:  # told at once over the events socket, not left to the next poll
         assert (await fleet.gateway_health(name))["sync"]["pushes"] > pushes[name]
@@ -173,12 +160,14 @@ async def test_registration_approval_assignment_and_offline_autonomy(fleet: Flee
     event = await fleet.gateways["north_a"].start()
     assert event["flows"] == {flow_id: version}
     after_restart = len(await distinct_readings(fleet, "north_a", flow_id))
-    await eventually(lambda: _grew(fleet, "north_a", flow_id, after_restart), "north_a producing from its cache")
+    await eventually(
+        lambda: _grew(fleet, "north_a", flow_id, after_restart), 30, what="north_a producing from its cache"
+    )
 
     # The control plane comes back: heartbeats resume, both HEALTHY; nothing lost in either Kafka.
     await fleet.control_plane.start()
     for name in fleet.gateways:
-        await eventually(functools.partial(_health, fleet, name, "HEALTHY"), f"{name} HEALTHY again", 20)
+        await eventually(functools.partial(_health, fleet, name, "HEALTHY"), 20, what=f"{name} HEALTHY again")
     expected = {(T0 + timedelta(seconds=n / RATE_HZ)).isoformat() for n in range(READINGS)}
     for name in fleet.gateways:
         got = await distinct_readings(fleet, name, flow_id)
@@ -231,11 +220,11 @@ async def test_a_version_whose_node_cannot_start_is_rolled_back_and_reported(fle
         last = (await fleet.gateway("north_b"))["last_apply"] or {}
         return last if last.get("wanted", {}).get(flow_id) == bad else None
 
-    last = await eventually(reported, "north_b to report the apply", 30)
+    last = await eventually(reported, 30, what="north_b to report the apply")
     assert last["result"] == "NOT_APPLIED" and last["node"] == "broker_in" and last["flow"] == flow_id
     assert "missing-ca.pem" in last["cause"]
     assert (await fleet.gateway("north_b"))["running"] == {flow_id: good}
-    await eventually(lambda: _grew(fleet, "north_b", flow_id, before), "the previous flow to keep producing")
+    await eventually(lambda: _grew(fleet, "north_b", flow_id, before), 30, what="the previous flow to keep producing")
     assert (await fleet.gateway("north_b"))["health"] == "DEGRADED"  # its last apply failed
     logged = [json.loads(line) for line in (fleet.root / "north_b.stderr").read_text().splitlines()
               if line.startswith("{") and "desired state not_applied" in line]  # fmt: skip
@@ -258,15 +247,18 @@ async def test_sigkill_in_the_middle_of_an_apply_leaves_the_old_or_the_new_state
     state = fleet.root / "north_a" / "sync" / "state"
     assigned = await fleet.admin.post("/assignments", json={"flow": flow_id, "version": new, "gateway": row["id"]})
     assert assigned.status_code == 201
-    await eventually(lambda: (state / "staging.json").exists(), "the apply to be staged", 10)
+    await eventually(lambda: (state / "staging.json").exists(), 10, what="the apply to be staged")
     await gateway.kill()  # mid-apply: staged, not yet promoted
     current = json.loads((state / "current.json").read_text())
     assert {f["id"]: f["version"] for f in current["flows"]}[flow_id] in (old, new)
     event = await gateway.start()
     assert event["flows"][flow_id] in (old, new)
-    await eventually(lambda: _running(fleet, "north_a", flow_id, new), "north_a to finish applying", 30)
-    await eventually(lambda: json.loads((state / "current.json").read_text())["flows"][0]["version"] == new,
-                     "the new state to be promoted", 10)  # fmt: skip
+    await eventually(lambda: _running(fleet, "north_a", flow_id, new), 30, what="north_a to finish applying")
+    await eventually(
+        lambda: json.loads((state / "current.json").read_text())["flows"][0]["version"] == new,
+        10,
+        what="the new state to be promoted",
+    )
 
 
 async def test_gateway_tokens_forged_expired_none_and_foreign_are_refused(fleet: Fleet) -> None:
@@ -295,8 +287,8 @@ async def test_gateway_tokens_forged_expired_none_and_foreign_are_refused(fleet:
     key_file.unlink()
     await fleet.control_plane.start()
     before = len(await distinct_readings(fleet, "north_b", flow_id))
-    await eventually(lambda: _grew(fleet, "north_b", flow_id, before), "north_b to keep producing after a 401")
-    await eventually(lambda: _health(fleet, "north_b", "HEALTHY"), "north_b back in sync with a new token", 30)
+    await eventually(lambda: _grew(fleet, "north_b", flow_id, before), 30, what="north_b to keep producing after a 401")
+    await eventually(lambda: _health(fleet, "north_b", "HEALTHY"), 30, what="north_b back in sync with a new token")
 
 
 async def test_the_schema_registry_wants_credentials_and_registering_wants_an_engineer_or_a_gateway(
@@ -340,15 +332,18 @@ async def test_a_gateway_rebuilt_after_a_disk_loss_gets_its_identity_back_after_
     for path in sorted(data.rglob("*"), reverse=True):  # the disk is gone: identity, credentials, cache, Kafka
         path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
     await gateway.start()
-    pending = await eventually(lambda: _status(fleet, "north_b", "pending"), "north_b pending again", 30)
+    pending = await eventually(lambda: _status(fleet, "north_b", "pending"), 30, what="north_b pending again")
     assert pending["id"] == before["id"]  # the same gateway, by its instance id
     assert (await fleet.gateway_health("north_b"))["flows"] == {}  # no config before a person approves it
     stale = await fleet.admin.post(f"/gateways/{before['id']}/sync", json={},
                                    headers={"Authorization": f"Bearer {old_token}"})  # fmt: skip
     assert stale.status_code == 403 and stale.json()["error"]["code"] == "not_approved"
     assert (await fleet.admin.post(f"/gateways/{before['id']}/approve")).status_code == 200
-    await eventually(functools.partial(_running, fleet, "north_b", "kiln_line", before["running"]["kiln_line"]),
-                     "north_b to pull its config again", 30)  # fmt: skip
+    await eventually(
+        functools.partial(_running, fleet, "north_b", "kiln_line", before["running"]["kiln_line"]),
+        30,
+        what="north_b to pull its config again",
+    )
 
 
 async def _status(fleet: Fleet, name: str, wanted: str) -> dict[str, Any] | None:
