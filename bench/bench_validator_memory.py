@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python bench/bench_validator_memory.py [--readings 3000000] [--memory 64]
 
-The validator's duplicate memory holds each series' newest `--memory` device times. A memory of all series
+The validator's duplicate memory holds the last `--memory` device times of each series. A memory of all series
 together once evicted with `del d[next(iter(d))]`, which walks every slot deleted before it, so each reading cost
 more than the last one. This drives the real Validator node in batches of 5,000 distinct readings of 500 series.
 It reports the time per reading in each million, as a ratio to the first million measured in the same run, and

@@ -1,9 +1,8 @@
-"""A series' newest device times, to refuse a repeated reading: a sorted machine-integer array per series."""
+"""A series' most recently arrived device times, to refuse a repeated reading: one machine-integer array each."""
 
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_left
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -11,37 +10,46 @@ from pydantic import PlainSerializer, PlainValidator
 
 Series = TypeVar("Series", bound=Hashable)
 
+# Layout of a memory: [newest device time ever remembered, then the remembered times in arrival order]. The first
+# slot lets a reading in order (nearly every one) skip the search; it may outlive its time's eviction, which only
+# costs a search. Arrival order, not time order, decides what is forgotten: a backfill of old readings behind live
+# ones is remembered as it arrives, so a redelivered one is still refused.
+NEWEST = 0
 
-def _times(value: object) -> array[int]:
+
+def times(recent: array[int]) -> list[int]:
+    """The remembered device times, oldest arrival first."""
+    return recent[NEWEST + 1 :].tolist()
+
+
+def _memory(value: object) -> array[int]:
     if isinstance(value, array):
         return value
-    if not isinstance(value, list) or not all(type(item) is int for item in value):
-        raise ValueError("expected a list of device times in epoch milliseconds")
-    return array("q", sorted(value))
+    if not isinstance(value, list) or not value or not all(type(item) is int for item in value):
+        raise ValueError("expected a non-empty list of device times in epoch milliseconds, oldest arrival first")
+    return array("q", [max(value), *value])
 
 
-# A state table's value: saved as the JSON list of ints it always was (a memory saved as a list restores), held as
-# an array, ~200 B for 16 times where a list of int objects is ~700 B, and nothing kept per reading.
+# A state table's value: saved as the JSON list of times it always was (a memory saved before restores), held as an
+# array, ~200 B for 16 times where a list of int objects is ~700 B, and nothing kept per reading.
 if TYPE_CHECKING:  # array is not subscriptable at run time (before 3.12)
     RecentTimes = array[int]
 else:
-    RecentTimes = Annotated[array, PlainValidator(_times), PlainSerializer(array.tolist, return_type=list[int])]
+    RecentTimes = Annotated[array, PlainValidator(_memory), PlainSerializer(times, return_type=list[int])]
 
 
 def repeated(memory: dict[Series, array[int]], series: Series, at_ms: int, keep: int) -> bool:
-    """Whether `at_ms` is among the series' remembered device times (ascending); if not, it joins them and the
-    oldest beyond `keep` goes: a reading older than all of them is past the memory and passes."""
+    """Whether `at_ms` is among the last `keep` device times that arrived for the series; if not, it joins them and
+    the earliest to arrive goes."""
     recent = memory.get(series)
     if recent is None:
-        memory[series] = array("q", (at_ms,))
+        memory[series] = array("q", (at_ms, at_ms))
         return False
-    if at_ms > recent[-1]:  # in order, as nearly every reading is: no search
-        recent.append(at_ms)
-    else:
-        at = bisect_left(recent, at_ms)
-        if at < len(recent) and recent[at] == at_ms:
-            return True
-        recent.insert(at, at_ms)
-    if len(recent) > keep:
-        del recent[0]
+    if at_ms > recent[NEWEST]:  # newer than all it remembers: no search
+        recent[NEWEST] = at_ms
+    elif at_ms in recent[NEWEST + 1 :]:
+        return True
+    recent.append(at_ms)
+    if len(recent) > keep + 1:
+        del recent[NEWEST + 1]
     return False

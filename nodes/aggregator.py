@@ -93,8 +93,9 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
     """Emits each window once it closes (event time past its end + lateness, or idle).
 
     Memory is bounded: a window keeps running statistics, not its readings. A reading delivered twice (the same
-    device time among a series' newest DEDUP_RECENT) counts once, also across a restart: that memory is saved with
-    the windows and replayed input refills it as it was. Older duplicates are the validator's to refuse.
+    device time among the last DEDUP_RECENT of its series to arrive) counts once, also across a restart: that
+    memory is saved with the windows and replayed input refills it as it was. Older duplicates are the validator's
+    to refuse.
 
     Crash-safe: every `checkpoint_s` the open windows that changed are saved to the changelog (table `open`) with
     the offsets they counted; input offsets counted since are retained (never committed past). Which windows were
@@ -134,7 +135,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             window.touched = self.clock.monotonic()
             slot = (intern(str(asset)), intern(str(parameter)), str(resolution))
             self._windows.setdefault(slot, {})[int(start)] = window
-        self._saved_recent = state.table("recent", RecentTimes)  # (asset, parameter) -> its newest device times
+        self._saved_recent = state.table("recent", RecentTimes)  # (asset, parameter) -> its last device times
         # The same arrays as the table's: a checkpoint marks a changed one, encoded only then.
         self._recent: dict[tuple[str, str], array[int]] = {
             (intern(str(asset)), intern(str(parameter))): times

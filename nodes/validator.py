@@ -42,15 +42,16 @@ class ValidatorConfig(NodeConfig):
     )
     gap_factor: float = Field(2.0, gt=1, description="A gap is an interval longer than expected_interval_s x this")
     duplicate_memory_per_series: int = Field(
-        64, ge=1, le=100_000, description="The newest device times per series a repeat is refused against"
+        64, ge=1, le=100_000, description="Device times per series (the last to arrive) a repeat is refused against"
     )
 
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:
         if isinstance(data, dict) and "duplicate_memory" in data:
+            default = cls.model_fields["duplicate_memory_per_series"].default
             raise ValueError("duplicate_memory (readings of all series together) was replaced by "
-                             "duplicate_memory_per_series (device times remembered per series, default 64): "
+                             f"duplicate_memory_per_series (device times remembered per series, default {default}): "
                              "rename the field and give it a per-series count")  # fmt: skip
         return data
 
@@ -100,10 +101,10 @@ class Validator(ProcessorNode[ValidatorConfig]):
     async def start(self) -> None:
         self._rules: dict[tuple[str, str], SeriesRule] = {}
         self._last = self.context.state.table("last", tuple[datetime, float])
-        # Per series, its newest device times in ms, ascending, in a machine-integer array: ~600 B a series, and no
-        # object outlives its reading. A memory of all series together (a set of 200,000 hashes beside a ring) held
-        # 17 MB at 10,000 series, its entries allocated and freed a reading at a time across the heap; and each
-        # series' share of it shrank as series were added.
+        # Per series, the device times (ms) of its last readings to arrive, in a machine-integer array: ~600 B a
+        # series, and no object outlives its reading. A memory of all series together (a set of 200,000 hashes
+        # beside a ring) held 17 MB at 10,000 series, its entries allocated and freed a reading at a time across
+        # the heap; and each series' share of it shrank as series were added.
         self._recent: dict[tuple[str, str], array[int]] = {}
         self._skewed: set[tuple[str, str]] = set()  # series whose device clock is off by more than 10 s
 

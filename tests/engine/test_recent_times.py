@@ -1,4 +1,4 @@
-"""recent_times: a series' newest device times refuse a repeat in any order, bounded, saved as a JSON list."""
+"""recent_times: a series' last arrived device times refuse a repeat in any order, bounded, saved as a JSON list."""
 
 from __future__ import annotations
 
@@ -7,21 +7,22 @@ from array import array
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from streamforge.engine.recent_times import RecentTimes, repeated
+from streamforge.engine.recent_times import RecentTimes, repeated, times
 
 
-def test_a_repeat_of_a_remembered_time_is_refused_in_any_order_and_the_memory_keeps_the_newest() -> None:
+def test_a_repeat_of_a_remembered_time_is_refused_in_any_order_and_the_earliest_arrival_is_forgotten() -> None:
     memory: dict[str, array[int]] = {}
-    arrivals = [10, 20, 30, 20, 25, 25, 40, 10, 5, 5, 30]
+    arrivals = [10, 20, 30, 20, 25, 25, 40, 10, 5, 5, 40, 30]
     assert [repeated(memory, "pump", at, keep=4) for at in arrivals] == [
         False, False, False, True,  # 20 again
         False, True,  # 25 arrived late, then again
-        False,  # 40 pushes 10, the oldest, out
-        False,  # so 10 passes; older than every time kept, it is not kept either
-        False, False,  # nor 5: past the memory, passed twice
-        True,  # 30 is still among the newest four
+        False,  # 40 pushes 10, the earliest arrival, out
+        False,  # so 10 passes, and is remembered (it pushes 20 out)
+        False, True,  # 5, older than every time kept, is remembered as it arrives: its redelivery is refused
+        True,  # 40 is still among the last four to arrive
+        False,  # 30 is not: 25, 40, 10 and 5 came after it
     ]  # fmt: skip
-    assert memory["pump"].tolist() == [20, 25, 30, 40]
+    assert times(memory["pump"]) == [40, 10, 5, 30]
 
 
 def test_each_series_has_its_own_memory() -> None:
@@ -31,11 +32,15 @@ def test_each_series_has_its_own_memory() -> None:
     assert repeated(memory, ("pump", "flow"), 10, keep=1)
 
 
-def test_saved_as_the_json_list_it_always_was_and_a_list_saved_in_arrival_order_restores_sorted() -> None:
+def test_saved_as_the_json_list_of_times_it_always_was_and_restored_from_it() -> None:
     adapter = TypeAdapter(RecentTimes)
-    assert adapter.dump_json(array("q", [1, 2, 3])) == b"[1,2,3]"
-    restored = adapter.validate_json(b"[30,10,20]")
-    assert isinstance(restored, array) and restored.tolist() == [10, 20, 30]
-    assert repeated({"s": restored}, "s", 20, keep=16)
-    with pytest.raises(ValidationError, match="epoch milliseconds"):
-        adapter.validate_json(b'["10"]')
+    memory: dict[str, array[int]] = {}
+    for at in (30, 10, 20):
+        repeated(memory, "s", at, keep=16)
+    assert adapter.dump_json(memory["s"]) == b"[30,10,20]"
+    restored = adapter.validate_json(b"[30,10,20]")  # also as a list of int saved before the arrays
+    assert times(restored) == [30, 10, 20]
+    assert repeated({"s": restored}, "s", 10, keep=16) and not repeated({"s": restored}, "s", 31, keep=16)
+    for bad in (b'["10"]', b"[]"):
+        with pytest.raises(ValidationError, match="epoch milliseconds"):
+            adapter.validate_json(bad)

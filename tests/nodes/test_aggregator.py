@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from streamforge.engine.clock import ManualClock
+from streamforge.engine.recent_times import times
 from streamforge.engine.records import telemetry
 from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.aggregator import Aggregator, _Window
@@ -179,7 +180,7 @@ async def test_a_long_window_keeps_numbers_not_readings() -> None:
         windows = [w for ws in h.node._windows.values() for w in ws.values()]
         assert [w.count for w in windows] == [36_000] * series  # one open window per series, every reading counted
         assert all(len(w.applied) == 1 and not hasattr(w, "values") for w in windows)
-        assert all(len(recent) <= 16 for recent in h.node._recent.values())
+        assert all(len(times(recent)) <= 16 for recent in h.node._recent.values())
 
 
 def test_a_window_saved_by_the_version_before_restores() -> None:

@@ -112,19 +112,20 @@ async def test_clock_skew_raises_one_event_per_drift() -> None:
     assert len(out["clean"]) == 5  # the readings themselves are kept
 
 
-async def test_duplicate_memory_keeps_each_series_newest_device_times() -> None:
-    """duplicate_memory_per_series 3: after five readings of a series, a repeat of one of its three newest device
-    times is a duplicate, in whatever order it comes; an older one is past the memory and passes (repeated too)
-    without pushing the newest out. Another series' readings take nothing from this one's memory."""
+async def test_duplicate_memory_keeps_each_series_last_arrived_device_times() -> None:
+    """duplicate_memory_per_series 3: after five readings of a series, a repeat of one of the last three to arrive
+    is a duplicate; an older one passes and is remembered in turn, so its own repeat is refused (a backfill behind
+    live readings). Another series' readings take nothing from this one's memory."""
     async with NodeHarness(Validator, {"duplicate_memory_per_series": 3}) as h:
         first = await h.process([reading(5, n) for n in range(5)])
         crowd = await h.process([telemetry(f"other_{n}", "pressure", 5, device_time=T0) for n in range(50)])
         again = await h.process([reading(5, 4), reading(5, 0), reading(5, 0), reading(5, 3), reading(5, 1),
                                  reading(5, 2), reading(5, 5), reading(5, 5), reading(5, 2)])  # fmt: skip
     assert len(first["clean"]) == 5 and len(crowd["clean"]) == 50
-    assert [codes(d) for d in again["dlq"]] == [["duplicate"]] * 4  # 4, 3, 2, and 5 the second time
-    # 5 is new and pushes 2 out: the last 2 passes, as 0 and 1 did.
-    assert [r["timestamps"]["device_time"].timestamp() - T0.timestamp() for r in again["clean"]] == [0, 0, 1, 5, 2]
+    assert [codes(d) for d in again["dlq"]] == [["duplicate"]] * 5  # 4, 0 and 3, then 5 and 2 again
+    # 0, 1, 2 and 5 are new, each pushing out the earliest arrival; 2 is among the last three (1, 2, 5) when it
+    # comes back.
+    assert [r["timestamps"]["device_time"].timestamp() - T0.timestamp() for r in again["clean"]] == [0, 1, 2, 5]
 
 
 async def test_the_former_duplicate_memory_field_is_refused_with_what_to_do() -> None:
