@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from array import array
+from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
@@ -83,6 +84,42 @@ def changelog_key(name: str, key: Key) -> str:
     return "[" + ", ".join(parts) + "]"
 
 
+class Changes:
+    """Changed state entries, encoded into one buffer as they were when taken: a checkpoint of 30,000 windows is one
+    allocation (returned to the system when freed, runtime/process.py), not 60,000 keys and values alive until
+    Kafka's ack, among which long-lived objects were placed and kept the freed memory from being reused (a gateway
+    at 10,000 series: 186-188 MB with them, 162-167 MB with this)."""
+
+    __slots__ = ("_blob", "_ends")
+
+    def __init__(self) -> None:
+        self._blob = bytearray()
+        self._ends = array("q")  # per entry: where its key ends, then where its value ends (no value: deleted)
+
+    def add(self, key: bytes, value: bytes | None) -> None:
+        self._blob += key
+        self._ends.append(len(self._blob))
+        if value is not None:
+            self._blob += value
+        self._ends.append(len(self._blob))
+
+    def __len__(self) -> int:
+        return len(self._ends) // 2
+
+    def encoded(self) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) as written to the changelog: an empty value deletes its key (JSON is never empty)."""
+        view, ends, start = memoryview(self._blob), self._ends, 0
+        for index in range(0, len(ends), 2):
+            key_end, value_end = ends[index], ends[index + 1]
+            yield view[start:key_end].tobytes(), view[key_end:value_end].tobytes()
+            start = value_end
+
+    def items(self) -> Iterator[tuple[str, bytes | None]]:
+        """Changelog keys and JSON values (None: deleted)."""
+        for key, value in self.encoded():
+            yield key.decode(), value or None
+
+
 class StateStore:
     """Every table of one node. The runtime loads the changelog into it before start() and drains `changes()`."""
 
@@ -113,8 +150,11 @@ class StateStore:
             else:
                 self._pending.setdefault(name, []).append((key, raw))
 
-    def changes(self) -> dict[str, bytes | None]:
-        """Changed keys since the last call, as changelog keys and JSON values as bytes (None: deleted)."""
-        out = {changelog_key(name, key): self._tables[name]._encode(key) for name, key in self.dirty}
+    def changes(self) -> Changes:
+        """Changed keys since the last call, encoded as they are now."""
+        out = Changes()
+        tables = self._tables
+        for name, key in self.dirty:
+            out.add(changelog_key(name, key).encode(), tables[name]._encode(key))
         self.dirty.clear()
         return out

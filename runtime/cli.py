@@ -16,6 +16,7 @@ from streamforge.engine.plan import ExecutionPlan
 from streamforge.engine.problems import Problem
 from streamforge.runtime.kafka.install import KAFKA_VERSION, InstallError, distribution, install
 from streamforge.runtime.logs import configure_logging
+from streamforge.runtime.process import return_freed_memory
 
 
 def _fail(message: str) -> None:
@@ -39,6 +40,7 @@ def main() -> None:
     roundtrip     smoke check: embedded Kafka + a round trip of sample records of every type
     """
     configure_logging("cli")
+    return_freed_memory()
 
 
 @main.group()

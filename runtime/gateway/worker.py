@@ -20,6 +20,7 @@ from streamforge.runtime.gateway.metrics import METRICS_INTERVAL_S, NodeMetrics,
 from streamforge.runtime.gateway.overflow import producers_blocked
 from streamforge.runtime.gateway.runners import NodeStatus, RuntimeEnv, runner_for
 from streamforge.runtime.logs import configure_logging
+from streamforge.runtime.process import return_freed_memory
 
 
 def _say(event: dict[str, Any]) -> None:
@@ -83,6 +84,7 @@ def main() -> None:
     spec = json.loads(sys.stdin.readline())
     node_id = spec["plan"]["node_id"]
     configure_logging(f"worker:{node_id}", file_stem=f"worker-{spec['flow_id']}.{node_id}")
+    return_freed_memory()
     asyncio.run(serve(spec))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from array import array
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -86,7 +87,7 @@ class ProduceReport:
     failed: list[tuple[int, BaseException]] = field(default_factory=list)  # sent, not acknowledged
     # Per partition batch Kafka acknowledged: the records' indexes and the batch's partition and first offset. Where
     # each record lives is worked out only if asked (the hot path counts them: a record each was a cost per record).
-    acknowledged: list[tuple[list[int], int, int]] = field(default_factory=list)
+    acknowledged: list[tuple[Sequence[int], int, int]] = field(default_factory=list)
 
     @property
     def delivered_count(self) -> int:
@@ -157,11 +158,14 @@ class BatchProducer(_Lifecycle):
     ) -> ProduceReport:
         """Send pre-encoded (index, key, value) items, partitioned by key like the Java client."""
         partitions = sorted(await self.producer.partitions_for(topic))
-        by_partition: dict[int, list[tuple[int, bytes | None, bytes]]] = defaultdict(list)
+        by_partition: Mapping[int, Iterable[tuple[int, bytes | None, bytes]]]
         count = len(partitions)
-        if count == 1:  # a changelog: nothing to hash (its many keys would also crowd the asset ids out of the cache)
-            by_partition[partitions[0]].extend(items)
+        if count == 1:
+            # A changelog: nothing to hash (its many keys would also crowd the asset ids out of the cache), and the
+            # items go into the batches as they come, each freed once copied (a checkpoint is 30,000 of them).
+            by_partition = {partitions[0]: items}
         else:
+            grouped: defaultdict[int, list[tuple[int, bytes | None, bytes]]] = defaultdict(list)
             for item in items:
                 cache = self._partition_of
                 partition = cache.get((item[1], count)) if cache is not None else None
@@ -169,16 +173,17 @@ class BatchProducer(_Lifecycle):
                     partition = self._place(item[1], partitions)
                 else:
                     self._hits += 1
-                by_partition[partition].append(item)
-        pending: list[tuple[asyncio.Future[Any], list[int]]] = []
+                grouped[partition].append(item)
+            by_partition = grouped
+        pending: list[tuple[asyncio.Future[Any], array[int]]] = []
         record_headers = headers or []
         for partition, chunk in by_partition.items():
             builder = self.producer.create_batch()
-            indexes: list[int] = []
+            indexes = array("q")  # machine integers: no object per record sent
             for index, key, value in chunk:
                 if builder.append(key=key, value=value, timestamp=None, headers=record_headers) is None:
                     pending.append((await self.producer.send_batch(builder, topic, partition=partition), indexes))
-                    builder, indexes = self.producer.create_batch(), []
+                    builder, indexes = self.producer.create_batch(), array("q")
                     if builder.append(key=key, value=value, timestamp=None, headers=record_headers) is None:
                         raise ValueError(f"record #{index} for {topic} is larger than max_batch_size")
                 indexes.append(index)

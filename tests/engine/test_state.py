@@ -26,17 +26,17 @@ def test_changed_keys_only_typed_values_back_after_a_restart() -> None:
     alarms[("pump_1", "pressure")] = Alarm("ACTIVE", t0)
     counts[("in", 0)] = 5
     counts[("in", 0)] = 6
-    changes = store.changes()
+    changes = dict(store.changes().items())
     assert {key: None if value is None else json.loads(value) for key, value in changes.items()} == {
         json.dumps(["alarm", "pump_1", "pressure"]): {"state": "ACTIVE", "since": "2026-01-01T00:00:00Z"},
         json.dumps(["count", "in", 0]): 6,
     }
-    assert store.changes() == {}  # nothing changed since
+    assert len(store.changes()) == 0  # nothing changed since
     alarm = alarms[("pump_1", "pressure")]
     alarm.state = "ACKNOWLEDGED"
     alarms.touch(("pump_1", "pressure"))  # changed in place
     del counts[("in", 0)]
-    changelog = {**changes, **store.changes()}
+    changelog = {**changes, **dict(store.changes().items())}
     assert changelog[json.dumps(["count", "in", 0])] is None  # a deletion
     restarted = StateStore()
     restarted.load({key: value for key, value in changelog.items() if value is not None})
@@ -69,7 +69,17 @@ def test_a_table_is_changed_key_by_key_so_every_change_is_saved() -> None:
     assert counts.setdefault(("a",), 1) == 1 and counts.setdefault(("a",), 2) == 1
     counts[("b",)] = 2
     assert counts.pop(("b",)) == 2 and counts.pop(("c",), None) is None
-    assert store.changes() == {json.dumps(["count", "a"]): b"1", json.dumps(["count", "b"]): None}
+    assert dict(store.changes().items()) == {json.dumps(["count", "a"]): b"1", json.dumps(["count", "b"]): None}
     with pytest.raises(TypeError, match="change it key by key"):
         counts.update({("d",): 4})
     assert counts.get(("a",)) == 1 and dict(counts.items()) == {("a",): 1}
+
+
+def test_changes_go_to_the_changelog_as_key_and_json_with_an_empty_value_for_a_deletion() -> None:
+    store = StateStore()
+    counts = store.table("count", int)
+    counts[("a",)], counts[("b", 7)] = 1, 2
+    del counts[("b", 7)]
+    changes = store.changes()
+    assert len(changes) == 2
+    assert sorted(changes.encoded()) == [(b'["count", "a"]', b"1"), (b'["count", "b", 7]', b"")]

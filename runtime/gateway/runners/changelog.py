@@ -8,7 +8,7 @@ from aiokafka.admin import NewTopic
 from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.plan import NodePlan
 from streamforge.engine.sdk import Kind
-from streamforge.engine.state import StateStore
+from streamforge.engine.state import Changes, StateStore
 from streamforge.runtime.kafka.clients import BatchProducer
 
 
@@ -42,14 +42,14 @@ class Changelog:
     async def load(self) -> None:
         self.store.load(await read_state(self.bootstrap, self.topic))
 
-    async def save(self, producer: BatchProducer, changes: dict[str, bytes | None] | None = None) -> None:
+    async def save(self, producer: BatchProducer, changes: Changes | None = None) -> None:
         """Write the changed keys (or `changes`, taken from the store earlier) and wait for Kafka's ack: callers
         commit input offsets only after this."""
         changes = self.store.changes() if changes is None else changes
         if not changes:
             return
         # A generator: a checkpoint of 10,000 series' windows goes straight into the producer's batches.
-        items = ((index, key.encode(), value or b"") for index, (key, value) in enumerate(changes.items()))
+        items = ((index, key, value) for index, (key, value) in enumerate(changes.encoded()))
         report = await producer.send_raw(self.topic, items)
         if report.failed:
             raise RuntimeError(f"state changelog {self.topic} not acknowledged: {report.failed[0][1]!r}")

@@ -11,6 +11,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from streamforge.engine.sdk import Emitted, Message, ProcessorNode
+from streamforge.engine.state import Changes
 from streamforge.runtime.gateway.runners.consumer import ConsumingRunner
 from streamforge.runtime.kafka.clients import BatchProducer, ConsumedBatch
 
@@ -71,7 +72,7 @@ class ProcessorRunner(ConsumingRunner):
         if answered:
             await self._delivered()
 
-    async def _deliver(self, producer: BatchProducer, emitted: Emitted, inputs: list[Message], changes: dict[str, Any],
+    async def _deliver(self, producer: BatchProducer, emitted: Emitted, inputs: list[Message], changes: Changes,
                        retained: dict[tuple[str, int], int], read: dict[TopicPartition, int],
                        answered: list[tuple[asyncio.Future[Emitted], Emitted]], before: asyncio.Future[None] | None,
                        sent: asyncio.Future[None]) -> None:  # fmt: skip
