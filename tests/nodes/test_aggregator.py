@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import TypeAdapter
+import pytest
+from pydantic import TypeAdapter, ValidationError
 
 from streamforge.engine.clock import ManualClock
 from streamforge.engine.recent_times import times
 from streamforge.engine.records import telemetry
 from streamforge.engine.testing import NodeHarness
-from streamforge.nodes.aggregator import Aggregator, _Window
+from streamforge.nodes.aggregator import Aggregator, SavedWindow, _Window
 
 T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
 
@@ -179,7 +181,7 @@ async def test_a_long_window_keeps_numbers_not_readings() -> None:
             await h.process(records[start : start + 2000])
         windows = [w for ws in h.node._windows.values() for w in ws.values()]
         assert [w.count for w in windows] == [36_000] * series  # one open window per series, every reading counted
-        assert all(len(w.applied) == 1 and not hasattr(w, "values") for w in windows)
+        assert all(w.elsewhere is None and not hasattr(w, "values") for w in windows)  # one partition's offset
         assert all(len(times(recent)) <= 16 for recent in h.node._recent.values())
 
 
@@ -188,6 +190,26 @@ def test_a_window_saved_by_the_version_before_restores() -> None:
     saved = (b'{"start_ms":1000,"unit":"C","count":2,"total":5.0,"compensation":0.0,"low":2.0,"high":3.0,'
              b'"first_ms":1000,"first":2.0,"last_ms":1500,"last":3.0,"applied":{"telemetry.clean|4":7},'
              b'"pending":{},"touched":1.0}')  # fmt: skip
-    window = TypeAdapter(_Window).validate_json(saved)
-    assert (window.count, window.applied, window.changed) == (2, {"telemetry.clean|4": 7}, False)
+    window = TypeAdapter(SavedWindow).validate_json(saved)
+    assert (window.count, window.applied("telemetry.clean|4"), window.changed) == (2, 7, False)
     assert window.statistics() == {"avg": 2.5, "min": 2.0, "max": 3.0, "first": 2.0, "last": 3.0, "count": 2}
+
+
+def test_a_window_saves_as_it_always_did_with_every_partition_it_counted() -> None:
+    window = _Window(1000, "C")
+    window.add(1000, 2.0, "telemetry.clean|4", 6, now=1.0)
+    window.add(1500, 3.0, "telemetry.clean|9", 40, now=1.0)  # a second partition: the input was repartitioned
+    adapter = TypeAdapter(SavedWindow)
+    saved = json.loads(adapter.dump_json(window))
+    assert saved == {"start_ms": 1000, "unit": "C", "count": 2, "total": 5.0, "compensation": 0.0, "low": 2.0,
+                     "high": 3.0, "first_ms": 1000, "first": 2.0, "last_ms": 1500, "last": 3.0,
+                     "applied": {"telemetry.clean|4": 7, "telemetry.clean|9": 41}}  # fmt: skip
+    back = adapter.validate_json(adapter.dump_json(window))
+    assert (back.applied("telemetry.clean|4"), back.applied("telemetry.clean|9"), back.applied("other|0")) == (7, 41, 0)
+    assert back.statistics() == window.statistics()
+
+
+def test_a_saved_window_that_does_not_fit_names_its_field() -> None:
+    with pytest.raises(ValidationError) as refused:
+        TypeAdapter(SavedWindow).validate_json(b'{"start_ms": 1000, "unit": "C", "count": "two"}')
+    assert ("count",) in [error["loc"] for error in refused.value.errors()]
