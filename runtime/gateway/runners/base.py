@@ -41,7 +41,7 @@ class NodeRunner(ABC):
                                    on_health=self._device_health)  # fmt: skip
         self.node: Node[Any] = cls(config, self.context)
         self.ready = asyncio.Event()
-        self.outputs = OutputPorts(plan, flow_id, env, cls, self.cell)
+        self.outputs = OutputPorts(self.plan, flow_id, env, cls, self.cell)
         self.changelog = Changelog(env.bootstrap, changelog_topic(flow_id, plan.node_id), self.context.state)
 
     @property

@@ -4,6 +4,7 @@ delivered."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -102,3 +103,17 @@ async def test_a_clean_stop_keeps_the_state_and_offsets_of_every_batch_delivered
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_a_runner_keeps_the_validated_config_not_the_plain_one_beside_it(registry: CachedSchemaRegistry) -> None:
+    """A 10,000-signal source's plain config is megabytes: kept beside the validated one, it was so twice."""
+    outputs = tuple(OutputPlan(port.name, port.type.value, f"kept.{port.name}") for port in Validator.outputs)
+    plan = NodePlan("kept", "validator", "processor", "gateway", "kept", "kept.group",
+                    (InputPlan("in", "kept.raw", ("source",)),), outputs,
+                    {"rules": [{"parameter": "pressure", "min": 0, "max": 10}]}, "")  # fmt: skip
+    rules = plan.config["rules"]
+    held = sys.getrefcount(rules)  # the plan's config and this function's name (and the call's argument)
+    runner = runner_for(plan, FLOW, RuntimeEnv("127.0.0.1:9", registry, NodeMetrics(), load_node_types(False)))
+    del plan
+    assert sys.getrefcount(rules) == held - 1  # the plain config went with the plan: nothing else holds it
+    assert runner.node.config.rules[0].parameter == "pressure"
