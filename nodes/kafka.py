@@ -25,7 +25,7 @@ from streamforge.engine.sdk import Message, PeerUnavailable, Port, PortType, Rec
 from streamforge.engine.serde import Encoder, encoder_for
 from streamforge.engine.topics import topic_spec
 from streamforge.nodes.protocols.tls import client_context
-from streamforge.runtime.kafka.clients import BatchProducer
+from streamforge.runtime.kafka.clients import READ_TO_END_WAIT_MS, BatchProducer
 from streamforge.runtime.kafka.topics import create_topics
 
 DEFAULT_TOPICS = {"telemetry": "streamforge.telemetry", "aggregate": "streamforge.aggregates",
@@ -154,7 +154,8 @@ class KafkaSink(SinkNode[KafkaSinkConfig]):
         """The source offsets this node's committed transactions recorded, read back from `offsets_topic`."""
         topic, prefix = self.config.offsets_topic, self._offsets_key
         consumer = AIOKafkaConsumer(bootstrap_servers=self.config.bootstrap, isolation_level="read_committed",
-                                    enable_auto_commit=False, **self._client_options())  # fmt: skip
+                                    enable_auto_commit=False, fetch_max_wait_ms=READ_TO_END_WAIT_MS,
+                                    **self._client_options())  # fmt: skip
         await consumer.start()
         try:
             assert self._producer is not None

@@ -45,6 +45,11 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "max_partition_fetch_bytes": 64 * 1024,
 }
 
+# A reader of a topic up to the end offsets it asked for (a node's changelog, a sink's saved offsets) waits at most
+# this long in a fetch for data that is not there. A broker answers one connection's requests in order: at aiokafka's
+# default (500 ms) the end-offsets request queued behind the first fetch, and every node start took 0.5 s longer.
+READ_TO_END_WAIT_MS = 10
+
 
 def node_headers(flow_id: str, node_id: str) -> Headers:
     """The provenance headers every record carries (DESIGN.md §3)."""

@@ -9,7 +9,7 @@ from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.plan import NodePlan
 from streamforge.engine.sdk import Kind
 from streamforge.engine.state import Changes, StateStore
-from streamforge.runtime.kafka.clients import BatchProducer
+from streamforge.runtime.kafka.clients import READ_TO_END_WAIT_MS, BatchProducer
 
 
 def changelog_topic(flow_id: str, node_id: str) -> str:
@@ -57,7 +57,8 @@ class Changelog:
 
 async def read_state(bootstrap: str, topic: str) -> dict[str, bytes]:
     """The whole state in a compacted changelog (last value per key wins; empty value deletes)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                fetch_max_wait_ms=READ_TO_END_WAIT_MS)  # fmt: skip
     await consumer.start()
     try:
         if topic not in await consumer.topics():
