@@ -208,13 +208,15 @@ class MqttSession(asyncio.Protocol):
         self._heard = self._spoke = self._loop.time()
         self._keeping_alive: asyncio.Task[None] | None = None
         self.gone: str | None = None  # why the session ended
+        self.session_present = False  # the CONNACK said the broker kept this client's session (and its subscriptions)
 
     @property
     def peer(self) -> str:
         return f"MQTT broker {self.endpoint.host}:{self.endpoint.port}"
 
     async def open(self, subscriptions: list[tuple[str, int]]) -> None:
-        """Connect, wait for CONNACK, subscribe and wait for the SUBACK; PeerUnavailable says what failed."""
+        """Connect, wait for CONNACK, subscribe and wait for the SUBACK (a kept session's is checked when it comes);
+        PeerUnavailable says what failed."""
         endpoint = self.endpoint
         tls, host = endpoint.tls, endpoint.host
         try:
@@ -237,10 +239,32 @@ class MqttSession(asyncio.Protocol):
         mid = self._new_mid()
         filters = b"".join(_text(topic) + bytes((qos,)) for topic, qos in subscriptions)
         self._write(_packet(SUBSCRIBE << 4 | 2, mid.to_bytes(2, "big") + (b"\x00" if self._v5 else b"") + filters))
-        codes: list[int] = await self._acknowledged(mid, "SUBACK")
+        if self.session_present:
+            # The broker kept this session and its subscriptions, and sends what queued for it from the CONNACK on:
+            # the SUBACK can come behind a backlog of hundreds of thousands of messages, read only as they are taken
+            # (reading pauses at WAITING_MAX). Waited for here, none was taken, the wait ran out, the session was
+            # opened again and flooded again: a backlog never drained. Its answer is checked when it comes instead.
+            answer = self._pending[mid] = self._loop.create_future()
+            answer.add_done_callback(lambda done: self._subscribed(mid, subscriptions, done))
+            return
+        refusal = self._refusal(subscriptions, await self._acknowledged(mid, "SUBACK"))
+        if refusal is not None:
+            raise PeerUnavailable(refusal)
+
+    def _refusal(self, subscriptions: list[tuple[str, int]], codes: list[int]) -> str | None:
         for (topic, _), code in zip(subscriptions, codes, strict=False):
             if code >= 0x80:
-                raise PeerUnavailable(f"{self.peer} refused the subscription to {topic!r}: {describe(code)}")
+                return f"{self.peer} refused the subscription to {topic!r}: {describe(code)}"
+        return None
+
+    def _subscribed(self, mid: int, subscriptions: list[tuple[str, int]], answer: asyncio.Future[Any]) -> None:
+        """A SUBACK that came after open() returned: a refusal ends the session with the reason (take() raises it)."""
+        self._pending.pop(mid, None)
+        if answer.cancelled() or answer.exception() is not None:
+            return  # the session ended before the answer came, and says why
+        refusal = self._refusal(subscriptions, answer.result())
+        if refusal is not None:
+            self._drop(refusal)
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         """Publish; at QoS 1, return once the broker acknowledged it."""
@@ -440,6 +464,7 @@ class MqttSession(asyncio.Protocol):
                 self._connected.set_exception(PeerUnavailable(refusal))
             elif not self._connected.done():
                 self._keepalive_s = properties.get(SERVER_KEEP_ALIVE, self._keepalive_s)
+                self.session_present = bool(body[0] & 1)  # the broker kept this client's session
                 self._connected.set_result(None)
         elif kind in (PUBACK, SUBACK):
             mid = body[0] << 8 | body[1]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from streamforge.engine.sdk import PeerUnavailable
+from streamforge.nodes.protocols import mqtt_session
 from streamforge.nodes.protocols.mqtt_session import Arrival, Endpoint, MqttSession, MqttVersion
 from streamforge.runtime.kafka.broker import free_port
 from tests.conftest import MqttBroker
@@ -89,6 +90,31 @@ async def test_what_was_not_acknowledged_comes_back_to_the_next_session(
         redelivered = await take_until_quiet(again)
         assert sorted(int(m.payload) for m in redelivered) == list(range(200, 500))
         again.acknowledge(redelivered)
+    finally:
+        await again.close()
+
+
+@pytest.mark.parametrize("version", ["5", "3.1.1"])
+async def test_a_kept_session_opens_behind_a_backlog_larger_than_it_holds_unread(
+    mqtt_broker: MqttBroker, unique: str, version: MqttVersion, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker sends a kept session's backlog before its SUBACK, and a session stops reading at WAITING_MAX
+    arrivals not taken: open() waiting for that SUBACK ran out of time, again on every reconnect, so a backlog
+    larger than WAITING_MAX (a source down for a while under load) never drained."""
+    monkeypatch.setattr(mqtt_session, "WAITING_MAX", 50)
+    topic, client_id = f"{unique}/backlog", f"{unique}-sub"
+    await (await opened(mqtt_broker, client_id, topic, version)).close()  # the session and its subscription stay
+    await publish(mqtt_broker, topic, 2000)  # queued for the absent client
+    again = await opened(mqtt_broker, client_id, topic, version)
+    try:
+        assert again.session_present
+        taken: list[Arrival] = []
+        while len(taken) < 2000:
+            batch = await again.take(500, 5, 0)
+            assert batch, f"{len(taken)} of 2000 taken, then nothing"
+            again.acknowledge(batch)
+            taken += batch
+        assert sorted(int(m.payload) for m in taken) == list(range(2000))
     finally:
         await again.close()
 
