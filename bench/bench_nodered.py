@@ -363,16 +363,22 @@ def crash_round(name: str, binary: Path, port: int, kill: Callable[[], None], st
     """Offer `rate` for `seconds`; SIGKILL the system halfway, restart it at once; count what never came out (what
     had not when its output stopped growing for CRASH_STALL_S)."""
     before = distinct()
+    failed: list[Exception] = []
 
     def kill_and_restart() -> None:
         time.sleep(seconds / 2)
         kill()
-        start()
+        try:
+            start()
+        except Exception as exc:  # raised below, in the round, not lost in the thread
+            failed.append(exc)
 
     thread = threading.Thread(target=kill_and_restart)
     thread.start()
     sent = offer(binary, port, rate, seconds, 10_000_000)
     thread.join()
+    if failed:
+        raise RuntimeError(f"{name} did not start again after the SIGKILL: {failed[0]}") from failed[0]
     deadline, got, grew = time.monotonic() + CRASH_LIMIT_S, 0, time.monotonic()
     while time.monotonic() < deadline and time.monotonic() - grew < CRASH_STALL_S:
         out = distinct() - before
