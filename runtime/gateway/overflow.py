@@ -31,6 +31,7 @@ from streamforge.engine.sdk import Record
 from streamforge.engine.serde import encoder_for
 from streamforge.engine.topics import TOPICS, Priority, TopicSpec, topic_spec
 from streamforge.runtime.kafka.clients import BatchProducer, node_headers
+from streamforge.runtime.kafka.groups import committed_offsets
 
 log = logging.getLogger("streamforge.overflow")
 BLOCK_FILE = "overflow-blocked.json"  # in the gateway's state dir: workers' sources read it before each poll
@@ -346,9 +347,8 @@ class OverflowManager:
         """Every consumer group's committed offset, by partition."""
         found: dict[TopicPartition, list[int]] = {}
         for group in await admin.list_consumer_groups():
-            for tp, meta in (await admin.list_consumer_group_offsets(group[0])).items():
-                if meta.offset >= 0:
-                    found.setdefault(tp, []).append(meta.offset)
+            for tp, offset in (await committed_offsets(admin, group[0])).items():
+                found.setdefault(tp, []).append(offset)
         return found
 
     async def _count_evictions(self, consumer: AIOKafkaConsumer) -> None:

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupLoadInProgressError, KafkaConnectionError, UnknownTopicOrPartitionError
+from aiokafka.protocol.commit import OffsetFetchResponse_v1, OffsetFetchResponse_v3
+from aiokafka.structs import OffsetAndMetadata
 
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.serde import encoder_for
 from streamforge.runtime.kafka.clients import BatchProducer, node_headers
-from streamforge.runtime.kafka.groups import start_new_flow_at_end
+from streamforge.runtime.kafka.groups import committed_offsets, offsets_in, start_new_flow_at_end
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.conftest import create_topic
 from tests.engine.samples import SAMPLES
@@ -63,3 +71,62 @@ async def test_a_new_flow_starts_past_other_flows_history_and_a_flow_that_ran_ke
     added = f"{unique}.added"
     assert not await start_new_flow_at_end(kafka.bootstrap, {validator: [raw], added: [raw]})
     assert await committed(kafka.bootstrap, added) == {}
+
+
+def test_an_offset_fetch_answer_with_an_error_is_an_error_never_no_offsets() -> None:
+    # What the broker answered in the first ~200 ms after a SIGKILL and restart (measured, see committed_offsets):
+    # the group's error at the top, no partitions. Read as offsets, it says "never committed".
+    with pytest.raises(GroupLoadInProgressError):
+        offsets_in(OffsetFetchResponse_v3(0, [], 14))
+    with pytest.raises(UnknownTopicOrPartitionError, match=r"t \[1\]"):
+        offsets_in(OffsetFetchResponse_v1([("t", [(0, 5, "", 0), (1, -1, "", 3)])]))
+    clean = OffsetFetchResponse_v3(0, [("t", [(0, 5, "", 0), (1, -1, "", 0)])], 0)
+    assert offsets_in(clean) == {TopicPartition("t", 0): 5}  # -1: nothing committed there
+
+
+LOADING_COMMITS = 10_000  # x 12 partitions: ~100 ms of __consumer_offsets to load again after a restart
+
+
+async def test_a_flow_that_ran_is_not_taken_for_new_while_the_restarted_broker_loads_its_offsets(
+    tmp_path: Path, registry: CachedSchemaRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway and its broker are SIGKILLed with a backlog in raw; at restart the flow's group must keep the
+    offsets it committed, or the deploy commits the end and the backlog is skipped."""
+    async with EmbeddedKafka(tmp_path / "kafka", restart_backoff_s=0.1) as kafka:
+        raw = await create_topic(kafka.bootstrap, "telemetry.raw", partitions=12)
+        encoder = await encoder_for(registry, f"{raw}-value", SCHEMAS["telemetry"])
+        readings = [dict(SAMPLES["telemetry"], asset_id=f"asset_{i}") for i in range(120)]
+        async with BatchProducer(kafka.bootstrap) as producer:
+            await producer.send_records(raw, readings, encoder, node_headers("flow", "source"))
+        validator = "flow.validator"
+        backlog = {TopicPartition(raw, p): 0 for p in range(12)}  # it committed, then read nothing more
+        committer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, group_id=validator, enable_auto_commit=False)
+        await committer.start()
+        committer.assign(list(backlog))
+        for _ in range(0, LOADING_COMMITS, 500):  # enough commits that loading them again takes a while
+            await asyncio.gather(*(committer.commit({tp: OffsetAndMetadata(0, "") for tp in backlog})
+                                   for _ in range(500)))  # fmt: skip
+        await committer.stop()
+
+        caplog.set_level(logging.INFO, logger="streamforge.kafka.groups")
+        seen_loading = 0
+        for _ in range(5):  # a restart whose loading ends before the first request proves nothing: again
+            kafka.kill()
+            while True:  # asked as soon as the broker listens, as a restarted gateway does
+                try:
+                    assert not await start_new_flow_at_end(kafka.bootstrap, {validator: [raw]})
+                    break
+                except KafkaConnectionError:
+                    await asyncio.sleep(0.02)
+            seen_loading += sum("not ready" in r.message for r in caplog.records)
+            caplog.clear()
+            await kafka.wait_healthy()
+            if seen_loading:
+                break
+        assert seen_loading, "no restart answered COORDINATOR_LOAD_IN_PROGRESS: the case was not tried"
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+        await admin.start()
+        try:
+            assert await committed_offsets(admin, validator) == backlog
+        finally:
+            await admin.close()
