@@ -14,6 +14,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streamforge.engine.sdk import Message
 from streamforge.engine.serde import Decoder, Encoder, Record, RecordError
+from streamforge.runtime.kafka.origin_batches import ONE_ORIGIN, OriginFilter
 from streamforge.runtime.kafka.partitioning import partition_of
 
 Headers = list[tuple[str, bytes]]
@@ -182,14 +183,18 @@ class BatchProducer(_Lifecycle):
             by_partition = grouped
         pending: list[tuple[asyncio.Future[Any], array[int]]] = []
         record_headers = headers or []
+        # Every record of a batch built here carries the same headers: its first says so, and a consumer not wired
+        # to their node passes over the whole batch unread (origin_batches.py).
+        first_headers = [*record_headers, ONE_ORIGIN] if record_headers else record_headers
         for partition, chunk in by_partition.items():
             builder = self.producer.create_batch()
             indexes = array("q")  # machine integers: no object per record sent
             for index, key, value in chunk:
-                if builder.append(key=key, value=value, timestamp=None, headers=record_headers) is None:
+                stamped = record_headers if indexes else first_headers
+                if builder.append(key=key, value=value, timestamp=None, headers=stamped) is None:
                     pending.append((await self.producer.send_batch(builder, topic, partition=partition), indexes))
                     builder, indexes = self.producer.create_batch(), array("q")
-                    if builder.append(key=key, value=value, timestamp=None, headers=record_headers) is None:
+                    if builder.append(key=key, value=value, timestamp=None, headers=first_headers) is None:
                         raise ValueError(f"record #{index} for {topic} is larger than max_batch_size")
                 indexes.append(index)
             pending.append((await self.producer.send_batch(builder, topic, partition=partition), indexes))
@@ -243,18 +248,22 @@ class BatchConsumer(_Lifecycle):
         upstream: Iterable[tuple[str, str]] | None = None,
         **overrides: Any,
     ) -> None:
-        self.consumer = self._client = AIOKafkaConsumer(
-            *topics, bootstrap_servers=bootstrap, group_id=group_id, **{**CONSUMER_DEFAULTS, **overrides}
-        )
-        self.decoder = decoder
         # (flow, node) pairs whose records this consumer keeps, as header bytes; None keeps everything.
         self.upstream = None if upstream is None else {(f.encode(), n.encode()) for f, n in upstream}
+        # Whole batches of other nodes' records are passed over before aiokafka makes their records.
+        self._passed_over = None if self.upstream is None else OriginFilter(self.upstream)
+        self.consumer = self._client = AIOKafkaConsumer(
+            *topics, bootstrap_servers=bootstrap, group_id=group_id, value_deserializer=self._passed_over,
+            **{**CONSUMER_DEFAULTS, **overrides},
+        )  # fmt: skip
+        self.decoder = decoder
         # A producer stamps the same headers on every record it sends: judged once per distinct set, not per record.
         self._origin_of: dict[tuple[tuple[str, bytes], ...], tuple[dict[str, bytes], str]] = {}
 
     def _origin(self, raw: tuple[tuple[str, bytes], ...]) -> tuple[dict[str, bytes], str]:
         """The headers as a dict and the node that wrote them, or SKIP for a node not wired to this consumer."""
         headers = dict(raw)
+        headers.pop(ONE_ORIGIN[0], None)  # true only of the batch it came in: never handed on
         origin = (headers.get("sf-flow", b""), headers.get("sf-node", b""))
         judged = SKIP if self.upstream is not None and origin not in self.upstream else (headers, origin[1].decode())
         if len(self._origin_of) < ORIGINS_KEPT:  # per-record headers (a DLQ letter's) would grow it without end
@@ -272,9 +281,14 @@ class BatchConsumer(_Lifecycle):
         read, wait_ms, room = 0, timeout_ms, max_records
         while True:
             polled = await self.consumer.getmany(timeout_ms=wait_ms, max_records=room)
+            if self._passed_over is not None:  # batches passed over whole move the offsets to commit too
+                skipped, skipped_to = self._passed_over.take()
+                batch.skipped += skipped
+                for tp, offset in skipped_to.items():
+                    batch.next_offsets[tp] = max(offset, batch.next_offsets.get(tp, 0))
             for tp, tp_messages in polled.items():
                 read += len(tp_messages)
-                batch.next_offsets[tp] = tp_messages[-1].offset + 1
+                batch.next_offsets[tp] = max(tp_messages[-1].offset + 1, batch.next_offsets.get(tp, 0))
                 for message in tp_messages:
                     origin = origin_of.get(message.headers)
                     if origin is None:

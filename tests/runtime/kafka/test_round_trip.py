@@ -9,7 +9,8 @@ import json
 import fastavro
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
@@ -22,6 +23,7 @@ from streamforge.runtime.kafka.clients import (
     node_headers,
     recent_records,
 )
+from streamforge.runtime.kafka.groups import committed_offsets
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.conftest import create_topic
 from tests.engine.samples import SAMPLES
@@ -120,17 +122,32 @@ async def test_consumer_keeps_only_wired_nodes_and_commits_manually(
         assert (await c.next_batch(timeout_ms=1500)).records == []
 
 
+async def send_as_one_batch(bootstrap: str, topic: str, value: bytes, origins: list[tuple[str, str]]) -> None:
+    """One record per origin, all in one batch with their own headers and no one-origin mark: a writer that is not
+    StreamForge's (a mirror of another cluster, an external producer)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        batch = producer.create_batch()
+        for flow, node in origins:
+            assert batch.append(key=None, value=value, timestamp=None, headers=node_headers(flow, node)) is not None
+        await (await producer.send_batch(batch, topic, partition=0))
+    finally:
+        await producer.stop()
+
+
 async def test_a_batch_is_filled_by_records_kept_and_reads_at_most_read_per_kept_times_its_size(
     kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
 ) -> None:
     """Flows share spec topics: where most records belong to other nodes, one batch polls on until it holds
-    `max_records` of its own, but reads no more than READ_PER_KEPT x `max_records` to get there."""
+    `max_records` of its own, but reads no more than READ_PER_KEPT x `max_records` to get there. (Records read one by
+    one: written by another writer than StreamForge's, whose batches are passed over whole.)"""
     topic = await create_topic(kafka.bootstrap, f"{unique}.telemetry", partitions=1)
     encoder = await encoder_for(registry, f"{topic}-value", SCHEMAS["telemetry"])
-    async with BatchProducer(kafka.bootstrap) as producer:
-        for _ in range(2):  # offsets 0-29 other, 30-39 wired, 40-69 other, 70-79 wired
-            await producer.send_records(topic, [SAMPLES["telemetry"]] * 30, encoder, node_headers("f", "other"))
-            await producer.send_records(topic, [SAMPLES["telemetry"]] * 10, encoder, node_headers("f", "wired"))
+    value = encoder.encode(SAMPLES["telemetry"])
+    for _ in range(2):  # offsets 0-29 other, 30-39 wired, 40-69 other, 70-79 wired
+        await send_as_one_batch(kafka.bootstrap, topic, value, [("f", "other")] * 30)
+        await send_as_one_batch(kafka.bootstrap, topic, value, [("f", "wired")] * 10)
     tp = TopicPartition(topic, 0)
     upstream = [("f", "wired")]
     async with BatchConsumer(kafka.bootstrap, f"{unique}.g", [topic], Decoder(registry), upstream=upstream) as c:
@@ -142,6 +159,44 @@ async def test_a_batch_is_filled_by_records_kept_and_reads_at_most_read_per_kept
         batch = await c.next_batch(timeout_ms=3000, max_records=2)
         assert batch.records == [] and batch.skipped == 2 * READ_PER_KEPT
         assert batch.next_offsets == {tp: 2 * READ_PER_KEPT}
+
+
+async def test_other_nodes_batches_are_passed_over_whole_and_a_batch_of_mixed_origins_is_read_record_by_record(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
+) -> None:
+    topic = await create_topic(kafka.bootstrap, f"{unique}.telemetry", partitions=1)
+    encoder = await encoder_for(registry, f"{topic}-value", SCHEMAS["telemetry"])
+    async with BatchProducer(kafka.bootstrap) as producer:  # offsets 0-29 other, 30-39 wired: one-origin batches
+        await producer.send_records(topic, [SAMPLES["telemetry"]] * 30, encoder, node_headers("f", "other"))
+        await producer.send_records(topic, [SAMPLES["telemetry"]] * 10, encoder, node_headers("f", "wired"))
+    value = encoder.encode(SAMPLES["telemetry"])
+    await send_as_one_batch(kafka.bootstrap, topic, value, [("f", "other"), ("f", "wired")])  # 40 other, 41 wired
+    await send_as_one_batch(kafka.bootstrap, topic, value, [("f", "other")] * 30)  # 42-71, not marked
+    tp = TopicPartition(topic, 0)
+    upstream = [("f", "wired")]
+    async with BatchConsumer(kafka.bootstrap, f"{unique}.g", [topic], Decoder(registry), upstream=upstream) as c:
+        # 30 records passed over without being read: read one by one, a batch of 2 would stop at 2 x READ_PER_KEPT.
+        batch = await c.next_batch(timeout_ms=3000, max_records=2)
+        assert [m.offset for m in batch.records] == [30, 31]
+        assert batch.skipped == 30 and batch.next_offsets == {tp: 32}
+        kept = batch.records
+        while batch.next_offsets.get(tp) != 72:
+            batch = await c.next_batch(timeout_ms=3000, max_records=100)
+            kept += batch.records
+            await c.commit(batch)
+        assert [m.offset for m in kept] == [*range(30, 40), 41]  # the wired record of the mixed batch is kept
+        assert all(m.headers == {"sf-flow": b"f", "sf-node": b"wired"} for m in kept)  # the mark is not handed on
+    async with BatchConsumer(kafka.bootstrap, f"{unique}.tap", [topic], Decoder(registry)) as tap:  # keeps all
+        seen: list[Message] = []
+        while len(seen) < 72:
+            seen += (await tap.next_batch(timeout_ms=3000)).records
+        assert [m.offset for m in seen] == list(range(72)) and not any("sf-batch" in m.headers for m in seen)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:  # what was passed over is committed past: a flow beside busy ones is not reported behind
+        assert await committed_offsets(admin, f"{unique}.g") == {tp: 72}
+    finally:
+        await admin.close()
 
 
 async def test_records_passed_through_are_sent_as_their_original_bytes(
