@@ -10,7 +10,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 from tinydb import Query, TinyDB
 from tinydb.storages import Storage
 
@@ -89,6 +88,11 @@ class HttpSchemaRegistry:
     def __init__(self, url: str, timeout_s: float = 5.0, credentials: Callable[[], str | None] | None = None,
                  verify: ssl.SSLContext | bool = True) -> None:  # fmt: skip
         """`credentials`: the current bearer token (a gateway's JWT, renewed under it), asked on every request."""
+        # Imported here: a process with no remote registry (a worker beside the gateway's) is spared its ~5 MB,
+        # with the click, rich and pygments its command line pulls in wherever they are installed.
+        import httpx
+
+        self._unreachable = httpx.TransportError
         self.url = url.rstrip("/")
         self._client = httpx.AsyncClient(base_url=self.url, timeout=timeout_s, headers={"Accept": CONTENT_TYPE},
                                          verify=verify)  # fmt: skip
@@ -105,7 +109,7 @@ class HttpSchemaRegistry:
                 content=None if body is None else json.dumps(body),
                 headers=self._headers(),
             )
-        except httpx.TransportError as exc:
+        except self._unreachable as exc:
             raise SchemaRegistryUnavailable(f"schema registry at {self.url} is unreachable: {exc!r}") from exc
         if response.status_code == 404:
             raise SchemaNotFound(f"{self.url}{path}: {response.text}")
