@@ -15,8 +15,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.sdk import Message
-from streamforge.engine.serde import Decoder, encoder_for
+from streamforge.engine.serde import Decoder, Encoder, encoder_for
 from streamforge.runtime.kafka.clients import (
+    CONSUMER_DEFAULTS,
+    FETCH_SCALE_MAX,
     READ_PER_KEPT,
     BatchConsumer,
     BatchProducer,
@@ -95,14 +97,22 @@ async def test_bad_records_are_named_and_neighbours_are_sent(
     assert sorted(got) == [0.0, 1.0, 2.0, 4.0, 5.0, 6.0, 8.0, 9.0]
 
 
-async def test_consumer_keeps_only_wired_nodes_and_commits_manually(
-    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
-) -> None:
+async def telemetry_from(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str, runs: list[tuple[str, int]]
+) -> tuple[str, Encoder]:
+    """A one-partition topic holding, in order, `count` readings from node `node` of flow "f" for each run."""
     topic = await create_topic(kafka.bootstrap, f"{unique}.telemetry", partitions=1)
     encoder = await encoder_for(registry, f"{topic}-value", SCHEMAS["telemetry"])
     async with BatchProducer(kafka.bootstrap) as producer:
-        await producer.send_records(topic, [SAMPLES["telemetry"]] * 3, encoder, node_headers("f", "wired"))
-        await producer.send_records(topic, [SAMPLES["telemetry"]] * 2, encoder, node_headers("f", "other"))
+        for node, count in runs:
+            await producer.send_records(topic, [SAMPLES["telemetry"]] * count, encoder, node_headers("f", node))
+    return topic, encoder
+
+
+async def test_consumer_keeps_only_wired_nodes_and_commits_manually(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
+) -> None:
+    topic, _ = await telemetry_from(kafka, registry, unique, [("wired", 3), ("other", 2)])
     group = f"{unique}.g"
     async with BatchConsumer(kafka.bootstrap, group, [topic], Decoder(registry), upstream=[("f", "wired")]) as c:
         batch = await c.next_batch(timeout_ms=3000)
@@ -164,11 +174,8 @@ async def test_a_batch_is_filled_by_records_kept_and_reads_at_most_read_per_kept
 async def test_other_nodes_batches_are_passed_over_whole_and_a_batch_of_mixed_origins_is_read_record_by_record(
     kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
 ) -> None:
-    topic = await create_topic(kafka.bootstrap, f"{unique}.telemetry", partitions=1)
-    encoder = await encoder_for(registry, f"{topic}-value", SCHEMAS["telemetry"])
-    async with BatchProducer(kafka.bootstrap) as producer:  # offsets 0-29 other, 30-39 wired: one-origin batches
-        await producer.send_records(topic, [SAMPLES["telemetry"]] * 30, encoder, node_headers("f", "other"))
-        await producer.send_records(topic, [SAMPLES["telemetry"]] * 10, encoder, node_headers("f", "wired"))
+    # offsets 0-29 other, 30-39 wired: one-origin batches
+    topic, encoder = await telemetry_from(kafka, registry, unique, [("other", 30), ("wired", 10)])
     value = encoder.encode(SAMPLES["telemetry"])
     await send_as_one_batch(kafka.bootstrap, topic, value, [("f", "other"), ("f", "wired")])  # 40 other, 41 wired
     await send_as_one_batch(kafka.bootstrap, topic, value, [("f", "other")] * 30)  # 42-71, not marked
@@ -197,6 +204,22 @@ async def test_other_nodes_batches_are_passed_over_whole_and_a_batch_of_mixed_or
         assert await committed_offsets(admin, f"{unique}.g") == {tp: 72}
     finally:
         await admin.close()
+
+
+async def test_a_consumer_that_keeps_a_quarter_of_what_it_reads_fetches_four_times_as_much(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
+) -> None:
+    """Beside 3 more flows, a node's fetches bring about as many of its own records as they would alone."""
+    topic, _ = await telemetry_from(kafka, registry, unique, [("other", 30), ("wired", 10)] * 20)
+    base = CONSUMER_DEFAULTS["max_partition_fetch_bytes"]
+    for upstream, scale in (([("f", "wired")], FETCH_SCALE_MAX), ([("f", "wired"), ("f", "other")], 1)):
+        async with BatchConsumer(kafka.bootstrap, None, [topic], Decoder(registry), upstream=upstream) as c:
+            assert c.partition_fetch_bytes == base
+            read = 0
+            while read < 800:
+                batch = await c.next_batch(timeout_ms=3000, max_records=10)
+                read += len(batch.records) + batch.skipped
+            assert c.partition_fetch_bytes == base * scale
 
 
 async def test_records_passed_through_are_sent_as_their_original_bytes(
