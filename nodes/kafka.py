@@ -25,7 +25,7 @@ from streamforge.engine.sdk import Message, PeerUnavailable, Port, PortType, Rec
 from streamforge.engine.serde import Encoder, encoder_for
 from streamforge.engine.topics import topic_spec
 from streamforge.nodes.protocols.tls import client_context
-from streamforge.runtime.kafka.clients import READ_TO_END_WAIT_MS, BatchProducer
+from streamforge.runtime.kafka.clients import READ_TO_END_WAIT_MS, BatchProducer, read_to_end
 from streamforge.runtime.kafka.topics import create_topics
 
 DEFAULT_TOPICS = {"telemetry": "streamforge.telemetry", "aggregate": "streamforge.aggregates",
@@ -160,17 +160,13 @@ class KafkaSink(SinkNode[KafkaSinkConfig]):
         try:
             assert self._producer is not None
             partitions = [TopicPartition(topic, p) for p in sorted(await self._producer.producer.partitions_for(topic))]
-            consumer.assign(partitions)
-            await consumer.seek_to_beginning(*partitions)
-            ends = await consumer.end_offsets(partitions)
             found: dict[tuple[str, int], int] = {}
-            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-                for records in (await consumer.getmany(timeout_ms=1000)).values():
-                    for record in records:
-                        key = (record.key or b"").decode()
-                        if key.startswith(prefix) and record.value is not None:
-                            source, partition = key[len(prefix) :].rsplit("|", 1)
-                            found[source, int(partition)] = int(record.value)
+            async for records in read_to_end(consumer, partitions):
+                for record in records:
+                    key = (record.key or b"").decode()
+                    if key.startswith(prefix) and record.value is not None:
+                        source, partition = key[len(prefix) :].rsplit("|", 1)
+                        found[source, int(partition)] = int(record.value)
             return found
         finally:
             await consumer.stop()

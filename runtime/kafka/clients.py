@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from array import array
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Self
 
@@ -347,6 +347,19 @@ class BatchConsumer(_Lifecycle):
         """Commit past `batch`: call only after everything it produced is acknowledged or written."""
         if batch.next_offsets:
             await self.consumer.commit(batch.next_offsets)
+
+
+async def read_to_end(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> AsyncIterator[list[ConsumerRecord]]:
+    """Every record of `partitions`, a fetch's worth at a time, from the beginning to their end offsets as of now (a
+    node's changelog, a sink's saved offsets). `consumer`: started, with fetch_max_wait_ms=READ_TO_END_WAIT_MS."""
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    ends = await consumer.end_offsets(partitions)
+    while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+        for records in (await consumer.getmany(timeout_ms=1000)).values():
+            yield records
 
 
 async def assigned_partitions(consumer: AIOKafkaConsumer, timeout_s: float) -> list[TopicPartition]:

@@ -9,7 +9,7 @@ from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.plan import NodePlan
 from streamforge.engine.sdk import Kind
 from streamforge.engine.state import Changes, StateStore
-from streamforge.runtime.kafka.clients import READ_TO_END_WAIT_MS, BatchProducer
+from streamforge.runtime.kafka.clients import READ_TO_END_WAIT_MS, BatchProducer, read_to_end
 
 
 def changelog_topic(flow_id: str, node_id: str) -> str:
@@ -63,21 +63,15 @@ async def read_state(bootstrap: str, topic: str) -> dict[str, bytes]:
     try:
         if topic not in await consumer.topics():
             return {}
-        tps = [TopicPartition(topic, 0)]  # changelogs are created with one partition (Gateway._ensure_topics)
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
         state: dict[str, bytes] = {}
-        while True:
-            positions = {tp: await consumer.position(tp) for tp in tps}
-            if all(positions[tp] >= end for tp, end in ends.items()):
-                return state
-            for messages in (await consumer.getmany(timeout_ms=1000)).values():
-                for message in messages:
-                    key = message.key.decode()
-                    if message.value:
-                        state[key] = message.value
-                    else:
-                        state.pop(key, None)
+        # Changelogs are created with one partition (Gateway._ensure_topics).
+        async for messages in read_to_end(consumer, [TopicPartition(topic, 0)]):
+            for message in messages:
+                key = message.key.decode()
+                if message.value:
+                    state[key] = message.value
+                else:
+                    state.pop(key, None)
+        return state
     finally:
         await consumer.stop()
