@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError
 
@@ -25,7 +25,13 @@ from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.serde import Decoder, Encoder, encoder_for
 from streamforge.nodes.validator import JUDGED_ALONE, ValidatorConfig, judge_alone
 from streamforge.runtime.errors import ApiError
-from streamforge.runtime.kafka.clients import BatchProducer, assigned_partitions, node_headers
+from streamforge.runtime.kafka.clients import (
+    READ_TO_END_WAIT_MS,
+    BatchProducer,
+    assigned_partitions,
+    node_headers,
+    read_range,
+)
 from streamforge.runtime.kafka.topics import create_topics
 
 if TYPE_CHECKING:
@@ -142,22 +148,6 @@ class Job:
         return asdict(self)
 
 
-Ranges = dict[TopicPartition, tuple[int, int]]
-
-
-async def _read_partitions(consumer: AIOKafkaConsumer, ranges: Ranges) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of each partition between its (start, end) offsets."""
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    for tp, (start, _end) in ranges.items():
-        consumer.seek(tp, start)
-    pending = {tp for tp, (start, end) in ranges.items() if end > start}
-    while pending:
-        for tp, batch in (await consumer.getmany(*pending, timeout_ms=500)).items():
-            records += [r for r in batch if r.offset < ranges[tp][1]]
-        pending = {tp for tp in pending if await consumer.position(tp) < ranges[tp][1]}
-    return records
-
-
 class DeadLetters:
     """Reads the gateway's `dlq.*` topics and runs reprocessing jobs, one at a time.
 
@@ -175,7 +165,7 @@ class DeadLetters:
 
     def _consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(bootstrap_servers=self.gateway.env.bootstrap, group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed")  # fmt: skip
+                                isolation_level="read_committed", fetch_max_wait_ms=READ_TO_END_WAIT_MS)  # fmt: skip
 
     async def _ensure_markers_topic(self) -> None:
         await create_topics(self.gateway.env.bootstrap, [NewTopic(MARKERS_TOPIC, 1, 1, topic_configs={
@@ -195,7 +185,7 @@ class DeadLetters:
             whole = scan is None
             ranges = {tp: (starts[tp] if whole or tp.topic == MARKERS_TOPIC else max(starts[tp], ends[tp] - scan),
                            ends[tp]) for tp in partitions}  # fmt: skip
-            raw = await _read_partitions(consumer, ranges)
+            raw = [record async for records in read_range(consumer, ranges) for record in records]
         finally:
             await consumer.stop()
         markers = {r.key.decode(): json.loads(r.value) for r in raw

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from array import array
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -349,17 +350,32 @@ class BatchConsumer(_Lifecycle):
             await self.consumer.commit(batch.next_offsets)
 
 
+Ranges = Mapping[TopicPartition, tuple[int, int]]  # per partition: (first offset, end offset), the end excluded
+
+
+async def read_range(consumer: AIOKafkaConsumer, ranges: Ranges) -> AsyncIterator[list[ConsumerRecord]]:
+    """Every record of each partition from its first offset up to its end offset, a fetch's worth at a time. The
+    partitions are assigned to `consumer`, built with fetch_max_wait_ms=READ_TO_END_WAIT_MS (else each read waits out
+    the broker's 500 ms at the end)."""
+    for tp, (start, _end) in ranges.items():
+        consumer.seek(tp, start)
+    pending = {tp for tp, (start, end) in ranges.items() if end > start}
+    while pending:
+        for tp, records in (await consumer.getmany(*pending, timeout_ms=1000)).items():
+            end = ranges[tp][1]
+            yield records if records[-1].offset < end else [record for record in records if record.offset < end]
+        pending = {tp for tp in pending if await consumer.position(tp) < ranges[tp][1]}
+
+
 async def read_to_end(
     consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
 ) -> AsyncIterator[list[ConsumerRecord]]:
-    """Every record of `partitions`, a fetch's worth at a time, from the beginning to their end offsets as of now (a
-    node's changelog, a sink's saved offsets). `consumer`: started, with fetch_max_wait_ms=READ_TO_END_WAIT_MS."""
+    """Every record of `partitions` from their start to their end offsets as of now (a node's changelog, a sink's
+    saved offsets); as read_range."""
     consumer.assign(partitions)
-    await consumer.seek_to_beginning(*partitions)
-    ends = await consumer.end_offsets(partitions)
-    while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-        for records in (await consumer.getmany(timeout_ms=1000)).values():
-            yield records
+    starts, ends = await consumer.beginning_offsets(partitions), await consumer.end_offsets(partitions)
+    async for records in read_range(consumer, {tp: (starts[tp], ends[tp]) for tp in partitions}):
+        yield records
 
 
 async def assigned_partitions(consumer: AIOKafkaConsumer, timeout_s: float) -> list[TopicPartition]:
@@ -374,7 +390,8 @@ async def recent_records(bootstrap: str, topic: str, decoder: Decoder, limit: in
                          timeout_s: float = 5.0) -> list[tuple[int, int, Record]]:  # fmt: skip
     """The newest `limit` records of `topic` (per partition at most `limit`), oldest first, as
     (timestamp_ms, partition, record); read without a consumer group, so nothing is committed or moved."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                fetch_max_wait_ms=READ_TO_END_WAIT_MS)  # fmt: skip
     await consumer.start()
     try:
         deadline = asyncio.get_running_loop().time() + timeout_s
@@ -387,14 +404,12 @@ async def recent_records(bootstrap: str, topic: str, decoder: Decoder, limit: in
             return []
         ends = await consumer.end_offsets(partitions)
         starts = await consumer.beginning_offsets(partitions)
-        pending = {tp for tp in partitions if ends[tp] > starts[tp]}
-        for tp in partitions:
-            consumer.seek(tp, max(starts[tp], ends[tp] - limit))
         raw: list[ConsumerRecord[bytes, bytes]] = []
-        while pending and asyncio.get_running_loop().time() < deadline:
-            for tp, messages in (await consumer.getmany(timeout_ms=200)).items():
-                raw += [m for m in messages if m.offset < ends[tp]]
-            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+        with contextlib.suppress(TimeoutError):  # what was read by then
+            async with asyncio.timeout_at(deadline):
+                async for records in read_range(consumer, {tp: (max(starts[tp], ends[tp] - limit), ends[tp])
+                                                           for tp in partitions}):  # fmt: skip
+                    raw += records
     finally:
         await consumer.stop()
     decoded = await decoder.decode_batch([m.value or b"" for m in raw])
