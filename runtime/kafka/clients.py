@@ -332,7 +332,7 @@ class BatchConsumer(_Lifecycle):
         if kept + skipped == 0:
             return  # an idle poll says nothing about the share
         self._kept_share = 0.8 * self._kept_share + 0.2 * kept / (kept + skipped)
-        scale = min(FETCH_SCALE_MAX, max(1, round(1 / max(self._kept_share, 1 / FETCH_SCALE_MAX))))
+        scale = round(1 / max(self._kept_share, 1 / FETCH_SCALE_MAX))  # the share is at most 1: 1 to the cap
         # aiokafka reads this attribute for every fetch request it builds (0.14.0, Fetcher._create_fetch_requests).
         self.consumer._fetcher._max_partition_fetch_bytes = self._fetch_bytes * scale
 
