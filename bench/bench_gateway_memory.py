@@ -26,7 +26,7 @@ def memory_flow(series: int) -> dict[str, Any]:
                 "amplitude": 5, "period_s": 60 + i % 7} for i in range(series)]  # fmt: skip
     return {"format": "streamforge.flow/v1", "id": f"memory{series}", "label": "memory", "version": 1,
             "nodes": [{"id": "sim", "type": "simulator",
-                       "config": {"signals": signals, "rate_hz": 1, "batch_size": 10_000}},
+                       "config": {"signals": signals, "rate_hz": 1}},
                       {"id": "val", "type": "validator", "config": {"rules": [
                           {"parameter": "temperature", "min": -50, "max": 200, "max_rate_per_s": 100}]}},
                       {"id": "agg", "type": "aggregator", "config": {"resolutions": ["1s", "1min", "1h"]}}],

@@ -133,12 +133,12 @@ def _plan(
                 assert out is not None
                 by_topic[out.topic or _default_topic(out.type)].append(source_node)
             inputs += [InputPlan(port.name, topic, tuple(sorted(nodes))) for topic, nodes in sorted(by_topic.items())]
-        config = _plain(configs[node_id])
+        config = _config_json(configs[node_id])
         process = GATEWAY_PROCESS if cls.kind is Kind.PROCESSOR else f"worker:{node_id}"
+        wiring = [[asdict(i) for i in inputs], [asdict(o) for o in outputs]]
         fingerprint = hashlib.sha256(
-            json.dumps([cls.type, cls.version, config, [asdict(i) for i in inputs], [asdict(o) for o in outputs]],
-                       sort_keys=True).encode()
-        ).hexdigest()[:16]  # fmt: skip
+            json.dumps([cls.type, cls.version, json.loads(config), *wiring], sort_keys=True).encode()
+        ).hexdigest()[:16]
         plan.nodes.append(NodePlan(
             node_id, cls.type, cls.kind.value, process, f"{doc.id}.{node_id}",
             f"sf.{doc.id}.{node_id}" if inputs else None, tuple(inputs), outputs, config, fingerprint,
@@ -154,10 +154,9 @@ def _reveal(value: Any) -> Any:
     return str(value)
 
 
-def _plain(config: NodeConfig) -> dict[str, Any]:
+def _config_json(config: NodeConfig) -> str:
     """The config as JSON for the runner, secret values included (the deploy resolved them from the store)."""
-    plain: dict[str, Any] = json.loads(json.dumps(config.model_dump(mode="python"), default=_reveal))
-    return plain
+    return json.dumps(config.model_dump(mode="python"), default=_reveal, separators=(",", ":"))
 
 
 def _default_topic(port_type: PortType) -> str:

@@ -3,6 +3,7 @@ load a plan without the compiler)."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -38,8 +39,16 @@ class NodePlan:
     consumer_group: str | None
     inputs: tuple[InputPlan, ...]
     outputs: tuple[OutputPlan, ...]
-    config: dict[str, Any]
+    # JSON text, secrets revealed: a plan is held as long as its flow runs (restarts, rollback), and a 10,000-signal
+    # simulator's config is ~1 MB as text where its dicts and strings were 5 MB.
+    config_json: str
     fingerprint: str  # changes when type, config or wiring change; drives modified-nodes deploy
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The node's config, parsed (a copy of its own on each call)."""
+        config: dict[str, Any] = json.loads(self.config_json)
+        return config
 
 
 def node_plan_from_dict(data: dict[str, Any]) -> NodePlan:
@@ -85,5 +94,8 @@ class ExecutionPlan:
             "version": self.version,
             "topics": self.topics,
             "processes": self.processes,
-            "nodes": [asdict(node) for node in self.nodes],
+            "nodes": [
+                {**{k: v for k, v in asdict(node).items() if k != "config_json"}, "config": node.config}
+                for node in self.nodes
+            ],
         }

@@ -51,21 +51,23 @@ class SimulatorConfig(NodeConfig):
     start_time: datetime | None = Field(None, description="device_time of the first reading; default: now")
     realtime: bool = Field(True, description="Pace readings at rate_hz; off: as fast as Kafka takes them")
     limit: int | None = Field(None, ge=1, description="Stop after this many readings per signal")
-    batch_size: int = Field(
-        500, ge=1, le=50_000, description="Readings per batch; a batch holds every signal's reading at least once"
-    )
+    batch_size: int = Field(500, ge=1, le=50_000, description="Readings per batch (injected duplicates add to it); "
+                            "more signals than this go out over several batches")  # fmt: skip
 
 
 @dataclass
 class _Position:
-    n: int  # readings per signal already acknowledged by Kafka
-    walk: list[float]  # where each random walk stands
+    n: int  # reading sets (one reading per signal) completed and acknowledged by Kafka
+    walk: list[float]  # where each random walk stood after them
 
 
 class Simulator(SourceNode[SimulatorConfig]):
     """Generates readings on device time start_time + n / rate_hz: deterministic for a given seed, paced by the
-    node's clock. Its position is in the changelog (table `position`), saved after Kafka acknowledged a batch, so
-    a restart resumes at the next reading."""
+    node's clock. A batch holds at most batch_size readings: several whole sets of a few signals, or a part of one
+    set of many (10,000 signals go out 500 at a time, not as one batch of 10,000 held in memory at once, then
+    downstream). Its position is in the changelog, saved after Kafka acknowledged a batch: table `position` when a
+    set completes, table `sent` (signals of the next set already out) after every batch; a restart resumes at the
+    next reading."""
 
     type = "simulator"
     category = "sources"
@@ -75,6 +77,7 @@ class Simulator(SourceNode[SimulatorConfig]):
 
     async def start(self) -> None:
         self._position = self.context.state.table("position", _Position)
+        self._sent_of_set = self.context.state.table("sent", int)
         saved = self._position.get(())
         self._n = saved.n if saved else 0
         self._walk = list(saved.walk) if saved else [signal.offset for signal in self.config.signals]
@@ -82,6 +85,10 @@ class Simulator(SourceNode[SimulatorConfig]):
         if self._t0.tzinfo is None:
             self._t0 = self._t0.replace(tzinfo=UTC)
         self._started = self.clock.monotonic() - self._n / self.config.rate_hz  # resumed: no catch-up burst
+        # Signals of set n already sent: their walks move on as they did (each step is seeded by set and signal).
+        self._sent = self._sent_of_set.get((), 0)
+        for index, signal in enumerate(self.config.signals[: self._sent]):
+            self._value(index, signal, self._n)
 
     @property
     def exhausted(self) -> bool:
@@ -92,31 +99,34 @@ class Simulator(SourceNode[SimulatorConfig]):
         if self.exhausted:
             await self.clock.sleep(3600)  # a finished simulator idles; the runtime cancels it on stop
             return {}
-        # Whole reading sets, as many as batch_size readings hold: a batch counted in sets held 11 s of 10,000
-        # signals (110,000 readings) in memory when the simulator fell behind.
-        count = max(1, config.batch_size // len(config.signals))
-        if config.limit is not None:
-            count = min(count, config.limit - self._n)
-        if config.realtime:
-            elapsed = self.clock.monotonic() - self._started
-            due_now = int(elapsed * config.rate_hz) + 1 - self._n
-            if due_now <= 0:
-                await self.clock.sleep(self._n / config.rate_hz - elapsed)
-                due_now = 1
-            count = min(count, due_now)
         readings: list[Record] = []
-        for _ in range(count):
-            readings += self._reading_set(self._n)
-            self._n += 1
-        self._position[()] = _Position(self._n, list(self._walk))
+        room, signals = config.batch_size, len(config.signals)
+        while room > 0 and not self.exhausted:
+            if self._sent == 0 and config.realtime:
+                wait = self._n / config.rate_hz - (self.clock.monotonic() - self._started)
+                if wait > 0:
+                    if readings:
+                        break  # what is due goes out now
+                    await self.clock.sleep(wait)
+            upto = min(signals, self._sent + room)
+            readings += self._readings(self._n, self._sent, upto)
+            room -= upto - self._sent
+            self._sent = upto
+            if upto == signals:
+                self._n, self._sent = self._n + 1, 0
+                self._position[()] = _Position(self._n, list(self._walk))
+        if self._sent_of_set.get(()) != self._sent:
+            self._sent_of_set[()] = self._sent  # one record batch with `position`: both land, or neither
         return {"out": readings}
 
-    def _reading_set(self, n: int) -> list[Record]:
+    def _readings(self, n: int, first: int, upto: int) -> list[Record]:
+        """Set n's readings of signals first..upto-1."""
         config, faults = self.config, self.config.faults
         device_time = self._t0 + timedelta(seconds=n / config.rate_hz)
         gateway_time = device_time + timedelta(milliseconds=5) if config.start_time else None
         out: list[Record] = []
-        for index, signal in enumerate(config.signals):
+        for index in range(first, upto):
+            signal = config.signals[index]
             value = self._value(index, signal, n)
             fault = _fault_for(faults, n + 1)
             if fault == "gap":

@@ -104,8 +104,22 @@ async def test_restart_resumes_where_kafka_acknowledged() -> None:
     assert harness.captured["out"] == uninterrupted
 
 
-async def test_a_batch_holds_at_most_batch_size_readings_but_always_one_whole_set() -> None:
+async def test_a_batch_holds_at_most_batch_size_readings() -> None:
     async with NodeHarness(Simulator, _config(batch_size=7)) as harness:
-        assert len((await harness.poll())["out"]) == 6  # two sets of the three signals
-    async with NodeHarness(Simulator, _config(batch_size=2)) as harness:
-        assert len((await harness.poll())["out"]) == 3  # a set is never split: each poll moves time by one step
+        sizes = [len((await harness.poll())["out"]) for _ in range(3)]
+    assert sizes == [7, 7, 7]  # sets of the three signals run on across batches
+    assert harness.captured["out"] == (await _all(_config()))[:21]
+
+
+async def test_a_set_of_more_signals_than_a_batch_resumes_mid_set_after_a_restart() -> None:
+    signals = [{"asset_id": f"a{i}", "parameter": "p", "shape": "random_walk", "amplitude": 10} for i in range(10)]
+    config = _config(signals=signals, limit=5)
+    uninterrupted = await _all(config)
+    async with NodeHarness(Simulator, {**config, "batch_size": 4}) as harness:
+        for _ in range(3):  # 12 readings: set 0 whole, then 2 of set 1's 10
+            assert len((await harness.poll())["out"]) == 4
+        await harness.restart()  # the walks of set 1's first two signals move on as they did
+        while not harness.node.exhausted:
+            await harness.poll()
+    assert harness.captured["out"] == uninterrupted
+    assert len({r["value"] for r in uninterrupted}) > 40  # the walks did move
