@@ -54,6 +54,7 @@ class NodeTypes:
         self._origins: dict[str, str] = {}
         self._packages: dict[str, str] = {}
         self._deferred = set(deferred)
+        self.includes_plugins = False  # installed plugins were loaded into it (a compiler process loads the same)
         for cls, origin in classes:
             self.register(cls, origin)
 
@@ -147,4 +148,5 @@ def load_node_types(include_plugins: bool = True, deferred: bool = False) -> Nod
     if include_plugins:
         for cls, origin, package in plugin_classes():
             registry.register(cls, origin, package)
+        registry.includes_plugins = True
     return registry

@@ -52,7 +52,12 @@ class NodePlan:
 
 
 def node_plan_from_dict(data: dict[str, Any]) -> NodePlan:
-    """The inverse of dataclasses.asdict for a NodePlan (plans travel to worker processes as JSON)."""
+    """The inverse of dataclasses.asdict for a NodePlan, or of its entry in ExecutionPlan.to_dict (its config as
+    JSON, not text): plans travel to worker processes, and from the compiler's, as JSON."""
+    if "config" in data:
+        data = {key: value for key, value in data.items() if key != "config"} | {
+            "config_json": json.dumps(data["config"], separators=(",", ":"))
+        }
     return NodePlan(**{
         **data,
         "inputs": tuple(InputPlan(i["port"], i["topic"], tuple(i["upstream"])) for i in data["inputs"]),
@@ -87,6 +92,11 @@ class ExecutionPlan:
         the editor marks modified nodes by."""
         old = {node.node_id: node.fingerprint for node in before.nodes} if before else {}
         return {node.node_id for node in self.nodes if old.get(node.node_id) == node.fingerprint}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExecutionPlan:
+        """The inverse of to_dict."""
+        return cls(data["flow"], data["version"], [node_plan_from_dict(node) for node in data["nodes"]])
 
     def to_dict(self) -> dict[str, Any]:
         return {

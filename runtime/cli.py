@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import sys
 from pathlib import Path
 
@@ -198,23 +196,33 @@ def _load_or_fail(path: Path) -> FlowDocument:
     raise AssertionError("unreachable")
 
 
-def _compiled(path: Path, reveal: bool) -> ExecutionPlan:
-    """FILE's plan: secrets from STREAMFORGE_SECRET_<NAME> to run, stand-ins to validate or plan; every problem
-    of the document reported (exit 1) if it does not compile."""
+def _compiled(path: Path) -> ExecutionPlan:
+    """FILE's plan, secrets as stand-ins (to validate or plan); every problem of the document reported (exit 1) if
+    it does not compile."""
     from streamforge.engine.compiler import compile_document
     from streamforge.engine.node_types import load_node_types
     from streamforge.engine.problems import FlowInvalid
 
-    secret = (lambda name: os.environ.get(secret_env_name(name))) if reveal else None
     try:
-        return compile_document(_load_or_fail(path).model_dump(by_alias=True), load_node_types(deferred=True), secret)
+        return compile_document(_load_or_fail(path).model_dump(by_alias=True), load_node_types(deferred=True))
     except FlowInvalid as exc:
         _report_problems(path, exc.problems)
     raise AssertionError("unreachable")
 
 
-def secret_env_name(name: str) -> str:
-    return "STREAMFORGE_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+def _compiled_to_run(path: Path) -> ExecutionPlan:
+    """FILE's plan with secrets from STREAMFORGE_SECRET_<NAME>, compiled apart from this process (the gateway it
+    becomes); every problem reported (exit 1) as by _compiled."""
+    from streamforge.engine.problems import FlowInvalid
+    from streamforge.runtime.gateway.compiling import compile_apart_blocking
+
+    try:
+        return compile_apart_blocking(path.read_bytes(), include_plugins=True, secrets_from_env=True)
+    except OSError as exc:
+        _fail(f"{path}: cannot read: {exc.strerror}")
+    except FlowInvalid as exc:
+        _report_problems(path, exc.problems)
+    raise AssertionError("unreachable")
 
 
 def _report_problems(path: Path, problems: list[Problem]) -> None:
@@ -234,7 +242,7 @@ def flow() -> None:
 def flow_validate(files: tuple[Path, ...]) -> None:
     """Check documents and compile them; list every problem with its JSON pointer. Exit 1 if any."""
     for path in files:
-        _compiled(path, reveal=False)
+        _compiled(path)
         click.echo(json.dumps({"file": str(path), "valid": True}))
 
 
@@ -270,7 +278,7 @@ def flow_diff(old: Path, new: Path) -> None:
 @click.argument("file", type=click.Path(path_type=Path))
 def flow_plan(file: Path) -> None:
     """The execution plan: tasks, topics, consumer groups, and the process each node runs in."""
-    click.echo(json.dumps(_compiled(file, reveal=False).to_dict(), indent=2))
+    click.echo(json.dumps(_compiled(file).to_dict(), indent=2))
 
 
 @main.command()
@@ -283,7 +291,7 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
     """Run a gateway with embedded Kafka and FILE's flow until Ctrl-C. An invalid flow starts nothing."""
     from streamforge.runtime.gateway.run import run_plan
 
-    plan = _compiled(file, reveal=True)
+    plan = _compiled_to_run(file)
     from streamforge.runtime.gateway.gateway import DeployFailed
 
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -28,13 +28,14 @@ import websockets
 from nacl.public import PrivateKey, SealedBox
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamforge.engine.compiler import compile_document
 from streamforge.engine.plan import ExecutionPlan
 from streamforge.engine.problems import FlowInvalid
 from streamforge.engine.retry import Backoff
 from streamforge.engine.sdk import Kind
+from streamforge.engine.secrets import resolve
 from streamforge.runtime.errors import ApiError
 from streamforge.runtime.files import write_durably
+from streamforge.runtime.gateway.compiling import compile_apart
 from streamforge.runtime.gateway.desired_state import StateCache, read_whole, versions
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
 from streamforge.runtime.gateway.operations import GatewayOperations, alarm_uplink, prune_logs
@@ -233,18 +234,19 @@ class SyncAgent:
 
     # -- applying a desired state ---------------------------------------------------------------------
 
-    def _plans(self, state: dict[str, Any]) -> dict[str, ExecutionPlan]:
+    async def _plans(self, state: dict[str, Any]) -> dict[str, ExecutionPlan]:
         sealed: dict[str, str] = state.get("secrets", {})
 
         def lookup(name: str) -> str | None:
             return self.identity.unseal(sealed[name]) if name in sealed else None
 
-        return {document["id"]: compile_document(document, self.gateway.node_types, lookup)
+        plugins = self.gateway.node_types.includes_plugins
+        return {document["id"]: await compile_apart(json.dumps(resolve(document, lookup)), plugins)
                 for document in state.get("flows", [])}  # fmt: skip
 
     async def _deploy(self, state: dict[str, Any]) -> dict[str, Any]:
         """Make the gateway run exactly `state`; on any failure put back what ran before and raise."""
-        plans = self._plans(state)  # FlowInvalid before anything is touched
+        plans = await self._plans(state)  # FlowInvalid before anything is touched
         before = dict(self.gateway.plans)
         restarts: dict[str, str] = state.get("restarts", {})
         ran = (self.cache.current() or {}).get("restarts", {})

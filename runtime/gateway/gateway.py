@@ -15,14 +15,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from streamforge.engine.compiler import compile_flow
-from streamforge.engine.flow import load_flow
 from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.plan import ExecutionPlan, NodePlan
 from streamforge.engine.schema_registry import SchemaRegistry
 from streamforge.engine.sdk import CommandInvalid, Kind
 from streamforge.engine.topics import TOPICS
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
+from streamforge.runtime.gateway.compiling import compile_apart
 from streamforge.runtime.gateway.metrics import NodeMetrics, merged_exposition, worker_metrics_path
 from streamforge.runtime.gateway.overflow import OverflowManager, Tier
 from streamforge.runtime.gateway.runners import CommandNotDelivered, NodeStatus, RuntimeEnv, changelog_spec
@@ -159,7 +158,7 @@ class Gateway:
 
     async def deploy_document(self, source: str | bytes, modified_only: bool = True) -> DeployReport:
         """Load, compile, then deploy. FlowInvalid (every problem, located) before anything is touched."""
-        return await self.deploy(compile_flow(load_flow(source), self.node_types), modified_only)
+        return await self.deploy(await compile_apart(source, self.node_types.includes_plugins), modified_only)
 
     async def command(self, flow_id: str, node_id: str, name: str, args: Any) -> dict[str, Any]:
         """An operator command (e.g. acknowledge an alarm) run inside the node's loop; the transitions it made."""

@@ -1,0 +1,63 @@
+"""Compiling apart: the child's plan is the in-process one, its problems are located, and no gateway imports it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from streamforge.engine.compiler import compile_document
+from streamforge.engine.node_types import load_node_types
+from streamforge.engine.problems import FlowInvalid
+from streamforge.runtime.gateway.compiling import compile_apart, compile_apart_blocking, secret_env_name
+
+SIGNALS = [{"asset_id": f"pump_{i}", "parameter": "pressure", "unit": "bar"} for i in range(50)]
+DOC: dict[str, Any] = {
+    "id": "apart",
+    "version": 3,
+    "nodes": [
+        {"id": "sim", "type": "simulator", "config": {"signals": SIGNALS, "rate_hz": 2}},
+        {"id": "val", "type": "validator", "config": {"rules": [{"parameter": "pressure", "min": 0, "max": 10}]}},
+        {"id": "db", "type": "postgres", "config": {"dsn": {"$secret": "apart.db.dsn"}}},
+    ],
+    "edges": [{"from": "sim:out", "to": "val:in"}, {"from": "val:clean", "to": "db:telemetry"}],
+}
+
+
+async def test_the_plan_compiled_apart_is_the_one_compiled_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(secret_env_name("apart.db.dsn"), "postgresql://u:p@db/x")
+    here = compile_document(DOC, load_node_types(False), lambda name: "postgresql://u:p@db/x")
+    apart = await compile_apart(json.dumps(DOC), include_plugins=False, secrets_from_env=True)
+    assert apart == here
+    assert apart.node("db").config["dsn"] == "postgresql://u:p@db/x"
+    assert apart.node("sim").config["signals"][49]["asset_id"] == "pump_49"
+
+
+async def test_every_problem_comes_back_located() -> None:
+    broken = {**DOC, "nodes": [*DOC["nodes"][:2], {"id": "x", "type": "teleporter"}],
+              "edges": [*DOC["edges"][:1], {"from": "val:clean", "to": "x:in"}]}  # fmt: skip
+    broken["nodes"][0] = {"id": "sim", "type": "simulator", "config": {"signals": SIGNALS, "rate_hz": -1}}
+    with pytest.raises(FlowInvalid) as caught:
+        await compile_apart(json.dumps(broken), include_plugins=False)
+    found = {(problem.node_id, problem.pointer) for problem in caught.value.problems}
+    assert ("sim", "/nodes/0/config/rate_hz") in found
+    assert any(problem.node_id == "x" and "teleporter" in problem.message for problem in caught.value.problems)
+
+
+def test_a_secret_not_given_is_a_located_problem_not_a_stand_in() -> None:
+    with pytest.raises(FlowInvalid) as caught:
+        compile_apart_blocking(json.dumps(DOC), include_plugins=False, secrets_from_env=False)
+    (problem,) = caught.value.problems
+    assert (problem.code, problem.pointer, problem.node_id) == ("unknown_secret", "/nodes/2/config/dsn", "db")
+
+
+def test_no_gateway_entry_point_imports_the_compiler() -> None:
+    entry_points = ["run", "standalone", "agent", "gateway", "worker"]
+    imports = "; ".join(f"import streamforge.runtime.gateway.{module}" for module in entry_points)
+    check = f"import sys; {imports}; print(sorted(m for m in sys.modules if m.split('.')[0] == 'networkx'"
+    check += " or m == 'streamforge.engine.compiler'))"
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
