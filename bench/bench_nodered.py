@@ -106,6 +106,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def is_java(pid: int) -> bool:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/comm").read_text().strip() == "java"
@@ -233,9 +241,18 @@ class StreamForge:
         raise RuntimeError(f"streamforge run exited: {(self.dir / 'stderr.log').read_text()[-2000:]}")
 
     def kill(self) -> None:
+        """SIGKILL the gateway, its workers and the broker at once (no clean shutdown), and wait until all are gone:
+        workers and the broker run in sessions of their own, out of the gateway's process group, and one still
+        dying wrote into the data directory as it was removed."""
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)  # gateway, workers and the broker: no clean shutdown
+        everyone = descendants(self.process.pid)
+        for pid in everyone:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         self.process.wait()
+        deadline = time.monotonic() + 30
+        while any(alive(pid) for pid in everyone[1:]) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def processes(self) -> dict[str, list[int]]:
         if self.process is None:
