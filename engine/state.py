@@ -19,9 +19,9 @@ class StateTable(dict[Key, V]):
     place. Only changed keys are written, after Kafka acknowledged the batch they came from and before its input
     offsets are committed; the whole table is back after a restart."""
 
-    def __init__(self, store: StateStore, name: str, value_type: type[V]) -> None:
+    def __init__(self, store: StateStore, name: str, value_type: type[V], kept: bool = True) -> None:
         super().__init__()
-        self.name, self._store = name, store
+        self.name, self._store, self.kept = name, store, kept
         self._adapter: TypeAdapter[V] = TypeAdapter(value_type)
 
     def __setitem__(self, key: Key, value: V) -> None:
@@ -33,9 +33,16 @@ class StateTable(dict[Key, V]):
         self._store.dirty.add((self.name, key))
 
     def pop(self, key: Key, *default: Any) -> Any:
-        if key in self:
+        if key in self or not self.kept:  # a journal's key is no longer held once saved: deleted all the same
             self._store.dirty.add((self.name, key))
         return super().pop(key, *default)
+
+    def take(self) -> list[tuple[Key, V]]:
+        """A journal's entries as the changelog held them at start, handed over once: it holds none of them after
+        (their keys stay in the changelog until popped)."""
+        entries = list(self.items())
+        dict.clear(self)
+        return entries
 
     def setdefault(self, key: Key, default: V) -> V:  # a default is required: a table holds no None
         if key not in self:
@@ -128,12 +135,16 @@ class StateStore:
         self._pending: dict[str, list[tuple[Key, bytes]]] = {}  # loaded before its table was declared
         self.dirty: set[tuple[str, Key]] = set()
 
-    def table(self, name: str, value_type: type[V]) -> StateTable[V]:
-        """Declare (or get again) a table; what the changelog held for it is already in it."""
+    def table(self, name: str, value_type: type[V], kept: bool = True) -> StateTable[V]:
+        """Declare (or get again) a table; what the changelog held for it is already in it.
+
+        `kept=False`: a journal, for a node that keeps its state in a form of its own. A value assigned is held only
+        until the next save encodes it; `pop` writes a deletion whether or not the key is held; `take()` hands over
+        what the changelog held at start."""
         existing = self._tables.get(name)
         if existing is not None:
             return existing
-        table = StateTable(self, name, value_type)
+        table = StateTable(self, name, value_type, kept)
         self._tables[name] = table
         for key, raw in self._pending.pop(name, []):
             table._load(key, raw)
@@ -155,6 +166,9 @@ class StateStore:
         out = Changes()
         tables = self._tables
         for name, key in self.dirty:
-            out.add(changelog_key(name, key).encode(), tables[name]._encode(key))
+            table = tables[name]
+            out.add(changelog_key(name, key).encode(), table._encode(key))
+            if not table.kept:
+                dict.pop(table, key, None)
         self.dirty.clear()
         return out

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from sys import intern
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import Field, PlainSerializer, PlainValidator, TypeAdapter, field_validator
 
@@ -41,59 +41,67 @@ class AggregatorConfig(NodeConfig):
         return value
 
 
-# A window's numbers, in one array of doubles (counts, offsets and epoch milliseconds are exact below 2**53). As
-# attributes they were an int or float object each, ~6 of them replaced for every reading counted: ~620 B a window
-# and a steady churn of long-lived objects, where the array is ~160 B and counting allocates nothing.
-COUNT, TOTAL, COMPENSATION, LOW, HIGH, FIRST_MS, FIRST, LAST_MS, LAST, APPLIED = range(10)
-EMPTY = array("d", [0, 0.0, 0.0, math.inf, -math.inf, 2.0**62, 0.0, -(2.0**62), 0.0, 0])
+# A window is one array of doubles (counts, offsets and epoch milliseconds are exact below 2**53) with its few
+# references in slots beside: ~210 B. Its numbers as attributes were an int or float object each (~620 B a window
+# and a steady churn of long-lived objects), then an array held by a window object (~270 B).
+START_MS, COUNT, TOTAL, COMPENSATION, LOW, HIGH, FIRST_MS, FIRST, LAST_MS, LAST, APPLIED, TOUCHED = range(12)
+EMPTY = array("d", [0, 0, 0.0, 0.0, math.inf, -math.inf, 2.0**62, 0.0, -(2.0**62), 0.0, 0, 0.0])
+
+if TYPE_CHECKING:  # array is not subscriptable at run time (before 3.12)
+    _Doubles = array[float]
+else:
+    _Doubles = array
 
 
-class _Window:
+class _Window(_Doubles):
     """Running statistics of one window, O(1) in the readings it saw (a 1 h window at 100 Hz is a few numbers).
 
     What it applied: the next input offset per partition already counted in these statistics, so a replay after a
     restart skips what the saved window holds. A series comes from one partition (its key's), kept in the array;
-    any other (an input repartitioned) in `elsewhere`. `changed`: counted into since it was last saved."""
+    any other (an input repartitioned) in `elsewhere`. `changed`: counted into since it was last saved; `saved`:
+    in the changelog (its close must delete it there)."""
 
-    __slots__ = ("changed", "elsewhere", "numbers", "partition", "start_ms", "touched", "unit")
+    __slots__ = ("changed", "elsewhere", "partition", "saved", "unit")
+    changed: bool
+    elsewhere: dict[str, int] | None
+    partition: str | None
+    saved: bool
+    unit: str | None
 
-    def __init__(self, start_ms: int, unit: str | None) -> None:
-        self.start_ms, self.unit = start_ms, unit
-        self.numbers = array("d", EMPTY)
-        self.partition: str | None = None
-        self.elsewhere: dict[str, int] | None = None
-        self.changed = False
-        self.touched = 0.0
+    def __new__(cls, start_ms: int, unit: str | None) -> _Window:
+        window = cast(_Window, super().__new__(cls, "d", EMPTY))
+        window[START_MS] = start_ms
+        window.unit, window.partition, window.elsewhere, window.changed, window.saved = unit, None, None, False, False
+        return window
 
     def add(self, at_ms: int, value: float, where: str, offset: int, now: float) -> None:
-        numbers = self.numbers
-        numbers[COUNT] += 1
-        total = numbers[TOTAL]
+        self[COUNT] += 1
+        total = self[TOTAL]
         summed = total + value
         if abs(total) >= abs(value):  # Neumaier: the low-order bits the total lost, so avg matches an exact sum
-            numbers[COMPENSATION] += (total - summed) + value
+            self[COMPENSATION] += (total - summed) + value
         else:
-            numbers[COMPENSATION] += (value - summed) + total
-        numbers[TOTAL] = summed
-        if value < numbers[LOW]:
-            numbers[LOW] = value
-        if value > numbers[HIGH]:
-            numbers[HIGH] = value
-        if at_ms < numbers[FIRST_MS]:
-            numbers[FIRST_MS], numbers[FIRST] = at_ms, value
-        if at_ms > numbers[LAST_MS]:
-            numbers[LAST_MS], numbers[LAST] = at_ms, value
+            self[COMPENSATION] += (value - summed) + total
+        self[TOTAL] = summed
+        if value < self[LOW]:
+            self[LOW] = value
+        if value > self[HIGH]:
+            self[HIGH] = value
+        if at_ms < self[FIRST_MS]:
+            self[FIRST_MS], self[FIRST] = at_ms, value
+        if at_ms > self[LAST_MS]:
+            self[LAST_MS], self[LAST] = at_ms, value
         if where == self.partition:
-            numbers[APPLIED] = offset + 1
+            self[APPLIED] = offset + 1
         else:
             self.apply(where, offset + 1)
         self.changed = True
-        self.touched = now
+        self[TOUCHED] = now
 
     def apply(self, where: str, next_offset: int) -> None:
         """Mark partition `where` counted up to `next_offset`."""
         if where == self.partition or self.partition is None:
-            self.partition, self.numbers[APPLIED] = where, next_offset
+            self.partition, self[APPLIED] = where, next_offset
         else:
             if self.elsewhere is None:
                 self.elsewhere = {}
@@ -102,17 +110,21 @@ class _Window:
     def applied(self, where: str) -> int:
         """The next offset of partition `where` not yet counted here."""
         if where == self.partition:
-            return int(self.numbers[APPLIED])
+            return int(self[APPLIED])
         return self.elsewhere.get(where, 0) if self.elsewhere else 0
 
     @property
-    def count(self) -> int:
-        return int(self.numbers[COUNT])
+    def start_ms(self) -> int:
+        return int(self[START_MS])
+
+    @property
+    def counted(self) -> int:
+        """Readings counted (not array.count, which counts a value)."""
+        return int(self[COUNT])
 
     def statistics(self) -> dict[str, Any]:
-        n = self.numbers
-        return {"avg": (n[TOTAL] + n[COMPENSATION]) / n[COUNT], "min": n[LOW], "max": n[HIGH], "first": n[FIRST],
-                "last": n[LAST], "count": int(n[COUNT])}  # fmt: skip
+        return {"avg": (self[TOTAL] + self[COMPENSATION]) / self[COUNT], "min": self[LOW], "max": self[HIGH],
+                "first": self[FIRST], "last": self[LAST], "count": int(self[COUNT])}  # fmt: skip
 
 
 @dataclass
@@ -142,20 +154,24 @@ def _restored(value: object) -> _Window:
         return value
     saved = _SAVED.validate_python(value)
     window = _Window(saved.start_ms, saved.unit)
-    window.numbers = array("d", [saved.count, saved.total, saved.compensation, saved.low, saved.high, saved.first_ms,
-                                 saved.first, saved.last_ms, saved.last, 0])  # fmt: skip
+    window[COUNT:TOUCHED] = array("d", [saved.count, saved.total, saved.compensation, saved.low, saved.high,
+                                        saved.first_ms, saved.first, saved.last_ms, saved.last, 0])  # fmt: skip
+    window.saved = True
     for where, next_offset in saved.applied.items():
         window.apply(where, next_offset)
     return window
 
 
-def _saved(window: _Window) -> dict[str, Any]:
-    n = window.numbers
-    applied = {window.partition: int(n[APPLIED])} if window.partition is not None else {}
-    return {"start_ms": window.start_ms, "unit": window.unit, "count": int(n[COUNT]), "total": n[TOTAL],
-            "compensation": n[COMPENSATION], "low": n[LOW], "high": n[HIGH], "first_ms": int(n[FIRST_MS]),
-            "first": n[FIRST], "last_ms": int(n[LAST_MS]), "last": n[LAST],
-            "applied": {**applied, **(window.elsewhere or {})}}  # fmt: skip
+def _saved(w: _Window) -> dict[str, Any]:
+    applied = {w.partition: int(w[APPLIED])} if w.partition is not None else {}
+    return {"start_ms": w.start_ms, "unit": w.unit, "count": int(w[COUNT]), "total": w[TOTAL],
+            "compensation": w[COMPENSATION], "low": w[LOW], "high": w[HIGH], "first_ms": int(w[FIRST_MS]),
+            "first": w[FIRST], "last_ms": int(w[LAST_MS]), "last": w[LAST],
+            "applied": {**applied, **(w.elsewhere or {})}}  # fmt: skip
+
+
+def _start_of(window: _Window) -> float:
+    return window[START_MS]
 
 
 # The `open` table's value: held compact, saved and restored as _SavedWindow.
@@ -198,16 +214,20 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
     async def start(self) -> None:
         self._lateness_ms = int(self.config.allowed_lateness_s * 1000)
         self._qualities = set(self.config.qualities)
-        self._windows: dict[tuple[str, str, str], dict[int, _Window]] = {}
+        # Per (asset, parameter, resolution), its open windows: a few at most (those waiting out the lateness), so a
+        # list, searched by start, where a dict per series and resolution was ~200 B more.
+        self._windows: dict[tuple[str, str, str], list[_Window]] = {}
         state = self.context.state
         self._watermark = state.table("watermark", int)  # latest device time per series
         self._closed_until = state.table("closed", int)  # end of the last emitted window per series and resolution
         self._done = state.table("done", int)  # next unprocessed offset per input partition
-        self._open = state.table("open", SavedWindow)  # (asset, parameter, resolution, start) -> the window, as saved
-        for (asset, parameter, resolution, start), window in self._open.items():
-            window.touched = self.clock.monotonic()
+        # (asset, parameter, resolution, start) -> the window, as saved; a journal: the windows live in _windows, and
+        # the table holds one only from a checkpoint to the save after it.
+        self._open = state.table("open", SavedWindow, kept=False)
+        for (asset, parameter, resolution, _), window in self._open.take():
+            window[TOUCHED] = self.clock.monotonic()
             slot = (intern(str(asset)), intern(str(parameter)), str(resolution))
-            self._windows.setdefault(slot, {})[int(start)] = window
+            self._windows.setdefault(slot, []).append(window)
         self._saved_recent = state.table("recent", RecentTimes)  # (asset, parameter) -> its last device times
         # The same arrays as the table's: a checkpoint marks a changed one, encoded only then.
         self._recent: dict[tuple[str, str], array[int]] = {
@@ -236,10 +256,10 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         self._saved_at = now
         self._holding.clear()  # every window counted into since the last checkpoint is saved below
         for (asset, parameter, resolution), windows in self._windows.items():
-            for start, window in windows.items():
+            for window in windows:
                 if window.changed:
-                    window.changed = False
-                    self._open[(asset, parameter, resolution, start)] = window
+                    window.changed, window.saved = False, True
+                    self._open[(asset, parameter, resolution, window.start_ms)] = window
         for series in self._recent_changed:
             self._saved_recent[series] = self._recent[series]
         self._recent_changed.clear()
@@ -287,11 +307,14 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                     continue
                 windows = windows_of.get(slot)
                 if windows is None:
-                    windows = windows_of[slot] = {}
-                window = windows.get(start)
-                if window is None:
-                    window = windows[start] = _Window(start, record.get("unit"))
-                elif replayed and message.offset < window.applied(partition):
+                    windows = windows_of[slot] = []
+                for window in reversed(windows):  # the newest first: most readings count into it
+                    if window[START_MS] == start:
+                        break
+                else:
+                    window = _Window(start, record.get("unit"))
+                    windows.append(window)
+                if replayed and message.offset < window.applied(partition):
                     continue  # a replay of what the saved window already counted (new input is past all it counted)
                 window.add(at_ms, float(record["value"]), partition, message.offset, now)
                 if message.offset < self._holding.get(partition, message.offset + 1):
@@ -311,7 +334,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                 slot = (series[0], series[1], resolution)
                 windows = windows_of.get(slot)
                 if windows:
-                    due = [start for start in windows if start + size <= passed]
+                    due = [window for window in windows if window[START_MS] + size <= passed]
                     if due:
                         self._emit(slot, due, emitted)
         self._advanced.clear()
@@ -326,17 +349,19 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         idle_since = monotonic - self.config.idle_close_s
         emitted: Emitted = {}
         for slot, windows in self._windows.items():
-            self._emit(slot, [start for start, window in windows.items() if window.touched < idle_since], emitted)
+            self._emit(slot, [window for window in windows if window[TOUCHED] < idle_since], emitted)
         if monotonic - self._saved_at >= self.config.checkpoint_s:
             self._checkpoint(monotonic)
         return emitted
 
-    def _emit(self, slot: tuple[str, str, str], starts: list[int], emitted: Emitted) -> None:
+    def _emit(self, slot: tuple[str, str, str], due: list[_Window], emitted: Emitted) -> None:
         """Close these windows of `slot`, oldest first: their statistics go out on the resolution's port."""
-        windows = self._windows[slot]
-        for start in sorted(starts):
-            window = windows.pop(start)
-            self._open.pop((*slot, start), None)
+        closing = {id(window) for window in due}
+        self._windows[slot] = [window for window in self._windows[slot] if id(window) not in closing]
+        for window in sorted(due, key=_start_of):
+            start = window.start_ms
+            if window.saved:
+                self._open.pop((*slot, start), None)
             end = start + WINDOW_MS[slot[2]]
             if end > self._closed_until.get(slot, NEVER):
                 self._closed_until[slot] = end

@@ -179,10 +179,26 @@ async def test_a_long_window_keeps_numbers_not_readings() -> None:
     async with NodeHarness(Aggregator, {"resolutions": ["1h"], "allowed_lateness_s": 0}) as h:
         for start in range(0, len(records), 2000):
             await h.process(records[start : start + 2000])
-        windows = [w for ws in h.node._windows.values() for w in ws.values()]
-        assert [w.count for w in windows] == [36_000] * series  # one open window per series, every reading counted
+        windows = [w for ws in h.node._windows.values() for w in ws]
+        assert [w.counted for w in windows] == [36_000] * series  # one open window per series, every reading counted
         assert all(w.elsewhere is None and not hasattr(w, "values") for w in windows)  # one partition's offset
         assert all(len(times(recent)) <= 16 for recent in h.node._recent.values())
+
+
+async def test_the_changelog_holds_exactly_the_open_windows_and_the_node_holds_them_once() -> None:
+    """`open` is a journal: a window saved at a checkpoint is deleted from the changelog when it closes, and the
+    table keeps no copy of what the node holds."""
+    records = readings(3 * 100)  # 10 s of 3 series at 10 Hz
+    async with NodeHarness(Aggregator, {"resolutions": ["1s", "1min"], "allowed_lateness_s": 1,
+                                        "checkpoint_s": 0.000001}) as h:  # fmt: skip
+        for start in range(0, len(records), 30):  # a checkpoint after every batch: every window is saved
+            await h.process(records[start : start + 30])
+        held = {(*slot, w.start_ms) for slot, windows in h.node._windows.items() for w in windows}
+        saved = {tuple(json.loads(key)[1:]) for key in h.state if json.loads(key)[0] == "open"}
+        assert saved == held and len(held) == 3 * 3  # per series: the 1 min window and 1 s windows 8 s and 9 s
+        assert len(h.node._open) == 0
+        await h.restart()
+        assert {(*slot, w.start_ms) for slot, windows in h.node._windows.items() for w in windows} == held
 
 
 def test_a_window_saved_by_the_version_before_restores() -> None:
@@ -191,7 +207,7 @@ def test_a_window_saved_by_the_version_before_restores() -> None:
              b'"first_ms":1000,"first":2.0,"last_ms":1500,"last":3.0,"applied":{"telemetry.clean|4":7},'
              b'"pending":{},"touched":1.0}')  # fmt: skip
     window = TypeAdapter(SavedWindow).validate_json(saved)
-    assert (window.count, window.applied("telemetry.clean|4"), window.changed) == (2, 7, False)
+    assert (window.counted, window.applied("telemetry.clean|4"), window.changed) == (2, 7, False)
     assert window.statistics() == {"avg": 2.5, "min": 2.0, "max": 3.0, "first": 2.0, "last": 3.0, "count": 2}
 
 
