@@ -214,12 +214,14 @@ def _compiled_to_run(path: Path) -> ExecutionPlan:
     """FILE's plan with secrets from STREAMFORGE_SECRET_<NAME>, compiled apart from this process (the gateway it
     becomes); every problem reported (exit 1) as by _compiled."""
     from streamforge.engine.problems import FlowInvalid
-    from streamforge.runtime.gateway.compiling import compile_apart_blocking
+    from streamforge.runtime.gateway.compiling import CompilerFailed, compile_apart_blocking
 
     try:
         return compile_apart_blocking(path.read_bytes(), include_plugins=True, secrets_from_env=True)
     except OSError as exc:
         _fail(f"{path}: cannot read: {exc.strerror}")
+    except CompilerFailed as exc:
+        _fail(f"{path}: {exc}")
     except FlowInvalid as exc:
         _report_problems(path, exc.problems)
     raise AssertionError("unreachable")

@@ -35,7 +35,7 @@ from streamforge.engine.sdk import Kind
 from streamforge.engine.secrets import resolve
 from streamforge.runtime.errors import ApiError
 from streamforge.runtime.files import write_durably
-from streamforge.runtime.gateway.compiling import compile_apart
+from streamforge.runtime.gateway.compiling import CompilerFailed, compile_apart
 from streamforge.runtime.gateway.desired_state import StateCache, read_whole, versions
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
 from streamforge.runtime.gateway.operations import GatewayOperations, alarm_uplink, prune_logs
@@ -43,6 +43,7 @@ from streamforge.runtime.gateway.runners import NodeStatus
 from streamforge.runtime.logs import LogRing
 
 log = logging.getLogger("streamforge.gateway.sync")
+BOOT_COMPILE_ATTEMPTS = 5  # the compiler process failing to start at boot: tried again after 1, 2, 4, 8 s
 
 RENEW_BEFORE_S = 30 * 24 * 3600  # renew a one-year token in its last month (a shorter one in its last quarter)
 MAX_RETRY_S = 60.0
@@ -224,11 +225,19 @@ class SyncAgent:
         current = self.cache.current()
         if current is None:
             return
-        try:
-            await self._deploy(current)
-        except (FlowInvalid, DeployFailed) as failure:
-            log.error("cached state did not start", extra={"error": str(failure)})
-            return
+        for attempt in range(BOOT_COMPILE_ATTEMPTS):
+            try:
+                await self._deploy(current)
+                break
+            except CompilerFailed as failure:  # a passing cause (no process to spare): the cached flows must run
+                if attempt + 1 == BOOT_COMPILE_ATTEMPTS:
+                    log.error("cached state not compiled", extra={"error": str(failure)})
+                    return
+                log.warning("cached state not compiled; trying again", extra={"error": str(failure)})
+                await asyncio.sleep(2**attempt)
+            except (FlowInvalid, DeployFailed) as failure:
+                log.error("cached state did not start", extra={"error": str(failure)})
+                return
         self.status.etag = current.get("etag")
         log.info("running from the local cache", extra={"flows": versions(current)})
 
@@ -303,6 +312,13 @@ class SyncAgent:
             self.cache.discard()
             result = ApplyResult("NOT_APPLIED", state.get("etag"), wanted, self.running(), cause=str(failed),
                                  flow=failed.flow_id, node=failed.node_id)  # fmt: skip
+        except CompilerFailed as failed:  # nothing was touched; not the state's fault: fetched and tried again
+            self.cache.discard()
+            result = ApplyResult("NOT_APPLIED", state.get("etag"), wanted, self.running(), cause=str(failed))
+            self.last_apply = result
+            log.error("desired state not applied: the compiler failed", extra={"etag": result.etag,
+                                                                              "cause": result.cause})  # fmt: skip
+            return result
         else:
             self.cache.promote()
             result = ApplyResult("APPLIED", state.get("etag"), wanted, self.running(), reports=reports)

@@ -25,6 +25,10 @@ COMPILE_TIMEOUT_S = 120.0  # a 10,000-signal document compiles in ~2 s here
 SECRET_ENV_PREFIX = "STREAMFORGE_SECRET_"
 
 
+class CompilerFailed(RuntimeError):
+    """The compiler process could not be started or gave no answer (not a problem of the document): try again."""
+
+
 def secret_env_name(name: str) -> str:
     """Where `streamforge run` reads secret `name`: STREAMFORGE_SECRET_<NAME>, every other character as `_`."""
     return SECRET_ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
@@ -39,7 +43,7 @@ def _request(source: str | bytes, include_plugins: bool, secrets_from_env: bool)
 def _answer(out: bytes, returncode: int | None, err: bytes) -> ExecutionPlan:
     if returncode != 0:
         why = err.decode(errors="replace")[-2000:]
-        raise RuntimeError(f"the flow compiler process exited with {returncode}: {why}")
+        raise CompilerFailed(f"the flow compiler process exited with {returncode}: {why}")
     answer = json.loads(out)
     if "problems" in answer:
         raise FlowInvalid([Problem(**problem) for problem in answer["problems"]])
@@ -49,24 +53,31 @@ def _answer(out: bytes, returncode: int | None, err: bytes) -> ExecutionPlan:
 async def compile_apart(source: str | bytes, include_plugins: bool, secrets_from_env: bool = False) -> ExecutionPlan:
     """`source` (a flow document's JSON, secrets already resolved unless `secrets_from_env`) compiled in a child;
     FlowInvalid with every problem, as the compiler raised it."""
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", __name__, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", __name__, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except OSError as unstarted:
+        raise CompilerFailed(f"the flow compiler process did not start: {unstarted}") from unstarted
     try:
         request = _request(source, include_plugins, secrets_from_env)
         out, err = await asyncio.wait_for(child.communicate(request), COMPILE_TIMEOUT_S)
-    except BaseException:
+    except TimeoutError as late:
+        raise CompilerFailed(f"the flow compiler gave no answer in {COMPILE_TIMEOUT_S:.0f} s") from late
+    finally:
         if child.returncode is None:
             child.kill()
             await child.wait()
-        raise
     return _answer(out, child.returncode, err)
 
 
 def compile_apart_blocking(source: str | bytes, include_plugins: bool, secrets_from_env: bool) -> ExecutionPlan:
     """compile_apart for a caller outside an event loop (`streamforge run`, before it starts one)."""
-    done = subprocess.run([sys.executable, "-m", __name__], input=_request(source, include_plugins, secrets_from_env),
-                          capture_output=True, timeout=COMPILE_TIMEOUT_S, check=False)  # fmt: skip
+    try:
+        done = subprocess.run([sys.executable, "-m", __name__], capture_output=True, timeout=COMPILE_TIMEOUT_S,
+                              input=_request(source, include_plugins, secrets_from_env), check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as failed:
+        raise CompilerFailed(f"the flow compiler process failed: {failed}") from failed
     return _answer(done.stdout, done.returncode, done.stderr)
 
 

@@ -12,7 +12,12 @@ import pytest
 from streamforge.engine.compiler import compile_document
 from streamforge.engine.node_types import load_node_types
 from streamforge.engine.problems import FlowInvalid
-from streamforge.runtime.gateway.compiling import compile_apart, compile_apart_blocking, secret_env_name
+from streamforge.runtime.gateway.compiling import (
+    CompilerFailed,
+    compile_apart,
+    compile_apart_blocking,
+    secret_env_name,
+)
 
 SIGNALS = [{"asset_id": f"pump_{i}", "parameter": "pressure", "unit": "bar"} for i in range(50)]
 DOC: dict[str, Any] = {
@@ -61,3 +66,14 @@ def test_no_gateway_entry_point_imports_the_compiler() -> None:
     check += " or m == 'streamforge.engine.compiler'))"
     loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+@pytest.mark.parametrize("executable", ["/nonexistent/python3", "/bin/false"])
+async def test_a_compiler_that_cannot_run_is_its_own_error_not_a_problem_of_the_flow(
+    executable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", executable)
+    with pytest.raises(CompilerFailed, match="did not start" if "nonexistent" in executable else "exited with 1"):
+        await compile_apart(json.dumps(DOC), include_plugins=False)
+    with pytest.raises(CompilerFailed):
+        compile_apart_blocking(json.dumps(DOC), include_plugins=False, secrets_from_env=False)
