@@ -38,21 +38,23 @@ def run(series: int, seconds: float) -> dict[str, Any]:
         gateway = StreamForge(Path(workdir), memory_flow(series))
         gateway.start()
         try:
-            started, python, proportional, jvm = time.monotonic(), [], [], []
+            started, python, proportional, jvm, main_process = time.monotonic(), [], [], [], []
             while time.monotonic() - started < seconds:
                 processes = gateway.processes()
                 python.append(rss_mb(processes["python"]))
                 proportional.append(pss_mb(processes["python"]))
                 jvm.append(rss_mb(processes["kafka_jvm"]))
+                main_process.append(rss_mb(processes["python"][:1]))  # the gateway's own: the rest are workers
                 time.sleep(1)
             with gateway.clean_counter() as count:
                 flowed = count()
         finally:
             gateway.kill()
-    last_minute, proportional_last_minute = python[-60:], proportional[-60:]
+    last_minute, proportional_last_minute, main_last_minute = python[-60:], proportional[-60:], main_process[-60:]
     return {"series": series, "seconds": seconds, "readings_in_clean": flowed,
             "python_rss_mb": {"peak": max(python), "last_minute_avg": sum(last_minute) / len(last_minute),
-                              "at_end": python[-1]},
+                              "at_end": python[-1],
+                              "gateway_process_last_minute_avg": sum(main_last_minute) / len(main_last_minute)},
             "python_pss_mb": {"peak": max(proportional),
                               "last_minute_avg": sum(proportional_last_minute) / len(proportional_last_minute)},
             "kafka_jvm_rss_mb": {"peak": max(jvm), "at_end": jvm[-1]}}  # fmt: skip
@@ -71,7 +73,8 @@ def main() -> None:
         rss = result["python_rss_mb"]
         print(f"{result['series']:>6} series, {result['readings_in_clean']:,} readings in telemetry.clean: gateway "
               f"Python RSS peak {rss['peak']:.0f} MB, last minute {rss['last_minute_avg']:.0f} MB (PSS "
-              f"{result['python_pss_mb']['last_minute_avg']:.0f} MB); "
+              f"{result['python_pss_mb']['last_minute_avg']:.0f} MB; the gateway process "
+              f"{rss['gateway_process_last_minute_avg']:.0f} MB, its workers the rest); "
               f"Kafka JVM {result['kafka_jvm_rss_mb']['peak']:.0f} MB")  # fmt: skip
     print(f"one more series costs {per_series_kb:.1f} KB of Python RSS (goal: <= 150 MB at 10,000 series)")
 
