@@ -52,12 +52,8 @@ class NodePlan:
 
 
 def node_plan_from_dict(data: dict[str, Any]) -> NodePlan:
-    """The inverse of dataclasses.asdict for a NodePlan, or of its entry in ExecutionPlan.to_dict (its config as
-    JSON, not text): plans travel to worker processes, and from the compiler's, as JSON."""
-    if "config" in data:
-        data = {key: value for key, value in data.items() if key != "config"} | {
-            "config_json": json.dumps(data["config"], separators=(",", ":"))
-        }
+    """The inverse of dataclasses.asdict for a NodePlan (plans travel to worker processes, and from the compiler's,
+    as JSON)."""
     return NodePlan(**{
         **data,
         "inputs": tuple(InputPlan(i["port"], i["topic"], tuple(i["upstream"])) for i in data["inputs"]),
@@ -93,12 +89,16 @@ class ExecutionPlan:
         old = {node.node_id: node.fingerprint for node in before.nodes} if before else {}
         return {node.node_id for node in self.nodes if old.get(node.node_id) == node.fingerprint}
 
+    def to_wire(self) -> dict[str, Any]:
+        """The plan as JSON to hand to another process (configs stay text); from_wire reads it back."""
+        return {"flow": self.flow_id, "version": self.version, "nodes": [asdict(node) for node in self.nodes]}
+
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ExecutionPlan:
-        """The inverse of to_dict."""
+    def from_wire(cls, data: dict[str, Any]) -> ExecutionPlan:
         return cls(data["flow"], data["version"], [node_plan_from_dict(node) for node in data["nodes"]])
 
     def to_dict(self) -> dict[str, Any]:
+        """The plan as a person reads it (`streamforge flow plan`): configs parsed, topics and processes listed."""
         return {
             "flow": self.flow_id,
             "version": self.version,

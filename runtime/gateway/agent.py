@@ -301,6 +301,7 @@ class SyncAgent:
         wanted = versions(state)
         log.info("applying desired state", extra={"etag": state.get("etag"), "wanted": wanted})
         self.cache.stage(state)
+        again = False  # the state was not at fault: it is fetched and applied again at the next poll
         try:
             reports = await self._deploy(state)
         except FlowInvalid as invalid:
@@ -312,20 +313,18 @@ class SyncAgent:
             self.cache.discard()
             result = ApplyResult("NOT_APPLIED", state.get("etag"), wanted, self.running(), cause=str(failed),
                                  flow=failed.flow_id, node=failed.node_id)  # fmt: skip
-        except CompilerFailed as failed:  # nothing was touched; not the state's fault: fetched and tried again
+        except CompilerFailed as failed:  # nothing was touched
             self.cache.discard()
             result = ApplyResult("NOT_APPLIED", state.get("etag"), wanted, self.running(), cause=str(failed))
-            self.last_apply = result
-            log.error("desired state not applied: the compiler failed", extra={"etag": result.etag,
-                                                                              "cause": result.cause})  # fmt: skip
-            return result
+            again = True
         else:
             self.cache.promote()
             result = ApplyResult("APPLIED", state.get("etag"), wanted, self.running(), reports=reports)
-        self.status.etag = state.get("etag")  # tried: not fetched again until it changes
+        if not again:
+            self.status.etag = state.get("etag")  # tried: not fetched again until it changes
         self.last_apply = result
-        log.info("desired state " + result.result.lower(), extra={"etag": result.etag, "wanted": wanted,
-                 "cause": result.cause, "node": result.node})  # fmt: skip
+        log.log(logging.ERROR if again else logging.INFO, "desired state " + result.result.lower(), extra={
+                "etag": result.etag, "wanted": wanted, "cause": result.cause, "node": result.node})  # fmt: skip
         return result
 
     def running(self) -> dict[str, int]:

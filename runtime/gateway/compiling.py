@@ -3,8 +3,7 @@
 A process keeps what it imported and most of what it parsed for as long as it runs: networkx and the parse of a
 10,000-signal document were 11 MB of a gateway at 100 series and 16 MB at 10,000 (bench/bench_gateway_memory.py).
 The child runs the one chain every caller uses (`compile_document`) with the same node types, and answers with
-the plan or every problem, located; the gateway loads only the plan. A compile takes ~0.3 s more so, once per
-deploy.
+the plan or every problem, located; the gateway loads only the plan. Each deploy takes ~0.3 s longer for it.
 """
 
 from __future__ import annotations
@@ -44,10 +43,13 @@ def _answer(out: bytes, returncode: int | None, err: bytes) -> ExecutionPlan:
     if returncode != 0:
         why = err.decode(errors="replace")[-2000:]
         raise CompilerFailed(f"the flow compiler process exited with {returncode}: {why}")
-    answer = json.loads(out)
+    try:
+        answer = json.loads(out)
+    except ValueError as unreadable:
+        raise CompilerFailed(f"the flow compiler's answer is not JSON: {out[:200]!r}") from unreadable
     if "problems" in answer:
         raise FlowInvalid([Problem(**problem) for problem in answer["problems"]])
-    return ExecutionPlan.from_dict(answer["plan"])
+    return ExecutionPlan.from_wire(answer["plan"])
 
 
 async def compile_apart(source: str | bytes, include_plugins: bool, secrets_from_env: bool = False) -> ExecutionPlan:
@@ -98,8 +100,7 @@ def main() -> None:
     except FlowInvalid as invalid:
         answer = {"problems": [asdict(problem) for problem in invalid.problems]}
     else:
-        answer = {"plan": {"flow": plan.flow_id, "version": plan.version,
-                           "nodes": [asdict(node) for node in plan.nodes]}}  # configs stay text  # fmt: skip
+        answer = {"plan": plan.to_wire()}
     sys.stdout.buffer.write(json.dumps(answer).encode())
 
 

@@ -33,7 +33,7 @@ class NodeRunner(ABC):
     def __init__(self, plan: NodePlan, flow_id: str, env: RuntimeEnv) -> None:
         cls = node_class(plan, env)
         config = cls.Config.model_validate(plan.config)
-        # The validated config is the copy kept: the text is as big again (a 10,000-signal simulator's, 1 MB).
+        # The validated config is the copy kept, not the text beside it (a 10,000-signal simulator's: 1 MB).
         self.plan, self.flow_id, self.env, self.cls = replace(plan, config_json="{}"), flow_id, env, cls
         self.labels = {"flow": flow_id, "node": plan.node_id}
         self.cell = StatusCell(env.metrics, self.labels)

@@ -68,12 +68,15 @@ def test_no_gateway_entry_point_imports_the_compiler() -> None:
     assert loaded.strip() == "[]"
 
 
-@pytest.mark.parametrize("executable", ["/nonexistent/python3", "/bin/false"])
+@pytest.mark.parametrize(
+    ("executable", "said"),
+    [("/nonexistent/python3", "did not start"), ("/bin/false", "exited with 1"), ("/bin/true", "not JSON")],
+)
 async def test_a_compiler_that_cannot_run_is_its_own_error_not_a_problem_of_the_flow(
-    executable: str, monkeypatch: pytest.MonkeyPatch
+    executable: str, said: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "executable", executable)
-    with pytest.raises(CompilerFailed, match="did not start" if "nonexistent" in executable else "exited with 1"):
+    with pytest.raises(CompilerFailed, match=said):
         await compile_apart(json.dumps(DOC), include_plugins=False)
     with pytest.raises(CompilerFailed):
         compile_apart_blocking(json.dumps(DOC), include_plugins=False, secrets_from_env=False)
