@@ -66,8 +66,9 @@ class Simulator(SourceNode[SimulatorConfig]):
     node's clock. A batch holds at most batch_size readings: several whole sets of a few signals, or a part of one
     set of many (10,000 signals go out 500 at a time, not as one batch of 10,000 held in memory at once, then
     downstream). Its position is in the changelog, saved after Kafka acknowledged a batch: table `position` when a
-    set completes, table `sent` (signals of the next set already out) after every batch; a restart resumes at the
-    next reading."""
+    set completed, table `sent` (which set is in progress, and how many of its signals are out) after every batch;
+    a restart resumes at the next reading. A `sent` of another set than `position`'s next (one of the two saves
+    landed) counts as none sent: that set is sent again whole, never skipped."""
 
     type = "simulator"
     category = "sources"
@@ -77,7 +78,7 @@ class Simulator(SourceNode[SimulatorConfig]):
 
     async def start(self) -> None:
         self._position = self.context.state.table("position", _Position)
-        self._sent_of_set = self.context.state.table("sent", int)
+        self._sent_of_set = self.context.state.table("sent", tuple[int, int])  # (set n, signals of it sent)
         saved = self._position.get(())
         self._n = saved.n if saved else 0
         self._walk = list(saved.walk) if saved else [signal.offset for signal in self.config.signals]
@@ -86,7 +87,8 @@ class Simulator(SourceNode[SimulatorConfig]):
             self._t0 = self._t0.replace(tzinfo=UTC)
         self._started = self.clock.monotonic() - self._n / self.config.rate_hz  # resumed: no catch-up burst
         # Signals of set n already sent: their walks move on as they did (each step is seeded by set and signal).
-        self._sent = self._sent_of_set.get((), 0)
+        in_progress, sent = self._sent_of_set.get((), (self._n, 0))
+        self._sent = sent if in_progress == self._n else 0
         for index, signal in enumerate(self.config.signals[: self._sent]):
             self._value(index, signal, self._n)
 
@@ -112,11 +114,11 @@ class Simulator(SourceNode[SimulatorConfig]):
             readings += self._readings(self._n, self._sent, upto)
             room -= upto - self._sent
             self._sent = upto
-            if upto == signals:
+            if upto == signals:  # the walks as the set left them, before the next set's first signals move them
                 self._n, self._sent = self._n + 1, 0
                 self._position[()] = _Position(self._n, list(self._walk))
-        if self._sent_of_set.get(()) != self._sent:
-            self._sent_of_set[()] = self._sent  # one record batch with `position`: both land, or neither
+        if self._sent_of_set.get(()) != (self._n, self._sent):
+            self._sent_of_set[()] = (self._n, self._sent)
         return {"out": readings}
 
     def _readings(self, n: int, first: int, upto: int) -> list[Record]:

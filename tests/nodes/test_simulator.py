@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -123,3 +124,26 @@ async def test_a_set_of_more_signals_than_a_batch_resumes_mid_set_after_a_restar
             await harness.poll()
     assert harness.captured["out"] == uninterrupted
     assert len({r["value"] for r in uninterrupted}) > 40  # the walks did move
+
+
+@pytest.mark.parametrize("landed", ["position", "sent"])
+async def test_a_save_that_landed_half_sends_a_set_again_rather_than_skip_any_of_it(landed: str) -> None:
+    signals = [{"asset_id": f"a{i}", "parameter": "p", "shape": "random_walk", "amplitude": 10} for i in range(10)]
+    config = _config(signals=signals, limit=5)
+    uninterrupted = await _all(config)
+    async with NodeHarness(Simulator, {**config, "batch_size": 4}) as harness:
+        await harness.poll()
+        await harness.poll()  # 8 of set 0's 10 signals out, no set completed
+        before = dict(harness.state)
+        await harness.poll()  # set 0 completes (`position`), 2 of set 1 out (`sent`)
+        key = next(key for key in harness.state if json.loads(key)[0] == landed)
+        harness.state = {**before, key: harness.state[key]}  # the other of the two saves was lost in the crash
+        await harness.restart()
+        while not harness.node.exhausted:
+            await harness.poll()
+    out = [(r["asset_id"], r["timestamps"]["device_time"], r["value"]) for r in harness.captured["out"]]
+    expected = [(r["asset_id"], r["timestamps"]["device_time"], r["value"]) for r in uninterrupted]
+    assert set(out) == set(expected)  # every reading, with its value: nothing skipped
+    # Sent again: set 1's first 2 (`position` landed, `sent` still says 8 of set 0), or the whole of set 0 and
+    # those 2 (only `sent` landed: `position` still says set 0).
+    assert len(out) == len(expected) + {"position": 2, "sent": 12}[landed]
