@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import ssl
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -83,45 +86,59 @@ def bearer_from_file(path: str | Path) -> Callable[[], str | None]:
 
 
 class HttpSchemaRegistry:
-    """Client of a Confluent-compatible registry (ours, Confluent Schema Registry, Karapace)."""
+    """Client of a Confluent-compatible registry (ours, Confluent Schema Registry, Karapace).
+
+    On the standard library's HTTP client, each request in a thread: a process asks at start (its ports' schemas)
+    and for a schema id it meets the first time, never per record. httpx with its client cost every process that
+    holds one ~5 MB (its TLS context's CA bundle; the click and pygments its command line pulls in), and every
+    worker holds one."""
 
     def __init__(self, url: str, timeout_s: float = 5.0, credentials: Callable[[], str | None] | None = None,
-                 verify: ssl.SSLContext | bool = True) -> None:  # fmt: skip
-        """`credentials`: the current bearer token (a gateway's JWT, renewed under it), asked on every request."""
-        # Imported here: a process with no remote registry (a worker beside the gateway's) is spared its ~5 MB,
-        # with the click, rich and pygments its command line pulls in wherever they are installed.
-        import httpx
-
-        self._unreachable = httpx.TransportError
+                 tls: ssl.SSLContext | None = None) -> None:  # fmt: skip
+        """`credentials`: the current bearer token (a gateway's JWT, renewed under it), asked on every request.
+        `tls`: for https, the context that trusts the registry's certificate (None: the system's CAs, made at the
+        first https request)."""
         self.url = url.rstrip("/")
-        self._client = httpx.AsyncClient(base_url=self.url, timeout=timeout_s, headers={"Accept": CONTENT_TYPE},
-                                         verify=verify)  # fmt: skip
+        self.timeout_s = timeout_s
         self._credentials = credentials
+        self._tls = tls
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Nothing held between requests."""
 
     async def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        status, text = await asyncio.to_thread(self._exchange, method, path, body)
+        if status == 404:
+            raise SchemaNotFound(f"{self.url}{path}: {text}")
+        if status >= 500:
+            raise SchemaRegistryUnavailable(f"{self.url}{path} answered {status}: {text}")
+        if status >= 400:
+            raise SchemaRegistryError(f"{self.url}{path} answered {status}: {text}")
+        return json.loads(text)
+
+    def _exchange(self, method: str, path: str, body: Mapping[str, Any] | None) -> tuple[int, str]:
+        """One request, blocking: the status and the body's text."""
+        data = None if body is None else json.dumps(body).encode()
         try:
-            response = await self._client.request(
-                method,
-                path,
-                content=None if body is None else json.dumps(body),
-                headers=self._headers(),
-            )
-        except self._unreachable as exc:
-            raise SchemaRegistryUnavailable(f"schema registry at {self.url} is unreachable: {exc!r}") from exc
-        if response.status_code == 404:
-            raise SchemaNotFound(f"{self.url}{path}: {response.text}")
-        if response.status_code >= 500:
-            raise SchemaRegistryUnavailable(f"{self.url}{path} answered {response.status_code}: {response.text}")
-        if response.status_code >= 400:
-            raise SchemaRegistryError(f"{self.url}{path} answered {response.status_code}: {response.text}")
-        return response.json()
+            request = urllib.request.Request(self.url + path, data, self._headers(), method=method)
+            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self._context()) as response:
+                return int(response.status), response.read().decode(errors="replace")
+        except urllib.error.HTTPError as answered:  # a status of 400 or more: the answer is in the error
+            with answered:
+                return answered.code, answered.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError, ValueError) as unreachable:  # ValueError: an unusable URL
+            why = getattr(unreachable, "reason", unreachable)
+            raise SchemaRegistryUnavailable(f"schema registry at {self.url} is unreachable: {why!r}") from unreachable
+
+    def _context(self) -> ssl.SSLContext | None:
+        if self._tls is None and self.url.startswith("https:"):
+            self._tls = ssl.create_default_context()
+        return self._tls
 
     def _headers(self) -> dict[str, str]:
         token = self._credentials() if self._credentials else None
-        return {"Content-Type": CONTENT_TYPE, **({"Authorization": f"Bearer {token}"} if token else {})}
+        return {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE,
+                **({"Authorization": f"Bearer {token}"} if token else {})}  # fmt: skip
 
     async def register(self, subject: str, schema: Schema) -> int:
         body = {"schema": canonical_json(schema), "schemaType": "AVRO"}

@@ -21,15 +21,20 @@ def http_host() -> str:
 
 @contextlib.asynccontextmanager
 async def serve_app(
-    app: ASGIApp, host: str | None = None, port: int = 0, tls: tuple[Path, Path] | None = None
+    app: ASGIApp,
+    host: str | None = None,
+    port: int = 0,
+    tls: tuple[Path, Path] | None = None,
+    websockets: bool = False,
 ) -> AsyncIterator[str]:
     """Serve `app` until the block exits (on http_host() unless `host`); yields its base URL.
-    `tls`: (certificate chain, private key) files: HTTPS."""
+    `tls`: (certificate chain, private key) files: HTTPS. `websockets`: the app has WebSocket routes (the control
+    plane's); without, uvicorn loads no WebSocket library (~0.7 MB in every gateway)."""
     host = host or http_host()
     port = port or free_port(host)
     certificate, key = (str(tls[0]), str(tls[1])) if tls else (None, None)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-                            ssl_certfile=certificate, ssl_keyfile=key)  # fmt: skip
+                            ssl_certfile=certificate, ssl_keyfile=key, ws="auto" if websockets else "none")  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(), name=f"http-{port}")
     while not server.started:

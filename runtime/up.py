@@ -155,7 +155,7 @@ async def up(
         demo_devices() if devices else contextlib.nullcontext() as simulated,
         tools.session_manager.run(),
         heartbeat_flusher(fleet),
-        serve_app(app, port=port) as url,
+        serve_app(app, port=port, websockets=True) as url,
     ):
         if simulated is not None:
             say(json.dumps({"event": "demo_devices", "modbus": simulated.modbus, "opcua": simulated.opcua}))

@@ -35,7 +35,7 @@ async def serve_control_plane(
         say(f"first start: created user `admin` with password {password} (shown once; stored only hashed)")
     app = control_plane_app(control_plane, extra_routes=editor_routes())
     served = (tls.cert, tls.key) if tls else None
-    async with heartbeat_flusher(control_plane.fleet), serve_app(app, port=port, tls=served) as url:
+    async with heartbeat_flusher(control_plane.fleet), serve_app(app, port=port, tls=served, websockets=True) as url:
         pinned = {"tls_fingerprint": tls.fingerprint(), "tls_ca": str(tls.ca or tls.cert)} if tls else {}
         say(json.dumps({"event": "control_plane", "url": url, "api": f"{url}/api/v1", "registry": f"{url}/schemas",
                         "health": f"{url}/health", "metrics": f"{url}/metrics", **pinned}))  # fmt: skip

@@ -65,6 +65,7 @@ class ConsumingRunner(NodeRunner):
                 self._update_lag()
                 if batch.records:
                     self.env.metrics.batch_seconds.labels(**self.labels).observe(time.perf_counter() - started)
+                del batch  # not held while the next one is fetched and decoded: its delivery holds what it needs
         except asyncio.CancelledError:
             if self._between_batches:
                 await self._stopping(producer)  # a clean stop keeps what is done: less to replay

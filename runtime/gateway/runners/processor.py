@@ -79,6 +79,7 @@ class ProcessorRunner(ConsumingRunner):
         try:
             await self.outputs.send(producer, emitted, inputs)
             sent.set_result(None)
+            del emitted, inputs  # acknowledged: not held while the batch before saves (two batches of readings)
             if before is not None:
                 await before  # the batch before saved its state first: the changelog and the commits stay in order
             await self.changelog.save(producer, changes)

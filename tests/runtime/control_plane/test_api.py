@@ -54,7 +54,7 @@ async def api(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) ->
             tokens[name] = store.issue_token(name, "test")
     link = GatewayLink(control_plane.fleet, "", LocalSchemaRegistry(control_plane.schemas))
     app = control_plane_app(control_plane, link)
-    async with heartbeat_flusher(control_plane.fleet), serve_app(app) as url:
+    async with heartbeat_flusher(control_plane.fleet), serve_app(app, websockets=True) as url:
         key = control_plane.fleet.create_enrolment_key({}, "test")
         async with local_gateway(url, root / "gateway", key, kafka.bootstrap, None) as gateway:
             link.gateway_id = await control_plane.fleet.approved(gateway.event["instance_id"])
