@@ -94,14 +94,15 @@ class HttpSchemaRegistry:
     worker holds one."""
 
     def __init__(self, url: str, timeout_s: float = 5.0, credentials: Callable[[], str | None] | None = None,
-                 tls: ssl.SSLContext | None = None) -> None:  # fmt: skip
+                 ca_file: str | Path | None = None) -> None:  # fmt: skip
         """`credentials`: the current bearer token (a gateway's JWT, renewed under it), asked on every request.
-        `tls`: for https, the context that trusts the registry's certificate (None: the system's CAs, made at the
-        first https request)."""
+        `ca_file`: for https, the CA certificates that sign the registry's (a control plane's own CA, as a gateway
+        pins it with --ca); None: the system's."""
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self._credentials = credentials
-        self._tls = tls
+        self._ca_file = None if ca_file is None else str(ca_file)
+        self._tls: ssl.SSLContext | None = None
 
     async def aclose(self) -> None:
         """Nothing held between requests."""
@@ -131,8 +132,8 @@ class HttpSchemaRegistry:
             raise SchemaRegistryUnavailable(f"schema registry at {self.url} is unreachable: {why!r}") from unreachable
 
     def _context(self) -> ssl.SSLContext | None:
-        if self._tls is None and self.url.startswith("https:"):
-            self._tls = ssl.create_default_context()
+        if self._tls is None and self.url.startswith("https:"):  # made at the first https request
+            self._tls = ssl.create_default_context(cafile=self._ca_file)
         return self._tls
 
     def _headers(self) -> dict[str, str]:
@@ -218,23 +219,25 @@ class CachedSchemaRegistry:
         self.remote = remote
         self.cache = cache
 
-    def _where(self) -> str:
+    def _where(self, unreachable: SchemaRegistryUnavailable | None) -> str:
         remote = getattr(self.remote, "url", None) if self.remote is not None else None
-        return f"registry {remote or '(none configured)'} and cache {self.cache.path}"
+        why = f" ({unreachable})" if unreachable is not None else ""  # a refused certificate says so here
+        return f"registry {remote or '(none configured)'}{why} and cache {self.cache.path}"
 
     async def register(self, subject: str, schema: Schema) -> int:
+        unreachable = None
         if self.remote is not None:
             try:
                 schema_id = await self.remote.register(subject, schema)
-            except SchemaRegistryUnavailable:
-                pass
+            except SchemaRegistryUnavailable as why:
+                unreachable = why
             else:
                 self.cache.put(schema_id, schema, subject)
                 return schema_id
         cached = self.cache.id_for(subject, schema)
         if cached is None:
             raise SchemaNotFound(
-                f"schema {schema.get('name', '?')!r} for subject {subject!r} is in neither {self._where()}: "
+                f"schema {schema.get('name', '?')!r} for subject {subject!r} is in neither {self._where(unreachable)}: "
                 "connect the gateway to its control plane once so the schema can be registered and cached"
             )
         return cached
@@ -243,15 +246,16 @@ class CachedSchemaRegistry:
         cached = self.cache.by_id(schema_id)
         if cached is not None:
             return cached  # ids are immutable: a cached id never goes stale
+        unreachable = None
         if self.remote is not None:
             try:
                 schema = await self.remote.schema_by_id(schema_id)
-            except SchemaRegistryUnavailable:
-                pass
+            except SchemaRegistryUnavailable as why:
+                unreachable = why
             else:
                 self.cache.put(schema_id, schema)
                 return schema
         raise SchemaNotFound(
-            f"schema id {schema_id} is in neither {self._where()}: "
+            f"schema id {schema_id} is in neither {self._where(unreachable)}: "
             "the record was written with a schema this gateway has never seen; reconnect to the registry"
         )

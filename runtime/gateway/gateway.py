@@ -69,6 +69,7 @@ class Gateway:
         policy: RestartPolicy | None = None,
         kafka_health: Any = None,
         registry_token_file: Path | None = None,
+        registry_ca_file: Path | None = None,
     ) -> None:
         self.metrics = NodeMetrics()
         self.env = RuntimeEnv(bootstrap, registry, self.metrics, node_types)
@@ -77,7 +78,9 @@ class Gateway:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.policy = policy or RestartPolicy()
         token_file = str(registry_token_file) if registry_token_file else None
-        self.worker_settings = WorkerSettings(bootstrap, registry_url, str(state_dir), registry_token_file=token_file)
+        ca_file = str(registry_ca_file) if registry_ca_file else None
+        self.worker_settings = WorkerSettings(bootstrap, registry_url, str(state_dir), registry_token_file=token_file,
+                                              registry_ca_file=ca_file)  # fmt: skip
         self.kafka_health = kafka_health
         self.plans: dict[str, ExecutionPlan] = {}
         self.handles: dict[str, dict[str, NodeHandle]] = {}

@@ -40,11 +40,17 @@ def stop_on_signals() -> asyncio.Event:
 
 @contextlib.asynccontextmanager
 async def gateway_stack(
-    data_dir: Path, bootstrap: str | None, registry_url: str | None, registry_token_file: Path | None = None
+    data_dir: Path,
+    bootstrap: str | None,
+    registry_url: str | None,
+    registry_token_file: Path | None = None,
+    registry_ca_file: Path | None = None,
 ) -> AsyncIterator[Gateway]:
     """Schema registry, Kafka (embedded unless `bootstrap`) and a gateway; all stopped cleanly on exit.
 
     `registry_token_file`: the gateway's credentials file, whose token the registry wants (the control plane's).
+    `registry_ca_file`: the CA that signs the registry's certificate, when not one the system trusts (the control
+    plane's own, which the gateway pins).
     """
     state_dir = data_dir / "gateway"
     async with (
@@ -53,11 +59,11 @@ async def gateway_stack(
     ):
         servers = kafka.bootstrap if kafka else str(bootstrap)
         credentials = bearer_from_file(registry_token_file) if registry_token_file else None
-        remote = HttpSchemaRegistry(schemas_url, credentials=credentials)
+        remote = HttpSchemaRegistry(schemas_url, credentials=credentials, ca_file=registry_ca_file)
         registry = CachedSchemaRegistry(remote, SchemaCache(state_dir / "schema-cache" / "gateway.json"))
         gateway = Gateway(servers, registry, load_node_types(deferred=True), state_dir, schemas_url,
                           kafka_health=kafka.health if kafka else None,
-                          registry_token_file=registry_token_file)  # fmt: skip
+                          registry_token_file=registry_token_file, registry_ca_file=registry_ca_file)  # fmt: skip
         try:
             # Before anything looks at them: the overflow manager's first turn read the offsets of catalogue topics
             # that did not exist yet on a first start, and aiokafka logged a false ERROR for each.

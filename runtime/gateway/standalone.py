@@ -52,8 +52,9 @@ async def run_gateway(
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
     sync_dir = data_dir / "sync"
     schemas = registry_url or f"{control_plane.rstrip('/')}/schemas"
-    token_file = None if registry_url else sync_dir / "credentials.json"  # a cluster's own registry: its own auth
-    async with gateway_stack(data_dir, bootstrap, schemas, registry_token_file=token_file) as gateway:
+    # The control plane's registry trusts and is trusted as the control plane is; a cluster's own: its own.
+    token_file, registry_ca = (None, None) if registry_url else (sync_dir / "credentials.json", ca_file)
+    async with gateway_stack(data_dir, bootstrap, schemas, token_file, registry_ca) as gateway:
         agent = SyncAgent(gateway, control_plane, data_dir, name, labels, enrolment_key, poll_interval_s, verify,
                           version=version("streamforge"))  # fmt: skip
         identify_logs(agent)

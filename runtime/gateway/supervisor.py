@@ -188,6 +188,7 @@ class WorkerSettings:
     memory_limit_mb: int = 1024
     metrics_dir: str | None = None
     registry_token_file: str | None = None  # the gateway's credentials, when the registry wants them
+    registry_ca_file: str | None = None  # the CA the registry's certificate is signed by, when not the system's
 
 
 class ProcessHandle(NodeHandle):

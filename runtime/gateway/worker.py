@@ -34,7 +34,9 @@ async def serve(spec: dict[str, Any]) -> None:
     token_file = settings.get("registry_token_file")
     credentials = bearer_from_file(token_file) if token_file else None
     remote = (
-        HttpSchemaRegistry(settings["registry_url"], credentials=credentials) if settings.get("registry_url") else None
+        HttpSchemaRegistry(settings["registry_url"], credentials=credentials, ca_file=settings.get("registry_ca_file"))
+        if settings.get("registry_url")
+        else None
     )
     state_dir = Path(settings["state_dir"])
     cache = SchemaCache(state_dir / "schema-cache" / f"{spec['flow_id']}.{plan.node_id}.json")

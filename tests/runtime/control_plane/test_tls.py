@@ -1,5 +1,6 @@
-"""Gateway -> control plane over TLS: a control plane with a CA of its own, a gateway that pins it, one that
-pins another CA and is refused, and plain HTTP refused to anything but loopback."""
+"""Gateway -> control plane over TLS: a control plane with a CA of its own, a gateway that pins it (its flow's
+schemas registered with the control plane over the same pinned TLS), one that pins another CA and is refused, and
+plain HTTP refused to anything but loopback."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from streamforge.engine.schema_registry import HttpSchemaRegistry, SchemaRegistryUnavailable
+from streamforge.engine.serde import Decoder
 from streamforge.runtime.control_plane.tls import self_signed
 from streamforge.runtime.gateway.agent import InsecureControlPlane, check_transport
 from streamforge.runtime.kafka.broker import free_port
+from streamforge.runtime.kafka.clients import BatchConsumer
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from tests.stack import ServiceProcess
 
@@ -35,14 +39,34 @@ def test_the_generated_ca_is_made_once_and_its_keys_are_private(tmp_path: Path) 
         assert key.stat().st_mode & 0o777 == 0o600
 
 
-def tls_gateway(root: Path, name: str, url: str, key: str, ca: Path, bootstrap: str, registry: str) -> ServiceProcess:
+def tls_gateway(root: Path, name: str, url: str, key: str, ca: Path, bootstrap: str) -> ServiceProcess:
+    """A gateway pinning `ca`; its schema registry is the control plane's (no --registry)."""
     return ServiceProcess(["gateway", "--control-plane", url, "--name", name, "--data-dir", str(root / name),
-                           "--bootstrap", bootstrap, "--registry", registry, "--enrolment-key", key, "--ca", str(ca),
-                           "--poll-interval", "2"], root / f"{name}.stderr", "gateway")  # fmt: skip
+                           "--bootstrap", bootstrap, "--enrolment-key", key, "--ca", str(ca), "--poll-interval", "2"],
+                          root / f"{name}.stderr", "gateway")  # fmt: skip
+
+
+def pinned_flow(flow_id: str) -> dict[str, object]:
+    """A simulator (a worker process) into a validator (the gateway's): each registers its schemas."""
+    signal = {"asset_id": "kiln_1", "parameter": "temperature", "offset": 900, "amplitude": 5}
+    return {"format": "streamforge.flow/v1", "id": flow_id, "label": "over TLS", "version": 1,
+            "nodes": [{"id": "sim", "type": "simulator", "config": {"signals": [signal], "rate_hz": 20}},
+                      {"id": "check", "type": "validator", "config": {}}],
+            "edges": [{"from": "sim:out", "to": "check:in"}]}  # fmt: skip
+
+
+async def clean_readings(bootstrap: str, registry: HttpSchemaRegistry, flow_id: str) -> int:
+    """How many of the flow's validated readings are in telemetry.clean, read within a few seconds."""
+    consumer = BatchConsumer(bootstrap, None, ["telemetry.clean"], Decoder(registry), upstream=[(flow_id, "check")])
+    async with consumer:
+        count, deadline = 0, time.monotonic() + 5
+        while time.monotonic() < deadline and not count:
+            count += len((await consumer.next_batch(timeout_ms=500)).records)
+    return count
 
 
 async def test_a_gateway_pinning_the_control_planes_ca_syncs_and_another_ca_is_refused(
-    tmp_path: Path, kafka: EmbeddedKafka, registry_url: str
+    tmp_path: Path, kafka: EmbeddedKafka
 ) -> None:
     port = free_port()
     control_plane = ServiceProcess(["control-plane", "--data-dir", str(tmp_path / "cp"), "--port", str(port),
@@ -60,7 +84,7 @@ async def test_a_gateway_pinning_the_control_planes_ca_syncs_and_another_ca_is_r
             key = (await admin.post("/enrolment-keys", json={})).json()["enrolment_key"]
             other_ca = self_signed(tmp_path / "other", []).ca
             assert other_ca is not None
-            gateways = {name: tls_gateway(tmp_path, name, url, key, pinned, kafka.bootstrap, registry_url)
+            gateways = {name: tls_gateway(tmp_path, name, url, key, pinned, kafka.bootstrap)
                         for name, pinned in (("pinned", ca), ("stranger", other_ca))}  # fmt: skip
             health = {name: (await gateway.start())["health"] for name, gateway in gateways.items()}
             try:
@@ -76,6 +100,29 @@ async def test_a_gateway_pinning_the_control_planes_ca_syncs_and_another_ca_is_r
                 assert sync["stranger"]["approval"] == "unregistered"
                 names = {g["name"] for g in (await admin.get("/gateways")).json()}
                 assert names == {"pinned"}  # the one that could not check the certificate sent nothing
+
+                # Its flow runs: the worker and the gateway register their ports' schemas with the control plane's
+                # registry, trusting its CA as the gateway does (the system's CAs would refuse its certificate).
+                flow_id = f"tls_{time.time_ns()}"
+                saved = await admin.post("/flows", json=pinned_flow(flow_id))
+                assert saved.status_code == 201, saved.text
+                version = saved.json()["version"]
+                gateway_id = (await admin.get("/gateways")).json()[0]["id"]
+                assigned = await admin.post("/assignments", json={"flow": flow_id, "version": version,
+                                                                 "gateway": gateway_id})  # fmt: skip
+                assert assigned.status_code == 201, assigned.text
+                async with httpx.AsyncClient() as http:
+                    deadline, flows = time.monotonic() + 60, dict[str, int]()
+                    while time.monotonic() < deadline and flows.get(flow_id) != version:
+                        flows = (await http.get(health["pinned"])).json()["flows"]
+                        await asyncio.sleep(0.3)
+                assert flows.get(flow_id) == version, (tmp_path / "pinned.stderr").read_text()[-3000:]
+                token = admin.headers["Authorization"].split()[1]
+                reader = HttpSchemaRegistry(f"{url}/schemas", credentials=lambda: token, ca_file=ca)
+                assert await clean_readings(kafka.bootstrap, reader, flow_id) > 0
+                unpinned = HttpSchemaRegistry(f"{url}/schemas", credentials=lambda: token, timeout_s=2)
+                with pytest.raises(SchemaRegistryUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+                    await unpinned.schema_by_id(1)
             finally:
                 await asyncio.gather(*(g.stop() for g in gateways.values()))
     finally:
