@@ -1,10 +1,12 @@
-"""Compiling apart: the child's plan is the in-process one, its problems are located, and no gateway imports it."""
+"""Compiling apart: the child's plan is the in-process one, its problems are located, no gateway imports it, and a
+compiler that cannot run is a passing cause the sync agent tries again."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,12 +14,14 @@ import pytest
 from streamforge.engine.compiler import compile_document
 from streamforge.engine.node_types import load_node_types
 from streamforge.engine.problems import FlowInvalid
+from streamforge.runtime.gateway.agent import SyncAgent
 from streamforge.runtime.gateway.compiling import (
     CompilerFailed,
     compile_apart,
     compile_apart_blocking,
     secret_env_name,
 )
+from streamforge.runtime.gateway.gateway import Gateway
 
 SIGNALS = [{"asset_id": f"pump_{i}", "parameter": "pressure", "unit": "bar"} for i in range(50)]
 DOC: dict[str, Any] = {
@@ -80,3 +84,28 @@ async def test_a_compiler_that_cannot_run_is_its_own_error_not_a_problem_of_the_
         await compile_apart(json.dumps(DOC), include_plugins=False)
     with pytest.raises(CompilerFailed):
         compile_apart_blocking(json.dumps(DOC), include_plugins=False, secrets_from_env=False)
+
+
+async def test_an_agent_whose_compiler_cannot_run_touches_nothing_and_tries_the_state_again(
+    gateway: Gateway, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not the state's fault: NOT_APPLIED with the cause, nothing staged or deployed, and the etag not marked as
+    tried, so the next poll applies it again; which it then does."""
+    agent = SyncAgent(gateway, "http://127.0.0.1:9", tmp_path / "agent", "apart", health_settle_s=0.1)  # never called
+    simulator = {"id": "sim", "type": "simulator", "config": {"signals": SIGNALS[:1], "rate_hz": 2}}
+    flow = {"id": unique, "version": 2, "nodes": [simulator], "edges": []}
+    state = {"etag": '"apart-1"', "flows": [flow]}
+    try:
+        monkeypatch.setattr(sys, "executable", "/bin/false")
+        refused = await agent.apply(state)
+        assert (refused.result, refused.etag) == ("NOT_APPLIED", '"apart-1"')
+        assert refused.cause is not None and "flow compiler process exited with 1" in refused.cause
+        assert agent.status.etag is None  # not tried: fetched and applied again at the next poll
+        assert agent.cache.current() is None and gateway.plans == {}
+        monkeypatch.undo()
+        applied = await agent.apply(state)
+        assert applied.result == "APPLIED", applied.cause
+        assert agent.status.etag == '"apart-1"' and agent.running() == {unique: 2}
+        assert agent.cache.current() is not None
+    finally:
+        await agent.aclose()
