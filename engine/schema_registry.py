@@ -85,6 +85,13 @@ def bearer_from_file(path: str | Path) -> Callable[[], str | None]:
     return current
 
 
+class _NotFollowed(urllib.request.HTTPRedirectHandler):
+    """A redirect comes back as the registry's answer (an HTTPError with its status), not followed."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class HttpSchemaRegistry:
     """Client of a Confluent-compatible registry (ours, Confluent Schema Registry, Karapace).
 
@@ -102,13 +109,16 @@ class HttpSchemaRegistry:
         self.timeout_s = timeout_s
         self._credentials = credentials
         self._ca_file = None if ca_file is None else str(ca_file)
-        self._tls: ssl.SSLContext | None = None
+        self._opener: urllib.request.OpenerDirector | None = None
 
     async def aclose(self) -> None:
         """Nothing held between requests."""
 
     async def _request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
-        status, text = await asyncio.to_thread(self._exchange, method, path, body)
+        status, text, moved_to = await asyncio.to_thread(self._exchange, method, path, body)
+        if 300 <= status < 400:  # not followed: a POST would go on as a GET, without its schema
+            raise SchemaRegistryError(f"{self.url}{path} answered {status}, moved to {moved_to}: give the registry's "
+                                      "own URL")  # fmt: skip
         if status == 404:
             raise SchemaNotFound(f"{self.url}{path}: {text}")
         if status >= 500:
@@ -117,24 +127,28 @@ class HttpSchemaRegistry:
             raise SchemaRegistryError(f"{self.url}{path} answered {status}: {text}")
         return json.loads(text)
 
-    def _exchange(self, method: str, path: str, body: Mapping[str, Any] | None) -> tuple[int, str]:
-        """One request, blocking: the status and the body's text."""
+    def _exchange(self, method: str, path: str, body: Mapping[str, Any] | None) -> tuple[int, str, str | None]:
+        """One request, blocking: the status, the body's text and where a redirect points."""
         data = None if body is None else json.dumps(body).encode()
         try:
             request = urllib.request.Request(self.url + path, data, self._headers(), method=method)
-            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self._context()) as response:
-                return int(response.status), response.read().decode(errors="replace")
-        except urllib.error.HTTPError as answered:  # a status of 400 or more: the answer is in the error
+            with self._open().open(request, timeout=self.timeout_s) as response:
+                return int(response.status), response.read().decode(errors="replace"), None
+        except urllib.error.HTTPError as answered:  # a status of 300 or more: the answer is in the error
             with answered:
-                return answered.code, answered.read().decode(errors="replace")
+                return answered.code, answered.read().decode(errors="replace"), answered.headers.get("Location")
         except (urllib.error.URLError, OSError, ValueError) as unreachable:  # ValueError: an unusable URL
             why = getattr(unreachable, "reason", unreachable)
             raise SchemaRegistryUnavailable(f"schema registry at {self.url} is unreachable: {why!r}") from unreachable
 
-    def _context(self) -> ssl.SSLContext | None:
-        if self._tls is None and self.url.startswith("https:"):  # made at the first https request
-            self._tls = ssl.create_default_context(cafile=self._ca_file)
-        return self._tls
+    def _open(self) -> urllib.request.OpenerDirector:
+        """Made at the first request (the TLS context with it, for https: reading the CAs is not free)."""
+        if self._opener is None:
+            handlers: list[urllib.request.BaseHandler] = [_NotFollowed()]
+            if self.url.startswith("https:"):
+                handlers.append(urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=self._ca_file)))
+            self._opener = urllib.request.build_opener(*handlers)
+        return self._opener
 
     def _headers(self) -> dict[str, str]:
         token = self._credentials() if self._credentials else None

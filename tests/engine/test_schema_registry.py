@@ -6,12 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
 
 from streamforge.engine.schema_registry import (
     CachedSchemaRegistry,
     HttpSchemaRegistry,
     SchemaCache,
     SchemaNotFound,
+    SchemaRegistryError,
     SchemaRegistryUnavailable,
 )
 from streamforge.engine.schemas import SCHEMAS
@@ -66,3 +71,22 @@ def test_cache_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert json.loads(before)  # still a whole document
     assert [p.name for p in tmp_path.iterdir()] == ["cache.json"]  # no temp file left behind
     assert SchemaCache(tmp_path / "cache.json").by_id(1) == SCHEMAS["telemetry"]
+
+
+async def test_a_registry_that_redirects_or_fails_says_so_and_is_not_followed() -> None:
+    asked: list[str] = []
+
+    async def moved(request: Request) -> Response:
+        asked.append(f"{request.method} {request.url.path}")
+        return RedirectResponse("https://registry.plant.example/schemas" + request.url.path, status_code=301)
+
+    async def broken(request: Request) -> Response:
+        return PlainTextResponse("database is locked", status_code=503)
+
+    routes = [Route("/moved/{path:path}", moved, methods=["GET", "POST"]), Route("/broken/{path:path}", broken)]
+    async with serve_app(Starlette(routes=routes)) as url:
+        with pytest.raises(SchemaRegistryError, match=r"answered 301, moved to https://registry.plant.example/schemas"):
+            await HttpSchemaRegistry(f"{url}/moved").register("telemetry.raw-value", SCHEMAS["telemetry"])
+        assert asked == ["POST /moved/subjects/telemetry.raw-value/versions"]  # once, and not on to the new place
+        with pytest.raises(SchemaRegistryUnavailable, match="answered 503: database is locked"):
+            await HttpSchemaRegistry(f"{url}/broken").schema_by_id(1)
