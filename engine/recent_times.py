@@ -15,6 +15,7 @@ Series = TypeVar("Series", bound=Hashable)
 # costs a search. Arrival order, not time order, decides what is forgotten: a backfill of old readings behind live
 # ones is remembered as it arrives, so a redelivered one is still refused.
 NEWEST = 0
+MOST_KEPT = 100_000  # per series, whatever the horizon (a 10 kHz series' 10 s): a bound on memory, not a rule
 
 
 def times(recent: array[int]) -> list[int]:
@@ -38,9 +39,9 @@ else:
     RecentTimes = Annotated[array, PlainValidator(_memory), PlainSerializer(times, return_type=list[int])]
 
 
-def repeated(memory: dict[Series, array[int]], series: Series, at_ms: int, keep: int) -> bool:
-    """Whether `at_ms` is among the last `keep` device times that arrived for the series; if not, it joins them and
-    the earliest to arrive goes."""
+def repeated(memory: dict[Series, array[int]], series: Series, at_ms: int, keep: int, horizon_ms: int = 0) -> bool:
+    """Whether `at_ms` is among the device times remembered for the series: the last `keep` to arrive, and any within
+    `horizon_ms` of the newest. If not, it joins them, and those past both bounds go, earliest arrival first."""
     recent = memory.get(series)
     if recent is None:
         memory[series] = array("q", (at_ms, at_ms))
@@ -50,6 +51,7 @@ def repeated(memory: dict[Series, array[int]], series: Series, at_ms: int, keep:
     elif at_ms in recent[NEWEST + 1 :]:
         return True
     recent.append(at_ms)
-    if len(recent) > keep + 1:
+    forget_to = recent[NEWEST] - horizon_ms  # without a horizon, every time is at or before the newest
+    while len(recent) > keep + 1 and (recent[NEWEST + 1] <= forget_to or len(recent) > MOST_KEPT + 1):
         del recent[NEWEST + 1]
     return False

@@ -20,6 +20,10 @@ Resolution = Literal["1s", "1min", "1h"]
 WINDOW_MS: dict[str, int] = {"1s": 1_000, "1min": 60_000, "1h": 3_600_000}
 PORT_OF: dict[str, str] = {"1s": "agg_1s", "1min": "agg_1min", "1h": "agg_1h"}
 DEDUP_RECENT = 16  # device times per series remembered to count a redelivered reading once
+# ... and every device time this close to its series' newest, however many: a validator restarted after a crash
+# sends its unacknowledged batches again, as new records (up to ~3 x 2,000 readings), and a series with more than
+# DEDUP_RECENT readings among them had each counted twice in its open windows.
+DEDUP_HORIZON_MS = 10_000
 NEVER = -(2**62)  # before any time: the watermark of a series not seen yet
 
 
@@ -182,9 +186,9 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
     """Emits each window once it closes (event time past its end + lateness, or idle).
 
     Memory is bounded: a window keeps running statistics, not its readings. A reading delivered twice (the same
-    device time among the last DEDUP_RECENT of its series to arrive) counts once, also across a restart: that
-    memory is saved with the windows and replayed input refills it as it was. Older duplicates are the validator's
-    to refuse.
+    device time among the last DEDUP_RECENT of its series to arrive, or within DEDUP_HORIZON_MS of its newest)
+    counts once, also across a restart: that memory is saved with the windows and replayed input refills it as it
+    was. Older duplicates are the validator's to refuse.
 
     Crash-safe: every `checkpoint_s` the open windows that changed are saved to the changelog (table `open`) with
     the offsets they counted; input offsets counted since are retained (never committed past). Which windows were
@@ -265,7 +269,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         self._recent_changed.clear()
 
     def _duplicate(self, series: tuple[str, str], at_ms: int) -> bool:
-        if repeated(self._recent, series, at_ms, DEDUP_RECENT):
+        if repeated(self._recent, series, at_ms, DEDUP_RECENT, DEDUP_HORIZON_MS):
             return True
         self._recent_changed.add(series)
         return False

@@ -44,3 +44,13 @@ def test_saved_as_the_json_list_of_times_it_always_was_and_restored_from_it() ->
     for bad in (b'["10"]', b"[]"):
         with pytest.raises(ValidationError, match="epoch milliseconds"):
             adapter.validate_json(bad)
+
+
+def test_a_horizon_keeps_every_time_close_to_the_newest_beyond_the_count_and_forgets_the_rest() -> None:
+    memory: dict[str, array[int]] = {}
+    fast = list(range(0, 400, 10))  # 40 readings 10 ms apart: more than `keep`, all within the horizon
+    assert not any(repeated(memory, "s", at, keep=4, horizon_ms=1000) for at in fast)
+    assert all(repeated(memory, "s", at, keep=4, horizon_ms=1000) for at in fast)  # each one's second delivery
+    assert not repeated(memory, "s", 5000, keep=4, horizon_ms=1000)  # the newest moves on by 4.6 s ...
+    assert times(memory["s"]) == [370, 380, 390, 5000]  # ... and those past the horizon go, down to `keep`
+    assert not repeated(memory, "s", 10, keep=4, horizon_ms=1000)  # forgotten, so a repeat of 10 is not refused

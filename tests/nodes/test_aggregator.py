@@ -16,7 +16,7 @@ from streamforge.engine.clock import ManualClock
 from streamforge.engine.recent_times import times
 from streamforge.engine.records import telemetry
 from streamforge.engine.testing import NodeHarness
-from streamforge.nodes.aggregator import Aggregator, SavedWindow, _Window
+from streamforge.nodes.aggregator import DEDUP_HORIZON_MS, DEDUP_RECENT, Aggregator, SavedWindow, _Window
 
 T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
 
@@ -75,7 +75,7 @@ async def test_windows_equal_independent_computation() -> None:
 async def test_late_readings_are_counted_and_routed_not_dropped() -> None:
     async with NodeHarness(Aggregator, {"resolutions": ["1s"], "allowed_lateness_s": 1}) as h:
         await h.process(readings(3 * 40))  # 4 s per series: windows up to 2 s are closed
-        straggler = telemetry("asset_0", "temp", 1.0, device_time=T0 + timedelta(milliseconds=500), gateway_time=T0)
+        straggler = telemetry("asset_0", "temp", 1.0, device_time=T0 + timedelta(milliseconds=550), gateway_time=T0)
         within = telemetry("asset_0", "temp", 2.0, device_time=T0 + timedelta(milliseconds=2500), gateway_time=T0)
         out = await h.process([straggler, within])
     assert h.node.late_count == 1
@@ -125,6 +125,22 @@ async def test_a_reading_delivered_twice_counts_once() -> None:
         await clock.advance(10.1)  # idle_close_s 10 by default
         await h.tick()
     assert_same(got(h.captured["agg_1s"]), expected(records, 1000))
+
+
+async def test_a_validators_resend_of_more_readings_of_a_series_than_it_remembers_by_count_counts_once() -> None:
+    """A validator restarted after a crash sends its unacknowledged batches again as new records: 40 readings of one
+    series 10 ms apart, then the last 17, 20 and all 40 again. Remembered by count alone (16), each was counted
+    twice (57, 60 and 80 in the hour)."""
+    series = [telemetry("pump_1", "pressure", float(i), device_time=T0 + timedelta(milliseconds=10 * i))
+              for i in range(40)]  # fmt: skip
+    for resent in (17, 20, 40):
+        clock = ManualClock()
+        async with NodeHarness(Aggregator, {"resolutions": ["1h"]}, clock=clock) as h:
+            await h.process(series)
+            await h.process(series[40 - resent :])  # new offsets, as a validator's resend brings them
+            await clock.advance(10.1)  # idle_close_s
+            await h.tick()
+        assert_same(got(h.captured["agg_1h"]), expected(series, 3_600_000))
 
 
 async def test_duplicates_count_once_across_a_crash_and_in_the_replay() -> None:
@@ -182,7 +198,9 @@ async def test_a_long_window_keeps_numbers_not_readings() -> None:
         windows = [w for ws in h.node._windows.values() for w in ws]
         assert [w.counted for w in windows] == [36_000] * series  # one open window per series, every reading counted
         assert all(w.elsewhere is None and not hasattr(w, "values") for w in windows)  # one partition's offset
-        assert all(len(times(recent)) <= 16 for recent in h.node._recent.values())
+        # The dedupe memory: the last DEDUP_RECENT, or the DEDUP_HORIZON_MS at 10 Hz, not the hour.
+        kept = max(DEDUP_RECENT, DEDUP_HORIZON_MS // 100 + 1)
+        assert all(len(times(recent)) <= kept for recent in h.node._recent.values())
 
 
 async def test_the_changelog_holds_exactly_the_open_windows_and_the_node_holds_them_once() -> None:
