@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from array import array
-from collections.abc import Hashable
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import PlainSerializer, PlainValidator
-
-Series = TypeVar("Series", bound=Hashable)
 
 # Layout of a memory: [newest device time ever remembered, then the remembered times in arrival order]. The first
 # slot lets a reading in order (nearly every one) skip the search; it may outlive its time's eviction, which only
@@ -39,13 +36,14 @@ else:
     RecentTimes = Annotated[array, PlainValidator(_memory), PlainSerializer(times, return_type=list[int])]
 
 
-def repeated(memory: dict[Series, array[int]], series: Series, at_ms: int, keep: int, horizon_ms: int = 0) -> bool:
-    """Whether `at_ms` is among the device times remembered for the series: the last `keep` to arrive, and any within
+def empty() -> array[int]:
+    """A memory that has seen nothing yet."""
+    return array("q", (-(2**63),))
+
+
+def remembered(recent: array[int], at_ms: int, keep: int, horizon_ms: int = 0) -> bool:
+    """Whether `at_ms` is among the device times `recent` remembers: the last `keep` to arrive, and any within
     `horizon_ms` of the newest. If not, it joins them, and those past both bounds go, earliest arrival first."""
-    recent = memory.get(series)
-    if recent is None:
-        memory[series] = array("q", (at_ms, at_ms))
-        return False
     if at_ms > recent[NEWEST]:  # newer than all it remembers: no search
         recent[NEWEST] = at_ms
     elif at_ms in recent[NEWEST + 1 :]:

@@ -170,5 +170,10 @@ class StateStore:
             out.add(changelog_key(name, key).encode(), table._encode(key))
             if not table.kept:
                 dict.pop(table, key, None)
+        for table in tables.values():
+            if not table.kept and not table:
+                dict.clear(
+                    table
+                )  # an emptied dict keeps its largest table (a checkpoint's 50,000 windows) till cleared
         self.dirty.clear()
         return out

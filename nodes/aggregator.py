@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 from pydantic import Field, PlainSerializer, PlainValidator, TypeAdapter, field_validator
 
-from streamforge.engine.recent_times import RecentTimes, repeated
+from streamforge.engine.recent_times import RecentTimes, empty, remembered
 from streamforge.engine.records import epoch_ms, event_time, from_epoch_ms, reason
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode, Record
 
 Resolution = Literal["1s", "1min", "1h"]
 WINDOW_MS: dict[str, int] = {"1s": 1_000, "1min": 60_000, "1h": 3_600_000}
+RESOLUTIONS = tuple(WINDOW_MS)
+INDEX_OF: dict[str, int] = {resolution: index for index, resolution in enumerate(RESOLUTIONS)}
 PORT_OF: dict[str, str] = {"1s": "agg_1s", "1min": "agg_1min", "1h": "agg_1h"}
 DEDUP_RECENT = 16  # device times per series remembered to count a redelivered reading once
 # ... and every device time this close to its series' newest, however many: a validator restarted after a crash
@@ -53,8 +55,9 @@ EMPTY = array("d", [0, 0, 0.0, 0.0, math.inf, -math.inf, 2.0**62, 0.0, -(2.0**62
 
 if TYPE_CHECKING:  # array is not subscriptable at run time (before 3.12)
     _Doubles = array[float]
+    _Ints = array[int]
 else:
-    _Doubles = array
+    _Doubles = _Ints = array
 
 
 class _Window(_Doubles):
@@ -65,17 +68,19 @@ class _Window(_Doubles):
     any other (an input repartitioned) in `elsewhere`. `changed`: counted into since it was last saved; `saved`:
     in the changelog (its close must delete it there)."""
 
-    __slots__ = ("changed", "elsewhere", "partition", "saved", "unit")
+    __slots__ = ("changed", "elsewhere", "partition", "resolution", "saved", "unit")
     changed: bool
     elsewhere: dict[str, int] | None
     partition: str | None
+    resolution: str
     saved: bool
     unit: str | None
 
-    def __new__(cls, start_ms: int, unit: str | None) -> _Window:
+    def __new__(cls, start_ms: int, unit: str | None, resolution: str = "1s") -> _Window:
         window = cast(_Window, super().__new__(cls, "d", EMPTY))
         window[START_MS] = start_ms
-        window.unit, window.partition, window.elsewhere, window.changed, window.saved = unit, None, None, False, False
+        window.unit, window.resolution, window.partition, window.elsewhere = unit, resolution, None, None
+        window.changed = window.saved = False
         return window
 
     def add(self, at_ms: int, value: float, where: str, offset: int, now: float) -> None:
@@ -178,6 +183,60 @@ def _start_of(window: _Window) -> float:
     return window[START_MS]
 
 
+WATERMARK = 0  # a series' newest device time; after it, per resolution (RESOLUTIONS order), its last close's end
+BOUNDS = array("q", [NEVER] * (1 + len(RESOLUTIONS)))
+
+
+class _Series(_Ints):
+    """All a series' state, in one object (~230 B): where a dict entry per table and resolution, each with a key of its
+    own, cost ~1 KB a series. The array: its watermark, then where each resolution's last emitted window ended.
+    `windows`: the open ones, the newest of each resolution at that resolution's index (a reading in order finds its
+    window there), older ones waiting out the lateness after them. `recent`: its dedupe memory, `recent_changed`
+    since the last checkpoint."""
+
+    __slots__ = ("recent", "recent_changed", "windows")
+    recent: array[int]
+    recent_changed: bool
+    windows: list[_Window | None]
+
+    def __new__(cls) -> _Series:
+        series = cast(_Series, super().__new__(cls, "q", BOUNDS))
+        series.recent, series.recent_changed, series.windows = empty(), False, [None] * len(RESOLUTIONS)
+        return series
+
+    def find(self, index: int, start: int) -> _Window | None:
+        """The open window of resolution RESOLUTIONS[index] that starts at `start`, if any."""
+        windows = self.windows
+        window = windows[index]
+        if window is not None and window[START_MS] == start:
+            return window
+        resolution = RESOLUTIONS[index]
+        for window in windows[len(RESOLUTIONS) :]:
+            if window is not None and window[START_MS] == start and window.resolution == resolution:
+                return window
+        return None
+
+    def place(self, window: _Window) -> None:
+        """Hold an open window: the newest of its resolution at its index."""
+        windows, index = self.windows, INDEX_OF[window.resolution]
+        newest = windows[index]
+        if newest is None:
+            windows[index] = window
+        elif window[START_MS] > newest[START_MS]:
+            windows[index] = window
+            windows.append(newest)
+        else:
+            windows.append(window)
+
+    def drop(self, closing: list[_Window]) -> None:
+        """Let go of these windows (closed)."""
+        windows, kept = self.windows, len(RESOLUTIONS)
+        for index in range(kept):
+            if windows[index] is not None and any(windows[index] is window for window in closing):
+                windows[index] = None
+        windows[kept:] = [window for window in windows[kept:] if not any(window is gone for gone in closing)]
+
+
 # The `open` table's value: held compact, saved and restored as _SavedWindow.
 SavedWindow = Annotated[_Window, PlainValidator(_restored), PlainSerializer(_saved, return_type=dict[str, Any])]
 
@@ -218,27 +277,28 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
     async def start(self) -> None:
         self._lateness_ms = int(self.config.allowed_lateness_s * 1000)
         self._qualities = set(self.config.qualities)
-        # Per (asset, parameter, resolution), its open windows: a few at most (those waiting out the lateness), so a
-        # list, searched by start, where a dict per series and resolution was ~200 B more.
-        self._windows: dict[tuple[str, str, str], list[_Window]] = {}
+        self._sizes = [
+            (INDEX_OF[resolution], resolution, WINDOW_MS[resolution]) for resolution in self.config.resolutions
+        ]
+        self._series: dict[tuple[str, str], _Series] = {}  # (asset, parameter) -> all its state
         state = self.context.state
-        self._watermark = state.table("watermark", int)  # latest device time per series
-        self._closed_until = state.table("closed", int)  # end of the last emitted window per series and resolution
         self._done = state.table("done", int)  # next unprocessed offset per input partition
-        # (asset, parameter, resolution, start) -> the window, as saved; a journal: the windows live in _windows, and
-        # the table holds one only from a checkpoint to the save after it.
+        # Journals: what a series holds is in its _Series; a table holds a value only from a change to the save after.
+        self._watermark = state.table("watermark", int, kept=False)  # latest device time per series
+        self._closed = state.table("closed", int, kept=False)  # end of the last emitted window per series, resolution
+        # (asset, parameter, resolution, start) -> the window, as saved at a checkpoint.
         self._open = state.table("open", SavedWindow, kept=False)
+        self._saved_recent = state.table("recent", RecentTimes, kept=False)  # per series, at a checkpoint
+        for (asset, parameter), at_ms in self._watermark.take():
+            self._of(asset, parameter)[WATERMARK] = at_ms
+        for (asset, parameter, resolution), end in self._closed.take():
+            self._of(asset, parameter)[1 + INDEX_OF[str(resolution)]] = end
         for (asset, parameter, resolution, _), window in self._open.take():
             window[TOUCHED] = self.clock.monotonic()
-            slot = (intern(str(asset)), intern(str(parameter)), str(resolution))
-            self._windows.setdefault(slot, []).append(window)
-        self._saved_recent = state.table("recent", RecentTimes)  # (asset, parameter) -> its last device times
-        # The same arrays as the table's: a checkpoint marks a changed one, encoded only then.
-        self._recent: dict[tuple[str, str], array[int]] = {
-            (intern(str(asset)), intern(str(parameter))): times
-            for (asset, parameter), times in self._saved_recent.items()
-        }
-        self._recent_changed: set[tuple[str, str]] = set()
+            window.resolution = RESOLUTIONS[INDEX_OF[str(resolution)]]
+            self._of(asset, parameter).place(window)
+        for (asset, parameter), recent in self._saved_recent.take():
+            self._of(asset, parameter).recent = recent
         self._partition_names: dict[tuple[str, int], str] = {}
         # Per input partition, the first offset counted into a window since the last checkpoint: what retained()
         # holds back. A window closed since needs no holding, but scanning the open ones for the exact earliest cost
@@ -246,40 +306,45 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         # than checkpoint_s either way (what was emitted is not emitted again: `closed`).
         self._holding: dict[str, int] = {}
         # Series whose windows may have come due: those whose watermark moved (restored windows, on the first batch).
-        self._advanced: dict[tuple[str, str], None] = dict.fromkeys((slot[0], slot[1]) for slot in self._windows)
+        self._advanced: dict[tuple[str, str], _Series] = {
+            key: series for key, series in self._series.items() if any(series.windows)
+        }
         self._saved_at = self.clock.monotonic()
         self.late_count = 0
         self.ignored_count = 0
+
+    def _of(self, asset: object, parameter: object) -> _Series:
+        """The series' state, made when first needed. Its strings interned: every decoded reading brings its own
+        copies, and a series would otherwise keep its first reading's alive."""
+        key = (intern(str(asset)), intern(str(parameter)))
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series()
+        return series
 
     def retained(self) -> dict[tuple[str, int], int]:
         holding = self._holding
         return {where: holding[name] for where, name in self._partition_names.items() if name in holding}
 
     def _checkpoint(self, now: float) -> None:
-        """Save every open window counted into since the last checkpoint; its offsets need no holding back then."""
+        """Save every open window counted into since the last checkpoint, and every dedupe memory that changed; their
+        offsets need no holding back then."""
         self._saved_at = now
         self._holding.clear()  # every window counted into since the last checkpoint is saved below
-        for (asset, parameter, resolution), windows in self._windows.items():
-            for window in windows:
-                if window.changed:
+        for (asset, parameter), series in self._series.items():
+            for window in series.windows:
+                if window is not None and window.changed:
                     window.changed, window.saved = False, True
-                    self._open[(asset, parameter, resolution, window.start_ms)] = window
-        for series in self._recent_changed:
-            self._saved_recent[series] = self._recent[series]
-        self._recent_changed.clear()
-
-    def _duplicate(self, series: tuple[str, str], at_ms: int) -> bool:
-        if repeated(self._recent, series, at_ms, DEDUP_RECENT, DEDUP_HORIZON_MS):
-            return True
-        self._recent_changed.add(series)
-        return False
+                    self._open[(asset, parameter, window.resolution, window.start_ms)] = window
+            if series.recent_changed:
+                series.recent_changed = False
+                self._saved_recent[(asset, parameter)] = series.recent
 
     async def process(self, batch: Sequence[Message]) -> Emitted:
         late: list[Record] = []
-        resolutions = self.config.resolutions
-        sizes = [(resolution, WINDOW_MS[resolution]) for resolution in resolutions]
-        lateness, now = self._lateness_ms, self.clock.monotonic()
-        done, watermarks, closed_until, windows_of = self._done, self._watermark, self._closed_until, self._windows
+        first_resolution = self.config.resolutions[0]
+        sizes, lateness, now = self._sizes, self._lateness_ms, self.clock.monotonic()
+        done, series_of, advanced = self._done, self._series, self._advanced
         read: dict[tuple[str, int], int] = {}  # the last offset of the batch per input partition
         for message in batch:
             record = message.record
@@ -289,59 +354,54 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             replayed = message.offset < done.get(where, 0)
             if record["quality"] not in self._qualities or record["value"] is None:
                 continue
-            # Interned: every decoded reading brings its own copies of these strings, and the windows, watermark
-            # and dedupe memory of a series would otherwise each keep a different reading's copy alive.
-            series = (intern(record["asset_id"]), intern(record["parameter"]))
+            key = (record["asset_id"], record["parameter"])
+            series = series_of.get(key)
+            if series is None:
+                series = self._of(*key)
+                key = (intern(key[0]), intern(key[1]))
             at_ms = epoch_ms(event_time(record))
-            if self._duplicate(series, at_ms):
+            if remembered(series.recent, at_ms, DEDUP_RECENT, DEDUP_HORIZON_MS):
                 continue  # replayed input too: the memory is back where it was when this offset was first read
+            series.recent_changed = True
             partition = self._partition_names.get(where)
             if partition is None:  # one string per input partition, shared by every window's `applied`
                 partition = self._partition_names[where] = f"{message.topic}|{message.partition}"
-            watermark = watermarks.get(series, NEVER)
-            for resolution, size in sizes:
+            watermark = series[WATERMARK]
+            for index, resolution, size in sizes:
                 start = at_ms - at_ms % size
-                slot = (series[0], series[1], resolution)
-                if start < closed_until.get(slot, NEVER) or start + size + lateness <= watermark:
+                if start < series[1 + index] or start + size + lateness <= watermark:
                     if replayed:
                         self.ignored_count += 1  # its window was emitted before the restart
-                    elif resolution == resolutions[0]:
+                    elif resolution == first_resolution:
                         self.late_count += 1
                         late.append(self._late(message, resolution, start))
                     continue
-                windows = windows_of.get(slot)
-                if windows is None:
-                    windows = windows_of[slot] = []
-                for window in reversed(windows):  # the newest first: most readings count into it
-                    if window[START_MS] == start:
-                        break
-                else:
-                    window = _Window(start, record.get("unit"))
-                    windows.append(window)
+                window = series.find(index, start)
+                if window is None:
+                    window = _Window(start, record.get("unit"), resolution)
+                    series.place(window)
                 if replayed and message.offset < window.applied(partition):
                     continue  # a replay of what the saved window already counted (new input is past all it counted)
                 window.add(at_ms, float(record["value"]), partition, message.offset, now)
                 if message.offset < self._holding.get(partition, message.offset + 1):
                     self._holding[partition] = message.offset
             if at_ms > watermark:
-                watermarks[series] = at_ms
-                self._advanced[series] = None  # in order: what closes is emitted in the order its series moved
+                series[WATERMARK] = at_ms
+                self._watermark[key] = at_ms
+                advanced[key] = series  # in order: what closes is emitted in the order its series moved
         for where, offset in read.items():
             if offset + 1 > done.get(where, 0):
                 done[where] = offset + 1
         # Only a series whose watermark moved can have a window come due (a window is never due when it opens):
         # due once the watermark passed its end by the allowed lateness.
         emitted: Emitted = {}
-        for series in self._advanced:
-            passed = watermarks.get(series, NEVER) - lateness
-            for resolution, size in sizes:
-                slot = (series[0], series[1], resolution)
-                windows = windows_of.get(slot)
-                if windows:
-                    due = [window for window in windows if window[START_MS] + size <= passed]
-                    if due:
-                        self._emit(slot, due, emitted)
-        self._advanced.clear()
+        for key, series in advanced.items():
+            passed = series[WATERMARK] - lateness
+            due = [window for window in series.windows
+                   if window is not None and window[START_MS] + WINDOW_MS[window.resolution] <= passed]  # fmt: skip
+            if due:
+                self._close(key, series, due, emitted)
+        advanced.clear()
         if now - self._saved_at >= self.config.checkpoint_s:
             self._checkpoint(now)
         if late:
@@ -352,33 +412,35 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         monotonic = self.clock.monotonic()
         idle_since = monotonic - self.config.idle_close_s
         emitted: Emitted = {}
-        for slot, windows in self._windows.items():
-            self._emit(slot, [window for window in windows if window[TOUCHED] < idle_since], emitted)
+        for key, series in self._series.items():
+            idle = [window for window in series.windows if window is not None and window[TOUCHED] < idle_since]
+            if idle:
+                self._close(key, series, idle, emitted)
         if monotonic - self._saved_at >= self.config.checkpoint_s:
             self._checkpoint(monotonic)
         return emitted
 
-    def _emit(self, slot: tuple[str, str, str], due: list[_Window], emitted: Emitted) -> None:
-        """Close these windows of `slot`, oldest first: their statistics go out on the resolution's port."""
-        closing = {id(window) for window in due}
-        self._windows[slot] = [window for window in self._windows[slot] if id(window) not in closing]
+    def _close(self, key: tuple[str, str], series: _Series, due: list[_Window], emitted: Emitted) -> None:
+        """Close these windows of the series, oldest first: their statistics go out on their resolution's port."""
+        series.drop(due)
         for window in sorted(due, key=_start_of):
-            start = window.start_ms
+            start, resolution = window.start_ms, window.resolution
             if window.saved:
-                self._open.pop((*slot, start), None)
-            end = start + WINDOW_MS[slot[2]]
-            if end > self._closed_until.get(slot, NEVER):
-                self._closed_until[slot] = end
-            emitted.setdefault(PORT_OF[slot[2]], []).append(self._aggregate(slot, window))
+                self._open.pop((*key, resolution, start), None)
+            end, bound = start + WINDOW_MS[resolution], 1 + INDEX_OF[resolution]
+            if end > series[bound]:
+                series[bound] = end
+                self._closed[(*key, resolution)] = end
+            emitted.setdefault(PORT_OF[resolution], []).append(self._aggregate(key, resolution, window))
 
-    def _aggregate(self, slot: tuple[str, str, str], window: _Window) -> Record:
+    def _aggregate(self, key: tuple[str, str], resolution: str, window: _Window) -> Record:
         start = from_epoch_ms(window.start_ms)
         return {
-            "asset_id": slot[0],
-            "parameter": slot[1],
-            "resolution": slot[2],
+            "asset_id": key[0],
+            "parameter": key[1],
+            "resolution": resolution,
             "window_start": start,
-            "window_end": start + timedelta(milliseconds=WINDOW_MS[slot[2]]),
+            "window_end": start + timedelta(milliseconds=WINDOW_MS[resolution]),
             "aggregates": window.statistics(),
             "unit": window.unit,
             "metadata": {},

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from array import array
-
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from streamforge.engine.recent_times import RecentTimes, repeated, times
+from streamforge.engine.recent_times import RecentTimes, empty, remembered, times
 
 
 def test_a_repeat_of_a_remembered_time_is_refused_in_any_order_and_the_earliest_arrival_is_forgotten() -> None:
-    memory: dict[str, array[int]] = {}
+    memory = empty()
     arrivals = [10, 20, 30, 20, 25, 25, 40, 10, 5, 5, 40, 30]
-    assert [repeated(memory, "pump", at, keep=4) for at in arrivals] == [
+    assert [remembered(memory, at, keep=4) for at in arrivals] == [
         False, False, False, True,  # 20 again
         False, True,  # 25 arrived late, then again
         False,  # 40 pushes 10, the earliest arrival, out
@@ -22,35 +20,28 @@ def test_a_repeat_of_a_remembered_time_is_refused_in_any_order_and_the_earliest_
         True,  # 40 is still among the last four to arrive
         False,  # 30 is not: 25, 40, 10 and 5 came after it
     ]  # fmt: skip
-    assert times(memory["pump"]) == [40, 10, 5, 30]
-
-
-def test_each_series_has_its_own_memory() -> None:
-    memory: dict[tuple[str, str], array[int]] = {}
-    assert not repeated(memory, ("pump", "flow"), 10, keep=1)
-    assert not repeated(memory, ("pump", "pressure"), 10, keep=1)
-    assert repeated(memory, ("pump", "flow"), 10, keep=1)
+    assert times(memory) == [40, 10, 5, 30]
 
 
 def test_saved_as_the_json_list_of_times_it_always_was_and_restored_from_it() -> None:
     adapter = TypeAdapter(RecentTimes)
-    memory: dict[str, array[int]] = {}
+    memory = empty()
     for at in (30, 10, 20):
-        repeated(memory, "s", at, keep=16)
-    assert adapter.dump_json(memory["s"]) == b"[30,10,20]"
+        remembered(memory, at, keep=16)
+    assert adapter.dump_json(memory) == b"[30,10,20]"
     restored = adapter.validate_json(b"[30,10,20]")  # also as a list of int saved before the arrays
     assert times(restored) == [30, 10, 20]
-    assert repeated({"s": restored}, "s", 10, keep=16) and not repeated({"s": restored}, "s", 31, keep=16)
+    assert remembered(restored, 10, keep=16) and not remembered(restored, 31, keep=16)
     for bad in (b'["10"]', b"[]"):
         with pytest.raises(ValidationError, match="epoch milliseconds"):
             adapter.validate_json(bad)
 
 
 def test_a_horizon_keeps_every_time_close_to_the_newest_beyond_the_count_and_forgets_the_rest() -> None:
-    memory: dict[str, array[int]] = {}
+    memory = empty()
     fast = list(range(0, 400, 10))  # 40 readings 10 ms apart: more than `keep`, all within the horizon
-    assert not any(repeated(memory, "s", at, keep=4, horizon_ms=1000) for at in fast)
-    assert all(repeated(memory, "s", at, keep=4, horizon_ms=1000) for at in fast)  # each one's second delivery
-    assert not repeated(memory, "s", 5000, keep=4, horizon_ms=1000)  # the newest moves on by 4.6 s ...
-    assert times(memory["s"]) == [370, 380, 390, 5000]  # ... and those past the horizon go, down to `keep`
-    assert not repeated(memory, "s", 10, keep=4, horizon_ms=1000)  # forgotten, so a repeat of 10 is not refused
+    assert not any(remembered(memory, at, keep=4, horizon_ms=1000) for at in fast)
+    assert all(remembered(memory, at, keep=4, horizon_ms=1000) for at in fast)  # each one's second delivery
+    assert not remembered(memory, 5000, keep=4, horizon_ms=1000)  # the newest moves on by 4.6 s ...
+    assert times(memory) == [370, 380, 390, 5000]  # ... and those past the horizon go, down to `keep`
+    assert not remembered(memory, 10, keep=4, horizon_ms=1000)  # forgotten, so a repeat of 10 is not refused

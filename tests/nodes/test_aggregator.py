@@ -45,6 +45,11 @@ def expected(records: list[dict[str, Any]], size_ms: int) -> dict[tuple[str, dat
     return out
 
 
+def open_windows(node: Aggregator) -> set[tuple[str, str, str, int]]:
+    """(asset, parameter, resolution, start) of every window the node holds open."""
+    return {(*key, w.resolution, w.start_ms) for key, series in node._series.items() for w in series.windows if w}
+
+
 def got(emitted: list[dict[str, Any]]) -> dict[tuple[str, datetime], dict[str, float]]:
     return {(a["asset_id"], a["window_start"]): a["aggregates"] for a in emitted}
 
@@ -195,12 +200,14 @@ async def test_a_long_window_keeps_numbers_not_readings() -> None:
     async with NodeHarness(Aggregator, {"resolutions": ["1h"], "allowed_lateness_s": 0}) as h:
         for start in range(0, len(records), 2000):
             await h.process(records[start : start + 2000])
-        windows = [w for ws in h.node._windows.values() for w in ws]
+        windows = [w for series in h.node._series.values() for w in series.windows if w is not None]
         assert [w.counted for w in windows] == [36_000] * series  # one open window per series, every reading counted
         assert all(w.elsewhere is None and not hasattr(w, "values") for w in windows)  # one partition's offset
         # The dedupe memory: the last DEDUP_RECENT, or the DEDUP_HORIZON_MS at 10 Hz, not the hour.
         kept = max(DEDUP_RECENT, DEDUP_HORIZON_MS // 100 + 1)
-        assert all(len(times(recent)) <= kept for recent in h.node._recent.values())
+        assert all(
+            series.recent is not None and len(times(series.recent)) <= kept for series in h.node._series.values()
+        )
 
 
 async def test_the_changelog_holds_exactly_the_open_windows_and_the_node_holds_them_once() -> None:
@@ -211,12 +218,12 @@ async def test_the_changelog_holds_exactly_the_open_windows_and_the_node_holds_t
                                         "checkpoint_s": 0.000001}) as h:  # fmt: skip
         for start in range(0, len(records), 30):  # a checkpoint after every batch: every window is saved
             await h.process(records[start : start + 30])
-        held = {(*slot, w.start_ms) for slot, windows in h.node._windows.items() for w in windows}
+        held = open_windows(h.node)
         saved = {tuple(json.loads(key)[1:]) for key in h.state if json.loads(key)[0] == "open"}
         assert saved == held and len(held) == 3 * 3  # per series: the 1 min window and 1 s windows 8 s and 9 s
         assert len(h.node._open) == 0
         await h.restart()
-        assert {(*slot, w.start_ms) for slot, windows in h.node._windows.items() for w in windows} == held
+        assert open_windows(h.node) == held
 
 
 def test_a_window_saved_by_the_version_before_restores() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,13 @@ from streamforge.runtime.kafka.clients import BatchProducer, ConsumedBatch, node
 log = logging.getLogger("streamforge.runtime")
 
 DEAD_LETTER_TOPIC = "dlq.telemetry"
+
+
+def passed_through(emitted: Emitted, inputs: Sequence[Message]) -> dict[int, bytes]:
+    """The original bytes of each input record emitted unchanged (the same object), by the record's id: a delivery
+    keeps these, not every input's reading until Kafka acknowledged the outputs."""
+    out = {id(record) for records in emitted.values() for record in records}
+    return {id(message.record): message.raw for message in inputs if message.raw and id(message.record) in out}
 
 
 @dataclass
@@ -51,10 +58,11 @@ class OutputPorts:
                                                                            schema))  # fmt: skip
         self._dead_letters = await encoder_for(self.env.registry, f"{DEAD_LETTER_TOPIC}-value", SCHEMAS["dead_letter"])
 
-    async def send(self, producer: BatchProducer, emitted: Emitted, inputs: Sequence[Message] = ()) -> None:
-        """Produce every output record; an input record passed through unchanged (the same object) is sent as its
+    async def send(
+        self, producer: BatchProducer, emitted: Emitted, encoded_as: Mapping[int, bytes] | None = None
+    ) -> None:
+        """Produce every output record; one in `encoded_as` (an input passed through: `passed_through`) is sent as its
         original bytes."""
-        encoded_as = {id(message.record): message.raw for message in inputs if message.raw}
         rejected: list[Record] = []
         for port, records in emitted.items():
             if not records:

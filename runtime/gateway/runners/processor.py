@@ -10,9 +10,10 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from streamforge.engine.sdk import Emitted, Message, ProcessorNode
+from streamforge.engine.sdk import Emitted, ProcessorNode
 from streamforge.engine.state import Changes
 from streamforge.runtime.gateway.runners.consumer import ConsumingRunner
+from streamforge.runtime.gateway.runners.outputs import passed_through
 from streamforge.runtime.kafka.clients import BatchProducer, ConsumedBatch
 
 DELIVERY_ON_STOP_S = 5.0
@@ -67,19 +68,20 @@ class ProcessorRunner(ConsumingRunner):
         if self._before is not None:
             await self._before  # at most two deliveries in hand
         self._before, self._sent = self._delivering, asyncio.get_running_loop().create_future()
-        self._delivering = asyncio.ensure_future(self._deliver(producer, emitted, batch.records, changes, retained,
+        encoded_as = passed_through(emitted, batch.records)  # the inputs themselves are let go of now
+        self._delivering = asyncio.ensure_future(self._deliver(producer, emitted, encoded_as, changes, retained,
                                                                read, answered, self._before, self._sent))  # fmt: skip
         if answered:
             await self._delivered()
 
-    async def _deliver(self, producer: BatchProducer, emitted: Emitted, inputs: list[Message], changes: Changes,
+    async def _deliver(self, producer: BatchProducer, emitted: Emitted, encoded_as: dict[int, bytes], changes: Changes,
                        retained: dict[tuple[str, int], int], read: dict[TopicPartition, int],
                        answered: list[tuple[asyncio.Future[Emitted], Emitted]], before: asyncio.Future[None] | None,
                        sent: asyncio.Future[None]) -> None:  # fmt: skip
         try:
-            await self.outputs.send(producer, emitted, inputs)
+            await self.outputs.send(producer, emitted, encoded_as)
             sent.set_result(None)
-            del emitted, inputs  # acknowledged: not held while the batch before saves (two batches of readings)
+            del emitted, encoded_as  # acknowledged: not held while the batch before saves (two batches of readings)
             if before is not None:
                 await before  # the batch before saved its state first: the changelog and the commits stay in order
             await self.changelog.save(producer, changes)

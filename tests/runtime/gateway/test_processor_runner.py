@@ -99,7 +99,7 @@ async def test_a_clean_stop_keeps_the_state_and_offsets_of_every_batch_delivered
         await asyncio.sleep(2)
         assert again.records_in.labels(flow=FLOW, node=node_id)._value.get() == 0  # nothing replayed
         assert isinstance(restarted.node, Validator)
-        assert restarted.node._last.get(("pump_0", "pressure")) == (T0 + timedelta(seconds=ROUNDS - 1), 8.9)
+        assert restarted.node._series[("pump_0", "pressure")].last == (T0 + timedelta(seconds=ROUNDS - 1), 8.9)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
