@@ -234,6 +234,20 @@ def test_unions_fastavro_resolves_by_trying_values_are_left_to_it(union: list[An
     assert compile_reader(union, from_epoch_ms) is not None  # reading needs no choice
 
 
+def test_equal_strings_read_from_different_values_are_one_object() -> None:
+    """Names recur in every reading: a batch of readings held in memory shares them (map keys and values too)."""
+    schema = {"type": "record", "name": "Named", "fields": [
+        {"name": "asset_id", "type": "string"}, {"name": "unit", "type": ["null", "string"]},
+        {"name": "metadata", "type": {"type": "map", "values": "string"}}]}  # fmt: skip
+    read = compiled(schema)
+    first, second = (read(body_of(schema, {"asset_id": "pump_" + "7", "unit": "bar", "metadata": {"line": "2"}}), 0)
+                     for _ in range(2))  # fmt: skip
+    assert first == second
+    assert first["asset_id"] is second["asset_id"] and first["unit"] is second["unit"]
+    ((key_1, value_1),), ((key_2, value_2),) = first["metadata"].items(), second["metadata"].items()
+    assert key_1 is key_2 and value_1 is value_2
+
+
 def test_timestamps_are_made_by_the_function_given() -> None:
     made: list[int] = []
 
