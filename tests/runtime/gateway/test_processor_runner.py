@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -16,10 +17,12 @@ from streamforge.engine.plan import InputPlan, NodePlan, OutputPlan
 from streamforge.engine.records import telemetry
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
+from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode
 from streamforge.engine.serde import encoder_for
 from streamforge.nodes.validator import Validator
 from streamforge.runtime.gateway.metrics import NodeMetrics
 from streamforge.runtime.gateway.runners import RuntimeEnv, changelog_topic, runner_for
+from streamforge.runtime.gateway.runners.outputs import DEAD_LETTER_TOPIC
 from streamforge.runtime.kafka.clients import BatchProducer, node_headers
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import create_topics
@@ -103,6 +106,64 @@ async def test_a_clean_stop_keeps_the_state_and_offsets_of_every_batch_delivered
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+class Relabel(ProcessorNode[NodeConfig]):
+    """Emits each reading as it came, except every fifth, whose value it spoils: its port's schema refuses that one."""
+
+    type = "relabel_for_test"
+    inputs = (Port("in", PortType.TELEMETRY),)
+    outputs = (Port("out", PortType.TELEMETRY),)
+
+    async def process(self, batch: Sequence[Message]) -> Emitted:
+        spoiled = ({**m.record, "value": "n/a"} if m.record["value"] % 5 == 0 else m.record for m in batch)
+        return {"out": list(spoiled)}
+
+
+async def test_an_output_its_schema_refuses_becomes_a_dead_letter_and_its_neighbours_go_out(
+    kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
+) -> None:
+    """A node's bad output record is not dropped and does not hold back the good ones of its batch: it goes to the
+    DLQ with the reason and the record, the others to the output topic, and every input offset is committed."""
+    node_id = unique.replace("_", "-")[-60:]
+    outputs = (OutputPlan("out", "telemetry", f"{node_id}.out"),)
+    changelog = NewTopic(changelog_topic(FLOW, node_id), 1, 1, topic_configs={"cleanup.policy": "compact"})
+    await create_topics(kafka.bootstrap, [NewTopic(f"{node_id}.raw", 12, 1), NewTopic(f"{node_id}.out", 12, 1),
+                                          NewTopic(DEAD_LETTER_TOPIC, 12, 1), changelog])  # fmt: skip
+    plan = NodePlan(node_id, Relabel.type, "processor", "gateway", node_id, f"{node_id}.group",
+                    (InputPlan("in", f"{node_id}.raw", ("source",)),), outputs, "{}", "")  # fmt: skip
+    readings = [
+        telemetry(f"pump_{i % 7}", "pressure", float(i), device_time=T0 + timedelta(seconds=i)) for i in range(100)
+    ]
+    encoder = await encoder_for(registry, f"{node_id}.raw-value", SCHEMAS["telemetry"])
+    async with BatchProducer(kafka.bootstrap) as producer:
+        report = await producer.send_records(f"{node_id}.raw", readings, encoder, node_headers(FLOW, "source"))
+        assert not report.failed and not report.rejected
+    types = load_node_types(False)
+    types.register(Relabel)
+    metrics = NodeMetrics()
+    runner = runner_for(plan, FLOW, RuntimeEnv(kafka.bootstrap, registry, metrics, types, batch_size=30))
+    task = asyncio.create_task(runner.run())
+    try:
+        good = await read_from(kafka, registry, f"{node_id}.out", FLOW, node_id, 80)
+        letters = await read_from(kafka, registry, DEAD_LETTER_TOPIC, FLOW, node_id, 20)
+
+        async def all_committed() -> bool | None:
+            return await committed(kafka.bootstrap, f"{node_id}.group", f"{node_id}.raw") == 100 or None
+
+        await eventually(all_committed, 30, what="every input offset committed")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert sorted(record["value"] for record in good) == [float(i) for i in range(100) if i % 5]
+    assert len(letters) == 20 and all(letter["reasons"][0]["code"] == "encode_error" for letter in letters)
+    assert all(letter["source_topic"] == f"{node_id}.out" for letter in letters)
+    spoiled = sorted(json.loads(letter["payload"])["value"] for letter in letters)
+    assert spoiled == ["n/a"] * 20 and sorted(letter["asset_id"] for letter in letters) == sorted(
+        f"pump_{i % 7}" for i in range(0, 100, 5)
+    )
+    assert metrics.errors.labels(flow=FLOW, node=node_id, kind="encode")._value.get() == 20
+    assert metrics.records_out.labels(flow=FLOW, node=node_id, port="out")._value.get() == 80
 
 
 def test_a_runner_keeps_the_validated_config_not_the_text_beside_it(registry: CachedSchemaRegistry) -> None:
