@@ -171,9 +171,7 @@ class StateStore:
             if not table.kept:
                 dict.pop(table, key, None)
         for table in tables.values():
-            if not table.kept and not table:
-                dict.clear(
-                    table
-                )  # an emptied dict keeps its largest table (a checkpoint's 50,000 windows) till cleared
+            if not table.kept and not table:  # emptied, a dict keeps its largest table (50,000 windows) till cleared
+                dict.clear(table)
         self.dirty.clear()
         return out

@@ -188,11 +188,11 @@ BOUNDS = array("q", [NEVER] * (1 + len(RESOLUTIONS)))
 
 
 class _Series(_Ints):
-    """All a series' state, in one object (~230 B): where a dict entry per table and resolution, each with a key of its
-    own, cost ~1 KB a series. The array: its watermark, then where each resolution's last emitted window ended.
-    `windows`: the open ones, the newest of each resolution at that resolution's index (a reading in order finds its
-    window there), older ones waiting out the lateness after them. `recent`: its dedupe memory, `recent_changed`
-    since the last checkpoint."""
+    """All a series' state, in one object (~230 B): a dict entry per table and resolution, each with a key of its own,
+    cost ~600 B a series more (the node alone at 10,000 series x 3 resolutions, journals cleared too: 27 -> 19 MB).
+    The array: its watermark, then where each resolution's last emitted window ended. `windows`: the open ones, the
+    newest of each resolution at that resolution's index (a reading in order finds its window there), older ones
+    waiting out the lateness after them. `recent`: its dedupe memory, `recent_changed` since the last checkpoint."""
 
     __slots__ = ("recent", "recent_changed", "windows")
     recent: array[int]
@@ -354,11 +354,8 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             replayed = message.offset < done.get(where, 0)
             if record["quality"] not in self._qualities or record["value"] is None:
                 continue
-            key = (record["asset_id"], record["parameter"])
-            series = series_of.get(key)
-            if series is None:
-                series = self._of(*key)
-                key = (intern(key[0]), intern(key[1]))
+            key = (record["asset_id"], record["parameter"])  # strings the Avro reader interned
+            series = series_of.get(key) or self._of(*key)
             at_ms = epoch_ms(event_time(record))
             if remembered(series.recent, at_ms, DEDUP_RECENT, DEDUP_HORIZON_MS):
                 continue  # replayed input too: the memory is back where it was when this offset was first read

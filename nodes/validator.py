@@ -110,7 +110,9 @@ class Validator(ProcessorNode[ValidatorConfig]):
         """The series' state, made when first needed. Its strings interned: the series would otherwise keep its first
         reading's copies alive, and the aggregator keeps the same ones."""
         key = (intern(asset_id), intern(parameter))
-        series = self._series[key] = _Series(self.config.rule_for(*key))
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = _Series(self.config.rule_for(*key))
         return series
 
     async def process(self, batch: Sequence[Message]) -> Emitted:
@@ -183,9 +185,9 @@ class Validator(ProcessorNode[ValidatorConfig]):
 
 class _Series:
     """A series' state: the rule it matches, its last accepted reading (device time, value) and the device times of its
-    last readings to arrive, in a machine-integer array (~600 B at 64, and no object outlives its reading). One
-    object, where a dict entry and a key per kind of state cost ~400 B more a series; a memory of all series together
-    (a set of 200,000 hashes beside a ring) held 17 MB at 10,000 series."""
+    last readings to arrive, in a machine-integer array (~600 B at 64, and no object outlives its reading; a memory of
+    all series together, a set of 200,000 hashes beside a ring, held 17 MB at 10,000 series). As much memory as a
+    dict per kind of state, which shared one key; one object, like the aggregator's, whose interned names it shares."""
 
     __slots__ = ("last", "recent", "rule")
 
