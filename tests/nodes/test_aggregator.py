@@ -16,7 +16,7 @@ from streamforge.engine.clock import ManualClock
 from streamforge.engine.recent_times import times
 from streamforge.engine.records import telemetry
 from streamforge.engine.testing import NodeHarness
-from streamforge.nodes.aggregator import DEDUP_HORIZON_MS, DEDUP_RECENT, Aggregator, SavedWindow, _Window
+from streamforge.nodes.aggregator import DEDUP_HORIZON_MS, DEDUP_RECENT, TURNS, Aggregator, SavedWindow, _Window
 
 T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
 
@@ -179,19 +179,38 @@ async def test_checkpoints_bound_the_replay_and_the_result_is_exactly_the_same()
     clock = ManualClock()
     async with NodeHarness(Aggregator, config, clock=clock) as h:
         messages = await h.messages(records)
-        crash_at = 1134  # the last batch before it is not saved yet: the checkpoints come every other batch
+        crash_at = 1134
         for start in range(0, crash_at, 100):
             await h.process_messages(messages[start : min(start + 100, crash_at)])
-            await clock.advance(0.6)  # a checkpoint every other batch
+            await clock.advance(0.25)  # two of the TURNS (8) a batch: the 3 series' turns, 0-2, are saved in turn
         resume = await h.restart()
         replay_from = resume[("in", 0)]
-        assert crash_at - 200 <= replay_from < crash_at  # since the last checkpoint, not since the minute began
+        # Turns 0-1 were saved after batch 9, turn 2 after batch 10: replayed from batch 10, within checkpoint_s
+        # (4 batches) of the crash, not since the minute began.
+        assert replay_from == 1000 and crash_at - 400 <= replay_from
         for start in range(replay_from, len(messages), 100):
             await h.process_messages(messages[start : start + 100])
     for port in ("agg_1s", "agg_1min"):
         assert_same(got(h.captured[port]), got(reference.captured[port]))
     first_minute = {key: stats for key, stats in expected(records, 60_000).items() if key[1] == T0}
     assert_same(got(h.captured["agg_1min"]), first_minute)  # open across the crash, every reading counted once
+
+
+async def test_series_are_saved_in_turns_each_within_checkpoint_s() -> None:
+    """A checkpoint of every series at once was 15 MB of JSON at 10,000 series, and held the node's batch while it was
+    encoded: an eighth of them is saved every checkpoint_s / 8, so each once in checkpoint_s."""
+    series = 2 * TURNS
+    records = readings(series * 9, series=series)  # a reading of each series per batch
+    clock = ManualClock()
+    saved_series = []
+    async with NodeHarness(Aggregator, {"resolutions": ["1min"], "checkpoint_s": 1}, clock=clock) as h:
+        for start in range(0, len(records), series):
+            await h.process(records[start : start + series])
+            saved_series.append(len({json.loads(key)[1] for key in h.state if json.loads(key)[0] == "open"}))
+            await clock.advance(1 / TURNS)
+        # Turn 0 was saved last after batch 1: held back from batch 2, less than checkpoint_s (8 batches) ago.
+        assert h.node.retained() == {("in", 0): 2 * series}
+    assert saved_series == [0, 2, 4, 6, 8, 10, 12, 14, 16]
 
 
 async def test_a_long_window_keeps_numbers_not_readings() -> None:
