@@ -289,9 +289,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             (INDEX_OF[resolution], resolution, WINDOW_MS[resolution]) for resolution in self.config.resolutions
         ]
         self._series: dict[tuple[str, str], _Series] = {}  # (asset, parameter) -> all its state
-        self._turns: list[list[tuple[tuple[str, str], _Series]]] = [
-            [] for _ in range(TURNS)
-        ]  # the series saved together
+        self._turns: list[list[tuple[str, str]]] = [[] for _ in range(TURNS)]  # the series saved together
         state = self.context.state
         self._done = state.table("done", int)  # next unprocessed offset per input partition
         # Journals: what a series holds is in its _Series; a table holds a value only from a change to the save after.
@@ -331,7 +329,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         series = self._series.get(key)
         if series is None:
             series = self._series[key] = _Series(len(self._series) % TURNS)
-            self._turns[series.turn].append((key, series))
+            self._turns[series.turn].append(key)
         return series
 
     def retained(self) -> dict[tuple[str, int], int]:
@@ -357,7 +355,9 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         """Save the turn's open windows counted into since its last save, and its dedupe memories that changed; their
         offsets need no holding back then."""
         self._holding[turn].clear()
-        for (asset, parameter), series in self._turns[turn]:
+        series_of = self._series
+        for asset, parameter in self._turns[turn]:
+            series = series_of[asset, parameter]
             for window in series.windows:
                 if window is not None and window.changed:
                     window.changed, window.saved = False, True

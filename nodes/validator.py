@@ -185,7 +185,7 @@ class Validator(ProcessorNode[ValidatorConfig]):
 
 class _Series:
     """A series' state: the rule it matches, its last accepted reading (device time, value) and the device times of its
-    last readings to arrive, in a machine-integer array (~600 B at 64, and no object outlives its reading; a memory of
+    last readings to arrive, in a 32-bit integer array (~330 B at 64, and no object outlives its reading; a memory of
     all series together, a set of 200,000 hashes beside a ring, held 17 MB at 10,000 series). As much memory as a
     dict per kind of state, which shared one key; one object, like the aggregator's, whose interned names it shares."""
 

@@ -45,3 +45,24 @@ def test_a_horizon_keeps_every_time_close_to_the_newest_beyond_the_count_and_for
     assert not remembered(memory, 5000, keep=4, horizon_ms=1000)  # the newest moves on by 4.6 s ...
     assert times(memory) == [370, 380, 390, 5000]  # ... and those past the horizon go, down to `keep`
     assert not remembered(memory, 10, keep=4, horizon_ms=1000)  # forgotten, so a repeat of 10 is not refused
+
+
+def test_times_are_32_bit_offsets_and_one_out_of_reach_moves_the_base_forgetting_those_left_behind() -> None:
+    now = 1_764_900_000_000  # December 2025, in epoch ms: out of a 32-bit integer's reach
+    day = 86_400_000
+    memory = empty()
+    for at in (now, now - 1000, now + 20 * day):  # 20 days on: still within reach (24.8 days) of the base
+        assert not remembered(memory, at, keep=8)
+    assert memory.itemsize == 4 and times(memory) == [now, now - 1000, now + 20 * day]
+    assert not remembered(memory, now + 40 * day, keep=8)  # out of reach: based there, 20 days back is kept
+    assert times(memory) == [now + 20 * day, now + 40 * day]
+    assert remembered(memory, now + 20 * day, keep=8) and not remembered(memory, now, keep=8)
+    before_1970 = empty()  # a device clock far off: negative times work alike
+    assert [remembered(before_1970, at, keep=8) for at in (-5000, -6000, -5000)] == [False, False, True]
+    assert times(before_1970) == [-5000, -6000]
+
+
+def test_a_saved_list_wider_than_the_reach_restores_around_its_newest_time() -> None:
+    day = 86_400_000
+    restored = TypeAdapter(RecentTimes).validate_python([0, 30 * day, 29 * day])
+    assert times(restored) == [30 * day, 29 * day]  # 0 is 30 days before the newest: no repeat comes that late
