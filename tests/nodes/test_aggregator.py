@@ -182,11 +182,11 @@ async def test_checkpoints_bound_the_replay_and_the_result_is_exactly_the_same()
         crash_at = 1134
         for start in range(0, crash_at, 100):
             await h.process_messages(messages[start : min(start + 100, crash_at)])
-            await clock.advance(0.25)  # two of the TURNS (8) a batch: the 3 series' turns, 0-2, are saved in turn
+            await clock.advance(0.25)  # 8 of the TURNS (32) a batch: the 3 series' turns, 0-2, are saved together
         resume = await h.restart()
         replay_from = resume[("in", 0)]
-        # Turns 0-1 were saved after batch 9, turn 2 after batch 10: replayed from batch 10, within checkpoint_s
-        # (4 batches) of the crash, not since the minute began.
+        # Turns 0-7 were saved after batch 9 (8-15 after batch 10, 16-23 after 11): replayed from batch 10, within
+        # checkpoint_s (4 batches) of the crash, not since the minute began.
         assert replay_from == 1000 and crash_at - 400 <= replay_from
         for start in range(replay_from, len(messages), 100):
             await h.process_messages(messages[start : start + 100])
@@ -198,9 +198,9 @@ async def test_checkpoints_bound_the_replay_and_the_result_is_exactly_the_same()
 
 async def test_series_are_saved_in_turns_each_within_checkpoint_s() -> None:
     """A checkpoint of every series at once was 15 MB of JSON at 10,000 series, and held the node's batch while it was
-    encoded: an eighth of them is saved every checkpoint_s / 8, so each once in checkpoint_s."""
+    encoded: 1 / TURNS of them is saved every checkpoint_s / TURNS, so each once in checkpoint_s."""
     series = 2 * TURNS
-    records = readings(series * 9, series=series)  # a reading of each series per batch
+    records = readings(series * (TURNS + 1), series=series)  # a reading of each series per batch
     clock = ManualClock()
     saved_series = []
     async with NodeHarness(Aggregator, {"resolutions": ["1min"], "checkpoint_s": 1}, clock=clock) as h:
@@ -208,9 +208,9 @@ async def test_series_are_saved_in_turns_each_within_checkpoint_s() -> None:
             await h.process(records[start : start + series])
             saved_series.append(len({json.loads(key)[1] for key in h.state if json.loads(key)[0] == "open"}))
             await clock.advance(1 / TURNS)
-        # Turn 0 was saved last after batch 1: held back from batch 2, less than checkpoint_s (8 batches) ago.
+        # Turn 0 was saved last after batch 1: held back from batch 2, less than checkpoint_s (TURNS batches) ago.
         assert h.node.retained() == {("in", 0): 2 * series}
-    assert saved_series == [0, 2, 4, 6, 8, 10, 12, 14, 16]
+    assert saved_series == list(range(0, series + 1, 2))  # a turn's 2 series a batch, after the first
 
 
 async def test_a_long_window_keeps_numbers_not_readings() -> None:
