@@ -17,6 +17,7 @@ from pydantic import PlainSerializer, PlainValidator
 SPAN = 2**31
 HIGH, LOW, NEWEST, FIRST = range(4)
 NOTHING = -SPAN  # the newest of a memory that holds no time
+LATEST = 2**61  # no time is this far from 1970 (a datetime's is below 2**48): its base's high half fits 32 bits
 MOST_KEPT = 100_000  # per series, whatever the horizon (a 10 kHz series' 10 s): a bound on memory, not a rule
 
 
@@ -39,8 +40,13 @@ def _based_at(base: int, arrived: list[int]) -> array[int]:
 def _memory(value: object) -> array[int]:
     if isinstance(value, array):
         return value
-    if not isinstance(value, list) or not value or not all(type(item) is int for item in value):
-        raise ValueError("expected a non-empty list of device times in epoch milliseconds, oldest arrival first")
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(type(item) is int and -LATEST < item < LATEST for item in value)
+    ):
+        raise ValueError("expected a non-empty list of device times in epoch milliseconds (within ±2**61), oldest "
+                         "arrival first")  # fmt: skip
     return _based_at(max(value), value)
 
 
