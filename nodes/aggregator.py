@@ -258,10 +258,10 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
 
     Crash-safe: every `checkpoint_s` a series' open windows that changed are saved to the changelog (table `open`)
     with the offsets they counted, a 32nd of the series at a time (TURNS); input offsets counted since are retained
-    (never committed past). Which windows were
-    already emitted lives in the changelog too (tables `closed`, `watermark`, `done`), so a replay re-emits nothing
-    partial and counts nothing twice. Output keys are asset|parameter|window_start, so an idempotent sink turns
-    any re-emission into a no-op. Idle windows close on the node's clock.
+    (never committed past). Which windows were already emitted lives in the changelog too (tables `closed`,
+    `watermark`, `done`), so a replay re-emits nothing partial and counts nothing twice. Output keys are
+    asset|parameter|window_start, so an idempotent sink turns any re-emission into a no-op. Idle windows close on the
+    node's clock.
     """
 
     type = "aggregator"
