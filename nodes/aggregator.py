@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from sys import intern
-from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
-from pydantic import Field, PlainSerializer, PlainValidator, TypeAdapter, field_validator
+from pydantic import Field, field_validator
 
 from streamforge.engine.recent_times import RecentTimes, empty, remembered
 from streamforge.engine.records import epoch_ms, event_time, from_epoch_ms, reason
@@ -51,99 +51,148 @@ class AggregatorConfig(NodeConfig):
         return value
 
 
-# A window is one array of doubles (counts, offsets and epoch milliseconds are exact below 2**53) with its few
-# references in slots beside: ~210 B. Its numbers as attributes were an int or float object each (~620 B a window
-# and a steady churn of long-lived objects), then an array held by a window object (~270 B).
-START_MS, COUNT, TOTAL, COMPENSATION, LOW, HIGH, FIRST_MS, FIRST, LAST_MS, LAST, APPLIED, TOUCHED = range(12)
-EMPTY = array("d", [0, 0, 0.0, 0.0, math.inf, -math.inf, 2.0**62, 0.0, -(2.0**62), 0.0, 0, 0.0])
+# A series' state is one array of doubles (counts, offsets and epoch milliseconds are exact below 2**53): its
+# watermark and where each resolution's last emitted window ended, then its open windows, WIDTH numbers each. First
+# a slot per configured resolution, holding its newest window (a reading in order finds its window there), then
+# older ones waiting out the lateness after them. A window object each (an array with a few references beside,
+# ~210 B) with a list per series to hold them was ~1,300 B a series at 5 open windows and 10,000 objects made and
+# dropped a second at 10,000 series; this is ~800 B, and a window that closes is a slice deleted.
+WATERMARK = 0  # a series' newest device time; after it, per resolution (RESOLUTIONS order), its last close's end
+HEADER = 1 + len(RESOLUTIONS)
+# A window's numbers, from its position in its series. RESOLUTION of its length (END_MS - START_MS); PARTITION and
+# UNIT index the node's names of them; CHANGED: counted into since it was last saved; SAVED: in the changelog (its
+# close must delete it there). APPLIED: the next input offset of PARTITION already counted (a replay after a restart
+# skips what the saved window holds); a series comes from one partition (its key's), any other (an input
+# repartitioned) in its series' `elsewhere`.
+START_MS, END_MS, COUNT, TOTAL, COMPENSATION, LOW, HIGH, FIRST_MS, FIRST, LAST_MS, LAST, APPLIED, TOUCHED, \
+    PARTITION, UNIT, CHANGED, SAVED = range(17)  # fmt: skip
+WIDTH = 17
+FRESH = array("d", [0, 0, 0, 0.0, 0.0, math.inf, -math.inf, 2.0**62, 0.0, -(2.0**62), 0.0, 0, 0.0, -1, 0, 0, 0])
+# A resolution's slot without a window: its start and end equal no time and its touch is never idle, so it is never
+# found, due or idle.
+VACANT = array("d", [math.nan, math.nan, *FRESH[COUNT:TOUCHED], math.inf, *FRESH[PARTITION:]])
+RESOLUTION_OF: dict[float, str] = {float(size): resolution for resolution, size in WINDOW_MS.items()}
 
 if TYPE_CHECKING:  # array is not subscriptable at run time (before 3.12)
     _Doubles = array[float]
-    _Ints = array[int]
 else:
-    _Doubles = _Ints = array
+    _Doubles = array
 
 
-class _Window(_Doubles):
-    """Running statistics of one window, O(1) in the readings it saw (a 1 h window at 100 Hz is a few numbers).
+class _Series(_Doubles):
+    """All a series' state, in one object: the array (WATERMARK, its windows), its dedupe memory (`recent`,
+    `recent_changed` since its last save), `turn`: when it is saved (TURNS), and `elsewhere`: per window (start, end),
+    the next offset counted of each partition other than its own (None while there is none)."""
 
-    What it applied: the next input offset per partition already counted in these statistics, so a replay after a
-    restart skips what the saved window holds. A series comes from one partition (its key's), kept in the array;
-    any other (an input repartitioned) in `elsewhere`. `changed`: counted into since it was last saved; `saved`:
-    in the changelog (its close must delete it there)."""
+    __slots__ = ("elsewhere", "recent", "recent_changed", "turn")
+    elsewhere: dict[tuple[float, float], dict[int, int]] | None
+    recent: array[int]
+    recent_changed: bool
+    turn: int
 
-    __slots__ = ("changed", "elsewhere", "partition", "resolution", "saved", "unit")
-    changed: bool
-    elsewhere: dict[str, int] | None
-    partition: str | None
-    resolution: str
-    saved: bool
-    unit: str | None
+    def __new__(cls, empty_series: _Doubles, turn: int) -> _Series:
+        series = cast(_Series, super().__new__(cls, "d", empty_series))
+        series.recent, series.recent_changed, series.turn, series.elsewhere = empty(), False, turn, None
+        return series
 
-    def __new__(cls, start_ms: int, unit: str | None, resolution: str = "1s") -> _Window:
-        window = cast(_Window, super().__new__(cls, "d", EMPTY))
-        window[START_MS] = start_ms
-        window.unit, window.resolution, window.partition, window.elsewhere = unit, resolution, None, None
-        window.changed = window.saved = False
-        return window
+    def windows(self) -> range:
+        """The positions of its windows (and of vacant slots, which are never found, due or idle)."""
+        return range(HEADER, len(self), WIDTH)
 
-    def add(self, at_ms: int, value: float, where: str, offset: int, now: float) -> None:
-        self[COUNT] += 1
-        total = self[TOTAL]
+    def find(self, slot: int, start: float, end: float, older: int) -> int:
+        """The position of the open window from `start` to `end`, or -1: in its resolution's `slot` if the newest,
+        else among the `older` ones."""
+        if self[slot] == start:
+            return slot
+        for at in range(older, len(self), WIDTH):
+            if self[at] == start and self[at + END_MS] == end:
+                return at
+        return -1
+
+    def open(self, slot: int | None, start: float, end: float, unit: int, now: float) -> int:
+        """Open a window from `start` to `end`: the position it is at. The newest of its resolution in its `slot`
+        (None: a resolution not configured, restored from before), where the one it replaces moves to the older."""
+        if slot is None or self[slot] > start:  # no slot, or a newer window in it (a vacant one's start is NaN)
+            at = len(self)
+            self.extend(FRESH)
+        else:
+            if not math.isnan(self[slot]):
+                self.extend(self[slot : slot + WIDTH])
+            at = slot
+            self[at : at + WIDTH] = FRESH
+        self[at + START_MS], self[at + END_MS], self[at + UNIT], self[at + TOUCHED] = start, end, unit, now
+        return at
+
+    def add(self, at: int, at_ms: int, value: float, partition: int, offset: int, now: float) -> None:
+        """Count a reading into the window at `at` (O(1): a 1 h window at 100 Hz is the same few numbers)."""
+        self[at + COUNT] += 1
+        total = self[at + TOTAL]
         summed = total + value
         if abs(total) >= abs(value):  # Neumaier: the low-order bits the total lost, so avg matches an exact sum
-            self[COMPENSATION] += (total - summed) + value
+            self[at + COMPENSATION] += (total - summed) + value
         else:
-            self[COMPENSATION] += (value - summed) + total
-        self[TOTAL] = summed
-        if value < self[LOW]:
-            self[LOW] = value
-        if value > self[HIGH]:
-            self[HIGH] = value
-        if at_ms < self[FIRST_MS]:
-            self[FIRST_MS], self[FIRST] = at_ms, value
-        if at_ms > self[LAST_MS]:
-            self[LAST_MS], self[LAST] = at_ms, value
-        if where == self.partition:
-            self[APPLIED] = offset + 1
+            self[at + COMPENSATION] += (value - summed) + total
+        self[at + TOTAL] = summed
+        if value < self[at + LOW]:
+            self[at + LOW] = value
+        if value > self[at + HIGH]:
+            self[at + HIGH] = value
+        if at_ms < self[at + FIRST_MS]:
+            self[at + FIRST_MS], self[at + FIRST] = at_ms, value
+        if at_ms > self[at + LAST_MS]:
+            self[at + LAST_MS], self[at + LAST] = at_ms, value
+        if partition == self[at + PARTITION]:
+            self[at + APPLIED] = offset + 1
         else:
-            self.apply(where, offset + 1)
-        self.changed = True
-        self[TOUCHED] = now
+            self.apply(at, partition, offset + 1)
+        self[at + CHANGED], self[at + TOUCHED] = 1, now
 
-    def apply(self, where: str, next_offset: int) -> None:
-        """Mark partition `where` counted up to `next_offset`."""
-        if where == self.partition or self.partition is None:
-            self.partition, self[APPLIED] = where, next_offset
+    def apply(self, at: int, partition: int, next_offset: int) -> None:
+        """Mark `partition` counted up to `next_offset` in the window at `at`."""
+        if partition == self[at + PARTITION] or self[at + PARTITION] < 0:
+            self[at + PARTITION], self[at + APPLIED] = partition, next_offset
         else:
             if self.elsewhere is None:
                 self.elsewhere = {}
-            self.elsewhere[where] = next_offset
+            self.elsewhere.setdefault((self[at], self[at + END_MS]), {})[partition] = next_offset
 
-    def applied(self, where: str) -> int:
-        """The next offset of partition `where` not yet counted here."""
-        if where == self.partition:
-            return int(self[APPLIED])
-        return self.elsewhere.get(where, 0) if self.elsewhere else 0
+    def applied(self, at: int, partition: int) -> int:
+        """The next offset of `partition` not yet counted in the window at `at`."""
+        if partition == self[at + PARTITION]:
+            return int(self[at + APPLIED])
+        if self.elsewhere is None:
+            return 0
+        return self.elsewhere.get((self[at], self[at + END_MS]), {}).get(partition, 0)
 
-    @property
-    def start_ms(self) -> int:
-        return int(self[START_MS])
+    def others(self, at: int) -> dict[int, int]:
+        """The window's offsets counted of partitions other than its own."""
+        if self.elsewhere is None:
+            return {}
+        return self.elsewhere.get((self[at], self[at + END_MS]), {})
 
-    @property
-    def counted(self) -> int:
-        """Readings counted (not array.count, which counts a value)."""
-        return int(self[COUNT])
+    def drop(self, closing: list[int], older: int) -> None:
+        """Let go of the windows at these positions (closed): a resolution's slot is left vacant."""
+        for at in sorted(closing, reverse=True):  # an older one's deletion moves those after it
+            if self.elsewhere is not None:
+                self.elsewhere.pop((self[at], self[at + END_MS]), None)
+            if at < older:
+                self[at : at + WIDTH] = VACANT
+            else:
+                del self[at : at + WIDTH]
+        if not self.elsewhere:
+            self.elsewhere = None
 
-    def statistics(self) -> dict[str, Any]:
-        return {"avg": (self[TOTAL] + self[COMPENSATION]) / self[COUNT], "min": self[LOW], "max": self[HIGH],
-                "first": self[FIRST], "last": self[LAST], "count": int(self[COUNT])}  # fmt: skip
+    def statistics(self, at: int) -> dict[str, Any]:
+        count = self[at + COUNT]
+        return {"avg": (self[at + TOTAL] + self[at + COMPENSATION]) / count, "min": self[at + LOW],
+                "max": self[at + HIGH], "first": self[at + FIRST], "last": self[at + LAST],
+                "count": int(count)}  # fmt: skip
 
 
 @dataclass
-class _SavedWindow:
-    """A window as the changelog holds it (the shape every version saved; the `changed`, `touched` and `pending`
-    that earlier ones saved beside it are ignored)."""
+class SavedWindow:
+    """A window as the changelog holds it, table `open` (the shape every version saved; the `changed`, `touched` and
+    `pending` that earlier ones saved beside it are ignored)."""
 
     start_ms: int
     unit: str | None
@@ -157,95 +206,6 @@ class _SavedWindow:
     last_ms: int
     last: float
     applied: dict[str, int] = field(default_factory=dict)
-
-
-_SAVED = TypeAdapter(_SavedWindow)
-
-
-def _restored(value: object) -> _Window:
-    if isinstance(value, _Window):
-        return value
-    saved = _SAVED.validate_python(value)
-    window = _Window(saved.start_ms, saved.unit)
-    window[COUNT:TOUCHED] = array("d", [saved.count, saved.total, saved.compensation, saved.low, saved.high,
-                                        saved.first_ms, saved.first, saved.last_ms, saved.last, 0])  # fmt: skip
-    window.saved = True
-    for where, next_offset in saved.applied.items():
-        window.apply(where, next_offset)
-    return window
-
-
-def _saved(w: _Window) -> dict[str, Any]:
-    applied = {w.partition: int(w[APPLIED])} if w.partition is not None else {}
-    return {"start_ms": w.start_ms, "unit": w.unit, "count": int(w[COUNT]), "total": w[TOTAL],
-            "compensation": w[COMPENSATION], "low": w[LOW], "high": w[HIGH], "first_ms": int(w[FIRST_MS]),
-            "first": w[FIRST], "last_ms": int(w[LAST_MS]), "last": w[LAST],
-            "applied": {**applied, **(w.elsewhere or {})}}  # fmt: skip
-
-
-def _start_of(window: _Window) -> float:
-    return window[START_MS]
-
-
-WATERMARK = 0  # a series' newest device time; after it, per resolution (RESOLUTIONS order), its last close's end
-BOUNDS = array("q", [NEVER] * (1 + len(RESOLUTIONS)))
-
-
-class _Series(_Ints):
-    """All a series' state, in one object (~230 B): a dict entry per table and resolution, each with a key of its own,
-    cost ~600 B a series more (the node alone at 10,000 series x 3 resolutions, journals cleared too: 27 -> 19 MB).
-    The array: its watermark, then where each resolution's last emitted window ended. `windows`: the open ones, the
-    newest of each resolution at that resolution's index (a reading in order finds its window there), older ones
-    waiting out the lateness after them. `recent`: its dedupe memory, `recent_changed` since its last save. `turn`: when
-    it is saved (TURNS)."""
-
-    __slots__ = ("recent", "recent_changed", "turn", "windows")
-    recent: array[int]
-    recent_changed: bool
-    turn: int
-    windows: list[_Window | None]
-
-    def __new__(cls, turn: int) -> _Series:
-        series = cast(_Series, super().__new__(cls, "q", BOUNDS))
-        series.recent, series.recent_changed, series.windows = empty(), False, [None] * len(RESOLUTIONS)
-        series.turn = turn
-        return series
-
-    def find(self, index: int, start: int) -> _Window | None:
-        """The open window of resolution RESOLUTIONS[index] that starts at `start`, if any."""
-        windows = self.windows
-        window = windows[index]
-        if window is not None and window[START_MS] == start:
-            return window
-        resolution = RESOLUTIONS[index]
-        for window in windows[len(RESOLUTIONS) :]:
-            if window is not None and window[START_MS] == start and window.resolution == resolution:
-                return window
-        return None
-
-    def place(self, window: _Window) -> None:
-        """Hold an open window: the newest of its resolution at its index."""
-        windows, index = self.windows, INDEX_OF[window.resolution]
-        newest = windows[index]
-        if newest is None:
-            windows[index] = window
-        elif window[START_MS] > newest[START_MS]:
-            windows[index] = window
-            windows.append(newest)
-        else:
-            windows.append(window)
-
-    def drop(self, closing: list[_Window]) -> None:
-        """Let go of these windows (closed)."""
-        windows, kept = self.windows, len(RESOLUTIONS)
-        for index in range(kept):
-            if windows[index] is not None and any(windows[index] is window for window in closing):
-                windows[index] = None
-        windows[kept:] = [window for window in windows[kept:] if not any(window is gone for gone in closing)]
-
-
-# The `open` table's value: held compact, saved and restored as _SavedWindow.
-SavedWindow = Annotated[_Window, PlainValidator(_restored), PlainSerializer(_saved, return_type=dict[str, Any])]
 
 
 class Aggregator(ProcessorNode[AggregatorConfig]):
@@ -285,11 +245,22 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
     async def start(self) -> None:
         self._lateness_ms = int(self.config.allowed_lateness_s * 1000)
         self._qualities = set(self.config.qualities)
-        self._sizes = [
-            (INDEX_OF[resolution], resolution, WINDOW_MS[resolution]) for resolution in self.config.resolutions
-        ]
+        # Per configured resolution: its slot in a series, its index in the bounds, its size.
+        self._slot_of: dict[str, int] = {
+            resolution: HEADER + WIDTH * n for n, resolution in enumerate(self.config.resolutions)
+        }
+        self._older = HEADER + WIDTH * len(self._slot_of)  # where a series' older windows begin
+        self._sizes = [(slot, 1 + INDEX_OF[resolution], resolution, WINDOW_MS[resolution])
+                       for resolution, slot in self._slot_of.items()]  # fmt: skip
+        self._empty_series = array("d", [NEVER] * HEADER + [*VACANT] * len(self._slot_of))
         self._series: dict[tuple[str, str], _Series] = {}  # (asset, parameter) -> all its state
         self._turns: list[list[tuple[str, str]]] = [[] for _ in range(TURNS)]  # the series saved together
+        # Names a window refers to by index: the input partitions ("topic|partition") and the units it counted.
+        self._partitions: list[str] = []
+        self._partition_index: dict[str, int] = {}
+        self._partition_of: dict[tuple[str, int], int] = {}  # (topic, partition) -> its index
+        self._units: list[str | None] = []
+        self._unit_index: dict[str | None, int] = {}
         state = self.context.state
         self._done = state.table("done", int)  # next unprocessed offset per input partition
         # Journals: what a series holds is in its _Series; a table holds a value only from a change to the save after.
@@ -302,22 +273,17 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             self._of(asset, parameter)[WATERMARK] = at_ms
         for (asset, parameter, resolution), end in self._closed.take():
             self._of(asset, parameter)[1 + INDEX_OF[str(resolution)]] = end
-        for (asset, parameter, resolution, _), window in self._open.take():
-            window[TOUCHED] = self.clock.monotonic()
-            window.resolution = RESOLUTIONS[INDEX_OF[str(resolution)]]
-            self._of(asset, parameter).place(window)
+        for (asset, parameter, resolution, _), saved in self._open.take():
+            self._restore(self._of(asset, parameter), str(resolution), saved)
         for (asset, parameter), recent in self._saved_recent.take():
             self._of(asset, parameter).recent = recent
-        self._partition_names: dict[tuple[str, int], str] = {}
         # Per turn, per input partition, the first offset counted into a window of its series since their last save:
         # what retained() holds back. A window closed since needs no holding, but scanning the open ones for the
         # exact earliest cost 5 µs a reading at 10,000 series; held back at most until the turn's next save, a crash
         # replays no more input than checkpoint_s either way (what was emitted is not emitted again: `closed`).
-        self._holding: list[dict[str, int]] = [{} for _ in range(TURNS)]
+        self._holding: list[dict[int, int]] = [{} for _ in range(TURNS)]
         # Series whose windows may have come due: those whose watermark moved (restored windows, on the first batch).
-        self._advanced: dict[tuple[str, str], _Series] = {
-            key: series for key, series in self._series.items() if any(series.windows)
-        }
+        self._advanced: dict[tuple[str, str], _Series] = dict(self._series)
         self._next_turn, self._turn_due = 0, self.clock.monotonic() + self.config.checkpoint_s / TURNS
         self.late_count = 0
         self.ignored_count = 0
@@ -328,17 +294,53 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         key = (intern(str(asset)), intern(str(parameter)))
         series = self._series.get(key)
         if series is None:
-            series = self._series[key] = _Series(len(self._series) % TURNS)
+            series = self._series[key] = _Series(self._empty_series, len(self._series) % TURNS)
             self._turns[series.turn].append(key)
         return series
 
+    def _partition(self, name: str) -> int:
+        index = self._partition_index.get(name)
+        if index is None:
+            index = self._partition_index[name] = len(self._partitions)
+            self._partitions.append(name)
+        return index
+
+    def _unit(self, unit: str | None) -> int:
+        index = self._unit_index.get(unit)
+        if index is None:
+            index = self._unit_index[unit] = len(self._units)
+            self._units.append(unit)
+        return index
+
+    def _restore(self, series: _Series, resolution: str, saved: SavedWindow) -> None:
+        """Hold a window as its last checkpoint saved it."""
+        start = float(saved.start_ms)
+        at = series.open(self._slot_of.get(resolution), start, start + WINDOW_MS[resolution], self._unit(saved.unit),
+                         self.clock.monotonic())  # fmt: skip
+        series[at + COUNT : at + TOUCHED] = array("d", [saved.count, saved.total, saved.compensation, saved.low,
+                                                        saved.high, saved.first_ms, saved.first, saved.last_ms,
+                                                        saved.last, 0])  # fmt: skip
+        series[at + SAVED] = 1
+        for name, next_offset in saved.applied.items():
+            series.apply(at, self._partition(name), next_offset)
+
+    def _saved(self, series: _Series, at: int) -> SavedWindow:
+        applied = {self._partitions[int(series[at + PARTITION])]: int(series[at + APPLIED])} if (
+            series[at + PARTITION] >= 0) else {}  # fmt: skip
+        for partition, next_offset in series.others(at).items():
+            applied[self._partitions[partition]] = next_offset
+        return SavedWindow(int(series[at + START_MS]), self._units[int(series[at + UNIT])], int(series[at + COUNT]),
+                           series[at + TOTAL], series[at + COMPENSATION], series[at + LOW], series[at + HIGH],
+                           int(series[at + FIRST_MS]), series[at + FIRST], int(series[at + LAST_MS]),
+                           series[at + LAST], applied)  # fmt: skip
+
     def retained(self) -> dict[tuple[str, int], int]:
-        held: dict[str, int] = {}
+        held: dict[int, int] = {}
         for holding in self._holding:
-            for name, offset in holding.items():
-                if offset < held.get(name, offset + 1):
-                    held[name] = offset
-        return {where: held[name] for where, name in self._partition_names.items() if name in held}
+            for partition, offset in holding.items():
+                if offset < held.get(partition, offset + 1):
+                    held[partition] = offset
+        return {where: held[partition] for where, partition in self._partition_of.items() if partition in held}
 
     def _save_due(self, now: float) -> None:
         """Save the turns whose time has come: every one, once the node fell a whole round behind (a long batch, a
@@ -358,10 +360,11 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         series_of = self._series
         for asset, parameter in self._turns[turn]:
             series = series_of[asset, parameter]
-            for window in series.windows:
-                if window is not None and window.changed:
-                    window.changed, window.saved = False, True
-                    self._open[(asset, parameter, window.resolution, window.start_ms)] = window
+            for at in series.windows():
+                if series[at + CHANGED]:
+                    series[at + CHANGED], series[at + SAVED] = 0, 1
+                    resolution = RESOLUTION_OF[series[at + END_MS] - series[at]]
+                    self._open[(asset, parameter, resolution, int(series[at]))] = self._saved(series, at)
             if series.recent_changed:
                 series.recent_changed = False
                 self._saved_recent[(asset, parameter)] = series.recent
@@ -369,7 +372,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
     async def process(self, batch: Sequence[Message]) -> Emitted:
         late: list[Record] = []
         first_resolution = self.config.resolutions[0]
-        sizes, lateness, now = self._sizes, self._lateness_ms, self.clock.monotonic()
+        sizes, lateness, older, now = self._sizes, self._lateness_ms, self._older, self.clock.monotonic()
         done, series_of, advanced = self._done, self._series, self._advanced
         read: dict[tuple[str, int], int] = {}  # the last offset of the batch per input partition
         for message in batch:
@@ -387,26 +390,25 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                 continue  # replayed input too: the memory is back where it was when this offset was first read
             series.recent_changed = True
             holding = self._holding[series.turn]
-            partition = self._partition_names.get(where)
-            if partition is None:  # one string per input partition, shared by every window's `applied`
-                partition = self._partition_names[where] = f"{message.topic}|{message.partition}"
+            partition = self._partition_of.get(where)
+            if partition is None:
+                partition = self._partition_of[where] = self._partition(f"{message.topic}|{message.partition}")
             watermark = series[WATERMARK]
-            for index, resolution, size in sizes:
+            for slot, bound, resolution, size in sizes:
                 start = at_ms - at_ms % size
-                if start < series[1 + index] or start + size + lateness <= watermark:
+                if start < series[bound] or start + size + lateness <= watermark:
                     if replayed:
                         self.ignored_count += 1  # its window was emitted before the restart
                     elif resolution == first_resolution:
                         self.late_count += 1
                         late.append(self._late(message, resolution, start))
                     continue
-                window = series.find(index, start)
-                if window is None:
-                    window = _Window(start, record.get("unit"), resolution)
-                    series.place(window)
-                if replayed and message.offset < window.applied(partition):
+                at = series.find(slot, start, start + size, older)
+                if at < 0:
+                    at = series.open(slot, start, start + size, self._unit(record.get("unit")), now)
+                elif replayed and message.offset < series.applied(at, partition):
                     continue  # a replay of what the saved window already counted (new input is past all it counted)
-                window.add(at_ms, float(record["value"]), partition, message.offset, now)
+                series.add(at, at_ms, float(record["value"]), partition, message.offset, now)
                 if message.offset < holding.get(partition, message.offset + 1):
                     holding[partition] = message.offset
             if at_ms > watermark:
@@ -421,8 +423,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         emitted: Emitted = {}
         for key, series in advanced.items():
             passed = series[WATERMARK] - lateness
-            due = [window for window in series.windows
-                   if window is not None and window[START_MS] + WINDOW_MS[window.resolution] <= passed]  # fmt: skip
+            due = [at for at in series.windows() if series[at + END_MS] <= passed]
             if due:
                 self._close(key, series, due, emitted)
         advanced.clear()
@@ -436,35 +437,37 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         idle_since = monotonic - self.config.idle_close_s
         emitted: Emitted = {}
         for key, series in self._series.items():
-            idle = [window for window in series.windows if window is not None and window[TOUCHED] < idle_since]
+            idle = [at for at in series.windows() if series[at + TOUCHED] < idle_since]
             if idle:
                 self._close(key, series, idle, emitted)
         self._save_due(monotonic)
         return emitted
 
-    def _close(self, key: tuple[str, str], series: _Series, due: list[_Window], emitted: Emitted) -> None:
-        """Close these windows of the series, oldest first: their statistics go out on their resolution's port."""
-        series.drop(due)
-        for window in sorted(due, key=_start_of):
-            start, resolution = window.start_ms, window.resolution
-            if window.saved:
+    def _close(self, key: tuple[str, str], series: _Series, due: list[int], emitted: Emitted) -> None:
+        """Close the windows of the series at these positions, oldest first: their statistics go out on their
+        resolution's port."""
+        for at in sorted(due, key=series.__getitem__):
+            start, end = int(series[at + START_MS]), int(series[at + END_MS])
+            resolution = RESOLUTION_OF[end - start]
+            if series[at + SAVED]:
                 self._open.pop((*key, resolution, start), None)
-            end, bound = start + WINDOW_MS[resolution], 1 + INDEX_OF[resolution]
+            bound = 1 + INDEX_OF[resolution]
             if end > series[bound]:
                 series[bound] = end
                 self._closed[(*key, resolution)] = end
-            emitted.setdefault(PORT_OF[resolution], []).append(self._aggregate(key, resolution, window))
+            emitted.setdefault(PORT_OF[resolution], []).append(self._aggregate(key, resolution, series, at))
+        series.drop(due, self._older)
 
-    def _aggregate(self, key: tuple[str, str], resolution: str, window: _Window) -> Record:
-        start = from_epoch_ms(window.start_ms)
+    def _aggregate(self, key: tuple[str, str], resolution: str, series: _Series, at: int) -> Record:
+        start = from_epoch_ms(int(series[at + START_MS]))
         return {
             "asset_id": key[0],
             "parameter": key[1],
             "resolution": resolution,
             "window_start": start,
             "window_end": start + timedelta(milliseconds=WINDOW_MS[resolution]),
-            "aggregates": window.statistics(),
-            "unit": window.unit,
+            "aggregates": series.statistics(at),
+            "unit": self._units[int(series[at + UNIT])],
             "metadata": {},
         }
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import random
 import statistics
 from collections import defaultdict
@@ -16,9 +18,20 @@ from streamforge.engine.clock import ManualClock
 from streamforge.engine.recent_times import times
 from streamforge.engine.records import telemetry
 from streamforge.engine.testing import NodeHarness
-from streamforge.nodes.aggregator import DEDUP_HORIZON_MS, DEDUP_RECENT, TURNS, Aggregator, SavedWindow, _Window
+from streamforge.nodes.aggregator import (
+    COUNT,
+    DEDUP_HORIZON_MS,
+    DEDUP_RECENT,
+    END_MS,
+    RESOLUTION_OF,
+    TURNS,
+    Aggregator,
+    SavedWindow,
+    _Series,
+)
 
 T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the saved windows below start at 1000 ms
 
 
 def readings(n: int, seed: int = 1, series: int = 3) -> list[dict[str, Any]]:
@@ -45,9 +58,15 @@ def expected(records: list[dict[str, Any]], size_ms: int) -> dict[tuple[str, dat
     return out
 
 
+def held(series: _Series) -> list[int]:
+    """The positions of the series' open windows (not its vacant slots)."""
+    return [at for at in series.windows() if not math.isnan(series[at])]
+
+
 def open_windows(node: Aggregator) -> set[tuple[str, str, str, int]]:
     """(asset, parameter, resolution, start) of every window the node holds open."""
-    return {(*key, w.resolution, w.start_ms) for key, series in node._series.items() for w in series.windows if w}
+    return {(*key, RESOLUTION_OF[series[at + END_MS] - series[at]], int(series[at]))
+            for key, series in node._series.items() for at in held(series)}  # fmt: skip
 
 
 def got(emitted: list[dict[str, Any]]) -> dict[tuple[str, datetime], dict[str, float]]:
@@ -219,9 +238,9 @@ async def test_a_long_window_keeps_numbers_not_readings() -> None:
     async with NodeHarness(Aggregator, {"resolutions": ["1h"], "allowed_lateness_s": 0}) as h:
         for start in range(0, len(records), 2000):
             await h.process(records[start : start + 2000])
-        windows = [w for series in h.node._series.values() for w in series.windows if w is not None]
-        assert [w.counted for w in windows] == [36_000] * series  # one open window per series, every reading counted
-        assert all(w.elsewhere is None and not hasattr(w, "values") for w in windows)  # one partition's offset
+        counted = [int(s[at + COUNT]) for s in h.node._series.values() for at in held(s)]
+        assert counted == [36_000] * series  # one open window per series, every reading counted
+        assert all(s.elsewhere is None for s in h.node._series.values())  # one partition's offset
         # The dedupe memory: the last DEDUP_RECENT, or the DEDUP_HORIZON_MS at 10 Hz, not the hour.
         kept = max(DEDUP_RECENT, DEDUP_HORIZON_MS // 100 + 1)
         assert all(len(times(series.recent)) <= kept for series in h.node._series.values())
@@ -243,28 +262,51 @@ async def test_the_changelog_holds_exactly_the_open_windows_and_the_node_holds_t
         assert open_windows(h.node) == held
 
 
-def test_a_window_saved_by_the_version_before_restores() -> None:
-    """Windows saved before the `changed` flag carried a `pending` dict: a gateway upgraded mid-window reads them."""
+async def test_a_window_saved_by_the_version_before_restores_and_skips_what_it_counted() -> None:
+    """Windows saved before the `changed` flag carried a `pending` dict: a gateway upgraded mid-window reads them, and
+    a replay of an offset the saved window counted is not counted again."""
     saved = (b'{"start_ms":1000,"unit":"C","count":2,"total":5.0,"compensation":0.0,"low":2.0,"high":3.0,'
-             b'"first_ms":1000,"first":2.0,"last_ms":1500,"last":3.0,"applied":{"telemetry.clean|4":7},'
+             b'"first_ms":1000,"first":2.0,"last_ms":1500,"last":3.0,"applied":{"in|4":7},'
              b'"pending":{},"touched":1.0}')  # fmt: skip
-    window = TypeAdapter(SavedWindow).validate_json(saved)
-    assert (window.counted, window.applied("telemetry.clean|4"), window.changed) == (2, 7, False)
-    assert window.statistics() == {"avg": 2.5, "min": 2.0, "max": 3.0, "first": 2.0, "last": 3.0, "count": 2}
+    clock = ManualClock()
+    async with NodeHarness(Aggregator, {"resolutions": ["1s"]}, clock=clock) as h:
+        h.state['["open", "pump_1", "pressure", "1s", 1000]'] = saved
+        h.state['["done", "in", 4]'] = b"7"
+        await h.restart()
+        (counted, again) = await h.messages(
+            [
+                telemetry("pump_1", "pressure", 4.0, device_time=EPOCH + timedelta(milliseconds=1200)),
+                telemetry("pump_1", "pressure", 9.0, device_time=EPOCH + timedelta(milliseconds=1700)),
+            ],
+            partition=4,
+        )
+        await h.process_messages([dataclasses.replace(counted, offset=5), dataclasses.replace(again, offset=7)])
+        await clock.advance(10.1)  # idle_close_s
+        await h.tick()
+    (window,) = h.captured["agg_1s"]
+    assert window["unit"] == "C" and window["window_start"] == EPOCH + timedelta(seconds=1)
+    assert window["aggregates"] == {"avg": 14 / 3, "min": 2.0, "max": 9.0, "first": 2.0, "last": 9.0, "count": 3}
 
 
-def test_a_window_saves_as_it_always_did_with_every_partition_it_counted() -> None:
-    window = _Window(1000, "C")
-    window.add(1000, 2.0, "telemetry.clean|4", 6, now=1.0)
-    window.add(1500, 3.0, "telemetry.clean|9", 40, now=1.0)  # a second partition: the input was repartitioned
-    adapter = TypeAdapter(SavedWindow)
-    saved = json.loads(adapter.dump_json(window))
-    assert saved == {"start_ms": 1000, "unit": "C", "count": 2, "total": 5.0, "compensation": 0.0, "low": 2.0,
-                     "high": 3.0, "first_ms": 1000, "first": 2.0, "last_ms": 1500, "last": 3.0,
-                     "applied": {"telemetry.clean|4": 7, "telemetry.clean|9": 41}}  # fmt: skip
-    back = adapter.validate_json(adapter.dump_json(window))
-    assert (back.applied("telemetry.clean|4"), back.applied("telemetry.clean|9"), back.applied("other|0")) == (7, 41, 0)
-    assert back.statistics() == window.statistics()
+async def test_a_window_saves_as_it_always_did_with_every_partition_it_counted() -> None:
+    first, second = (telemetry("pump_1", "pressure", value, device_time=EPOCH + timedelta(milliseconds=ms), unit="C")
+                     for value, ms in ((2.0, 1000), (3.0, 1500)))  # fmt: skip
+    async with NodeHarness(Aggregator, {"resolutions": ["1s"], "checkpoint_s": 0.000001}) as h:
+        (on_4,) = await h.messages([first], partition=4)
+        (on_9,) = await h.messages([second], partition=9)  # a second partition: the input was repartitioned
+        await h.process_messages([dataclasses.replace(on_4, offset=6), dataclasses.replace(on_9, offset=40)])
+        saved = json.loads(h.state['["open", "pump_1", "pressure", "1s", 1000]'])
+        assert saved == {"start_ms": 1000, "unit": "C", "count": 2, "total": 5.0, "compensation": 0.0, "low": 2.0,
+                         "high": 3.0, "first_ms": 1000, "first": 2.0, "last_ms": 1500, "last": 3.0,
+                         "applied": {"in|4": 7, "in|9": 41}}  # fmt: skip
+        await h.restart()
+        series = h.node._series["pump_1", "pressure"]
+        (position,) = held(series)
+        partitions = {name: h.node._partition(name) for name in ("in|4", "in|9", "other|0")}
+        applied = {name: series.applied(position, index) for name, index in partitions.items()}
+        assert applied == {"in|4": 7, "in|9": 41, "other|0": 0}
+        assert series.statistics(position) == {"avg": 2.5, "min": 2.0, "max": 3.0, "first": 2.0, "last": 3.0,
+                                               "count": 2}  # fmt: skip
 
 
 def test_a_saved_window_that_does_not_fit_names_its_field() -> None:
