@@ -14,7 +14,7 @@ from aiokafka.admin import NewTopic
 
 from streamforge.engine.node_types import load_node_types
 from streamforge.engine.plan import InputPlan, NodePlan, OutputPlan
-from streamforge.engine.records import telemetry
+from streamforge.engine.records import epoch_ms, telemetry
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode
@@ -102,7 +102,8 @@ async def test_a_clean_stop_keeps_the_state_and_offsets_of_every_batch_delivered
         await asyncio.sleep(2)
         assert again.records_in.labels(flow=FLOW, node=node_id)._value.get() == 0  # nothing replayed
         assert isinstance(restarted.node, Validator)
-        assert restarted.node._series[("pump_0", "pressure")].last == (T0 + timedelta(seconds=ROUNDS - 1), 8.9)
+        series = restarted.node._series[("pump_0", "pressure")]
+        assert (series.last_ms, series.last_value) == (epoch_ms(T0 + timedelta(seconds=ROUNDS - 1)), 8.9)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
