@@ -6,9 +6,10 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from sys import intern
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass as config_dataclass
 
 from streamforge.engine.records import telemetry
@@ -19,11 +20,11 @@ from streamforge.engine.sdk import Emitted, NodeConfig, Port, PortType, Record, 
 # ~170 B (11.6 MB against 1.7 MB in the worker), validated and described (the editor's form) the same way.
 @config_dataclass(slots=True, config=ConfigDict(extra="forbid"))
 class Signal:
-    """One simulated series."""
+    """One simulated series. Its names interned: 10,000 signals of one parameter held 10,000 copies of its name."""
 
-    asset_id: Annotated[str, Field(min_length=1)]
-    parameter: Annotated[str, Field(min_length=1)]
-    unit: str | None = None
+    asset_id: Annotated[str, Field(min_length=1), AfterValidator(intern)]
+    parameter: Annotated[str, Field(min_length=1), AfterValidator(intern)]
+    unit: Annotated[str, AfterValidator(intern)] | None = None
     shape: Literal["sine", "random_walk", "step"] = "sine"
     offset: float = Field(default=50.0, description="Centre value")
     amplitude: float = Field(default=10.0, ge=0, description="Sine amplitude, walk bound, or step height")
