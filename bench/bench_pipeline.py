@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import NewTopic
 
 from streamforge.engine.node_types import load_node_types
-from streamforge.engine.plan import InputPlan, NodePlan, OutputPlan
+from streamforge.engine.plan import InputPlan, NodePlan, OutputPlan, packed_config
 from streamforge.engine.records import telemetry
 from streamforge.engine.schema_registry import InMemorySchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
@@ -136,7 +136,7 @@ async def node_plan(bootstrap: str, node_type: str, node_id: str, source: str, c
     outputs = tuple(OutputPlan(p.name, p.type.value, f"{prefix}.{p.name}") for p in cls.outputs)
     plan = NodePlan(node_id, node_type, "processor", "gateway", node_id, f"{source}.{node_id}",
                     (InputPlan("in", source, ("source",)),), outputs,
-                    cls.Config.model_validate(config).model_dump_json(), "")  # fmt: skip
+                    packed_config(cls.Config.model_validate(config).model_dump_json()), "")  # fmt: skip
     stamp = {"message.timestamp.type": "LogAppendTime"} if stamped else None
     await create_topics(bootstrap, [NewTopic(o.topic, 12, 1, topic_configs=stamp) for o in outputs]
                         + [changelog_spec(FLOW, plan, types)])  # as the gateway makes it  # fmt: skip

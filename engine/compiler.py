@@ -15,7 +15,7 @@ from pydantic import SecretStr, ValidationError
 
 from streamforge.engine.flow import FlowDocument, NodeSpec, parse_flow, structural_problems
 from streamforge.engine.node_types import NodeTypes
-from streamforge.engine.plan import GATEWAY_PROCESS, ExecutionPlan, InputPlan, NodePlan, OutputPlan
+from streamforge.engine.plan import GATEWAY_PROCESS, ExecutionPlan, InputPlan, NodePlan, OutputPlan, packed_config
 from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
 from streamforge.engine.sdk import Kind, NodeClass, NodeConfig, PortType
 from streamforge.engine.secrets import placeholders, resolve
@@ -141,7 +141,7 @@ def _plan(
         ).hexdigest()[:16]
         plan.nodes.append(NodePlan(
             node_id, cls.type, cls.kind.value, process, f"{doc.id}.{node_id}",
-            f"sf.{doc.id}.{node_id}" if inputs else None, tuple(inputs), outputs, config, fingerprint,
+            f"sf.{doc.id}.{node_id}" if inputs else None, tuple(inputs), outputs, packed_config(config), fingerprint,
         ))  # fmt: skip
     return plan
 

@@ -4,6 +4,7 @@ load a plan without the compiler)."""
 from __future__ import annotations
 
 import json
+import zlib
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -39,10 +40,14 @@ class NodePlan:
     consumer_group: str | None
     inputs: tuple[InputPlan, ...]
     outputs: tuple[OutputPlan, ...]
-    # JSON text, secrets revealed: a plan is held as long as its flow runs (restarts, rollback), and a 10,000-signal
-    # simulator's config is ~1 MB as text where its dicts and strings were 5 MB.
-    config_json: str
+    # JSON text, secrets revealed, compressed (packed_config): a plan is held as long as its flow runs (restarts,
+    # rollback), and a 10,000-signal simulator's config is 1 MB as text (5 MB as dicts and strings), 50 KB packed.
+    config_packed: bytes
     fingerprint: str  # changes when type, config or wiring change; drives modified-nodes deploy
+
+    @property
+    def config_json(self) -> str:
+        return zlib.decompress(self.config_packed).decode()
 
     @property
     def config(self) -> dict[str, Any]:
@@ -50,12 +55,28 @@ class NodePlan:
         config: dict[str, Any] = json.loads(self.config_json)
         return config
 
+    def to_wire(self) -> dict[str, Any]:
+        """The node's plan as JSON for another process, its config as text; node_plan_from_dict reads it back."""
+        wire = asdict(self)
+        del wire["config_packed"]
+        return {**wire, "config_json": self.config_json}
+
+
+def packed_config(config_json: str) -> bytes:
+    """A config's JSON text as a NodePlan holds it."""
+    return zlib.compress(config_json.encode())
+
+
+NO_CONFIG = packed_config("{}")  # what a plan holds once its node validated the config and keeps that
+
 
 def node_plan_from_dict(data: dict[str, Any]) -> NodePlan:
     """The inverse of dataclasses.asdict for a NodePlan (plans travel to worker processes, and from the compiler's,
     as JSON)."""
+    wire = {key: value for key, value in data.items() if key != "config_json"}
     return NodePlan(**{
-        **data,
+        **wire,
+        "config_packed": packed_config(data["config_json"]),
         "inputs": tuple(InputPlan(i["port"], i["topic"], tuple(i["upstream"])) for i in data["inputs"]),
         "outputs": tuple(OutputPlan(**o) for o in data["outputs"]),
     })  # fmt: skip
@@ -91,7 +112,7 @@ class ExecutionPlan:
 
     def to_wire(self) -> dict[str, Any]:
         """The plan as JSON to hand to another process (configs stay text); from_wire reads it back."""
-        return {"flow": self.flow_id, "version": self.version, "nodes": [asdict(node) for node in self.nodes]}
+        return {"flow": self.flow_id, "version": self.version, "nodes": [node.to_wire() for node in self.nodes]}
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> ExecutionPlan:
@@ -105,7 +126,7 @@ class ExecutionPlan:
             "topics": self.topics,
             "processes": self.processes,
             "nodes": [
-                {**{k: v for k, v in asdict(node).items() if k != "config_json"}, "config": node.config}
+                {**{k: v for k, v in asdict(node).items() if k != "config_packed"}, "config": node.config}
                 for node in self.nodes
             ],
         }

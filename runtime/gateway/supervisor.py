@@ -229,7 +229,7 @@ class ProcessHandle(NodeHandle):
         self.pid = process.pid
         assert process.stdin is not None and process.stdout is not None
         # Not a local: the coroutine lives as long as the worker, and a 10,000-signal plan is megabytes.
-        process.stdin.write(json.dumps({"flow_id": self.flow_id, "plan": asdict(self.plan),
+        process.stdin.write(json.dumps({"flow_id": self.flow_id, "plan": self.plan.to_wire(),
                                         "settings": asdict(self.settings)}).encode() + b"\n")  # fmt: skip
         await process.stdin.drain()
         process.stdin.close()

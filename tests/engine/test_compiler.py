@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from streamforge.engine.compiler import compile_flow
 from streamforge.engine.flow import validate_flow
 from streamforge.engine.node_types import load_node_types
+from streamforge.engine.plan import ExecutionPlan
 from streamforge.engine.problems import FlowInvalid
 
 REGISTRY = load_node_types(include_plugins=False)
@@ -44,6 +46,19 @@ def test_plan_places_nodes_and_names_topics_and_groups() -> None:
     again = compile_flow(changed, REGISTRY)
     assert again.node("val").fingerprint == val.fingerprint
     assert again.node("agg").fingerprint != plan.node("agg").fingerprint
+
+
+def test_a_plan_holds_configs_packed_and_travels_as_text() -> None:
+    """A plan lives as long as its flow runs: a 10,000-signal simulator's config is 1 MB as JSON text, held packed."""
+    signals = [{"asset_id": f"line_{i // 100:03d}_sensor_{i % 100:02d}", "parameter": "temperature"}
+               for i in range(10_000)]  # fmt: skip
+    plan = compile_flow(flow([{"id": "sim", "type": "simulator", "config": {"signals": signals}}], []), REGISTRY)
+    sim = plan.node("sim")
+    assert len(sim.config_packed) * 10 < len(sim.config_json.encode())
+    wire = json.loads(json.dumps(plan.to_wire()))  # as it goes to a worker or comes from the compiling child
+    assert "config_packed" not in wire["nodes"][0] and json.loads(wire["nodes"][0]["config_json"]) == sim.config
+    assert ExecutionPlan.from_wire(wire) == plan
+    assert [s["asset_id"] for s in plan.to_dict()["nodes"][0]["config"]["signals"]] == [s["asset_id"] for s in signals]
 
 
 def test_every_problem_at_once() -> None:

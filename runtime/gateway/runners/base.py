@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from dataclasses import replace
 from typing import Any
 
-from streamforge.engine.plan import NodePlan
+from streamforge.engine.plan import NO_CONFIG, NodePlan
 from streamforge.engine.sdk import Emitted, Node, NodeContext
 from streamforge.runtime.gateway.runners.changelog import Changelog, changelog_topic
 from streamforge.runtime.gateway.runners.environment import RuntimeEnv
@@ -33,8 +33,8 @@ class NodeRunner(ABC):
     def __init__(self, plan: NodePlan, flow_id: str, env: RuntimeEnv) -> None:
         cls = node_class(plan, env)
         config = cls.Config.model_validate(plan.config)
-        # The validated config is the copy kept, not the text beside it (a 10,000-signal simulator's: 1 MB).
-        self.plan, self.flow_id, self.env, self.cls = replace(plan, config_json="{}"), flow_id, env, cls
+        # The validated config is the copy kept, not the packed text beside it.
+        self.plan, self.flow_id, self.env, self.cls = replace(plan, config_packed=NO_CONFIG), flow_id, env, cls
         self.labels = {"flow": flow_id, "node": plan.node_id}
         self.cell = StatusCell(env.metrics, self.labels)
         self.context = NodeContext(flow_id, plan.node_id, os.environ.get("STREAMFORGE_GATEWAY_ID") or "local",

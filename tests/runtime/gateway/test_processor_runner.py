@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import NewTopic
 
 from streamforge.engine.node_types import load_node_types
-from streamforge.engine.plan import InputPlan, NodePlan, OutputPlan
+from streamforge.engine.plan import NO_CONFIG, InputPlan, NodePlan, OutputPlan, packed_config
 from streamforge.engine.records import epoch_ms, telemetry
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
@@ -39,7 +39,8 @@ async def validator_plan(bootstrap: str, prefix: str) -> NodePlan:
     await create_topics(bootstrap, [NewTopic(f"{prefix}.raw", 12, 1), changelog]
                         + [NewTopic(o.topic, 12, 1) for o in outputs])  # fmt: skip
     return NodePlan(prefix, "validator", "processor", "gateway", prefix, f"{prefix}.group",
-                    (InputPlan("in", f"{prefix}.raw", ("source",)),), outputs, '{"rules": []}', "")  # fmt: skip
+                    (InputPlan("in", f"{prefix}.raw", ("source",)),), outputs, packed_config('{"rules": []}'),
+                    "")  # fmt: skip
 
 
 async def committed(bootstrap: str, group: str, topic: str) -> int:
@@ -132,7 +133,7 @@ async def test_an_output_its_schema_refuses_becomes_a_dead_letter_and_its_neighb
     await create_topics(kafka.bootstrap, [NewTopic(f"{node_id}.raw", 12, 1), NewTopic(f"{node_id}.out", 12, 1),
                                           NewTopic(DEAD_LETTER_TOPIC, 12, 1), changelog])  # fmt: skip
     plan = NodePlan(node_id, Relabel.type, "processor", "gateway", node_id, f"{node_id}.group",
-                    (InputPlan("in", f"{node_id}.raw", ("source",)),), outputs, "{}", "")  # fmt: skip
+                    (InputPlan("in", f"{node_id}.raw", ("source",)),), outputs, NO_CONFIG, "")  # fmt: skip
     readings = [
         telemetry(f"pump_{i % 7}", "pressure", float(i), device_time=T0 + timedelta(seconds=i)) for i in range(100)
     ]
@@ -172,7 +173,7 @@ def test_a_runner_keeps_the_validated_config_not_the_text_beside_it(registry: Ca
     outputs = tuple(OutputPlan(port.name, port.type.value, f"kept.{port.name}") for port in Validator.outputs)
     config_json = json.dumps({"rules": [{"parameter": "pressure", "min": 0, "max": 10}]})
     plan = NodePlan("kept", "validator", "processor", "gateway", "kept", "kept.group",
-                    (InputPlan("in", "kept.raw", ("source",)),), outputs, config_json, "")  # fmt: skip
+                    (InputPlan("in", "kept.raw", ("source",)),), outputs, packed_config(config_json), "")  # fmt: skip
     runner = runner_for(plan, FLOW, RuntimeEnv("127.0.0.1:9", registry, NodeMetrics(), load_node_types(False)))
     assert runner.plan.config_json == "{}" and runner.plan.inputs == plan.inputs
     assert runner.node.config.rules[0].parameter == "pressure"
