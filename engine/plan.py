@@ -41,7 +41,7 @@ class NodePlan:
     inputs: tuple[InputPlan, ...]
     outputs: tuple[OutputPlan, ...]
     # JSON text, secrets revealed, compressed (packed_config): a plan is held as long as its flow runs (restarts,
-    # rollback), and a 10,000-signal simulator's config is 1 MB as text (5 MB as dicts and strings), 50 KB packed.
+    # rollback), and a 10,000-signal simulator's config is 1 MB as text (5 MB as dicts and strings), 40 KB packed.
     config_packed: bytes
     fingerprint: str  # changes when type, config or wiring change; drives modified-nodes deploy
 
