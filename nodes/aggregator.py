@@ -59,11 +59,11 @@ class AggregatorConfig(NodeConfig):
 # dropped a second at 10,000 series; this is ~800 B, and a window that closes is a slice deleted.
 WATERMARK = 0  # a series' newest device time; after it, per resolution (RESOLUTIONS order), its last close's end
 HEADER = 1 + len(RESOLUTIONS)
-# A window's numbers, from its position in its series. RESOLUTION of its length (END_MS - START_MS); PARTITION and
-# UNIT index the node's names of them; CHANGED: counted into since it was last saved; SAVED: in the changelog (its
-# close must delete it there). APPLIED: the next input offset of PARTITION already counted (a replay after a restart
-# skips what the saved window holds); a series comes from one partition (its key's), any other (an input
-# repartitioned) in its series' `elsewhere`.
+# A window's numbers, from its position in its series. Its resolution follows from its length (END_MS - START_MS);
+# PARTITION and UNIT index the node's names of them; CHANGED: counted into since it was last saved; SAVED: in the
+# changelog (its close must delete it there). APPLIED: the next input offset of PARTITION already counted (a replay
+# after a restart skips what the saved window holds); a series comes from one partition (its key's), any other (an
+# input repartitioned) in its series' `elsewhere`.
 START_MS, END_MS, COUNT, TOTAL, COMPENSATION, LOW, HIGH, FIRST_MS, FIRST, LAST_MS, LAST, APPLIED, TOUCHED, \
     PARTITION, UNIT, CHANGED, SAVED = range(17)  # fmt: skip
 WIDTH = 17

@@ -215,6 +215,24 @@ async def test_checkpoints_bound_the_replay_and_the_result_is_exactly_the_same()
     assert_same(got(h.captured["agg_1min"]), first_minute)  # open across the crash, every reading counted once
 
 
+async def test_a_window_of_a_resolution_no_longer_configured_still_closes_after_a_restart() -> None:
+    """Configured 1s and 1min, restarted with 1s only: the open 1 min window, restored, still goes out whole."""
+    records = readings(3 * 10 * 30)  # 30 s of 3 series at 10 Hz: the minute is open at the restart
+    clock = ManualClock()
+    config: dict[str, Any] = {"resolutions": ["1s", "1min"], "allowed_lateness_s": 0, "checkpoint_s": 1}
+    async with NodeHarness(Aggregator, config, clock=clock) as h:
+        await h.process(records)
+        await clock.advance(1)
+        await h.tick()  # a round of turns due: every series' open windows saved
+        h.config = {**config, "resolutions": ["1s"]}
+        await h.restart()
+        assert {resolution for (_, _, resolution, _) in open_windows(h.node)} == {"1s", "1min"}
+        await clock.advance(10.1)  # idle_close_s
+        await h.tick()
+    assert_same(got(h.captured["agg_1min"]), expected(records, 60_000))
+    assert open_windows(h.node) == set()
+
+
 async def test_series_are_saved_in_turns_each_within_checkpoint_s() -> None:
     """A checkpoint of every series at once was 15 MB of JSON at 10,000 series, and held the node's batch while it was
     encoded: 1 / TURNS of them is saved every checkpoint_s / TURNS, so each once in checkpoint_s."""
