@@ -71,8 +71,7 @@ NO_CONFIG = packed_config("{}")  # what a plan holds once its node validated the
 
 
 def node_plan_from_dict(data: dict[str, Any]) -> NodePlan:
-    """The inverse of dataclasses.asdict for a NodePlan (plans travel to worker processes, and from the compiler's,
-    as JSON)."""
+    """The inverse of NodePlan.to_wire (plans travel to worker processes, and from the compiler's, as JSON)."""
     wire = {key: value for key, value in data.items() if key != "config_json"}
     return NodePlan(**{
         **wire,

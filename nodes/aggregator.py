@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from sys import intern
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 from pydantic import Field, field_validator
 
@@ -73,10 +73,30 @@ FRESH = array("d", [0, 0, 0, 0.0, 0.0, math.inf, -math.inf, 2.0**62, 0.0, -(2.0*
 VACANT = array("d", [math.nan, math.nan, *FRESH[COUNT:TOUCHED], math.inf, *FRESH[PARTITION:]])
 RESOLUTION_OF: dict[float, str] = {float(size): resolution for resolution, size in WINDOW_MS.items()}
 
+N = TypeVar("N", str, str | None)
 if TYPE_CHECKING:  # array is not subscriptable at run time (before 3.12)
     _Doubles = array[float]
 else:
     _Doubles = array
+
+
+class _Names(Generic[N]):
+    """Names a window refers to by index (a number in its array): each name held once, its index its place here."""
+
+    def __init__(self) -> None:
+        self._names: list[N] = []
+        self._index: dict[N, int] = {}
+
+    def __getitem__(self, index: float) -> N:
+        return self._names[int(index)]
+
+    def index(self, name: N) -> int:
+        """The name's index, given when first asked for."""
+        index = self._index.get(name)
+        if index is None:
+            index = self._index[name] = len(self._names)
+            self._names.append(name)
+        return index
 
 
 class _Series(_Doubles):
@@ -160,15 +180,16 @@ class _Series(_Doubles):
         """The next offset of `partition` not yet counted in the window at `at`."""
         if partition == self[at + PARTITION]:
             return int(self[at + APPLIED])
-        if self.elsewhere is None:
-            return 0
-        return self.elsewhere.get((self[at], self[at + END_MS]), {}).get(partition, 0)
+        return self.others(at).get(partition, 0)
 
     def others(self, at: int) -> dict[int, int]:
         """The window's offsets counted of partitions other than its own."""
         if self.elsewhere is None:
             return {}
         return self.elsewhere.get((self[at], self[at + END_MS]), {})
+
+    def resolution(self, at: int) -> str:
+        return RESOLUTION_OF[self[at + END_MS] - self[at + START_MS]]
 
     def drop(self, closing: list[int], older: int) -> None:
         """Let go of the windows at these positions (closed): a resolution's slot is left vacant."""
@@ -255,12 +276,9 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         self._empty_series = array("d", [NEVER] * HEADER + [*VACANT] * len(self._slot_of))
         self._series: dict[tuple[str, str], _Series] = {}  # (asset, parameter) -> all its state
         self._turns: list[list[tuple[str, str]]] = [[] for _ in range(TURNS)]  # the series saved together
-        # Names a window refers to by index: the input partitions ("topic|partition") and the units it counted.
-        self._partitions: list[str] = []
-        self._partition_index: dict[str, int] = {}
-        self._partition_of: dict[tuple[str, int], int] = {}  # (topic, partition) -> its index
-        self._units: list[str | None] = []
-        self._unit_index: dict[str | None, int] = {}
+        self._partitions: _Names[str] = _Names()  # input partitions, "topic|partition"
+        self._partition_of: dict[tuple[str, int], int] = {}  # (topic, partition) -> its index there
+        self._units: _Names[str | None] = _Names()
         state = self.context.state
         self._done = state.table("done", int)  # next unprocessed offset per input partition
         # Journals: what a series holds is in its _Series; a table holds a value only from a change to the save after.
@@ -298,38 +316,24 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             self._turns[series.turn].append(key)
         return series
 
-    def _partition(self, name: str) -> int:
-        index = self._partition_index.get(name)
-        if index is None:
-            index = self._partition_index[name] = len(self._partitions)
-            self._partitions.append(name)
-        return index
-
-    def _unit(self, unit: str | None) -> int:
-        index = self._unit_index.get(unit)
-        if index is None:
-            index = self._unit_index[unit] = len(self._units)
-            self._units.append(unit)
-        return index
-
     def _restore(self, series: _Series, resolution: str, saved: SavedWindow) -> None:
         """Hold a window as its last checkpoint saved it."""
         start = float(saved.start_ms)
-        at = series.open(self._slot_of.get(resolution), start, start + WINDOW_MS[resolution], self._unit(saved.unit),
-                         self.clock.monotonic())  # fmt: skip
+        at = series.open(self._slot_of.get(resolution), start, start + WINDOW_MS[resolution],
+                         self._units.index(saved.unit), self.clock.monotonic())  # fmt: skip
         series[at + COUNT : at + TOUCHED] = array("d", [saved.count, saved.total, saved.compensation, saved.low,
                                                         saved.high, saved.first_ms, saved.first, saved.last_ms,
                                                         saved.last, 0])  # fmt: skip
         series[at + SAVED] = 1
         for name, next_offset in saved.applied.items():
-            series.apply(at, self._partition(name), next_offset)
+            series.apply(at, self._partitions.index(name), next_offset)
 
     def _saved(self, series: _Series, at: int) -> SavedWindow:
-        applied = {self._partitions[int(series[at + PARTITION])]: int(series[at + APPLIED])} if (
+        applied = {self._partitions[series[at + PARTITION]]: int(series[at + APPLIED])} if (
             series[at + PARTITION] >= 0) else {}  # fmt: skip
         for partition, next_offset in series.others(at).items():
             applied[self._partitions[partition]] = next_offset
-        return SavedWindow(int(series[at + START_MS]), self._units[int(series[at + UNIT])], int(series[at + COUNT]),
+        return SavedWindow(int(series[at + START_MS]), self._units[series[at + UNIT]], int(series[at + COUNT]),
                            series[at + TOTAL], series[at + COMPENSATION], series[at + LOW], series[at + HIGH],
                            int(series[at + FIRST_MS]), series[at + FIRST], int(series[at + LAST_MS]),
                            series[at + LAST], applied)  # fmt: skip
@@ -363,8 +367,8 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             for at in series.windows():
                 if series[at + CHANGED]:
                     series[at + CHANGED], series[at + SAVED] = 0, 1
-                    resolution = RESOLUTION_OF[series[at + END_MS] - series[at]]
-                    self._open[(asset, parameter, resolution, int(series[at]))] = self._saved(series, at)
+                    key = (asset, parameter, series.resolution(at), int(series[at + START_MS]))
+                    self._open[key] = self._saved(series, at)
             if series.recent_changed:
                 series.recent_changed = False
                 self._saved_recent[(asset, parameter)] = series.recent
@@ -392,7 +396,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             holding = self._holding[series.turn]
             partition = self._partition_of.get(where)
             if partition is None:
-                partition = self._partition_of[where] = self._partition(f"{message.topic}|{message.partition}")
+                partition = self._partition_of[where] = self._partitions.index(f"{message.topic}|{message.partition}")
             watermark = series[WATERMARK]
             for slot, bound, resolution, size in sizes:
                 start = at_ms - at_ms % size
@@ -405,7 +409,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
                     continue
                 at = series.find(slot, start, start + size, older)
                 if at < 0:
-                    at = series.open(slot, start, start + size, self._unit(record.get("unit")), now)
+                    at = series.open(slot, start, start + size, self._units.index(record.get("unit")), now)
                 elif replayed and message.offset < series.applied(at, partition):
                     continue  # a replay of what the saved window already counted (new input is past all it counted)
                 series.add(at, at_ms, float(record["value"]), partition, message.offset, now)
@@ -447,8 +451,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
         """Close the windows of the series at these positions, oldest first: their statistics go out on their
         resolution's port."""
         for at in sorted(due, key=series.__getitem__):
-            start, end = int(series[at + START_MS]), int(series[at + END_MS])
-            resolution = RESOLUTION_OF[end - start]
+            start, end, resolution = int(series[at + START_MS]), int(series[at + END_MS]), series.resolution(at)
             if series[at + SAVED]:
                 self._open.pop((*key, resolution, start), None)
             bound = 1 + INDEX_OF[resolution]
@@ -467,7 +470,7 @@ class Aggregator(ProcessorNode[AggregatorConfig]):
             "window_start": start,
             "window_end": start + timedelta(milliseconds=WINDOW_MS[resolution]),
             "aggregates": series.statistics(at),
-            "unit": self._units[int(series[at + UNIT])],
+            "unit": self._units[series[at + UNIT]],
             "metadata": {},
         }
 

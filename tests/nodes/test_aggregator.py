@@ -22,8 +22,6 @@ from streamforge.nodes.aggregator import (
     COUNT,
     DEDUP_HORIZON_MS,
     DEDUP_RECENT,
-    END_MS,
-    RESOLUTION_OF,
     TURNS,
     Aggregator,
     SavedWindow,
@@ -65,7 +63,7 @@ def held(series: _Series) -> list[int]:
 
 def open_windows(node: Aggregator) -> set[tuple[str, str, str, int]]:
     """(asset, parameter, resolution, start) of every window the node holds open."""
-    return {(*key, RESOLUTION_OF[series[at + END_MS] - series[at]], int(series[at]))
+    return {(*key, series.resolution(at), int(series[at]))
             for key, series in node._series.items() for at in held(series)}  # fmt: skip
 
 
@@ -320,7 +318,7 @@ async def test_a_window_saves_as_it_always_did_with_every_partition_it_counted()
         await h.restart()
         series = h.node._series["pump_1", "pressure"]
         (position,) = held(series)
-        partitions = {name: h.node._partition(name) for name in ("in|4", "in|9", "other|0")}
+        partitions = {name: h.node._partitions.index(name) for name in ("in|4", "in|9", "other|0")}
         applied = {name: series.applied(position, index) for name, index in partitions.items()}
         assert applied == {"in|4": 7, "in|9": 41, "other|0": 0}
         assert series.statistics(position) == {"avg": 2.5, "min": 2.0, "max": 3.0, "first": 2.0, "last": 3.0,
