@@ -9,7 +9,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,12 +75,13 @@ async def running_up(data: Path, demo: dict[str, Any], kafka: EmbeddedKafka, reg
 class ServiceProcess:
     """A long-running `streamforge` command in its own process group, started when its JSON `event` line is out."""
 
-    def __init__(self, args: list[str], log: Path, ready_event: str) -> None:
+    def __init__(self, args: list[str], log: Path, ready_event: str, prefix: Sequence[str] = ()) -> None:
         self.args, self.log, self.ready_event = (
             [sys.executable, "-m", "streamforge.runtime.cli", *args],
             log,
             ready_event,
         )
+        self.prefix = list(prefix)  # run through this first, e.g. `ip netns exec NAME` (tests/netns.py on_host)
         self.process: asyncio.subprocess.Process | None = None
         self.event: dict[str, Any] = {}
         self.lines: list[str] = []
@@ -88,7 +89,7 @@ class ServiceProcess:
     async def start(self) -> dict[str, Any]:
         with self.log.open("ab") as stderr:
             self.process = await asyncio.create_subprocess_exec(
-                *self.args, stdout=asyncio.subprocess.PIPE, stderr=stderr, start_new_session=True
+                *self.prefix, *self.args, stdout=asyncio.subprocess.PIPE, stderr=stderr, start_new_session=True
             )
         assert self.process.stdout is not None
         while True:
