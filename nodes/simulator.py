@@ -15,6 +15,11 @@ from pydantic.dataclasses import dataclass as config_dataclass
 from streamforge.engine.records import telemetry
 from streamforge.engine.sdk import Emitted, NodeConfig, Port, PortType, Record, SourceNode
 
+# Paced in realtime with no start_time, a series further off the clock than this (seconds) moves to now: a node the
+# supervisor restarted (its backoff: at most 30 s, then the worker starts) catches up what it missed, a longer
+# downtime leaves a gap (class docstring).
+CATCH_UP_S = 60.0
+
 
 # A slotted dataclass, not a model: a plan may list 10,000 signals, and a model is ~1.1 KB each where this is
 # ~170 B (11.6 MB against 1.7 MB in the worker), validated and described (the editor's form) the same way.
@@ -49,7 +54,8 @@ class SimulatorConfig(NodeConfig):
     rate_hz: float = Field(1.0, gt=0, le=100_000, description="Readings per second per signal")
     faults: Faults = Field(default_factory=Faults)
     seed: int = 0
-    start_time: datetime | None = Field(None, description="device_time of the first reading; default: now")
+    start_time: datetime | None = Field(None, description="device_time of the first reading; default: now, at the "
+                                        "first start")  # fmt: skip
     realtime: bool = Field(True, description="Pace readings at rate_hz; off: as fast as Kafka takes them")
     limit: int | None = Field(None, ge=1, description="Stop after this many readings per signal")
     batch_size: int = Field(500, ge=1, le=50_000, description="Readings per batch (injected duplicates add to it); "
@@ -60,16 +66,32 @@ class SimulatorConfig(NodeConfig):
 class _Position:
     n: int  # reading sets (one reading per signal) completed and acknowledged by Kafka
     walk: list[float]  # where each random walk stood after them
+    # Device time of reading set 0, so that set n keeps its device time across restarts; None: saved by a version
+    # that kept none (each of its starts took "now" again).
+    origin: datetime | None = None
 
 
 class Simulator(SourceNode[SimulatorConfig]):
-    """Generates readings on device time start_time + n / rate_hz: deterministic for a given seed, paced by the
-    node's clock. A batch holds at most batch_size readings: several whole sets of a few signals, or a part of one
-    set of many (10,000 signals go out 500 at a time, not as one batch of 10,000 held in memory at once, then
-    downstream). Its position is in the changelog, saved after Kafka acknowledged a batch: table `position` when a
-    set completed, table `sent` (which set is in progress, and how many of its signals are out) after every batch;
-    a restart resumes at the next reading. A `sent` of another set than `position`'s next (one of the two saves
-    landed) counts as none sent: that set is sent again whole, never skipped."""
+    """Generates reading set n (one reading per signal) on device time origin + n / rate_hz: deterministic for a
+    given seed, paced by the node's clock. A batch holds at most batch_size readings: several whole sets of a few
+    signals, or a part of one set of many (10,000 signals go out 500 at a time, not as one batch of 10,000 held in
+    memory at once, then downstream). Its position is in the changelog, saved after Kafka acknowledged a batch:
+    table `position` (with the origin) when a set completed, table `sent` (which set is in progress, and how many of
+    its signals are out) after every batch; a restart resumes at the next reading, on the same origin, so reading n
+    has the same device time whatever restarts happened. A `sent` of another set than `position`'s next (one of the
+    two saves landed) counts as none sent: that set is sent again whole, never skipped.
+
+    The origin is start_time if configured (a reproducible series, paced from each start), else the clock's time at
+    the first start. Paced in realtime on that origin, a set goes out once its device time is due on the node's
+    clock, never before. Back within CATCH_UP_S of a crash, the node sends the sets it missed at once, on their own
+    device times: no gap, and a set sent again (its save lost in the crash) keeps its time. Further off the clock (a
+    longer downtime, a clock set forward or back, a Kafka that cannot keep up), the origin moves so that the next set
+    is at now: the series resumes at the current time after a gap as long as the downtime, as a device switched off
+    and on again shows, not with a burst of the past minutes nor with device times in the future; reading numbers
+    (`sim_seq`) go on, none skipped (a set sent again then has the new time). A position saved without an origin
+    (the previous version) resumes at now the same way. A new origin reaches the changelog before any reading on it
+    goes out (the poll that moved it sends none on it), so a crash then cannot move it again under sent readings.
+    Not in realtime, readings go out as fast as Kafka takes them, on the saved origin: ahead of the clock."""
 
     type = "simulator"
     category = "sources"
@@ -83,10 +105,13 @@ class Simulator(SourceNode[SimulatorConfig]):
         saved = self._position.get(())
         self._n = saved.n if saved else 0
         self._walk = list(saved.walk) if saved else [signal.offset for signal in self.config.signals]
-        self._t0 = self.config.start_time or self.clock.now()
-        if self._t0.tzinfo is None:
-            self._t0 = self._t0.replace(tzinfo=UTC)
-        self._started = self.clock.monotonic() - self._n / self.config.rate_hz  # resumed: no catch-up burst
+        self._origin_unsaved = False  # a new origin, not yet in the changelog: no reading on it goes out before
+        origin = self.config.start_time or (saved.origin if saved else None)
+        if origin is None:  # the first start, or a position saved without its origin: set n is at now
+            self._move_origin()  # with the walks as set n - 1 left them, before set n's sent signals move them
+        else:
+            self._origin = origin if origin.tzinfo else origin.replace(tzinfo=UTC)
+        self._started = self.clock.monotonic() - self._n / self.config.rate_hz  # start_time's pace: no catch-up
         # Signals of set n already sent: their walks move on as they did (each step is seeded by set and signal).
         in_progress, sent = self._sent_of_set.get((), (self._n, 0))
         self._sent = sent if in_progress == self._n else 0
@@ -104,28 +129,49 @@ class Simulator(SourceNode[SimulatorConfig]):
             return {}
         readings: list[Record] = []
         room, signals = config.batch_size, len(config.signals)
-        while room > 0 and not self.exhausted:
+        while room > 0 and not self.exhausted and not self._origin_unsaved:
             if self._sent == 0 and config.realtime:
-                wait = self._n / config.rate_hz - (self.clock.monotonic() - self._started)
+                wait = self._wait()
+                # Due at most one period ahead; further off the clock either way: resume at now (class docstring).
+                if config.start_time is None and not -CATCH_UP_S <= wait <= CATCH_UP_S + 1 / config.rate_hz:
+                    self._move_origin()
+                    break
                 if wait > 0:
                     if readings:
                         break  # what is due goes out now
                     await self.clock.sleep(wait)
+                    continue  # due now, unless the clock was set meanwhile: look again
             upto = min(signals, self._sent + room)
             readings += self._readings(self._n, self._sent, upto)
             room -= upto - self._sent
             self._sent = upto
             if upto == signals:  # the walks as the set left them, before the next set's first signals move them
                 self._n, self._sent = self._n + 1, 0
-                self._position[()] = _Position(self._n, list(self._walk))
+                self._position[()] = _Position(self._n, list(self._walk), self._origin)
         if self._sent_of_set.get(()) != (self._n, self._sent):
             self._sent_of_set[()] = (self._n, self._sent)
+        self._origin_unsaved = False  # the runtime saves the state after every poll, with or without readings
         return {"out": readings}
+
+    def _since_origin(self, n: int) -> timedelta:
+        return timedelta(seconds=n / self.config.rate_hz)
+
+    def _wait(self) -> float:
+        """Seconds until set n is due (negative: overdue)."""
+        if self.config.start_time is None:  # due at its device time on the clock, so never ahead of it
+            return (self._origin + self._since_origin(self._n) - self.clock.now()).total_seconds()
+        return self._n / self.config.rate_hz - (self.clock.monotonic() - self._started)
+
+    def _move_origin(self) -> None:
+        """Set n on device time now; saved with the position, before any reading on it."""
+        self._origin = self.clock.now() - self._since_origin(self._n)
+        self._position[()] = _Position(self._n, list(self._walk), self._origin)
+        self._origin_unsaved = True
 
     def _readings(self, n: int, first: int, upto: int) -> list[Record]:
         """Set n's readings of signals first..upto-1."""
         config, faults = self.config, self.config.faults
-        device_time = self._t0 + timedelta(seconds=n / config.rate_hz)
+        device_time = self._origin + self._since_origin(n)
         gateway_time = device_time + timedelta(milliseconds=5) if config.start_time else None
         out: list[Record] = []
         for index in range(first, upto):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from streamforge.engine.clock import ManualClock
 from streamforge.engine.testing import NodeHarness
 from streamforge.nodes.simulator import Simulator, SimulatorConfig
 
@@ -147,3 +148,109 @@ async def test_a_save_that_landed_half_sends_a_set_again_rather_than_skip_any_of
     # Sent again: set 1's first 2 (`position` landed, `sent` still says 8 of set 0), or the whole of set 0 and
     # those 2 (only `sent` landed: `position` still says set 0).
     assert len(out) == len(expected) + {"position": 2, "sent": 12}[landed]
+
+
+class _RunningClock(ManualClock):
+    """A fake clock whose sleeps pass at once and move its time on: a paced node is polled without a driver, and
+    time moves only by the node's own waits and the test's downtimes."""
+
+    async def sleep(self, seconds: float) -> None:
+        await self.advance(max(0.0, seconds))
+
+
+Reading = tuple[str, str, int, datetime, float]  # asset, parameter, sim_seq, device_time, value
+
+
+def _readings(records: list[dict[str, Any]]) -> list[Reading]:
+    return [(r["asset_id"], r["parameter"], int(r["metadata"]["sim_seq"]), r["timestamps"]["device_time"], r["value"])
+            for r in records]  # fmt: skip
+
+
+async def _paced(harness: NodeHarness[Simulator], polls: int | None = None) -> None:
+    """Turns of the source loop (until exhausted if no count), each reading checked against the clock as it went out
+    (only the node's waits move a _RunningClock: the clock now is the clock when the batch was made)."""
+    turns = 0
+    while not harness.node.exhausted and (polls is None or turns < polls):
+        out, now = (await harness.poll())["out"], harness.clock.now()
+        assert max((r["timestamps"]["device_time"] for r in out), default=now) <= now
+        turns += 1
+
+
+def _tenths(start: datetime, count: int) -> list[datetime]:
+    """Device times of `count` sets at 10 Hz from `start`."""
+    return [start + timedelta(seconds=n / 10) for n in range(count)]
+
+
+async def test_restarts_without_start_time_keep_device_times_continuous_and_never_ahead_of_the_clock() -> None:
+    config = _config(realtime=True, start_time=None, limit=200, batch_size=4)  # sets of 3 split across batches
+    async with NodeHarness(Simulator, config, clock=_RunningClock(T0)) as harness:
+        await _paced(harness)
+    uninterrupted = _readings(harness.captured["out"])
+    assert sorted({time for *_, time, _ in uninterrupted}) == _tenths(T0, 200)
+    clock = _RunningClock(T0)
+    async with NodeHarness(Simulator, config, clock=clock) as harness:
+        for downtime_s in (4.0, 9.5):  # two crashes (the first mid-set), each back within CATCH_UP_S
+            await _paced(harness, 41)
+            await clock.advance(downtime_s)
+            await harness.restart()
+        await _paced(harness)
+        caught_up = clock.now()
+    assert _readings(harness.captured["out"]) == uninterrupted  # none skipped, none twice, each at its own time
+    assert caught_up == T0 + timedelta(seconds=19.9)  # the last set went out when due: paced again, not behind
+
+
+async def test_after_a_long_downtime_readings_resume_at_now_with_none_skipped() -> None:
+    config = _config(realtime=True, start_time=None, limit=40, signals=[_config()["signals"][1]])
+    clock = _RunningClock(T0)
+    async with NodeHarness(Simulator, config, clock=clock) as harness:
+        await _paced(harness, 11)  # the first poll only saves the origin; then sets 0-9
+        await clock.advance(3600)  # the gateway was off for an hour
+        await harness.restart()
+        resumed = clock.now()
+        assert (await harness.poll())["out"] == []  # the moved origin is saved before any reading on it
+        await _paced(harness, 10)
+        await clock.advance(2.0)  # a crash on the moved origin, back within CATCH_UP_S: it was kept
+        await harness.restart()
+        await _paced(harness)
+    out = _readings(harness.captured["out"])
+    assert [seq for _, _, seq, _, _ in out] == list(range(40))
+    assert [time for *_, time, _ in out] == _tenths(T0, 10) + _tenths(resumed, 30)  # the hour is a gap, no burst
+    unpaced = await _all({**config, "realtime": False, "start_time": T0.isoformat()})
+    assert [value for *_, value in out] == [value for *_, value in _readings(unpaced)]  # the walk went on as it would
+
+
+async def test_a_position_saved_without_its_origin_resumes_at_now() -> None:
+    config = _config(realtime=True, start_time=None, limit=20, signals=[_config()["signals"][1]])
+    clock = _RunningClock(T0)
+    async with NodeHarness(Simulator, config, clock=clock) as harness:
+        await _paced(harness, 11)
+        key = json.dumps(["position"])
+        position = json.loads(harness.state[key])
+        del position["origin"]  # as the previous version saved it: each of its starts took now as the origin
+        harness.state[key] = json.dumps(position).encode()
+        await clock.advance(5.0)
+        await harness.restart()
+        resumed = clock.now()
+        assert (await harness.poll())["out"] == []
+        origin = datetime.fromisoformat(json.loads(harness.state[key])["origin"])
+        assert origin == resumed - timedelta(seconds=1)  # set 10 at now, saved with the position
+        await _paced(harness)
+    out = _readings(harness.captured["out"])
+    assert [seq for _, _, seq, _, _ in out] == list(range(20))
+    assert [time for *_, time, _ in out] == _tenths(T0, 10) + _tenths(resumed, 10)
+
+
+async def test_a_series_ahead_of_the_clock_moves_back_to_now_once_paced() -> None:
+    config = _config(realtime=False, start_time=None, limit=None, signals=[_config()["signals"][0]])
+    clock = _RunningClock(T0)
+    async with NodeHarness(Simulator, config, clock=clock) as harness:
+        for _ in range(3):  # 1,000 sets unpaced (after the poll that saves the origin): 100 s ahead of the clock
+            await harness.poll()
+        assert harness.captured["out"][-1]["timestamps"]["device_time"] == T0 + timedelta(seconds=99.9)
+        harness.config = {**config, "realtime": True, "limit": 1020}  # redeployed paced, its state kept
+        await harness.restart()
+        resumed = clock.now()
+        await _paced(harness)
+    out = _readings(harness.captured["out"])
+    assert [seq for _, _, seq, _, _ in out] == list(range(1020))
+    assert [time for *_, time, _ in out][1000:] == _tenths(resumed, 20)
