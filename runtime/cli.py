@@ -305,6 +305,9 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
 
 @main.command("control-plane")
 @_home_option
+@click.option("--host", default=None, help="Address to serve on, e.g. 0.0.0.0 or this host's IP [default: "
+              "127.0.0.1, or $STREAMFORGE_HTTP_HOST]. Off loopback it serves HTTPS (--tls auto) unless told "
+              "otherwise.")  # fmt: skip
 @click.option("--port", type=int, default=8080, show_default=True, help="API, registry, health and metrics port.")
 @click.option("--poll-interval", type=float, default=30.0, show_default=True,
               help="Seconds between a gateway's polls; 3 missed ones mark it OFFLINE.")  # fmt: skip
@@ -317,7 +320,7 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
 @click.option("--tls-name", "tls_names", multiple=True, help="Extra host name or IP for the generated certificate.")
 @click.option("--gateway-token-days", type=click.FloatRange(min=0.00005, max=3650), default=365.0, show_default=True,
               help="Lifetime of gateway JWTs; gateways renew in the last month (or last quarter) of it.")  # fmt: skip
-def control_plane_command(data_dir: Path, port: int, poll_interval: float, tls_mode: str | None,
+def control_plane_command(data_dir: Path, host: str | None, port: int, poll_interval: float, tls_mode: str | None,
                           tls_cert: Path | None, tls_key: Path | None, tls_names: tuple[str, ...],
                           gateway_token_days: float) -> None:  # fmt: skip
     """The control plane alone: gateways register with it, are approved, and sync their flows from it."""
@@ -331,13 +334,16 @@ def control_plane_command(data_dir: Path, port: int, poll_interval: float, tls_m
     if bool(tls_cert) != bool(tls_key):
         _fail("--tls-cert and --tls-key go together")
     tls: TlsFiles | None = None
-    host = http_host()
-    loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    host = host or http_host()
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False  # a host name
     if tls_cert and tls_key:
         tls = TlsFiles(tls_cert, tls_key)
     elif (tls_mode or ("off" if loopback else "auto")) == "auto":
         tls = self_signed(data_dir / "tls", list(tls_names) + ([] if loopback else [host]))
-    asyncio.run(serve_control_plane(data_dir, port, click.echo, poll_interval, tls, gateway_token_days * 86400))
+    asyncio.run(serve_control_plane(data_dir, host, port, click.echo, poll_interval, tls, gateway_token_days * 86400))
 
 
 @main.command()
@@ -412,7 +418,7 @@ def up(data_dir: Path, bootstrap: str | None, registry_url: str | None, port: in
     envvar="STREAMFORGE_URL",
     default="http://127.0.0.1:8080",
     show_default=True,
-    help="The control plane (`streamforge up`) [env STREAMFORGE_URL].",
+    help="The control plane (`streamforge up` or `streamforge control-plane`) [env STREAMFORGE_URL].",
 )
 @click.option(
     "--token",
@@ -420,11 +426,18 @@ def up(data_dir: Path, bootstrap: str | None, registry_url: str | None, port: in
     required=True,
     help="A named API token (POST /api/v1/tokens); its user's role bounds every tool [env STREAMFORGE_TOKEN].",
 )
-def mcp(url: str, token: str) -> None:
+@click.option(
+    "--ca",
+    "ca_file",
+    type=click.Path(path_type=Path, exists=True),
+    default=None,
+    help="CA certificate the control plane's TLS certificate must chain to (its <data-dir>/tls/ca.pem).",
+)
+def mcp(url: str, token: str, ca_file: Path | None) -> None:
     """Serve the MCP tools over stdio (for an agent started by an MCP client), acting as TOKEN's user."""
     from streamforge.runtime.control_plane.mcp_stdio import serve_stdio
 
-    asyncio.run(serve_stdio(url, token))
+    asyncio.run(serve_stdio(url, token, ca_file))
 
 
 @main.group()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from streamforge.engine.problems import FlowInvalid, Problem
+from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
+
+Model = TypeVar("Model", bound=BaseModel)
 
 
 class ApiError(Exception):
@@ -65,6 +68,25 @@ async def json_object(request: Request, example: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "bad_request", f"the body must be a JSON object, not {type(body).__name__}: send {example}")
     return body
+
+
+def validated(model: type[Model], body: Any, what: str) -> Model:
+    """`body` as `model`, or 422 with every problem located by its JSON pointer."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as invalid:
+        problems = [Problem("invalid", error["msg"], pointer_of(*error["loc"])) for error in invalid.errors()[:50]]
+        raise ApiError(422, "invalid", f"{what}: {len(problems)} problem(s): "
+                       + "; ".join(str(p) for p in problems[:5]), problems) from None  # fmt: skip
+
+
+async def typed_body(request: Request, model: type[Model], what: str) -> Model:
+    """The request's JSON object body as `model` (400 if not a JSON object, 422 with located problems if not that
+    model)."""
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", f"{what} is a JSON object, not {type(body).__name__}")
+    return validated(model, body, what)
 
 
 def whole_number(raw: str | None, name: str, example: str) -> int | None:

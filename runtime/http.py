@@ -12,6 +12,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from streamforge.runtime.kafka.broker import free_port
+from streamforge.runtime.protocol import PING_INTERVAL_S, PING_TIMEOUT_S
 
 
 def http_host() -> str:
@@ -33,8 +34,10 @@ async def serve_app(
     host = host or http_host()
     port = port or free_port(host)
     certificate, key = (str(tls[0]), str(tls[1])) if tls else (None, None)
+    # Pings on every websocket: a gateway whose link died is noticed in seconds, not when TCP gives up.
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
-                            ssl_certfile=certificate, ssl_keyfile=key, ws="auto" if websockets else "none")  # fmt: skip
+                            ssl_certfile=certificate, ssl_keyfile=key, ws="auto" if websockets else "none",
+                            ws_ping_interval=PING_INTERVAL_S, ws_ping_timeout=PING_TIMEOUT_S)  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(), name=f"http-{port}")
     while not server.started:

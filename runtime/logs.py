@@ -168,3 +168,52 @@ class LogRing:
             found += [line for line in self._lines(path) if query.matches(line)]
         found.sort(key=lambda line: str(line.get("timestamp", "")))
         return found[-query.limit :]
+
+
+class LogTail:
+    """The lines added to a ring since the last call, across its files and their rotations (followed by inode):
+    what a gateway pushes to its control plane. Starts at the ring's end; lines written while the link was down
+    are read at the next call, so none are skipped while the process lives."""
+
+    def __init__(self, ring: LogRing) -> None:
+        self.ring = ring
+        self._read: dict[int, int] | None = None  # inode -> bytes read
+
+    def _sizes(self) -> dict[int, tuple[Path, int]]:
+        """inode -> (path, size), oldest file first (the ring lists them newest first)."""
+        found = {}
+        for path in reversed(self.ring.files()):
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                found[stat.st_ino] = (path, stat.st_size)
+        return found
+
+    def new_lines(self, limit: int) -> list[dict[str, Any]]:
+        """At most `limit` new whole lines, oldest file first (the rest at the next call)."""
+        files = self._sizes()
+        if self._read is None:
+            self._read = {inode: size for inode, (_, size) in files.items()}
+            return []
+        lines: list[dict[str, Any]] = []
+        for inode, (path, size) in files.items():
+            start = self._read.get(inode, 0)
+            if size < start:  # truncated in place: read it from the start again
+                start = 0
+            if size == start or len(lines) >= limit:
+                continue
+            with contextlib.suppress(FileNotFoundError), path.open("rb") as file:
+                file.seek(start)
+                chunk = file.read(size - start)
+                whole = chunk[: chunk.rfind(b"\n") + 1]
+                for raw in whole.splitlines():
+                    if len(lines) >= limit:
+                        break
+                    start += len(raw) + 1
+                    with contextlib.suppress(ValueError):
+                        line = json.loads(raw)
+                        if isinstance(line, dict):
+                            lines.append(line)
+            self._read[inode] = start
+        for gone in set(self._read) - set(files):
+            del self._read[gone]
+        return lines

@@ -19,19 +19,14 @@ from typing import Any
 
 from streamforge.engine.flow import load_flow
 from streamforge.engine.node_types import load_node_types
-from streamforge.engine.schema_registry import HttpSchemaRegistry, SchemaRegistry
 from streamforge.engine.secrets import externalize
-from streamforge.runtime.control_plane.app import ControlPlane, control_plane_app, heartbeat_flusher
+from streamforge.runtime.control_plane.app import ControlPlane, serving
 from streamforge.runtime.control_plane.auth import ensure_admin
-from streamforge.runtime.control_plane.editor import editor_routes
-from streamforge.runtime.control_plane.gateway_link import GatewayLink
-from streamforge.runtime.control_plane.mcp_tools.server import mcp_route, mcp_server
-from streamforge.runtime.control_plane.schema_registry import LocalSchemaRegistry
-from streamforge.runtime.control_plane.service import DEPLOY_TIMEOUT_S, FlowService
+from streamforge.runtime.control_plane.service import DEPLOY_TIMEOUT_S
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.demo_devices import demo_devices
 from streamforge.runtime.gateway.run import stop_on_signals
-from streamforge.runtime.http import http_host, serve_app
+from streamforge.runtime.http import http_host
 from streamforge.runtime.logs import configure_logging
 from streamforge.runtime.process import die_with_parent, terminate
 
@@ -142,30 +137,20 @@ async def up(
     if password is not None:
         say(f"first start: created user `admin` with password {password} (shown once; stored only hashed)")
     seeded = seed_demo(store, demo) if demo else None
-    configure_logging("control-plane", log_dir=data_dir / "logs")  # into the ring /api/v1/logs reads
-    schemas: SchemaRegistry = (
-        HttpSchemaRegistry(registry_url) if registry_url else LocalSchemaRegistry(control_plane.schemas)
-    )
-    link = GatewayLink(fleet, "", schemas)
-    flows = FlowService(store, node_types, link)
-    tools = mcp_server(flows, control_plane.operators)
-    routes = [mcp_route(tools, flows, http_host()), *editor_routes()]
-    app = control_plane_app(control_plane, link, routes)
+    configure_logging("control-plane", log_dir=control_plane.log_dir)  # into the ring /api/v1/logs reads
     async with (
         demo_devices() if devices else contextlib.nullcontext() as simulated,
-        tools.session_manager.run(),
-        heartbeat_flusher(fleet),
-        serve_app(app, port=port, websockets=True) as url,
+        serving(control_plane, http_host(), port) as url,
     ):
         if simulated is not None:
             say(json.dumps({"event": "demo_devices", "modbus": simulated.modbus, "opcua": simulated.opcua}))
         key = fleet.create_enrolment_key(LOCAL_LABELS, "streamforge up", ttl_s=600)
         async with local_gateway(url, data_dir, key, bootstrap, registry_url) as gateway:
-            link.gateway_id = await fleet.approved(gateway.event["instance_id"])
-            started = await resume(control_plane, link.gateway_id)
+            gateway_id = await fleet.approved(gateway.event["instance_id"])
+            started = await resume(control_plane, gateway_id)
             say(json.dumps({"event": "up", "editor": f"{url}/", "api": f"{url}/api/v1", "mcp": f"{url}/mcp",
                             "health": f"{url}/health", "metrics": f"{url}/metrics", "registry": f"{url}/schemas",
-                            "kafka": gateway.event["kafka"], "gateway": link.gateway_id,
+                            "kafka": gateway.event["kafka"], "gateway": gateway_id,
                             "gateway_health": gateway.event["health"], "flows": started, "seeded": seeded,
                             "url": url}))  # fmt: skip
             await stop.wait()

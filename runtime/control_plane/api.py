@@ -11,12 +11,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from streamforge.engine.flow import dump_flow, load_flow, validate_flow
-from streamforge.engine.node_types import NodeTypes
 from streamforge.runtime.control_plane.auth import Role, User, check_password, hash_password, role_guard
-from streamforge.runtime.control_plane.gateway_link import GatewayLink
+from streamforge.runtime.control_plane.fleet import parse_labels
 from streamforge.runtime.control_plane.live import live_endpoint
 from streamforge.runtime.control_plane.service import FlowService
-from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body, json_object, whole_number
 from streamforge.runtime.limits import LoginThrottle
 
@@ -37,16 +35,14 @@ def _flow_body(version: Any) -> dict[str, Any]:
 
 
 def control_plane_api(
-    store: Store,
-    node_types: NodeTypes,
-    gateway: GatewayLink | None = None,
+    flows: FlowService,
     extra_routes: Iterable[BaseRoute] = (),
     api_routes: Iterable[BaseRoute] = (),
 ) -> Starlette:
     """The control plane's REST API under /api/v1 (plus `api_routes`: the fleet's), then `extra_routes` (the
-    editor's static files)."""
+    editor's static files and /mcp)."""
+    store, node_types = flows.store, flows.node_types
     requires = role_guard(store)
-    flows = FlowService(store, node_types, gateway)
     throttle = LoginThrottle()
 
     @requires(Role.VIEWER)
@@ -81,8 +77,13 @@ def control_plane_api(
 
     @requires(Role.ENGINEER)
     async def flow_delete(request: Request, user: User) -> Response:
-        store.delete_flow(request.path_params["flow"])
+        """Unassigned everywhere first: no gateway keeps running a flow the editor no longer lists."""
+        flows.delete(request.path_params["flow"])
         return Response(status_code=204)
+
+    @requires(Role.ENGINEER)
+    async def flow_undeploy(request: Request, user: User) -> Response:
+        return JSONResponse(flows.undeploy(request.path_params["flow"]))
 
     @requires(Role.VIEWER)
     async def flow_versions(request: Request, user: User) -> Response:
@@ -117,9 +118,14 @@ def control_plane_api(
 
     @requires(Role.ENGINEER)
     async def flow_deploy(request: Request, user: User) -> Response:
-        body = await json_object(request, '{"mode": "modified"} or {"mode": "full"}') if await request.body() else {}
-        mode = body.get("mode", "modified")
-        return JSONResponse(await flows.deploy(request.path_params["flow"], mode, user.username))
+        example = '{"mode": "modified"}, with a target the first time: {"gateway": "gw_..."} or {"labels": {...}}'
+        body = await json_object(request, example) if await request.body() else {}
+        gateway = body.get("gateway")
+        if gateway is not None and not isinstance(gateway, str):
+            raise ApiError(422, "invalid", "`gateway` is a gateway id such as gw_1a2b3c4d5e6f")
+        labels = parse_labels(body["labels"], "labels") if body.get("labels") else None
+        return JSONResponse(await flows.deploy(request.path_params["flow"], str(body.get("mode", "modified")),
+                                               user.username, gateway, labels))  # fmt: skip
 
     @requires(Role.OPERATOR)
     async def node_command(request: Request, user: User) -> Response:
@@ -127,18 +133,20 @@ def control_plane_api(
         body = await json_body(request)
         args = {**body, "user": user.username} if isinstance(body, dict) else body
         flow, node, name = (request.path_params[k] for k in ("flow", "node", "command"))
-        return JSONResponse(await flows.running_gateway().command(flow, node, name, args))
+        gateway = flows.fleet.pick(request.query_params.get("gateway"), flow)
+        request_ = {"flow": flow, "node": node, "name": name, "args": args}
+        return JSONResponse(await flows.fleet.command(gateway, request_))
 
     @requires(Role.VIEWER)
     async def flow_changes(request: Request, user: User) -> Response:
         """What deploying the document in the body would restart (the editor's modified marks and count)."""
         raw = await json_object(request, "the flow document being edited")
         document = {key: value for key, value in raw.items() if key not in RESPONSE_ONLY}  # as a GET sent it
-        return JSONResponse(flows.changes(request.path_params["flow"], document))
+        return JSONResponse(flows.changes(request.path_params["flow"], document, request.query_params.get("gateway")))
 
     @requires(Role.VIEWER)
     async def flow_status(request: Request, user: User) -> Response:
-        return JSONResponse(flows.status(request.path_params["flow"]))
+        return JSONResponse(flows.status(request.path_params["flow"], request.query_params.get("gateway")))
 
     async def login(request: Request) -> Response:
         body = await json_object(request, '{"username": ..., "password": ...}')
@@ -183,7 +191,13 @@ def control_plane_api(
             return JSONResponse(flows.approve_fleet_action(flow_id, action, arguments, user.username, digest),
                                 status_code=201)  # fmt: skip
         digest = _text(body, "change_digest", "the change_digest from GET /flows/{flow}/draft")
-        return JSONResponse(flows.approve(flow_id, action, digest, user.username), status_code=201)
+        target = None
+        if action == "deploy" and (body.get("gateway") or body.get("labels")):
+            gateway = body.get("gateway")
+            if gateway is not None and not isinstance(gateway, str):
+                raise ApiError(422, "invalid", "`gateway` is a gateway id such as gw_1a2b3c4d5e6f")
+            target = {"gateway": gateway} if gateway else {"labels": parse_labels(body["labels"], "labels")}
+        return JSONResponse(flows.approve(flow_id, action, digest, user.username, target), status_code=201)
 
     @requires(Role.ENGINEER)
     async def audit_trail(request: Request, user: User) -> Response:
@@ -206,7 +220,7 @@ def control_plane_api(
         return Response(status_code=204)
 
     routes: list[BaseRoute] = [
-        WebSocketRoute("/live", live_endpoint(store, node_types, gateway)),
+        WebSocketRoute("/live", live_endpoint(flows)),
         Route("/secrets", secrets_list),
         Route("/secrets/{name}", secret_put, methods=["PUT"]),
         Route("/secrets/{name}", secret_delete, methods=["DELETE"]),
@@ -225,6 +239,7 @@ def control_plane_api(
         Route("/flows/{flow}/versions/{version:int}/restore", flow_restore, methods=["POST"]),
         Route("/flows/{flow}/export", flow_export),
         Route("/flows/{flow}/deploy", flow_deploy, methods=["POST"]),
+        Route("/flows/{flow}/undeploy", flow_undeploy, methods=["POST"]),
         Route("/flows/{flow}/status", flow_status),
         Route("/flows/{flow}/changes", flow_changes, methods=["POST"]),
         Route("/flows/{flow}/draft", flow_draft),

@@ -1,10 +1,13 @@
-"""The control plane as one ASGI app: REST API, fleet, schema registry at /schemas, health and metrics."""
+"""The control plane's one composition root: the ASGI app (REST API, live socket, editor, /mcp, fleet, schema
+registry at /schemas, health and metrics) and serving it. `streamforge control-plane` and `streamforge up` both run
+exactly this; `up` adds a local gateway process that syncs from it like any other."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,17 +23,23 @@ from streamforge.engine.node_types import NodeTypes
 from streamforge.runtime.control_plane.api import control_plane_api
 from streamforge.runtime.control_plane.auth import Role, authenticate_header, bearer_token, require_role
 from streamforge.runtime.control_plane.credentials import TOKEN_LIFETIME_S, TokenSigner
+from streamforge.runtime.control_plane.editor import editor_routes
 from streamforge.runtime.control_plane.fleet import FleetService
 from streamforge.runtime.control_plane.fleet_api import fleet_routes
-from streamforge.runtime.control_plane.gateway_link import GatewayLink
+from streamforge.runtime.control_plane.gateway_metrics import FleetCollector
+from streamforge.runtime.control_plane.mcp_tools.server import mcp_route, mcp_server
 from streamforge.runtime.control_plane.operations import OperatorService
 from streamforge.runtime.control_plane.operator_api import operator_routes
 from streamforge.runtime.control_plane.schema_registry import SchemaApiError, SchemaStore, schema_registry_app
+from streamforge.runtime.control_plane.service import FlowService
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError
+from streamforge.runtime.http import serve_app
 from streamforge.runtime.limits import SMALL_BODY_BYTES, BodyLimit
+from streamforge.runtime.logs import LogRing
 
 HEARTBEAT_FLUSH_S = 5.0
+PRUNE_EVERY_S = 600.0  # pushed metrics history and logs: dropped past their age and size bounds this often
 
 
 @dataclass
@@ -40,6 +49,8 @@ class ControlPlane:
     fleet: FleetService
     schemas: SchemaStore
     operators: OperatorService
+    flows: FlowService
+    log_dir: Path
 
     @classmethod
     def open(cls, data_dir: Path, node_types: NodeTypes, poll_interval_s: float = 30.0,
@@ -48,7 +59,16 @@ class ControlPlane:
         store = Store(data_dir / "control-plane.sqlite")
         signer = TokenSigner(data_dir / "gateway-signing.pem", token_lifetime_s)
         fleet = FleetService(store, node_types, signer, poll_interval_s)
-        return cls(store, node_types, fleet, SchemaStore(data_dir / "registry.sqlite"), OperatorService(store, fleet))
+        log_dir = data_dir / "control-plane-logs"
+        return cls(
+            store,
+            node_types,
+            fleet,
+            SchemaStore(data_dir / "registry.sqlite"),
+            OperatorService(store, fleet, LogRing(log_dir)),
+            FlowService(store, node_types, fleet),
+            log_dir,
+        )
 
 
 def registry_guard(control_plane: ControlPlane) -> Callable[[Request, bool], None]:
@@ -79,16 +99,18 @@ def registry_guard(control_plane: ControlPlane) -> Callable[[Request, bool], Non
     return check
 
 
-def control_plane_app(control_plane: ControlPlane, gateway: GatewayLink | None = None,
-                      extra_routes: Iterable[BaseRoute] = ()) -> ASGIApp:  # fmt: skip
-    """Every route of the control plane. `gateway`: where a deploy goes by default (`up`'s local gateway)."""
+def control_plane_app(control_plane: ControlPlane, extra_routes: Iterable[BaseRoute] = ()) -> ASGIApp:
+    """Every route of the control plane; `extra_routes` after the API (the editor's files, /mcp)."""
     fleet = control_plane.fleet
     metrics = CollectorRegistry()
+    metrics.register(FleetCollector(fleet.metrics))  # every gateway's pushed series, labelled `gateway`
     gateways = Gauge("streamforge_gateways", "Gateways by health", ["health"], registry=metrics)
     seen = Gauge("streamforge_gateway_last_heartbeat_timestamp_seconds", "When each gateway last synced",
                  ["gateway", "name"], registry=metrics)  # fmt: skip
     up = Gauge("streamforge_gateway_up", "1 when the gateway's last heartbeat is recent", ["gateway", "name"],
                registry=metrics)  # fmt: skip
+    linked = Gauge("streamforge_gateway_connected", "1 while the gateway's events socket is open",
+                   ["gateway", "name"], registry=metrics)  # fmt: skip
 
     async def live(request: Request) -> Response:
         return JSONResponse({"status": "alive"})
@@ -102,17 +124,20 @@ def control_plane_app(control_plane: ControlPlane, gateway: GatewayLink | None =
 
     async def exposition(request: Request) -> Response:
         gateways.clear()
-        for row in fleet.gateways():
+        rows = fleet.gateways()
+        fleet.metrics.forget({row["id"] for row in rows})
+        for row in rows:
             gateways.labels(health=row["health"]).inc()
             if row["last_seen"] is not None:
                 seen.labels(gateway=row["id"], name=row["name"]).set(row["last_seen"])
             up.labels(gateway=row["id"], name=row["name"]).set(1 if row["health"] not in ("OFFLINE",) else 0)
+            linked.labels(gateway=row["id"], name=row["name"]).set(1 if fleet.connected(row["id"]) else 0)
         return Response(generate_latest(metrics), media_type="text/plain; version=0.0.4")
 
     registry = schema_registry_app(control_plane.schemas, registry_guard(control_plane))
     api_routes = [*fleet_routes(control_plane.store, fleet),
                   *operator_routes(control_plane.store, fleet, control_plane.operators)]  # fmt: skip
-    api = control_plane_api(control_plane.store, control_plane.node_types, gateway, extra_routes, api_routes)
+    api = control_plane_api(control_plane.flows, extra_routes, api_routes)
     routes: list[BaseRoute] = [
         Route("/health/live", live),
         Route("/health/ready", live),
@@ -127,19 +152,44 @@ def control_plane_app(control_plane: ControlPlane, gateway: GatewayLink | None =
 
 
 @contextlib.asynccontextmanager
-async def heartbeat_flusher(fleet: FleetService) -> AsyncIterator[None]:
-    """Persist heartbeats every few seconds in one transaction, not one write per poll."""
+async def serving(control_plane: ControlPlane, host: str, port: int,
+                  tls: tuple[Path, Path] | None = None) -> AsyncIterator[str]:  # fmt: skip
+    """Serve the whole control plane (with /mcp and the editor) until the block exits; yields its base URL."""
+    tools = mcp_server(control_plane.flows, control_plane.operators)
+    app = control_plane_app(control_plane, [mcp_route(tools, control_plane.flows, host), *editor_routes()])
+    async with (
+        tools.session_manager.run(),
+        fleet_flusher(control_plane.fleet),
+        serve_app(app, host=host, port=port, tls=tls, websockets=True) as url,
+    ):
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def fleet_flusher(fleet: FleetService) -> AsyncIterator[None]:
+    """Persist heartbeats, pushed metrics history and logs every few seconds in one transaction each, not one
+    write per message; prune the pushed history past its bounds now and then."""
+
+    def flush() -> None:
+        fleet.write_heartbeats(fleet.dirty_heartbeats())
+        fleet.metrics.write_history(fleet.metrics.taken_history())
+        fleet.logs.write(fleet.logs.taken())
 
     async def loop() -> None:
+        pruned = 0.0
         while True:
             await asyncio.sleep(HEARTBEAT_FLUSH_S)
-            await asyncio.to_thread(fleet.write_heartbeats, fleet.dirty_heartbeats())
+            await asyncio.to_thread(flush)
+            if time.monotonic() - pruned > PRUNE_EVERY_S:
+                pruned = time.monotonic()
+                await asyncio.to_thread(fleet.metrics.prune)
+                await asyncio.to_thread(fleet.logs.prune)
 
-    task = asyncio.create_task(loop(), name="heartbeat-flush")
+    task = asyncio.create_task(loop(), name="fleet-flush")
     try:
         yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        fleet.write_heartbeats(fleet.dirty_heartbeats())
+        flush()

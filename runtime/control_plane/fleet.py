@@ -24,9 +24,29 @@ from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.secrets import references
 from streamforge.runtime.control_plane.auth import bearer_token
 from streamforge.runtime.control_plane.credentials import TokenSigner, seal, valid_public_key
-from streamforge.runtime.control_plane.rates import NodeRates
+from streamforge.runtime.control_plane.gateway_logs import GatewayLogs
+from streamforge.runtime.control_plane.gateway_metrics import GatewayMetrics
 from streamforge.runtime.control_plane.store import Store, token_digest
 from streamforge.runtime.errors import ApiError
+from streamforge.runtime.protocol import (
+    FROM_GATEWAY,
+    PROTOCOL,
+    CommandReply,
+    CommandRequest,
+    DesiredState,
+    Heartbeat,
+    LogsPush,
+    MetricsPush,
+    PollNotice,
+    Registration,
+    TapCancel,
+    TapEnded,
+    TapRecord,
+    TapRequest,
+    TapStarted,
+    ToGateway,
+    major,
+)
 
 log = logging.getLogger("streamforge.fleet")
 
@@ -67,12 +87,21 @@ def selector_labels(text: str) -> dict[str, str]:
 
 
 @dataclass
-class Heartbeat:
+class LastHeartbeat:
     """The latest a gateway said about itself; kept in memory and flushed to the store every few seconds."""
 
     at: float
     report: dict[str, Any]
     dirty: bool = True
+
+
+@dataclass
+class Tap:
+    """A debug tap the control plane asked a gateway for: what the gateway streams back for it."""
+
+    gateway_id: str
+    request: TapRequest
+    messages: asyncio.Queue[TapStarted | TapRecord | TapEnded] = field(default_factory=asyncio.Queue)
 
 
 @dataclass
@@ -98,11 +127,14 @@ class FleetService:
         # answers 304 to gateways that are up to date instead of sending every one its state again.
         self._etag_key = store.derived_key("gateway-etag")
         self._etags: dict[str, tuple[int, str]] = {}  # gateway -> (store revision, etag)
-        self._heartbeats: dict[str, Heartbeat] = {}
-        self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+        self._heartbeats: dict[str, LastHeartbeat] = {}
+        self._listeners: dict[str, set[asyncio.Queue[ToGateway]]] = defaultdict(set)
+        self._link_lost: dict[str, float] = {}  # gateway -> when its last events socket closed
         self._waiters: list[Waiter] = []
-        self._commands: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self.rates = NodeRates(self)
+        self._commands: dict[str, tuple[str, asyncio.Future[CommandReply]]] = {}  # id -> (gateway, its answer)
+        self._taps: dict[str, Tap] = {}
+        self.metrics = GatewayMetrics(store)
+        self.logs = GatewayLogs(store)
 
     # -- rows ------------------------------------------------------------------------------------------
 
@@ -150,23 +182,23 @@ class FleetService:
         labels: dict[str, str] = json.loads(row["labels"])
         return labels
 
-    def register(self, body: Any) -> tuple[int, dict[str, Any]]:
+    def register(self, registration: Registration) -> tuple[int, dict[str, Any]]:
         """First boot, and every retry until approved. 202 pending; 200 with a token once approved.
 
         The registration secret proves the caller is the gateway that registered: a gateway that comes back
         with the same instance id and another secret (its disk was lost) is pending again, with the same id.
         """
-        if not isinstance(body, dict):
-            raise ApiError(400, "bad_request", "send a JSON object: name, instance_id, secret, public_key, ...")
-        for required in ("name", "instance_id", "secret", "public_key"):
-            if not isinstance(body.get(required), str) or not body[required]:
-                raise ApiError(422, "invalid", f"`{required}` is required (a non-empty string)")
-        if not valid_public_key(body["public_key"]):
+        if major(registration.protocol) != major(PROTOCOL):
+            raise ApiError(422, "protocol", f"this control plane speaks fleet protocol {PROTOCOL}; the gateway "
+                           f"speaks {registration.protocol}: upgrade the older of the two")  # fmt: skip
+        if not valid_public_key(registration.public_key):
             raise ApiError(422, "invalid", "`public_key` must be a base64 X25519 public key (32 bytes)")
-        labels = parse_labels(body.get("labels"), "labels")
-        info = {key: body.get(key) for key in ("version", "node_types", "disk", "hostname")}
-        secret_hash = token_digest(body["secret"])
-        preapproved = self._enrolment(body.get("enrolment_key"))
+        labels = parse_labels(registration.labels, "labels")
+        info = {"version": registration.version, "node_types": registration.node_types, "disk": registration.disk,
+                "hostname": registration.hostname, "protocol": registration.protocol}  # fmt: skip
+        body = registration.model_dump()
+        secret_hash = token_digest(registration.secret)
+        preapproved = self._enrolment(registration.enrolment_key)
         row = self.store.db.execute("SELECT * FROM gateways WHERE instance_id = ?", (body["instance_id"],)).fetchone()
         with self._writing_one(row["id"] if row is not None else None) as db:
             if row is None:
@@ -305,6 +337,15 @@ class FleetService:
             raise ApiError(404, "not_found", f"flow {flow_id} has no assignment to {kind} {target}")
         self.notify({row["id"] for row in covered})
 
+    def unassign_all(self, flow_id: str) -> list[str]:
+        """Every assignment of the flow, gone: its gateways stop it at their next poll (told at once). Returns
+        the gateways that ran or were to run it."""
+        covered = {row["id"] for a in self.assignments(flow_id) for row in self.matching(a["target_kind"], a["target"])}
+        with self.store.write() as db:
+            db.execute("DELETE FROM assignments WHERE flow_id = ?", (flow_id,))
+        self.notify(covered)
+        return sorted(covered)
+
     def wanted_versions(self, row: dict[str, Any]) -> dict[str, int]:
         return {flow: version for flow, (version, _) in self.wanted(row).items()}
 
@@ -358,16 +399,16 @@ class FleetService:
                 if value is not None:
                     sealed[name] = seal(row["public_key"], value)
         types = sorted({node["type"] for document in flows for node in document["nodes"]})
-        return {"gateway_id": row["id"], "etag": self.etag(row), "flows": flows, "secrets": sealed,
-                "restarts": restarts, "node_types": {name: packages.get(name) for name in types}}  # fmt: skip
+        return DesiredState(protocol=PROTOCOL, gateway_id=row["id"], etag=self.etag(row), flows=flows,
+                            secrets=sealed, restarts=restarts,
+                            node_types={name: packages.get(name) for name in types}).model_dump()  # fmt: skip
 
     # -- sync: the poll that is also the heartbeat -------------------------------------------------------
 
-    def sync(self, row: dict[str, Any], report: Any, if_none_match: str | None) -> dict[str, Any] | None:
+    def sync(self, row: dict[str, Any], heartbeat: Heartbeat, if_none_match: str | None) -> dict[str, Any] | None:
         """Record the heartbeat; the desired state, or None when `if_none_match` is current (304)."""
-        if not isinstance(report, dict):
-            raise ApiError(400, "bad_request", "the body is the heartbeat: a JSON object (flows, nodes, ...)")
-        self._heartbeats[row["id"]] = Heartbeat(time.time(), report)
+        report = heartbeat.model_dump(exclude_none=True)
+        self._heartbeats[row["id"]] = LastHeartbeat(time.time(), report)
         self._settle_waiters(row["id"], report)
         if if_none_match is not None and if_none_match == self.etag(row):
             return None
@@ -449,14 +490,26 @@ class FleetService:
 
     # -- push and waiting -------------------------------------------------------------------------------
 
-    def listen(self, gateway_id: str) -> asyncio.Queue[dict[str, Any]]:
-        """A connected gateway's events socket: what to send it (poll notices, commands)."""
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    def listen(self, gateway_id: str) -> asyncio.Queue[ToGateway]:
+        """A connected gateway's events socket: what to send it (poll notices, commands, taps)."""
+        queue: asyncio.Queue[ToGateway] = asyncio.Queue()
         self._listeners[gateway_id].add(queue)
         return queue
 
-    def unlisten(self, gateway_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+    def unlisten(self, gateway_id: str, queue: asyncio.Queue[ToGateway]) -> None:
+        """The socket closed (or its pings went unanswered): what waits on it is told at once, not at a timeout."""
         self._listeners[gateway_id].discard(queue)
+        if self._listeners[gateway_id]:
+            return
+        self._link_lost[gateway_id] = time.time()
+        lost = ApiError(503, "gateway_offline", f"gateway {gateway_id}'s link to the control plane closed before it "
+                        "answered; it may have run the command: look at its state when it is back")  # fmt: skip
+        for command_id, (owner, answer) in list(self._commands.items()):
+            if owner == gateway_id and not answer.done():
+                answer.set_exception(lost)
+                self._commands.pop(command_id, None)
+        for tap in [t for t in self._taps.values() if t.gateway_id == gateway_id]:
+            tap.messages.put_nowait(TapEnded(id=tap.request.id, message=f"gateway {gateway_id}'s link closed"))
 
     def connected(self, gateway_id: str) -> bool:
         return bool(self._listeners.get(gateway_id))
@@ -466,36 +519,71 @@ class FleetService:
         for gateway_id in gateway_ids:
             for queue in self._listeners.get(gateway_id, ()):
                 if queue.empty():
-                    queue.put_nowait({"type": "poll"})
+                    queue.put_nowait(PollNotice())
+
+    def _link(self, gateway_id: str) -> asyncio.Queue[ToGateway]:
+        """The gateway's events socket, or 503 saying since when it is offline (at once: never a wait)."""
+        queues = self._listeners.get(gateway_id)
+        if queues:
+            return next(iter(queues))
+        row = self._row(gateway_id)
+        lost, (seen, _) = self._link_lost.get(gateway_id), self._last(row)
+        since = max(t for t in (lost, seen, 0.0) if t is not None)
+        when = datetime.fromtimestamp(since, UTC).isoformat(timespec="seconds") if since else "it registered"
+        raise ApiError(503, "gateway_offline", f"gateway {gateway_id} ({row['name']}) is offline since {when}: "
+                       "commands travel only over the link it opens; try again when it is back")  # fmt: skip
 
     async def command(self, gateway_id: str, request: dict[str, Any], timeout_s: float = 30.0) -> dict[str, Any]:
         """Run an operator command on a gateway over its events socket; its answer, or the error it gave."""
-        queues = self._listeners.get(gateway_id)
-        if not queues:
-            raise ApiError(503, "gateway_not_connected", f"gateway {gateway_id} has no live link to the control "
-                           "plane now; commands travel only over that link: try again when it is back")  # fmt: skip
-        command_id = uuid.uuid4().hex
-        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-        self._commands[command_id] = answer
-        next(iter(queues)).put_nowait({"type": "command", "id": command_id, **request})
+        link = self._link(gateway_id)
+        command = CommandRequest(protocol=PROTOCOL, id=uuid.uuid4().hex, **request)
+        answer: asyncio.Future[CommandReply] = asyncio.get_running_loop().create_future()
+        self._commands[command.id] = (gateway_id, answer)
+        link.put_nowait(command)
         try:
             reply = await asyncio.wait_for(answer, timeout_s)
         except TimeoutError:
             raise ApiError(504, "gateway_timeout", f"gateway {gateway_id} did not answer the command within "
                            f"{timeout_s:.0f} s; it may still run it") from None  # fmt: skip
         finally:
-            self._commands.pop(command_id, None)
-        if "error" in reply:
-            raise ApiError.from_dict(reply["error"])
-        result: dict[str, Any] = reply["result"]
+            self._commands.pop(command.id, None)
+        if reply.error is not None:
+            raise ApiError.from_dict(reply.error.model_dump())
+        result: dict[str, Any] = reply.result
         return result
 
-    def answered(self, reply: Any) -> None:
-        """A gateway's reply to a command, from its events socket."""
-        if isinstance(reply, dict) and reply.get("type") == "result":
-            waiting = self._commands.get(str(reply.get("id")))
-            if waiting is not None and not waiting.done():
-                waiting.set_result(reply)
+    def received(self, gateway_id: str, raw: Any) -> None:
+        """A message from a gateway's events socket. One the control plane cannot read (a newer gateway's) is
+        logged and dropped: the socket stays up."""
+        try:
+            message = FROM_GATEWAY.validate_python(raw)
+        except ValueError as unreadable:
+            log.warning("unreadable message from a gateway", extra={"gateway": gateway_id,
+                                                                    "error": str(unreadable)[:300]})  # fmt: skip
+            return
+        if isinstance(message, CommandReply):
+            waiting = self._commands.get(message.id)
+            if waiting is not None and waiting[0] == gateway_id and not waiting[1].done():
+                waiting[1].set_result(message)
+        elif isinstance(message, MetricsPush):
+            self.metrics.push(gateway_id, message)
+        elif isinstance(message, LogsPush):
+            self.logs.push(gateway_id, message.lines)
+        else:
+            tap = self._taps.get(message.id)
+            if tap is not None and tap.gateway_id == gateway_id:
+                tap.messages.put_nowait(message)
+
+    def open_tap(self, gateway_id: str, flow: str, node: str, port: str) -> Tap:
+        """Ask the gateway to stream a sample of one output's records; close_tap() when done."""
+        tap = Tap(gateway_id, TapRequest(protocol=PROTOCOL, id=uuid.uuid4().hex, flow=flow, node=node, port=port))
+        self._link(gateway_id).put_nowait(tap.request)
+        self._taps[tap.request.id] = tap
+        return tap
+
+    def close_tap(self, tap: Tap) -> None:
+        if self._taps.pop(tap.request.id, None) is not None and self.connected(tap.gateway_id):
+            self._link(tap.gateway_id).put_nowait(TapCancel(protocol=PROTOCOL, id=tap.request.id))
 
     def report(self, gateway_id: str) -> tuple[float | None, dict[str, Any] | None]:
         """When a gateway last synced and what it said."""
@@ -530,11 +618,38 @@ class FleetService:
         return waiter.results
 
     def running_on(self, flow_id: str) -> dict[str, dict[str, Any]]:
-        """Per approved gateway that reports running `flow_id`: its version and nodes (for flow status)."""
+        """Per approved gateway that reports running `flow_id`: its name, version, health and nodes."""
         found = {}
         for row in self._rows():
             _, report = self._last(row)
-            if report and flow_id in (report.get("flows") or {}):
+            if row["status"] == Approval.APPROVED and report and flow_id in (report.get("flows") or {}):
                 nodes = [n for n in report.get("nodes", []) if n.get("flow") == flow_id]
-                found[row["id"]] = {"version": report["flows"][flow_id], "nodes": nodes, "health": self.health(row)}
+                found[row["id"]] = {"name": row["name"], "version": report["flows"][flow_id], "nodes": nodes,
+                                    "health": self.health(row)}  # fmt: skip
         return found
+
+    def pick(self, gateway_id: str | None, flow_id: str | None = None) -> str:
+        """The gateway a question is about: the one named; else the only one running `flow_id` (or, with no flow,
+        the only approved one); else 409 listing the candidates."""
+        if gateway_id:
+            self._row(gateway_id)  # 404 when unknown
+            return gateway_id
+        candidates = (sorted(self.running_on(flow_id)) if flow_id is not None else
+                      [row["id"] for row in self._rows() if row["status"] == Approval.APPROVED])  # fmt: skip
+        if len(candidates) == 1:
+            return candidates[0]
+        where = f"running flow {flow_id}" if flow_id is not None else "approved"
+        if not candidates:
+            raise ApiError(409, "no_gateway", f"no gateway is {where}")
+        raise ApiError(409, "ambiguous", f"{len(candidates)} gateways are {where} ({', '.join(candidates[:20])}): "
+                       "name one with `gateway`")  # fmt: skip
+
+    def live_view(self, gateway_id: str) -> dict[str, Any]:
+        """One gateway as the editor's live status shows it: health, Kafka, flows, nodes, last apply, node rates."""
+        row = self._row(gateway_id)
+        _, report = self._last(row)
+        report = report or {}
+        return {"gateway": gateway_id, "name": row["name"], "status": self.health(row),
+                "kafka": {"status": report.get("kafka", "UNKNOWN")}, "flows": report.get("flows", {}),
+                "nodes": report.get("nodes", []), "last_apply": report.get("last_apply"),
+                "connected": self.connected(gateway_id), "rates": self.metrics.rates(gateway_id)}  # fmt: skip

@@ -16,7 +16,8 @@ from streamforge.runtime.control_plane.auth import Role, User, role_guard
 from streamforge.runtime.control_plane.fleet import Approval, FleetService, parse_labels
 from streamforge.runtime.control_plane.live import UNAUTHORIZED
 from streamforge.runtime.control_plane.store import Store
-from streamforge.runtime.errors import ApiError, json_body, json_object
+from streamforge.runtime.errors import ApiError, json_object, typed_body, whole_number
+from streamforge.runtime.protocol import Heartbeat, Registration
 
 
 def _target(body: dict[str, Any]) -> tuple[str | None, dict[str, str] | None]:
@@ -33,12 +34,13 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
     # -- called by gateways -------------------------------------------------------------------------
 
     async def register(request: Request) -> Response:
-        status, body = fleet.register(await json_body(request))
+        status, body = fleet.register(await typed_body(request, Registration, "the registration"))
         return JSONResponse(body, status_code=status)
 
     async def sync(request: Request) -> Response:
         row = fleet.authenticate(request.headers.get("authorization", ""), request.path_params["gateway"])
-        state = fleet.sync(row, await json_body(request), request.headers.get("if-none-match"))
+        heartbeat = await typed_body(request, Heartbeat, "the heartbeat")
+        state = fleet.sync(row, heartbeat, request.headers.get("if-none-match"))
         if state is None:
             return Response(status_code=304, headers={"ETag": fleet.etag(row)})
         return JSONResponse(state, headers={"ETag": state["etag"]})
@@ -48,7 +50,8 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
         return JSONResponse(fleet.renew(row["id"]))
 
     async def events(socket: WebSocket) -> None:
-        """The push channel: the control plane only ever says "poll", the gateway then polls as usual."""
+        """The gateway's own link, which everything the control plane asks of it travels over: poll notices,
+        commands and taps one way; command results, tap records, metrics and logs the other (runtime/protocol)."""
         gateway_id = socket.path_params["gateway"]
         try:
             fleet.authenticate(socket.headers.get("authorization", ""), gateway_id)
@@ -58,9 +61,9 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
         await socket.accept()
         queue = fleet.listen(gateway_id)
 
-        async def receive() -> None:  # the gateway's answers to commands
+        async def receive() -> None:
             while True:
-                fleet.answered(await socket.receive_json())
+                fleet.received(gateway_id, await socket.receive_json())
 
         receiver = asyncio.create_task(receive())
         try:
@@ -70,7 +73,7 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
                 if receiver in done:  # the gateway went away
                     event.cancel()
                     return
-                await socket.send_json(event.result())
+                await socket.send_text(event.result().model_dump_json(exclude_none=True))
         except (WebSocketDisconnect, RuntimeError):
             return
         finally:
@@ -88,6 +91,22 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
     @requires(Role.VIEWER)
     async def gateway_get(request: Request, user: User) -> Response:
         return JSONResponse(fleet.details(request.path_params["gateway"]))
+
+    @requires(Role.VIEWER)
+    async def metrics_history(request: Request, user: User) -> Response:
+        """A gateway's node counters as it pushed them (a point per 30 s, 30 days): ?since=&until= (Unix seconds)."""
+        gateway_id = request.path_params["gateway"]
+        fleet.details(gateway_id)  # 404 when unknown
+        bounds = {}
+        for name, default in (("since", 0.0), ("until", float("inf"))):
+            raw = request.query_params.get(name)
+            try:
+                bounds[name] = float(raw) if raw is not None else default
+            except ValueError:
+                raise ApiError(400, "bad_request", f"{name} is Unix seconds, e.g. ?since=1765100000") from None
+        limit = whole_number(request.query_params.get("limit"), "limit", "?limit=1000") or 1000
+        points = fleet.metrics.history(gateway_id, bounds["since"], bounds["until"], min(max(limit, 1), 10_000))
+        return JSONResponse({"gateway": gateway_id, "points": points, "rates": fleet.metrics.rates(gateway_id)})
 
     @requires(Role.ADMIN)
     async def approve(request: Request, user: User) -> Response:
@@ -151,6 +170,7 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
         WebSocketRoute("/gateways/{gateway}/events", events),
         Route("/gateways", gateways_list),
         Route("/gateways/{gateway}", gateway_get),
+        Route("/gateways/{gateway}/metrics", metrics_history),
         Route("/gateways/{gateway}/approve", approve, methods=["POST"]),
         Route("/gateways/{gateway}/reject", reject, methods=["POST"]),
         Route("/gateways/{gateway}/labels", labels, methods=["PUT"]),

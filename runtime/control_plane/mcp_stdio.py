@@ -3,6 +3,8 @@ named API token, so every call runs the same tools with that token's role and la
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -13,11 +15,13 @@ from mcp.server.stdio import stdio_server
 from mcp_types import CallToolRequestParams, CallToolResult, ListToolsResult, PaginatedRequestParams
 
 
-async def serve_stdio(url: str, token: str) -> None:
-    """Relay until stdin closes; `url` is the control plane (e.g. http://127.0.0.1:8080)."""
+async def serve_stdio(url: str, token: str, ca_file: Path | None = None) -> None:
+    """Relay until stdin closes; `url` is the control plane (e.g. http://127.0.0.1:8080). `ca_file`: the CA its
+    TLS certificate must chain to (pinned), for a control plane with its own CA (`--tls auto`)."""
     headers = {"Authorization": f"Bearer {token}"}
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
     async with (
-        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(120)) as http,
+        httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(120), verify=verify) as http,
         Client(streamable_http_client(f"{url.rstrip('/')}/mcp", http_client=http)) as upstream,
     ):
 

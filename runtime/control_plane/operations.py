@@ -12,6 +12,7 @@ from streamforge.runtime.control_plane.alarms import AlarmFilter, AlarmStore
 from streamforge.runtime.control_plane.fleet import Approval, FleetService
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import ApiError
+from streamforge.runtime.logs import LogQuery, LogRing
 
 ALARM_ACTIONS = ("acknowledge", "shelve", "unshelve", "suppress", "unsuppress", "remove_from_service",
                  "return_to_service")  # fmt: skip
@@ -22,6 +23,7 @@ NODE_HEALTH = {"RUNNING": "HEALTHY", "DEGRADED": "DEGRADED", "STARTING": "DEGRAD
 RANK = ("HEALTHY", "DEGRADED", "UNHEALTHY", "FAILED")
 OPERATION_TIMEOUT_S = 60.0
 APPROVAL_TTL_S = 900.0
+CONTROL_PLANE = "control-plane"  # the `gateway` of the control plane's own log lines
 
 
 def worst(statuses: list[str]) -> str:
@@ -44,8 +46,8 @@ def audit_digest(arguments: dict[str, Any]) -> str:
 class OperatorService:
     """Every operator action names its user and is audited; a refusal says what was wrong and what to do."""
 
-    def __init__(self, store: Store, fleet: FleetService) -> None:
-        self.store, self.fleet = store, fleet
+    def __init__(self, store: Store, fleet: FleetService, own_logs: LogRing) -> None:
+        self.store, self.fleet, self.own_logs = store, fleet, own_logs
         self.alarms = AlarmStore(store)
 
     # -- which gateways --------------------------------------------------------------------------------
@@ -177,12 +179,35 @@ class OperatorService:
     # -- logs, restarts, health ------------------------------------------------------------------------
 
     async def logs(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Each connected gateway's log ring, asked over its link; for a gateway that is offline, the lines it
+        pushed up to its last contact (`kept`); and the control plane's own (gateway `control-plane`)."""
         gateway = params.pop("gateway", None) or None
-        answers, unreachable = await self.fan_out("logs", params, gateway)
-        lines = [{"gateway": g, **line} for g, answer in answers for line in answer["lines"]]
+        try:
+            query = LogQuery.parse(params)
+        except ValueError as wrong:
+            raise ApiError(422, "invalid", str(wrong)) from None
+        own = gateway in (None, CONTROL_PLANE)
+        answers: list[tuple[str, list[dict[str, Any]]]] = []
+        unreachable: dict[str, str] = {}
+        if gateway != CONTROL_PLANE:
+            live = [g for g in self.targets(gateway) if self.fleet.connected(g)]
+            asked = await asyncio.gather(*(self.relay(g, "logs", params) for g in live), return_exceptions=True)
+            for gateway_id, outcome in zip(live, asked, strict=True):
+                if isinstance(outcome, ApiError):
+                    unreachable[gateway_id] = outcome.message
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    answers.append((gateway_id, outcome["lines"]))
+            for gateway_id in [g for g in self.targets(gateway) if g not in live] + list(unreachable):
+                unreachable.setdefault(gateway_id, "offline: its lines up to its last contact, as it pushed them")
+                kept = await asyncio.to_thread(self.fleet.logs.query, gateway_id, query)
+                answers.append((gateway_id, [{**line, "kept": True} for line in kept]))
+        if own:
+            answers.append((CONTROL_PLANE, await asyncio.to_thread(self.own_logs.query, query)))
+        lines = [{**line, "gateway": g} for g, found in answers for line in found]
         lines.sort(key=lambda line: str(line.get("timestamp", "")))
-        limit = answers[0][1]["limit"] if answers else 200
-        return {"lines": lines[-limit:], "unreachable": unreachable}
+        return {"lines": lines[-query.limit :], "unreachable": unreachable}
 
     async def restart(self, gateway: str | None, flow: str, node: str, user: str,
                       approved_by: str | None = None) -> dict[str, Any]:  # fmt: skip
@@ -210,12 +235,7 @@ class OperatorService:
                 tier = str(disk["tier"])
                 components.append({"component": "disk", "detail": tier, "status": {"NORMAL": "HEALTHY", "ALERT":
                                    "HEALTHY", "BLOCK": "UNHEALTHY"}.get(tier, "DEGRADED")})  # fmt: skip
-            rates: dict[str, dict[str, float]] = {}
-            if details["health"] not in ("OFFLINE", "NEVER_SEEN"):
-                try:
-                    rates = await self.fleet.rates.of(gateway_id)
-                except ApiError:
-                    rates = {}
+            rates = self.fleet.metrics.rates(gateway_id) if details["health"] not in ("OFFLINE", "NEVER_SEEN") else {}
             for node in report.get("nodes", []):
                 key = f"{node['flow']}/{node['node']}"
                 components.append({"component": key, "type": node.get("type"),

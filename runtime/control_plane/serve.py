@@ -8,19 +8,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from streamforge.engine.node_types import load_node_types
-from streamforge.runtime.control_plane.app import ControlPlane, control_plane_app, heartbeat_flusher
+from streamforge.runtime.control_plane.app import ControlPlane, serving
 from streamforge.runtime.control_plane.auth import ensure_admin
 from streamforge.runtime.control_plane.credentials import TOKEN_LIFETIME_S
-from streamforge.runtime.control_plane.editor import editor_routes
 from streamforge.runtime.control_plane.tls import TlsFiles
 from streamforge.runtime.gateway.run import stop_on_signals
-from streamforge.runtime.http import serve_app
+from streamforge.runtime.logs import configure_logging
 
 log = logging.getLogger("streamforge.control_plane")
 
 
 async def serve_control_plane(
     data_dir: Path,
+    host: str,
     port: int,
     say: Callable[[str], None],
     poll_interval_s: float = 30.0,
@@ -33,11 +33,13 @@ async def serve_control_plane(
     password = ensure_admin(control_plane.store)
     if password is not None:
         say(f"first start: created user `admin` with password {password} (shown once; stored only hashed)")
-    app = control_plane_app(control_plane, extra_routes=editor_routes())
+    configure_logging("control-plane", log_dir=control_plane.log_dir)  # into the ring /api/v1/logs reads
     served = (tls.cert, tls.key) if tls else None
-    async with heartbeat_flusher(control_plane.fleet), serve_app(app, port=port, tls=served, websockets=True) as url:
+    async with serving(control_plane, host, port, served) as url:
         pinned = {"tls_fingerprint": tls.fingerprint(), "tls_ca": str(tls.ca or tls.cert)} if tls else {}
-        say(json.dumps({"event": "control_plane", "url": url, "api": f"{url}/api/v1", "registry": f"{url}/schemas",
-                        "health": f"{url}/health", "metrics": f"{url}/metrics", **pinned}))  # fmt: skip
+        say(json.dumps({"event": "control_plane", "url": url, "api": f"{url}/api/v1", "mcp": f"{url}/mcp",
+                        "registry": f"{url}/schemas", "health": f"{url}/health", "metrics": f"{url}/metrics",
+                        **pinned}))  # fmt: skip
+        log.info("control plane serving", extra={"url": url})
         await stop.wait()
     say(json.dumps({"event": "stopped"}))

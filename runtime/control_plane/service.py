@@ -14,7 +14,7 @@ from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.problems import FlowInvalid, Problem
 from streamforge.engine.sdk import Kind
 from streamforge.engine.secrets import externalize
-from streamforge.runtime.control_plane.gateway_link import GatewayLink
+from streamforge.runtime.control_plane.fleet import FleetService
 from streamforge.runtime.control_plane.operations import action_digest
 from streamforge.runtime.control_plane.store import FlowVersion, Store
 from streamforge.runtime.errors import ApiError
@@ -29,6 +29,13 @@ def change_digest(document: dict[str, Any]) -> str:
                                    key=lambda n: str(n.get("id"))),
                    "edges": sorted((e["from"], e["to"]) for e in document["edges"])}  # fmt: skip
     return hashlib.sha256(json.dumps(significant, sort_keys=True).encode()).hexdigest()
+
+
+def bound_digest(digest: str, target: dict[str, Any] | None) -> str:
+    """A change's digest bound to where it is deployed (a gateway or labels), when the approval names one."""
+    if not target:
+        return digest
+    return hashlib.sha256(json.dumps([digest, target], sort_keys=True).encode()).hexdigest()
 
 
 def fleet_digest(action: str, flow_id: str, arguments: dict[str, Any]) -> str:
@@ -48,11 +55,10 @@ def placement(document: FlowDocument, kind: Kind, after: str | None) -> tuple[fl
 
 
 class FlowService:
-    """The control plane's flow operations, with the store, the node types and the gateway a deploy goes to by
-    default (in `streamforge up`, the local one; it is reached only through the fleet, like any other)."""
+    """The control plane's flow operations, with the store, the node types and the fleet a deploy goes to."""
 
-    def __init__(self, store: Store, node_types: NodeTypes, gateway: GatewayLink | None) -> None:
-        self.store, self.node_types, self.gateway = store, node_types, gateway
+    def __init__(self, store: Store, node_types: NodeTypes, fleet: FleetService) -> None:
+        self.store, self.node_types, self.fleet = store, node_types, fleet
 
     def problems(self, document: FlowDocument) -> list[Problem]:
         """What a deploy would refuse, checked with stand-ins for secrets (no secret is read to validate)."""
@@ -62,12 +68,14 @@ class FlowService:
             return invalid.problems
         return []
 
-    def changes(self, flow_id: str, document: Any) -> dict[str, Any]:
-        """What deploying `document` would restart, against what runs: the compiler's fingerprints, the definition
-        the gateway deploys by (a rename restarts nothing, a rewire restarts the node). With `problems` when it
-        would not deploy; `modified` is then null."""
+    def changes(self, flow_id: str, document: Any, gateway_id: str | None = None) -> dict[str, Any]:
+        """What deploying `document` would restart, against what runs (on `gateway_id`, else what was last
+        deployed): the compiler's fingerprints, the definition the gateway deploys by (a rename restarts nothing, a
+        rewire restarts the node). With `problems` when it would not deploy; `modified` is then null."""
         summary = next((f for f in self.store.list_flows() if f["id"] == flow_id), None)
         deployed_version = summary["deployed_version"] if summary else None
+        if gateway_id is not None:
+            deployed_version = self.fleet.running_on(flow_id).get(gateway_id, {}).get("version")
         before = (compile_document(self.store.get_flow(flow_id, deployed_version).document, self.node_types)
                   if deployed_version is not None else None)  # fmt: skip
         running = {node.node_id for node in before.nodes} if before else set()
@@ -110,47 +118,84 @@ class FlowService:
         current = self.store.get_flow(flow_id)
         return self.store.save_flow({**old.document, "version": current.version}, current.version, user)
 
-    def running_gateway(self) -> GatewayLink:
-        if self.gateway is None:
-            raise ApiError(503, "no_gateway", "no gateway is attached to this control plane")
-        return self.gateway
+    def delete(self, flow_id: str) -> list[str]:
+        """Unassign the flow everywhere (its gateways stop it), then hide it; returns those gateways."""
+        self.store.get_flow(flow_id)  # 404 when unknown
+        gateways = self.fleet.unassign_all(flow_id)
+        self.store.delete_flow(flow_id)
+        return gateways
 
-    async def deploy(self, flow_id: str, mode: str = "modified", user: str = "streamforge") -> dict[str, Any]:
-        """Deploy the latest version: assign it wherever the flow is assigned (default: this control plane's
-        gateway) and wait for the gateways to acknowledge it. A flow that does not compile raises FlowInvalid
-        and touches nothing; a gateway that rolled it back answers 409 with its located cause."""
-        link = self.running_gateway()
-        fleet = link.fleet
+    def undeploy(self, flow_id: str) -> dict[str, Any]:
+        """Stop the flow on every gateway: its assignments go; the flow and its versions stay."""
+        self.store.get_flow(flow_id)
+        gateways = self.fleet.unassign_all(flow_id)
+        self.store.mark_deployed(flow_id, None)
+        return {"flow": flow_id, "stopped_on": gateways}
+
+    async def deploy(self, flow_id: str, mode: str = "modified", user: str = "streamforge",
+                     gateway_id: str | None = None,
+                     labels: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+        """Deploy the latest version: assign it wherever the flow is assigned, and to the target named here (a
+        gateway or a label selector), then wait for the gateways that are online to acknowledge it. A flow that
+        does not compile raises FlowInvalid and touches nothing; a flow with no target is refused, asking where.
+        Each gateway's result is in the answer; 409 when every gateway that answered rolled it back."""
         if mode not in ("modified", "full"):
             raise ApiError(422, "invalid", "mode must be `modified` or `full`")
+        fleet = self.fleet
         version = self.store.get_flow(flow_id)
         compile_document(version.document, self.node_types, self.store.secret)
-        targets = [(a["target"], None) if a["target_kind"] == "gateway" else (None, a["labels"])
-                   for a in fleet.assignments(flow_id)] or [(link.gateway_id, None)]  # fmt: skip
-        covered = set().union(*(fleet.covered(gateway_id, labels) for gateway_id, labels in targets))
-        waiter = fleet.waiter(flow_id, version.version, covered)
-        for gateway_id, labels in targets:
-            fleet.assign(flow_id, version.version, user, gateway_id, labels, restart=mode == "full")
-        results = await fleet.wait(waiter, DEPLOY_TIMEOUT_S)
-        local = results.get(link.gateway_id)
-        if local is None:
-            raise ApiError(504, "deploy_pending", f"flow {flow_id} v{version.version} is assigned, but gateway "
-                           f"{link.gateway_id} did not acknowledge it within {DEPLOY_TIMEOUT_S:.0f} s; it applies it "
-                           "when it next syncs")  # fmt: skip
-        if local["result"] != "APPLIED":
-            raise ApiError(409, "deploy_rolled_back", f"deploy of flow {flow_id} v{version.version} rolled back on "
-                           f"gateway {link.gateway_id}: {local.get('cause')}")  # fmt: skip
-        self.store.mark_deployed(flow_id, version.version)
-        report = local.get("reports", {}).get(flow_id) or {"started": [], "stopped": [], "unchanged": []}
-        return {"flow": flow_id, "version": version.version, "started": report.get("started", []),
-                "stopped": report.get("stopped", []), "unchanged": report.get("unchanged", []),
-                "gateways": {g: r["result"] for g, r in results.items()}}  # fmt: skip
+        targets: list[tuple[str | None, dict[str, str] | None]] = [
+            (a["target"], None) if a["target_kind"] == "gateway" else (None, a["labels"])
+            for a in fleet.assignments(flow_id)
+        ]
+        if gateway_id is not None or labels is not None:
+            fleet.covered(gateway_id, labels)  # 422 unless exactly one target; 404 for an unknown gateway
+            if gateway_id is not None:
+                fleet.details(gateway_id)
+            if (gateway_id, labels) not in targets:
+                targets.append((gateway_id, labels))
+        if not targets:
+            raise ApiError(409, "no_target", f"flow {flow_id} is assigned to no gateway yet: say where to deploy it, "
+                           '{"gateway": "gw_..."} or {"labels": {"site": "north"}}')  # fmt: skip
+        covered = set().union(*(fleet.covered(g, selector) for g, selector in targets))
+        online = {g for g in covered if fleet.health_of(g) not in ("OFFLINE", "NEVER_SEEN")}
+        waiter = fleet.waiter(flow_id, version.version, online)
+        for target_gateway, selector in targets:
+            fleet.assign(flow_id, version.version, user, target_gateway, selector, restart=mode == "full")
+        answers = await fleet.wait(waiter, DEPLOY_TIMEOUT_S) if online else {}
+        results: dict[str, dict[str, Any]] = {}
+        for gateway in sorted(covered):
+            answer = answers.get(gateway)
+            if answer is None:
+                why = "offline: it applies it when it is back" if gateway not in online else (
+                    f"no answer within {DEPLOY_TIMEOUT_S:.0f} s: it applies it when it next syncs")  # fmt: skip
+                results[gateway] = {"result": "PENDING", "cause": why}
+                continue
+            report = answer.get("reports", {}).get(flow_id) or {}
+            results[gateway] = {"result": answer["result"], "cause": answer.get("cause"),
+                                **{k: report.get(k, []) for k in ("started", "stopped", "unchanged")}}  # fmt: skip
+        applied = [g for g, r in results.items() if r["result"] == "APPLIED"]
+        rolled_back = {g: r["cause"] for g, r in results.items() if r["result"] == "NOT_APPLIED"}
+        if rolled_back and not applied:
+            causes = "; ".join(f"gateway {g}: {cause}" for g, cause in rolled_back.items())
+            raise ApiError(409, "deploy_rolled_back", f"deploy of flow {flow_id} v{version.version} rolled back: "
+                           f"{causes}")  # fmt: skip
+        if applied or not covered:
+            self.store.mark_deployed(flow_id, version.version)
+        first = results[applied[0]] if applied else {}
+        return {"flow": flow_id, "version": version.version, "targets": [
+                    {"gateway": g} if g else {"labels": selector} for g, selector in targets],
+                "gateways": results, **{k: first.get(k, []) for k in ("started", "stopped", "unchanged")}}  # fmt: skip
 
-    def status(self, flow_id: str) -> dict[str, Any]:
-        gateway = self.gateway
-        nodes = [n for n in gateway.node_health() if n["flow"] == flow_id] if gateway else []
-        return {"flow": flow_id, "deployed_version": gateway.running_version(flow_id) if gateway else None,
-                "nodes": nodes}  # fmt: skip
+    def status(self, flow_id: str, gateway_id: str | None = None) -> dict[str, Any]:
+        """What runs of the flow, per gateway; `deployed_version` and `nodes` of `gateway_id` (default: the only
+        gateway running it, else the first by id)."""
+        running = self.fleet.running_on(flow_id)
+        chosen = gateway_id if gateway_id is not None else (sorted(running)[0] if running else None)
+        shown = running.get(chosen or "", {})
+        return {"flow": flow_id, "gateway": chosen, "deployed_version": shown.get("version"),
+                "nodes": shown.get("nodes", []), "gateways": running,
+                "targets": self.fleet.assignments(flow_id)}  # fmt: skip
 
     # -- drafts and approvals: how an agent changes a flow without touching what runs ----------------------
 
@@ -224,8 +269,10 @@ class FlowService:
             raise ApiError(403, "self_approval", f"{caller!r} approved this change and cannot also carry it out")
         return approved_by
 
-    def approve(self, flow_id: str, action: str, digest: str, approver: str) -> dict[str, Any]:
-        """A human's approval of one exact change; never the change's own author."""
+    def approve(self, flow_id: str, action: str, digest: str, approver: str,
+                target: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+        """A human's approval of one exact change; never the change's own author. A deploy's approval may name
+        where it goes (`target`: {"gateway": id} or {"labels": {...}}): the agent must then deploy exactly there."""
         if action not in self.ACTIONS:
             raise ApiError(422, "invalid", f"action must be one of {list(self.ACTIONS + self.FLEET_ACTIONS)}")
         suggestion = self.suggestion(flow_id)
@@ -235,14 +282,17 @@ class FlowService:
         if suggestion["edited_by"] == approver:
             raise ApiError(403, "self_approval", f"{approver!r} edited this draft and cannot approve it; "
                            "another Engineer or Admin must")  # fmt: skip
-        token = self.store.issue_approval(flow_id, digest, action, approver, self.APPROVAL_TTL_S)
+        token = self.store.issue_approval(flow_id, bound_digest(digest, target), action, approver, self.APPROVAL_TTL_S)
         return {"approval_token": token, "flow": flow_id, "action": action, "change_digest": digest,
-                "expires_in_s": self.APPROVAL_TTL_S, "note": "single-use; shown once"}  # fmt: skip
+                **({"target": target} if target else {}), "expires_in_s": self.APPROVAL_TTL_S,
+                "note": "single-use; shown once"}  # fmt: skip
 
-    def spend_approval(self, flow_id: str, action: str, token: str, caller: str) -> tuple[dict[str, Any], str]:
-        """Check an approval against the draft as it is now, then use it up; returns the draft and approver."""
+    def spend_approval(self, flow_id: str, action: str, token: str, caller: str,
+                       target: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:  # fmt: skip
+        """Check an approval against the draft as it is now (and the target it named), then use it up; returns
+        the draft and approver."""
         document, _editor = self.draft(flow_id)
-        approved_by = self.store.use_approval(token, flow_id, change_digest(document), action)
+        approved_by = self.store.use_approval(token, flow_id, bound_digest(change_digest(document), target), action)
         if approved_by == caller:
             raise ApiError(403, "self_approval", f"{caller!r} approved this change and cannot also apply it")
         return document, approved_by

@@ -75,6 +75,14 @@ MIGRATIONS: tuple[str, ...] = (
                          record TEXT NOT NULL, PRIMARY KEY (gateway_id, flow_id, node_id, alarm_id));
     CREATE INDEX alarms_by_state ON alarms (state, severity);
     """,
+    """
+    CREATE TABLE gateway_metrics (gateway_id TEXT NOT NULL, at REAL NOT NULL, nodes TEXT NOT NULL,
+                                  PRIMARY KEY (gateway_id, at));
+    CREATE INDEX gateway_metrics_by_time ON gateway_metrics (at);
+    CREATE TABLE gateway_logs (id INTEGER PRIMARY KEY AUTOINCREMENT, gateway_id TEXT NOT NULL, at TEXT NOT NULL,
+                               received_at REAL NOT NULL, line TEXT NOT NULL);
+    CREATE INDEX gateway_logs_by_gateway ON gateway_logs (gateway_id, at);
+    """,
 )
 
 
@@ -233,7 +241,7 @@ class Store:
         self._current(flow_id)
         self._db.execute("UPDATE flows SET deleted = 1 WHERE id = ?", (flow_id,))
 
-    def mark_deployed(self, flow_id: str, version: int) -> None:
+    def mark_deployed(self, flow_id: str, version: int | None) -> None:
         self._db.execute("UPDATE flows SET deployed_version = ? WHERE id = ?", (version, flow_id))
 
     # -- users and tokens --------------------------------------------------------------------------------

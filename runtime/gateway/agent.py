@@ -33,14 +33,15 @@ from streamforge.engine.problems import FlowInvalid
 from streamforge.engine.retry import Backoff
 from streamforge.engine.sdk import Kind
 from streamforge.engine.secrets import resolve
-from streamforge.runtime.errors import ApiError
 from streamforge.runtime.files import write_durably
 from streamforge.runtime.gateway.compiling import CompilerFailed, compile_apart
 from streamforge.runtime.gateway.desired_state import StateCache, read_whole, versions
+from streamforge.runtime.gateway.events import EventsChannel
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
 from streamforge.runtime.gateway.operations import GatewayOperations, alarm_uplink, prune_logs
 from streamforge.runtime.gateway.runners import NodeStatus
-from streamforge.runtime.logs import LogRing
+from streamforge.runtime.logs import LogRing, LogTail
+from streamforge.runtime.protocol import PING_INTERVAL_S, PING_TIMEOUT_S, PROTOCOL, Heartbeat, Registration
 
 log = logging.getLogger("streamforge.gateway.sync")
 BOOT_COMPILE_ATTEMPTS = 5  # the compiler process failing to start at boot: tried again after 1, 2, 4, 8 s
@@ -99,20 +100,6 @@ class Identity:
 
     def unseal(self, sealed: str) -> str:
         return SealedBox(PrivateKey(base64.b64decode(self.private_key))).decrypt(base64.b64decode(sealed)).decode()
-
-
-async def _run_command(gateway: Gateway, operations: GatewayOperations, event: dict[str, Any]) -> dict[str, Any]:
-    """An operator command relayed by the control plane: a node's (`flow`, `node`, `name`) or a gateway operation
-    (`op`); the reply carries the result or the error's shape."""
-    try:
-        if "op" in event:
-            result = await operations.run(str(event["op"]), event.get("args"))
-        else:
-            result = await gateway.command(str(event.get("flow")), str(event.get("node")), str(event.get("name")),
-                                           event.get("args"))  # fmt: skip
-    except ApiError as refused:
-        return {"type": "result", "id": event.get("id"), "error": refused.to_dict()}
-    return {"type": "result", "id": event.get("id"), "result": result}
 
 
 def stable_instance_id(data_dir: Path) -> str:
@@ -198,9 +185,9 @@ class SyncAgent:
         self.cache = StateCache(self.folder / "state")
         self.status = SyncStatus(self.base)
         self.last_apply: ApplyResult | None = None
-        self.metrics_url: str | None = None  # where this gateway serves /metrics, reported in the heartbeat
         self.poll_now = asyncio.Event()
         self.logs = LogRing(data_dir / "logs")
+        self.log_tail = LogTail(self.logs)
         self.operations = GatewayOperations(gateway, self.logs, lambda: self.status.gateway_id or "unregistered")
         self._http = httpx.AsyncClient(base_url=f"{self.base}/api/v1", timeout=30, verify=verify)
         self._verify = verify
@@ -332,18 +319,16 @@ class SyncAgent:
 
     # -- the conversation with the control plane --------------------------------------------------------
 
-    def heartbeat(self) -> dict[str, Any]:
+    def heartbeat(self) -> Heartbeat:
         health = self.gateway.health()
         disk = shutil.disk_usage(self.folder)
-        return {
-            "status": health["status"], "version": self.version, "clock": time.time(), "flows": self.running(),
-            "previous": self.cache.previous_versions(), "nodes": health["nodes"],
-            "kafka": health["kafka"].get("status"), "kafka_bootstrap": self.gateway.env.bootstrap,
-            "sink_lag": self.sink_lag(),
-            "metrics_url": self.metrics_url,
+        return Heartbeat.model_validate({
+            "protocol": PROTOCOL, "status": health["status"], "version": self.version, "clock": time.time(),
+            "flows": self.running(), "previous": self.cache.previous_versions(), "nodes": health["nodes"],
+            "kafka": health["kafka"].get("status"), "sink_lag": self.sink_lag(),
             "last_apply": self.last_apply.to_dict() if self.last_apply else None,
             "disk": {"total": disk.total, "used": disk.used, "free": disk.free, **health.get("disk", {})},
-        }  # fmt: skip
+        })  # fmt: skip
 
     def sink_lag(self) -> dict[str, float]:
         """Records each sink is behind its input topics (`flow/node`), from the gateway's and workers' metrics."""
@@ -359,12 +344,13 @@ class SyncAgent:
                     lag["/".join(where)] = sample.value
         return lag
 
-    def _registration(self) -> dict[str, Any]:
+    def _registration(self) -> Registration:
         disk = shutil.disk_usage(self.folder)
-        return {"name": self.name, "instance_id": self.identity.instance_id, "secret": self.identity.secret,
-                "public_key": self.identity.public_key, "labels": self.labels, "version": self.version,
-                "node_types": self.gateway.node_types.packages(), "hostname": socket.gethostname(),
-                "disk": {"total": disk.total, "free": disk.free}, "enrolment_key": self.enrolment_key}  # fmt: skip
+        return Registration(protocol=PROTOCOL, name=self.name, instance_id=self.identity.instance_id,
+                            secret=self.identity.secret, public_key=self.identity.public_key, labels=self.labels,
+                            version=self.version, node_types=self.gateway.node_types.packages(),
+                            hostname=socket.gethostname(), disk={"total": disk.total, "free": disk.free},
+                            enrolment_key=self.enrolment_key)  # fmt: skip
 
     def _keep_credentials(self, answer: dict[str, Any]) -> None:
         self._token, self._expires = answer["token"], float(answer["expires_at"])
@@ -374,7 +360,8 @@ class SyncAgent:
 
     async def register(self) -> bool:
         """True once approved (credentials stored); False while pending."""
-        response = await self._http.post("/gateways/register", json=self._registration())
+        response = await self._http.post("/gateways/register", content=self._registration().model_dump_json(),
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
         if response.status_code == 202:
             self.status.gateway_id, self.status.approval = response.json()["gateway_id"], "pending"
             return False
@@ -403,8 +390,11 @@ class SyncAgent:
                 self.status.renewals += 1
                 log.info("gateway token renewed", extra={"expires_at": self._expires})
         headers = self._auth() | ({"If-None-Match": self.status.etag} if self.status.etag else {})
-        response = await self._http.post(f"/gateways/{self.status.gateway_id}/sync", json=self.heartbeat(),
-                                         headers=headers)  # fmt: skip
+        response = await self._http.post(
+            f"/gateways/{self.status.gateway_id}/sync",
+            headers=headers | {"Content-Type": "application/json"},
+            content=self.heartbeat().model_dump_json(exclude_none=True),
+        )
         self.status.polls += 1
         self.status.reachable, self.status.last_contact = True, time.time()
         if response.status_code == 304:
@@ -479,10 +469,6 @@ class SyncAgent:
 
         await alarm_uplink(self.gateway, self.status.gateway_id, post)
 
-    async def _answer(self, channel: Any, event: dict[str, Any]) -> None:
-        with contextlib.suppress(websockets.WebSocketException):
-            await channel.send(json.dumps(await _run_command(self.gateway, self.operations, event), default=str))
-
     def _refused(self, refused: ControlPlaneRefused) -> None:
         """401: our token is no longer good (register again with our secret); 403: not approved (wait); 404: the
         control plane forgot us (register anew). The cache and the flows stay as they are in every case."""
@@ -495,11 +481,17 @@ class SyncAgent:
         elif refused.status == 403:
             self.status.approval = "refused"
 
+    def _pushed(self) -> None:
+        """A "poll now" notice: the desired state changed."""
+        self.status.pushes += 1
+        self.poll_now.set()
+
     async def _listen(self) -> None:
-        """The push channel: any message means "poll now". Reconnects with backoff; never needed for correctness."""
+        """The events socket: the link everything the control plane asks of this gateway travels over (poll
+        notices, commands, taps), and its metrics and logs go back over. Pinged both ways, so a dead link is
+        noticed in seconds; reconnects with backoff; polls never depend on it."""
         backoff = Backoff(1.0, MAX_RETRY_S)
         url = self.base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-        answering: set[asyncio.Task[None]] = set()  # commands being run (a command may take a while)
         pinned = self._verify if isinstance(self._verify, ssl.SSLContext) else None  # None: the default context
         while True:
             if not (self._token and self.status.gateway_id):
@@ -507,19 +499,14 @@ class SyncAgent:
                 continue
             try:
                 events = f"{url}/api/v1/gateways/{self.status.gateway_id}/events"
-                async with websockets.connect(events, additional_headers=self._auth(), open_timeout=10,
-                                              ssl=pinned) as channel:  # fmt: skip
+                async with websockets.connect(events, additional_headers=self._auth(), open_timeout=10, ssl=pinned,
+                                              ping_interval=PING_INTERVAL_S, ping_timeout=PING_TIMEOUT_S,
+                                              max_size=2**20) as socket_:  # fmt: skip
                     backoff.reset()
                     self.status.push_connected = True
-                    async for message in channel:
-                        event = json.loads(message)
-                        if event.get("type") == "command":
-                            answering.add(task := asyncio.create_task(self._answer(channel, event)))
-                            task.add_done_callback(answering.discard)
-                        else:
-                            self.status.pushes += 1
-                            self.poll_now.set()
+                    channel = EventsChannel(socket_.send, self.gateway, self.operations, self.log_tail, self._pushed)
+                    await channel.serve(socket_)
             except (OSError, websockets.WebSocketException, TimeoutError, ValueError) as lost:
-                log.info("push channel down; polls go on", extra={"error": f"{type(lost).__name__}: {lost}"})
+                log.info("events socket down; polls go on", extra={"error": f"{type(lost).__name__}: {lost}"})
             self.status.push_connected = False
             await asyncio.sleep(backoff.next_delay())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -235,6 +236,19 @@ class Gateway:
                    for flow_id, handles in self.handles.items()
                    for node_id, handle in handles.items() if isinstance(handle, ProcessHandle)]  # fmt: skip
         return merged_exposition(self.metrics.registry, workers)
+
+    def counters_taken(self) -> dict[str, float]:
+        """When each worker's counters in exposition() were taken (`flow/node` -> its file's write time): a
+        worker publishes every few seconds, so a rate over two pushes divides by these times, not the pushes'."""
+        taken = {}
+        for flow_id, handles in self.handles.items():
+            for node_id, handle in handles.items():
+                if isinstance(handle, ProcessHandle):
+                    with contextlib.suppress(FileNotFoundError):
+                        taken[f"{flow_id}/{node_id}"] = (
+                            worker_metrics_path(self.state_dir, flow_id, node_id).stat().st_mtime
+                        )
+        return taken
 
     def health(self) -> dict[str, Any]:
         nodes = self.node_health()

@@ -96,3 +96,21 @@ def merged_exposition(registry: CollectorRegistry, worker_files: Iterable[Path])
     merged = CollectorRegistry(auto_describe=False)
     merged.register(_Families(families.values()))
     return generate_latest(merged)
+
+
+COUNTER_FIELDS = {
+    "streamforge_node_records_in_total": "records_in",
+    "streamforge_node_records_out_total": "records_out",
+}
+
+
+def node_counters(exposition: bytes) -> dict[str, dict[str, float]]:
+    """Each node's record counters (`flow/node` -> {"records_in", "records_out"}), summed over ports."""
+    found: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(exposition.decode()):
+        for sample in family.samples:
+            field = COUNTER_FIELDS.get(sample.name)
+            if field is not None:
+                counters = found.setdefault(f"{sample.labels.get('flow', '')}/{sample.labels.get('node', '')}", {})
+                counters[field] = counters.get(field, 0.0) + sample.value
+    return found

@@ -15,13 +15,14 @@ from streamforge.runtime.errors import ApiError
 from streamforge.runtime.gateway.dlq import DeadLetters
 from streamforge.runtime.gateway.gateway import Gateway
 from streamforge.runtime.gateway.overflow import SYSTEM_FLOW
-from streamforge.runtime.kafka.clients import BatchConsumer
+from streamforge.runtime.kafka.clients import BatchConsumer, recent_records
 from streamforge.runtime.logs import LogQuery, LogRing
 
 log = logging.getLogger("streamforge.runtime")
 
 ALARM_TOPICS = r"^alarms\..*"
 UPLINK_BATCH = 500
+RECENT_LIMIT = 5000
 
 
 def _text(args: dict[str, Any], name: str) -> str:
@@ -45,6 +46,7 @@ class GatewayOperations:
             "dlq.job": self._job,
             "logs": self._logs,
             "node.restart": self._restart,
+            "records.recent": self._recent,
         }
 
     async def run(self, operation: str, args: Any) -> Any:
@@ -71,6 +73,15 @@ class GatewayOperations:
             raise ApiError(422, "invalid", str(wrong)) from None
         lines = await asyncio.to_thread(self.logs.query, query)
         return {"lines": lines, "limit": query.limit}
+
+    async def _recent(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The newest records of one of this gateway's topics (MCP's analyses), payloads left out."""
+        topic, limit = _text(args, "topic"), args.get("limit", 100)
+        if not isinstance(limit, int) or not 1 <= limit <= RECENT_LIMIT:
+            raise ApiError(422, "invalid", f"`limit` is a whole number from 1 to {RECENT_LIMIT}")
+        rows = await recent_records(self.gateway.env.bootstrap, topic, Decoder(self.gateway.env.registry), limit)
+        return {"topic": topic, "records": [json_safe({k: v for k, v in record.items() if k != "payload"})
+                                            for _ts, _partition, record in rows]}  # fmt: skip
 
     async def _restart(self, args: dict[str, Any]) -> dict[str, Any]:
         return await self.gateway.restart_node(_text(args, "flow"), _text(args, "node"), _text(args, "user"))

@@ -69,7 +69,6 @@ async def run_gateway(
         routes = [Route("/sync", sync_status), Route("/api/v1/logs", logs)]
         app = health_app(gateway, routes, commands=False, sync=agent.status.to_dict)
         async with serve_app(app, port=port) as url:
-            agent.metrics_url = f"{url}/metrics"
             await agent.boot()
             say(json.dumps({"event": "gateway", "health": f"{url}/health", "metrics": f"{url}/metrics",
                             "sync": f"{url}/sync", "kafka": gateway.env.bootstrap, "flows": agent.running(),

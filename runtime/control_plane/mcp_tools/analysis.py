@@ -20,34 +20,38 @@ def register(kit: Toolkit) -> None:
         description="Health check of the gateway with causes and suggested fixes: failing or restarting "
         "nodes, Kafka, and what their last errors usually mean."
     )
-    async def diagnose_gateway(ctx: Context) -> str:
+    async def diagnose_gateway(ctx: Context, gateway_id: str | None = None) -> str:
         def act(who: User) -> Any:
-            health = flows.running_gateway().health()
-            return {"status": health["status"], "findings": findings(health) or "all nodes RUNNING, no restarts"}
+            health = flows.fleet.live_view(flows.fleet.pick(gateway_id))
+            return {"gateway": health["gateway"], "status": health["status"],
+                    "findings": findings(health) or "all nodes RUNNING, no restarts"}  # fmt: skip
 
-        return await run(ctx, "diagnose_gateway", Role.VIEWER, {}, "local", act)
+        return await run(ctx, "diagnose_gateway", Role.VIEWER, {"gateway_id": gateway_id}, gateway_id, act)
 
     @server.tool(
         description="Why readings were refused: the newest dead letters grouped by reason code and "
         "series, with the likely rule fix for each group."
     )
-    async def analyze_dlq(ctx: Context, limit: Annotated[int, Field(ge=1, le=5000)] = 1000) -> str:
+    async def analyze_dlq(ctx: Context, limit: Annotated[int, Field(ge=1, le=5000)] = 1000,
+                          gateway_id: str | None = None) -> str:  # fmt: skip
         async def act(who: User) -> Any:
-            groups = dlq_groups(await recent("dlq.telemetry", limit))
+            groups = dlq_groups(await recent("dlq.telemetry", limit, gateway_id))
             shown = ("reason", "node", "count", "fix")
             return {"groups": [{**{k: g[k] for k in shown},
                                 **device_data({"asset_id": g["asset_id"], "example": g["example"]})}
                                for g in groups]}  # fmt: skip
 
-        return await run(ctx, "analyze_dlq", Role.VIEWER, {"limit": limit}, "dlq.telemetry", act)
+        return await run(ctx, "analyze_dlq", Role.VIEWER, {"limit": limit, "gateway_id": gateway_id}, "dlq.telemetry",
+                         act)  # fmt: skip
 
     @server.tool(
         description="One alarm explained: its transitions, the rule that raised it (limits, deadband, "
         "on-delay) and what an operator can do."
     )
-    async def explain_alarm(ctx: Context, alarm_id: str, limit: Annotated[int, Field(ge=1, le=5000)] = 2000) -> str:
+    async def explain_alarm(ctx: Context, alarm_id: str, limit: Annotated[int, Field(ge=1, le=5000)] = 2000,
+                            gateway_id: str | None = None) -> str:  # fmt: skip
         async def act(who: User) -> Any:
-            history = [r for r in await recent("alarms.clean", limit) if r["alarm_id"] == alarm_id]
+            history = [r for r in await recent("alarms.clean", limit, gateway_id) if r["alarm_id"] == alarm_id]
             if not history:
                 raise ApiError(404, "not_found", f"no transition of alarm {alarm_id!r} among the newest {limit}")
             rule_id = history[-1]["rule_id"]
@@ -66,4 +70,5 @@ def register(kit: Toolkit) -> None:
                 **device_data({"transitions": history}),
             }
 
-        return await run(ctx, "explain_alarm", Role.VIEWER, {"alarm_id": alarm_id, "limit": limit}, alarm_id, act)
+        arguments = {"alarm_id": alarm_id, "limit": limit, "gateway_id": gateway_id}
+        return await run(ctx, "explain_alarm", Role.VIEWER, arguments, alarm_id, act)

@@ -9,6 +9,7 @@ from mcp.server.mcpserver import Context
 
 from streamforge.runtime.control_plane.auth import Role, User
 from streamforge.runtime.control_plane.mcp_tools.toolkit import Toolkit
+from streamforge.runtime.errors import ApiError
 
 
 def register(kit: Toolkit) -> None:
@@ -30,11 +31,17 @@ def register(kit: Toolkit) -> None:
         return await run(ctx, "suggest_config_change", Role.VIEWER, {"flow_id": flow_id}, flow_id, act)
 
     def gated(tool: str, action: Literal["apply", "deploy"]) -> Callable[..., Awaitable[str]]:
-        async def call(ctx: Context, flow_id: str, approval_token: str) -> str:
+        async def call(ctx: Context, flow_id: str, approval_token: str, gateway_id: str | None = None,
+                       labels: dict[str, str] | None = None) -> str:  # fmt: skip
             approver: list[str] = []
+            target = {"gateway": gateway_id} if gateway_id else {"labels": labels} if labels else None
 
             async def act(who: User) -> Any:
-                document, approved_by = flows.spend_approval(flow_id, action, approval_token, who.username)
+                if action == "deploy" and target is None and not flows.fleet.assignments(flow_id):
+                    raise ApiError(409, "no_target", f"flow {flow_id} is assigned to no gateway yet: ask the human "
+                                   "to approve the deploy with its target (gateway or labels) and pass the same "
+                                   "gateway_id or labels here")  # fmt: skip
+                document, approved_by = flows.spend_approval(flow_id, action, approval_token, who.username, target)
                 approver.append(approved_by)
                 has_draft = store.draft(flow_id) is not None
                 saved = flows.apply_draft(flow_id, document, who.username) if has_draft else None
@@ -44,14 +51,15 @@ def register(kit: Toolkit) -> None:
                     "saved_version": saved.version if saved else None,
                 }
                 if action == "deploy":
-                    result["deployed"] = await flows.deploy(flow_id, user=who.username)
+                    result["deployed"] = await flows.deploy(flow_id, user=who.username, gateway_id=gateway_id,
+                                                            labels=labels)  # fmt: skip
                 return result
 
             return await run(
                 ctx,
                 tool,
                 Role.ENGINEER,
-                {"flow_id": flow_id, "approval_token": "<redacted>"},
+                {"flow_id": flow_id, "approval_token": "<redacted>", "gateway_id": gateway_id, "labels": labels},
                 flow_id,
                 act,
                 lambda: approver[0] if approver else None,
@@ -70,7 +78,7 @@ def register(kit: Toolkit) -> None:
     server.add_tool(
         deploy_flow,
         name="deploy_flow",
-        description="Save the draft (if any) and deploy the flow to the gateway. Needs an "
-        "approval_token a human issued for exactly this change (action `deploy`); single-use, "
-        "expires.",
+        description="Save the draft (if any) and deploy the flow wherever it is assigned. Needs an "
+        "approval_token a human issued for exactly this change (action `deploy`); single-use, expires. The first "
+        "deploy of a flow names where it goes (gateway_id or labels), exactly as the human's approval did.",
     )

@@ -17,20 +17,16 @@ def register(kit: Toolkit) -> None:
     @server.tool(description="Every gateway of the fleet: approval, health, labels, what it runs and ran before, "
                  "its last apply result.")  # fmt: skip
     async def list_gateways(ctx: Context) -> str:
-        return await run(
-            ctx, "list_gateways", Role.VIEWER, {}, None, lambda who: flows.running_gateway().fleet.gateways()
-        )
+        return await run(ctx, "list_gateways", Role.VIEWER, {}, None, lambda who: flows.fleet.gateways())
 
     @server.tool(
-        description="One gateway (default: this control plane's own): its health, Kafka, running flows, every "
+        description="One gateway (default: the only one there is): its health, Kafka, running flows, every "
         "node's status, restarts and last error, and its last apply result."
     )
     async def get_gateway_details(ctx: Context, gateway_id: str | None = None) -> str:
         def act(who: User) -> Any:
-            link = flows.running_gateway()
-            if gateway_id is None or gateway_id == link.gateway_id:
-                return {**link.fleet.details(link.gateway_id), **link.health()}  # status: its health
-            return link.fleet.details(gateway_id)
+            chosen = flows.fleet.pick(gateway_id)
+            return {**flows.fleet.details(chosen), **flows.fleet.live_view(chosen)}  # status: its health
 
         return await run(ctx, "get_gateway_details", Role.VIEWER, {"gateway_id": gateway_id}, gateway_id, act)
 
@@ -41,7 +37,7 @@ def register(kit: Toolkit) -> None:
     async def suggest_assignment(ctx: Context, flow_id: str, version: int, gateway_id: str | None = None,
                                  labels: dict[str, str] | None = None) -> str:  # fmt: skip
         def act(who: User) -> Any:
-            fleet = flows.running_gateway().fleet
+            fleet = flows.fleet
             covered = fleet.covered(gateway_id, labels)
             store.get_flow(flow_id, version)  # 404 for a version that does not exist
             arguments = {"version": version, "gateway": gateway_id, "labels": labels}
@@ -65,7 +61,7 @@ def register(kit: Toolkit) -> None:
         def act(who: User) -> Any:
             arguments = {"version": version, "gateway": gateway_id, "labels": labels}
             approver.append(flows.spend_fleet_approval(flow_id, "assign", arguments, approval_token, who.username))
-            return flows.running_gateway().fleet.assign(flow_id, version, who.username, gateway_id, labels)
+            return flows.fleet.assign(flow_id, version, who.username, gateway_id, labels)
 
         arguments = {"flow_id": flow_id, "version": version, "gateway_id": gateway_id, "labels": labels,
                      "approval_token": approval_token}  # fmt: skip
@@ -83,7 +79,7 @@ def register(kit: Toolkit) -> None:
         def act(who: User) -> Any:
             approver.append(flows.spend_fleet_approval(flow_id, "rollback", {"gateway": gateway_id}, approval_token,
                                                        who.username))  # fmt: skip
-            return flows.running_gateway().fleet.rollback(gateway_id, who.username, flow_id)
+            return flows.fleet.rollback(gateway_id, who.username, flow_id)
 
         arguments = {"gateway_id": gateway_id, "flow_id": flow_id, "approval_token": approval_token}
         return await run(ctx, "rollback_gateway", Role.ENGINEER, arguments, gateway_id, act,

@@ -22,26 +22,21 @@ def register(kit: Toolkit) -> None:
     )
 
     @server.tool(description="Status of the source nodes (protocol adapters): status, restarts, last error.")
-    async def get_adapter_status(ctx: Context, flow_id: str | None = None) -> str:
-        return await run(
-            ctx,
-            "get_adapter_status",
-            Role.VIEWER,
-            {"flow_id": flow_id},
-            flow_id,
-            lambda who: nodes_of_kind(Kind.SOURCE, flow_id),
-        )
+    async def get_adapter_status(ctx: Context, flow_id: str | None = None, gateway_id: str | None = None) -> str:
+        return await run(ctx, "get_adapter_status", Role.VIEWER, {"flow_id": flow_id, "gateway_id": gateway_id},
+                         flow_id, lambda who: nodes_of_kind(Kind.SOURCE, flow_id, gateway_id))  # fmt: skip
 
     @server.tool(description="Status of the sink nodes: status, restarts, last error, and their metrics.")
-    async def get_sink_status(ctx: Context, flow_id: str | None = None) -> str:
+    async def get_sink_status(ctx: Context, flow_id: str | None = None, gateway_id: str | None = None) -> str:
         async def act(who: User) -> Any:
-            sinks = nodes_of_kind(Kind.SINK, flow_id)
-            samples = await metric_samples("")
+            sinks = nodes_of_kind(Kind.SINK, flow_id, gateway_id)
+            samples = await metric_samples("", gateway_id)
             return [
                 {**sink, "metrics": [s for s in samples if s["labels"].get("node") == sink["node"]]} for sink in sinks
             ]
 
-        return await run(ctx, "get_sink_status", Role.VIEWER, {"flow_id": flow_id}, flow_id, act)
+        return await run(ctx, "get_sink_status", Role.VIEWER, {"flow_id": flow_id, "gateway_id": gateway_id}, flow_id,
+                         act)  # fmt: skip
 
     @server.tool(
         description="Log lines of the gateways and every worker (their on-disk ring), oldest first: filter by minimum "
@@ -64,11 +59,26 @@ def register(kit: Toolkit) -> None:
         return await run(ctx, "get_logs", Role.VIEWER, arguments, None, act)
 
     @server.tool(
-        description="Prometheus metrics of the gateway and its workers (names carry their unit), "
-        "optionally only those whose name starts with `prefix`, e.g. streamforge_node_records."
+        description="Prometheus metrics of a gateway and its workers (names carry their unit), as it last pushed them, "
+        "optionally only those whose name starts with `prefix`, e.g. streamforge_node_records. `gateway_id`: which "
+        "gateway (list_gateways); needed when there is more than one."
     )
-    async def get_metrics(ctx: Context, prefix: str = "streamforge_") -> str:
-        return await run(ctx, "get_metrics", Role.VIEWER, {"prefix": prefix}, None, lambda who: metric_samples(prefix))
+    async def get_metrics(ctx: Context, prefix: str = "streamforge_", gateway_id: str | None = None) -> str:
+        return await run(ctx, "get_metrics", Role.VIEWER, {"prefix": prefix, "gateway_id": gateway_id}, gateway_id,
+                         lambda who: metric_samples(prefix, gateway_id))  # fmt: skip
+
+    @server.tool(
+        description="The newest records of a topic (telemetry.raw, telemetry.clean, telemetry.1s, dlq.telemetry, "
+        "alarms.clean, ...) in a gateway's own Kafka, read there and sent over its link. `gateway_id`: which "
+        "gateway; needed when there is more than one."
+    )
+    async def get_recent_records(ctx: Context, topic: str, limit: Annotated[int, Field(ge=1, le=500)] = 20,
+                                 gateway_id: str | None = None) -> str:  # fmt: skip
+        async def act(who: User) -> Any:
+            return device_data(await kit.recent(topic, limit, gateway_id))
+
+        return await run(ctx, "get_recent_records", Role.VIEWER, {"topic": topic, "limit": limit,
+                                                                  "gateway_id": gateway_id}, topic, act)  # fmt: skip
 
     @server.tool(
         description="Dead letters (refused readings): newest first, each with its id (for approve_dlq_messages), "

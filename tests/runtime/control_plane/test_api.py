@@ -16,10 +16,8 @@ import websockets
 
 from streamforge.engine.flow import dump_flow, validate_flow
 from streamforge.engine.node_types import load_node_types
-from streamforge.runtime.control_plane.app import ControlPlane, control_plane_app, heartbeat_flusher
+from streamforge.runtime.control_plane.app import ControlPlane, control_plane_app, fleet_flusher
 from streamforge.runtime.control_plane.auth import Role, ensure_admin, hash_password
-from streamforge.runtime.control_plane.gateway_link import GatewayLink
-from streamforge.runtime.control_plane.schema_registry import LocalSchemaRegistry
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
@@ -33,6 +31,11 @@ class Api:
     store: Store
     database: Path
     gateway_dir: Path  # the gateway process's data dir: cache, credentials
+    gateway_id: str
+
+    def target(self, **body: Any) -> dict[str, Any]:
+        """A deploy's body naming the gateway (the first deploy of a flow must say where)."""
+        return {"gateway": self.gateway_id, **body}
 
     def as_(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
@@ -52,14 +55,13 @@ async def api(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) ->
             name = role.name.lower()
             store.create_user(name, hash_password(f"{name}-password-123"), name)
             tokens[name] = store.issue_token(name, "test")
-    link = GatewayLink(control_plane.fleet, "", LocalSchemaRegistry(control_plane.schemas))
-    app = control_plane_app(control_plane, link)
-    async with heartbeat_flusher(control_plane.fleet), serve_app(app, websockets=True) as url:
+    app = control_plane_app(control_plane)
+    async with fleet_flusher(control_plane.fleet), serve_app(app, websockets=True) as url:
         key = control_plane.fleet.create_enrolment_key({}, "test")
         async with local_gateway(url, root / "gateway", key, kafka.bootstrap, None) as gateway:
-            link.gateway_id = await control_plane.fleet.approved(gateway.event["instance_id"])
+            gateway_id = await control_plane.fleet.approved(gateway.event["instance_id"])
             async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=90) as http:
-                yield Api(http, tokens, store, root / "cp" / "control-plane.sqlite", root / "gateway")
+                yield Api(http, tokens, store, root / "cp" / "control-plane.sqlite", root / "gateway", gateway_id)
 
 
 def flow(flow_id: str, rate: float = 10, **extra: Any) -> dict[str, Any]:
@@ -190,7 +192,10 @@ async def test_a_deploy_that_does_not_compile_leaves_the_running_flow_untouched(
     engineer = api.as_("engineer")
     flow_id = unique.replace("-", "_")[:60]
     saved = (await api.http.post("/flows", json=flow(flow_id), headers=engineer)).json()
-    deployed = await api.http.post(f"/flows/{flow_id}/deploy", json={"mode": "full"}, headers=engineer)
+    unplaced = await api.http.post(f"/flows/{flow_id}/deploy", headers=engineer)
+    assert unplaced.status_code == 409 and unplaced.json()["error"]["code"] == "no_target", unplaced.text
+    assert "say where to deploy it" in unplaced.json()["error"]["message"]
+    deployed = await api.http.post(f"/flows/{flow_id}/deploy", json=api.target(mode="full"), headers=engineer)
     assert deployed.status_code == 200, deployed.text
     assert deployed.json()["started"] == ["sim", "val"]
     broken = dict(saved, nodes=[*saved["nodes"], {"id": "x", "type": "teleporter"}])
@@ -222,8 +227,9 @@ async def test_secrets_never_leave_except_into_a_deploy(api: Api, postgres_dsn: 
     assert [n["name"] for n in names] == [f"{flow_id}.db.dsn"] and "hunter2" not in json.dumps(names)
     assert b"hunter2" not in api.database.read_bytes()  # encrypted at rest
     assert api.store.secret(f"{flow_id}.db.dsn") == dsn
-    deployed = await api.http.post(f"/flows/{flow_id}/deploy", headers=engineer)
+    deployed = await api.http.post(f"/flows/{flow_id}/deploy", json=api.target(), headers=engineer)
     assert deployed.status_code == 200, deployed.text  # the sink connected with the resolved DSN
+    assert deployed.json()["gateways"][api.gateway_id]["result"] == "APPLIED"
     status = (await api.http.get(f"/flows/{flow_id}/status", headers=engineer)).json()
     assert {n["node"]: n["status"] for n in status["nodes"]}["db"] == "RUNNING"
     # The gateway got it sealed to its own key: its cached state holds ciphertext, never the value.
@@ -239,7 +245,7 @@ async def test_live_status_and_debug_tap_over_the_websocket(api: Api, unique: st
     document = flow(flow_id)
     document["nodes"][0]["config"].update(realtime=True, limit=None, rate_hz=50)  # keeps producing
     await api.http.post("/flows", json=document, headers=engineer)
-    assert (await api.http.post(f"/flows/{flow_id}/deploy", headers=engineer)).status_code == 200
+    assert (await api.http.post(f"/flows/{flow_id}/deploy", json=api.target(), headers=engineer)).status_code == 200
     base = str(api.http.base_url).replace("http://", "ws://").rstrip("/")
     with pytest.raises(websockets.exceptions.ConnectionClosedError) as refused:
         async with websockets.connect(f"{base}/live?token=sf_bogus") as socket:
@@ -315,7 +321,7 @@ async def test_changes_are_what_a_deploy_would_restart_by_the_compilers_fingerpr
     doc["edges"].append({"from": "sim:out", "to": "val2:in"})
     created = await api.http.post("/flows", json=doc, headers=engineer)
     assert created.status_code == 201, created.text
-    assert (await api.http.post("/flows/changes_flow/deploy", headers=engineer)).status_code == 200
+    assert (await api.http.post("/flows/changes_flow/deploy", json=api.target(), headers=engineer)).status_code == 200
 
     async def changes(edit: Any) -> dict[str, Any]:
         document = json.loads(json.dumps(doc))

@@ -114,14 +114,21 @@ async def test_an_agent_builds_a_flow_by_tools_and_only_a_human_approval_deploys
                                     json={"action": "deploy", "change_digest": digest})  # fmt: skip
         assert own.status_code == 403 and own.json()["error"]["code"] == "self_approval"
         as_alice = {"Authorization": f"Bearer {alice}"}
+        local = {"gateway": stack.event["gateway"]}  # a new flow's first deploy names where it goes
         approval = await stack.http.post("/flows/agent_line/approvals", headers=as_alice,
-                                         json={"action": "deploy", "change_digest": digest})  # fmt: skip
+                                         json={"action": "deploy", "change_digest": digest, **local})  # fmt: skip
         assert approval.status_code == 201
         token = approval.json()["approval_token"]
         assert (await call(mcp, "apply_config_change", flow_id="agent_line", approval_token=token))["refused"] == (
             "approval_mismatch")  # a deploy approval does not approve another action  # fmt: skip
 
-        deployed = await call(mcp, "deploy_flow", flow_id="agent_line", approval_token=token)
+        nowhere = await call(mcp, "deploy_flow", flow_id="agent_line", approval_token=token)
+        assert nowhere["refused"] == "no_target"  # the approval is not spent on it
+        elsewhere = await call(mcp, "deploy_flow", flow_id="agent_line", approval_token=token, gateway_id="gw_other")
+        assert elsewhere["refused"] == "approval_mismatch"  # bound to the target the human named
+        deployed = await call(
+            mcp, "deploy_flow", flow_id="agent_line", approval_token=token, gateway_id=stack.event["gateway"]
+        )
         assert deployed["approved_by"] == "alice" and deployed["deployed"]["version"] == 1
 
         async def running() -> list[dict[str, Any]] | None:
@@ -144,6 +151,8 @@ async def test_an_agent_builds_a_flow_by_tools_and_only_a_human_approval_deploys
 
     trail = (await stack.http.get("/audit?tool=deploy_flow")).json()
     assert [(e["identity"], e["outcome"], e["approved_by"]) for e in reversed(trail)] == [
+        ("agent", "refused", None),
+        ("agent", "refused", None),
         ("agent", "refused", None),
         ("agent", "ok", "alice"),
         ("agent", "refused", None),
@@ -187,7 +196,9 @@ async def test_device_strings_come_back_quoted_as_data_and_trigger_nothing(stack
                           {"id": "val", "type": "validator", "config": {"rules": [{"max": 1000}]}},
                           edges=[("sim:out", "val:in")])}  # fmt: skip
     assert (await stack.http.post("/flows", json=document)).status_code == 201
-    assert (await stack.http.post("/flows/injected/deploy")).status_code == 200
+    assert (
+        await stack.http.post("/flows/injected/deploy", json={"gateway": stack.event["gateway"]})
+    ).status_code == 200
     deployed_before = {f["id"]: f["deployed_version"] for f in (await stack.http.get("/flows")).json()}
     agent = await stack.user_token("reader", "engineer")
     async with over_http(stack, agent) as mcp:

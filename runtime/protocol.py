@@ -1,0 +1,238 @@
+"""The fleet protocol: every message between a gateway and its control plane, as pydantic models both sides import.
+
+The gateway always opens the connection: it posts its registration and heartbeats (`/api/v1/gateways/...`) and
+holds one websocket (`/api/v1/gateways/{id}/events`) over which the control plane sends poll notices, commands and
+debug-tap requests, and the gateway sends command results, tap records, its metrics and its log lines.
+
+Versioning: `PROTOCOL` is MAJOR.MINOR. A minor version only adds optional fields or message types, so a peer one
+minor version older keeps working: unknown fields are kept and ignored (`extra="allow"`), an unknown message type
+is answered "unsupported" (commands) or dropped (pushes), and a message without `protocol` is 1.0, the version
+before it was stated. A change that breaks either side is a new major version.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+PROTOCOL = "1.1"
+FIRST_PROTOCOL = "1.0"  # what a message that states no version speaks
+METRICS_PUSH_S = 5.0  # a gateway pushes its metrics this often while its events socket is up
+LOGS_PUSH_S = 2.0  # and its new log lines at most this often
+LOGS_PUSH_LINES = 500  # per message
+PING_INTERVAL_S = 5.0  # both ends ping the events socket; a dead link is noticed within interval + timeout
+PING_TIMEOUT_S = 5.0
+TAP_RECORDS_PER_S = 20  # a debug panel is for eyes: a bounded sample, never a firehose
+ID = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Message(BaseModel):
+    """A message of this protocol: newer peers' fields are kept and ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    protocol: str = FIRST_PROTOCOL
+
+
+def major(version: str) -> str:
+    return version.split(".", 1)[0]
+
+
+# -- over HTTP, from the gateway -------------------------------------------------------------------------------
+
+
+class Registration(Message):
+    """First boot, and every retry until approved. The registration secret proves it is the gateway that
+    registered; the X25519 public key is what its secrets are sealed to."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    instance_id: ID
+    secret: Annotated[str, Field(min_length=1, max_length=500)]
+    public_key: Annotated[str, Field(min_length=1, max_length=200)]
+    labels: dict[str, str] | list[str] = Field(default_factory=dict)
+    version: str | None = None
+    node_types: dict[str, Any] | None = None
+    disk: dict[str, Any] | None = None
+    hostname: str | None = None
+    enrolment_key: str | None = None
+
+
+class NodeHealth(Message):
+    """One node as the gateway runs it."""
+
+    flow: str
+    node: str
+    type: str | None = None
+    status: str
+    last_error: str | None = None
+    restarts: int = 0
+
+
+class ApplyResult(Message):
+    """What became of the last desired state the gateway fetched."""
+
+    result: Literal["APPLIED", "NOT_APPLIED"]
+    etag: str | None = None
+    wanted: dict[str, int] = Field(default_factory=dict)
+    flows: dict[str, int] = Field(default_factory=dict)
+    at: float = 0.0
+    cause: str | None = None
+    flow: str | None = None
+    node: str | None = None
+    reports: dict[str, Any] = Field(default_factory=dict)
+
+
+class Heartbeat(Message):
+    """Every poll of the desired state is also the gateway's heartbeat: its health and what it runs."""
+
+    status: str = "UNHEALTHY"
+    version: str = ""
+    clock: float | None = None
+    flows: dict[str, int] = Field(default_factory=dict)
+    previous: dict[str, int] = Field(default_factory=dict)
+    nodes: list[NodeHealth] = Field(default_factory=list)
+    kafka: str | None = None
+    sink_lag: dict[str, float] = Field(default_factory=dict)
+    last_apply: ApplyResult | None = None
+    disk: dict[str, Any] | None = None
+
+
+# -- over HTTP, from the control plane ---------------------------------------------------------------------------
+
+
+class RegistrationAnswer(Message):
+    gateway_id: str
+    status: Literal["pending", "approved"]
+    token: str | None = None
+    expires_at: float | None = None
+    message: str | None = None
+
+
+class DesiredState(Message):
+    """What the gateway should run: flow documents at their pinned versions (secret references intact), the
+    secrets they use sealed to the gateway's key, full-restart tokens, and the node types with their packages."""
+
+    gateway_id: str
+    etag: str
+    flows: list[dict[str, Any]] = Field(default_factory=list)
+    secrets: dict[str, str] = Field(default_factory=dict)
+    restarts: dict[str, str] = Field(default_factory=dict)
+    node_types: dict[str, Any] = Field(default_factory=dict)
+
+
+# -- over the events socket, to the gateway ------------------------------------------------------------------------
+
+
+class PollNotice(Message):
+    """The desired state changed: poll now."""
+
+    type: Literal["poll"] = "poll"
+
+
+class CommandRequest(Message):
+    """An operator command: a node's (`flow`, `node`, `name`) or a gateway operation (`op`). Answered once with a
+    CommandReply of the same id."""
+
+    type: Literal["command"] = "command"
+    id: ID
+    flow: str | None = None
+    node: str | None = None
+    name: str | None = None
+    op: str | None = None
+    args: Any = None
+
+
+class TapRequest(Message):
+    """Stream a bounded sample of one output's records from now on, as TapRecords of this id, until TapCancel (or
+    the socket closes)."""
+
+    type: Literal["tap"] = "tap"
+    id: ID
+    flow: str
+    node: str
+    port: str
+
+
+class TapCancel(Message):
+    type: Literal["untap"] = "untap"
+    id: ID
+
+
+ToGateway = Annotated[PollNotice | CommandRequest | TapRequest | TapCancel, Field(discriminator="type")]
+
+
+# -- over the events socket, from the gateway ------------------------------------------------------------------------
+
+
+class ErrorBody(Message):
+    """The one error shape (as the REST API's `error` object): a stable code, a message saying what to do."""
+
+    status: int = 500
+    code: str
+    message: str
+
+
+class CommandReply(Message):
+    type: Literal["result"] = "result"
+    id: ID
+    result: Any = None
+    error: ErrorBody | None = None
+
+
+class TapStarted(Message):
+    type: Literal["tap_started"] = "tap_started"
+    id: ID
+    topic: str
+
+
+class TapRecord(Message):
+    type: Literal["tap_record"] = "tap_record"
+    id: ID
+    offset: int
+    dropped: int = 0  # records not sent in this second, over TAP_RECORDS_PER_S
+    record: Any
+
+
+class TapEnded(Message):
+    """The tap stopped on the gateway's side: refused (nothing deployed there), or its consumer failed."""
+
+    type: Literal["tap_ended"] = "tap_ended"
+    id: ID
+    message: str
+
+
+class NodeCounters(Message):
+    """A node's record counters (totals since its process started; summed over ports)."""
+
+    records_in: float = 0.0
+    records_out: float = 0.0
+    at: float | None = None  # when they were taken, if not at the push's `at` (a worker publishes every few s)
+
+
+class MetricsPush(Message):
+    """The gateway's and its workers' Prometheus text, as its own /metrics serves it, at `at` (its clock), and
+    each node's counters read from it (`flow/node` -> counters), so the control plane derives rates without
+    parsing the text."""
+
+    type: Literal["metrics"] = "metrics"
+    at: float
+    exposition: str
+    nodes: dict[str, NodeCounters] = Field(default_factory=dict)
+
+
+class LogsPush(Message):
+    """New lines of the gateway's log ring (its own and its workers'), oldest first."""
+
+    type: Literal["logs"] = "logs"
+    lines: list[dict[str, Any]]
+
+
+FromGateway = Annotated[
+    CommandReply | TapStarted | TapRecord | TapEnded | MetricsPush | LogsPush, Field(discriminator="type")
+]
+
+TO_GATEWAY: TypeAdapter[ToGateway] = TypeAdapter(ToGateway)
+FROM_GATEWAY: TypeAdapter[FromGateway] = TypeAdapter(FromGateway)
+
+EDITOR_MODELS: tuple[type[BaseModel], ...] = (Heartbeat, NodeHealth, ApplyResult)  # the editor's generated types
