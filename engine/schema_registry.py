@@ -7,6 +7,7 @@ import json
 import os
 import ssl
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
@@ -227,11 +228,16 @@ class SchemaCache:
 
 
 class CachedSchemaRegistry:
-    """Registry first, local cache as the fallback; every answer from the registry is cached."""
+    """Registry first, local cache as the fallback; every answer from the registry is cached. After the registry
+    failed to answer, a schema the cache has is taken from it for UNREACHABLE_HOLD_S without asking again: a gateway
+    booting offline does not wait a timeout per subject."""
+
+    UNREACHABLE_HOLD_S = 30.0
 
     def __init__(self, remote: SchemaRegistry | None, cache: SchemaCache) -> None:
         self.remote = remote
         self.cache = cache
+        self._unreachable_until = 0.0  # monotonic
 
     def _where(self, unreachable: SchemaRegistryUnavailable | None) -> str:
         remote = getattr(self.remote, "url", None) if self.remote is not None else None
@@ -240,11 +246,13 @@ class CachedSchemaRegistry:
 
     async def register(self, subject: str, schema: Schema) -> int:
         unreachable = None
-        if self.remote is not None:
+        held = time.monotonic() < self._unreachable_until and self.cache.id_for(subject, schema) is not None
+        if self.remote is not None and not held:
             try:
                 schema_id = await self.remote.register(subject, schema)
             except SchemaRegistryUnavailable as why:
                 unreachable = why
+                self._unreachable_until = time.monotonic() + self.UNREACHABLE_HOLD_S
             else:
                 self.cache.put(schema_id, schema, subject)
                 return schema_id

@@ -23,6 +23,7 @@ LOGS_PUSH_S = 2.0  # and its new log lines at most this often
 LOGS_PUSH_LINES = 500  # per message
 PING_INTERVAL_S = 5.0  # both ends ping the events socket; a dead link is noticed within interval + timeout
 PING_TIMEOUT_S = 5.0
+LINK_SILENCE_S = 2 * METRICS_PUSH_S + 1  # a gateway that pushes metrics and is silent this long has lost its link
 TAP_RECORDS_PER_S = 20  # a debug panel is for eyes: a bounded sample, never a firehose
 ID = Annotated[str, Field(min_length=1, max_length=200)]
 

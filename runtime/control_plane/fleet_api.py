@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -17,7 +19,9 @@ from streamforge.runtime.control_plane.fleet import Approval, FleetService, pars
 from streamforge.runtime.control_plane.live import UNAUTHORIZED
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import ApiError, json_object, typed_body, whole_number
-from streamforge.runtime.protocol import Heartbeat, Registration
+from streamforge.runtime.protocol import LINK_SILENCE_S, Heartbeat, Registration, ToGateway
+
+log = logging.getLogger("streamforge.fleet")
 
 
 def _target(body: dict[str, Any]) -> tuple[str | None, dict[str, str] | None]:
@@ -61,23 +65,40 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
         await socket.accept()
         queue = fleet.listen(gateway_id)
 
+        heard = [time.monotonic(), 0.0]  # when the gateway last sent anything; when it last pushed metrics
+
         async def receive() -> None:
             while True:
-                fleet.received(gateway_id, await socket.receive_json())
+                message = await socket.receive_json()
+                heard[0] = time.monotonic()
+                if isinstance(message, dict) and message.get("type") == "metrics":
+                    heard[1] = heard[0]
+                fleet.received(gateway_id, message)
 
         receiver = asyncio.create_task(receive())
+        event: asyncio.Task[ToGateway] | None = None
         try:
             while True:
-                event = asyncio.create_task(queue.get())
-                done, _ = await asyncio.wait({event, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                event = event or asyncio.create_task(queue.get())
+                done, _ = await asyncio.wait({event, receiver}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
                 if receiver in done:  # the gateway went away
-                    event.cancel()
                     return
-                await socket.send_text(event.result().model_dump_json(exclude_none=True))
+                if event in done:
+                    await socket.send_text(event.result().model_dump_json(exclude_none=True))
+                    event = None
+                elif heard[1] and time.monotonic() - heard[0] > LINK_SILENCE_S:
+                    # A gateway that pushes its metrics went quiet: its link is dead, whatever TCP still thinks.
+                    log.warning(
+                        "gateway link silent; closed",
+                        extra={"gateway": gateway_id, "silent_s": round(time.monotonic() - heard[0])},
+                    )
+                    return
         except (WebSocketDisconnect, RuntimeError):
             return
         finally:
             fleet.unlisten(gateway_id, queue)
+            if event is not None:
+                event.cancel()
             receiver.cancel()
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, ValueError):
                 await receiver

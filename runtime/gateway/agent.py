@@ -186,6 +186,7 @@ class SyncAgent:
         self.status = SyncStatus(self.base)
         self.last_apply: ApplyResult | None = None
         self.poll_now = asyncio.Event()
+        self.link_back = asyncio.Event()  # the events socket is down and a poll just got through
         self.logs = LogRing(data_dir / "logs")
         self.log_tail = LogTail(self.logs)
         self.operations = GatewayOperations(gateway, self.logs, lambda: self.status.gateway_id or "unregistered")
@@ -397,6 +398,8 @@ class SyncAgent:
         )
         self.status.polls += 1
         self.status.reachable, self.status.last_contact = True, time.time()
+        if not self.status.push_connected:
+            self.link_back.set()
         if response.status_code == 304:
             self.status.not_modified += 1
             self.status.last_error = None
@@ -509,4 +512,6 @@ class SyncAgent:
             except (OSError, websockets.WebSocketException, TimeoutError, ValueError) as lost:
                 log.info("events socket down; polls go on", extra={"error": f"{type(lost).__name__}: {lost}"})
             self.status.push_connected = False
-            await asyncio.sleep(backoff.next_delay())
+            self.link_back.clear()
+            with contextlib.suppress(TimeoutError):  # a poll that got through says the control plane is back
+                await asyncio.wait_for(self.link_back.wait(), min(backoff.next_delay(), self.poll_interval_s))

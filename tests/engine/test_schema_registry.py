@@ -90,3 +90,25 @@ async def test_a_registry_that_redirects_or_fails_says_so_and_is_not_followed() 
         assert asked == ["POST /moved/subjects/telemetry.raw-value/versions"]  # once, and not on to the new place
         with pytest.raises(SchemaRegistryUnavailable, match="answered 503: database is locked"):
             await HttpSchemaRegistry(f"{url}/broken").schema_by_id(1)
+
+
+async def test_after_the_registry_failed_cached_schemas_are_taken_without_asking_again(tmp_path: Path) -> None:
+    cache_path = tmp_path / "cache.json"
+    subjects = {f"telemetry.{name}-value": SCHEMAS["telemetry"] for name in ("raw", "clean", "late")}
+    async with serve_app(schema_registry_app(SchemaStore())) as url:
+        online = CachedSchemaRegistry(HttpSchemaRegistry(url), SchemaCache(cache_path))
+        ids = {subject: await online.register(subject, schema) for subject, schema in subjects.items()}
+    asked: list[str] = []
+
+    async def unavailable(request: Request) -> Response:
+        asked.append(request.url.path)
+        return PlainTextResponse("down for maintenance", status_code=503)
+
+    down = Starlette(routes=[Route("/{path:path}", unavailable, methods=["GET", "POST"])])
+    async with serve_app(down) as url:
+        offline = CachedSchemaRegistry(HttpSchemaRegistry(url, timeout_s=1), SchemaCache(cache_path))
+        assert {subject: await offline.register(subject, schema) for subject, schema in subjects.items()} == ids
+        assert len(asked) == 1  # one failed answer, then the cache: a gateway booting offline waits once
+        offline._unreachable_until = 0.0  # the hold is over: the registry is asked again
+        await offline.register("telemetry.raw-value", SCHEMAS["telemetry"])
+        assert len(asked) == 2
