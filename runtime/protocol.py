@@ -12,9 +12,11 @@ before it was stated. A change that breaks either side is a new major version.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic.json_schema import models_json_schema
 
 PROTOCOL = "1.1"
 FIRST_PROTOCOL = "1.0"  # what a message that states no version speaks
@@ -68,6 +70,8 @@ class NodeHealth(Message):
     status: str
     last_error: str | None = None
     restarts: int = 0
+    lag: float | None = None  # processors and sinks: records behind their input topics
+    circuit: Literal["closed", "open", "half_open"] | None = None  # sinks
 
 
 class ApplyResult(Message):
@@ -236,4 +240,21 @@ FromGateway = Annotated[
 TO_GATEWAY: TypeAdapter[ToGateway] = TypeAdapter(ToGateway)
 FROM_GATEWAY: TypeAdapter[FromGateway] = TypeAdapter(FromGateway)
 
-EDITOR_MODELS: tuple[type[BaseModel], ...] = (Heartbeat, NodeHealth, ApplyResult)  # the editor's generated types
+EDITOR_MODELS: tuple[type[BaseModel], ...] = (Heartbeat, NodeHealth, ApplyResult, NodeCounters)
+
+
+def editor_schema() -> dict[str, Any]:
+    """The JSON Schema the editor's TypeScript types are generated from (editor/protocol.schema.json, by its
+    build): one property per model, so every model is a named type."""
+    _, top = models_json_schema([(model, "serialization") for model in EDITOR_MODELS], title="FleetProtocol")
+    for definition in top["$defs"].values():
+        definition.pop("additionalProperties", None)  # what a newer peer adds, the editor does not read
+        for field in definition.get("properties", {}).values():
+            field.pop("title", None)  # a title would make each field a named type of its own
+    return {"title": "FleetProtocol", "description": f"StreamForge fleet protocol {PROTOCOL}", "type": "object",
+            "properties": {model.__name__: {"$ref": f"#/$defs/{model.__name__}"} for model in EDITOR_MODELS},
+            "$defs": top["$defs"]}  # fmt: skip
+
+
+if __name__ == "__main__":  # python -m streamforge.runtime.protocol > editor/protocol.schema.json
+    print(json.dumps(editor_schema(), indent=2, sort_keys=True))

@@ -1,5 +1,6 @@
-/** The editor's dialogs: a new flow, an import, and "discard unsaved changes?". */
-import { useState } from 'react';
+/** The editor's dialogs: a new flow, an import, "discard unsaved changes?", and "are you sure?" before an action
+ * that stops or removes something. */
+import { useState, type ReactNode } from 'react';
 import { ApiError } from './api';
 
 export function NewFlowDialog(props: { onCancel: () => void; onCreate: (id: string, label: string) => Promise<void> }) {
@@ -87,6 +88,33 @@ export function DiscardDialog(props: { flowId: string; onDiscard: () => void; on
         <button className="danger" onClick={props.onDiscard} data-testid="discard">
           Discard changes
         </button>
+      </div>
+    </div>
+  );
+}
+
+/** Asked before an action that cannot be taken back by Undo: says what will happen, then does it or not. */
+export function ConfirmDialog(props: {
+  title: string;
+  children: ReactNode;
+  confirm: string;
+  testId: string;
+  onConfirm: () => void;
+  onCancel: () => void;
+}) {
+  return (
+    <div className="modal" role="alertdialog" aria-label={props.title} data-testid={props.testId}>
+      <div>
+        <h3>{props.title}</h3>
+        {props.children}
+        <div className="buttons">
+          <button onClick={props.onCancel} autoFocus data-testid="confirm-cancel">
+            Cancel
+          </button>
+          <button className="danger" onClick={props.onConfirm} data-testid="confirm">
+            {props.confirm}
+          </button>
+        </div>
       </div>
     </div>
   );

@@ -15,7 +15,10 @@ import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent } fro
 import { Api, ApiError, problemTarget } from './api';
 import { requiredDefaults } from './ConfigForm';
 import { DebugPanel } from './DebugPanel';
-import { DiscardDialog, ImportDialog, NewFlowDialog } from './Dialogs';
+import { DeployDialog } from './DeployDialog';
+import { ConfirmDialog, DiscardDialog, ImportDialog, NewFlowDialog } from './Dialogs';
+import { assignmentTarget, gatewayCount, stoppedOn, targetText, useFleetView } from './fleet';
+import type { FlowMenuItem } from './FlowMenu';
 import { CanvasInfoContext, FlowNode, type CanvasInfo } from './FlowNode';
 import { duplicate, newNodeId, stable, toCanvas, toDocument, wireRefusal, type Canvas, type CanvasNode } from './flowModel';
 import { AlarmsPage } from './AlarmsPage';
@@ -23,12 +26,23 @@ import { DlqPage } from './DlqPage';
 import { GatewaysPage } from './GatewaysPage';
 import { HealthPage } from './HealthPage';
 import { LogsPage } from './LogsPage';
-import { NoticeBar, type Notice } from './NoticeBar';
+import { NoticeBar, type GatewayLine, type Notice } from './NoticeBar';
 import { usePolling } from './PageFrame';
 import { DRAG_MIME, Palette } from './Palette';
 import { SidePanel, type Panel } from './SidePanel';
 import { Toolbar } from './Toolbar';
-import type { FlowDiff, FlowDocument, FlowSummary, NodeType, Problem, SavedFlow, Session } from './types';
+import type {
+  DeployResult,
+  DeployTarget,
+  FlowDiff,
+  FlowDocument,
+  FlowSummary,
+  GatewaySummary,
+  NodeType,
+  Problem,
+  SavedFlow,
+  Session,
+} from './types';
 import { useChanges } from './useChanges';
 import { snapshot, useHistory } from './useHistory';
 import { useLive } from './useLive';
@@ -52,6 +66,21 @@ function download(name: string, text: string): void {
 
 const ALARM_COUNT_MS = 2000;
 
+/** The notice after a deploy: the version, where it went, and each gateway's answer. */
+function deployNotice(result: DeployResult, gateways: GatewaySummary[]): Notice {
+  const lines: GatewayLine[] = Object.entries(result.gateways)
+    .map(([id, r]) => ({ id, name: gateways.find((g) => g.id === id)?.name ?? id, result: r.result, cause: r.cause }))
+    .sort((a, b) => a.name.localeCompare(b.name));
+  const where = result.targets.map((t) => targetText(t, gateways)).sort().join(', ');
+  const failed = lines.filter((l) => l.result === 'NOT_APPLIED').length;
+  const pending = lines.filter((l) => l.result === 'PENDING').length;
+  let text = `Deployed v${result.version} to ${where}`;
+  if (!lines.length) text += ': no approved gateway matches yet; it runs where one does';
+  else if (failed) text += `: rolled back on ${failed} of ${gatewayCount(lines.length)}`;
+  else if (pending) text += `: ${pending} of ${gatewayCount(lines.length)} not applied yet`;
+  return { kind: failed ? 'error' : pending ? 'warning' : 'info', text, gateways: lines };
+}
+
 export function Editor({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
   const api = useMemo(() => new Api(session.token, onSignOut), [session.token, onSignOut]);
   const canEdit = session.role === 'engineer' || session.role === 'admin';
@@ -64,7 +93,6 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
   const typeMap = useMemo(() => new Map(types.map((t) => [t.type, t])), [types]);
   const [flows, setFlows] = useState<FlowSummary[]>([]);
   const [base, setBase] = useState<SavedFlow | null>(null);
-  const [deployed, setDeployed] = useState<FlowDocument | null>(null);
   const [label, setLabel] = useState('');
   const [canvas, setCanvasState] = useState<Canvas>({ nodes: [], edges: [] });
   const canvasRef = useRef(canvas);
@@ -78,11 +106,13 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
   const [notice, setNotice] = useState<Notice>(null);
   const [panel, setPanel] = useState<Panel>('node');
   const [diff, setDiff] = useState<FlowDiff | null>(null);
-  const [modal, setModal] = useState<'import' | 'new' | null>(null);
+  const [modal, setModal] = useState<'import' | 'new' | 'deploy-to' | 'undeploy' | 'delete' | null>(null);
   const [page, setPage] = useState<'flows' | 'gateways' | 'alarms' | 'dlq' | 'logs' | 'health'>('flows');
   const [unacknowledged, setUnacknowledged] = useState<number | null>(null);
   const [pending, setPending] = useState<(() => void) | null>(null); // waits for "discard unsaved changes?"
   const live = useLive(session.token, onSignOut, setNotice);
+  const fleet = useFleetView(api, base?.id ?? null);
+  const [picked, setPicked] = useState<string | null>(null); // the gateway the user chose for the live view
   usePolling(async () => {
     try {
       setUnacknowledged((await api.alarms({ state: 'ACTIVE,RTN_UNACK' })).counts.unacknowledged);
@@ -99,23 +129,36 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
 
   const current = useMemo(() => (base ? { ...toDocument(base, canvas), label } : null), [base, canvas, label]);
   const dirty = base !== null && current !== null && !sameContent(current, base);
-  const changes = useChanges(api, current, deployed?.version ?? null);
+
+  // The live view is on one gateway running the flow: the one picked while it runs it, else the first.
+  const running = useMemo(() => fleet.status?.gateways ?? {}, [fleet.status]);
+  const viewGateway = picked !== null && running[picked] ? picked : (Object.keys(running).sort()[0] ?? null);
+  const flowId = base?.id ?? null;
+  const { subscribe, stopTaps } = live;
+  useEffect(() => subscribe(flowId, viewGateway), [subscribe, flowId, viewGateway]);
+  const viewed = useRef(viewGateway);
+  useEffect(() => {
+    // Taps were of the gateway left (none shown yet, or none any more: the taps end by themselves).
+    if (viewed.current !== null && viewGateway !== null && viewed.current !== viewGateway) stopTaps();
+    viewed.current = viewGateway;
+  }, [viewGateway, stopTaps]);
+  // What the modified marks compare against: the version on the live view's gateway, else the one last deployed.
+  const runningVersion = viewGateway
+    ? (running[viewGateway]?.version ?? null)
+    : (flows.find((f) => f.id === flowId)?.deployed_version ?? null);
+  const changes = useChanges(api, current, viewGateway, runningVersion);
   /** Run `action` now, or once the user agreed to drop the unsaved edits it would replace. */
   const guard = useCallback((action: () => void) => (dirty ? setPending(() => action) : action()), [dirty]);
 
   // ---- loading -------------------------------------------------------------------------------------------
   const loading = useRef(0);
-  const { stopTaps } = live;
   const loadFlow = useCallback(
     async (id: string) => {
       const ticket = ++loading.current; // a slower, older load must not overwrite a newer one
       const [summaries, flow] = await Promise.all([api.flows(), api.flow(id)]);
-      const deployedVersion = summaries.find((f) => f.id === id)?.deployed_version ?? null;
-      const deployedFlow = deployedVersion === null ? null : await api.flow(id, deployedVersion);
       if (ticket !== loading.current) return;
       stopTaps(); // the taps were of the flow on screen
       setFlows(summaries);
-      setDeployed(deployedFlow);
       setBase(flow);
       setLabel(flow.label);
       setCanvas(() => toCanvas(flow));
@@ -278,27 +321,94 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
     }
   }, [api, base, label, fail]);
 
-  const deploy = useCallback(async () => {
-    if (!base) return;
-    const saved = dirty ? await save() : base;
-    if (!saved) return;
-    if (saved.problems?.length) {
-      setProblems(saved.problems);
-      setPanel('problems');
-      setNotice({ kind: 'error', text: `Deploy refused: ${saved.problems.length} problem(s); fix the marked nodes and wires` });
-      return;
-    }
-    try {
-      const result = await api.deploy(saved.id, 'modified');
-      setDeployed(saved);
-      setFlows(await api.flows());
+  /** Save if need be, then deploy wherever the flow is assigned plus `target`; a flow assigned nowhere asks where
+   * first (the dialog calls back with a target). */
+  const { status: flowStatus, gateways: fleetGateways, refresh: refreshFleet } = fleet;
+  const deploy = useCallback(
+    async (target?: DeployTarget, where?: string) => {
+      if (!base) return;
+      const saved = dirty ? await save() : base;
+      if (!saved) return;
+      if (saved.problems?.length) {
+        setProblems(saved.problems);
+        setPanel('problems');
+        setNotice({ kind: 'error', text: `Deploy refused: ${saved.problems.length} problem(s); fix the marked nodes and wires` });
+        return;
+      }
+      if (!target && flowStatus?.targets.length === 0) {
+        setModal('deploy-to');
+        return;
+      }
+      try {
+        setNotice({ kind: 'info', text: `Deploying ${saved.id} v${saved.version}${where ? ` to ${where}` : ''}…` });
+        const result = await api.deploy(saved.id, 'modified', target);
+        setFlows(await api.flows());
+        setProblems([]);
+        setNotice(deployNotice(result, fleetGateways));
+        void refreshFleet();
+      } catch (err) {
+        if (err instanceof ApiError && err.code === 'no_target') {
+          setNotice(null);
+          setModal('deploy-to'); // assigned nowhere after all (someone undeployed it meanwhile)
+          return;
+        }
+        if (err instanceof ApiError && err.problems.length) setProblems(err.problems);
+        fail(err, 'Deploy refused');
+        void refreshFleet();
+      }
+    },
+    [api, base, dirty, save, fail, flowStatus, fleetGateways, refreshFleet],
+  );
+
+  /** After the flow on screen is gone: the first flow left, or an empty editor when none is. */
+  const showFirstFlow = useCallback(
+    async (summaries: FlowSummary[]) => {
+      setFlows(summaries);
+      if (summaries.length) return loadFlow(summaries[0].id);
+      loading.current++;
+      setBase(null);
+      setLabel('');
+      setCanvas(() => ({ nodes: [], edges: [] }));
+      resetHistory();
       setProblems([]);
-      setNotice({ kind: 'info', text: `Deployed v${result.version}` });
+      setDiff(null);
+      history.replaceState(null, '', location.pathname + location.search);
+    },
+    [loadFlow, setCanvas, resetHistory],
+  );
+
+  const undeploy = useCallback(async () => {
+    if (!base) return;
+    setModal(null);
+    try {
+      const { stopped_on } = await api.undeploy(base.id);
+      stopTaps();
+      const names = stopped_on.map((id) => fleetGateways.find((g) => g.id === id)?.name ?? id);
+      setFlows(await api.flows());
+      setNotice({
+        kind: 'info',
+        text: names.length
+          ? `Undeployed ${base.id}: stopping on ${names.join(', ')}; it is saved, and Deploy asks where to run it`
+          : `Undeployed ${base.id}: it was assigned nowhere any more`,
+      });
     } catch (err) {
-      if (err instanceof ApiError && err.problems.length) setProblems(err.problems);
-      fail(err, 'Deploy refused');
+      fail(err, 'Undeploy refused');
     }
-  }, [api, base, dirty, save, fail]);
+    void refreshFleet();
+  }, [api, base, stopTaps, fleetGateways, fail, refreshFleet]);
+
+  const deleteFlow = useCallback(async () => {
+    if (!base) return;
+    setModal(null);
+    try {
+      await api.deleteFlow(base.id);
+      stopTaps();
+      await showFirstFlow(await api.flows());
+      setNotice({ kind: 'info', text: `Deleted flow ${base.id}` });
+    } catch (err) {
+      fail(err, 'Delete refused');
+    }
+  }, [api, base, stopTaps, showFirstFlow, fail]);
 
   const exportFlow = useCallback(async () => {
     if (!base) return;
@@ -336,12 +446,12 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
       canOperate && base
         ? (node: string) =>
             void api
-              .restart(base.id, node)
+              .restart(base.id, node, viewGateway)
               .then((done) => setNotice({ kind: 'info', text: `Restarted ${node}: now ${done.now}` }))
               .catch((err: unknown) => fail(err, `Restart ${node}`))
         : undefined;
     return { types: typeMap, health, rates, onRestart, modified: changes.modified, problems: byNode, diff: diffMarks };
-  }, [gateway, base, problems, current, diff, typeMap, changes.modified, canOperate, api, fail]);
+  }, [gateway, base, problems, current, diff, typeMap, changes.modified, canOperate, api, fail, viewGateway]);
 
   const edges = useMemo(() => {
     const bad = new Map<number, Problem>();
@@ -358,11 +468,30 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
   const selected = canvas.nodes.filter((n) => n.selected);
   const one = selected.length === 1 ? selected[0] : null;
   const oneType = one ? typeMap.get(one.data.type) : undefined;
-  // Taps are offered only on what runs: a node of the deployed version of a flow the gateway runs.
-  const runs = base !== null && gateway?.flows[base.id] !== undefined && deployed?.nodes.some((n) => n.id === one?.id);
+  // Taps are offered only on what runs: a node the live view's gateway reports for this flow.
+  const runs = one !== null && info.health.has(one.id);
   const tapPorts = one && oneType && runs ? oneType.outputs.map((p) => ({ node: one.id, port: p.name })) : [];
 
-  const back = () => setPage('flows');
+  const targets = flowStatus
+    ? flowStatus.targets.map((a) => targetText(assignmentTarget(a), fleetGateways)).sort()
+    : null;
+  const stopping = stoppedOn(flowStatus, fleetGateways);
+  const stoppingText = stopping.length
+    ? `It stops on ${gatewayCount(stopping.length)}: ${stopping.map((g) => g.name).join(', ')}.`
+    : 'No gateway runs it now.';
+  const menu: FlowMenuItem[] = [
+    { id: 'deploy-to', label: 'Deploy to…', title: 'deploy to another gateway or label selector as well',
+      disabled: !canEdit, onClick: () => setModal('deploy-to') },
+    { id: 'undeploy', label: 'Undeploy', title: 'stop this flow on every gateway; it stays saved',
+      disabled: !canEdit || (stopping.length === 0 && !targets?.length), onClick: () => setModal('undeploy') },
+    { id: 'delete', label: 'Delete flow', title: 'stop it everywhere and remove it from the flow list', danger: true,
+      disabled: !canEdit, onClick: () => setModal('delete') },
+  ]; // prettier-ignore
+
+  const back = () => {
+    setPage('flows');
+    api.flows().then(setFlows, () => undefined); // flows made or removed meanwhile (an agent, another tab)
+  };
   if (page === 'gateways') return <GatewaysPage api={api} session={session} onClose={back} />;
   if (page === 'alarms') return <AlarmsPage api={api} session={session} onClose={back} />;
   if (page === 'dlq') return <DlqPage api={api} session={session} onClose={back} />;
@@ -382,6 +511,11 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
           canRedo={historySize.future > 0}
           gateway={gateway}
           connected={live.connected}
+          targets={targets === null ? null : targets.join(', ')}
+          running={running}
+          viewGateway={viewGateway}
+          onViewGateway={setPicked}
+          menu={menu}
           onPick={open}
           onNew={() => guard(() => setModal('new'))}
           onImport={() => guard(() => setModal('import'))}
@@ -446,7 +580,7 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
           records={live.records}
           taps={live.taps}
           ports={tapPorts}
-          onTap={(node, port) => base && live.tap(base.id, node, port)}
+          onTap={(node, port) => base && live.tap(base.id, node, port, viewGateway)}
           onStop={live.stopTaps}
           onClear={live.clearRecords}
         />
@@ -474,6 +608,35 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
               setNotice({ kind: 'info', text: `Imported ${imported.id} as v${imported.version}` });
             }}
           />
+        )}
+        {modal === 'deploy-to' && base && (
+          <DeployDialog
+            api={api}
+            flowId={base.id}
+            current={targets ?? []}
+            onCancel={() => setModal(null)}
+            onDeploy={(target, where) => {
+              setModal(null);
+              void deploy(target, where);
+            }}
+          />
+        )}
+        {modal === 'undeploy' && base && (
+          <ConfirmDialog title={`Undeploy ${base.id}?`} confirm="Undeploy" testId="undeploy-dialog"
+                         onConfirm={() => void undeploy()} onCancel={() => setModal(null)}>
+            <p data-testid="confirm-text">{stoppingText}</p>
+            <p className="hint">
+              {targets?.length ? `Its assignment to ${targets.join(', ')} is removed. ` : ''}The flow stays saved with all its
+              versions; the next Deploy asks where to run it.
+            </p>
+          </ConfirmDialog>
+        )}
+        {modal === 'delete' && base && (
+          <ConfirmDialog title={`Delete flow ${base.id}?`} confirm="Delete flow" testId="delete-dialog"
+                         onConfirm={() => void deleteFlow()} onCancel={() => setModal(null)}>
+            <p data-testid="confirm-text">{stoppingText}</p>
+            <p className="hint">It leaves the flow list{dirty ? ', and your unsaved edits are lost' : ''}.</p>
+          </ConfirmDialog>
         )}
         {pending && base && (
           <DiscardDialog

@@ -102,9 +102,9 @@ export function FlowNode({ id, data, selected }: NodeProps<CanvasNode>) {
           )}
         </div>
       )}
-      {health && (health.lag !== undefined || health.circuit) && (
+      {health && (health.lag != null || health.circuit) && (
         <div className="sf-node-detail" data-testid={`detail-${id}`}>
-          {health.lag !== undefined && <span>lag {health.lag.toLocaleString('en')}</span>}
+          {health.lag != null && <span>lag {health.lag.toLocaleString('en')}</span>}
           {health.circuit && health.circuit !== 'closed' && (
             <span className="sf-circuit">circuit {health.circuit.replace('_', '-')}</span>
           )}

@@ -1,6 +1,46 @@
-/** The toolbar: which flow, new/import/export, undo/redo, save and deploy (with what it would restart), the
- * gateway's health and who is signed in. */
-import type { FlowSummary, GatewayStatus, Session } from './types';
+/** The toolbar: which flow, new/import/export, undo/redo, save and deploy (with what it would restart and where it
+ * goes), the flow menu, which gateway the live view is on and its health, and who is signed in. */
+import { FlowMenu, type FlowMenuItem } from './FlowMenu';
+import type { FlowOnGateway, FlowSummary, GatewayStatus, Session } from './types';
+
+/** The gateway the live view shows: one of those running the flow (or none running it yet). */
+function GatewayPicker(props: {
+  running: Record<string, FlowOnGateway>;
+  value: string | null;
+  onChange: (id: string) => void;
+}) {
+  const ids = Object.keys(props.running).sort();
+  if (!ids.length) return null;
+  return (
+    <label className="picker" title="the gateway whose status, rates, modified marks and taps the canvas shows">
+      <select value={props.value ?? ''} onChange={(e) => props.onChange(e.target.value)} data-testid="gateway-pick">
+        {ids.map((id) => (
+          <option key={id} value={id}>
+            {props.running[id].name} · v{props.running[id].version}
+          </option>
+        ))}
+      </select>
+    </label>
+  );
+}
+
+/** The badge of the live view's gateway: its health, "not running" while no gateway runs the flow (a quiet fact,
+ * with the server's words as its title), "offline" while the live socket is down. */
+function LiveBadge(props: { gateway: GatewayStatus | null; connected: boolean; onClick: () => void }) {
+  const { gateway, connected } = props;
+  const none = connected && gateway !== null && gateway.gateway === null;
+  const text = !connected ? 'offline' : none ? 'not running' : (gateway?.status ?? '…');
+  const kind = !connected ? 'offline' : none ? 'none' : (gateway?.status ?? 'none').toLowerCase();
+  const title = none
+    ? (gateway?.message ?? 'no gateway runs this flow yet')
+    : `${gateway?.name ?? 'the gateway'}: ${text}; open the health roll-up`;
+  return (
+    <button className={`sf-badge status-${kind}`} data-testid="gateway-status" data-gateway={gateway?.gateway ?? ''}
+            onClick={props.onClick} title={title}>
+      {text}
+    </button>
+  );
+}
 
 export function Toolbar(props: {
   session: Session;
@@ -13,6 +53,11 @@ export function Toolbar(props: {
   canRedo: boolean;
   gateway: GatewayStatus | null;
   connected: boolean;
+  targets: string | null; // where Deploy goes, in words; "" when nowhere yet, null before it is known
+  running: Record<string, FlowOnGateway>;
+  viewGateway: string | null;
+  onViewGateway: (id: string) => void;
+  menu: FlowMenuItem[];
   onPick: (id: string) => void;
   onNew: () => void;
   onImport: () => void;
@@ -57,6 +102,13 @@ export function Toolbar(props: {
               title="restarts only the nodes marked modified">
         Deploy{props.restarts ? ` (${props.restarts} modified)` : ''}
       </button>
+      {props.flowId && props.targets !== null && (
+        <span className={`targets ${props.targets ? '' : 'nowhere'}`} data-testid="deploy-targets"
+              title={props.targets ? `Deploy sends this flow to ${props.targets}` : 'Deploy asks where the first time'}>
+          → {props.targets || 'no gateway yet'}
+        </span>
+      )}
+      {canEdit && props.flowId && <FlowMenu items={props.menu} />}
       <span className="grow" />
       <button onClick={() => props.onPage('alarms')} data-testid="open-alarms" title="alarms waiting for an operator">
         Alarms{' '}
@@ -76,11 +128,9 @@ export function Toolbar(props: {
       <button onClick={props.onGateways} data-testid="open-gateways">
         Gateways
       </button>
-      <button className={`sf-badge status-${(gateway?.status ?? 'none').toLowerCase()}`} data-testid="gateway-status"
-              onClick={() => props.onPage('health')} title="open the health roll-up">
-        gateway {props.connected ? (gateway?.status ?? '…') : 'offline'}
-      </button>
-      <span className="user">
+      <GatewayPicker running={props.running} value={props.viewGateway} onChange={props.onViewGateway} />
+      <LiveBadge gateway={gateway} connected={props.connected} onClick={() => props.onPage('health')} />
+      <span className="user" title={`${props.session.username} (${props.session.role})`}>
         {props.session.username} ({props.session.role})
       </span>
       <button onClick={props.onSignOut}>Sign out</button>

@@ -2,11 +2,14 @@
 import type {
   Alarm,
   AlarmCounts,
+  DeployResult,
+  DeployTarget,
   DlqJob,
   DlqListing,
   FlowChanges,
   FlowDiff,
   FlowDocument,
+  FlowStatus,
   FlowSummary,
   FlowVersion,
   GatewaySummary,
@@ -16,6 +19,7 @@ import type {
   Problem,
   SavedFlow,
   Session,
+  UndeployResult,
 } from './types';
 
 export class ApiError extends Error {
@@ -60,8 +64,18 @@ export class Api {
   restore = (id: string, version: number) => this.call<SavedFlow>('POST', `/flows/${id}/versions/${version}/restore`);
   importFlow = (text: string) => this.call<SavedFlow>('POST', '/flows/import', text);
   exportFlow = (id: string) => this.call<string>('GET', `/flows/${id}/export`, undefined, true);
-  changes = (id: string, doc: FlowDocument) => this.call<FlowChanges>('POST', `/flows/${id}/changes`, doc);
-  deploy = (id: string, mode: 'modified' | 'full') => this.call<{ version: number }>('POST', `/flows/${id}/deploy`, { mode });
+  /** What deploying `doc` would restart on `gateway` (else against the version last deployed). */
+  changes = (id: string, doc: FlowDocument, gateway?: string | null) =>
+    this.call<FlowChanges>('POST', `/flows/${id}/changes${query({ gateway: gateway ?? '' })}`, doc);
+  /** The latest version, wherever the flow is assigned plus `target` (409 `no_target` when that is nowhere). */
+  deploy = (id: string, mode: 'modified' | 'full', target?: DeployTarget) =>
+    this.call<DeployResult>('POST', `/flows/${id}/deploy`, { mode, ...target });
+  /** Every assignment goes: the flow stops on every gateway and stays saved. */
+  undeploy = (id: string) => this.call<UndeployResult>('POST', `/flows/${id}/undeploy`);
+  /** Unassigned everywhere, then hidden from the flow list. */
+  deleteFlow = (id: string) => this.call<void>('DELETE', `/flows/${id}`);
+  flowStatus = (id: string, gateway?: string | null) =>
+    this.call<FlowStatus>('GET', `/flows/${id}/status${query({ gateway: gateway ?? '' })}`);
   gateways = () => this.call<GatewaySummary[]>('GET', '/gateways');
   decide = (id: string, decision: 'approve' | 'reject') => this.call<GatewaySummary>('POST', `/gateways/${id}/${decision}`);
   assign = (flow: string, version: number, target: { gateway: string } | { labels: Record<string, string> }) =>
@@ -76,7 +90,8 @@ export class Api {
   dlqJob = (gateway: string, id: string) => this.call<DlqJob>('GET', `/dlq/jobs/${id}${query({ gateway })}`);
   logs = (filters: Record<string, string>) => this.call<{ lines: LogLine[] }>('GET', `/logs${query(filters)}`);
   health = () => this.call<HealthReport>('GET', '/health');
-  restart = (flow: string, node: string) => this.call<{ now: string }>('POST', `/flows/${flow}/nodes/${node}/restart`);
+  restart = (flow: string, node: string, gateway?: string | null) =>
+    this.call<{ now: string; gateway: string }>('POST', `/flows/${flow}/nodes/${node}/restart`, gateway ? { gateway } : {});
 }
 
 /** `?a=1&b=2` of the filters that are set (empty ones are left out). */

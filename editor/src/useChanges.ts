@@ -1,5 +1,6 @@
-/** The nodes a deploy of the edited document would restart, asked of the server (the compiler's fingerprints,
- * the definition the gateway deploys by), a moment after each edit. */
+/** The nodes a deploy of the edited document would restart on the gateway the view is on (else against the version
+ * last deployed), asked of the server (the compiler's fingerprints, the definition the gateway deploys by), a moment
+ * after each edit. */
 import { useEffect, useState } from 'react';
 import type { Api } from './api';
 import type { FlowDocument } from './types';
@@ -11,14 +12,20 @@ export interface Changes {
   removed: string[];
 }
 
-export function useChanges(api: Api, document: FlowDocument | null, deployedVersion: number | null): Changes {
+export function useChanges(
+  api: Api,
+  document: FlowDocument | null,
+  gateway: string | null,
+  runningVersion: number | null,
+): Changes {
   const [changes, setChanges] = useState<Changes>({ modified: new Set(), removed: [] });
-  const key = document ? `${deployedVersion}:${JSON.stringify(document)}` : ''; // a deploy changes the answer too
+  // A deploy (a new running version) or another gateway changes the answer too.
+  const key = document ? `${gateway}:${runningVersion}:${JSON.stringify(document)}` : '';
   useEffect(() => {
     if (!document) return;
     let current = true;
     const timer = setTimeout(() => {
-      api.changes(document.id, document).then(
+      api.changes(document.id, document, gateway).then(
         (answer) => {
           if (!current) return;
           if (answer.modified !== null) setChanges({ modified: new Set(answer.modified), removed: answer.removed });

@@ -43,10 +43,13 @@ class LiveSession:
 
     async def status(self, gateway: str | None, flow: str | None) -> None:
         """A gateway's health and each node's rates (the canvas's status line), every second: the gateway named,
-        else the only one running `flow` (or the only one there is); none yet is said, not an error."""
+        else the first running `flow` (as the flow's status shows it); none yet is said, not an error."""
         while True:
             try:
-                chosen = self.fleet.pick(gateway, flow)
+                chosen = self.flows.viewed_gateway(flow, gateway)
+                if chosen is None:
+                    raise ApiError(409, "not_running", f"no gateway runs flow {flow} yet: deploy it" if flow else
+                                   "no gateway is approved yet")  # fmt: skip
                 await self.send({"type": "status", **self.fleet.live_view(chosen)})
             except ApiError as refused:
                 await self.send({"type": "status", "gateway": None, "status": "UNKNOWN", "nodes": [], "rates": {},

@@ -122,6 +122,7 @@ class FlowService:
         """Unassign the flow everywhere (its gateways stop it), then hide it; returns those gateways."""
         self.store.get_flow(flow_id)  # 404 when unknown
         gateways = self.fleet.unassign_all(flow_id)
+        self.store.mark_deployed(flow_id, None)
         self.store.delete_flow(flow_id)
         return gateways
 
@@ -187,11 +188,25 @@ class FlowService:
                     {"gateway": g} if g else {"labels": selector} for g, selector in targets],
                 "gateways": results, **{k: first.get(k, []) for k in ("started", "stopped", "unchanged")}}  # fmt: skip
 
+    def viewed_gateway(self, flow_id: str | None, gateway_id: str | None,
+                       running: dict[str, Any] | None = None) -> str | None:  # fmt: skip
+        """The gateway a view of `flow_id` shows: the one named, else the first by id of those running it (with no
+        flow: the only approved gateway), else None."""
+        if gateway_id is not None:
+            return gateway_id
+        if flow_id is None:
+            try:
+                return self.fleet.pick(None)
+            except ApiError:
+                return None
+        running = self.fleet.running_on(flow_id) if running is None else running
+        return sorted(running)[0] if running else None
+
     def status(self, flow_id: str, gateway_id: str | None = None) -> dict[str, Any]:
         """What runs of the flow, per gateway; `deployed_version` and `nodes` of `gateway_id` (default: the only
         gateway running it, else the first by id)."""
         running = self.fleet.running_on(flow_id)
-        chosen = gateway_id if gateway_id is not None else (sorted(running)[0] if running else None)
+        chosen = self.viewed_gateway(flow_id, gateway_id, running)
         shown = running.get(chosen or "", {})
         return {"flow": flow_id, "gateway": chosen, "deployed_version": shown.get("version"),
                 "nodes": shown.get("nodes", []), "gateways": running,

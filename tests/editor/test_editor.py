@@ -16,6 +16,8 @@ from tests.stack import Stack
 
 RUNNING_TIMEOUT_MS = 90_000  # a deploy starts worker processes; a busy 2-core machine needs a while
 SCREENSHOT = REPO / "docs" / "editor.png"
+DEPLOY_DIALOG_SHOT = REPO / "docs" / "editor-deploy-dialog.png"
+TOOLBAR_SHOT = REPO / "docs" / "editor-toolbar.png"
 
 
 async def new_flow(page: Page, flow_id: str) -> None:
@@ -48,6 +50,15 @@ async def wire(page: Page, source: str, target: str) -> None:
     await page.mouse.up()
 
 
+async def deploy_to_the_only_gateway(page: Page) -> None:
+    """Deploy a flow assigned nowhere: the dialog asks where, with the only gateway (`up`'s local one) preselected."""
+    await page.click("[data-testid=deploy]")
+    dialog = page.locator("[data-testid=deploy-dialog]")
+    await expect(dialog.locator("[data-testid=deploy-gateway-local] [data-testid=pick]")).to_be_checked()
+    await dialog.locator("[data-testid=deploy-confirm]").click()
+    await expect(dialog).to_have_count(0)
+
+
 async def select(page: Page, node_id: str) -> None:
     header = page.locator(f"[data-testid=node-{node_id}] .sf-node-header")
     await header.wait_for()
@@ -77,6 +88,7 @@ async def test_demo_flow_runs_live_and_the_readme_screenshot_is_taken(page: Page
     await expect(page.locator("[data-testid=detail-warehouse]")).to_contain_text("lag ", timeout=30_000)  # a sink
     await select(page, "quality")
     await page.click("[data-testid=tap-quality-clean]")
+    await expect(page.locator("[data-testid=notice]")).to_contain_text("tapping demo/quality:clean on local")
     records = page.locator("[data-testid=debug-records] li")
     await expect(records.first).to_contain_text("quality:clean", timeout=30_000)
     await expect(records.nth(5)).to_be_visible(timeout=30_000)
@@ -115,7 +127,7 @@ async def test_build_configure_deploy_and_tap_from_an_empty_canvas(page: Page, s
     await page.fill("#cfg-aggregator_1_allowed_lateness_s", "1")
     await expect(page.locator("[data-testid=modified-simulator_1]")).to_be_visible()
 
-    await page.click("[data-testid=deploy]")
+    await deploy_to_the_only_gateway(page)
     # The gateway acks once its nodes run.
     await expect(notice).to_contain_text("Deployed v", timeout=RUNNING_TIMEOUT_MS)
     for node in ("simulator_1", "validator_1", "aggregator_1"):
@@ -133,6 +145,79 @@ async def test_build_configure_deploy_and_tap_from_an_empty_canvas(page: Page, s
     await select(page, "validator_1")
     await page.click("[data-testid=tap-validator_1-clean]")
     await expect(page.locator("[data-testid=debug-records] li").first).to_contain_text("press_7", timeout=30_000)
+
+
+async def test_a_new_flow_asks_where_to_deploy_and_undeploy_and_delete_ask_first(page: Page, stack: Stack) -> None:
+    local_id = stack.event["gateway"]
+    flow = {"format": "streamforge.flow/v1", "id": "placed", "label": "asks where", "edges": [],
+            "nodes": [{"id": "sim", "type": "simulator", "x": 100, "y": 100,
+                       "config": {"signals": [{"asset_id": "pump_3", "parameter": "speed"}], "rate_hz": 2}}]}  # fmt: skip
+    assert (await stack.http.post("/flows", json=flow)).status_code == 201
+    await page.reload()
+    await open_flow(page, "placed")
+    targets, badge = page.locator("[data-testid=deploy-targets]"), page.locator("[data-testid=gateway-status]")
+    status, notice = page.locator("[data-testid=status-sim]"), page.locator("[data-testid=notice]")
+    await expect(targets).to_have_text("→ no gateway yet")
+    await expect(badge).to_have_text("not running")  # the live status of no gateway: a fact, not an error
+    await expect(status).to_have_text("—")
+    await page.wait_for_timeout(1500)  # a few more of those seconds: still signed in, nothing alarming
+    await expect(page.locator("[data-testid=canvas]")).to_be_visible()
+    await expect(notice).to_have_count(0)
+
+    await page.click("[data-testid=deploy]")
+    dialog = page.locator("[data-testid=deploy-dialog]")
+    local = dialog.locator("[data-testid=deploy-gateway-local]")
+    await expect(local.locator("[data-testid=pick]")).to_be_checked()  # the only gateway there is
+    await expect(local).to_contain_text(local_id)
+    await expect(local).to_contain_text("gateway=local")
+    confirm = dialog.locator("[data-testid=deploy-confirm]")
+    await expect(confirm).to_have_text("Deploy to local")
+    await page.screenshot(path=DEPLOY_DIALOG_SHOT)
+    await dialog.locator("[data-testid=deploy-kind-labels]").check()
+    await expect(confirm).to_be_disabled()
+    await dialog.locator("[data-testid=label-key-0]").fill("gateway")
+    await dialog.locator("[data-testid=label-value-0]").fill("local")
+    await expect(dialog.locator("[data-testid=label-matches]")).to_contain_text("Matches 1 gateway: local")
+    await expect(confirm).to_have_text("Deploy to gateway=local (1 gateway)")
+    await dialog.locator("[data-testid=deploy-kind-gateway]").check()
+    await expect(confirm).to_have_text("Deploy to local")
+    await confirm.click()
+
+    await expect(notice).to_contain_text("Deployed v1 to local", timeout=RUNNING_TIMEOUT_MS)
+    await expect(notice.locator("[data-testid=deploy-result-local]")).to_contain_text("APPLIED")
+    await expect(status).to_have_text("RUNNING", timeout=RUNNING_TIMEOUT_MS)
+    await expect(targets).to_have_text("→ local")
+    picker = page.locator("[data-testid=gateway-pick]")
+    await expect(picker).to_have_value(local_id)
+    await expect(picker.locator("option")).to_have_text(["local · v1"])
+    await expect(page.locator("[data-testid=deploy]")).to_have_text("Deploy")  # nothing modified on local
+    await page.locator("header.toolbar").screenshot(path=TOOLBAR_SHOT)
+    placed = (await stack.http.get("/flows/placed/status")).json()
+    assert [(t["target_kind"], t["target"]) for t in placed["targets"]] == [("gateway", local_id)], placed
+
+    await page.click("[data-testid=flow-menu]")
+    await page.click("[data-testid=menu-undeploy]")
+    asked = page.locator("[data-testid=undeploy-dialog]")
+    await expect(asked.locator("[data-testid=confirm-text]")).to_have_text("It stops on 1 gateway: local.")
+    await asked.locator("[data-testid=confirm]").click()
+    await expect(notice).to_contain_text("Undeployed placed: stopping on local")
+    await expect(status).to_have_text("—", timeout=30_000)  # the badges go with the nodes
+    await expect(targets).to_have_text("→ no gateway yet")
+    await expect(badge).to_have_text("not running", timeout=30_000)
+    placed = (await stack.http.get("/flows/placed/status")).json()
+    assert placed["targets"] == [] and placed["gateways"] == {}, placed
+    assert (await stack.http.get("/flows/placed")).status_code == 200  # still saved
+
+    await page.click("[data-testid=flow-menu]")
+    await page.click("[data-testid=menu-delete]")
+    asked = page.locator("[data-testid=delete-dialog]")
+    await expect(asked.locator("[data-testid=confirm-text]")).to_have_text("No gateway runs it now.")
+    await expect(asked).to_contain_text("It leaves the flow list")
+    await asked.locator("[data-testid=confirm]").click()
+    await expect(notice).to_contain_text("Deleted flow placed")
+    await expect(page.locator("[data-testid=flow-select] option[value=placed]")).to_have_count(0)
+    await expect(page.locator("[data-testid=flow-select]")).not_to_have_value("placed")
+    assert (await stack.http.get("/flows/placed")).status_code == 404
 
 
 async def test_undo_redo_delete_copy_paste(page: Page) -> None:

@@ -74,3 +74,35 @@ async def test_approve_assign_watch_and_roll_back_a_gateway(page: Page, stack: S
     rows = {g["name"]: g for g in (await stack.http.get("/gateways")).json()}
     assert rows["remote_1"]["running"] == {flow_id: 1} and rows["local"]["running"].get("demo") == 1
     await page.screenshot(path=REPO / "docs" / "gateways.png")  # the README's picture of this page
+
+    # On the canvas: the flow's target, then a second gateway by "Deploy to…", and the live view on either one.
+    ids = {g["name"]: g["id"] for g in (await stack.http.get("/gateways")).json()}
+    await page.click("[data-testid=back-to-flows]")
+    await page.select_option("[data-testid=flow-select]", flow_id)
+    await page.wait_for_url(f"**#/flows/{flow_id}")
+    await expect(page.locator("[data-testid=deploy-targets]")).to_have_text("→ remote_1")
+    await expect(page.locator("[data-testid=status-sim]")).to_have_text("RUNNING", timeout=TIMEOUT_MS)
+    picker, badge = page.locator("[data-testid=gateway-pick]"), page.locator("[data-testid=gateway-status]")
+    await expect(picker).to_have_value(ids["remote_1"])
+    await page.click("[data-testid=flow-menu]")
+    await page.click("[data-testid=menu-deploy-to]")
+    dialog = page.locator("[data-testid=deploy-dialog]")
+    await expect(dialog.locator("[data-testid=pick]")).to_have_count(2)  # both approved; neither chosen for you
+    await expect(dialog.locator("[data-testid=deploy-confirm]")).to_be_disabled()
+    await dialog.locator("[data-testid=deploy-gateway-local]").click()
+    await dialog.locator("[data-testid=deploy-confirm]").click()
+    notice = page.locator("[data-testid=notice]")
+    await expect(notice).to_contain_text("Deployed v2 to local, remote_1", timeout=TIMEOUT_MS)
+    for name in ("local", "remote_1"):
+        await expect(notice.locator(f"[data-testid=deploy-result-{name}]")).to_contain_text("APPLIED")
+    await expect(page.locator("[data-testid=deploy-targets]")).to_have_text("→ local, remote_1")
+    await expect(picker.locator("option")).to_have_count(2, timeout=TIMEOUT_MS)
+    for name in ("local", "remote_1", "local"):
+        await picker.select_option(ids[name])
+        await expect(badge).to_have_attribute("data-gateway", ids[name])  # the live status is of the one picked
+        await expect(page.locator("[data-testid=status-sim]")).to_have_text("RUNNING", timeout=TIMEOUT_MS)
+    await picker.select_option(ids["remote_1"])
+    await page.locator("[data-testid=node-sim] .sf-node-header").click()
+    await page.click("[data-testid=tap-sim-out]")
+    await expect(notice).to_contain_text(f"tapping {flow_id}/sim:out on remote_1")  # on the gateway picked
+    await expect(page.locator("[data-testid=debug-records] li").first).to_contain_text("pump_9", timeout=30_000)

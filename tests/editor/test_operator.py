@@ -182,7 +182,8 @@ async def test_a_workers_error_line_is_on_the_logs_page_filtered_by_its_node(bro
                     "points": [{"address": 0, "asset_id": "press_9", "parameter": "speed"}]}}],
                 "edges": []}  # fmt: skip
     assert (await stack.http.post("/flows", json=document)).status_code == 201
-    assert (await stack.http.post("/flows/unplugged/deploy")).status_code == 200
+    deployed = await stack.http.post("/flows/unplugged/deploy", json={"gateway": stack.event["gateway"]})
+    assert deployed.status_code == 200, deployed.text  # a new flow's first deploy says where
     async with operator_page(browser, stack) as page:
         await page.click("[data-testid=open-logs]")
         await page.select_option("[data-testid=logs-level]", "WARNING")
