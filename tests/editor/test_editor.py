@@ -149,9 +149,10 @@ async def test_build_configure_deploy_and_tap_from_an_empty_canvas(page: Page, s
 
 async def test_a_new_flow_asks_where_to_deploy_and_undeploy_and_delete_ask_first(page: Page, stack: Stack) -> None:
     local_id = stack.event["gateway"]
+    signals = [{"asset_id": "pump_3", "parameter": "speed"}]
     flow = {"format": "streamforge.flow/v1", "id": "placed", "label": "asks where", "edges": [],
             "nodes": [{"id": "sim", "type": "simulator", "x": 100, "y": 100,
-                       "config": {"signals": [{"asset_id": "pump_3", "parameter": "speed"}], "rate_hz": 2}}]}  # fmt: skip
+                       "config": {"signals": signals, "rate_hz": 2}}]}  # fmt: skip
     assert (await stack.http.post("/flows", json=flow)).status_code == 201
     await page.reload()
     await open_flow(page, "placed")
