@@ -196,17 +196,19 @@ class FleetService:
         labels = parse_labels(registration.labels, "labels")
         info = {"version": registration.version, "node_types": registration.node_types, "disk": registration.disk,
                 "hostname": registration.hostname, "protocol": registration.protocol}  # fmt: skip
-        body = registration.model_dump()
         secret_hash = token_digest(registration.secret)
         preapproved = self._enrolment(registration.enrolment_key)
-        row = self.store.db.execute("SELECT * FROM gateways WHERE instance_id = ?", (body["instance_id"],)).fetchone()
+        row = self.store.db.execute(
+            "SELECT * FROM gateways WHERE instance_id = ?", (registration.instance_id,)
+        ).fetchone()
         with self._writing_one(row["id"] if row is not None else None) as db:
             if row is None:
                 gateway_id = f"gw_{uuid.uuid4().hex[:12]}"
                 status = Approval.APPROVED if preapproved is not None else Approval.PENDING
                 db.execute("INSERT INTO gateways (id, instance_id, name, status, secret_hash, public_key, labels, "
                            "info, registered_at, decided_by, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (gateway_id, body["instance_id"], body["name"], status, secret_hash, body["public_key"],
+                           (gateway_id, registration.instance_id, registration.name, status, secret_hash,
+                            registration.public_key,
                             json.dumps({**labels, **(preapproved or {})}), json.dumps(info), _now(),
                             "enrolment key" if preapproved is not None else None,
                             _now() if preapproved is not None else None))  # fmt: skip
@@ -218,8 +220,9 @@ class FleetService:
                     status = Approval.APPROVED if preapproved is not None else Approval.PENDING
                     if row["status"] == Approval.REJECTED and preapproved is None:
                         status = Approval.REJECTED
-                    db.execute("UPDATE gateways SET secret_hash = ?, public_key = ?, status = ?, name = ? WHERE id = ?",
-                               (secret_hash, body["public_key"], status, body["name"], gateway_id))  # fmt: skip
+                    db.execute("UPDATE gateways SET secret_hash = ?, public_key = ?, status = ?, name = ? "
+                               "WHERE id = ?", (secret_hash, registration.public_key, status, registration.name,
+                                                gateway_id))  # fmt: skip
                     log.warning("gateway re-registered with a new secret", extra={"gateway": gateway_id,
                                                                                    "status": status})  # fmt: skip
                 db.execute("UPDATE gateways SET info = ? WHERE id = ?", (json.dumps(info), gateway_id))

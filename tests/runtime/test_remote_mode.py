@@ -11,47 +11,27 @@ import asyncio
 import itertools
 import json
 import os
-import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import websockets
 from mcp import Client, StdioServerParameters
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamforge.runtime.kafka.broker import free_port
 from tests import netns
 from tests.eventually import eventually
-from tests.netns import NetHost, NetHostFactory, on_host
-from tests.stack import ServiceProcess
+from tests.netns import NetHost, NetHostFactory
+from tests.remote import GATEWAY_PORT, POLL_S, Remote, remote_fleet
 
 net_hosts = netns.net_hosts
 
-POLL_S = 2.0  # OFFLINE after 3 missed polls: 6 s
 OUTAGE_S = float(os.environ.get("STREAMFORGE_OUTAGE_S", "20"))
 RATE_HZ, SIGNALS = 10, 2  # the simulator: 20 readings a second on each gateway
-GATEWAY_PORT = 18080  # both gateways serve health and metrics on the same local port, each on its own host
 FLOW = "remote_line"
-
-
-@dataclass
-class Remote:
-    control_plane: ServiceProcess
-    gateways: dict[str, ServiceProcess]
-    hosts: dict[str, NetHost]
-    ids: dict[str, str]  # gateway name -> id
-    admin: httpx.AsyncClient
-    token: str
-    ca: Path
-
-    def ssl_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cafile=str(self.ca))
 
 
 async def inside(host: NetHost, url: str) -> str:
@@ -86,40 +66,8 @@ def flow_document() -> dict[str, Any]:
 
 @pytest.fixture
 async def remote(net_hosts: NetHostFactory, tmp_path: Path) -> AsyncIterator[Remote]:
-    hosts = dict(zip(("plant_a", "plant_b"), await net_hosts(2), strict=True))
-    port = free_port()
-    names = [arg for host in hosts.values() for arg in ("--tls-name", host.peer_address)]
-    control_plane = ServiceProcess(["control-plane", "--data-dir", str(tmp_path / "cp"), "--host", "0.0.0.0",
-                                    "--port", str(port), "--poll-interval", str(POLL_S), *names],
-                                   tmp_path / "cp.stderr", "control_plane")  # fmt: skip
-    await control_plane.start()
-    password = next(line for line in control_plane.lines if "password " in line).split("password ")[1].split()[0]
-    ca = Path(control_plane.event["tls_ca"])
-    gateways: dict[str, ServiceProcess] = {}
-    try:
-        async with httpx.AsyncClient(base_url=f"https://127.0.0.1:{port}/api/v1", timeout=150,
-                                     verify=ssl.create_default_context(cafile=str(ca))) as admin:  # fmt: skip
-            login = await admin.post("/auth/login", json={"username": "admin", "password": password})
-            token = login.json()["token"]
-            admin.headers["Authorization"] = f"Bearer {token}"
-            for name, host in hosts.items():
-                key = (await admin.post("/enrolment-keys", json={"labels": {"site": "north"}})).json()
-                args = ["gateway", "--control-plane", f"https://{host.peer_address}:{port}", "--ca", str(ca),
-                        "--name", name, "--data-dir", str(tmp_path / name), "--port", str(GATEWAY_PORT),
-                        "--poll-interval", str(POLL_S), "--enrolment-key", key["enrolment_key"]]  # fmt: skip
-                gateways[name] = on_host(host, ServiceProcess(args, tmp_path / f"{name}.stderr", "gateway"))
-            await asyncio.gather(*(g.start() for g in gateways.values()))
-
-            async def registered() -> dict[str, str] | None:
-                rows = (await admin.get("/gateways")).json()
-                ids = {row["name"]: row["id"] for row in rows if row["status"] == "approved"}
-                return ids if len(ids) == len(hosts) else None
-
-            ids = await eventually(registered, 60, what="both gateways registered over their links")
-            yield Remote(control_plane, gateways, hosts, ids, admin, token, ca)
-    finally:
-        await asyncio.gather(*(g.stop() for g in gateways.values()), return_exceptions=True)
-        await control_plane.stop()
+    async with remote_fleet(net_hosts, tmp_path) as fleet:
+        yield fleet
 
 
 async def test_a_standalone_control_plane_drives_remote_gateways_over_their_own_links(remote: Remote) -> None:
@@ -214,6 +162,8 @@ async def test_a_standalone_control_plane_drives_remote_gateways_over_their_own_
     logs = (await admin.get("/logs", params={"gateway": a, "limit": 500})).json()
     assert a in logs["unreachable"] and logs["lines"] and all(line["kept"] for line in logs["lines"])
     assert any("desired state applied" in line.get("message", "") for line in logs["lines"])
+    own = (await admin.get("/logs", params={"gateway": "control-plane", "limit": 500})).json()["lines"]
+    assert any(line["message"] == "control plane serving" for line in own)  # the control plane's own, kept too
     await asyncio.sleep(max(0.0, OUTAGE_S - (time.time() - cut_at)))
     await host_a.link_up()
     outage_s = time.time() - cut_at
