@@ -57,10 +57,11 @@ class GatewayMetrics:
         pushed = self._pushed.get(gateway_id)
         if pushed is None or len(pushed.samples) < 2:
             return {}
-        (start, first), (end, last) = pushed.samples[0], pushed.samples[-1]
+        end, last = pushed.samples[-1]
         rates: dict[str, dict[str, float]] = {}
         for key, counters in last.items():
-            before = first.get(key, {})
+            # From the oldest push that has the node: one deployed since then counts from its own first push.
+            start, before = next((at, sample[key]) for at, sample in pushed.samples if key in sample)
             seconds = counters.get("at", end) - before.get("at", start)
             if seconds <= 0:
                 continue
