@@ -84,6 +84,9 @@ class Gateway:
                                               registry_ca_file=ca_file)  # fmt: skip
         self.kafka_health = kafka_health
         self.plans: dict[str, ExecutionPlan] = {}
+        # Every flow this gateway started deploying since it started, running or not: what it produced (an alarm
+        # raised while its deploy was still starting other nodes, or before an undeploy) is this gateway's own.
+        self.flows_here: set[str] = set()
         self.handles: dict[str, dict[str, NodeHandle]] = {}
         self._lock = asyncio.Lock()
         self._topics_ready = False
@@ -115,6 +118,7 @@ class Gateway:
         versions of what it stopped are started again, then DeployFailed is raised.
         """
         async with self._lock:
+            self.flows_here.add(plan.flow_id)
             await self._ensure_topics(plan)
             previous = self.plans.get(plan.flow_id)
             if previous is None:  # first deploy here: a flow new to this Kafka skips the shared topics' history

@@ -111,8 +111,9 @@ async def alarm_uplink(
     Guarantee: at least once, in order per alarm. A batch's offsets are committed only after the control plane
     stored it (`post` returned); until then it is retried with backoff, so a control plane away for days gets every
     transition once it is back (alarm topics are never evicted). The control plane keys them by event id, so a
-    replay after a crash changes nothing. Only the flows this gateway runs (and its own, the disk budget's) are
-    sent: another gateway on the same Kafka cluster sends its own."""
+    replay after a crash changes nothing. Only the flows this gateway runs or has deployed (one still starting its
+    nodes included) and its own (the disk budget's) are sent: another gateway on the same Kafka cluster sends its
+    own."""
     consumer = BatchConsumer(gateway.env.bootstrap, f"streamforge.{gateway_id}.uplink.alarms", [],
                              Decoder(gateway.env.registry), max_poll_records=UPLINK_BATCH)  # fmt: skip
     await consumer.start()
@@ -120,7 +121,7 @@ async def alarm_uplink(
     try:
         while True:
             batch = await consumer.next_batch(timeout_ms=200)
-            flows = (*gateway.plans, SYSTEM_FLOW)
+            flows = (*gateway.flows_here, SYSTEM_FLOW)
             ours = [message for message in batch.records if message.headers.get("sf-flow", b"").decode() in flows]
             if ours:
                 backoff = Backoff(1.0, 30.0)

@@ -30,7 +30,7 @@ from tests.stack import ServiceProcess
 
 POLL_S = 2.0  # the gateways' poll interval here (30 s in production): OFFLINE after 3 missed
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
-RATE_HZ, READINGS = 20, 1800  # per gateway: 90 s of device time, longer than the test's outages
+RATE_HZ, READINGS = 20, 3600  # per gateway: 180 s of device time, so every test of the module sees it producing
 
 
 def flow_document(flow_id: str, extra_nodes: list[dict[str, Any]] | None = None) -> dict[str, Any]:

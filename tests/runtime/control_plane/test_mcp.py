@@ -105,8 +105,9 @@ async def test_an_agent_builds_a_flow_by_tools_and_only_a_human_approval_deploys
         assert suggestion["edited_by"] == "agent" and suggestion["problems"] == []
         digest = suggestion["change_digest"]
 
-        assert (await call(mcp, "deploy_flow", flow_id="agent_line", approval_token="sfa_made_up"))["refused"] == (
-            "approval_invalid")  # fmt: skip
+        made_up = await call(mcp, "deploy_flow", flow_id="agent_line", approval_token="sfa_made_up",
+                             gateway_id=stack.event["gateway"])  # fmt: skip
+        assert made_up["refused"] == "approval_invalid"
         assert (await stack.http.get("/flows/agent_line")).status_code == 404  # nothing saved, nothing runs
 
         as_agent = {"Authorization": f"Bearer {agent}"}

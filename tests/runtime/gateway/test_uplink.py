@@ -79,3 +79,37 @@ async def test_every_transition_reaches_the_store_once_through_refusals_and_a_ki
         assert {h["event_id"]: h["state"] for h in history}.items() <= by_event.items()
         assert latest["event_id"] == max((e for e in by_event if e.startswith(latest["alarm_id"] + "#")),
                                          key=lambda e: int(e.rpartition(".")[2]))  # fmt: skip
+
+
+@pytest.mark.timeout(300)
+async def test_an_alarm_raised_while_its_flow_is_still_deploying_reaches_the_store(
+    gateway: Gateway, kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
+) -> None:
+    """The first source starts while the second's worker process is still starting: an alarm its readings raise
+    then is its gateway's, though the deploy has not finished (it was dropped and its offset committed)."""
+    flow = unique.replace("-", "_")[:60]
+    signals = [{"asset_id": f"tank_{i}", "parameter": "level", "shape": "step", "offset": 5, "amplitude": 0,
+                "period_s": 1} for i in range(5)]  # fmt: skip
+    sim = {"signals": signals, "rate_hz": 100, "realtime": False, "limit": 1, "start_time": T0.isoformat()}
+    doc = {"id": flow, "nodes": [
+        {"id": "sim", "type": "simulator", "config": sim},
+        {"id": "high", "type": "alarm_rule", "config": {"rule_id": "level_high", "parameter": "level", "high": 3}},
+        *({"id": f"other_{i}", "type": "simulator", "config": {**sim, "signals": signals[:1]}} for i in range(3)),
+    ], "edges": [{"from": "sim:out", "to": "high:in"}]}  # fmt: skip
+    alarms = AlarmStore(Store())
+
+    async def post(events: list[dict[str, Any]]) -> None:
+        alarms.record("gw_test", events)
+
+    uplink = asyncio.create_task(alarm_uplink(gateway, f"test-{flow}", post))
+    try:
+        await asyncio.sleep(2)  # the uplink is up and reading before the deploy starts
+        await gateway.deploy(compile_flow(validate_flow(doc), load_node_types(include_plugins=False)))
+        streamed = await read_from(kafka, registry, "alarms.clean", flow, "high", len(signals))
+        assert {r["state"] for r in streamed} == {"ACTIVE"}
+        await eventually(lambda: len(alarms.alarms(AlarmFilter(flow=flow))) == len(signals), 30, 0.2,
+                         what="every alarm raised during the deploy in the store")  # fmt: skip
+    finally:
+        uplink.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await uplink
