@@ -359,16 +359,25 @@ def control_plane_command(data_dir: Path, host: str | None, port: int, poll_inte
 @click.option("--enrolment-key", envvar="STREAMFORGE_ENROLMENT_KEY", default=None,
               help="Pre-approval from an Admin (POST /api/v1/enrolment-keys) [env STREAMFORGE_ENROLMENT_KEY]."
 )  # fmt: skip
+@click.option("--enrolment-key-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Read the enrolment key from this file (0600) and delete it: the key never sits in an "
+              "environment or an argument list.")  # fmt: skip
 @click.option("--poll-interval", type=float, default=30.0, show_default=True, help="Seconds between polls.")
 @click.option("--registry", "registry_url", envvar="STREAMFORGE_REGISTRY_URL", default=None,
               help="The Kafka cluster's own schema registry [default: the control plane's, at /schemas].")  # fmt: skip
 @click.option("--ca", "ca_file", type=click.Path(path_type=Path, exists=True), default=None,
               help="CA certificate the control plane's TLS certificate must chain to (pinned).")  # fmt: skip
 def gateway(control_plane: str, name: str | None, labels: tuple[str, ...], data_dir: Path, bootstrap: str | None,
-            port: int, enrolment_key: str | None, poll_interval: float, registry_url: str | None,
-            ca_file: Path | None) -> None:  # fmt: skip
+            port: int, enrolment_key: str | None, enrolment_key_file: Path | None, poll_interval: float,
+            registry_url: str | None, ca_file: Path | None) -> None:  # fmt: skip
     """A gateway synced from a control plane; it keeps running from its cache when the control plane is away."""
+    import os
     import socket
+
+    os.environ.pop("STREAMFORGE_ENROLMENT_KEY", None)  # read above: not for workers or the Kafka JVM to inherit
+    if enrolment_key_file is not None:
+        enrolment_key = enrolment_key_file.read_text().strip()
+        enrolment_key_file.unlink()
 
     from streamforge.runtime.control_plane.fleet import parse_labels
     from streamforge.runtime.errors import ApiError

@@ -8,7 +8,6 @@ import contextlib
 import functools
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -25,6 +24,7 @@ from streamforge.runtime.control_plane.auth import ensure_admin
 from streamforge.runtime.control_plane.service import DEPLOY_TIMEOUT_S
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.demo_devices import demo_devices
+from streamforge.runtime.files import write_durably
 from streamforge.runtime.gateway.run import stop_on_signals
 from streamforge.runtime.http import http_host
 from streamforge.runtime.logs import configure_logging
@@ -65,10 +65,12 @@ async def local_gateway(url: str, data_dir: Path, enrolment_key: str, bootstrap:
             "--data-dir", str(data_dir), "--label", "gateway=local"]  # fmt: skip
     args += ["--bootstrap", bootstrap] if bootstrap else []
     args += ["--registry", registry_url] if registry_url else []
+    key_file = data_dir / "enrolment.key"  # 0600, deleted by the gateway once read: in no environment or argv
+    write_durably(key_file, enrolment_key.encode())
+    args += ["--enrolment-key-file", str(key_file)]
     process = await asyncio.create_subprocess_exec(
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         preexec_fn=die_with_parent(signal.SIGTERM),
-        env={**os.environ, "STREAMFORGE_ENROLMENT_KEY": enrolment_key},
     )  # fmt: skip
     assert process.stdout is not None and process.stderr is not None
     relay = asyncio.create_task(_relay_logs(process.stderr), name="gateway-logs")

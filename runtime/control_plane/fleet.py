@@ -164,21 +164,22 @@ class FleetService:
 
     # -- registration ------------------------------------------------------------------------------------
 
-    def create_enrolment_key(self, labels: dict[str, str], user: str, ttl_s: float = 3600.0) -> str:
-        """A key whose holder registers pre-approved (how `streamforge up` enrols its own gateway)."""
+    def create_enrolment_key(self, labels: dict[str, str], user: str, ttl_s: float = 3600.0, uses: int = 1) -> str:
+        """A key whose holder registers pre-approved (how `streamforge up` enrols its own gateway), good for
+        `uses` new gateways (one by default), stored hashed."""
         key = f"sfe_{secrets.token_urlsafe(24)}"
         with self.store.write(desired_state=False) as db:
-            db.execute("INSERT INTO enrolment_keys VALUES (?, ?, ?, ?, ?)",
-                       (token_digest(key), json.dumps(labels), user, _now(), time.time() + ttl_s))  # fmt: skip
+            db.execute("INSERT INTO enrolment_keys VALUES (?, ?, ?, ?, ?, ?)",
+                       (token_digest(key), json.dumps(labels), user, _now(), time.time() + ttl_s, uses))  # fmt: skip
         return key
 
     def _enrolment(self, key: str | None) -> dict[str, str] | None:
         if not key:
             return None
         row = self.store.db.execute("SELECT * FROM enrolment_keys WHERE key_hash = ?", (token_digest(key),)).fetchone()
-        if row is None or row["expires_at"] < time.time():
-            raise ApiError(403, "enrolment_invalid", "the enrolment key is unknown or expired; ask an Admin for "
-                           "a new one, or register without it and wait for approval")  # fmt: skip
+        if row is None or row["expires_at"] < time.time() or row["uses_left"] < 1:
+            raise ApiError(403, "enrolment_invalid", "the enrolment key is unknown, expired or used up; ask an "
+                           "Admin for a new one, or register without it and wait for approval")  # fmt: skip
         labels: dict[str, str] = json.loads(row["labels"])
         return labels
 
@@ -197,11 +198,21 @@ class FleetService:
         info = {"version": registration.version, "node_types": registration.node_types, "disk": registration.disk,
                 "hostname": registration.hostname, "protocol": registration.protocol}  # fmt: skip
         secret_hash = token_digest(registration.secret)
-        preapproved = self._enrolment(registration.enrolment_key)
         row = self.store.db.execute(
             "SELECT * FROM gateways WHERE instance_id = ?", (registration.instance_id,)
         ).fetchone()
+        known = row is not None and hmac.compare_digest(row["secret_hash"], secret_hash)
+        # A key is spent only on what it approves: a gateway retrying with its own secret needs none.
+        preapproved = None if known else self._enrolment(registration.enrolment_key)
         with self._writing_one(row["id"] if row is not None else None) as db:
+            if preapproved is not None:  # spent in the same transaction: two registrations cannot share one use
+                spent = db.execute(
+                    "UPDATE enrolment_keys SET uses_left = uses_left - 1 WHERE key_hash = ? AND uses_left > 0",
+                    (token_digest(str(registration.enrolment_key)),),
+                ).rowcount
+                if not spent:
+                    raise ApiError(403, "enrolment_invalid", "the enrolment key is used up; ask an Admin for a "
+                                   "new one, or register without it and wait for approval")  # fmt: skip
             if row is None:
                 gateway_id = f"gw_{uuid.uuid4().hex[:12]}"
                 status = Approval.APPROVED if preapproved is not None else Approval.PENDING

@@ -176,13 +176,15 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
 
     @requires(Role.ADMIN)
     async def enrolment_key(request: Request, user: User) -> Response:
-        body = await json_object(request, '{"labels": {"site": "north"}, "ttl_s": 3600}')
-        ttl = body.get("ttl_s", 3600)
-        if not isinstance(ttl, int | float) or not 0 < ttl <= 30 * 86400:
+        body = await json_object(request, '{"labels": {"site": "north"}, "ttl_s": 3600, "uses": 1}')
+        ttl, uses = body.get("ttl_s", 3600), body.get("uses", 1)
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 < ttl <= 30 * 86400:
             raise ApiError(422, "invalid", "`ttl_s` is seconds, at most 30 days")
-        key = fleet.create_enrolment_key(parse_labels(body.get("labels"), "labels"), user.username, float(ttl))
-        return JSONResponse({"enrolment_key": key, "note": "shown once; a gateway started with it is pre-approved"},
-                            status_code=201)  # fmt: skip
+        if not isinstance(uses, int) or isinstance(uses, bool) or not 1 <= uses <= 100_000:
+            raise ApiError(422, "invalid", "`uses` is how many gateways the key approves: 1 to 100,000")
+        key = fleet.create_enrolment_key(parse_labels(body.get("labels"), "labels"), user.username, float(ttl), uses)
+        return JSONResponse({"enrolment_key": key, "uses": uses, "note": "shown once; a gateway started with it is "
+                             "pre-approved, for as many gateways as its uses"}, status_code=201)  # fmt: skip
 
     return [
         Route("/gateways/register", register, methods=["POST"]),

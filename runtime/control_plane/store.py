@@ -83,6 +83,9 @@ MIGRATIONS: tuple[str, ...] = (
                                received_at REAL NOT NULL, line TEXT NOT NULL);
     CREATE INDEX gateway_logs_by_gateway ON gateway_logs (gateway_id, at);
     """,
+    """
+    ALTER TABLE enrolment_keys ADD COLUMN uses_left INTEGER NOT NULL DEFAULT 1;
+    """,
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -42,6 +43,22 @@ async def stop(process: asyncio.subprocess.Process) -> str:
     return out.decode()
 
 
+def descendants(pid: int) -> list[tuple[bytes, bytes]]:
+    """(command line, environment) of every process under `pid`, from /proc (children of children too)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            with contextlib.suppress(OSError):  # gone meanwhile
+                found.append((Path(f"/proc/{child}/cmdline").read_bytes(), Path(f"/proc/{child}/environ").read_bytes()))
+            todo.append(child)
+    return found
+
+
 async def test_up_runs_the_demo_behind_auth_and_resumes(tmp_path: Path, kafka: EmbeddedKafka, registry_url: str
                                                         ) -> None:  # fmt: skip
     port = free_port()
@@ -65,6 +82,11 @@ async def test_up_runs_the_demo_behind_auth_and_resumes(tmp_path: Path, kafka: E
             # skipped): DEGRADED, truthfully behind by them, until it has caught up.
             await eventually(all_running, what="every node of the demo RUNNING", state=lambda: nodes)
         assert (await httpx.AsyncClient().get(event["health"])).json()["status"] in ("HEALTHY", "DEGRADED")
+        # The local gateway's enrolment key went by a 0600 file it deleted: in no environment of any process of up's.
+        assert not (tmp_path / "enrolment.key").exists()
+        processes = descendants(process.pid)
+        assert any(b"gateway" in command for command, _ in processes)
+        assert not [command for command, environment in processes if b"sfe_" in environment]
     finally:
         assert '"event": "stopped"' in await stop(process)
     again, lines, event = await start_up(tmp_path, kafka, registry_url, port)

@@ -125,3 +125,20 @@ async def test_a_gateway_answers_a_message_it_does_not_know_with_unsupported() -
     reply = CommandReply.model_validate_json(sent[0])
     assert reply.id == "c1" and reply.error is not None and reply.error.code == "unsupported"
     assert PROTOCOL in reply.error.message
+
+
+async def test_an_enrolment_key_approves_as_many_gateways_as_its_uses(plane: Plane) -> None:
+    one = (await plane.http.post("/enrolment-keys", json={"labels": {}})).json()["enrolment_key"]
+    first = await plane.http.post("/gateways/register", json=old_registration(one))
+    assert first.status_code == 200
+    again = await plane.http.post("/gateways/register", json=old_registration(one))
+    assert again.status_code == 200  # the same gateway retrying with its own secret spends nothing
+    other = {**old_registration(one), "instance_id": "another-instance"}
+    refused = await plane.http.post("/gateways/register", json=other)
+    assert refused.status_code == 403 and "used up" in refused.json()["error"]["message"]
+    two = (await plane.http.post("/enrolment-keys", json={"labels": {}, "uses": 2})).json()["enrolment_key"]
+    answers = [await plane.http.post("/gateways/register", json={**old_registration(two), "instance_id": f"i{n}"})
+               for n in range(3)]  # fmt: skip
+    assert [a.status_code for a in answers] == [200, 200, 403]
+    bad = await plane.http.post("/enrolment-keys", json={"uses": 0})
+    assert bad.status_code == 422 and "`uses`" in bad.json()["error"]["message"]
