@@ -26,7 +26,7 @@ from streamforge.runtime.control_plane.credentials import TOKEN_LIFETIME_S, Toke
 from streamforge.runtime.control_plane.editor import editor_routes
 from streamforge.runtime.control_plane.fleet import FleetService
 from streamforge.runtime.control_plane.fleet_api import fleet_routes
-from streamforge.runtime.control_plane.gateway_metrics import FleetCollector
+from streamforge.runtime.control_plane.gateway_metrics import fleet_exposition
 from streamforge.runtime.control_plane.mcp_tools.server import mcp_route, mcp_server
 from streamforge.runtime.control_plane.operations import OperatorService
 from streamforge.runtime.control_plane.operator_api import operator_routes
@@ -103,7 +103,6 @@ def control_plane_app(control_plane: ControlPlane, extra_routes: Iterable[BaseRo
     """Every route of the control plane; `extra_routes` after the API (the editor's files, /mcp)."""
     fleet = control_plane.fleet
     metrics = CollectorRegistry()
-    metrics.register(FleetCollector(fleet.metrics))  # every gateway's pushed series, labelled `gateway`
     gateways = Gauge("streamforge_gateways", "Gateways by health", ["health"], registry=metrics)
     seen = Gauge("streamforge_gateway_last_heartbeat_timestamp_seconds", "When each gateway last synced",
                  ["gateway", "name"], registry=metrics)  # fmt: skip
@@ -132,7 +131,8 @@ def control_plane_app(control_plane: ControlPlane, extra_routes: Iterable[BaseRo
                 seen.labels(gateway=row["id"], name=row["name"]).set(row["last_seen"])
             up.labels(gateway=row["id"], name=row["name"]).set(1 if row["health"] not in ("OFFLINE",) else 0)
             linked.labels(gateway=row["id"], name=row["name"]).set(1 if fleet.connected(row["id"]) else 0)
-        return Response(generate_latest(metrics), media_type="text/plain; version=0.0.4")
+        fleet_text = await asyncio.to_thread(fleet_exposition, fleet.metrics)  # every gateway's, labelled
+        return Response(generate_latest(metrics) + fleet_text.encode(), media_type="text/plain; version=0.0.4")
 
     registry = schema_registry_app(control_plane.schemas, registry_guard(control_plane))
     api_routes = [*fleet_routes(control_plane.store, fleet),

@@ -80,7 +80,13 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
         try:
             while True:
                 event = event or asyncio.create_task(queue.get())
-                done, _ = await asyncio.wait({event, receiver}, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                # Woken only when the silence would be over, not every second: 10,000 idle links cost wakeups too.
+                silence_left = heard[0] + LINK_SILENCE_S - time.monotonic() if heard[1] else None
+                done, _ = await asyncio.wait(
+                    {event, receiver},
+                    return_when=asyncio.FIRST_COMPLETED,
+                    timeout=None if silence_left is None else max(0.5, silence_left + 0.1),
+                )
                 if receiver in done:  # the gateway went away
                     return
                 if event in done:

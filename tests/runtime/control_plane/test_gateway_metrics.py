@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
-from streamforge.runtime.control_plane.gateway_metrics import HISTORY_STEP_S, FleetCollector, GatewayMetrics
+from streamforge.runtime.control_plane.gateway_metrics import HISTORY_STEP_S, GatewayMetrics, fleet_exposition
 from streamforge.runtime.control_plane.store import Store
+from streamforge.runtime.gateway.metrics import NodeMetrics
 from streamforge.runtime.protocol import MetricsPush, NodeCounters
 
-EXPOSITION = '# TYPE streamforge_node_records_out counter\nstreamforge_node_records_out_total{flow="f",node="sim"} 7\n'
+EXPOSITION = "# TYPE streamforge_node_records_out counter\n"
 
 
 def push(at: float, **nodes: tuple[float, float]) -> MetricsPush:
@@ -35,14 +37,25 @@ def test_rates_divide_by_when_counters_were_taken_and_new_nodes_count_from_their
     assert len(metrics.taken_history()) == 1
 
 
-def test_every_gateways_series_is_on_the_control_planes_metrics_with_its_label(tmp_path: Path) -> None:
+def test_every_gateways_counters_and_gauges_are_on_the_control_planes_metrics_with_its_label(tmp_path: Path) -> None:
+    node = NodeMetrics()
+    node.records_out.labels("f", "sim", "out").inc(7)
+    node.lag.labels("f", "val").set(3)
+    node.batch_seconds.labels("f", "val").observe(0.01)
+    node.errors.labels("f", "sim", "device").inc()
+    text = generate_latest(node.registry).decode()
     metrics = GatewayMetrics(Store(tmp_path / "cp.sqlite"))
-    metrics.push("gw_a", push(1.0, sim=(1.0, 1.0)))
-    metrics.push("gw_b", push(1.0, sim=(1.0, 1.0)))
-    registry = CollectorRegistry()
-    registry.register(FleetCollector(metrics))
-    text = generate_latest(registry).decode()
     for gateway in ("gw_a", "gw_b"):
-        assert f'streamforge_node_records_out_total{{flow="f",gateway="{gateway}",node="sim"}} 7.0' in text
+        metrics.push(gateway, MetricsPush(at=1.0, exposition=text))
+    fleet = fleet_exposition(metrics)
+    families = {family.name: family for family in text_string_to_metric_families(fleet)}  # valid text format
+    out = families["streamforge_node_records_out"].samples
+    assert {(s.labels["gateway"], s.labels["port"], s.value) for s in out} == {
+        ("gw_a", "out", 7.0),
+        ("gw_b", "out", 7.0),
+    }
+    assert {s.labels["gateway"] for s in families["streamforge_node_consumer_lag_records"].samples} == {"gw_a", "gw_b"}
+    assert "streamforge_node_batch_duration_seconds" not in families  # histograms stay on the gateway's own
+    assert "_created" not in fleet and fleet.count("# TYPE streamforge_node_records_out") == 1
     metrics.forget({"gw_a"})
-    assert 'gateway="gw_b"' not in generate_latest(registry).decode()
+    assert 'gateway="gw_b"' not in fleet_exposition(metrics)
