@@ -91,6 +91,8 @@ ENDPOINTS = [  # (method, path, minimum role)
     ("POST", "/flows/f1/versions/1/restore", Role.ENGINEER),
     ("GET", "/flows/f1/export", Role.VIEWER),
     ("POST", "/flows/f1/deploy", Role.ENGINEER),
+    ("POST", "/flows/f1/undeploy", Role.ENGINEER),
+    ("GET", "/gateways/gw_0/metrics", Role.VIEWER),
     ("GET", "/flows/f1/status", Role.VIEWER),
     ("POST", "/flows/f1/nodes/alarm/commands/acknowledge", Role.OPERATOR),
     ("POST", "/tokens", Role.VIEWER),
