@@ -30,10 +30,14 @@ TAP_RECORDS_PER_S = 20  # a debug panel is for eyes: a bounded sample, never a f
 ID = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class Message(BaseModel):
-    """A message of this protocol: newer peers' fields are kept and ignored."""
+class Part(BaseModel):
+    """A part of a message (a node's health, an apply's result): newer peers' fields are kept and ignored."""
 
     model_config = ConfigDict(extra="allow")
+
+
+class Message(Part):
+    """A message of this protocol, stating its version."""
 
     protocol: str = FIRST_PROTOCOL
 
@@ -61,7 +65,7 @@ class Registration(Message):
     enrolment_key: str | None = None
 
 
-class NodeHealth(Message):
+class NodeHealth(Part):
     """One node as the gateway runs it."""
 
     flow: str
@@ -74,7 +78,7 @@ class NodeHealth(Message):
     circuit: Literal["closed", "open", "half_open"] | None = None  # sinks
 
 
-class ApplyResult(Message):
+class ApplyResult(Part):
     """What became of the last desired state the gateway fetched."""
 
     result: Literal["APPLIED", "NOT_APPLIED"]
@@ -170,7 +174,7 @@ ToGateway = Annotated[PollNotice | CommandRequest | TapRequest | TapCancel, Fiel
 # -- over the events socket, from the gateway ------------------------------------------------------------------------
 
 
-class ErrorBody(Message):
+class ErrorBody(Part):
     """The one error shape (as the REST API's `error` object): a stable code, a message saying what to do."""
 
     status: int = 500
@@ -207,7 +211,7 @@ class TapEnded(Message):
     message: str
 
 
-class NodeCounters(Message):
+class NodeCounters(Part):
     """A node's record counters (totals since its process started; summed over ports)."""
 
     records_in: float = 0.0

@@ -17,7 +17,7 @@ import shutil
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,7 +41,14 @@ from streamforge.runtime.gateway.gateway import DeployFailed, Gateway
 from streamforge.runtime.gateway.operations import GatewayOperations, alarm_uplink, prune_logs
 from streamforge.runtime.gateway.runners import NodeStatus
 from streamforge.runtime.logs import LogRing, LogTail
-from streamforge.runtime.protocol import PING_INTERVAL_S, PING_TIMEOUT_S, PROTOCOL, Heartbeat, Registration
+from streamforge.runtime.protocol import (
+    PING_INTERVAL_S,
+    PING_TIMEOUT_S,
+    PROTOCOL,
+    ApplyResult,
+    Heartbeat,
+    Registration,
+)
 
 log = logging.getLogger("streamforge.gateway.sync")
 BOOT_COMPILE_ATTEMPTS = 5  # the compiler process failing to start at boot: tried again after 1, 2, 4, 8 s
@@ -139,22 +146,6 @@ class ControlPlaneRefused(RuntimeError):
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"control plane answered {status}: {body[:300]}")
         self.status = status
-
-
-@dataclass
-class ApplyResult:
-    result: str
-    etag: str | None
-    wanted: dict[str, int]
-    flows: dict[str, int]
-    at: float = field(default_factory=time.time)
-    cause: str | None = None
-    flow: str | None = None
-    node: str | None = None
-    reports: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 class SyncAgent:
@@ -290,24 +281,25 @@ class SyncAgent:
         log.info("applying desired state", extra={"etag": state.get("etag"), "wanted": wanted})
         self.cache.stage(state)
         again = False  # the state was not at fault: it is fetched and applied again at the next poll
+        attempt = {"etag": state.get("etag"), "wanted": wanted, "at": time.time()}
         try:
             reports = await self._deploy(state)
         except FlowInvalid as invalid:
             self.cache.discard()
-            first = invalid.problems[0]
-            result = ApplyResult("NOT_APPLIED", state.get("etag"), wanted, self.running(),
-                                 cause="; ".join(p.message for p in invalid.problems), node=first.node_id)  # fmt: skip
+            result = ApplyResult(result="NOT_APPLIED", **attempt, flows=self.running(),
+                                 cause="; ".join(p.message for p in invalid.problems),
+                                 node=invalid.problems[0].node_id)  # fmt: skip
         except DeployFailed as failed:
             self.cache.discard()
-            result = ApplyResult("NOT_APPLIED", state.get("etag"), wanted, self.running(), cause=str(failed),
+            result = ApplyResult(result="NOT_APPLIED", **attempt, flows=self.running(), cause=str(failed),
                                  flow=failed.flow_id, node=failed.node_id)  # fmt: skip
         except CompilerFailed as failed:  # nothing was touched
             self.cache.discard()
-            result = ApplyResult("NOT_APPLIED", state.get("etag"), wanted, self.running(), cause=str(failed))
+            result = ApplyResult(result="NOT_APPLIED", **attempt, flows=self.running(), cause=str(failed))
             again = True
         else:
             self.cache.promote()
-            result = ApplyResult("APPLIED", state.get("etag"), wanted, self.running(), reports=reports)
+            result = ApplyResult(result="APPLIED", **attempt, flows=self.running(), reports=reports)
         if not again:
             self.status.etag = state.get("etag")  # tried: not fetched again until it changes
         self.last_apply = result
@@ -327,7 +319,7 @@ class SyncAgent:
             "protocol": PROTOCOL, "status": health["status"], "version": self.version, "clock": time.time(),
             "flows": self.running(), "previous": self.cache.previous_versions(), "nodes": health["nodes"],
             "kafka": health["kafka"].get("status"), "sink_lag": self.sink_lag(),
-            "last_apply": self.last_apply.to_dict() if self.last_apply else None,
+            "last_apply": self.last_apply,
             "disk": {"total": disk.total, "used": disk.used, "free": disk.free, **health.get("disk", {})},
         })  # fmt: skip
 
