@@ -46,16 +46,16 @@ class AlarmAction(BaseModel):
     asset_id: str = Field(min_length=1, description="The alarm's asset")
     parameter: str = Field(min_length=1, description="The alarm's parameter")
     user: str = Field(min_length=1, description="Who takes the action: every alarm action names them")
-    event_id: str | None = Field(None, description="The event acted on; refused as stale if the alarm moved on")
+    event_id: str = Field(min_length=1, description="The event acted on (GET /api/v1/alarms): refused as stale if "
+                          "the alarm moved on, so nobody acts on an alarm they have not seen as it is")
     comment: str | None = Field(None, max_length=500, description="Why, kept in the alarm's history")
 
 
 class Acknowledge(AlarmAction):
-    event_id: str = Field(min_length=1, description="The event acknowledged: an ACK of an older one is refused")
+    """An ACK of an older event than the latest is refused: the operator has not seen what it is now."""
 
 
 class Shelve(AlarmAction):
-    event_id: str = Field(min_length=1, description="The event shelved: shelving an older one is refused")
     duration_s: float | None = Field(None, gt=0, description="Timed shelving: back after this long (gateway clock)")
     one_shot: bool = Field(False, description="Back as soon as the condition clears, instead of after a time")
 
@@ -256,7 +256,7 @@ class AlarmRule(ProcessorNode[AlarmRuleConfig]):
         if alarm is None:
             raise ValueError(f"no alarm of rule {self.config.rule_id} for {series[0]}/{series[1]}")
         latest = self._event_id(series, alarm.seq)
-        if args.event_id is not None and args.event_id != latest:
+        if args.event_id != latest:
             raise ValueError(f"stale: {args.event_id} is not this alarm's latest event; it is now {alarm.state} "
                              f"({latest}): look at it again and act on {latest}")  # fmt: skip
         if alarm.state not in _ALLOWED[name]:

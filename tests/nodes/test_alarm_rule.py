@@ -116,12 +116,25 @@ async def test_suppression_and_out_of_service_hide_but_still_evaluate() -> None:
         event = latest(await h.process(series(10)))
         assert states(await h.command("suppress", {**WHERE, "user": "ben", "event_id": event})) == ["SUPPRESSED"]
         assert states(await h.process(series(5, 11, start=1))) == ["SUPPRESSED", "SUPPRESSED"]
-        oos = await h.command("remove_from_service", {**WHERE, "user": "ben"})
+        oos = await h.command("remove_from_service", {**WHERE, "user": "ben", "event_id": latest(h.captured)})
         assert states(oos) == ["OUT_OF_SERVICE"]
         with pytest.raises(ValueError, match="cannot unsuppress an alarm that is OUT_OF_SERVICE"):
-            await h.command("unsuppress", {**WHERE, "user": "ben"})
-        assert states(await h.command("return_to_service", {**WHERE, "user": "ben"})) == ["SUPPRESSED"]
-        assert states(await h.command("unsuppress", {**WHERE, "user": "ben"})) == ["ACTIVE"]  # active meanwhile
+            await h.command("unsuppress", {**WHERE, "user": "ben", "event_id": latest(h.captured)})
+        back = await h.command("return_to_service", {**WHERE, "user": "ben", "event_id": latest(h.captured)})
+        assert states(back) == ["SUPPRESSED"]
+        active = await h.command("unsuppress", {**WHERE, "user": "ben", "event_id": latest(h.captured)})
+        assert states(active) == ["ACTIVE"]  # active meanwhile
+
+
+async def test_every_alarm_command_names_the_event_it_acts_on() -> None:
+    """#41 W4: taking an alarm out of service (or any other action) without naming the event the operator saw is
+    refused; the raw node-command route once took an alarm OUT_OF_SERVICE with no event id."""
+    async with NodeHarness(AlarmRule, {**RULE, "on_delay_s": 0}) as h:
+        event = latest(await h.process(series(10)))
+        for command in ("remove_from_service", "suppress", "unshelve", "return_to_service", "unsuppress"):
+            with pytest.raises(ValueError, match="event_id"):
+                await h.command(command, {**WHERE, "user": "ben"})
+        assert latest(h.captured) == event  # nothing changed
 
 
 async def test_alarm_state_survives_a_restart() -> None:
