@@ -108,6 +108,39 @@ def resolve(document: dict[str, Any], lookup: Callable[[str], str | None]) -> di
     return result
 
 
+def own_secret(flow_id: str, name: str) -> bool:
+    """Secrets are scoped to their flow: `<flow>.…` is the flow's own; any other needs an Admin's grant."""
+    return name.startswith(f"{flow_id}.")
+
+
+def unreadable(document: dict[str, Any], readable: Callable[[str], bool]) -> list[Problem]:
+    """A located problem for every reference to a secret this flow may not read (another flow's, not granted to
+    it): no Engineer sends another flow's credentials to a server of their own by naming them."""
+    problems: list[Problem] = []
+    flow_id = str(document.get("id", ""))
+
+    def check(value: Any, path: tuple[str | int, ...], node_id: str | None) -> None:
+        if is_reference(value):
+            name = value[SECRET_KEY]
+            if not readable(name):
+                problems.append(Problem("secret_not_granted", f"secret {name!r} is not flow {flow_id!r}'s own and "
+                                        "is not granted to it", pointer_of(*path), node_id,
+                                        hint=f"use a secret named {flow_id}.<name>, or ask an Admin to grant this "
+                                        f"one: PUT /api/v1/secrets/{name}/grants/{flow_id}"))  # fmt: skip
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                check(item, (*path, key), node_id)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                check(item, (*path, index), node_id)
+
+    for index, node in enumerate(document.get("nodes", [])):
+        if isinstance(node, dict):
+            node_id = node.get("id")
+            check(node, ("nodes", index), node_id if isinstance(node_id, str) else None)
+    return problems
+
+
 def references(document: dict[str, Any]) -> set[str]:
     """The names of every secret the document refers to."""
     names: set[str] = set()

@@ -46,8 +46,8 @@ class AlarmAction(BaseModel):
     asset_id: str = Field(min_length=1, description="The alarm's asset")
     parameter: str = Field(min_length=1, description="The alarm's parameter")
     user: str = Field(min_length=1, description="Who takes the action: every alarm action names them")
-    event_id: str = Field(min_length=1, description="The event acted on (GET /api/v1/alarms): refused as stale if "
-                          "the alarm moved on, so nobody acts on an alarm they have not seen as it is")
+    # Required: nobody acts on an alarm they have not seen as it is now.
+    event_id: str = Field(min_length=1, description="The event acted on (GET /api/v1/alarms); stale is refused")
     comment: str | None = Field(None, max_length=500, description="Why, kept in the alarm's history")
 
 

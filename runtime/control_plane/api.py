@@ -219,11 +219,24 @@ def control_plane_api(
         store.delete_secret(request.path_params["name"])
         return Response(status_code=204)
 
+    @requires(Role.ADMIN)
+    async def secret_grant(request: Request, user: User) -> Response:
+        """A shared credential (one historian for many flows): only an Admin lets another flow read it."""
+        store.grant_secret(request.path_params["name"], request.path_params["flow"], user.username)
+        return Response(status_code=204)
+
+    @requires(Role.ADMIN)
+    async def secret_grant_revoke(request: Request, user: User) -> Response:
+        store.revoke_secret_grant(request.path_params["name"], request.path_params["flow"])
+        return Response(status_code=204)
+
     routes: list[BaseRoute] = [
         WebSocketRoute("/live", live_endpoint(flows)),
         Route("/secrets", secrets_list),
         Route("/secrets/{name}", secret_put, methods=["PUT"]),
         Route("/secrets/{name}", secret_delete, methods=["DELETE"]),
+        Route("/secrets/{name}/grants/{flow}", secret_grant, methods=["PUT"]),
+        Route("/secrets/{name}/grants/{flow}", secret_grant_revoke, methods=["DELETE"]),
         Route("/auth/login", login, methods=["POST"]),
         Route("/tokens", tokens_create, methods=["POST"]),
         Route("/users", users_create, methods=["POST"]),

@@ -388,10 +388,11 @@ class FleetService:
             return cached[1]
         revision = self.store.revision
         wanted = self.wanted(row)
-        names = sorted({name for flow, (version, _) in wanted.items()
-                        for name in references(self.store.get_flow(flow, version).document)})  # fmt: skip
-        secret_digest = hmac.new(self._etag_key, json.dumps([[n, self.store.secret(n)] for n in names]).encode(),
-                                 hashlib.sha256).hexdigest()  # fmt: skip
+        used = sorted({(flow, name) for flow, (version, _) in wanted.items()
+                       for name in references(self.store.get_flow(flow, version).document)})  # fmt: skip
+        values = [[flow, name, self.store.secret(name) if self.store.secret_readable(flow, name) else None]
+                  for flow, name in used]  # fmt: skip
+        secret_digest = hmac.new(self._etag_key, json.dumps(values).encode(), hashlib.sha256).hexdigest()
         basis = json.dumps({"flows": wanted, "secrets": secret_digest, "key": row["public_key"]}, sort_keys=True)
         etag = f'"{hashlib.sha256(basis.encode()).hexdigest()[:32]}"'
         self._etags[row["id"]] = (revision, etag)
@@ -409,7 +410,8 @@ class FleetService:
             if restart:
                 restarts[flow_id] = restart
             for name in sorted(references(document)):
-                value = self.store.secret(name)
+                # Only what this flow may read: a grant revoked since the deploy takes the value away too.
+                value = self.store.secret(name) if self.store.secret_readable(flow_id, name) else None
                 if value is not None:
                     sealed[name] = seal(row["public_key"], value)
         types = sorted({node["type"] for document in flows for node in document["nodes"]})

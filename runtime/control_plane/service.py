@@ -13,7 +13,7 @@ from streamforge.engine.flow import FlowDiff, FlowDocument, diff_flows, parse_fl
 from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.problems import FlowInvalid, Problem
 from streamforge.engine.sdk import Kind
-from streamforge.engine.secrets import externalize
+from streamforge.engine.secrets import externalize, unreadable
 from streamforge.runtime.control_plane.fleet import FleetService
 from streamforge.runtime.control_plane.operations import action_digest
 from streamforge.runtime.control_plane.store import FlowVersion, Store
@@ -62,11 +62,13 @@ class FlowService:
 
     def problems(self, document: FlowDocument) -> list[Problem]:
         """What a deploy would refuse, checked with stand-ins for secrets (no secret is read to validate)."""
+        raw = document.model_dump(by_alias=True)
+        scoped = unreadable(raw, lambda name: self.store.secret_readable(document.id, name))
         try:
-            compile_document(document.model_dump(by_alias=True), self.node_types)
+            compile_document(raw, self.node_types)
         except FlowInvalid as invalid:
-            return invalid.problems
-        return []
+            return invalid.problems + scoped
+        return scoped
 
     def changes(self, flow_id: str, document: Any, gateway_id: str | None = None) -> dict[str, Any]:
         """What deploying `document` would restart, against what runs (on `gateway_id`, else what was last
@@ -144,6 +146,9 @@ class FlowService:
             raise ApiError(422, "invalid", "mode must be `modified` or `full`")
         fleet = self.fleet
         version = self.store.get_flow(flow_id)
+        scoped = unreadable(version.document, lambda name: self.store.secret_readable(flow_id, name))
+        if scoped:
+            raise FlowInvalid(scoped)
         compile_document(version.document, self.node_types, self.store.secret)
         targets: list[tuple[str | None, dict[str, str] | None]] = [
             (a["target"], None) if a["target_kind"] == "gateway" else (None, a["labels"])

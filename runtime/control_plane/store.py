@@ -20,6 +20,7 @@ from typing import Any
 
 from cryptography.fernet import Fernet
 
+from streamforge.engine.secrets import own_secret
 from streamforge.runtime.errors import ApiError
 
 # Each entry upgrades the schema by one version; applied in order, once, inside a transaction.
@@ -85,6 +86,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     ALTER TABLE enrolment_keys ADD COLUMN uses_left INTEGER NOT NULL DEFAULT 1;
+    """,
+    """
+    CREATE TABLE secret_grants (secret TEXT NOT NULL, flow_id TEXT NOT NULL, granted_by TEXT NOT NULL,
+                                granted_at TEXT NOT NULL, PRIMARY KEY (secret, flow_id));
     """,
 )
 
@@ -290,13 +295,38 @@ class Store:
         return None if row is None else self._fernet.decrypt(row[0]).decode()
 
     def secret_names(self) -> list[dict[str, Any]]:
+        """Every secret's name, who set it, and the flows granted it besides its own."""
+        grants: dict[str, list[str]] = {}
+        for row in self._db.execute("SELECT secret, flow_id FROM secret_grants ORDER BY flow_id"):
+            grants.setdefault(row["secret"], []).append(row["flow_id"])
         rows = self._db.execute("SELECT name, updated_at, updated_by FROM secrets ORDER BY name").fetchall()
-        return [dict(row) for row in rows]
+        return [{**dict(row), "granted_to": grants.get(row["name"], [])} for row in rows]
 
     def delete_secret(self, name: str) -> None:
-        if self._db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount == 0:
-            raise ApiError(404, "not_found", f"secret {name!r} does not exist")
-        self.revision += 1
+        with self.write() as db:
+            if db.execute("DELETE FROM secrets WHERE name = ?", (name,)).rowcount == 0:
+                raise ApiError(404, "not_found", f"secret {name!r} does not exist")
+            db.execute("DELETE FROM secret_grants WHERE secret = ?", (name,))
+
+    def grant_secret(self, name: str, flow_id: str, user: str) -> None:
+        """Let flow `flow_id` read secret `name` (a shared credential), besides the flow it belongs to."""
+        if self.secret(name) is None:
+            raise ApiError(404, "not_found", f"secret {name!r} does not exist: store it first (PUT /secrets/{name})")
+        self._current(flow_id)
+        with self.write() as db:
+            db.execute("INSERT OR REPLACE INTO secret_grants VALUES (?, ?, ?, ?)", (name, flow_id, user, _now()))
+
+    def revoke_secret_grant(self, name: str, flow_id: str) -> None:
+        with self.write() as db:
+            if db.execute("DELETE FROM secret_grants WHERE secret = ? AND flow_id = ?", (name, flow_id)).rowcount == 0:
+                raise ApiError(404, "not_found", f"secret {name!r} is not granted to flow {flow_id!r}")
+
+    def secret_readable(self, flow_id: str, name: str) -> bool:
+        """Flow `flow_id` may read secret `name`: its own, or granted to it."""
+        if own_secret(flow_id, name):
+            return True
+        found = self._db.execute("SELECT 1 FROM secret_grants WHERE secret = ? AND flow_id = ?", (name, flow_id))
+        return found.fetchone() is not None
 
     # -- drafts, approvals and the audit trail (MCP change control) ----------------------------------------
 

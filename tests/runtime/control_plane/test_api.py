@@ -100,6 +100,8 @@ ENDPOINTS = [  # (method, path, minimum role)
     ("GET", "/secrets", Role.VIEWER),
     ("PUT", "/secrets/x", Role.ENGINEER),
     ("DELETE", "/secrets/x", Role.ENGINEER),
+    ("PUT", "/secrets/x/grants/f1", Role.ADMIN),
+    ("DELETE", "/secrets/x/grants/f1", Role.ADMIN),
 ]
 
 
@@ -239,6 +241,43 @@ async def test_secrets_never_leave_except_into_a_deploy(api: Api, postgres_dsn: 
     assert f"{flow_id}.db.dsn" in json.loads(cached)["secrets"] and "hunter2" not in cached
     assert not [p for p in api.gateway_dir.rglob("*") if p.is_file() and b"hunter2" in p.read_bytes()]
     assert (await api.http.delete(f"/secrets/{flow_id}.db.dsn", headers=api.as_("viewer"))).status_code == 403
+
+
+async def test_a_flow_reads_only_its_own_secrets_unless_an_admin_grants_one(api: Api, postgres_dsn: str,
+                                                                             unique: str) -> None:  # fmt: skip
+    """#41 V4: an Engineer named another flow's secret in a node of their own flow (an http sink's bearer token) and
+    the deploy sent it to their server. A flow now resolves only `<flow>.*` secrets and those an Admin granted it;
+    the grant is the shared historian's case (many flows, one DSN)."""
+    engineer, admin = api.as_("engineer"), api.as_("admin")
+    owner, borrower = f"{unique.replace('-', '_')[:50]}_own", f"{unique.replace('-', '_')[:50]}_use"
+    shared = f"{owner}.historian.dsn"
+    assert (await api.http.put(f"/secrets/{shared}", json={"value": postgres_dsn}, headers=engineer)).status_code == 204
+    document = flow(borrower)
+    document["nodes"].append({"id": "db", "type": "postgres", "config": {"dsn": {"$secret": shared},
+                                                                        "table_prefix": "grant_"}})  # fmt: skip
+    document["edges"].append({"from": "val:clean", "to": "db:telemetry"})
+    saved = (await api.http.post("/flows", json=document, headers=engineer)).json()
+    (problem,) = saved["problems"]
+    assert (problem["code"], problem["pointer"], problem["node_id"]) == ("secret_not_granted", "/nodes/2/config/dsn",
+                                                                         "db")  # fmt: skip
+    assert f"PUT /api/v1/secrets/{shared}/grants/{borrower}" in problem["hint"]
+    refused = await api.http.post(f"/flows/{borrower}/deploy", json=api.target(), headers=engineer)
+    assert refused.status_code == 422 and "secret_not_granted" in refused.text
+    assert not (await api.http.get(f"/flows/{borrower}/status", headers=engineer)).json()["nodes"]  # nothing runs
+    cached = (api.gateway_dir / "sync" / "state" / "current.json").read_text()
+    assert shared not in json.loads(cached)["secrets"]  # never sealed to the gateway
+    grant = f"/secrets/{shared}/grants/{borrower}"
+    assert (await api.http.put(grant, headers=engineer)).status_code == 403  # only an Admin grants
+    assert (await api.http.put(f"/secrets/{shared}/grants/no_such_flow", headers=admin)).status_code == 404
+    assert (await api.http.put(grant, headers=admin)).status_code == 204
+    listed = {s["name"]: s for s in (await api.http.get("/secrets", headers=engineer)).json()}
+    assert listed[shared]["granted_to"] == [borrower]
+    deployed = await api.http.post(f"/flows/{borrower}/deploy", json=api.target(), headers=engineer)
+    assert deployed.status_code == 200 and deployed.json()["gateways"][api.gateway_id]["result"] == "APPLIED"
+    assert (await api.http.delete(grant, headers=admin)).status_code == 204
+    again = (await api.http.put(f"/flows/{borrower}", json={**document, "version": 1}, headers=engineer)).json()
+    assert [p["code"] for p in again["problems"]] == ["secret_not_granted"]
+    assert (await api.http.post(f"/flows/{borrower}/undeploy", headers=engineer)).status_code == 200
 
 
 async def test_live_status_and_debug_tap_over_the_websocket(api: Api, unique: str) -> None:
