@@ -201,8 +201,13 @@ def control_plane_api(
 
     @requires(Role.ENGINEER)
     async def audit_trail(request: Request, user: User) -> Response:
-        limit = whole_number(request.query_params.get("limit"), "limit", "?limit=200") or 200
-        return JSONResponse(store.audit_trail(min(max(limit, 1), 5000), request.query_params.get("tool")))
+        """Newest first; `?tool=` (an MCP tool or a REST route such as `POST /api/v1/flows/{flow}/deploy`),
+        `?identity=`, `?channel=rest|mcp`, `?before=<id>` to page back."""
+        query = request.query_params
+        limit = whole_number(query.get("limit"), "limit", "?limit=200") or 200
+        before = whole_number(query.get("before"), "before", "?before=1234 (an id from the previous page)")
+        return JSONResponse(store.audit_trail(min(max(limit, 1), 5000), query.get("tool"), query.get("identity"),
+                                              query.get("channel"), before))  # fmt: skip
 
     @requires(Role.VIEWER)
     async def secrets_list(request: Request, user: User) -> Response:

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 
 from streamforge.engine.node_types import NodeTypes
 from streamforge.runtime.control_plane.api import control_plane_api
+from streamforge.runtime.control_plane.audit import AuditTrail, caller_is
 from streamforge.runtime.control_plane.auth import Role, authenticate_header, bearer_token, require_role
 from streamforge.runtime.control_plane.credentials import TOKEN_LIFETIME_S, TokenSigner
 from streamforge.runtime.control_plane.editor import editor_routes
@@ -85,9 +86,10 @@ def registry_guard(control_plane: ControlPlane) -> Callable[[Request, bool], Non
         try:
             token = bearer_token(header, "token>, or basic auth with an API token as the password")
             if token.count(".") == 2:  # a JWT: a gateway's
-                fleet.signer.verify(token)
+                caller_is(f"gateway:{fleet.signer.verify(token).gateway_id}", "gateway")
                 return
             user = authenticate_header(store, header)
+            caller_is(user.username, user.role.name.lower())
         except ApiError as refused:
             raise SchemaApiError(401, 40101, refused.message) from None
         if write:
@@ -146,7 +148,7 @@ def control_plane_app(control_plane: ControlPlane, extra_routes: Iterable[BaseRo
         Mount("/schemas", app=registry),
         Mount("/", app=api),
     ]
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    app = AuditTrail(Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS), control_plane.store)
     # Anyone who reaches the port can send to these two before any credential is checked.
     return BodyLimit(app, small={"/api/v1/auth/login": SMALL_BODY_BYTES, "/api/v1/gateways/register": SMALL_BODY_BYTES})
 

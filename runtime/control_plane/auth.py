@@ -12,6 +12,7 @@ from argon2.exceptions import VerificationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from streamforge.runtime.control_plane.audit import caller_is
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import ApiError
 
@@ -104,6 +105,7 @@ def role_guard(store: Store) -> Callable[[Role], Callable[[Handler], Callable[[R
         def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             async def endpoint(request: Request) -> Response:
                 user = authenticate(store, request)
+                caller_is(user.username, user.role.name.lower())
                 require_role(user, role)
                 return await handler(request, user)
 

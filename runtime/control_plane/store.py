@@ -21,6 +21,7 @@ from typing import Any
 from cryptography.fernet import Fernet
 
 from streamforge.engine.secrets import own_secret
+from streamforge.runtime.control_plane.audit import current_call
 from streamforge.runtime.errors import ApiError
 
 # Each entry upgrades the schema by one version; applied in order, once, inside a transaction.
@@ -90,6 +91,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE secret_grants (secret TEXT NOT NULL, flow_id TEXT NOT NULL, granted_by TEXT NOT NULL,
                                 granted_at TEXT NOT NULL, PRIMARY KEY (secret, flow_id));
+    ALTER TABLE audit ADD COLUMN role TEXT;
+    ALTER TABLE audit ADD COLUMN channel TEXT NOT NULL DEFAULT 'mcp';
+    CREATE INDEX audit_by_identity ON audit (identity, id);
     """,
 )
 
@@ -370,14 +374,27 @@ class Store:
         return str(row["approved_by"])
 
     def audit(self, identity: str, tool: str, arguments_digest: str, target: str | None, outcome: str,
-              detail: str | None = None, approved_by: str | None = None) -> None:  # fmt: skip
+              detail: str | None = None, approved_by: str | None = None, role: str | None = None,
+              channel: str | None = None) -> None:  # fmt: skip
+        """One audit row. Inside an HTTP call, the call's channel and role fill what is not given, and the call is
+        marked audited (so the audit middleware adds no second, vaguer row for it)."""
+        call = current_call.get()
+        if call is not None:
+            call.written = True
+            role, channel = role or call.role, channel or call.channel
         self._db.execute("INSERT INTO audit (at, identity, tool, arguments_digest, target, outcome, detail, "
-                         "approved_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (_now(), identity, tool, arguments_digest, target, outcome, detail, approved_by))  # fmt: skip
+                         "approved_by, role, channel) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (_now(), identity, tool, arguments_digest, target, outcome, detail, approved_by, role,
+                          channel or "mcp"))  # fmt: skip
 
-    def audit_trail(self, limit: int = 200, tool: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT * FROM audit" + (" WHERE tool = ?" if tool else "") + " ORDER BY id DESC LIMIT ?"
-        rows = self._db.execute(sql, (tool, limit) if tool else (limit,)).fetchall()
+    def audit_trail(self, limit: int = 200, tool: str | None = None, identity: str | None = None,
+                    channel: str | None = None, before: int | None = None) -> list[dict[str, Any]]:  # fmt: skip
+        """The newest rows first, filtered by exact tool (or REST route), identity or channel; `before` an id
+        pages back."""
+        filters = {"tool = ?": tool, "identity = ?": identity, "channel = ?": channel, "id < ?": before}
+        used = {clause: value for clause, value in filters.items() if value is not None}
+        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(used) if used else "") + " ORDER BY id DESC LIMIT ?"
+        rows = self._db.execute(sql, (*used.values(), limit)).fetchall()
         return [dict(row) for row in rows]
 
 

@@ -61,25 +61,30 @@ class Toolkit:
         approved_by: Callable[[], str | None] = lambda: None,
     ) -> str:
         """Check the role, act, audit the outcome; refusals come back as JSON saying why."""
-        who, store = self.identity(ctx), self.store
+        who = self.identity(ctx)
         hashed = digest(arguments)
+
+        def record(outcome: str, detail: str | None, approver: str | None = None) -> None:
+            self.store.audit(who.username, tool, hashed, target, outcome, detail, approver, who.role.name.lower(),
+                             "mcp")  # fmt: skip
+
         try:
             require_role(who, need, tool)
         except ApiError as forbidden:
-            store.audit(who.username, tool, hashed, target, "refused", f"needs role {need.name.lower()}")
+            record("refused", f"needs role {need.name.lower()}")
             return refusal(forbidden)
         try:
             result = action(who)
             if isinstance(result, Awaitable):
                 result = await result
         except (ApiError, FlowInvalid, ValidationError, ValueError) as exc:
-            store.audit(who.username, tool, hashed, target, "refused", refusal(exc)[:500])
+            record("refused", refusal(exc)[:500])
             return refusal(exc)
         except Exception as exc:  # an unexpected failure is still audited, and reported to the caller as one
             log.exception("mcp tool failed", extra={"tool": tool, "identity": who.username})
-            store.audit(who.username, tool, hashed, target, "error", repr(exc)[:500])
+            record("error", repr(exc)[:500])
             return json.dumps({"error": type(exc).__name__, "message": str(exc)})
-        store.audit(who.username, tool, hashed, target, "ok", None, approved_by())
+        record("ok", None, approved_by())
         return json.dumps(result, default=str)
 
     def nodes_of_kind(self, kind: Kind, flow_id: str | None, gateway_id: str | None) -> list[dict[str, Any]]:
