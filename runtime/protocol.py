@@ -90,6 +90,7 @@ class ApplyResult(Part):
     flow: str | None = None
     node: str | None = None
     reports: dict[str, Any] = Field(default_factory=dict)
+    transient: bool = Field(False, description="Not the state's fault (its compiler failed): tried again by itself")
 
 
 class Heartbeat(Message):

@@ -135,6 +135,9 @@ class FleetService:
         self._taps: dict[str, Tap] = {}
         self.metrics = GatewayMetrics(store)
         self.logs = GatewayLogs(store)
+        self._failed: dict[str, dict[str, tuple[int, str]]] = defaultdict(dict)  # gateway -> flow -> (version, cause)
+        for failure in store.db.execute("SELECT gateway_id, flow_id, version, cause FROM apply_failures"):
+            self._failed[failure["gateway_id"]][failure["flow_id"]] = (failure["version"], failure["cause"])
 
     # -- rows ------------------------------------------------------------------------------------------
 
@@ -333,6 +336,7 @@ class FleetService:
             restart_token = uuid.uuid4().hex if restart else None
             db.execute("INSERT OR REPLACE INTO assignments VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (flow_id, version, kind, target, user, _now(), restart_token))  # fmt: skip
+            self._forget_failures(db, flow_id, {row["id"] for row in covered})  # an assignment is a retry
             if kind == "label":  # a fleet-wide assignment supersedes earlier per-gateway pins (rollbacks)
                 for row in covered:
                     db.execute("DELETE FROM assignments WHERE flow_id = ? AND target_kind = 'gateway' AND target = ?",
@@ -347,6 +351,7 @@ class FleetService:
         with self.store.write() as db:
             gone = db.execute("DELETE FROM assignments WHERE flow_id = ? AND target_kind = ? AND target = ?",
                               (flow_id, kind, target)).rowcount  # fmt: skip
+            self._forget_failures(db, flow_id, {row["id"] for row in covered})
         if not gone:
             raise ApiError(404, "not_found", f"flow {flow_id} has no assignment to {kind} {target}")
         self.notify({row["id"] for row in covered})
@@ -357,8 +362,40 @@ class FleetService:
         covered = {row["id"] for a in self.assignments(flow_id) for row in self.matching(a["target_kind"], a["target"])}
         with self.store.write() as db:
             db.execute("DELETE FROM assignments WHERE flow_id = ?", (flow_id,))
+            self._forget_failures(db, flow_id, covered)
         self.notify(covered)
         return sorted(covered)
+
+    def _forget_failures(self, db: sqlite3.Connection, flow_id: str, gateway_ids: set[str]) -> None:
+        for gateway_id in gateway_ids:
+            if self._failed[gateway_id].pop(flow_id, None) is not None:
+                db.execute("DELETE FROM apply_failures WHERE gateway_id = ? AND flow_id = ?", (gateway_id, flow_id))
+
+    def _note_failed_apply(self, row: dict[str, Any], before: dict[str, Any] | None, report: dict[str, Any]) -> None:
+        """A new NOT_APPLIED marks the flow that failed as failed on this gateway, so its pin falls back to what
+        the gateway runs and later deploys of other flows are not rolled back with it. The flow is the one the
+        gateway names, else every flow whose wanted version it did not reach (they were applied together)."""
+        last = report.get("last_apply") or {}
+        seen = (before or {}).get("last_apply") or {}
+        if last.get("result") != "NOT_APPLIED" or last.get("transient") or last == seen:
+            return
+        wanted: dict[str, int] = last.get("wanted") or {}
+        reached: dict[str, int] = last.get("flows") or {}
+        named = last.get("flow")
+        failed = (
+            [named] if named in wanted else [flow for flow, version in wanted.items() if reached.get(flow) != version]
+        )
+        pinned = self.wanted_versions(row)
+        failed = [flow for flow in failed if pinned.get(flow) == wanted[flow]]  # still what is asked of it
+        if not failed:
+            return
+        cause = str(last.get("cause") or "the gateway rolled it back")[:2000]
+        with self.store.write() as db:
+            for flow in failed:
+                self._failed[row["id"]][flow] = (wanted[flow], cause)
+                db.execute("INSERT OR REPLACE INTO apply_failures VALUES (?, ?, ?, ?, ?)",
+                           (row["id"], flow, wanted[flow], cause, _now()))  # fmt: skip
+        log.warning("flow marked failed on gateway", extra={"gateway": row["id"], "flows": failed, "cause": cause})
 
     def wanted_versions(self, row: dict[str, Any]) -> dict[str, int]:
         return {flow: version for flow, (version, _) in self.wanted(row).items()}
@@ -379,7 +416,16 @@ class FleetService:
             flow = assignment["flow_id"]
             if flow not in chosen or rank > chosen[flow][0]:
                 chosen[flow] = (rank, (assignment["version"], assignment["restart"]))
-        return {flow: pinned for flow, (_, pinned) in sorted(chosen.items())}
+        wanted = {flow: pinned for flow, (_, pinned) in sorted(chosen.items())}
+        failed = self._failed.get(row["id"], {})
+        for flow, (version, _cause) in failed.items():
+            if flow in wanted and wanted[flow][0] == version:  # it rolled back: keep what runs, or nothing
+                running = ((self._last(row)[1] or {}).get("flows") or {}).get(flow)
+                if running is None:
+                    del wanted[flow]
+                else:
+                    wanted[flow] = (int(running), None)
+        return wanted
 
     def etag(self, row: dict[str, Any]) -> str:
         """Changes exactly when the desired state does; cached per store revision (cheap 304s)."""
@@ -424,7 +470,9 @@ class FleetService:
     def sync(self, row: dict[str, Any], heartbeat: Heartbeat, if_none_match: str | None) -> dict[str, Any] | None:
         """Record the heartbeat; the desired state, or None when `if_none_match` is current (304)."""
         report = heartbeat.model_dump(exclude_none=True)
+        _, before = self._last(row)
         self._heartbeats[row["id"]] = LastHeartbeat(time.time(), report)
+        self._note_failed_apply(row, before, report)
         self._settle_waiters(row["id"], report)
         if if_none_match is not None and if_none_match == self.etag(row):
             return None
@@ -459,7 +507,8 @@ class FleetService:
         if time.time() - seen > MISSED_HEARTBEATS_OFFLINE * self.poll_interval_s:
             return "OFFLINE"
         status = str(report.get("status", "UNHEALTHY"))
-        if status == "HEALTHY" and (report.get("last_apply") or {}).get("result") == "NOT_APPLIED":
+        if status == "HEALTHY" and ((report.get("last_apply") or {}).get("result") == "NOT_APPLIED"
+                                    or self._failed.get(row["id"])):  # fmt: skip
             return "DEGRADED"
         return status
 
@@ -485,6 +534,8 @@ class FleetService:
             "previous": report.get("previous", {}), "last_apply": report.get("last_apply"),
             "sink_lag": report.get("sink_lag", {}), "disk": report.get("disk"),
             "desired": self.wanted_versions(row) if row["status"] == Approval.APPROVED else {},
+            "failed": {flow: {"version": version, "cause": cause}
+                       for flow, (version, cause) in self._failed.get(row["id"], {}).items()},
         }  # fmt: skip
         if full:
             summary.update(info=row["info"], instance_id=row["instance_id"], heartbeat=report)

@@ -94,6 +94,8 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE audit ADD COLUMN role TEXT;
     ALTER TABLE audit ADD COLUMN channel TEXT NOT NULL DEFAULT 'mcp';
     CREATE INDEX audit_by_identity ON audit (identity, id);
+    CREATE TABLE apply_failures (gateway_id TEXT NOT NULL, flow_id TEXT NOT NULL, version INTEGER NOT NULL,
+                                 cause TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (gateway_id, flow_id));
     """,
 )
 

@@ -25,11 +25,12 @@ from urllib.parse import urlsplit
 import httpx
 import jwt
 import websockets
+from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamforge.engine.plan import ExecutionPlan
-from streamforge.engine.problems import FlowInvalid
+from streamforge.engine.problems import FlowInvalid, Problem
 from streamforge.engine.retry import Backoff
 from streamforge.engine.sdk import Kind
 from streamforge.engine.secrets import resolve
@@ -222,14 +223,26 @@ class SyncAgent:
 
     # -- applying a desired state ---------------------------------------------------------------------
 
+    def _unsealed(self, sealed: dict[str, str]) -> dict[str, str]:
+        """Every secret of the state opened with this gateway's key; FlowInvalid naming each one that will not open
+        (sealed to another key, or damaged), so the apply is NOT_APPLIED with the reason and syncing goes on."""
+        values, problems = {}, []
+        for name, box in sealed.items():
+            try:
+                values[name] = self.identity.unseal(box)
+            except (CryptoError, ValueError) as failed:  # ValueError: not base64, or not text
+                problems.append(Problem("secret_unsealable", f"secret {name!r} does not open with this gateway's "
+                                        f"key ({type(failed).__name__})", hint="it was sealed to another key: the "
+                                        "gateway's identity file was replaced since it registered; an Admin "
+                                        "approves the gateway again, or store the secret again"))  # fmt: skip
+        if problems:
+            raise FlowInvalid(problems)
+        return values
+
     async def _plans(self, state: dict[str, Any]) -> dict[str, ExecutionPlan]:
-        sealed: dict[str, str] = state.get("secrets", {})
-
-        def lookup(name: str) -> str | None:
-            return self.identity.unseal(sealed[name]) if name in sealed else None
-
+        values = self._unsealed(state.get("secrets", {}))
         plugins = self.gateway.node_types.includes_plugins
-        return {document["id"]: await compile_apart(json.dumps(resolve(document, lookup)), plugins)
+        return {document["id"]: await compile_apart(json.dumps(resolve(document, values.get)), plugins)
                 for document in state.get("flows", [])}  # fmt: skip
 
     async def _deploy(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -295,7 +308,8 @@ class SyncAgent:
                                  flow=failed.flow_id, node=failed.node_id)  # fmt: skip
         except CompilerFailed as failed:  # nothing was touched
             self.cache.discard()
-            result = ApplyResult(result="NOT_APPLIED", **attempt, flows=self.running(), cause=str(failed))
+            result = ApplyResult(result="NOT_APPLIED", **attempt, flows=self.running(), cause=str(failed),
+                                 transient=True)  # fmt: skip
             again = True
         else:
             self.cache.promote()

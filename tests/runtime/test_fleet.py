@@ -232,8 +232,26 @@ async def test_a_version_whose_node_cannot_start_is_rolled_back_and_reported(fle
 
     back = await fleet.admin.post(f"/gateways/{row['id']}/rollback", json={"flow": flow_id})
     assert back.status_code == 409  # it still runs `good`: nothing to return to
+
+    # #41 D2: the rolled-back version is marked failed on this gateway, its pin falls back to what runs, and the
+    # next deploy of another flow there is not rolled back with its error.
+    failed = (await fleet.gateway("north_b"))["failed"]
+    assert failed[flow_id]["version"] == bad and "missing-ca.pem" in failed[flow_id]["cause"]
+    other = f"{flow_id}_other"
+    other_version = await save_flow(fleet.admin, flow_document(other))
+    added = await fleet.admin.post("/assignments", json={"flow": other, "version": other_version, "gateway": row["id"]})
+    assert added.status_code == 201, added.text
+
+    async def both_run() -> dict[str, Any] | None:
+        found = await fleet.gateway("north_b")
+        return found if found["running"] == {flow_id: good, other: other_version} else None
+
+    now = await eventually(both_run, 30, what="the other flow to run beside the good version")
+    assert now["last_apply"]["result"] == "APPLIED" and now["health"] == "DEGRADED"  # the failure stays shown
+    assert (await fleet.admin.request("DELETE", "/assignments", json={"flow": other, "gateway": row["id"]})).is_success
     fixed = await fleet.admin.post("/assignments", json={"flow": flow_id, "version": good, "gateway": row["id"]})
     assert fixed.status_code == 201
+    assert (await fleet.gateway("north_b"))["failed"] == {}  # a new assignment is the engineer's retry
 
 
 async def test_sigkill_in_the_middle_of_an_apply_leaves_the_old_or_the_new_state(fleet: Fleet) -> None:

@@ -3,6 +3,7 @@ compiler that cannot run is a passing cause the sync agent tries again."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nacl.public import PrivateKey, SealedBox
 
 from streamforge.engine.compiler import compile_document
 from streamforge.engine.node_types import load_node_types
@@ -107,5 +109,26 @@ async def test_an_agent_whose_compiler_cannot_run_touches_nothing_and_tries_the_
         assert applied.result == "APPLIED", applied.cause
         assert agent.status.etag == '"apart-1"' and agent.running() == {unique: 2}
         assert agent.cache.current() is not None
+    finally:
+        await agent.aclose()
+
+
+async def test_a_secret_that_will_not_unseal_is_not_applied_with_the_reason_and_syncing_goes_on(
+    gateway: Gateway, unique: str, tmp_path: Path
+) -> None:
+    """#41 D3: a secret sealed to another key (the identity file replaced) raised out of the apply and killed the
+    sync loop silently; the gateway ran on unmanaged from its cache. Now it is NOT_APPLIED naming the secret."""
+    agent = SyncAgent(gateway, "http://127.0.0.1:9", tmp_path / "agent", "apart", health_settle_s=0.1)  # never called
+    stranger = SealedBox(PrivateKey.generate().public_key).encrypt(b"postgresql://u:p@db/x")
+    flow = {**DOC, "id": unique, "nodes": [{**DOC["nodes"][2], "config": {"dsn": {"$secret": f"{unique}.dsn"}}}],
+            "edges": []}  # fmt: skip
+    state = {"etag": '"sealed-1"', "flows": [flow], "secrets": {f"{unique}.dsn": base64.b64encode(stranger).decode(),
+                                                                "broken": "not base64 at all"}}  # fmt: skip
+    try:
+        refused = await agent.apply(state)
+        assert (refused.result, refused.transient) == ("NOT_APPLIED", False)
+        assert refused.cause is not None and f"secret '{unique}.dsn' does not open with this gateway's key" in (
+            refused.cause) and "secret 'broken'" in refused.cause  # fmt: skip
+        assert agent.status.etag == '"sealed-1"' and gateway.plans == {}  # tried; nothing deployed
     finally:
         await agent.aclose()
