@@ -13,9 +13,10 @@ before it was stated. A change that breaks either side is a new major version.
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 PROTOCOL = "1.1"
@@ -49,11 +50,20 @@ def major(version: str) -> str:
 # -- over HTTP, from the gateway -------------------------------------------------------------------------------
 
 
+def _printable(text: str) -> str:
+    """Without control and format characters (newlines, ANSI escapes, bidirectional overrides): a gateway names
+    itself without any login, and its name is shown in logs, pages and agents' answers."""
+    shown = "".join(char for char in text if unicodedata.category(char) not in ("Cc", "Cf")).strip()
+    if not shown:
+        raise ValueError("a name needs printable characters")
+    return shown
+
+
 class Registration(Message):
     """First boot, and every retry until approved. The registration secret proves it is the gateway that
     registered; the X25519 public key is what its secrets are sealed to."""
 
-    name: Annotated[str, Field(min_length=1, max_length=200)]
+    name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
     instance_id: ID
     secret: Annotated[str, Field(min_length=1, max_length=500)]
     public_key: Annotated[str, Field(min_length=1, max_length=200)]

@@ -135,8 +135,9 @@ async def test_a_standalone_control_plane_drives_remote_gateways_over_their_own_
         async def call(tool: str, **arguments: Any) -> Any:
             return json.loads((await mcp.call_tool(tool, arguments)).content[0].text)  # type: ignore[union-attr]
 
-        assert {g["id"] for g in await call("list_gateways")} == {a, b}
-        samples = await call("get_metrics", prefix="streamforge_node_records_out", gateway_id=b)
+        assert {g["id"] for g in (await call("list_gateways"))["device_data"]["values"]} == {a, b}
+        samples = (await call("get_metrics", prefix="streamforge_node_records_out", gateway_id=b))["device_data"]
+        samples = samples["values"]
         assert any(s["labels"].get("flow") == FLOW and s["value"] > 0 for s in samples), samples
         recent = await call("get_recent_records", topic="telemetry.clean", limit=5, gateway_id=a)
         assert len(recent["device_data"]["values"]) == 5, recent

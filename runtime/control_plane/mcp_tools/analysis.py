@@ -23,8 +23,8 @@ def register(kit: Toolkit) -> None:
     async def diagnose_gateway(ctx: Context, gateway_id: str | None = None) -> str:
         def act(who: User) -> Any:
             health = flows.fleet.live_view(flows.fleet.pick(gateway_id))
-            return {"gateway": health["gateway"], "status": health["status"],
-                    "findings": findings(health) or "all nodes RUNNING, no restarts"}  # fmt: skip
+            return {"gateway": health["gateway"], "status": health["status"],  # their last errors are the gateway's
+                    **device_data(findings(health) or "all nodes RUNNING, no restarts")}  # fmt: skip
 
         return await run(ctx, "diagnose_gateway", Role.VIEWER, {"gateway_id": gateway_id}, gateway_id, act)
 

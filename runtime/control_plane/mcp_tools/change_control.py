@@ -8,7 +8,7 @@ from typing import Any, Literal
 from mcp.server.mcpserver import Context
 
 from streamforge.runtime.control_plane.auth import Role, User
-from streamforge.runtime.control_plane.mcp_tools.toolkit import Toolkit
+from streamforge.runtime.control_plane.mcp_tools.toolkit import Toolkit, device_data
 from streamforge.runtime.errors import ApiError
 
 
@@ -51,8 +51,8 @@ def register(kit: Toolkit) -> None:
                     "saved_version": saved.version if saved else None,
                 }
                 if action == "deploy":
-                    result["deployed"] = await flows.deploy(flow_id, user=who.username, gateway_id=gateway_id,
-                                                            labels=labels)  # fmt: skip
+                    deployed = await flows.deploy(flow_id, user=who.username, gateway_id=gateway_id, labels=labels)
+                    result["deployed"] = {**deployed, "gateways": device_data(deployed["gateways"])}  # their causes
                 return result
 
             return await run(

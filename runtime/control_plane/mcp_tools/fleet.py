@@ -7,7 +7,7 @@ from typing import Any
 from mcp.server.mcpserver import Context
 
 from streamforge.runtime.control_plane.auth import Role, User
-from streamforge.runtime.control_plane.mcp_tools.toolkit import Toolkit
+from streamforge.runtime.control_plane.mcp_tools.toolkit import Toolkit, device_data
 from streamforge.runtime.control_plane.service import fleet_digest
 
 
@@ -17,7 +17,7 @@ def register(kit: Toolkit) -> None:
     @server.tool(description="Every gateway of the fleet: approval, health, labels, what it runs and ran before, "
                  "its last apply result.")  # fmt: skip
     async def list_gateways(ctx: Context) -> str:
-        return await run(ctx, "list_gateways", Role.VIEWER, {}, None, lambda who: flows.fleet.gateways())
+        return await run(ctx, "list_gateways", Role.VIEWER, {}, None, lambda who: device_data(flows.fleet.gateways()))
 
     @server.tool(
         description="One gateway (default: the only one there is): its health, Kafka, running flows, every "
@@ -26,7 +26,7 @@ def register(kit: Toolkit) -> None:
     async def get_gateway_details(ctx: Context, gateway_id: str | None = None) -> str:
         def act(who: User) -> Any:
             chosen = flows.fleet.pick(gateway_id)
-            return {**flows.fleet.details(chosen), **flows.fleet.live_view(chosen)}  # status: its health
+            return device_data({**flows.fleet.details(chosen), **flows.fleet.live_view(chosen)})  # status: health
 
         return await run(ctx, "get_gateway_details", Role.VIEWER, {"gateway_id": gateway_id}, gateway_id, act)
 

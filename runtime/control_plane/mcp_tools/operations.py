@@ -24,16 +24,16 @@ def register(kit: Toolkit) -> None:
     @server.tool(description="Status of the source nodes (protocol adapters): status, restarts, last error.")
     async def get_adapter_status(ctx: Context, flow_id: str | None = None, gateway_id: str | None = None) -> str:
         return await run(ctx, "get_adapter_status", Role.VIEWER, {"flow_id": flow_id, "gateway_id": gateway_id},
-                         flow_id, lambda who: nodes_of_kind(Kind.SOURCE, flow_id, gateway_id))  # fmt: skip
+                         flow_id, lambda who: device_data(nodes_of_kind(Kind.SOURCE, flow_id, gateway_id)))  # fmt: skip
 
     @server.tool(description="Status of the sink nodes: status, restarts, last error, and their metrics.")
     async def get_sink_status(ctx: Context, flow_id: str | None = None, gateway_id: str | None = None) -> str:
         async def act(who: User) -> Any:
             sinks = nodes_of_kind(Kind.SINK, flow_id, gateway_id)
             samples = await metric_samples("", gateway_id)
-            return [
-                {**sink, "metrics": [s for s in samples if s["labels"].get("node") == sink["node"]]} for sink in sinks
-            ]
+            return device_data(
+                [{**sink, "metrics": [s for s in samples if s["labels"].get("node") == sink["node"]]} for sink in sinks]
+            )
 
         return await run(ctx, "get_sink_status", Role.VIEWER, {"flow_id": flow_id, "gateway_id": gateway_id}, flow_id,
                          act)  # fmt: skip
@@ -64,8 +64,10 @@ def register(kit: Toolkit) -> None:
         "gateway (list_gateways); needed when there is more than one."
     )
     async def get_metrics(ctx: Context, prefix: str = "streamforge_", gateway_id: str | None = None) -> str:
-        return await run(ctx, "get_metrics", Role.VIEWER, {"prefix": prefix, "gateway_id": gateway_id}, gateway_id,
-                         lambda who: metric_samples(prefix, gateway_id))  # fmt: skip
+        async def act(who: User) -> Any:
+            return device_data(await metric_samples(prefix, gateway_id))  # labels and values the gateway pushed
+
+        return await run(ctx, "get_metrics", Role.VIEWER, {"prefix": prefix, "gateway_id": gateway_id}, gateway_id, act)
 
     @server.tool(
         description="The newest records of a topic (telemetry.raw, telemetry.clean, telemetry.1s, dlq.telemetry, "
