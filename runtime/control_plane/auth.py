@@ -110,6 +110,7 @@ def role_guard(store: Store) -> Callable[[Role], Callable[[Handler], Callable[[R
                 return await handler(request, user)
 
             endpoint.__name__ = handler.__name__
+            endpoint.required_role = role  # type: ignore[attr-defined]  # read by the generated role matrix
             return endpoint
 
         return wrap
