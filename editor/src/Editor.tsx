@@ -25,6 +25,7 @@ import { AlarmsPage } from './AlarmsPage';
 import { DlqPage } from './DlqPage';
 import { GatewaysPage } from './GatewaysPage';
 import { HealthPage } from './HealthPage';
+import { AuditPage } from './AuditPage';
 import { LogsPage } from './LogsPage';
 import { NoticeBar, type GatewayLine, type Notice } from './NoticeBar';
 import { usePolling } from './PageFrame';
@@ -107,7 +108,7 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
   const [panel, setPanel] = useState<Panel>('node');
   const [diff, setDiff] = useState<FlowDiff | null>(null);
   const [modal, setModal] = useState<'import' | 'new' | 'deploy-to' | 'undeploy' | 'delete' | null>(null);
-  const [page, setPage] = useState<'flows' | 'gateways' | 'alarms' | 'dlq' | 'logs' | 'health'>('flows');
+  const [page, setPage] = useState<'flows' | 'gateways' | 'alarms' | 'dlq' | 'logs' | 'health' | 'audit'>('flows');
   const [unacknowledged, setUnacknowledged] = useState<number | null>(null);
   const [pending, setPending] = useState<(() => void) | null>(null); // waits for "discard unsaved changes?"
   const live = useLive(session.token, onSignOut, setNotice);
@@ -496,6 +497,7 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
   if (page === 'alarms') return <AlarmsPage api={api} session={session} onClose={back} />;
   if (page === 'dlq') return <DlqPage api={api} session={session} onClose={back} />;
   if (page === 'logs') return <LogsPage api={api} onClose={back} />;
+  if (page === 'audit') return <AuditPage api={api} onClose={back} />;
   if (page === 'health') return <HealthPage api={api} session={session} onClose={back} />;
   return (
     <CanvasInfoContext.Provider value={info}>

@@ -67,7 +67,7 @@ export function Toolbar(props: {
   onSave: () => void;
   onDeploy: () => void;
   onGateways: () => void;
-  onPage: (page: 'alarms' | 'dlq' | 'logs' | 'health') => void;
+  onPage: (page: 'alarms' | 'dlq' | 'logs' | 'health' | 'audit') => void;
   unacknowledged: number | null;
   onSignOut: () => void;
 }) {
@@ -125,6 +125,11 @@ export function Toolbar(props: {
       <button onClick={() => props.onPage('health')} data-testid="open-health">
         Health
       </button>
+      {canEdit && (
+        <button onClick={() => props.onPage('audit')} data-testid="open-audit" title="who changed what">
+          Audit
+        </button>
+      )}
       <button onClick={props.onGateways} data-testid="open-gateways">
         Gateways
       </button>

@@ -2,6 +2,7 @@
 import type {
   Alarm,
   AlarmCounts,
+  AuditRow,
   DeployResult,
   DeployTarget,
   DlqJob,
@@ -88,6 +89,7 @@ export class Api {
   approveDlq = (gateway: string, ids: string[]) => this.call<DlqJob>('POST', '/dlq/approve', { gateway, ids });
   revalidate = (flow: string, node: string) => this.call<DlqJob>('POST', '/dlq/revalidate', { flow, node });
   dlqJob = (gateway: string, id: string) => this.call<DlqJob>('GET', `/dlq/jobs/${id}${query({ gateway })}`);
+  audit = (filters: Record<string, string>) => this.call<AuditRow[]>('GET', `/audit${query(filters)}`);
   logs = (filters: Record<string, string>) => this.call<{ lines: LogLine[] }>('GET', `/logs${query(filters)}`);
   health = () => this.call<HealthReport>('GET', '/health');
   restart = (flow: string, node: string, gateway?: string | null) =>

@@ -315,6 +315,21 @@ export interface LogLine {
   [field: string]: unknown;
 }
 
+/** One row of the audit trail (GET /api/v1/audit). */
+export interface AuditRow {
+  id: number;
+  at: string;
+  identity: string;
+  role: string | null;
+  channel: string;
+  tool: string;
+  target: string | null;
+  arguments_digest: string;
+  outcome: string;
+  detail: string | null;
+  approved_by: string | null;
+}
+
 export interface HealthComponent {
   component: string;
   status: string;

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -249,3 +250,27 @@ async def test_an_agents_acknowledge_needs_a_humans_approval_and_both_are_audite
     assert mine == [("refused", None), ("ok", OPERATOR), ("refused", None)]
     store_side = (await stack.http.get("/audit", params={"tool": "alarm.acknowledge"})).json()
     assert any(e["identity"] == "alarm_agent" and e["approved_by"] == OPERATOR for e in store_side)
+
+
+async def test_the_audit_page_shows_who_did_what_over_rest_and_mcp(
+    browser: Browser, stack: Stack, operator: dict[str, str], tmp_path: Path
+) -> None:
+    """#41 W4: the trail is queryable in the editor: an Engineer or Admin filters it by who did it."""
+    approval = await stack.http.post("/action-approvals", headers=operator, json={
+        "action": "restart_component", "arguments": {"flow": "demo", "node": "quality"}})  # fmt: skip
+    assert approval.status_code == 201, approval.text
+    context = await browser.new_context(viewport={"width": 1600, "height": 1000})
+    page = await context.new_page()
+    try:
+        await sign_in(page, stack)  # the Admin: an Operator has no Audit button
+        await page.click("[data-testid=open-audit]")
+        await page.fill("[data-testid=audit-identity]", OPERATOR)
+        row = page.locator("[data-testid=audit-row]").filter(has_text="approve_action").first
+        await expect(row).to_be_visible(timeout=30_000)
+        await expect(row).to_contain_text("operator")  # the role it acted as
+        await expect(row).to_contain_text("rest")
+        await page.screenshot(path=tmp_path / "audit-page.png")
+        await page.select_option("[data-testid=audit-channel]", "mcp")
+        await expect(page.locator("[data-testid=audit-row]").filter(has_text="approve_action")).to_have_count(0)
+    finally:
+        await context.close()
