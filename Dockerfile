@@ -10,6 +10,7 @@ COPY pyproject.toml README.md ./
 COPY engine engine
 COPY nodes nodes
 COPY runtime runtime
+COPY sdk sdk
 COPY flows flows
 RUN pip install --no-cache-dir . \
  && streamforge kafka install \

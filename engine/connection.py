@@ -14,6 +14,10 @@ from typing import Any
 from streamforge.engine.retry import ConnectionSettings
 from streamforge.engine.sdk import Emitted, Node, PeerUnavailable, SourceNode
 
+# Errors of the node's own code, not of its peer: retrying them on a new connection would hide a bug as an outage.
+PROGRAMMING_ERRORS = (TypeError, KeyError, AttributeError, NameError, IndexError, AssertionError, ZeroDivisionError,
+                      NotImplementedError)  # fmt: skip
+
 
 def describe_failure(exc: BaseException) -> str:
     """What an operator reads: the node's own words for PeerUnavailable, the exception's type and text otherwise."""

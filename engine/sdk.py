@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from streamforge.engine.clock import Clock, SystemClock
 from streamforge.engine.problems import Problem, pointer_of
-from streamforge.engine.records import dead_letter
+from streamforge.engine.records import dead_letter, reason
 from streamforge.engine.retry import CircuitSettings, ConnectionSettings
 from streamforge.engine.state import StateStore
 
@@ -245,6 +245,16 @@ class Node(Generic[ConfigT]):
         config = _config_of(cls)
         if config is not None:
             cls.Config = config
+        # What a gateway cannot run is refused here, where the author sees it, not first at deploy.
+        untyped = [port.name for port in cls.__dict__.get("outputs", ()) if port.type is PortType.ANY]
+        if untyped:
+            raise TypeError(f"{cls.__name__}: output port(s) {', '.join(untyped)} must have a record type "
+                            "(telemetry, event, alarm, aggregate, dlq): a topic holds one type; only inputs "
+                            "take `any`")  # fmt: skip
+        kind = getattr(cls, "kind", None)
+        if cls.__dict__.get("commands") and kind is not None and kind is not Kind.PROCESSOR:
+            raise TypeError(f"{cls.__name__}: only processors take operator commands (the gateway runs them "
+                            f"between a processor's batches); a {kind.value} declares none")  # fmt: skip
 
     def __init__(self, config: ConfigT, context: NodeContext) -> None:
         self.config = config
@@ -265,6 +275,12 @@ class Node(Generic[ConfigT]):
 
     async def stop(self) -> None:
         """Release what start() took. Called once, also after a failure."""
+
+    def dead_letter(self, message: Message, code: str, why: str, field: str | None = None) -> Record:
+        """`message` refused by this node for one reason, ready for the DLQ (a sink returns it from write(), a
+        processor emits it on its `dlq` port): its position, its original bytes, and `code`/`why`/`field` (a JSON
+        pointer into the record)."""
+        return message.dead_letter(self.context.node_id, reason(code, why, field))
 
     async def command(self, name: str, args: BaseModel) -> Emitted:
         """Carry out an operator command (its arguments validated by `commands[name]`); ValueError refuses it."""
@@ -356,7 +372,8 @@ class SinkNode(Node[ConfigT]):
     retained() still holds.
 
     A write that raises is retried on a fresh connection (close(), backoff, connect()) while the node shows
-    DEGRADED; Kafka keeps the backlog meanwhile."""
+    DEGRADED; Kafka keeps the backlog meanwhile. A programming error (TypeError, KeyError, AttributeError, ...) is
+    not an outage: it fails the node with its traceback (restarted by the supervisor, the batch replayed)."""
 
     kind = Kind.SINK
 
@@ -374,8 +391,9 @@ class SinkNode(Node[ConfigT]):
         raise NotImplementedError
 
     async def tick(self, now: datetime) -> Sequence[Record] | None:
-        """Called about once a second, also when no input arrives (e.g. roll a file by age); like write() it may
-        raise (retried) or return dead letters."""
+        """Called about once a second while the sink holds records not yet written (retained() is not empty), also
+        when no input arrives (e.g. roll a file by age); like write() it may raise (retried) or return dead
+        letters."""
         return None
 
     def retained(self) -> dict[tuple[str, int], int]:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
 from streamforge.engine.clock import Clock, SystemClock
-from streamforge.engine.connection import PeerLink
+from streamforge.engine.connection import PROGRAMMING_ERRORS, PeerLink
 from streamforge.engine.schema_registry import InMemorySchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.sdk import (
@@ -189,13 +189,18 @@ class NodeHarness(Generic[NodeT]):
         return await self._sink_call(lambda node: node.write(messages))
 
     async def sink_tick(self, now: datetime | None = None) -> list[Record]:
-        """A sink's periodic tick (e.g. a file rolled by age), made as the runtime makes it; see write_messages."""
+        """A sink's periodic tick (e.g. a file rolled by age), made as the runtime makes it: only while the sink holds
+        records not yet written (retained() is not empty); see write_messages."""
+        if not cast(SinkNode[Any], self.node).retained():
+            return []
         return await self._sink_call(lambda sink: sink.tick(now or self.clock.now()))
 
     async def _sink_call(self, call: Callable[[SinkNode[Any]], Awaitable[Sequence[Record] | None]]) -> list[Record]:
         await self._connected()
         try:
             refused = list(await call(cast(SinkNode[Any], self.node)) or ())
+        except PROGRAMMING_ERRORS:
+            raise  # the runtime fails the node: no reconnect, as there
         except Exception as exc:
             await self.link.disconnected(exc)
             raise

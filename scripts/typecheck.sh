@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tree=build/typecheck/streamforge
 mkdir -p "$tree"
-for pkg in engine nodes runtime; do ln -sfn "../../../$pkg" "$tree/$pkg"; done
+for pkg in engine nodes runtime sdk; do ln -sfn "../../../$pkg" "$tree/$pkg"; done
 modules=()
 while IFS= read -r file; do
   module=${file%.py}; module=${module%/__init__}
@@ -14,5 +14,5 @@ while IFS= read -r file; do
     bench/*) modules+=(-m "${module#bench/}") ;;
     *) modules+=(-m "streamforge.${module//\//.}") ;;
   esac
-done < <(find engine nodes runtime tests bench -name '*.py' -not -path '*/templates/*' | sort)
+done < <(find engine nodes runtime sdk tests bench -name '*.py' -not -path '*/templates/*' | sort)
 MYPYPATH=build/typecheck:.:bench exec .venv/bin/mypy "${modules[@]}" "$@"

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from streamforge.engine.connection import PeerLink, describe_failure
+from streamforge.engine.connection import PROGRAMMING_ERRORS, PeerLink, describe_failure
 from streamforge.engine.retry import CircuitBreaker, CircuitSettings, CircuitState
 from streamforge.engine.sdk import Record, SinkNode
 from streamforge.runtime.gateway.runners.consumer import ConsumingRunner
@@ -67,7 +67,9 @@ class SinkRunner(ConsumingRunner):
                 started = time.perf_counter()
                 try:
                     refused = await attempt()
-                except Exception as exc:  # any failure: keep the batch, reconnect, retry; never commit past it
+                except PROGRAMMING_ERRORS:
+                    raise  # a bug in the sink: the node fails with its traceback, the batch is replayed after restart
+                except Exception as exc:  # the destination failed: keep the batch, reconnect, retry; never commit
                     problem = f"write failed: {describe_failure(exc)}"
                     self.cell.degrade("write", problem)  # counted once, as a write (not also as a connection)
                     await link.close()
