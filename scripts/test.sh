@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's test command: set up, lint, type-check, then the full suite against real Kafka.
+# The README's test command: set up, lint, type-check, build the docs (strict), then the full suite against real Kafka.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -8,4 +8,5 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo "== mypy"; scripts/typecheck.sh
+echo "== docs"; NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 echo "== pytest"; exec .venv/bin/python -m pytest "$@"
