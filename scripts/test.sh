@@ -8,5 +8,5 @@ echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 echo "== mypy"; scripts/typecheck.sh
-echo "== docs"; NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
+echo "== docs"; NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true .venv/bin/mkdocs build --strict --quiet
 echo "== pytest"; exec .venv/bin/python -m pytest "$@"
