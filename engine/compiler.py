@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
@@ -13,12 +13,14 @@ from typing import Any
 import networkx as nx
 from pydantic import SecretStr, ValidationError
 
-from streamforge.engine.flow import FlowDocument, NodeSpec, parse_flow, structural_problems
+from streamforge.engine.flow import FlowDocument, NodeSpec, check_size, parse_flow, structural_problems
 from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.plan import GATEWAY_PROCESS, ExecutionPlan, InputPlan, NodePlan, OutputPlan, packed_config
 from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
 from streamforge.engine.sdk import Kind, NodeClass, NodeConfig, PortType
 from streamforge.engine.secrets import placeholders, resolve
+
+SHOWN_NAMES = 10  # node names a problem message lists before "and N more"
 
 
 def _config_problems(index: int, node: NodeSpec, cls: NodeClass) -> tuple[NodeConfig | None, list[Problem]]:
@@ -38,7 +40,8 @@ def compile_document(
 ) -> ExecutionPlan:
     """The one chain from a document (stored, synced or read from a file) to its plan, for the CLI, the control
     plane and the gateway alike: secret references resolved by `secret` (or by stand-ins, to check or plan without
-    reading a secret), then the schema, then every other problem at once."""
+    reading a secret), then the schema, then every other problem at once. The node and wire caps come first."""
+    check_size(document)
     resolved = placeholders(document) if secret is None else resolve(document, secret)
     return compile_flow(parse_flow(resolved), registry)
 
@@ -94,24 +97,67 @@ def compile_flow(doc: FlowDocument, registry: NodeTypes) -> ExecutionPlan:
             else:
                 wired_inputs[(edge.target_node, edge.target_port)].append((edge.source_node, edge.source_port))
 
+    wired_targets = {edge.target for edge in doc.edges}  # one pass: each required input is then a set lookup
     for node_id, cls in classes.items():
         for port in cls.inputs:
-            if port.required and not any(e.target == f"{node_id}:{port.name}" for e in doc.edges):
+            if port.required and f"{node_id}:{port.name}" not in wired_targets:
                 problems.append(Problem("dangling_port", f"required input {port.name!r} ({port.type}) is not wired",
                                         pointer_of("nodes", index_of[node_id]), node_id, port.name,
                                         hint=f"wire a {port.type} output to {node_id}:{port.name}"))  # fmt: skip
 
-    cycles: list[list[str]] = sorted(nx.simple_cycles(nx.DiGraph(graph)), key=sorted)
-    for cycle in cycles:
-        path = " -> ".join([*cycle, cycle[0]])
-        first = next(i for i, e in enumerate(doc.edges) if e.source_node == cycle[0]
-                     and e.target_node == cycle[(1 % len(cycle))])  # fmt: skip
-        problems.append(Problem("cycle", f"cycle {path}: records would loop forever", pointer_of("edges", first),
-                                cycle[0], hint="remove one edge of the cycle"))  # fmt: skip
-
+    problems += _cycle_problems(doc, graph)
     if problems:
         raise FlowInvalid(problems)
     return _plan(doc, graph, classes, configs, wired_inputs)
+
+
+def _names(names: list[str]) -> str:
+    """Up to SHOWN_NAMES of `names`, then how many more: a message stays short whatever the flow's size."""
+    shown = ", ".join(names[:SHOWN_NAMES])
+    return shown + (f" and {len(names) - SHOWN_NAMES:,} more" if len(names) > SHOWN_NAMES else "")
+
+
+def _shortest_cycle(graph: nx.MultiDiGraph[str], start: str, component: set[str]) -> list[str]:
+    """The nodes of a shortest cycle through `start` within its strongly connected `component`, breadth first: time
+    linear in the component's wires (networkx's find_cycle on a subgraph view took 0.3 s for a 2,000-node ring)."""
+    parent = {start: start}
+    queue = deque([start])
+    while queue:
+        node = queue.popleft()
+        for successor in graph.successors(node):
+            if successor == start:
+                path = [node]
+                while path[-1] != start:
+                    path.append(parent[path[-1]])
+                return path[::-1]
+            if successor in component and successor not in parent:
+                parent[successor] = node
+                queue.append(successor)
+    raise AssertionError(f"{start} is in a strongly connected component but on no cycle")
+
+
+def _cycle_problems(doc: FlowDocument, graph: nx.MultiDiGraph[str]) -> list[Problem]:
+    """One problem per strongly connected component that loops (2+ nodes, or a node wired to itself), in linear
+    time: a concrete cycle through it to break, and every node of it. Listing every simple cycle instead is
+    exponential: 9 fully wired validators gave 23.6 MB of cycles in 5.6 s (issue #41, V3)."""
+    first_edge: dict[tuple[str, str], int] = {}
+    for index, edge in enumerate(doc.edges):
+        first_edge.setdefault((edge.source_node, edge.target_node), index)
+    looped_alone = set(nx.nodes_with_selfloops(graph))
+    looping = [sorted(component) for component in nx.strongly_connected_components(graph)
+               if len(component) > 1 or not component.isdisjoint(looped_alone)]  # fmt: skip
+    problems = []
+    for component in sorted(looping):
+        hops = _shortest_cycle(graph, component[0], set(component))
+        first = first_edge[(hops[0], hops[1 % len(hops)])]
+        shown = hops if len(hops) <= SHOWN_NAMES else [*hops[:SHOWN_NAMES], f"({len(hops) - SHOWN_NAMES:,} more)"]
+        path = " -> ".join([*shown, hops[0]])
+        whole = (
+            "" if len(component) == len(hops) else f"; {len(component):,} nodes feed each other: {_names(component)}"
+        )
+        problems.append(Problem("cycle", f"cycle {path}: records would loop forever{whole}", pointer_of("edges", first),
+                                hops[0], hint="remove one edge of the cycle"))  # fmt: skip
+    return problems
 
 
 def _plan(

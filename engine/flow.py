@@ -12,6 +12,14 @@ from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
 
 FORMAT: Final = "streamforge.flow/v1"
 MAX_DOCUMENT_BYTES = 2 * 1024 * 1024  # a flow of thousands of nodes fits; anything larger is a mistake
+# How many nodes and wires a flow holds, counted before anything else looks at a document (issue #41, V3: 50,000
+# nodes held the control plane for minutes). A flow is one line or cell: the shipped ones have 3 and 7 nodes, and a
+# plant's thousands of signals live in a source's config (a 10,000-signal simulator is one node), not in nodes. At
+# 2,000 nodes a canvas is far past what anyone edits by hand, and a valid flow at both caps compiles in under a second
+# of CPU (0.6-0.8 s here; bench/bench_changes.py). Five wires a node on average is generous: every source fanned out
+# to a few processors.
+MAX_NODES: Final = 2_000
+MAX_EDGES: Final = 10_000
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
 ENDPOINT_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}:[a-z][a-z0-9_]{0,31}$"
 
@@ -107,15 +115,33 @@ def structural_problems(doc: FlowDocument) -> list[Problem]:
     return problems
 
 
-def load_flow(source: str | bytes) -> FlowDocument:
-    """Parse a document against the flow schema (see parse_flow); FlowInvalid lists every problem with its JSON
-    pointer."""
+def check_size(raw: Any) -> None:
+    """FlowInvalid if the decoded document has more nodes or wires than a flow holds: found by counting alone,
+    before any other work."""
+    problems = []
+    for key, limit in (("nodes", MAX_NODES), ("edges", MAX_EDGES)):
+        items = raw.get(key) if isinstance(raw, dict) else None
+        if isinstance(items, list) and len(items) > limit:
+            problems.append(Problem(f"too_many_{key}", f"the flow has {len(items):,} {key}; a flow holds at most "
+                                    f"{limit:,}", pointer_of(key), hint="split it into several flows"))  # fmt: skip
+    if problems:
+        raise FlowInvalid(problems)
+
+
+def check_bytes(source: str | bytes) -> None:
+    """FlowInvalid if a document's text is over MAX_DOCUMENT_BYTES: refused by its length, before it is parsed."""
     size = len(source.encode() if isinstance(source, str) else source)
     if size > MAX_DOCUMENT_BYTES:
         raise FlowInvalid([
             Problem("too_large", f"document is {size:,} bytes; the limit is {MAX_DOCUMENT_BYTES:,}",
                     hint="split the flow, or check that no data was pasted into a config field")
         ])  # fmt: skip
+
+
+def load_flow(source: str | bytes) -> FlowDocument:
+    """Parse a document against the flow schema (see parse_flow); FlowInvalid lists every problem with its JSON
+    pointer."""
+    check_bytes(source)
     try:
         raw = json.loads(source)
     except json.JSONDecodeError as exc:
@@ -130,7 +156,9 @@ def load_flow(source: str | bytes) -> FlowDocument:
 
 def parse_flow(raw: Any) -> FlowDocument:
     """An already-decoded document checked against the flow schema only: what compile_flow needs to report every
-    other problem (unknown nodes in edges, unknown types, ports, cycles, configs) in one answer."""
+    other problem (unknown nodes in edges, unknown types, ports, cycles, configs) in one answer. A document over
+    the node or wire cap is refused first, with nothing else checked."""
+    check_size(raw)
     try:
         doc = FlowDocument.model_validate(raw)
     except ValidationError as exc:

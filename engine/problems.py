@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Final
+
+# An answer lists at most this many problems, then one saying how many more there are: a document of thousands of
+# broken nodes still gets an answer of bounded size (issue #41, V3), and nobody reads past the first screens anyway.
+MAX_PROBLEMS: Final = 200
+MORE_PROBLEMS: Final = "more_problems"  # the code of that last, summary problem
 
 
 @dataclass(frozen=True)
@@ -28,11 +33,17 @@ class Problem:
 
 
 class FlowInvalid(ValueError):
-    """A flow that cannot be loaded or compiled, with every problem found."""
+    """A flow that cannot be loaded or compiled, with every problem found: the first MAX_PROBLEMS of them, then one
+    saying how many more there are (`total` counts them all)."""
 
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__(f"{len(problems)} problem(s): " + "; ".join(str(p) for p in problems[:5]))
-        self.problems = problems
+        self.total = len(problems)
+        self.problems = problems[:MAX_PROBLEMS]
+        if self.total > MAX_PROBLEMS:
+            more = self.total - MAX_PROBLEMS
+            self.problems.append(Problem(MORE_PROBLEMS, f"{more:,} more problems not shown ({self.total:,} in all)",
+                                         hint="fix these first; the rest are listed once they fit"))  # fmt: skip
 
 
 def pointer_of(*parts: str | int) -> str:

@@ -49,7 +49,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 
 async def _flow_invalid(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FlowInvalid)
-    return error_response(422, "invalid_flow", f"{len(exc.problems)} problem(s) in the flow", exc.problems)
+    return error_response(422, "invalid_flow", f"{exc.total} problem(s) in the flow", exc.problems)
 
 
 EXCEPTION_HANDLERS = {ApiError: _api_error, FlowInvalid: _flow_invalid}

@@ -10,11 +10,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
-from streamforge.engine.flow import dump_flow, load_flow, validate_flow
+from streamforge.engine.flow import check_bytes, dump_flow, validate_flow
 from streamforge.runtime.control_plane.auth import Role, User, check_password, hash_password, role_guard
 from streamforge.runtime.control_plane.fleet import parse_labels
 from streamforge.runtime.control_plane.live import live_endpoint
-from streamforge.runtime.control_plane.service import FlowService
+from streamforge.runtime.control_plane.service import FlowService, off_loop
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body, json_object, whole_number
 from streamforge.runtime.limits import LoginThrottle
 
@@ -28,6 +28,14 @@ def _text(body: Any, field: str, example: str) -> str:
 
 
 RESPONSE_ONLY = ("saved_at", "saved_by", "problems", "restored_from")  # what GET adds; a PUT may send it back
+
+
+async def flow_body(request: Request) -> Any:
+    """A flow document sent as the body, decoded: over MAX_DOCUMENT_BYTES (as an import) refused by its length
+    first, since decoding holds the event loop (~30 ms of CPU for 2 MiB; ~150 ms for the 8 MiB other bodies may
+    be)."""
+    check_bytes(await request.body())
+    return await json_body(request)
 
 
 def _flow_body(version: Any) -> dict[str, Any]:
@@ -55,9 +63,10 @@ def control_plane_api(
 
     @requires(Role.ENGINEER)
     async def flows_create(request: Request, user: User) -> Response:
-        document = validate_flow(await json_body(request))
+        raw = await flow_body(request)
+        document = await off_loop(lambda: validate_flow(raw))
         saved = flows.save(document, None, user.username)
-        problems = [p.to_dict() for p in flows.problems(document)]
+        problems = [p.to_dict() for p in await flows.problems(document)]
         return JSONResponse({**_flow_body(saved), "problems": problems}, status_code=201)
 
     @requires(Role.VIEWER)
@@ -67,13 +76,14 @@ def control_plane_api(
 
     @requires(Role.ENGINEER)
     async def flow_update(request: Request, user: User) -> Response:
-        raw = await json_body(request)
+        raw = await flow_body(request)
         flow_id = request.path_params["flow"]
         if not isinstance(raw, dict) or raw.get("id") != flow_id:
             raise ApiError(422, "invalid", f"the document's id must be {flow_id!r}")
-        document = validate_flow({key: value for key, value in raw.items() if key not in RESPONSE_ONLY})
+        sent = {key: value for key, value in raw.items() if key not in RESPONSE_ONLY}
+        document = await off_loop(lambda: validate_flow(sent))
         saved = flows.save(document, document.version, user.username)
-        return JSONResponse({**_flow_body(saved), "problems": [p.to_dict() for p in flows.problems(document)]})
+        return JSONResponse({**_flow_body(saved), "problems": [p.to_dict() for p in await flows.problems(document)]})
 
     @requires(Role.ENGINEER)
     async def flow_delete(request: Request, user: User) -> Response:
@@ -96,7 +106,7 @@ def control_plane_api(
         new = whole_number(request.query_params.get("to"), "to", "?from=1&to=2")
         if old is None or new is None:
             raise ApiError(400, "bad_request", "give two versions: ?from=N&to=M")
-        return JSONResponse({"from": old, "to": new, **flows.diff(flow_id, old, new).to_dict()})
+        return JSONResponse({"from": old, "to": new, **(await flows.diff(flow_id, old, new)).to_dict()})
 
     @requires(Role.ENGINEER)
     async def flow_restore(request: Request, user: User) -> Response:
@@ -106,13 +116,13 @@ def control_plane_api(
 
     @requires(Role.ENGINEER)
     async def flows_import(request: Request, user: User) -> Response:
-        saved = flows.import_flow(load_flow(await request.body()), user.username)
+        saved = await flows.import_flow(await request.body(), user.username)
         return JSONResponse(_flow_body(saved), status_code=201)
 
     @requires(Role.VIEWER)
     async def flow_export(request: Request, user: User) -> Response:
         version = store.get_flow(request.path_params["flow"])
-        text = dump_flow(validate_flow(version.document))
+        text = await off_loop(lambda: dump_flow(validate_flow(version.document)))
         return Response(text, media_type="application/json",
                         headers={"Content-Disposition": f'attachment; filename="{version.flow_id}.json"'})  # fmt: skip
 
@@ -140,9 +150,11 @@ def control_plane_api(
     @requires(Role.VIEWER)
     async def flow_changes(request: Request, user: User) -> Response:
         """What deploying the document in the body would restart (the editor's modified marks and count)."""
+        check_bytes(await request.body())  # as flow_body
         raw = await json_object(request, "the flow document being edited")
         document = {key: value for key, value in raw.items() if key not in RESPONSE_ONLY}  # as a GET sent it
-        return JSONResponse(flows.changes(request.path_params["flow"], document, request.query_params.get("gateway")))
+        flow_id, gateway = request.path_params["flow"], request.query_params.get("gateway")
+        return JSONResponse(await flows.changes(flow_id, document, gateway))
 
     @requires(Role.VIEWER)
     async def flow_status(request: Request, user: User) -> Response:
@@ -178,7 +190,7 @@ def control_plane_api(
     @requires(Role.VIEWER)
     async def flow_draft(request: Request, user: User) -> Response:
         """An agent's draft: its diff against what runs and the change_digest a human approves."""
-        return JSONResponse(flows.suggestion(request.path_params["flow"]))
+        return JSONResponse(await flows.suggestion(request.path_params["flow"]))
 
     @requires(Role.ENGINEER)
     async def flow_approve(request: Request, user: User) -> Response:
@@ -197,7 +209,7 @@ def control_plane_api(
             if gateway is not None and not isinstance(gateway, str):
                 raise ApiError(422, "invalid", "`gateway` is a gateway id such as gw_1a2b3c4d5e6f")
             target = {"gateway": gateway} if gateway else {"labels": parse_labels(body["labels"], "labels")}
-        return JSONResponse(flows.approve(flow_id, action, digest, user.username, target), status_code=201)
+        return JSONResponse(await flows.approve(flow_id, action, digest, user.username, target), status_code=201)
 
     @requires(Role.ENGINEER)
     async def audit_trail(request: Request, user: User) -> Response:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import copy
+import functools
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from streamforge.engine.compiler import compile_document
-from streamforge.engine.flow import FlowDiff, FlowDocument, diff_flows, parse_flow, validate_flow
+from streamforge.engine.flow import FlowDiff, FlowDocument, check_size, diff_flows, load_flow, parse_flow, validate_flow
 from streamforge.engine.node_types import NodeTypes
-from streamforge.engine.problems import FlowInvalid, Problem
+from streamforge.engine.plan import ExecutionPlan
+from streamforge.engine.problems import MORE_PROBLEMS, FlowInvalid, Problem
 from streamforge.engine.sdk import Kind
 from streamforge.engine.secrets import externalize, unreadable
 from streamforge.runtime.control_plane.fleet import FleetService
@@ -20,6 +25,25 @@ from streamforge.runtime.control_plane.store import FlowVersion, Store
 from streamforge.runtime.errors import ApiError
 
 DEPLOY_TIMEOUT_S = 120.0  # how long a deploy waits for its gateways to acknowledge the new version
+# Flow checks (parse, compile, diff) run on these threads, never on the event loop: a big flow must not stall
+# every other request (issue #41, V3). Two, as the machine's cores: more would only contend for the interpreter's
+# lock with the event loop. The node and wire caps (engine/flow.py) bound one check (a flow at both caps: ~0.7 s of
+# CPU); the time bound covers waiting behind other checks on a busy machine: past it the caller gets 503, and a
+# check still waiting never starts (one already running ends within its bounded work, its answer dropped).
+CHECK_THREADS = 2
+CHECK_TIMEOUT_S = 30.0
+_checks = ThreadPoolExecutor(CHECK_THREADS, thread_name_prefix="flow-check")
+Checked = TypeVar("Checked")
+
+
+async def off_loop(check: Callable[[], Checked]) -> Checked:
+    """`check` (CPU work on a flow, bounded by the caps) run on a check thread; 503 if it has no answer within
+    CHECK_TIMEOUT_S, e.g. behind many others."""
+    try:
+        return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(_checks, check), CHECK_TIMEOUT_S)
+    except TimeoutError:
+        raise ApiError(503, "busy", f"checking the flow took longer than {CHECK_TIMEOUT_S:g} s: the control plane "
+                       "is checking other flows; try again in a moment") from None  # fmt: skip
 
 
 def change_digest(document: dict[str, Any]) -> str:
@@ -49,7 +73,8 @@ def placement(document: FlowDocument, kind: Kind, after: str | None) -> tuple[fl
     anchor = document.node(after) if after else None
     x = anchor.x + 320 if anchor else columns[kind]
     y = anchor.y if anchor else 80.0
-    while any(abs(n.x - x) < 200 and abs(n.y - y) < 120 for n in document.nodes):
+    column = sorted(n.y for n in document.nodes if abs(n.x - x) < 200)  # sorted once: each step is a bisection
+    while (above := bisect.bisect_right(column, y - 120)) < len(column) and column[above] < y + 120:
         y += 140
     return x, y
 
@@ -60,29 +85,40 @@ class FlowService:
     def __init__(self, store: Store, node_types: NodeTypes, fleet: FleetService) -> None:
         self.store, self.node_types, self.fleet = store, node_types, fleet
 
-    def problems(self, document: FlowDocument) -> list[Problem]:
-        """What a deploy would refuse, checked with stand-ins for secrets (no secret is read to validate)."""
+    async def plan(self, document: dict[str, Any], secret: Callable[[str], str | None] | None = None) -> ExecutionPlan:
+        """compile_document off the event loop (see off_loop)."""
+        return await off_loop(lambda: compile_document(document, self.node_types, secret))
+
+    async def problems(self, document: FlowDocument) -> list[Problem]:
+        """What a deploy would refuse, checked with stand-ins for secrets (no secret is read to validate), and every
+        reference to a secret the flow may not read."""
         raw = document.model_dump(by_alias=True)
-        scoped = unreadable(raw, lambda name: self.store.secret_readable(document.id, name))
         try:
-            compile_document(raw, self.node_types)
+            check_size(raw)  # before any walk of the nodes
+        except FlowInvalid as invalid:
+            return invalid.problems
+        scoped = await off_loop(lambda: unreadable(raw, lambda name: self.store.secret_readable(document.id, name)))
+        try:
+            await self.plan(raw)
         except FlowInvalid as invalid:
             return invalid.problems + scoped
         return scoped
 
-    def changes(self, flow_id: str, document: Any, gateway_id: str | None = None) -> dict[str, Any]:
+    async def changes(self, flow_id: str, document: Any, gateway_id: str | None = None) -> dict[str, Any]:
         """What deploying `document` would restart, against what runs (on `gateway_id`, else what was last
         deployed): the compiler's fingerprints, the definition the gateway deploys by (a rename restarts nothing, a
-        rewire restarts the node). With `problems` when it would not deploy; `modified` is then null."""
+        rewire restarts the node). With `problems` when it would not deploy; `modified` is then null. A document
+        over the node or wire cap is refused (FlowInvalid) before anything else."""
+        check_size(document)
         summary = next((f for f in self.store.list_flows() if f["id"] == flow_id), None)
         deployed_version = summary["deployed_version"] if summary else None
         if gateway_id is not None:
             deployed_version = self.fleet.running_on(flow_id).get(gateway_id, {}).get("version")
-        before = (compile_document(self.store.get_flow(flow_id, deployed_version).document, self.node_types)
+        before = (await self.plan(self.store.get_flow(flow_id, deployed_version).document)
                   if deployed_version is not None else None)  # fmt: skip
         running = {node.node_id for node in before.nodes} if before else set()
         try:
-            after = compile_document(document if isinstance(document, dict) else {}, self.node_types)
+            after = await self.plan(document if isinstance(document, dict) else {})
         except FlowInvalid as invalid:
             ids = (
                 {n.get("id") for n in document.get("nodes", []) if isinstance(n, dict)}
@@ -102,18 +138,16 @@ class FlowService:
                              lambda name, value: self.store.put_secret(name, value, user))  # fmt: skip
         return self.store.save_flow(stored, base_version, user)
 
-    def import_flow(self, document: FlowDocument, user: str) -> FlowVersion:
+    async def import_flow(self, source: bytes, user: str) -> FlowVersion:
         """All or nothing: the document is checked whole, compile included; a bad import stores nothing."""
-        problems = self.problems(document)
-        if problems:
-            raise FlowInvalid(problems)
+        document = await off_loop(lambda: load_flow(source))
+        await self.plan(document.model_dump(by_alias=True))  # FlowInvalid: every problem, none stored
         existing = next((f for f in self.store.list_flows() if f["id"] == document.id), None)
         return self.save(document, existing["version"] if existing else None, user)
 
-    def diff(self, flow_id: str, old: int, new: int) -> FlowDiff:
-        before = validate_flow(self.store.get_flow(flow_id, old).document)
-        after = validate_flow(self.store.get_flow(flow_id, new).document)
-        return diff_flows(before, after)
+    async def diff(self, flow_id: str, old: int, new: int) -> FlowDiff:
+        before, after = self.store.get_flow(flow_id, old).document, self.store.get_flow(flow_id, new).document
+        return await off_loop(lambda: diff_flows(validate_flow(before), validate_flow(after)))
 
     def restore(self, flow_id: str, version: int, user: str) -> FlowVersion:
         old = self.store.get_flow(flow_id, version)
@@ -146,10 +180,11 @@ class FlowService:
             raise ApiError(422, "invalid", "mode must be `modified` or `full`")
         fleet = self.fleet
         version = self.store.get_flow(flow_id)
-        scoped = unreadable(version.document, lambda name: self.store.secret_readable(flow_id, name))
+        readable = functools.partial(self.store.secret_readable, flow_id)
+        scoped = await off_loop(lambda: unreadable(version.document, readable))
         if scoped:
             raise FlowInvalid(scoped)
-        compile_document(version.document, self.node_types, self.store.secret)
+        await self.plan(version.document, self.store.secret)
         targets: list[tuple[str | None, dict[str, str] | None]] = [
             (a["target"], None) if a["target_kind"] == "gateway" else (None, a["labels"])
             for a in fleet.assignments(flow_id)
@@ -230,16 +265,17 @@ class FlowService:
             return found
         return self.store.get_flow(flow_id).document, None
 
-    def edit_draft(self, flow_id: str, user: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    async def edit_draft(self, flow_id: str, user: str, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Apply `change` to a copy of the flow's draft; keep it only if it adds no problem besides unwired inputs
         (a flow is built a node at a time). FlowInvalid with just the problems the change added."""
         document, _editor = self.draft(flow_id)
-        before = {(p.code, p.pointer, p.message) for p in self.problems(parse_flow(document))}
+        before = {(p.code, p.pointer, p.message) for p in await self.problems(parse_flow(document))}
         edited = copy.deepcopy(document)
         change(edited)
         checked = parse_flow(edited)
-        after = self.problems(checked)
-        new = [p for p in after if (p.code, p.pointer, p.message) not in before and p.code != "dangling_port"]
+        after = await self.problems(checked)
+        new = [p for p in after if (p.code, p.pointer, p.message) not in before
+               and p.code not in ("dangling_port", MORE_PROBLEMS)]  # fmt: skip
         if new:
             raise FlowInvalid(new)
         self.put_draft(checked.model_dump(by_alias=True), user)
@@ -253,7 +289,7 @@ class FlowService:
         self.store.put_draft(checked.id, checked.model_dump(by_alias=True), user)
         return checked
 
-    def suggestion(self, flow_id: str) -> dict[str, Any]:
+    async def suggestion(self, flow_id: str) -> dict[str, Any]:
         """The draft against what runs (or the latest save, if nothing runs): the change a human approves."""
         document, editor = self.draft(flow_id)
         summary = next((f for f in self.store.list_flows() if f["id"] == flow_id), None)
@@ -267,7 +303,7 @@ class FlowService:
         empty = FlowDocument(id=draft.id)
         return {"flow": flow_id, "change_digest": change_digest(document), "edited_by": editor, "against": against,
                 "diff": diff_flows(base or empty, draft).to_dict(),
-                "problems": [p.to_dict() for p in self.problems(draft)]}  # fmt: skip
+                "problems": [p.to_dict() for p in await self.problems(draft)]}  # fmt: skip
 
     def approve_fleet_action(self, flow_id: str, action: str, arguments: dict[str, Any], approver: str,
                              digest: str | None = None) -> dict[str, Any]:  # fmt: skip
@@ -289,13 +325,13 @@ class FlowService:
             raise ApiError(403, "self_approval", f"{caller!r} approved this change and cannot also carry it out")
         return approved_by
 
-    def approve(self, flow_id: str, action: str, digest: str, approver: str,
-                target: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    async def approve(self, flow_id: str, action: str, digest: str, approver: str,
+                      target: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
         """A human's approval of one exact change; never the change's own author. A deploy's approval may name
         where it goes (`target`: {"gateway": id} or {"labels": {...}}): the agent must then deploy exactly there."""
         if action not in self.ACTIONS:
             raise ApiError(422, "invalid", f"action must be one of {list(self.ACTIONS + self.FLEET_ACTIONS)}")
-        suggestion = self.suggestion(flow_id)
+        suggestion = await self.suggestion(flow_id)
         if suggestion["change_digest"] != digest:
             raise ApiError(409, "change_moved", f"the draft of {flow_id!r} is now change "
                            f"{suggestion['change_digest'][:12]}, not {digest[:12]}: review it again")  # fmt: skip
@@ -317,12 +353,10 @@ class FlowService:
             raise ApiError(403, "self_approval", f"{caller!r} approved this change and cannot also apply it")
         return document, approved_by
 
-    def apply_draft(self, flow_id: str, document: dict[str, Any], user: str) -> FlowVersion:
+    async def apply_draft(self, flow_id: str, document: dict[str, Any], user: str) -> FlowVersion:
         """Save the draft as the flow's next version (a new flow's first); the draft is then gone."""
         checked = validate_flow(document)
-        problems = self.problems(checked)
-        if problems:
-            raise FlowInvalid(problems)
+        await self.plan(checked.model_dump(by_alias=True))  # FlowInvalid: every problem, nothing saved
         exists = any(f["id"] == flow_id for f in self.store.list_flows())
         saved = self.save(checked, self.store.get_flow(flow_id).version if exists else None, user)
         self.store.delete_draft(flow_id)

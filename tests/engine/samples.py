@@ -1,4 +1,4 @@
-"""Spec-shaped sample records of every type, shared by the engine and runtime tests."""
+"""Spec-shaped sample records of every type, and sample flows, shared by the engine and runtime tests."""
 
 from __future__ import annotations
 
@@ -75,3 +75,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "metadata": {},
     },
 }
+
+
+def fully_wired(flow_id: str, count: int) -> dict[str, Any]:
+    """A flow of `count` validators, each one's clean output wired to every validator's input, its own included:
+    one strongly connected component holding more simple cycles than anyone can list (issue #41, V3)."""
+    names = [f"v{i:02d}" for i in range(count)]
+    return {"id": flow_id, "nodes": [{"id": name, "type": "validator"} for name in names],
+            "edges": [{"from": f"{a}:clean", "to": f"{b}:in"} for a in names for b in names]}  # fmt: skip

@@ -9,6 +9,8 @@ import pytest
 
 from streamforge.engine.flow import (
     MAX_DOCUMENT_BYTES,
+    MAX_EDGES,
+    MAX_NODES,
     diff_flows,
     dump_flow,
     flow_json_schema,
@@ -88,6 +90,26 @@ def test_malformed_json_and_oversized_documents() -> None:
         load_flow(json.dumps(doc(label="x" * (10 * 1024 * 1024))))
     (problem,) = oversized.value.problems
     assert problem.code == "too_large" and f"{MAX_DOCUMENT_BYTES:,}" in problem.message
+
+
+def test_a_document_over_the_caps_is_refused_by_its_counts_alone() -> None:
+    """V3: every way a document comes in (stored, saved, imported) counts its nodes and wires first: one problem
+    each, located, saying the limit; the nodes' own errors are not even looked at."""
+    nodes = [{"id": f"n{i}", "type": "validator", "x": "not a number"} for i in range(MAX_NODES + 1)]
+    edges = [{"from": "a:out", "to": "b:in"}] * (MAX_EDGES + 1)
+    with pytest.raises(FlowInvalid) as caught:
+        load_flow(json.dumps(doc(nodes=nodes, edges=edges)))
+    assert [(p.code, p.pointer, p.message, p.hint) for p in caught.value.problems] == [
+        ("too_many_nodes", "/nodes", f"the flow has {MAX_NODES + 1:,} nodes; a flow holds at most {MAX_NODES:,}",
+         "split it into several flows"),
+        ("too_many_edges", "/edges", f"the flow has {MAX_EDGES + 1:,} edges; a flow holds at most {MAX_EDGES:,}",
+         "split it into several flows"),
+    ]  # fmt: skip
+    at_the_caps = doc(
+        nodes=[{"id": f"n{i}", "type": "validator"} for i in range(MAX_NODES)],
+        edges=[{"from": f"n{i % MAX_NODES}:clean", "to": f"n{i // MAX_NODES}:in"} for i in range(MAX_EDGES)],
+    )
+    assert len(validate_flow(at_the_caps).edges) == MAX_EDGES  # fmt: skip
 
 
 def test_diff_ignores_moves_and_reports_the_rest() -> None:

@@ -20,9 +20,9 @@ def register(kit: Toolkit) -> None:
         "change_digest a human approves. Changes nothing."
     )
     async def suggest_config_change(ctx: Context, flow_id: str) -> str:
-        def act(who: User) -> Any:
+        async def act(who: User) -> Any:
             return {
-                **flows.suggestion(flow_id),
+                **(await flows.suggestion(flow_id)),
                 "next": "ask a human (another Engineer or Admin) to approve this change_digest with POST "
                 f'/api/v1/flows/{flow_id}/approvals {{"action": "deploy" or "apply", "change_digest"}}; '
                 "they give you a single-use approval_token",
@@ -44,7 +44,7 @@ def register(kit: Toolkit) -> None:
                 document, approved_by = flows.spend_approval(flow_id, action, approval_token, who.username, target)
                 approver.append(approved_by)
                 has_draft = store.draft(flow_id) is not None
-                saved = flows.apply_draft(flow_id, document, who.username) if has_draft else None
+                saved = await flows.apply_draft(flow_id, document, who.username) if has_draft else None
                 result: dict[str, Any] = {
                     "flow": flow_id,
                     "approved_by": approved_by,

@@ -21,8 +21,8 @@ def register(kit: Toolkit) -> None:
 
     async def edit_tool(ctx: Context, tool: str, arguments: dict[str, Any], flow_id: str,
                         change: Callable[[dict[str, Any]], None]) -> str:  # fmt: skip
-        def act(who: User) -> Any:
-            return flows.edit_draft(flow_id, who.username, change)
+        async def act(who: User) -> Any:
+            return await flows.edit_draft(flow_id, who.username, change)
 
         return await run(ctx, tool, Role.ENGINEER, arguments, flow_id, act)
 
@@ -52,7 +52,7 @@ def register(kit: Toolkit) -> None:
         config: dict[str, Any] | None = None,
         after: str | None = None,
     ) -> str:
-        def act(who: User) -> Any:
+        async def act(who: User) -> Any:
             cls = node_types.get(node_type)
             if cls is None:
                 raise ApiError(
@@ -67,7 +67,8 @@ def register(kit: Toolkit) -> None:
                 raise ApiError(409, "conflict", f"node id {new_id!r} is taken in {flow_id!r}")
             x, y = placement(document, cls.kind, after)
             spec = {"id": new_id, "type": node_type, "name": name, "x": x, "y": y, "config": config or {}}
-            return {"node_id": new_id, **flows.edit_draft(flow_id, who.username, lambda d: d["nodes"].append(spec))}
+            edited = await flows.edit_draft(flow_id, who.username, lambda d: d["nodes"].append(spec))
+            return {"node_id": new_id, **edited}
 
         arguments = {"flow_id": flow_id, "node_type": node_type, "node_id": node_id, "name": name, "config": config,
                      "after": after}  # fmt: skip
@@ -141,8 +142,8 @@ def register(kit: Toolkit) -> None:
         "port and a hint. An empty list means it can be deployed.",
     )
     async def validate_flow_draft(ctx: Context, flow_id: str) -> str:
-        def act(who: User) -> Any:
-            problems: list[Problem] = flows.problems(parse_flow(flows.draft(flow_id)[0]))
+        async def act(who: User) -> Any:
+            problems: list[Problem] = await flows.problems(parse_flow(flows.draft(flow_id)[0]))
             return {"flow": flow_id, "valid": not problems, "problems": [p.to_dict() for p in problems]}
 
         return await run(ctx, "validate_flow", Role.VIEWER, {"flow_id": flow_id}, flow_id, act)

@@ -72,14 +72,11 @@ def register(kit: Toolkit) -> None:
         "config paths), wires added/removed. Moves on the canvas are not changes."
     )
     async def compare_configs(ctx: Context, flow_id: str, from_version: int, to_version: int) -> str:
-        return await run(
-            ctx,
-            "compare_configs",
-            Role.VIEWER,
-            {"flow_id": flow_id, "from_version": from_version, "to_version": to_version},
-            flow_id,
-            lambda who: flows.diff(flow_id, from_version, to_version).to_dict(),
-        )
+        async def act(who: User) -> Any:
+            return (await flows.diff(flow_id, from_version, to_version)).to_dict()
+
+        arguments = {"flow_id": flow_id, "from_version": from_version, "to_version": to_version}
+        return await run(ctx, "compare_configs", Role.VIEWER, arguments, flow_id, act)
 
     @server.tool(description="The Avro record schemas (telemetry, event, alarm, aggregate, dead letter).")
     async def get_schemas(ctx: Context) -> str:

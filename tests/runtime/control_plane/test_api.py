@@ -14,14 +14,16 @@ import httpx
 import pytest
 import websockets
 
-from streamforge.engine.flow import dump_flow, validate_flow
+from streamforge.engine.flow import MAX_DOCUMENT_BYTES, MAX_NODES, dump_flow, validate_flow
 from streamforge.engine.node_types import load_node_types
+from streamforge.engine.problems import MAX_PROBLEMS
 from streamforge.runtime.control_plane.app import ControlPlane, control_plane_app, fleet_flusher
 from streamforge.runtime.control_plane.auth import Role, ensure_admin, hash_password
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.up import local_gateway
+from tests.engine.samples import fully_wired
 
 
 @dataclass
@@ -312,6 +314,54 @@ async def test_malformed_bodies_and_parameters_get_the_error_shape_never_a_500(a
         assert answer.status_code == status, (method, path, answer.status_code, answer.text)
         error = answer.json()["error"]
         assert set(error) >= {"code", "message"} and says in error["message"], (path, error)
+
+
+async def test_changes_of_a_fully_wired_flow_is_one_cycle_problem_in_a_bounded_answer(api: Api) -> None:
+    """V3: 9 fully wired validators (3.3 KB) made a Viewer's /changes answer 23.6 MB of cycles after 5.6 s; 12 now
+    answer one problem for their one strongly connected component."""
+    answer = await api.http.post("/flows/wired/changes", json=fully_wired("wired", 12), headers=api.as_("viewer"))
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["modified"] is None and [p["code"] for p in body["problems"]] == ["cycle"]
+    assert body["problems"][0]["message"].startswith("cycle v00 -> v00: records would loop forever; 12 nodes ")
+    assert len(answer.content) < 2_000
+
+
+async def test_a_flow_over_the_node_cap_is_refused_located_wherever_it_comes_in(api: Api) -> None:
+    """V3: 50,000 nodes in a Viewer's /changes held the control plane 238 s; every way in now refuses a flow over
+    the cap by its count, with the limit and where, and stores nothing."""
+    viewer, engineer = api.as_("viewer"), api.as_("engineer")
+    huge = {"id": "huge", "nodes": [{"id": f"n{i}", "type": "validator"} for i in range(50_000)], "edges": []}
+    over = {**huge, "nodes": huge["nodes"][: MAX_NODES + 1]}
+    for method, path, body, headers in (
+        ("POST", "/flows/huge/changes", huge, viewer),
+        ("POST", "/flows", over, engineer),
+        ("PUT", "/flows/huge", over, engineer),
+        ("POST", "/flows/import", over, engineer),
+    ):
+        refused = await api.http.request(method, path, content=json.dumps(body), headers=headers)
+        assert refused.status_code == 422, (path, refused.text)
+        count = len(body["nodes"])
+        assert refused.json()["error"]["problems"] == [{
+            "code": "too_many_nodes", "message": f"the flow has {count:,} nodes; a flow holds at most {MAX_NODES:,}",
+            "pointer": "/nodes", "hint": "split it into several flows"}], path  # fmt: skip
+    assert "huge" not in {f["id"] for f in (await api.http.get("/flows", headers=viewer)).json()}
+    padded = json.dumps({**huge, "label": "x" * MAX_DOCUMENT_BYTES})  # refused by its length, before it is decoded
+    refused = await api.http.post("/flows/huge/changes", content=padded, headers=viewer)
+    assert refused.status_code == 422 and refused.json()["error"]["problems"][0]["code"] == "too_large"
+
+
+async def test_an_import_of_many_broken_nodes_answers_a_bounded_list(api: Api) -> None:
+    """V3: the problems of an import are listed up to MAX_PROBLEMS, then one entry counting the rest."""
+    broken = {"id": "broken_many", "nodes": [{"id": f"v{i:04d}", "type": "validator"} for i in range(MAX_NODES)]}
+    refused = await api.http.post("/flows/import", content=json.dumps(broken), headers=api.as_("engineer"))
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["message"] == f"{MAX_NODES} problem(s) in the flow" and len(error["problems"]) == MAX_PROBLEMS + 1
+    assert error["problems"][-1] == {"code": "more_problems",
+                                     "message": f"{MAX_NODES - MAX_PROBLEMS:,} more problems not shown "
+                                     f"({MAX_NODES:,} in all)", "pointer": "",
+                                     "hint": "fix these first; the rest are listed once they fit"}  # fmt: skip
 
 
 async def test_changes_are_what_a_deploy_would_restart_by_the_compilers_fingerprints(api: Api) -> None:
