@@ -29,6 +29,7 @@ PING_TIMEOUT_S = 5.0
 LINK_SILENCE_S = 2 * METRICS_PUSH_S + 1  # a gateway that pushes metrics and is silent this long has lost its link
 TAP_RECORDS_PER_S = 20  # a debug panel is for eyes: a bounded sample, never a firehose
 ID = Annotated[str, Field(min_length=1, max_length=200)]
+REGISTRATION_BYTES = 16 * 1024  # a registration's whole body (its fields are bounded apart, far below)
 
 
 class Part(BaseModel):
@@ -59,20 +60,33 @@ def _printable(text: str) -> str:
     return shown
 
 
+def json_at_most(limit: int) -> AfterValidator:
+    """A field whose JSON is at most `limit` bytes: what an unauthenticated caller may make the control plane keep."""
+
+    def check(value: Any) -> Any:
+        size = len(json.dumps(value, separators=(",", ":")))
+        if size > limit:
+            raise ValueError(f"at most {limit} bytes as JSON, got {size}: send less")
+        return value
+
+    return AfterValidator(check)
+
+
 class Registration(Message):
     """First boot, and every retry until approved. The registration secret proves it is the gateway that
-    registered; the X25519 public key is what its secrets are sealed to."""
+    registered (a known instance id with another secret is a new identity); the X25519 public key is what its
+    secrets are sealed to. Every field is bounded: anyone who reaches the control plane may send one."""
 
     name: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
     instance_id: ID
     secret: Annotated[str, Field(min_length=1, max_length=500)]
     public_key: Annotated[str, Field(min_length=1, max_length=200)]
-    labels: dict[str, str] | list[str] = Field(default_factory=dict)
-    version: str | None = None
-    node_types: dict[str, Any] | None = None
-    disk: dict[str, Any] | None = None
-    hostname: str | None = None
-    enrolment_key: str | None = None
+    labels: Annotated[dict[str, str] | list[str], json_at_most(2048)] = Field(default_factory=dict)
+    version: Annotated[str, Field(max_length=64)] | None = None
+    node_types: Annotated[dict[str, Any], json_at_most(8192)] | None = None
+    disk: Annotated[dict[str, Any], json_at_most(256)] | None = None
+    hostname: Annotated[str, Field(max_length=255)] | None = None
+    enrolment_key: Annotated[str, Field(max_length=200)] | None = None
 
 
 class NodeHealth(Part):
@@ -127,6 +141,7 @@ class RegistrationAnswer(Message):
     token: str | None = None
     expires_at: float | None = None
     message: str | None = None
+    claims: str | None = None  # a new identity whose instance id another gateway holds: that gateway's id
 
 
 class DesiredState(Message):

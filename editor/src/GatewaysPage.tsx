@@ -1,4 +1,5 @@
-/** The fleet: every gateway with its approval, health and running versions; approve, assign, roll back. */
+/** The fleet: every gateway with its approval, health and running versions; approve, replace, reject, delete, assign,
+ * roll back. */
 import { useCallback, useEffect, useState } from 'react';
 import { ApiError, type Api } from './api';
 import { PageFrame, type PageMessage } from './PageFrame';
@@ -60,8 +61,21 @@ export function GatewaysPage({ api, session, onClose }: { api: Api; session: Ses
     }
   };
 
+  const nameOf = (id: string) => gateways.find((g) => g.id === id)?.name ?? id;
+  const pending = gateways.filter((g) => g.status === 'pending');
+
   return (
     <PageFrame title="Gateways" testId="gateways-page" onClose={onClose} message={message} onDismiss={() => setMessage(null)}>
+      {isAdmin && pending.length > 0 && (
+        <p className="bulk">
+          <button
+            onClick={() => void act(`Reject ${pending.length} pending`, () => api.rejectPending(pending.map((g) => g.id)))}
+            data-testid="reject-all-pending"
+          >
+            Reject all pending ({pending.length})
+          </button>
+        </p>
+      )}
       {canAssign && (
         <AssignForm api={api} flows={flows} gateways={gateways} onAssign={(what, run) => void act(what, run)} />
       )}
@@ -87,6 +101,12 @@ export function GatewaysPage({ api, session, onClose }: { api: Api; session: Ses
                 {g.name}
                 <br />
                 <small>{g.id}</small>
+                {g.claims && (
+                  <div className="error" data-testid="claims" title="It cannot prove it is that gateway: replace that gateway with it only if you rebuilt it">
+                    claims the instance id of gateway {nameOf(g.claims)} ({g.claims})
+                  </div>
+                )}
+                {g.replaced_by && <div data-testid="replaced-by">replaced by {nameOf(g.replaced_by)}</div>}
               </td>
               <td data-testid="approval">{g.status}</td>
               <td>
@@ -113,13 +133,29 @@ export function GatewaysPage({ api, session, onClose }: { api: Api; session: Ses
               </td>
               <td>{ago(g.last_seen)}</td>
               <td className="actions">
-                {isAdmin && g.status !== 'approved' && (
+                {isAdmin && g.claims && g.status !== 'rejected' && (
+                  <button
+                    className="primary"
+                    onClick={() => void act(`Replace ${nameOf(g.claims!)} with ${g.id}`, () => api.replaceGateway(g.id, g.claims!))}
+                    data-testid="replace"
+                  >
+                    Replace {nameOf(g.claims)}
+                  </button>
+                )}
+                {isAdmin && !g.claims && (g.status === 'pending' || g.status === 'rejected') && (
                   <button className="primary" onClick={() => void act(`Approve ${g.name}`, () => api.decide(g.id, 'approve'))}>
                     Approve
                   </button>
                 )}
                 {isAdmin && g.status === 'pending' && (
-                  <button onClick={() => void act(`Reject ${g.name}`, () => api.decide(g.id, 'reject'))}>Reject</button>
+                  <button onClick={() => void act(`Reject ${g.name}`, () => api.decide(g.id, 'reject'))} data-testid="reject">
+                    Reject
+                  </button>
+                )}
+                {isAdmin && g.status !== 'approved' && (
+                  <button onClick={() => void act(`Delete ${g.name}`, () => api.deleteGateway(g.id))} data-testid="delete">
+                    Delete
+                  </button>
                 )}
                 {canAssign && g.status === 'approved' && (
                   <button

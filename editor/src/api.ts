@@ -81,6 +81,12 @@ export class Api {
   decide = (id: string, decision: 'approve' | 'reject') => this.call<GatewaySummary>('POST', `/gateways/${id}/${decision}`);
   assign = (flow: string, version: number, target: { gateway: string } | { labels: Record<string, string> }) =>
     this.call<{ gateways: string[] }>('POST', '/assignments', { flow, version, ...target });
+  /** The gateway `id` (a new identity) takes the place of `replaces`: name, labels, assignments; the old one retires. */
+  replaceGateway = (id: string, replaces: string) =>
+    this.call<GatewaySummary>('POST', `/gateways/${id}/replace`, { replaces });
+  deleteGateway = (id: string) => this.call<void>('DELETE', `/gateways/${id}`);
+  rejectPending = (ids: string[] | 'all') =>
+    this.call<{ rejected: string[] }>('POST', '/gateways/reject', ids === 'all' ? { all_pending: true } : { gateways: ids });
   rollback = (id: string) => this.call<{ rolled_back: Record<string, number> }>('POST', `/gateways/${id}/rollback`);
   alarms = (filters: Record<string, string>) =>
     this.call<{ alarms: Alarm[]; counts: AlarmCounts }>('GET', `/alarms${query(filters)}`);

@@ -199,8 +199,12 @@ export interface TapRecord {
 export interface GatewaySummary {
   id: string;
   name: string;
-  status: 'pending' | 'approved' | 'rejected';
+  status: 'pending' | 'approved' | 'rejected' | 'retired';
   health: string;
+  /** A new identity whose instance id this other gateway holds (rebuilt, or an impostor): an Admin decides. */
+  claims: string | null;
+  /** A retired gateway: the one that replaced it. */
+  replaced_by: string | null;
   labels: Record<string, string>;
   version: string | null;
   last_seen: number | null;

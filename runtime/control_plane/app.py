@@ -38,6 +38,7 @@ from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError
 from streamforge.runtime.http import serve_app
 from streamforge.runtime.limits import SMALL_BODY_BYTES, BodyLimit
 from streamforge.runtime.logs import LogRing
+from streamforge.runtime.protocol import REGISTRATION_BYTES
 
 HEARTBEAT_FLUSH_S = 5.0
 PRUNE_EVERY_S = 600.0  # pushed metrics history and logs: dropped past their age and size bounds this often
@@ -85,12 +86,14 @@ def registry_guard(control_plane: ControlPlane) -> Callable[[Request, bool], Non
                 header = "Bearer " + base64.b64decode(value).decode().partition(":")[2]
         try:
             token = bearer_token(header, "token>, or basic auth with an API token as the password")
-            if token.count(".") == 2:  # a JWT: a gateway's
-                caller_is(f"gateway:{fleet.signer.verify(token).gateway_id}", "gateway")
+            if token.count(".") == 2:  # a JWT: a gateway's, good only while that gateway is approved
+                caller_is(f"gateway:{fleet.gateway_of(token)['id']}", "gateway")
                 return
             user = authenticate_header(store, header)
             caller_is(user.username, user.role.name.lower())
         except ApiError as refused:
+            if refused.status == 403:
+                raise SchemaApiError(403, 40301, refused.message) from None
             raise SchemaApiError(401, 40101, refused.message) from None
         if write:
             try:
@@ -124,7 +127,8 @@ def control_plane_app(control_plane: ControlPlane, extra_routes: Iterable[BaseRo
         return JSONResponse({"status": "HEALTHY", "component": "control-plane", "gateways": counts})
 
     async def exposition(request: Request) -> Response:
-        gateways.clear()
+        for gauge in (gateways, seen, up, linked):  # a deleted, renamed or replaced gateway leaves no stale series
+            gauge.clear()
         rows = fleet.gateways()
         fleet.metrics.forget({row["id"] for row in rows})
         for row in rows:
@@ -150,7 +154,8 @@ def control_plane_app(control_plane: ControlPlane, extra_routes: Iterable[BaseRo
     ]
     app = AuditTrail(Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS), control_plane.store)
     # Anyone who reaches the port can send to these two before any credential is checked.
-    return BodyLimit(app, small={"/api/v1/auth/login": SMALL_BODY_BYTES, "/api/v1/gateways/register": SMALL_BODY_BYTES})
+    return BodyLimit(app, small={"/api/v1/auth/login": SMALL_BODY_BYTES,
+                                 "/api/v1/gateways/register": REGISTRATION_BYTES})  # fmt: skip
 
 
 @contextlib.asynccontextmanager

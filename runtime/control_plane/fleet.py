@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import secrets
 import sqlite3
 import time
@@ -17,7 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
+
+from limits import RateLimitItem, parse
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from streamforge.engine.flow import validate_flow
 from streamforge.engine.node_types import NodeTypes
@@ -52,6 +57,9 @@ log = logging.getLogger("streamforge.fleet")
 
 POLL_INTERVAL_S = 30.0
 MISSED_HEARTBEATS_OFFLINE = 3  # spec: OFFLINE after 3 missed heartbeats
+# Per client address: every registration call (a pending gateway retries every 5 s), and the new identities
+# among them (what fills the Gateways page).
+REGISTRATIONS, NEW_GATEWAYS = "120/minute", "10/minute"
 LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-/")
 
 
@@ -59,6 +67,7 @@ class Approval(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
     REJECTED = "rejected"
+    RETIRED = "retired"  # replaced by another identity; kept for its history
 
 
 def _now() -> str:
@@ -115,14 +124,33 @@ class Waiter:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+Throttle = tuple[RateLimitItem, MovingWindowRateLimiter]
+
+
+def throttle(rate: str) -> Throttle:
+    """A per-client-address limit such as "120/minute" (a moving window: no burst at a window's edge)."""
+    return parse(rate), MovingWindowRateLimiter(MemoryStorage())
+
+
+class Registered(NamedTuple):
+    """What a registration answered, and whether it made a new identity (claiming the instance id of `claims`)."""
+
+    status: int
+    body: dict[str, Any]
+    created: bool = False
+    claims: str | None = None
+
+
 class FleetService:
     """Gateways and what they should run. The gateway always initiates (register, sync); the control plane
     answers with desired state and, over a websocket, only ever says "poll now"."""
 
     def __init__(self, store: Store, node_types: NodeTypes, signer: TokenSigner,
-                 poll_interval_s: float = POLL_INTERVAL_S) -> None:  # fmt: skip
+                 poll_interval_s: float = POLL_INTERVAL_S, registrations_per_address: str = REGISTRATIONS,
+                 new_gateways_per_address: str = NEW_GATEWAYS) -> None:  # fmt: skip
         self.store, self.node_types, self.signer = store, node_types, signer
         self.poll_interval_s = poll_interval_s
+        self._registrations, self._identities = throttle(registrations_per_address), throttle(new_gateways_per_address)
         # ETags hide secret values' digests behind a key that outlives restarts: a restarted control plane
         # answers 304 to gateways that are up to date instead of sending every one its state again.
         self._etag_key = store.derived_key("gateway-etag")
@@ -186,11 +214,14 @@ class FleetService:
         labels: dict[str, str] = json.loads(row["labels"])
         return labels
 
-    def register(self, registration: Registration) -> tuple[int, dict[str, Any]]:
+    def register(self, registration: Registration, address: str) -> Registered:
         """First boot, and every retry until approved. 202 pending; 200 with a token once approved.
 
-        The registration secret proves the caller is the gateway that registered: a gateway that comes back
-        with the same instance id and another secret (its disk was lost) is pending again, with the same id.
+        Instance ids are not secrets (any Viewer reads them): possession of the registration secret is what proves
+        the caller is a gateway already known. A caller with a known instance id and another secret (a gateway
+        rebuilt after a disk loss, or an impostor) never changes that gateway: it becomes a new pending identity
+        beside it, which no enrolment key approves, until an Admin replaces the old one with it, rejects or deletes
+        it. `address` is the client's (never a forwarded header): new identities are rate limited by it.
         """
         if major(registration.protocol) != major(PROTOCOL):
             raise ApiError(422, "protocol", f"this control plane speaks fleet protocol {PROTOCOL}; the gateway "
@@ -201,13 +232,22 @@ class FleetService:
         info = {"version": registration.version, "node_types": registration.node_types, "disk": registration.disk,
                 "hostname": registration.hostname, "protocol": registration.protocol}  # fmt: skip
         secret_hash = token_digest(registration.secret)
-        row = self.store.db.execute(
-            "SELECT * FROM gateways WHERE instance_id = ?", (registration.instance_id,)
-        ).fetchone()
-        known = row is not None and hmac.compare_digest(row["secret_hash"], secret_hash)
-        # A key is spent only on what it approves: a gateway retrying with its own secret needs none.
-        preapproved = None if known else self._enrolment(registration.enrolment_key)
-        with self._writing_one(row["id"] if row is not None else None) as db:
+        same_instance = [dict(row) for row in self.store.db.execute(
+            "SELECT id, name, status, secret_hash, replaced_by FROM gateways WHERE instance_id = ? ORDER BY rowid",
+            (registration.instance_id,))]  # fmt: skip
+        # Each stored secret is compared in constant time: a wrong guess learns nothing of a right one.
+        own = next((row for row in same_instance if hmac.compare_digest(row["secret_hash"], secret_hash)), None)
+        if own is not None:
+            with self._writing_one(own["id"]) as db:
+                db.execute("UPDATE gateways SET info = ? WHERE id = ?", (json.dumps(info), own["id"]))
+            return Registered(*self._answer(own["id"], Approval(own["status"]), own["replaced_by"]))
+        holder = next((row for row in same_instance if row["status"] != Approval.RETIRED), None)
+        # A key approves only a gateway that claims nothing: an instance id already held waits for an Admin.
+        preapproved = None if holder is not None else self._enrolment(registration.enrolment_key)
+        self._throttle(self._identities, address, "new gateways")
+        gateway_id = f"gw_{uuid.uuid4().hex[:12]}"
+        status = Approval.APPROVED if preapproved is not None else Approval.PENDING
+        with self._writing_one(None) as db:
             if preapproved is not None:  # spent in the same transaction: two registrations cannot share one use
                 spent = db.execute(
                     "UPDATE enrolment_keys SET uses_left = uses_left - 1 WHERE key_hash = ? AND uses_left > 0",
@@ -216,57 +256,147 @@ class FleetService:
                 if not spent:
                     raise ApiError(403, "enrolment_invalid", "the enrolment key is used up; ask an Admin for a "
                                    "new one, or register without it and wait for approval")  # fmt: skip
-            if row is None:
-                gateway_id = f"gw_{uuid.uuid4().hex[:12]}"
-                status = Approval.APPROVED if preapproved is not None else Approval.PENDING
-                db.execute("INSERT INTO gateways (id, instance_id, name, status, secret_hash, public_key, labels, "
-                           "info, registered_at, decided_by, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           (gateway_id, registration.instance_id, registration.name, status, secret_hash,
-                            registration.public_key,
-                            json.dumps({**labels, **(preapproved or {})}), json.dumps(info), _now(),
-                            "enrolment key" if preapproved is not None else None,
-                            _now() if preapproved is not None else None))  # fmt: skip
-                log.info("gateway registered", extra={"gateway": gateway_id, "status": status})
-            else:
-                gateway_id, status = row["id"], Approval(row["status"])
-                if not hmac.compare_digest(row["secret_hash"], secret_hash):
-                    # Same instance, new secret: a rebuilt gateway. It keeps its id; a person approves it again.
-                    status = Approval.APPROVED if preapproved is not None else Approval.PENDING
-                    if row["status"] == Approval.REJECTED and preapproved is None:
-                        status = Approval.REJECTED
-                    db.execute("UPDATE gateways SET secret_hash = ?, public_key = ?, status = ?, name = ? "
-                               "WHERE id = ?", (secret_hash, registration.public_key, status, registration.name,
-                                                gateway_id))  # fmt: skip
-                    log.warning("gateway re-registered with a new secret", extra={"gateway": gateway_id,
-                                                                                   "status": status})  # fmt: skip
-                db.execute("UPDATE gateways SET info = ? WHERE id = ?", (json.dumps(info), gateway_id))
+            name = self._free_name(registration.name)
+            db.execute("INSERT INTO gateways (id, instance_id, name, status, secret_hash, public_key, labels, "
+                       "info, registered_at, decided_by, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (gateway_id, registration.instance_id, name, status, secret_hash, registration.public_key,
+                        json.dumps({**labels, **(preapproved or {})}), json.dumps(info), _now(),
+                        "enrolment key" if preapproved is not None else None,
+                        _now() if preapproved is not None else None))  # fmt: skip
+        claims = None if holder is None else str(holder["id"])
+        if claims is not None:
+            log.warning("a new identity claims a known instance id; pending until an Admin replaces, rejects or "
+                        "deletes it", extra={"gateway": gateway_id, "claims": claims, "address": address})  # fmt: skip
+        else:
+            log.info("gateway registered", extra={"gateway": gateway_id, "status": status})
+        status_code, body = self._answer(gateway_id, status, None)
+        if claims is not None:
+            body.update(
+                claims=claims,
+                message=f"instance id {registration.instance_id} is held by gateway {claims}; "
+                f"this is a new identity ({gateway_id}): an Admin replaces {claims} with it, or rejects it",
+            )
+        return Registered(status_code, body, created=True, claims=claims)
+
+    def _answer(self, gateway_id: str, status: Approval, replaced_by: str | None) -> tuple[int, dict[str, Any]]:
         if status is Approval.REJECTED:
             raise ApiError(403, "rejected", f"gateway {gateway_id} was rejected by an Admin; it gets no config")
+        if status is Approval.RETIRED:
+            raise ApiError(403, "replaced", f"gateway {gateway_id} was replaced by gateway {replaced_by}; it gets no "
+                           "config")  # fmt: skip
         if status is Approval.PENDING:
             return 202, {"gateway_id": gateway_id, "status": status.value,
                          "message": "waiting for an Admin to approve this gateway"}  # fmt: skip
         token, expires = self.signer.issue(gateway_id)
         return 200, {"gateway_id": gateway_id, "status": status.value, "token": token, "expires_at": expires}
 
+    def admit_registration(self, address: str) -> None:
+        """Before a registration is even read: 429 when `address` (the client's own) sent too many lately."""
+        self._throttle(self._registrations, address, "registrations")
+
+    @staticmethod
+    def _throttle(limit: Throttle, address: str, what: str) -> None:
+        """429 with how long to wait when `address` is past `limit`."""
+        rate, limiter = limit
+        if limiter.hit(rate, address):
+            return
+        wait = max(1, math.ceil(limiter.get_window_stats(rate, address).reset_time - time.time()))
+        raise ApiError(429, "too_many_registrations", f"too many {what} from {address} ({rate}); try again in "
+                       f"{wait} s")  # fmt: skip
+
+    def _free_name(self, wanted: str) -> str:
+        """`wanted`, or `wanted-2`, `-3`, ... when a live gateway has it: names are unique among live gateways, and
+        a registration never fails (nor can be blocked by a squatter) for its name."""
+        taken = {row[0] for row in self.store.db.execute(
+            "SELECT name FROM gateways WHERE status != ? AND (name = ? OR name LIKE ?)",
+            (Approval.RETIRED, wanted, f"{wanted[:190]}-%"))}  # fmt: skip
+        name, number = wanted, 1
+        while name in taken:
+            number += 1
+            name = f"{wanted[:190]}-{number}"
+        return name
+
     async def approved(self, instance_id: str, timeout_s: float = 60.0) -> str:
-        """The id of the gateway with this instance id, once it has registered and is approved."""
+        """The id of the approved gateway with this instance id, once it has registered and been approved."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            row = self.store.db.execute("SELECT id, status FROM gateways WHERE instance_id = ?",
-                                        (instance_id,)).fetchone()  # fmt: skip
-            if row is not None and row["status"] == Approval.APPROVED:
+            row = self.store.db.execute("SELECT id FROM gateways WHERE instance_id = ? AND status = ?",
+                                        (instance_id, Approval.APPROVED)).fetchone()  # fmt: skip
+            if row is not None:
                 return str(row["id"])
             await asyncio.sleep(0.2)
         raise TimeoutError(f"gateway instance {instance_id} was not registered and approved within {timeout_s:.0f} s")
 
     def decide(self, gateway_id: str, approval: Approval, user: str) -> dict[str, Any]:
-        self._row(gateway_id)
+        row = self._row(gateway_id)
+        if row["status"] == Approval.RETIRED:
+            raise ApiError(409, "retired", f"gateway {gateway_id} was replaced by {row['replaced_by']}; delete it, or "
+                           "approve or reject its replacement")  # fmt: skip
         with self._writing_one(gateway_id) as db:
             db.execute("UPDATE gateways SET status = ?, decided_by = ?, decided_at = ? WHERE id = ?",
                        (approval, user, _now(), gateway_id))  # fmt: skip
         log.info("gateway decided", extra={"gateway": gateway_id, "status": approval, "user": user})
         self.notify({gateway_id})
         return self.details(gateway_id)
+
+    def reject_pending(self, gateway_ids: list[str] | None, user: str) -> list[str]:
+        """Reject these pending gateways (every pending one when None) in one transaction; the ids rejected.
+        An id that is unknown or not pending is a 409 naming it, and nothing is rejected."""
+        pending = {row[0] for row in self.store.db.execute("SELECT id FROM gateways WHERE status = ?",
+                                                             (Approval.PENDING,))}  # fmt: skip
+        chosen = sorted(pending) if gateway_ids is None else sorted(set(gateway_ids))
+        others = [gateway_id for gateway_id in chosen if gateway_id not in pending]
+        if others:
+            raise ApiError(409, "not_pending", f"not pending (or unknown): {', '.join(others[:20])}; only pending "
+                           "gateways are rejected in bulk: reject an approved one on its own")  # fmt: skip
+        with self._writing_one(None) as db:
+            db.executemany("UPDATE gateways SET status = ?, decided_by = ?, decided_at = ? WHERE id = ?",
+                           [(Approval.REJECTED, user, _now(), gateway_id) for gateway_id in chosen])  # fmt: skip
+        log.info("pending gateways rejected", extra={"count": len(chosen), "user": user})
+        self.notify(set(chosen))
+        return chosen
+
+    def replace(self, new_id: str, old_id: str, user: str) -> dict[str, Any]:
+        """The new identity takes the old gateway's place: its name, labels and own assignments move to it, it is
+        approved, and the old one is retired as "<name> (retired)" (its token and secret refused from now on, its
+        history kept)."""
+        new, old = self._row(new_id), self._row(old_id)
+        if new_id == old_id:
+            raise ApiError(422, "invalid", "a gateway cannot replace itself: name the old gateway's id in `replaces`")
+        for row, role in ((new, "replacement"), (old, "replaced gateway")):
+            if row["status"] == Approval.RETIRED:
+                raise ApiError(409, "retired", f"the {role} {row['id']} is already retired (replaced by "
+                               f"{row['replaced_by']})")  # fmt: skip
+        if new["status"] == Approval.REJECTED:
+            raise ApiError(409, "rejected", f"gateway {new_id} was rejected; approve it first if it is the replacement")
+        with self._writing_one(new_id) as db:
+            db.execute("UPDATE gateways SET status = ?, replaced_by = ?, decided_by = ?, decided_at = ?, name = ? "
+                       "WHERE id = ?", (Approval.RETIRED, new_id, user, _now(), f"{old['name'][:190]} (retired)",
+                                        old_id))  # fmt: skip
+            db.execute("UPDATE gateways SET name = ?, labels = ?, status = ?, decided_by = ?, decided_at = ? "
+                       "WHERE id = ?", (old["name"], json.dumps(old["labels"]), Approval.APPROVED, user, _now(),
+                                        new_id))  # fmt: skip
+            db.execute("UPDATE OR REPLACE assignments SET target = ? WHERE target_kind = 'gateway' AND target = ?",
+                       (new_id, old_id))  # fmt: skip
+        self._etags.pop(old_id, None)
+        log.warning("gateway replaced", extra={"gateway": old_id, "replaced_by": new_id, "user": user})
+        self.notify({new_id, old_id})
+        return self.details(new_id)
+
+    def delete(self, gateway_id: str, user: str, force: bool = False) -> None:
+        """Forget a gateway. An approved one that still has flows to run only with `force` (its own assignments
+        go with it); its alarm history stays."""
+        row = self._row(gateway_id)
+        wanted = self.wanted_versions(row) if row["status"] == Approval.APPROVED else {}
+        if wanted and not force:
+            raise ApiError(409, "has_flows", f"gateway {gateway_id} ({row['name']}) is approved and runs "
+                           f"{', '.join(sorted(wanted))}: unassign them first, or delete with ?force=true")  # fmt: skip
+        with self._writing_one(gateway_id) as db:
+            db.execute("DELETE FROM assignments WHERE target_kind = 'gateway' AND target = ?", (gateway_id,))
+            db.execute("DELETE FROM gateways WHERE id = ?", (gateway_id,))
+        self._heartbeats.pop(gateway_id, None)
+        log.warning("gateway deleted", extra={"gateway": gateway_id, "user": user, "forced": bool(wanted)})
+        self.notify({gateway_id})
 
     def set_labels(self, gateway_id: str, labels: dict[str, str]) -> dict[str, Any]:
         self._row(gateway_id)
@@ -279,12 +409,29 @@ class FleetService:
 
     def authenticate(self, authorization: str, gateway_id: str) -> dict[str, Any]:
         """The gateway behind a bearer JWT, which must be `gateway_id` and approved: 401 / 403 otherwise."""
-        claims = self.signer.verify(bearer_token(authorization, "gateway token>"))
-        if claims.gateway_id != gateway_id:
-            raise ApiError(403, "forbidden", f"this token belongs to gateway {claims.gateway_id}, not {gateway_id}")
-        row = self._row(gateway_id)
+        row = self.gateway_of(bearer_token(authorization, "gateway token>"))
+        if row["id"] != gateway_id:
+            raise ApiError(403, "forbidden", f"this token belongs to gateway {row['id']}, not {gateway_id}")
+        return row
+
+    def gateway_of(self, token: str) -> dict[str, Any]:
+        """The one check of a gateway JWT, wherever one is accepted (sync, renew, events, alarms, /schemas): signed
+        by us and unexpired (401), of a gateway that exists (401: register again) and is approved now (403 saying
+        what it is instead: pending, rejected, replaced)."""
+        claims = self.signer.verify(token)
+        found = self.store.db.execute("SELECT * FROM gateways WHERE id = ?", (claims.gateway_id,)).fetchone()
+        if found is None:
+            raise ApiError(401, "gateway_unknown", f"gateway {claims.gateway_id} is not registered (an Admin deleted "
+                           "it?): register again, and wait for approval")  # fmt: skip
+        row = self._decode(dict(found))
+        if row["status"] == Approval.RETIRED:
+            raise ApiError(403, "replaced", f"gateway {row['id']} was replaced by gateway {row['replaced_by']}: its "
+                           "token is no longer accepted")  # fmt: skip
+        if row["status"] == Approval.REJECTED:
+            raise ApiError(403, "rejected", f"gateway {row['id']} was rejected by an Admin: its token is no longer "
+                           "accepted")  # fmt: skip
         if row["status"] != Approval.APPROVED:
-            raise ApiError(403, "not_approved", f"gateway {gateway_id} is {row['status']}: an Admin must approve it")
+            raise ApiError(403, "not_approved", f"gateway {row['id']} is {row['status']}: an Admin must approve it")
         return row
 
     def renew(self, gateway_id: str) -> dict[str, Any]:
@@ -519,16 +666,30 @@ class FleetService:
         return self.health(self._row(gateway_id))
 
     def details(self, gateway_id: str) -> dict[str, Any]:
-        return self._summary(self._row(gateway_id), full=True)
+        return self._summary(self._row(gateway_id), self._holders(), full=True)
 
     def gateways(self) -> list[dict[str, Any]]:
-        return [self._summary(row) for row in self._rows()]
+        holders = self._holders()
+        return [self._summary(row, holders) for row in self._rows()]
 
-    def _summary(self, row: dict[str, Any], full: bool = False) -> dict[str, Any]:
+    def _holders(self) -> dict[str, str]:
+        """Instance id -> the gateway that holds it: the earliest registered that is not retired. Any other live
+        gateway with that instance id claims it (rebuilt, or an impostor) and waits for an Admin."""
+        holders: dict[str, str] = {}
+        live = self.store.db.execute("SELECT instance_id, id FROM gateways WHERE status != ? ORDER BY rowid",
+                                     (Approval.RETIRED,))  # fmt: skip
+        for instance_id, gateway_id in live:
+            holders.setdefault(instance_id, gateway_id)
+        return holders
+
+    def _summary(self, row: dict[str, Any], holders: dict[str, str], full: bool = False) -> dict[str, Any]:
         seen, report = self._last(row)
         report = report or {}
+        holder = holders.get(row["instance_id"])
         summary = {
             "id": row["id"], "name": row["name"], "status": row["status"], "health": self.health(row),
+            "claims": holder if row["status"] != Approval.RETIRED and holder not in (None, row["id"]) else None,
+            "replaced_by": row["replaced_by"],
             "labels": row["labels"], "version": row["info"].get("version"), "registered_at": row["registered_at"],
             "decided_by": row["decided_by"], "last_seen": seen, "running": report.get("flows", {}),
             "previous": report.get("previous", {}), "last_apply": report.get("last_apply"),

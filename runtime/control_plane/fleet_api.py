@@ -1,5 +1,5 @@
 """REST and websocket routes of the fleet: what gateways call (register, sync, renew, events) and what people
-call (list, approve, reject, label, assign, unassign, roll back)."""
+call (list, approve, reject, replace, delete, label, assign, unassign, roll back)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from streamforge.runtime.control_plane.auth import Role, User, role_guard
 from streamforge.runtime.control_plane.fleet import Approval, FleetService, parse_labels
 from streamforge.runtime.control_plane.live import UNAUTHORIZED
+from streamforge.runtime.control_plane.operations import audit_digest
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import ApiError, json_object, typed_body, whole_number
 from streamforge.runtime.protocol import LINK_SILENCE_S, Heartbeat, Registration, ToGateway
@@ -38,8 +39,22 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
     # -- called by gateways -------------------------------------------------------------------------
 
     async def register(request: Request) -> Response:
-        status, body = fleet.register(await typed_body(request, Registration, "the registration"))
-        return JSONResponse(body, status_code=status)
+        """Unauthenticated: rate limited by the client's own address (no forwarded header is trusted), JSON only
+        (a browser's cross-origin "simple" POST is text/plain: refused before it is read)."""
+        media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media_type != "application/json":
+            raise ApiError(415, "unsupported_media_type", f"a registration is sent as Content-Type: application/json, "
+                           f"not {media_type or 'no content type'}")  # fmt: skip
+        address = request.client.host if request.client else "unknown"
+        fleet.admit_registration(address)
+        registration = await typed_body(request, Registration, "the registration")
+        registered = fleet.register(registration, address)
+        if registered.created:  # what it asked, credentials left out
+            arguments = registration.model_dump(exclude={"secret", "enrolment_key"})
+            store.audit(f"unauthenticated ({address})", "gateway.register", audit_digest(arguments),
+                        registered.body["gateway_id"], registered.body["status"], None if registered.claims is None
+                        else f"claims the instance id of gateway {registered.claims}")  # fmt: skip
+        return JSONResponse(registered.body, status_code=registered.status)
 
     async def sync(request: Request) -> Response:
         row = fleet.authenticate(request.headers.get("authorization", ""), request.path_params["gateway"])
@@ -56,9 +71,9 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
     async def events(socket: WebSocket) -> None:
         """The gateway's own link, which everything the control plane asks of it travels over: poll notices,
         commands and taps one way; command results, tap records, metrics and logs the other (runtime/protocol)."""
-        gateway_id = socket.path_params["gateway"]
+        gateway_id, authorization = socket.path_params["gateway"], socket.headers.get("authorization", "")
         try:
-            fleet.authenticate(socket.headers.get("authorization", ""), gateway_id)
+            fleet.authenticate(authorization, gateway_id)
         except ApiError as refused:
             await socket.close(code=UNAUTHORIZED, reason=refused.message[:120])
             return
@@ -90,6 +105,11 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
                 if receiver in done:  # the gateway went away
                     return
                 if event in done:
+                    try:  # rejecting, replacing or deleting a gateway notifies it: its link ends here
+                        fleet.authenticate(authorization, gateway_id)
+                    except ApiError as refused:
+                        await socket.close(code=UNAUTHORIZED, reason=refused.message[:120])
+                        return
                     await socket.send_text(event.result().model_dump_json(exclude_none=True))
                     event = None
                 elif heard[1] and time.monotonic() - heard[0] > LINK_SILENCE_S:
@@ -142,6 +162,53 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
     @requires(Role.ADMIN)
     async def reject(request: Request, user: User) -> Response:
         return JSONResponse(fleet.decide(request.path_params["gateway"], Approval.REJECTED, user.username))
+
+    @requires(Role.ADMIN)
+    async def reject_many(request: Request, user: User) -> Response:
+        """Bulk reject: `{"gateways": ["gw_..."]}` or `{"all_pending": true}`."""
+        example = '{"gateways": ["gw_1a2b3c4d5e6f"]} or {"all_pending": true}'
+        body = await json_object(request, example)
+        chosen, everything = body.get("gateways"), body.get("all_pending") is True
+        valid_list = isinstance(chosen, list) and 0 < len(chosen) <= 10_000 and all(isinstance(g, str) for g in chosen)
+        if everything == valid_list:
+            raise ApiError(422, "invalid", f"name the pending gateways to reject, or all of them: {example}")
+        rejected = fleet.reject_pending(None if everything else chosen, user.username)
+        for gateway_id in rejected:
+            store.audit(user.username, "gateway.reject", audit_digest(body), gateway_id, "ok", "bulk")
+        return JSONResponse({"rejected": rejected})
+
+    @requires(Role.ADMIN)
+    async def replace(request: Request, user: User) -> Response:
+        """The gateway in the path (a new identity) takes the place of `{"replaces": "gw_old"}`."""
+        body = await json_object(request, '{"replaces": "gw_1a2b3c4d5e6f"}')
+        old = body.get("replaces")
+        if not isinstance(old, str) or not old:
+            raise ApiError(422, "invalid", '`replaces` is the id of the gateway to replace: {"replaces": "gw_..."}')
+        new = request.path_params["gateway"]
+        arguments = {"gateway": new, "replaces": old}
+        try:
+            replaced = fleet.replace(new, old, user.username)
+        except ApiError as refused:
+            store.audit(user.username, "gateway.replace", audit_digest(arguments), new, "refused", refused.message)
+            raise
+        store.audit(user.username, "gateway.replace", audit_digest(arguments), new, "ok", f"replaces {old}")
+        return JSONResponse(replaced)
+
+    @requires(Role.ADMIN)
+    async def delete(request: Request, user: User) -> Response:
+        """Forget a gateway; an approved one with flows to run only with ?force=true."""
+        gateway_id, force = request.path_params["gateway"], request.query_params.get("force", "false")
+        if force not in ("true", "false"):
+            raise ApiError(400, "bad_request", f"force is true or false, not {force[:20]!r}")
+        arguments = {"gateway": gateway_id, "force": force == "true"}
+        try:
+            fleet.delete(gateway_id, user.username, force == "true")
+        except ApiError as refused:
+            store.audit(user.username, "gateway.delete", audit_digest(arguments), gateway_id, "refused",
+                        refused.message)  # fmt: skip
+            raise
+        store.audit(user.username, "gateway.delete", audit_digest(arguments), gateway_id, "ok")
+        return Response(status_code=204)
 
     @requires(Role.ADMIN)
     async def labels(request: Request, user: User) -> Response:
@@ -202,6 +269,9 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
         Route("/gateways/{gateway}/metrics", metrics_history),
         Route("/gateways/{gateway}/approve", approve, methods=["POST"]),
         Route("/gateways/{gateway}/reject", reject, methods=["POST"]),
+        Route("/gateways/reject", reject_many, methods=["POST"]),
+        Route("/gateways/{gateway}/replace", replace, methods=["POST"]),
+        Route("/gateways/{gateway}", delete, methods=["DELETE"]),
         Route("/gateways/{gateway}/labels", labels, methods=["PUT"]),
         Route("/gateways/{gateway}/rollback", rollback, methods=["POST"]),
         Route("/assignments", assignments_list),

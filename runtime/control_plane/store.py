@@ -97,6 +97,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE apply_failures (gateway_id TEXT NOT NULL, flow_id TEXT NOT NULL, version INTEGER NOT NULL,
                                  cause TEXT NOT NULL, at TEXT NOT NULL, PRIMARY KEY (gateway_id, flow_id));
     """,
+    # Instance ids are not secrets: several identities may claim one (a rebuilt gateway, or an impostor), each
+    # pending beside the gateway that holds it until an Admin replaces, rejects or deletes it.
+    """
+    CREATE TABLE gateways_new (id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, name TEXT NOT NULL,
+                               status TEXT NOT NULL, secret_hash TEXT NOT NULL, public_key TEXT NOT NULL,
+                               labels TEXT NOT NULL, info TEXT NOT NULL, registered_at TEXT NOT NULL,
+                               decided_by TEXT, decided_at TEXT, last_seen REAL, heartbeat TEXT, replaced_by TEXT);
+    INSERT INTO gateways_new (id, instance_id, name, status, secret_hash, public_key, labels, info, registered_at,
+                              decided_by, decided_at, last_seen, heartbeat)
+        SELECT id, instance_id, name, status, secret_hash, public_key, labels, info, registered_at, decided_by,
+               decided_at, last_seen, heartbeat FROM gateways;
+    DROP TABLE gateways;
+    ALTER TABLE gateways_new RENAME TO gateways;
+    CREATE INDEX gateways_by_instance ON gateways (instance_id);
+    """,
 )
 
 

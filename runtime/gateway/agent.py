@@ -49,6 +49,7 @@ from streamforge.runtime.protocol import (
     ApplyResult,
     Heartbeat,
     Registration,
+    RegistrationAnswer,
 )
 
 log = logging.getLogger("streamforge.gateway.sync")
@@ -370,7 +371,12 @@ class SyncAgent:
         response = await self._http.post("/gateways/register", content=self._registration().model_dump_json(),
                                          headers={"Content-Type": "application/json"})  # fmt: skip
         if response.status_code == 202:
-            self.status.gateway_id, self.status.approval = response.json()["gateway_id"], "pending"
+            answer = RegistrationAnswer.model_validate(response.json())
+            self.status.gateway_id, self.status.approval = answer.gateway_id, "pending"
+            if answer.claims is not None:  # our instance id is held by an identity we cannot prove we are
+                self.status.last_error = answer.message
+                log.warning("registered as a new identity; an Admin must replace the old one with it",
+                            extra={"gateway": answer.gateway_id, "claims": answer.claims})  # fmt: skip
             return False
         if response.status_code != 200:
             raise ControlPlaneRefused(response.status_code, response.text)

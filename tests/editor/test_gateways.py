@@ -106,3 +106,36 @@ async def test_approve_assign_watch_and_roll_back_a_gateway(page: Page, stack: S
     await page.click("[data-testid=tap-sim-out]")
     await expect(notice).to_contain_text(f"tapping {flow_id}/sim:out on remote_1")  # on the gateway picked
     await expect(page.locator("[data-testid=debug-records] li").first).to_contain_text("pump_9", timeout=30_000)
+
+
+async def test_a_pending_identity_claiming_a_gateways_instance_id_is_marked_and_an_admin_decides(
+    page: Page, stack: Stack
+) -> None:
+    """V1 / W3 in the editor: a registration with the local gateway's instance id but not its secret shows beside
+    it as pending, marked "claims the instance id of gateway local", with Replace / Reject / Delete for an Admin;
+    pending ones are rejected in bulk and deleted."""
+    local = next(g for g in (await stack.http.get("/gateways")).json() if g["name"] == "local")
+    instance_id = (await stack.http.get(f"/gateways/{local['id']}")).json()["instance_id"]
+    public_key = "9n0t2vFMW7Df9N2qRSdp8yzZ2rT1RWf/VpXNl3Q6uzY="
+    for name, instance in (("intruder", instance_id), ("spare", "spare-instance")):
+        answer = await stack.http.post(
+            "/gateways/register",
+            json={"name": name, "instance_id": instance, "secret": f"{name}-secret", "public_key": public_key},
+        )
+        assert answer.status_code == 202, answer.text  # fmt: skip
+    await page.click("[data-testid=open-gateways]")
+    intruder = page.locator("[data-testid=gateway-intruder]")
+    await expect(intruder.locator("[data-testid=claims]")).to_have_text(
+        f"claims the instance id of gateway local ({local['id']})", timeout=TIMEOUT_MS
+    )
+    await expect(intruder.get_by_role("button", name="Replace local")).to_be_visible()
+    await expect(intruder.get_by_role("button", name="Approve")).to_have_count(0)  # replace, or reject: not a twin
+    await expect(page.locator("[data-testid=gateway-spare] [data-testid=claims]")).to_have_count(0)
+    await page.screenshot(path=REPO / "docs" / "gateways-claims.png")
+    await page.click("[data-testid=reject-all-pending]")
+    for name in ("intruder", "spare"):
+        approval = page.locator(f"[data-testid=gateway-{name}] [data-testid=approval]")
+        await expect(approval).to_have_text("rejected", timeout=TIMEOUT_MS)
+    await intruder.locator("[data-testid=delete]").click()
+    await expect(intruder).to_have_count(0, timeout=TIMEOUT_MS)
+    await expect(page.locator("[data-testid=gateway-local] [data-testid=approval]")).to_have_text("approved")

@@ -331,14 +331,53 @@ async def test_the_schema_registry_wants_credentials_and_registering_wants_an_en
         key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
         assert isinstance(key, Ed25519PrivateKey)
         now = int(time.time())
-        gateway_jwt = jwt.encode({"iss": "streamforge-control-plane", "aud": "streamforge-gateway", "sub": "gw_any",
-                                  "iat": now, "exp": now + 60, "jti": "r"}, key, algorithm="EdDSA")  # fmt: skip
+        claims = {"iss": "streamforge-control-plane", "aud": "streamforge-gateway", "iat": now, "exp": now + 60,
+                  "jti": "r"}  # fmt: skip
+        gateway_jwt = jwt.encode({**claims, "sub": (await fleet.gateway("north_a"))["id"]}, key, algorithm="EdDSA")
         registered = await http.post("/subjects/probe-value/versions", json=schema,
                                      headers={"Authorization": f"Bearer {gateway_jwt}"})  # fmt: skip
         assert registered.status_code == 200 and isinstance(registered.json()["id"], int)
+        unknown = jwt.encode({**claims, "sub": "gw_any"}, key, algorithm="EdDSA")  # signed, of no gateway (W6)
+        refused = await http.get("/subjects", headers={"Authorization": f"Bearer {unknown}"})
+        assert refused.status_code == 401 and "not registered" in refused.json()["message"]
 
 
-async def test_a_gateway_rebuilt_after_a_disk_loss_gets_its_identity_back_after_approval(fleet: Fleet) -> None:
+async def test_v1_an_impostor_with_the_instance_id_and_an_enrolment_key_leaves_the_real_gateway_running(
+    fleet: Fleet,
+) -> None:
+    """V1: a registration with north_a's instance id (any Viewer reads it) and a valid enrolment key, without
+    north_a's secret, is a new pending identity; the real gateway stays approved and keeps syncing throughout."""
+    real = (await fleet.admin.get(f"/gateways/{(await fleet.gateway('north_a'))['id']}")).json()
+    polls = (await fleet.gateway_health("north_a"))["sync"]["polls"]
+    key = (await fleet.admin.post("/enrolment-keys", json={"labels": {"site": "north"}})).json()["enrolment_key"]
+    impostor = await fleet.admin.post("/gateways/register", headers={"Authorization": ""}, json={
+        "name": "north_a", "instance_id": real["instance_id"], "secret": "the attacker's own", "public_key": PUBLIC_KEY,
+        "labels": {"site": "north"}, "node_types": {"simulator": None}, "enrolment_key": key})  # fmt: skip
+    assert impostor.status_code == 202 and impostor.json()["claims"] == real["id"], impostor.text
+    assert "token" not in impostor.json()
+    await eventually(
+        lambda: _polled_since(fleet, "north_a", polls + 2), 30, what="north_a to go on syncing after the attack"
+    )
+    after = (await fleet.admin.get(f"/gateways/{real['id']}")).json()
+    assert after["status"] == "approved" and after["health"] == "HEALTHY" and after["running"] == real["running"]
+    sync = (await fleet.gateway_health("north_a"))["sync"]
+    assert sync["approval"] == "approved" and sync["last_error"] is None
+    shown = (await fleet.admin.get(f"/gateways/{impostor.json()['gateway_id']}")).json()
+    assert shown["status"] == "pending" and shown["claims"] == real["id"] and shown["name"] == "north_a-2"
+    assert (await fleet.admin.delete(f"/gateways/{shown['id']}")).status_code == 204
+
+
+async def _polled_since(fleet: Fleet, name: str, polls: int) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return bool((await fleet.gateway_health(name))["sync"]["polls"] >= polls)
+    return False
+
+
+async def test_a_gateway_rebuilt_after_a_disk_loss_is_a_new_identity_an_admin_puts_in_its_place(
+    fleet: Fleet,
+) -> None:
+    """V1: a gateway rebuilt after a disk loss cannot prove it is the old one: it waits as a new pending identity
+    claiming the old one's instance id; an Admin's replace gives it the old one's name, labels and flows."""
     before = await fleet.gateway("north_b")
     gateway = fleet.gateways["north_b"]
     data = fleet.root / "north_b"
@@ -350,23 +389,27 @@ async def test_a_gateway_rebuilt_after_a_disk_loss_gets_its_identity_back_after_
     for path in sorted(data.rglob("*"), reverse=True):  # the disk is gone: identity, credentials, cache, Kafka
         path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
     await gateway.start()
-    pending = await eventually(lambda: _status(fleet, "north_b", "pending"), 30, what="north_b pending again")
-    assert pending["id"] == before["id"]  # the same gateway, by its instance id
+    rebuilt = await eventually(lambda: _status(fleet, "north_b-2", "pending"), 30, what="north_b pending again")
+    assert rebuilt["id"] != before["id"] and rebuilt["claims"] == before["id"]  # beside the old one, not it
+    assert (await fleet.gateway("north_b"))["status"] == "approved"  # the old one is untouched until an Admin acts
     assert (await fleet.gateway_health("north_b"))["flows"] == {}  # no config before a person approves it
+    replaced = await fleet.admin.post(f"/gateways/{rebuilt['id']}/replace", json={"replaces": before["id"]})
+    assert replaced.status_code == 200 and replaced.json()["name"] == "north_b", replaced.text
     stale = await fleet.admin.post(f"/gateways/{before['id']}/sync", json={},
                                    headers={"Authorization": f"Bearer {old_token}"})  # fmt: skip
-    assert stale.status_code == 403 and stale.json()["error"]["code"] == "not_approved"
-    assert (await fleet.admin.post(f"/gateways/{before['id']}/approve")).status_code == 200
+    assert stale.status_code == 403 and stale.json()["error"]["code"] == "replaced"
     await eventually(
         functools.partial(_running, fleet, "north_b", "kiln_line", before["running"]["kiln_line"]),
         30,
         what="north_b to pull its config again",
     )
+    assert (await fleet.gateway("north_b"))["id"] == rebuilt["id"]
+    await eventually(lambda: _health(fleet, "north_b", "HEALTHY"), 30, what="the new north_b HEALTHY in the fleet")
 
 
 async def _status(fleet: Fleet, name: str, wanted: str) -> dict[str, Any] | None:
-    row = await fleet.gateway(name)
-    return row if row["status"] == wanted else None
+    rows = (await fleet.admin.get("/gateways")).json()
+    return next((row for row in rows if row["name"] == name and row["status"] == wanted), None)
 
 
 async def test_fleet_metrics_and_an_assignment_refused_for_a_missing_node_type(fleet: Fleet) -> None:

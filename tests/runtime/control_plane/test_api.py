@@ -307,7 +307,7 @@ async def test_malformed_bodies_and_parameters_get_the_error_shape_never_a_500(a
         ("POST", "/users", b"null", admin, 400, "must be a JSON object, not NoneType"),
         ("PUT", "/flows/odd_inputs", b"7", engineer, 422, "the document's id must be"),
         ("POST", "/flows", b"[]", engineer, 422, "problem"),
-        ("POST", "/gateways/register", b'["x"]', None, 400, ""),
+        ("POST", "/gateways/register", b'["x"]', {"Content-Type": "application/json"}, 400, ""),
     ]
     for method, path, body, headers, status, says in asked:
         answer = await api.http.request(method, path, content=body, headers=headers or {})
