@@ -96,7 +96,15 @@ ENDPOINTS = [  # (method, path, minimum role)
     ("GET", "/flows/f1/status", Role.VIEWER),
     ("POST", "/flows/f1/nodes/alarm/commands/acknowledge", Role.OPERATOR),
     ("POST", "/tokens", Role.VIEWER),
+    ("GET", "/tokens", Role.VIEWER),
+    ("DELETE", "/tokens/tok_0", Role.VIEWER),
+    ("POST", "/auth/refresh", Role.VIEWER),
+    ("POST", "/auth/logout", Role.VIEWER),
+    ("POST", "/users/me/password", Role.VIEWER),
     ("POST", "/users", Role.ADMIN),
+    ("GET", "/users", Role.ADMIN),
+    ("PATCH", "/users/nobody", Role.ADMIN),
+    ("DELETE", "/users/nobody", Role.ADMIN),
     ("GET", "/secrets", Role.VIEWER),
     ("PUT", "/secrets/x", Role.ENGINEER),
     ("DELETE", "/secrets/x", Role.ENGINEER),
@@ -282,7 +290,7 @@ async def test_request_bodies_are_bounded_before_they_are_read(api: Api) -> None
     assert small.status_code == 401  # a body under the limit is read and judged as usual
 
 
-async def test_failed_logins_are_throttled_per_user(api: Api) -> None:
+async def test_failed_logins_are_throttled_per_user_and_address(api: Api) -> None:
     api.store.create_user("throttled", hash_password("throttled-password-1"), "viewer")
     for _ in range(5):
         wrong = await api.http.post("/auth/login", json={"username": "throttled", "password": "guess-123456"})
