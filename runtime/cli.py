@@ -31,6 +31,7 @@ def main() -> None:
     control-plane the control plane alone; gateways register and sync from it
     gateway       a gateway synced from a control plane (embedded Kafka, offline cache)
     run           run one flow: gateway + embedded Kafka (+ health and metrics)
+    user          reset a user's password on the control plane's database (lost admin password)
     flow          validate, format, diff and plan flow documents
     node          list node types; scaffold a node package
     kafka         install and run the embedded Apache Kafka (single-node KRaft)
@@ -73,6 +74,24 @@ _registry_option = click.option(
     "--registry", "registry_url", envvar="STREAMFORGE_REGISTRY_URL", default=None,
     help="The schema registry of the Kafka cluster (one per cluster) [env STREAMFORGE_REGISTRY_URL]; "
     "default: a local one in the data dir.",
+)  # fmt: skip
+
+
+def _cidrs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    import ipaddress
+
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not an address or CIDR, e.g. 10.0.0.5 or 10.0.0.0/24") from None
+    return values
+
+
+_trusted_proxy_option = click.option(
+    "--trusted-proxy", "trusted_proxies", multiple=True, callback=_cidrs, metavar="CIDR",
+    help="A reverse proxy (address or CIDR, repeat for more) whose X-Forwarded-For names the client; from any "
+    "other peer the header is ignored [default: none].",
 )  # fmt: skip
 
 
@@ -320,9 +339,10 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
 @click.option("--tls-name", "tls_names", multiple=True, help="Extra host name or IP for the generated certificate.")
 @click.option("--gateway-token-days", type=click.FloatRange(min=0.00005, max=3650), default=365.0, show_default=True,
               help="Lifetime of gateway JWTs; gateways renew in the last month (or last quarter) of it.")  # fmt: skip
+@_trusted_proxy_option
 def control_plane_command(data_dir: Path, host: str | None, port: int, poll_interval: float, tls_mode: str | None,
                           tls_cert: Path | None, tls_key: Path | None, tls_names: tuple[str, ...],
-                          gateway_token_days: float) -> None:  # fmt: skip
+                          gateway_token_days: float, trusted_proxies: tuple[str, ...]) -> None:  # fmt: skip
     """The control plane alone: gateways register with it, are approved, and sync their flows from it."""
     import ipaddress
 
@@ -343,7 +363,8 @@ def control_plane_command(data_dir: Path, host: str | None, port: int, poll_inte
         tls = TlsFiles(tls_cert, tls_key)
     elif (tls_mode or ("off" if loopback else "auto")) == "auto":
         tls = self_signed(data_dir / "tls", list(tls_names) + ([] if loopback else [host]))
-    asyncio.run(serve_control_plane(data_dir, host, port, click.echo, poll_interval, tls, gateway_token_days * 86400))
+    asyncio.run(serve_control_plane(data_dir, host, port, click.echo, poll_interval, tls, gateway_token_days * 86400,
+                                    trusted_proxies))  # fmt: skip
 
 
 @main.command()
@@ -413,12 +434,48 @@ def gateway(control_plane: str, name: str | None, labels: tuple[str, ...], data_
     show_default=True,
     help="Also run the simulated Modbus TCP PLC (:15020) and OPC UA server (:14840) the demo flow reads.",
 )
-def up(data_dir: Path, bootstrap: str | None, registry_url: str | None, port: int, demo: Path, devices: bool) -> None:
+@_trusted_proxy_option
+def up(data_dir: Path, bootstrap: str | None, registry_url: str | None, port: int, demo: Path, devices: bool,
+       trusted_proxies: tuple[str, ...]) -> None:  # fmt: skip
     """Control plane + gateway + embedded Kafka on this machine; Ctrl-C stops, the next `up` resumes."""
     from streamforge.runtime.up import up as run_up
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(run_up(data_dir, bootstrap, port, demo, click.echo, registry_url, devices))
+    asyncio.run(run_up(data_dir, bootstrap, port, demo, click.echo, registry_url, devices, trusted_proxies))
+
+
+@main.group()
+def user() -> None:
+    """Control-plane users, on its database file (for what the API cannot do: a lost admin password)."""
+
+
+@user.command("reset-password")
+@click.argument("username")
+@_home_option
+@click.option("--password-stdin", is_flag=True, help="Read the new password from stdin instead of generating one.")
+def user_reset_password(username: str, data_dir: Path, password_stdin: bool) -> None:
+    """Give USERNAME a new password (generated and printed once, or read from stdin) and revoke all its tokens."""
+    import secrets
+
+    from streamforge.runtime.control_plane.auth import hash_password
+    from streamforge.runtime.control_plane.operations import audit_digest
+    from streamforge.runtime.control_plane.store import Store
+    from streamforge.runtime.errors import ApiError
+
+    database = data_dir / "control-plane.sqlite"
+    if not database.exists():
+        _fail(f"{database} does not exist: give the control plane's --data-dir (or STREAMFORGE_HOME)")
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else secrets.token_urlsafe(18)
+    store = Store(database)
+    try:
+        revoked = store.set_password(username, hash_password(password), None)
+    except ApiError as exc:
+        _fail(exc.message)
+    store.audit("cli", "user.reset_password", audit_digest({"username": username}), username, "ok",
+                f"{revoked} token(s) revoked")  # fmt: skip
+    disabled = bool(store.user(username)["disabled"])  # type: ignore[index]
+    click.echo(json.dumps({"username": username, "revoked_tokens": revoked, "disabled": disabled,
+                           **({} if password_stdin else {"password": password, "note": "shown once"})}))  # fmt: skip
 
 
 @main.command()
@@ -433,7 +490,8 @@ def up(data_dir: Path, bootstrap: str | None, registry_url: str | None, port: in
     "--token",
     envvar="STREAMFORGE_TOKEN",
     required=True,
-    help="A named API token (POST /api/v1/tokens); its user's role bounds every tool [env STREAMFORGE_TOKEN].",
+    help='An agent\'s token: POST /api/v1/tokens {"name": ..., "scope": "mcp"} (works only on /mcp); its user\'s role '
+    "bounds every tool [env STREAMFORGE_TOKEN].",
 )
 @click.option(
     "--ca",

@@ -16,9 +16,11 @@ Model = TypeVar("Model", bound=BaseModel)
 class ApiError(Exception):
     """A refused request: HTTP status, a stable machine-readable code, and what to do in words."""
 
-    def __init__(self, status: int, code: str, message: str, problems: list[Problem] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, problems: list[Problem] | None = None,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.status, self.code, self.message, self.problems = status, code, message, problems
+        self.headers = headers or {}  # e.g. Retry-After on a 429
 
     def to_dict(self) -> dict[str, Any]:
         """The error as relayed between processes (gateway -> control plane), `status` included."""
@@ -44,7 +46,9 @@ def error_response(status: int, code: str, message: str, problems: list[Problem]
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc.status, exc.code, exc.message, exc.problems)
+    response = error_response(exc.status, exc.code, exc.message, exc.problems)
+    response.headers.update(exc.headers)
+    return response
 
 
 async def _flow_invalid(request: Request, exc: Exception) -> Response:

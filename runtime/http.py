@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import uvicorn
@@ -27,17 +27,21 @@ async def serve_app(
     port: int = 0,
     tls: tuple[Path, Path] | None = None,
     websockets: bool = False,
+    trusted_proxies: Sequence[str] = (),
 ) -> AsyncIterator[str]:
     """Serve `app` until the block exits (on http_host() unless `host`); yields its base URL.
     `tls`: (certificate chain, private key) files: HTTPS. `websockets`: the app has WebSocket routes (the control
-    plane's); without, uvicorn loads no WebSocket library (~0.7 MB in every gateway)."""
+    plane's); without, uvicorn loads no WebSocket library (~0.7 MB in every gateway). `trusted_proxies`: addresses
+    or CIDRs whose X-Forwarded-For / -Proto headers are believed; from anyone else (loopback too) they are ignored,
+    so a client cannot pick the address login throttling counts it under."""
     host = host or http_host()
     port = port or free_port(host)
     certificate, key = (str(tls[0]), str(tls[1])) if tls else (None, None)
     # Pings on every websocket: a gateway whose link died is noticed in seconds, not when TCP gives up.
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
                             ssl_certfile=certificate, ssl_keyfile=key, ws="auto" if websockets else "none",
-                            ws_ping_interval=PING_INTERVAL_S, ws_ping_timeout=PING_TIMEOUT_S)  # fmt: skip
+                            ws_ping_interval=PING_INTERVAL_S, ws_ping_timeout=PING_TIMEOUT_S,
+                            proxy_headers=bool(trusted_proxies), forwarded_allow_ips=list(trusted_proxies))  # fmt: skip
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(), name=f"http-{port}")
     while not server.started:

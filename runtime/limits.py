@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections import defaultdict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -13,6 +14,7 @@ from streamforge.runtime.errors import ApiError
 
 MAX_BODY_BYTES = 8 * 1024 * 1024  # a large flow import fits; nothing the API takes is bigger
 SMALL_BODY_BYTES = 64 * 1024  # what unauthenticated endpoints (login, gateway registration) may send
+MAX_THROTTLE_KEYS = 100_000  # failed-login records kept in memory before idle ones are dropped
 DRAIN_BYTES = 64 * 1024 * 1024  # a refused body up to this size is read and dropped, so the 413 is seen
 
 
@@ -83,33 +85,59 @@ async def _drain(receive: Receive, budget: int = DRAIN_BYTES) -> None:
         budget -= len(message.get("body", b""))
 
 
+@dataclass
+class _Failures:
+    count: int
+    last: float
+    blocked_until: float
+
+
 class LoginThrottle:
-    """Failed logins, per user name and per client address, in a sliding window: past the allowance the next
-    try is refused with 429 and how long to wait, whether the password is right or not."""
+    """Failed logins, per client address and per (user name, address): past a free allowance each further failure
+    doubles a delay (1 s, 2 s, 4 s ... up to `max_delay_s`) during which that key's logins are answered 429 with
+    Retry-After. Never per user name alone: failures from one address cannot lock a user out of another one."""
 
-    def __init__(self, per_user: int = 5, per_address: int = 20, window_s: float = 300.0) -> None:
-        self.per_user, self.per_address, self.window_s = per_user, per_address, window_s
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+    def __init__(self, free_per_user: int = 5, free_per_address: int = 20, first_delay_s: float = 1.0,
+                 max_delay_s: float = 300.0, forget_after_s: float = 900.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.free_per_user, self.free_per_address = free_per_user, free_per_address
+        self.first_delay_s, self.max_delay_s, self.forget_after_s = first_delay_s, max_delay_s, forget_after_s
+        self.clock = clock
+        self._failures: dict[tuple[str, ...], _Failures] = {}
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        failures = self._failures[key]
-        while failures and now - failures[0] > self.window_s:
-            failures.popleft()
-        return failures
+    def _keys(self, username: str, address: str) -> tuple[tuple[tuple[str, ...], int], ...]:
+        return ((("address", address), self.free_per_address), (("user", username, address), self.free_per_user))
 
     def check(self, username: str, address: str) -> None:
-        now = time.monotonic()
-        for key, allowance in ((f"user:{username}", self.per_user), (f"address:{address}", self.per_address)):
-            failures = self._recent(key, now)
-            if len(failures) >= allowance:
-                wait = int(self.window_s - (now - failures[0])) + 1
-                raise ApiError(429, "too_many_failures", f"too many failed logins for this {key.split(':')[0]}; "
-                               f"try again in {wait} s")  # fmt: skip
+        """429 with how long to wait (and a `retry_after` the handler turns into Retry-After) while delayed."""
+        now = self.clock()
+        for key, _ in self._keys(username, address):
+            failures = self._failures.get(key)
+            if failures is not None and failures.blocked_until > now:
+                wait = max(1, math.ceil(failures.blocked_until - now))
+                raise ApiError(429, "too_many_failures", f"too many failed logins from this "
+                               f"{'address' if key[0] == 'address' else 'address for this user'}; try again in "
+                               f"{wait} s", headers={"Retry-After": str(wait)})  # fmt: skip
 
     def failed(self, username: str, address: str) -> None:
-        now = time.monotonic()
-        for key in (f"user:{username}", f"address:{address}"):
-            self._recent(key, now).append(now)
+        now = self.clock()
+        self._forget_idle(now)
+        for key, free in self._keys(username, address):
+            failures = self._failures.get(key)
+            if failures is None or now - failures.last > self.forget_after_s:
+                failures = self._failures[key] = _Failures(0, now, 0.0)
+            failures.count, failures.last = failures.count + 1, now
+            if failures.count >= free:
+                delay = min(self.first_delay_s * 2 ** min(failures.count - free, 32), self.max_delay_s)
+                failures.blocked_until = now + delay
 
-    def succeeded(self, username: str) -> None:
-        self._failures.pop(f"user:{username}", None)
+    def succeeded(self, username: str, address: str) -> None:
+        """The address's own count stays: one valid account must not reset a guesser's budget for the others."""
+        self._failures.pop(("user", username, address), None)
+
+    def _forget_idle(self, now: float) -> None:
+        """Bounded memory: keys idle past `forget_after_s` go once there are many (a spray from many addresses)."""
+        if len(self._failures) > MAX_THROTTLE_KEYS:
+            idle = [key for key, f in self._failures.items() if now - f.last > self.forget_after_s]
+            for key in idle or sorted(self._failures, key=lambda k: self._failures[k].last)[: MAX_THROTTLE_KEYS // 2]:
+                del self._failures[key]

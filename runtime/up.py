@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,10 +126,12 @@ async def up(
     say: Callable[[str], None],
     registry_url: str | None = None,
     devices: bool = False,
+    trusted_proxies: Sequence[str] = (),
 ) -> None:
     """Run until SIGINT/SIGTERM; the next `up` on the same data dir resumes with the same data.
 
     `devices`: also run the simulated Modbus PLC and OPC UA server the demo flow reads (runtime/demo_devices.py).
+    `trusted_proxies`: CIDRs whose X-Forwarded-For is believed (default none).
     """
     stop = stop_on_signals()
     node_types = load_node_types()
@@ -142,7 +144,7 @@ async def up(
     configure_logging("control-plane", log_dir=control_plane.log_dir)  # into the ring /api/v1/logs reads
     async with (
         demo_devices() if devices else contextlib.nullcontext() as simulated,
-        serving(control_plane, http_host(), port) as url,
+        serving(control_plane, http_host(), port, None, trusted_proxies) as url,
     ):
         if simulated is not None:
             say(json.dumps({"event": "demo_devices", "modbus": simulated.modbus, "opcua": simulated.opcua}))

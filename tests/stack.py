@@ -33,13 +33,14 @@ class Stack:
         token: str = login.json()["token"]
         return token
 
-    async def user_token(self, username: str, role: str) -> str:
-        """A new user of `role` and a named API token for it."""
+    async def user_token(self, username: str, role: str, scope: str = "api") -> str:
+        """A new user of `role` and a named token for it (`mcp`: an agent's, that works only on /mcp)."""
         password = f"{username}-password-123"
         created = await self.http.post("/users", json={"username": username, "password": password, "role": role})
         assert created.status_code == 201, created.text
         session = {"Authorization": f"Bearer {await self.token(username, password)}"}
-        issued = await self.http.post("/tokens", json={"name": f"{username}-token"}, headers=session)
+        issued = await self.http.post("/tokens", json={"name": f"{username}-token", "scope": scope},
+                                     headers=session)  # fmt: skip
         token: str = issued.json()["token"]
         return token
 

@@ -21,6 +21,7 @@ import { assignmentTarget, gatewayCount, stoppedOn, targetText, useFleetView } f
 import type { FlowMenuItem } from './FlowMenu';
 import { CanvasInfoContext, FlowNode, type CanvasInfo } from './FlowNode';
 import { duplicate, newNodeId, stable, toCanvas, toDocument, wireRefusal, type Canvas, type CanvasNode } from './flowModel';
+import { AccountPage, UsersPage } from './AccountPages';
 import { AlarmsPage } from './AlarmsPage';
 import { DlqPage } from './DlqPage';
 import { GatewaysPage } from './GatewaysPage';
@@ -31,7 +32,7 @@ import { NoticeBar, type GatewayLine, type Notice } from './NoticeBar';
 import { usePolling } from './PageFrame';
 import { DRAG_MIME, Palette } from './Palette';
 import { SidePanel, type Panel } from './SidePanel';
-import { Toolbar } from './Toolbar';
+import { Toolbar, type Page } from './Toolbar';
 import type {
   DeployResult,
   DeployTarget,
@@ -82,8 +83,9 @@ function deployNotice(result: DeployResult, gateways: GatewaySummary[]): Notice 
   return { kind: failed ? 'error' : pending ? 'warning' : 'info', text, gateways: lines };
 }
 
-export function Editor({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
-  const api = useMemo(() => new Api(session.token, onSignOut), [session.token, onSignOut]);
+export function Editor(props: { session: Session; onSignOut: () => void; onExpired: () => void }) {
+  const { session, onSignOut, onExpired } = props;
+  const api = useMemo(() => new Api(session.token, onExpired), [session.token, onExpired]);
   const canEdit = session.role === 'engineer' || session.role === 'admin';
   const canOperate = session.role !== 'viewer';
   const flowView = useReactFlow();
@@ -108,10 +110,10 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
   const [panel, setPanel] = useState<Panel>('node');
   const [diff, setDiff] = useState<FlowDiff | null>(null);
   const [modal, setModal] = useState<'import' | 'new' | 'deploy-to' | 'undeploy' | 'delete' | null>(null);
-  const [page, setPage] = useState<'flows' | 'gateways' | 'alarms' | 'dlq' | 'logs' | 'health' | 'audit'>('flows');
+  const [page, setPage] = useState<'flows' | 'gateways' | Page>('flows');
   const [unacknowledged, setUnacknowledged] = useState<number | null>(null);
   const [pending, setPending] = useState<(() => void) | null>(null); // waits for "discard unsaved changes?"
-  const live = useLive(session.token, onSignOut, setNotice);
+  const live = useLive(session.token, onExpired, setNotice);
   const fleet = useFleetView(api, base?.id ?? null);
   const [picked, setPicked] = useState<string | null>(null); // the gateway the user chose for the live view
   usePolling(async () => {
@@ -499,6 +501,8 @@ export function Editor({ session, onSignOut }: { session: Session; onSignOut: ()
   if (page === 'logs') return <LogsPage api={api} onClose={back} />;
   if (page === 'audit') return <AuditPage api={api} onClose={back} />;
   if (page === 'health') return <HealthPage api={api} session={session} onClose={back} />;
+  if (page === 'account') return <AccountPage api={api} session={session} onClose={back} onSignOut={onSignOut} />;
+  if (page === 'users') return <UsersPage api={api} session={session} onClose={back} />;
   return (
     <CanvasInfoContext.Provider value={info}>
       <div className="app">

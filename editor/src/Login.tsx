@@ -3,7 +3,7 @@ import { useState, type FormEvent } from 'react';
 import { ApiError, login } from './api';
 import type { Session } from './types';
 
-export function Login({ onSession }: { onSession: (session: Session) => void }) {
+export function Login({ onSession, notice }: { onSession: (session: Session) => void; notice: string }) {
   const [username, setUsername] = useState('admin');
   const [password, setPassword] = useState('');
   const [error, setError] = useState('');
@@ -18,6 +18,11 @@ export function Login({ onSession }: { onSession: (session: Session) => void }) 
   return (
     <form className="login" onSubmit={submit} data-testid="login">
       <h1>StreamForge</h1>
+      {notice && (
+        <p className="hint" role="status" data-testid="login-notice">
+          {notice}
+        </p>
+      )}
       <label>
         User
         <input name="username" value={username} onChange={(e) => setUsername(e.target.value)} autoFocus />
@@ -28,7 +33,10 @@ export function Login({ onSession }: { onSession: (session: Session) => void }) 
       </label>
       <button type="submit">Sign in</button>
       {error && <p className="error" role="alert">{error}</p>}
-      <p className="hint">`streamforge up` prints the admin password on its first start.</p>
+      <p className="hint">
+        `streamforge up` prints the admin password on its first start; a lost one is reset with `streamforge user
+        reset-password admin`.
+      </p>
     </form>
   );
 }

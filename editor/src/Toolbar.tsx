@@ -3,6 +3,9 @@
 import { FlowMenu, type FlowMenuItem } from './FlowMenu';
 import type { FlowOnGateway, FlowSummary, GatewayStatus, Session } from './types';
 
+/** The pages besides the canvas and the fleet that the toolbar opens. */
+export type Page = 'alarms' | 'dlq' | 'logs' | 'health' | 'audit' | 'account' | 'users';
+
 /** The gateway the live view shows: one of those running the flow (or none running it yet). */
 function GatewayPicker(props: {
   running: Record<string, FlowOnGateway>;
@@ -67,7 +70,7 @@ export function Toolbar(props: {
   onSave: () => void;
   onDeploy: () => void;
   onGateways: () => void;
-  onPage: (page: 'alarms' | 'dlq' | 'logs' | 'health' | 'audit') => void;
+  onPage: (page: Page) => void;
   unacknowledged: number | null;
   onSignOut: () => void;
 }) {
@@ -135,9 +138,15 @@ export function Toolbar(props: {
       </button>
       <GatewayPicker running={props.running} value={props.viewGateway} onChange={props.onViewGateway} />
       <LiveBadge gateway={gateway} connected={props.connected} onClick={() => props.onPage('health')} />
-      <span className="user" title={`${props.session.username} (${props.session.role})`}>
+      {props.session.role === 'admin' && (
+        <button onClick={() => props.onPage('users')} data-testid="open-users" title="users and their tokens">
+          Users
+        </button>
+      )}
+      <button className="user" onClick={() => props.onPage('account')} data-testid="open-account"
+              title="your password and tokens">
         {props.session.username} ({props.session.role})
-      </span>
+      </button>
       <button onClick={props.onSignOut}>Sign out</button>
     </header>
   );

@@ -20,7 +20,9 @@ import type {
   Problem,
   SavedFlow,
   Session,
+  TokenInfo,
   UndeployResult,
+  UserInfo,
 } from './types';
 
 export class ApiError extends Error {
@@ -100,6 +102,20 @@ export class Api {
   health = () => this.call<HealthReport>('GET', '/health');
   restart = (flow: string, node: string, gateway?: string | null) =>
     this.call<{ now: string; gateway: string }>('POST', `/flows/${flow}/nodes/${node}/restart`, gateway ? { gateway } : {});
+  /** The caller's live tokens and sessions; an Admin's list has everyone's. */
+  tokens = () => this.call<TokenInfo[]>('GET', '/tokens');
+  /** A named token: the answer's `token` is shown once, never again. */
+  createToken = (name: string, scope: 'api' | 'mcp', days: number) =>
+    this.call<TokenInfo & { token: string }>('POST', '/tokens', { name, scope, days });
+  revokeToken = (id: string) => this.call<void>('DELETE', `/tokens/${id}`);
+  changePassword = (current_password: string, new_password: string) =>
+    this.call<{ revoked_tokens: number }>('POST', '/users/me/password', { current_password, new_password });
+  users = () => this.call<UserInfo[]>('GET', '/users');
+  createUser = (username: string, password: string, role: string) =>
+    this.call<UserInfo>('POST', '/users', { username, password, role });
+  updateUser = (username: string, change: { role?: string; disabled?: boolean }) =>
+    this.call<UserInfo>('PATCH', `/users/${encodeURIComponent(username)}`, change);
+  deleteUser = (username: string) => this.call<void>('DELETE', `/users/${encodeURIComponent(username)}`);
 }
 
 /** `?a=1&b=2` of the filters that are set (empty ones are left out). */
@@ -118,14 +134,30 @@ async function errorOf(response: Response): Promise<ApiError> {
   return new ApiError(response.status, 'http_error', `${response.status} ${response.statusText}`);
 }
 
+/** A session from the server's answer, stamped with when it ends on this clock. */
+async function sessionOf(response: Response): Promise<Session> {
+  if (!response.ok) throw await errorOf(response);
+  const session = (await response.json()) as Session;
+  return { ...session, expires_at: Date.now() + session.expires_in * 1000 };
+}
+
 export async function login(username: string, password: string): Promise<Session> {
   const response = await fetch('/api/v1/auth/login', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ username, password }),
   });
-  if (!response.ok) throw await errorOf(response);
-  return (await response.json()) as Session;
+  return sessionOf(response);
+}
+
+/** A fresh session in place of `token` (which stops working): called before the session ends. */
+export async function refreshSession(token: string): Promise<Session> {
+  return sessionOf(await fetch('/api/v1/auth/refresh', { method: 'POST', headers: { Authorization: `Bearer ${token}` } }));
+}
+
+/** Revoke the session on the server (best effort: the editor forgets it either way). */
+export async function logout(token: string): Promise<void> {
+  await fetch('/api/v1/auth/logout', { method: 'POST', headers: { Authorization: `Bearer ${token}` } }).catch(() => undefined);
 }
 
 /** Where a problem is: its node (by id or by /nodes/N pointer) or its edge (/edges/N). */

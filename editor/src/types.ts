@@ -107,6 +107,27 @@ export interface Session {
   token: string;
   username: string;
   role: Role;
+  expires_in: number; // seconds, as the server answered
+  expires_at?: number; // ms since the epoch: when the editor got it plus expires_in
+}
+
+/** A named token or a session as GET /tokens lists it: never the secret itself. */
+export interface TokenInfo {
+  id: string;
+  username: string;
+  name: string;
+  scope: 'session' | 'api' | 'mcp';
+  created_at: string;
+  expires_at: string;
+  last_used: string | null;
+}
+
+export interface UserInfo {
+  username: string;
+  role: Role;
+  disabled: boolean;
+  created_at: string;
+  live_tokens: number;
 }
 
 export type NodeStatus = 'STARTING' | 'RUNNING' | 'DEGRADED' | 'FAILED' | 'STOPPED' | string;

@@ -1,4 +1,4 @@
-"""REST API under /api/v1: node types, flows with versions, import/export, deploy, users and tokens."""
+"""REST API under /api/v1: node types, flows with versions, import/export, deploy, sessions, users and tokens."""
 
 from __future__ import annotations
 
@@ -11,12 +11,31 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from streamforge.engine.flow import check_bytes, dump_flow, validate_flow
-from streamforge.runtime.control_plane.auth import Role, User, check_password, hash_password, role_guard
+from streamforge.runtime.control_plane.auth import (
+    NAMED_TOKENS_PER_USER,
+    SCOPES,
+    SESSION_LIFETIME_S,
+    SESSIONS_PER_USER,
+    TOKEN_DAYS_DEFAULT,
+    TOKEN_DAYS_MAX,
+    USERNAME,
+    Role,
+    User,
+    check_password,
+    hash_password,
+    role_guard,
+)
 from streamforge.runtime.control_plane.fleet import parse_labels
 from streamforge.runtime.control_plane.live import live_endpoint
+from streamforge.runtime.control_plane.operations import audit_digest
 from streamforge.runtime.control_plane.service import FlowService, off_loop
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body, json_object, whole_number
 from streamforge.runtime.limits import LoginThrottle
+
+
+def client_address(request: Request) -> str:
+    """The peer's address; behind a proxy given with --trusted-proxy, the X-Forwarded-For client it names."""
+    return request.client.host if request.client else "?"
 
 
 def _text(body: Any, field: str, example: str) -> str:
@@ -46,12 +65,13 @@ def control_plane_api(
     flows: FlowService,
     extra_routes: Iterable[BaseRoute] = (),
     api_routes: Iterable[BaseRoute] = (),
+    throttle: LoginThrottle | None = None,
 ) -> Starlette:
     """The control plane's REST API under /api/v1 (plus `api_routes`: the fleet's), then `extra_routes` (the
     editor's static files and /mcp)."""
     store, node_types = flows.store, flows.node_types
     requires = role_guard(store)
-    throttle = LoginThrottle()
+    throttle = throttle or LoginThrottle()
 
     @requires(Role.VIEWER)
     async def node_types_list(request: Request, user: User) -> Response:
@@ -160,32 +180,133 @@ def control_plane_api(
     async def flow_status(request: Request, user: User) -> Response:
         return JSONResponse(flows.status(request.path_params["flow"], request.query_params.get("gateway")))
 
+    def session_answer(user: User, token: str) -> Response:
+        return JSONResponse({"token": token, "username": user.username, "role": user.role.name.lower(),
+                             "expires_in": int(SESSION_LIFETIME_S)})  # fmt: skip
+
+    def audited(user: User, action: str, target: str | None, arguments: dict[str, Any]) -> None:
+        store.audit(user.username, action, audit_digest(arguments), target, "ok")
+
     async def login(request: Request) -> Response:
         body = await json_object(request, '{"username": ..., "password": ...}')
-        username, address = str(body.get("username", "")), request.client.host if request.client else "?"
+        username, address = str(body.get("username", "")), client_address(request)
         throttle.check(username, address)
         try:
             user = check_password(store, username, str(body.get("password", "")))
         except ApiError:
             throttle.failed(username, address)
             raise
-        throttle.succeeded(username)
-        token = store.issue_token(user.username, "editor session", kind="session")
-        return JSONResponse({"token": token, "username": user.username, "role": user.role.name.lower()})
+        throttle.succeeded(username, address)
+        token = store.issue_token(user.username, "editor session", "session", SESSION_LIFETIME_S, SESSIONS_PER_USER)
+        audited(user, "session.login", user.username, {"address": address})
+        return session_answer(user, token)
+
+    @requires(Role.VIEWER)
+    async def refresh(request: Request, user: User) -> Response:
+        """A fresh session in place of the caller's (which stops working): the editor calls it before expiry."""
+        if user.scope != "session" or user.token_id is None:
+            raise ApiError(400, "bad_request", f"only a session (from POST /auth/login) is refreshed; this is an "
+                           f"`{user.scope}` token: create a new one with POST /tokens instead")  # fmt: skip
+        token = store.rotate_session(user.token_id, user.username, SESSION_LIFETIME_S)
+        audited(user, "session.refresh", user.username, {"token_id": user.token_id})
+        return session_answer(user, token)
+
+    @requires(Role.VIEWER)
+    async def logout(request: Request, user: User) -> Response:
+        """Revokes the token this request came with (a session, or a named token)."""
+        if user.token_id is not None:
+            store.revoke_token(user.token_id)
+        audited(user, "session.logout", user.username, {"token_id": user.token_id})
+        return Response(status_code=204)
 
     @requires(Role.VIEWER)
     async def tokens_create(request: Request, user: User) -> Response:
-        name = _text(await json_body(request), "name", 'name the token, e.g. {"name": "ci-script"}')
-        return JSONResponse({"token": store.issue_token(user.username, name), "name": name,
-                             "note": "shown once; store it now"}, status_code=201)  # fmt: skip
+        example = '{"name": "ci-script", "scope": "api" or "mcp", "days": 90}'
+        body = await json_object(request, example)
+        name = _text(body, "name", f"name the token, e.g. {example}")
+        if len(name) > 100:
+            raise ApiError(422, "invalid", f"`name` is at most 100 characters, not {len(name)}")
+        scope = body.get("scope", "api")
+        if scope not in SCOPES:
+            raise ApiError(422, "invalid", f"`scope` must be one of {', '.join(SCOPES)} (mcp: for an agent, works "
+                           f"only on /mcp), not {scope!r}")  # fmt: skip
+        days = body.get("days", TOKEN_DAYS_DEFAULT)
+        if isinstance(days, bool) or not isinstance(days, int | float) or not 0 < days <= TOKEN_DAYS_MAX:
+            raise ApiError(422, "invalid", f"`days` is the token's lifetime: a number above 0 and at most "
+                           f"{TOKEN_DAYS_MAX} (default {TOKEN_DAYS_DEFAULT}), not {days!r}")  # fmt: skip
+        token = store.issue_token(user.username, name, scope, days * 86400.0, NAMED_TOKENS_PER_USER)
+        record = store.token_record(token)
+        created = next(t for t in store.tokens(user.username) if record is not None and t["id"] == record["id"])
+        audited(user, "token.create", created["id"], {"name": name, "scope": scope, "days": days})
+        return JSONResponse({**created, "token": token, "note": "shown once; store it now"}, status_code=201)
+
+    @requires(Role.VIEWER)
+    async def tokens_list(request: Request, user: User) -> Response:
+        """The caller's live tokens; an Admin sees everyone's. Never the token itself."""
+        return JSONResponse(store.tokens(None if user.role is Role.ADMIN else user.username))
+
+    @requires(Role.VIEWER)
+    async def token_revoke(request: Request, user: User) -> Response:
+        token_id = request.path_params["token_id"]
+        owner = store.token_owner(token_id)
+        if owner is None or (owner != user.username and user.role is not Role.ADMIN):
+            raise ApiError(404, "not_found", f"you have no token {token_id!r} (GET /api/v1/tokens lists yours)")
+        store.revoke_token(token_id)
+        audited(user, "token.revoke", token_id, {"owner": owner})
+        return Response(status_code=204)
+
+    @requires(Role.VIEWER)
+    async def password_change(request: Request, user: User) -> Response:
+        """Needs the current password; every other session and token of the user is revoked."""
+        body = await json_object(request, '{"current_password": ..., "new_password": ...}')
+        address = client_address(request)
+        throttle.check(user.username, address)  # a stolen session must not become a password oracle
+        try:
+            check_password(store, user.username, str(body.get("current_password", "")))
+        except ApiError:
+            throttle.failed(user.username, address)
+            raise ApiError(403, "forbidden", "`current_password` is wrong; nothing changed") from None
+        password_hash = hash_password(_text(body, "new_password", "at least 12 characters"))
+        revoked = store.set_password(user.username, password_hash, user.token_id)
+        audited(user, "user.password", user.username, {"revoked": revoked})
+        return JSONResponse({"username": user.username, "revoked_tokens": revoked})
+
+    @requires(Role.ADMIN)
+    async def users_list(request: Request, user: User) -> Response:
+        return JSONResponse(store.users())
 
     @requires(Role.ADMIN)
     async def users_create(request: Request, user: User) -> Response:
         body = await json_object(request, '{"username": ..., "password": ..., "role": "operator"}')
+        username = _text(body, "username", 'e.g. {"username": "maria", "password": ..., "role": "operator"}')
+        if not USERNAME.fullmatch(username):
+            raise ApiError(422, "invalid", f"username {username!r}: 1-64 letters, digits, . _ @ -")
         role = Role.parse(str(body.get("role", "")))
-        store.create_user(str(body.get("username", "")), hash_password(str(body.get("password", ""))),
-                          role.name.lower())  # fmt: skip
-        return JSONResponse({"username": str(body.get("username", "")), "role": role.name.lower()}, status_code=201)
+        store.create_user(username, hash_password(str(body.get("password", ""))), role.name.lower())
+        audited(user, "user.create", username, {"role": role.name.lower()})
+        return JSONResponse({"username": username, "role": role.name.lower()}, status_code=201)
+
+    @requires(Role.ADMIN)
+    async def user_update(request: Request, user: User) -> Response:
+        """`{"role": ...}` and/or `{"disabled": true|false}`; disabling revokes the user's tokens at once."""
+        body = await json_object(request, '{"role": "engineer"} or {"disabled": true}')
+        role = Role.parse(str(body["role"])).name.lower() if "role" in body else None
+        disabled = body.get("disabled")
+        if disabled is not None and not isinstance(disabled, bool):
+            raise ApiError(422, "invalid", f"`disabled` is true or false, not {disabled!r}")
+        if role is None and disabled is None:
+            raise ApiError(422, "invalid", 'send {"role": "engineer"} and/or {"disabled": true}')
+        username = request.path_params["username"]
+        changed = store.update_user(username, role, disabled)
+        audited(user, "user.update", username, {"role": role, "disabled": disabled})
+        return JSONResponse(changed)
+
+    @requires(Role.ADMIN)
+    async def user_delete(request: Request, user: User) -> Response:
+        username = request.path_params["username"]
+        store.delete_user(username)
+        audited(user, "user.delete", username, {})
+        return Response(status_code=204)
 
     @requires(Role.VIEWER)
     async def flow_draft(request: Request, user: User) -> Response:
@@ -255,8 +376,16 @@ def control_plane_api(
         Route("/secrets/{name}/grants/{flow}", secret_grant, methods=["PUT"]),
         Route("/secrets/{name}/grants/{flow}", secret_grant_revoke, methods=["DELETE"]),
         Route("/auth/login", login, methods=["POST"]),
+        Route("/auth/refresh", refresh, methods=["POST"]),
+        Route("/auth/logout", logout, methods=["POST"]),
+        Route("/tokens", tokens_list),
         Route("/tokens", tokens_create, methods=["POST"]),
+        Route("/tokens/{token_id}", token_revoke, methods=["DELETE"]),
+        Route("/users", users_list),
         Route("/users", users_create, methods=["POST"]),
+        Route("/users/me/password", password_change, methods=["POST"]),
+        Route("/users/{username}", user_update, methods=["PATCH"]),
+        Route("/users/{username}", user_delete, methods=["DELETE"]),
         Route("/node-types", node_types_list),
         Route("/flows", flows_list),
         Route("/flows", flows_create, methods=["POST"]),

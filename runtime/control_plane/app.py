@@ -8,8 +8,8 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -36,7 +36,7 @@ from streamforge.runtime.control_plane.service import FlowService
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError
 from streamforge.runtime.http import serve_app
-from streamforge.runtime.limits import SMALL_BODY_BYTES, BodyLimit
+from streamforge.runtime.limits import SMALL_BODY_BYTES, BodyLimit, LoginThrottle
 from streamforge.runtime.logs import LogRing
 from streamforge.runtime.protocol import REGISTRATION_BYTES
 
@@ -53,6 +53,7 @@ class ControlPlane:
     operators: OperatorService
     flows: FlowService
     log_dir: Path
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)  # failed logins; a test may give it a clock
 
     @classmethod
     def open(cls, data_dir: Path, node_types: NodeTypes, poll_interval_s: float = 30.0,
@@ -143,7 +144,7 @@ def control_plane_app(control_plane: ControlPlane, extra_routes: Iterable[BaseRo
     registry = schema_registry_app(control_plane.schemas, registry_guard(control_plane))
     api_routes = [*fleet_routes(control_plane.store, fleet),
                   *operator_routes(control_plane.store, fleet, control_plane.operators)]  # fmt: skip
-    api = control_plane_api(control_plane.flows, extra_routes, api_routes)
+    api = control_plane_api(control_plane.flows, extra_routes, api_routes, control_plane.throttle)
     routes: list[BaseRoute] = [
         Route("/health/live", live),
         Route("/health/ready", live),
@@ -159,15 +160,16 @@ def control_plane_app(control_plane: ControlPlane, extra_routes: Iterable[BaseRo
 
 
 @contextlib.asynccontextmanager
-async def serving(control_plane: ControlPlane, host: str, port: int,
-                  tls: tuple[Path, Path] | None = None) -> AsyncIterator[str]:  # fmt: skip
-    """Serve the whole control plane (with /mcp and the editor) until the block exits; yields its base URL."""
+async def serving(control_plane: ControlPlane, host: str, port: int, tls: tuple[Path, Path] | None = None,
+                  trusted_proxies: Sequence[str] = ()) -> AsyncIterator[str]:  # fmt: skip
+    """Serve the whole control plane (with /mcp and the editor) until the block exits; yields its base URL.
+    `trusted_proxies`: CIDRs whose X-Forwarded-For is believed (see serve_app)."""
     tools = mcp_server(control_plane.flows, control_plane.operators)
     app = control_plane_app(control_plane, [mcp_route(tools, control_plane.flows, host), *editor_routes()])
     async with (
         tools.session_manager.run(),
         fleet_flusher(control_plane.fleet),
-        serve_app(app, host=host, port=port, tls=tls, websockets=True) as url,
+        serve_app(app, host=host, port=port, tls=tls, websockets=True, trusted_proxies=trusted_proxies) as url,
     ):
         yield url
 

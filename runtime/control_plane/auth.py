@@ -1,11 +1,14 @@
-"""Authentication and roles: argon2-hashed passwords, bearer tokens, and the spec's four roles."""
+"""Authentication and roles: argon2-hashed passwords, expiring scoped bearer tokens, and the spec's four roles."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import IntEnum
+from typing import Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
@@ -17,6 +20,15 @@ from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import ApiError
 
 _hasher = PasswordHasher()
+
+SESSION_LIFETIME_S = 12 * 3600.0  # a login; the editor refreshes it (POST /auth/refresh) before it ends
+SESSIONS_PER_USER = 50  # a login past this ends the user's oldest session (tabs, devices, scripts that log in)
+NAMED_TOKENS_PER_USER = 20  # api and mcp tokens: past this, revoke one first
+TOKEN_DAYS_DEFAULT, TOKEN_DAYS_MAX = 90, 365
+TOUCH_EVERY_S = 60.0  # a token's last_used is written at most this often
+SCOPES = ("api", "mcp")  # what a named token may be: the REST API (and /mcp), or /mcp only
+Surface = Literal["rest", "mcp"]
+USERNAME = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 
 
 class Role(IntEnum):
@@ -39,6 +51,8 @@ class Role(IntEnum):
 class User:
     username: str
     role: Role
+    token_id: str | None = None  # the token this request came with
+    scope: str = "session"  # session, api or mcp
 
 
 def hash_password(password: str) -> str:
@@ -55,6 +69,8 @@ def check_password(store: Store, username: str, password: str) -> User:
         _hasher.verify(row["password_hash"], password)
     except VerificationError:
         raise ApiError(401, "unauthenticated", "wrong username or password") from None
+    if row["disabled"]:
+        raise ApiError(403, "disabled", f"user {username} is disabled; an admin can enable them again")
     return User(row["username"], Role.parse(row["role"]))
 
 
@@ -67,8 +83,8 @@ def ensure_admin(store: Store) -> str | None:
     return password
 
 
-def authenticate(store: Store, request: Request) -> User:
-    return authenticate_header(store, request.headers.get("authorization", ""))
+def authenticate(store: Store, request: Request, surface: Surface = "rest") -> User:
+    return authenticate_header(store, request.headers.get("authorization", ""), surface)
 
 
 def bearer_token(header: str, what: str = "token> (log in or create an API token") -> str:
@@ -80,12 +96,29 @@ def bearer_token(header: str, what: str = "token> (log in or create an API token
     return token.strip()
 
 
-def authenticate_header(store: Store, header: str) -> User:
+def authenticate_header(store: Store, header: str, surface: Surface = "rest") -> User:
     """The user behind an `Authorization: Bearer <token>` header value; 401 saying what to send."""
-    row = store.token_user(bearer_token(header))
+    return authenticate_token(store, bearer_token(header), surface)
+
+
+def authenticate_token(store: Store, token: str, surface: Surface = "rest") -> User:
+    """The one token check: known, unexpired, its user enabled, and its scope allowed on `surface` (an `mcp` token
+    is refused everywhere but /mcp, so an agent cannot bypass the approval gate through REST)."""
+    row = store.token_record(token)
+    now = store.clock()
     if row is None:
-        raise ApiError(401, "unauthenticated", "the token is unknown or revoked")
-    return User(row["username"], Role.parse(row["role"]))
+        raise ApiError(401, "unauthenticated", "the token is unknown or revoked; log in again or create a new one")
+    if row["expires_at"] <= now:
+        expired = datetime.fromtimestamp(row["expires_at"], UTC).isoformat(timespec="seconds")
+        raise ApiError(401, "unauthenticated", f"the token expired at {expired}; log in again or create a new one")
+    if row["disabled"]:
+        raise ApiError(401, "unauthenticated", f"user {row['username']} is disabled")
+    if surface == "rest" and row["scope"] == "mcp":
+        raise ApiError(403, "forbidden", "this token is for MCP only: use it at /mcp; the REST API needs a session "
+                       "(POST /api/v1/auth/login) or an `api` token")  # fmt: skip
+    if row["last_used"] is None or now - row["last_used"] >= TOUCH_EVERY_S:
+        store.touch_token(row["id"], now)
+    return User(row["username"], Role.parse(row["role"]), row["id"], row["scope"])
 
 
 def require_role(user: User, role: Role, action: str = "this") -> None:

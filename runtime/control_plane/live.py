@@ -11,6 +11,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from streamforge.runtime.control_plane.auth import authenticate_token
 from streamforge.runtime.control_plane.service import FlowService
 from streamforge.runtime.errors import ApiError
 from streamforge.runtime.protocol import TapEnded, TapRecord, TapStarted
@@ -97,8 +98,10 @@ def live_endpoint(flows: FlowService) -> Callable[[WebSocket], Coroutine[Any, An
     async def live(socket: WebSocket) -> None:
         token = socket.query_params.get("token", "")
         await socket.accept()  # accept first, so the client gets a close code that says why
-        if not token or flows.store.token_user(token) is None:
-            await socket.close(code=UNAUTHORIZED, reason="a valid ?token= is required")
+        try:
+            authenticate_token(flows.store, token)
+        except ApiError as refused:
+            await socket.close(code=UNAUTHORIZED, reason=f"a valid ?token= is required: {refused.message}"[:120])
             return
         session = LiveSession(socket, flows)
         try:

@@ -1,5 +1,6 @@
 """`streamforge mcp`: the MCP tools over stdio for a local agent, relayed to the control plane's /mcp as one
-named API token, so every call runs the same tools with that token's role and lands in the same audit trail."""
+named token (scope `mcp`: it works only there), so every call runs the same tools with that token's role and lands in
+the same audit trail."""
 
 from __future__ import annotations
 

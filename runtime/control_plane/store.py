@@ -12,7 +12,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +23,8 @@ from cryptography.fernet import Fernet
 from streamforge.engine.secrets import own_secret
 from streamforge.runtime.control_plane.audit import current_call
 from streamforge.runtime.errors import ApiError
+
+API_TOKEN_LIFETIME_S = 90 * 86400.0  # a named token's default lifetime
 
 # Each entry upgrades the schema by one version; applied in order, once, inside a transaction.
 MIGRATIONS: tuple[str, ...] = (
@@ -112,6 +114,23 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE gateways_new RENAME TO gateways;
     CREATE INDEX gateways_by_instance ON gateways (instance_id);
     """,
+    # Tokens with a lifecycle: an id to list and revoke by, a scope, an expiry, last use; users can be disabled.
+    # Live tokens carry over: sessions for 12 hours, API tokens for 90 days from the upgrade; revoked ones go.
+    """
+    ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE tokens_v7 (id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,
+                            username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+                            name TEXT NOT NULL, scope TEXT NOT NULL, created_at TEXT NOT NULL,
+                            expires_at REAL NOT NULL, last_used REAL);
+    INSERT INTO tokens_v7 SELECT 'tok_' || lower(hex(randomblob(8))), token_hash, username, name,
+                                 CASE kind WHEN 'session' THEN 'session' ELSE 'api' END, created_at,
+                                 CAST(strftime('%s', 'now') AS REAL)
+                                 + CASE kind WHEN 'session' THEN 43200 ELSE 7776000 END, NULL
+                          FROM tokens WHERE revoked = 0;
+    DROP TABLE tokens;
+    ALTER TABLE tokens_v7 RENAME TO tokens;
+    CREATE INDEX tokens_by_user ON tokens (username, scope);
+    """,
 )
 
 
@@ -126,6 +145,10 @@ class FlowVersion:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _iso(epoch: float | None) -> str | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def token_digest(token: str) -> str:
@@ -150,6 +173,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self.revision = 0  # bumped on every write that may change what a gateway should run
+        self.clock: Callable[[], float] = time.time  # tokens' expiry and last use; a test may move it
         self._migrate()
 
     def derived_key(self, purpose: str) -> bytes:
@@ -277,7 +301,8 @@ class Store:
 
     def create_user(self, username: str, password_hash: str, role: str) -> None:
         try:
-            self._db.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (username, password_hash, role, _now()))
+            self._db.execute("INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?)",
+                             (username, password_hash, role, _now()))  # fmt: skip
         except sqlite3.IntegrityError:
             raise ApiError(409, "conflict", f"user {username!r} already exists") from None
 
@@ -288,19 +313,123 @@ class Store:
     def user_count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM users").fetchone()[0])
 
-    def issue_token(self, username: str, name: str, kind: str = "api") -> str:
-        """A new bearer token for `username`; returned once, stored only as a digest."""
+    def users(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT u.username, u.role, u.disabled, u.created_at, count(t.id) AS live_tokens FROM users u "
+            "LEFT JOIN tokens t ON t.username = u.username AND t.expires_at > ? GROUP BY u.username "
+            "ORDER BY u.username",
+            (self.clock(),),
+        ).fetchall()
+        return [{**dict(row), "disabled": bool(row["disabled"])} for row in rows]
+
+    def _existing_user(self, db: sqlite3.Connection, username: str) -> sqlite3.Row:
+        row: sqlite3.Row | None = db.execute("SELECT * FROM users WHERE username = ?", (username,)).fetchone()
+        if row is None:
+            raise ApiError(404, "not_found", f"user {username!r} does not exist")
+        return row
+
+    def _keep_an_admin(self, db: sqlite3.Connection, username: str, change: str) -> None:
+        """Refuse a change that would leave no enabled admin (no one could manage users any more)."""
+        others = db.execute("SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0 AND username != ?",
+                            (username,)).fetchone()[0]  # fmt: skip
+        if others == 0:
+            raise ApiError(409, "last_admin", f"{username} is the last enabled admin: {change} would leave no one "
+                           "to manage users; make another user admin first")  # fmt: skip
+
+    def update_user(self, username: str, role: str | None = None, disabled: bool | None = None) -> dict[str, Any]:
+        """Change a user's role and/or disable them (their tokens are revoked at once) or enable them again."""
+        with self.write(desired_state=False) as db:
+            row = self._existing_user(db, username)
+            if row["role"] == "admin" and not row["disabled"] and (disabled or role not in (None, "admin")):
+                self._keep_an_admin(db, username, "disabling them" if disabled else f"making them {role}")
+            if role is not None:
+                db.execute("UPDATE users SET role = ? WHERE username = ?", (role, username))
+            if disabled is not None:
+                db.execute("UPDATE users SET disabled = ? WHERE username = ?", (int(disabled), username))
+                if disabled:
+                    db.execute("DELETE FROM tokens WHERE username = ?", (username,))
+            changed = db.execute("SELECT username, role, disabled FROM users WHERE username = ?", (username,))
+            result = dict(changed.fetchone())
+        return {**result, "disabled": bool(result["disabled"])}
+
+    def delete_user(self, username: str) -> None:
+        """Delete a user; their tokens go with them (ON DELETE CASCADE). What they saved keeps their name."""
+        with self.write(desired_state=False) as db:
+            row = self._existing_user(db, username)
+            if row["role"] == "admin" and not row["disabled"]:
+                self._keep_an_admin(db, username, "deleting them")
+            db.execute("DELETE FROM users WHERE username = ?", (username,))
+
+    def set_password(self, username: str, password_hash: str, keep_token_id: str | None = None) -> int:
+        """A new password; every other token of the user is revoked. Returns how many were."""
+        with self.write(desired_state=False) as db:
+            self._existing_user(db, username)
+            db.execute("UPDATE users SET password_hash = ? WHERE username = ?", (password_hash, username))
+            revoked = db.execute("DELETE FROM tokens WHERE username = ? AND id IS NOT ?", (username, keep_token_id))
+            return int(revoked.rowcount)
+
+    def issue_token(self, username: str, name: str, scope: str = "api", lifetime_s: float = API_TOKEN_LIFETIME_S,
+                    cap: int | None = None) -> str:  # fmt: skip
+        """A new bearer token for `username`, valid for `lifetime_s`; returned once, stored only as a digest.
+        `cap`: how many live tokens of this kind (sessions, or named api/mcp ones) the user may hold; past it a
+        session replaces the user's oldest, a named token is refused with 409."""
         token = f"sf_{secrets.token_urlsafe(32)}"
-        self._db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, 0)", (token_digest(token), username, name, kind,
-                                                                         _now()))  # fmt: skip
+        now = self.clock()
+        sessions = scope == "session"
+        kind = "scope = 'session'" if sessions else "scope != 'session'"
+        with self.write(desired_state=False) as db:
+            db.execute("DELETE FROM tokens WHERE username = ? AND expires_at <= ?", (username, now))
+            live = [row[0] for row in db.execute(f"SELECT id FROM tokens WHERE username = ? AND {kind} "
+                                                 "ORDER BY expires_at", (username,))]  # fmt: skip
+            if cap is not None and len(live) >= cap:
+                if not sessions:
+                    raise ApiError(409, "too_many_tokens", f"{username} already has {len(live)} live tokens (at "
+                                   f"most {cap}): revoke one first (GET /api/v1/tokens, DELETE "
+                                   "/api/v1/tokens/{id})")  # fmt: skip
+                db.executemany("DELETE FROM tokens WHERE id = ?", [(i,) for i in live[: len(live) - cap + 1]])
+            _insert_token(db, token, username, name, scope, now + lifetime_s)
         return token
 
-    def token_user(self, token: str) -> sqlite3.Row | None:
+    def token_record(self, token: str) -> sqlite3.Row | None:
+        """The token's row with its user's role and disabled flag (expired ones too: the caller says why)."""
         row: sqlite3.Row | None = self._db.execute(
-            "SELECT u.* FROM tokens t JOIN users u ON u.username = t.username WHERE t.token_hash = ? AND t.revoked = 0",
+            "SELECT t.id, t.username, t.name, t.scope, t.expires_at, t.last_used, u.role, u.disabled FROM tokens t "
+            "JOIN users u ON u.username = t.username WHERE t.token_hash = ?",
             (token_digest(token),),
         ).fetchone()
         return row
+
+    def touch_token(self, token_id: str, now: float) -> None:
+        self._db.execute("UPDATE tokens SET last_used = ? WHERE id = ?", (now, token_id))
+
+    def tokens(self, username: str | None = None) -> list[dict[str, Any]]:
+        """Live tokens (all users' when `username` is None), newest first; never the token itself."""
+        rows = self._db.execute(
+            "SELECT id, username, name, scope, created_at, expires_at, last_used FROM tokens WHERE expires_at > ? "
+            + ("AND username = ? " if username else "")
+            + "ORDER BY created_at DESC, id",
+            (self.clock(), username) if username else (self.clock(),),
+        ).fetchall()
+        return [{**dict(row), "expires_at": _iso(row["expires_at"]), "last_used": _iso(row["last_used"])}
+                for row in rows]  # fmt: skip
+
+    def token_owner(self, token_id: str) -> str | None:
+        row = self._db.execute("SELECT username FROM tokens WHERE id = ?", (token_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def revoke_token(self, token_id: str) -> None:
+        self._db.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
+
+    def rotate_session(self, token_id: str, username: str, lifetime_s: float) -> str:
+        """A fresh session in place of `token_id` (revoked in the same transaction)."""
+        token = f"sf_{secrets.token_urlsafe(32)}"
+        with self.write(desired_state=False) as db:
+            row = db.execute("SELECT name FROM tokens WHERE id = ?", (token_id,)).fetchone()
+            if row is None:
+                raise ApiError(401, "unauthenticated", "the session was revoked meanwhile; log in again")
+            db.execute("DELETE FROM tokens WHERE id = ?", (token_id,))
+            _insert_token(db, token, username, row["name"], "session", self.clock() + lifetime_s)
+        return token
 
     # -- secrets (encrypted at rest; values leave the store only to a deploy) -----------------------------
 
@@ -413,6 +542,12 @@ class Store:
         sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(used) if used else "") + " ORDER BY id DESC LIMIT ?"
         rows = self._db.execute(sql, (*used.values(), limit)).fetchall()
         return [dict(row) for row in rows]
+
+
+def _insert_token(db: sqlite3.Connection, token: str, username: str, name: str, scope: str, expires_at: float) -> None:
+    db.execute("INSERT INTO tokens (id, token_hash, username, name, scope, created_at, expires_at) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)", (f"tok_{secrets.token_hex(8)}", token_digest(token), username, name,
+                                                scope, _now(), expires_at))  # fmt: skip
 
 
 SECRET_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")

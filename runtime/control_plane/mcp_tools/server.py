@@ -62,7 +62,7 @@ def mcp_server(flows: FlowService, operators: OperatorService) -> MCPServer:
 
 
 class BearerRequired:
-    """The /mcp endpoint answers only requests with a valid control-plane token (401 otherwise)."""
+    """The /mcp endpoint answers only requests with a valid control-plane token of any scope (401 otherwise)."""
 
     def __init__(self, app: ASGIApp, flows: FlowService) -> None:
         self.app, self.flows = app, flows
@@ -70,7 +70,7 @@ class BearerRequired:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             try:
-                authenticate_header(self.flows.store, Request(scope).headers.get("authorization", ""))
+                authenticate_header(self.flows.store, Request(scope).headers.get("authorization", ""), "mcp")
             except ApiError as refused:
                 await error_response(refused.status, refused.code, refused.message)(scope, receive, send)
                 return

@@ -49,7 +49,7 @@ class Toolkit:
     def identity(self, ctx: Context) -> User:
         """The caller, by the request's bearer token (the same check as the REST API's)."""
         try:
-            return authenticate_header(self.store, (ctx.headers or {}).get("authorization", ""))
+            return authenticate_header(self.store, (ctx.headers or {}).get("authorization", ""), "mcp")
         except ApiError as refused:
             raise ToolError(f"refused: {refused.message}") from None
 

@@ -282,7 +282,7 @@ async def test_request_bodies_are_bounded_before_they_are_read(api: Api) -> None
     assert small.status_code == 401  # a body under the limit is read and judged as usual
 
 
-async def test_failed_logins_are_throttled_per_user(api: Api) -> None:
+async def test_failed_logins_are_throttled_per_user_and_address(api: Api) -> None:
     api.store.create_user("throttled", hash_password("throttled-password-1"), "viewer")
     for _ in range(5):
         wrong = await api.http.post("/auth/login", json={"username": "throttled", "password": "guess-123456"})

@@ -173,7 +173,7 @@ async def test_an_agent_builds_a_flow_by_tools_and_only_a_human_approval_deploys
 
 
 async def test_hard_blocks_are_refused_with_reasons_and_audited_over_stdio(stack: Stack) -> None:
-    token = await stack.user_token("stdio_agent", "admin")  # even an Admin's agent
+    token = await stack.user_token("stdio_agent", "admin", scope="mcp")  # even an Admin's agent
     viewer = await stack.user_token("watcher", "viewer")
     async with over_stdio(stack, token) as mcp:
         assert "simulated_line" in {f["id"] for f in await call(mcp, "list_flows")}
