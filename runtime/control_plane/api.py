@@ -259,13 +259,14 @@ def control_plane_api(
     async def password_change(request: Request, user: User) -> Response:
         """Needs the current password; every other session and token of the user is revoked."""
         body = await json_object(request, '{"current_password": ..., "new_password": ...}')
+        current = _text(body, "current_password", '{"current_password": ..., "new_password": ...}')
         address = client_address(request)
         throttle.check(user.username, address)  # a stolen session must not become a password oracle
         try:
-            check_password(store, user.username, str(body.get("current_password", "")))
+            check_password(store, user.username, current)
         except ApiError:
             throttle.failed(user.username, address)
-            raise ApiError(403, "forbidden", "`current_password` is wrong; nothing changed") from None
+            raise ApiError(403, "wrong_password", "`current_password` is wrong; nothing changed") from None
         password_hash = hash_password(_text(body, "new_password", "at least 12 characters"))
         revoked = store.set_password(user.username, password_hash, user.token_id)
         audited(user, "user.password", user.username, {"revoked": revoked})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,20 +45,23 @@ def concrete(template: str) -> str:
     return re.sub(r"\{(\w+)(:\w+)?\}", lambda m: "1" if m.group(2) == ":int" else f"{m.group(1)}_x1", template)
 
 
-Plane = tuple[Any, httpx.AsyncClient, dict[str, str]]  # the app, a client of it, a token per role
+Plane = tuple[Any, httpx.AsyncClient, Callable[[Role], str]]  # the app, a client of it, a fresh token per role
 
 
 @pytest.fixture(scope="module")
 async def plane(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Plane]:
     control_plane = ControlPlane.open(tmp_path_factory.mktemp("roles") / "cp", load_node_types(False))
-    tokens = {}
     for role in Role:
         name = role.name.lower()
         control_plane.store.create_user(name, hash_password(f"{name}-password-123"), name)
-        tokens[name] = control_plane.store.issue_token(name, "matrix")
+
+    def token(role: Role) -> str:
+        """A session of its own for each request: a route may end the caller's (logout)."""
+        return control_plane.store.issue_token(role.name.lower(), "matrix", "session", 3600, 50)
+
     app = control_plane_app(control_plane, editor_routes())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cp", timeout=30) as http:
-        yield app, http, tokens
+        yield app, http, token
 
 
 def inner_routes(app: Any) -> list[BaseRoute]:
@@ -78,7 +81,7 @@ async def test_every_route_declares_its_role_or_says_how_else_it_authenticates(p
 async def test_no_route_serves_a_missing_bad_or_lower_credential(plane: Plane) -> None:
     """For every role-guarded route: 401 without a token and with a bad one, 403 for each role below it, and the
     role itself gets past the check (whatever the action then answers for ids that do not exist)."""
-    app, http, tokens = plane
+    app, http, token = plane
     checked = 0
     for method, template, endpoint in walk(inner_routes(app)):
         needed: Role | None = getattr(endpoint, "required_role", None)
@@ -89,8 +92,7 @@ async def test_no_route_serves_a_missing_bad_or_lower_credential(plane: Plane) -
         bad = await http.request(method, path, headers={"Authorization": "Bearer sf_not-a-token"})
         assert bad.status_code == 401, where
         for role in Role:
-            answer = await http.request(method, path, json={},
-                                        headers={"Authorization": f"Bearer {tokens[role.name.lower()]}"})  # fmt: skip
+            answer = await http.request(method, path, json={}, headers={"Authorization": f"Bearer {token(role)}"})
             if role < needed:
                 assert answer.status_code == 403, (where, role)
                 assert f"needs {needed.name.lower()} or higher" in answer.json()["error"]["message"], where
