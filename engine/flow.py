@@ -8,6 +8,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from streamforge.engine.json_input import JsonRefused, parse_json
 from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
 
 FORMAT: Final = "streamforge.flow/v1"
@@ -20,6 +21,7 @@ MAX_DOCUMENT_BYTES = 2 * 1024 * 1024  # a flow of thousands of nodes fits; anyth
 # to a few processors.
 MAX_NODES: Final = 2_000
 MAX_EDGES: Final = 10_000
+MAX_VERSION = 2**53 - 1  # what SQLite and every JSON reader hold exactly
 ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$"
 ENDPOINT_PATTERN = r"^[A-Za-z][A-Za-z0-9_\-]{0,63}:[a-z][a-z0-9_]{0,31}$"
 
@@ -73,7 +75,7 @@ class FlowDocument(BaseModel):
     format: Literal["streamforge.flow/v1"] = FORMAT
     id: str = Field(pattern=ID_PATTERN)
     label: str = ""
-    version: int = Field(default=0, ge=0, description="Assigned by the store on every save")
+    version: int = Field(default=0, ge=0, le=MAX_VERSION, description="Assigned by the store on every save")
     nodes: list[NodeSpec] = Field(default_factory=list)
     edges: list[EdgeSpec] = Field(default_factory=list)
 
@@ -143,14 +145,11 @@ def load_flow(source: str | bytes) -> FlowDocument:
     pointer."""
     check_bytes(source)
     try:
-        raw = json.loads(source)
-    except json.JSONDecodeError as exc:
+        raw = parse_json(source)
+    except JsonRefused as exc:
         raise FlowInvalid([
-            Problem("malformed_json", f"not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-                    hint="fix the JSON syntax (a trailing comma or a missing quote, often)")
+            Problem("malformed_json", str(exc), hint="fix the JSON (a trailing comma or a missing quote, often)")
         ]) from None  # fmt: skip
-    except UnicodeDecodeError as exc:
-        raise FlowInvalid([Problem("malformed_json", f"not UTF-8 text: {exc}")]) from None
     return parse_flow(raw)
 
 

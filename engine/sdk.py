@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Generic, TypeVar, get_args
+from typing import Annotated, Any, ClassVar, Generic, TypeVar, get_args
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from streamforge.engine.clock import Clock, SystemClock
 from streamforge.engine.problems import Problem, pointer_of
@@ -66,6 +67,18 @@ class Port:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type.value, "topic": self.topic, "required": self.required,
                 "description": self.description}  # fmt: skip
+
+
+def _without_credentials(url: str) -> str:
+    if urlsplit(url).username is not None:  # ValueError for a malformed URL too: pydantic reports both
+        raise ValueError("the URL holds credentials (user:password@host), which would be plaintext in every export "
+                         "of the flow: remove them and use the node's username/password or token fields, which are "
+                         "stored as secrets")  # fmt: skip
+    return url
+
+
+# A URL config field: one with user:password@ in it is refused (credentials go in fields stored as secrets).
+PlainUrl = Annotated[str, AfterValidator(_without_credentials)]
 
 
 class NodeConfig(BaseModel):

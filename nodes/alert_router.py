@@ -21,6 +21,7 @@ from streamforge.engine.retry import ConnectionSettings
 from streamforge.engine.sdk import (
     Message,
     PeerUnavailable,
+    PlainUrl,
     Port,
     PortType,
     Record,
@@ -54,14 +55,14 @@ class PagerDutyDestination(_Destination):
 
     kind: Literal["pagerduty"]
     routing_key: SecretStr = Field(description="The service's integration key; stored as a secret")
-    url: str = Field("https://events.pagerduty.com/v2/enqueue", pattern=r"^https?://")
+    url: PlainUrl = Field("https://events.pagerduty.com/v2/enqueue", pattern=r"^https?://")
 
 
 class WebhookDestination(_Destination):
     """Any HTTP endpoint (an SMS gateway, a ticketing system): the transition, or the digest, as JSON."""
 
     kind: Literal["webhook"]
-    url: str = Field(pattern=r"^https?://")
+    url: PlainUrl = Field(pattern=r"^https?://")
     bearer_token: SecretStr | None = Field(None, description="Authorization: Bearer; stored as a secret")
 
 

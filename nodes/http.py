@@ -19,6 +19,7 @@ from streamforge.engine.retry import ConnectionSettings
 from streamforge.engine.sdk import (
     Message,
     PeerUnavailable,
+    PlainUrl,
     Port,
     PortType,
     Record,
@@ -31,11 +32,14 @@ RETRIED = {408, 425, 429}  # besides every 5xx: the server asks to come back lat
 
 
 class HttpSinkConfig(SinkConfig):
-    url: str = Field(pattern=r"^https?://", description="Where each batch is POSTed, e.g. https://ingest.example/v1")
+    url: PlainUrl = Field(
+        pattern=r"^https?://", description="Where each batch is POSTed, e.g. https://ingest.example/v1"
+    )
     format: Literal["json", "ndjson"] = Field("json", description="json: one array per request; ndjson: one per line")
     gzip: bool = Field(False, description="Compress each request (Content-Encoding: gzip)")
     batch_records: int = Field(500, ge=1, le=50_000, description="Records per request, at most")
-    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers; put credentials below instead")
+    headers: dict[str, SecretStr] = Field(default_factory=dict, description="Extra headers (an API key, ...); each "
+                                          "value is stored as a secret")  # fmt: skip
     bearer_token: SecretStr | None = Field(None, description="Authorization: Bearer <token>; stored as a secret")
     username: str | None = Field(None, description="HTTP basic auth user")
     password: SecretStr | None = Field(None, description="HTTP basic auth password; stored as a secret")
@@ -84,8 +88,8 @@ class HttpSink(SinkNode[HttpSinkConfig]):
             )
         except (OSError, ssl.SSLError) as exc:
             raise ValueError(f"ca_file {config.ca_file}: {getattr(exc, 'strerror', None) or exc}") from exc
-        headers = {**config.headers, "Content-Type": "application/json" if config.format == "json"
-                   else "application/x-ndjson"}  # fmt: skip
+        headers = {name: value.get_secret_value() for name, value in config.headers.items()}
+        headers["Content-Type"] = "application/json" if config.format == "json" else "application/x-ndjson"
         if config.gzip:
             headers["Content-Encoding"] = "gzip"
         if config.bearer_token is not None:

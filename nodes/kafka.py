@@ -21,7 +21,7 @@ from pydantic import Field, SecretStr, model_validator
 from streamforge.engine.records import json_value, reason
 from streamforge.engine.schema_registry import HttpSchemaRegistry
 from streamforge.engine.schemas import SCHEMAS
-from streamforge.engine.sdk import Message, PeerUnavailable, Port, PortType, Record, SinkConfig, SinkNode
+from streamforge.engine.sdk import Message, PeerUnavailable, PlainUrl, Port, PortType, Record, SinkConfig, SinkNode
 from streamforge.engine.serde import Encoder, encoder_for
 from streamforge.engine.topics import topic_spec
 from streamforge.nodes.protocols.tls import client_context
@@ -52,7 +52,7 @@ class KafkaSinkConfig(SinkConfig):
         description="Target topic per record type (telemetry, aggregate, alarm, ...)",
     )
     format: Literal["json", "avro"] = Field("json", description="avro: Confluent wire format, schemas registered")
-    registry_url: str | None = Field(None, description="The cluster's schema registry (format avro)")
+    registry_url: PlainUrl | None = Field(None, description="The cluster's schema registry (format avro)")
     registry_token: SecretStr | None = Field(None, description="Bearer token for the registry; stored as a secret")
     exactly_once: bool = Field(True, description="Each batch commits in one transaction with the source offsets it "
                                "covers: readers with isolation.level=read_committed see every record once, a crash "

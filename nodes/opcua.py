@@ -22,7 +22,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from streamforge.engine.devices import Inbox, PointMapping
 from streamforge.engine.retry import ConnectionSettings
-from streamforge.engine.sdk import Emitted, NodeConfig, PeerUnavailable, Port, PortType, Record, SourceNode
+from streamforge.engine.sdk import Emitted, NodeConfig, PeerUnavailable, PlainUrl, Port, PortType, Record, SourceNode
 
 POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
     "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
@@ -48,7 +48,7 @@ class OpcUaPoint(PointMapping):
 
 
 class OpcUaConfig(NodeConfig):
-    endpoint: str = Field(pattern=r"^opc\.tcp://", description="e.g. opc.tcp://plc:4840")
+    endpoint: PlainUrl = Field(pattern=r"^opc\.tcp://", description="e.g. opc.tcp://plc:4840")
     security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "SignAndEncrypt"
     security_policy: Literal[
         "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss", "Basic256", "Basic128Rsa15"

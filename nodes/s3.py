@@ -22,6 +22,7 @@ from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.sdk import (
     Message,
     PeerUnavailable,
+    PlainUrl,
     Port,
     PortType,
     Record,
@@ -77,7 +78,7 @@ def moment(record: Record) -> datetime:
 class S3Config(SinkConfig):
     bucket: str = Field(pattern=r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$", description="The bucket (it must exist)")
     prefix: str = Field("streamforge", pattern=r"^[A-Za-z0-9_\-./]{0,200}$", description="Key prefix in the bucket")
-    endpoint_url: str | None = Field(None, description="For S3-compatible stores, e.g. http://minio:9000")
+    endpoint_url: PlainUrl | None = Field(None, description="For S3-compatible stores, e.g. http://minio:9000")
     region: str = Field("us-east-1", min_length=1)
     access_key_id: str | None = Field(None, description="Default: the environment's AWS credentials")
     secret_access_key: SecretStr | None = Field(None, description="Stored as a secret")

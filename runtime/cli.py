@@ -339,18 +339,24 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
 @click.option("--tls-name", "tls_names", multiple=True, help="Extra host name or IP for the generated certificate.")
 @click.option("--gateway-token-days", type=click.FloatRange(min=0.00005, max=3650), default=365.0, show_default=True,
               help="Lifetime of gateway JWTs; gateways renew in the last month (or last quarter) of it.")  # fmt: skip
+@click.option("--allowed-host", "allowed_hosts", multiple=True,
+              help="A host name clients use to reach this server (repeat for more); other Host headers get 400. "
+              "Always allowed: the --host address (and localhost on loopback). On 0.0.0.0 without any, every "
+              "Host is answered, with a warning.")  # fmt: skip
 @_trusted_proxy_option
 def control_plane_command(data_dir: Path, host: str | None, port: int, poll_interval: float, tls_mode: str | None,
                           tls_cert: Path | None, tls_key: Path | None, tls_names: tuple[str, ...],
-                          gateway_token_days: float, trusted_proxies: tuple[str, ...]) -> None:  # fmt: skip
+                          gateway_token_days: float, allowed_hosts: tuple[str, ...],
+                          trusted_proxies: tuple[str, ...]) -> None:  # fmt: skip
     """The control plane alone: gateways register with it, are approved, and sync their flows from it."""
     import ipaddress
 
     from streamforge.runtime.control_plane.serve import serve_control_plane
     from streamforge.runtime.control_plane.tls import TlsFiles, self_signed
+    from streamforge.runtime.files import private_dir
     from streamforge.runtime.http import http_host
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(data_dir)
     if bool(tls_cert) != bool(tls_key):
         _fail("--tls-cert and --tls-key go together")
     tls: TlsFiles | None = None
@@ -364,7 +370,7 @@ def control_plane_command(data_dir: Path, host: str | None, port: int, poll_inte
     elif (tls_mode or ("off" if loopback else "auto")) == "auto":
         tls = self_signed(data_dir / "tls", list(tls_names) + ([] if loopback else [host]))
     asyncio.run(serve_control_plane(data_dir, host, port, click.echo, poll_interval, tls, gateway_token_days * 86400,
-                                    trusted_proxies))  # fmt: skip
+                                    trusted_proxies=trusted_proxies, named_hosts=allowed_hosts))  # fmt: skip
 
 
 @main.command()

@@ -8,7 +8,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from streamforge.engine.json_input import JsonRefused, parse_json
 from streamforge.engine.problems import FlowInvalid, Problem, pointer_of
+from streamforge.runtime.http_guard import log_unexpected, unexpected_body
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -56,14 +58,23 @@ async def _flow_invalid(request: Request, exc: Exception) -> Response:
     return error_response(422, "invalid_flow", f"{exc.total} problem(s) in the flow", exc.problems)
 
 
-EXCEPTION_HANDLERS = {ApiError: _api_error, FlowInvalid: _flow_invalid}
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    """The last resort (Starlette answers with it, then re-raises to runtime/http_guard.ErrorShield, which keeps it
+    from the server's traceback logging): one log line, a 500 naming the error id. No input should get here."""
+    error_id = log_unexpected(exc, request.method, request.url.path)
+    return JSONResponse(unexpected_body(error_id), status_code=500)
+
+
+EXCEPTION_HANDLERS = {ApiError: _api_error, FlowInvalid: _flow_invalid, Exception: unexpected_error}
 
 
 async def json_body(request: Request) -> Any:
+    """The request's body as strict JSON (runtime/limits.py has already bounded its size), or 400 saying what is
+    wrong with it: the one reader of every route's JSON."""
     try:
-        return await request.json()
-    except ValueError as exc:
-        raise ApiError(400, "bad_request", f"the body is not JSON: {exc}") from None
+        return parse_json(await request.body())
+    except JsonRefused as refused:
+        raise ApiError(400, "bad_request", f"the request body: {refused}") from None
 
 
 async def json_object(request: Request, example: str) -> dict[str, Any]:

@@ -26,3 +26,18 @@ def write_durably(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     fsync_folder(path.parent)
+
+
+def private_dir(folder: Path) -> Path:
+    """`folder` (and missing parents) created, and kept, 0700: only this user lists or reads what is in it."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    return folder
+
+
+def private_file(path: Path) -> Path:
+    """`path` created empty if missing, and kept, 0600 (before SQLite opens it: its -wal and -shm files then take
+    the same mode)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+    return path

@@ -11,6 +11,7 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
+from streamforge.runtime.http_guard import ErrorShield
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.protocol import PING_INTERVAL_S, PING_TIMEOUT_S
 
@@ -33,12 +34,13 @@ async def serve_app(
     `tls`: (certificate chain, private key) files: HTTPS. `websockets`: the app has WebSocket routes (the control
     plane's); without, uvicorn loads no WebSocket library (~0.7 MB in every gateway). `trusted_proxies`: addresses
     or CIDRs whose X-Forwarded-For / -Proto headers are believed; from anyone else (loopback too) they are ignored,
-    so a client cannot pick the address login throttling counts it under."""
+    so a client cannot pick the address login throttling counts it under. An exception the app lets out is one log
+    line and a 500 with an error id (runtime/http_guard.ErrorShield), never a traceback in the log."""
     host = host or http_host()
     port = port or free_port(host)
     certificate, key = (str(tls[0]), str(tls[1])) if tls else (None, None)
     # Pings on every websocket: a gateway whose link died is noticed in seconds, not when TCP gives up.
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
+    config = uvicorn.Config(ErrorShield(app), host=host, port=port, log_config=None, access_log=False, lifespan="off",
                             ssl_certfile=certificate, ssl_keyfile=key, ws="auto" if websockets else "none",
                             ws_ping_interval=PING_INTERVAL_S, ws_ping_timeout=PING_TIMEOUT_S,
                             proxy_headers=bool(trusted_proxies), forwarded_allow_ips=list(trusted_proxies))  # fmt: skip

@@ -144,7 +144,7 @@ async def up(
     configure_logging("control-plane", log_dir=control_plane.log_dir)  # into the ring /api/v1/logs reads
     async with (
         demo_devices() if devices else contextlib.nullcontext() as simulated,
-        serving(control_plane, http_host(), port, None, trusted_proxies) as url,
+        serving(control_plane, http_host(), port, None, trusted_proxies=trusted_proxies) as url,
     ):
         if simulated is not None:
             say(json.dumps({"event": "demo_devices", "modbus": simulated.modbus, "opcua": simulated.opcua}))

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from starlette.applications import Starlette
@@ -22,23 +24,35 @@ from starlette.types import ASGIApp
 from streamforge.engine.node_types import NodeTypes
 from streamforge.runtime.control_plane.api import control_plane_api
 from streamforge.runtime.control_plane.audit import AuditTrail, caller_is
-from streamforge.runtime.control_plane.auth import Role, authenticate_header, bearer_token, require_role
+from streamforge.runtime.control_plane.auth import (
+    Role,
+    User,
+    authenticate_header,
+    bearer_token,
+    require_role,
+    role_guard,
+)
 from streamforge.runtime.control_plane.credentials import TOKEN_LIFETIME_S, TokenSigner
 from streamforge.runtime.control_plane.editor import editor_routes
 from streamforge.runtime.control_plane.fleet import FleetService
 from streamforge.runtime.control_plane.fleet_api import fleet_routes
 from streamforge.runtime.control_plane.gateway_metrics import fleet_exposition
 from streamforge.runtime.control_plane.mcp_tools.server import mcp_route, mcp_server
+from streamforge.runtime.control_plane.openapi import openapi_document
 from streamforge.runtime.control_plane.operations import OperatorService
 from streamforge.runtime.control_plane.operator_api import operator_routes
 from streamforge.runtime.control_plane.schema_registry import SchemaApiError, SchemaStore, schema_registry_app
 from streamforge.runtime.control_plane.service import FlowService
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError
+from streamforge.runtime.files import private_dir
 from streamforge.runtime.http import serve_app
+from streamforge.runtime.http_guard import HostAllowList, SecurityHeaders, allowed_hosts
 from streamforge.runtime.limits import SMALL_BODY_BYTES, BodyLimit, LoginThrottle
 from streamforge.runtime.logs import LogRing
 from streamforge.runtime.protocol import REGISTRATION_BYTES
+
+log = logging.getLogger("streamforge.control_plane")
 
 HEARTBEAT_FLUSH_S = 5.0
 PRUNE_EVERY_S = 600.0  # pushed metrics history and logs: dropped past their age and size bounds this often
@@ -59,6 +73,7 @@ class ControlPlane:
     def open(cls, data_dir: Path, node_types: NodeTypes, poll_interval_s: float = 30.0,
              token_lifetime_s: float = TOKEN_LIFETIME_S) -> ControlPlane:  # fmt: skip
         """The control plane's state under data_dir: database (+ secrets key), signing key, schema registry."""
+        private_dir(data_dir)  # 0700: the database, its key and the signing key are this user's alone
         store = Store(data_dir / "control-plane.sqlite")
         signer = TokenSigner(data_dir / "gateway-signing.pem", token_lifetime_s)
         fleet = FleetService(store, node_types, signer, poll_interval_s)
@@ -105,8 +120,11 @@ def registry_guard(control_plane: ControlPlane) -> Callable[[Request, bool], Non
     return check
 
 
-def control_plane_app(control_plane: ControlPlane, extra_routes: Iterable[BaseRoute] = ()) -> ASGIApp:
-    """Every route of the control plane; `extra_routes` after the API (the editor's files, /mcp)."""
+def control_plane_app(control_plane: ControlPlane, extra_routes: Iterable[BaseRoute] = (),
+                      hosts: Collection[str] | None = None) -> ASGIApp:  # fmt: skip
+    """Every route of the control plane; `extra_routes` after the API (the editor's files, /mcp). `hosts`: the Host
+    names it answers (runtime/http_guard.allowed_hosts; None: any, for a caller that bound it where that is safe).
+    Every answer carries the browser security headers."""
     fleet = control_plane.fleet
     metrics = CollectorRegistry()
     gateways = Gauge("streamforge_gateways", "Gateways by health", ["health"], registry=metrics)
@@ -141,31 +159,51 @@ def control_plane_app(control_plane: ControlPlane, extra_routes: Iterable[BaseRo
         fleet_text = await asyncio.to_thread(fleet_exposition, fleet.metrics)  # every gateway's, labelled
         return Response(generate_latest(metrics) + fleet_text.encode(), media_type="text/plain; version=0.0.4")
 
+    document: dict[str, Any] = {}
+
+    @role_guard(control_plane.store)(Role.VIEWER)
+    async def openapi(request: Request, user: User) -> Response:
+        """With any user's token, as every other read of the API: only login, registration and the gateways' own
+        calls answer before a credential, and the document need not be one of them."""
+        return JSONResponse(document)
+
     registry = schema_registry_app(control_plane.schemas, registry_guard(control_plane))
     api_routes = [*fleet_routes(control_plane.store, fleet),
                   *operator_routes(control_plane.store, fleet, control_plane.operators)]  # fmt: skip
-    api = control_plane_api(control_plane.flows, extra_routes, api_routes, control_plane.throttle)
+    not_rest = list(extra_routes)  # the editor's files and /mcp: not in the REST document
+    api = control_plane_api(control_plane.flows, not_rest, api_routes, control_plane.throttle)
     routes: list[BaseRoute] = [
         Route("/health/live", live),
         Route("/health/ready", live),
         Route("/health", health),
         Route("/metrics", exposition),
+        Route("/api/v1/openapi.json", openapi),
         Mount("/schemas", app=registry),
         Mount("/", app=api),
     ]
     app = AuditTrail(Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS), control_plane.store)
+    document.update(openapi_document(routes, skip=not_rest))
     # Anyone who reaches the port can send to these two before any credential is checked.
-    return BodyLimit(app, small={"/api/v1/auth/login": SMALL_BODY_BYTES,
-                                 "/api/v1/gateways/register": REGISTRATION_BYTES})  # fmt: skip
+    limited = BodyLimit(app, small={"/api/v1/auth/login": SMALL_BODY_BYTES,
+                                    "/api/v1/gateways/register": REGISTRATION_BYTES})  # fmt: skip
+    return SecurityHeaders(limited if hosts is None else HostAllowList(limited, hosts))
 
 
 @contextlib.asynccontextmanager
 async def serving(control_plane: ControlPlane, host: str, port: int, tls: tuple[Path, Path] | None = None,
+                  named_hosts: Collection[str] = (),
                   trusted_proxies: Sequence[str] = ()) -> AsyncIterator[str]:  # fmt: skip
     """Serve the whole control plane (with /mcp and the editor) until the block exits; yields its base URL.
+    `named_hosts`: Host names it answers besides the bound address (runtime/http_guard.allowed_hosts);
     `trusted_proxies`: CIDRs whose X-Forwarded-For is believed (see serve_app)."""
     tools = mcp_server(control_plane.flows, control_plane.operators)
-    app = control_plane_app(control_plane, [mcp_route(tools, control_plane.flows, host), *editor_routes()])
+    hosts = allowed_hosts(host, named_hosts)
+    if hosts is None:
+        log.warning("serving on every address with no --allowed-host: any Host header is answered; name the host "
+                    "names clients use (--allowed-host) so a DNS-rebinding web page cannot reach the API",
+                    extra={"host": host})  # fmt: skip
+    routes = [mcp_route(tools, control_plane.flows, host), *editor_routes()]
+    app = control_plane_app(control_plane, routes, hosts)
     async with (
         tools.session_manager.run(),
         fleet_flusher(control_plane.fleet),

@@ -14,9 +14,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from streamforge.engine.json_input import JsonRefused
 from streamforge.runtime.control_plane.auth import Role, User, role_guard
 from streamforge.runtime.control_plane.fleet import Approval, FleetService, parse_labels
-from streamforge.runtime.control_plane.live import UNAUTHORIZED
+from streamforge.runtime.control_plane.live import UNAUTHORIZED, receive_message
 from streamforge.runtime.control_plane.operations import audit_digest
 from streamforge.runtime.control_plane.store import Store
 from streamforge.runtime.errors import ApiError, json_object, typed_body, whole_number
@@ -84,7 +85,14 @@ def fleet_routes(store: Store, fleet: FleetService) -> list[BaseRoute]:
 
         async def receive() -> None:
             while True:
-                message = await socket.receive_json()
+                try:
+                    message = await receive_message(socket)
+                except JsonRefused as refused:  # not the protocol: said once in the log, the link stays
+                    log.warning(
+                        "gateway sent a message that is not JSON",
+                        extra={"gateway": gateway_id, "error": str(refused)[:200]},
+                    )
+                    continue
                 heard[0] = time.monotonic()
                 if isinstance(message, dict) and message.get("type") == "metrics":
                     heard[1] = heard[0]

@@ -11,12 +11,24 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from streamforge.engine.json_input import JsonRefused, parse_json
 from streamforge.runtime.control_plane.auth import authenticate_token
 from streamforge.runtime.control_plane.service import FlowService
 from streamforge.runtime.errors import ApiError
 from streamforge.runtime.protocol import TapEnded, TapRecord, TapStarted
 
 UNAUTHORIZED = 4401  # websocket close codes 4000-4999 are the application's
+USAGE = 'send {"subscribe": "status", "gateway"?}, {"tap": {"flow", "node", "port", "gateway"?}} or {"untap": {...}}'
+
+
+async def receive_message(socket: WebSocket) -> Any:
+    """The next message (a text or binary frame) as strict JSON; WebSocketDisconnect once the peer is gone,
+    JsonRefused (saying why) for a message that is not JSON or nests too deep."""
+    message = await socket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    text = message.get("text")
+    return parse_json(text if text is not None else message.get("bytes") or b"")
 
 
 class LiveSession:
@@ -106,7 +118,11 @@ def live_endpoint(flows: FlowService) -> Callable[[WebSocket], Coroutine[Any, An
         session = LiveSession(socket, flows)
         try:
             while True:
-                message = await socket.receive_json()
+                try:
+                    message = await receive_message(socket)
+                except JsonRefused as refused:  # a bad message is answered; the socket and its taps stay
+                    await session.send({"type": "error", "message": f"{refused}; {USAGE}"})
+                    continue
                 if not isinstance(message, dict):
                     message = {}
                 if message.get("subscribe") == "status":
@@ -121,10 +137,8 @@ def live_endpoint(flows: FlowService) -> Callable[[WebSocket], Coroutine[Any, An
                     await session.stop(f"tap {flow}/{node}:{port}")
                     await session.send({"type": "untapped", "flow": flow, "node": node, "port": port})
                 else:
-                    await session.send({"type": "error", "message": "send {\"subscribe\": \"status\", \"gateway\"?}, "
-                                        "{\"tap\": {\"flow\", \"node\", \"port\", \"gateway\"?}} or "
-                                        "{\"untap\": {...}}"})  # fmt: skip
-        except (WebSocketDisconnect, ValueError):
+                    await session.send({"type": "error", "message": USAGE})
+        except WebSocketDisconnect:
             pass
         finally:
             with contextlib.suppress(Exception):

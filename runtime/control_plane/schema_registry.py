@@ -17,8 +17,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from streamforge.engine.compatibility import backward_problems
+from streamforge.engine.json_input import JsonRefused, parse_json
 from streamforge.engine.schema_registry import CONTENT_TYPE, SchemaNotFound
 from streamforge.engine.schemas import canonical_json
+from streamforge.runtime.control_plane.store import SQLITE_INTEGERS
+from streamforge.runtime.errors import unexpected_error
+from streamforge.runtime.files import private_file
 
 LEVELS = {"NONE", "BACKWARD", "BACKWARD_TRANSITIVE"}
 
@@ -35,6 +39,8 @@ class SchemaStore:
     """Schemas with global ids, subject versions, and per-subject compatibility levels."""
 
     def __init__(self, path: str | Path = ":memory:") -> None:
+        if str(path) != ":memory:":
+            private_file(Path(path))
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._db.executescript(
@@ -83,7 +89,9 @@ class SchemaStore:
         raise SchemaApiError(404, 40402, f"Version {version} not found.")
 
     def by_id(self, schema_id: int) -> str:
-        row = self._db.execute("SELECT schema FROM schemas WHERE id=?", (schema_id,)).fetchone()
+        row = None
+        if schema_id in SQLITE_INTEGERS:  # an id past 64 bits was never given: not found, not an overflow
+            row = self._db.execute("SELECT schema FROM schemas WHERE id=?", (schema_id,)).fetchone()
         if row is None:
             raise SchemaApiError(404, 40403, f"Schema {schema_id} not found")
         return str(row[0])
@@ -135,7 +143,7 @@ class SchemaStore:
 
 def _parse(text: str) -> dict[str, Any]:
     try:
-        schema = json.loads(text)
+        schema = parse_json(text)
         fastavro.parse_schema(schema)
     except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as exc:
         raise SchemaApiError(422, 42201, f"Invalid Avro schema: {exc}") from exc
@@ -191,9 +199,9 @@ def _answer(body: Any, status: int = 200) -> JSONResponse:
 
 async def _json(request: Request) -> Any:
     try:
-        return await request.json()
-    except ValueError as exc:
-        raise SchemaApiError(400, 400, f"request body is not JSON: {exc}") from exc
+        return parse_json(await request.body())
+    except JsonRefused as refused:
+        raise SchemaApiError(400, 400, f"request body: {refused}") from None
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -280,7 +288,7 @@ def schema_registry_app(store: SchemaStore, guard: Guard | None = None) -> Starl
         Route("/config/{subject}", guarded(config), methods=["GET", "PUT"]),
         Route("/compatibility/subjects/{subject}/versions/{version}", guarded(compatibility), methods=["POST"]),
     ]
-    return Starlette(routes=routes, exception_handlers={SchemaApiError: registry_error})
+    return Starlette(routes=routes, exception_handlers={SchemaApiError: registry_error, Exception: unexpected_error})
 
 
 class LocalSchemaRegistry:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from streamforge.engine.node_types import load_node_types
@@ -27,8 +27,10 @@ async def serve_control_plane(
     tls: TlsFiles | None = None,
     token_lifetime_s: float = TOKEN_LIFETIME_S,
     trusted_proxies: Sequence[str] = (),
+    named_hosts: Collection[str] = (),
 ) -> None:
-    """Run until SIGINT/SIGTERM. Gateways register at /api/v1/gateways/register and sync from there."""
+    """Run until SIGINT/SIGTERM. Gateways register at /api/v1/gateways/register and sync from there. `named_hosts`:
+    the Host names answered besides `host` (--allowed-host)."""
     stop = stop_on_signals()
     control_plane = ControlPlane.open(data_dir, load_node_types(), poll_interval_s, token_lifetime_s)
     password = ensure_admin(control_plane.store)
@@ -36,7 +38,9 @@ async def serve_control_plane(
         say(f"first start: created user `admin` with password {password} (shown once; stored only hashed)")
     configure_logging("control-plane", log_dir=control_plane.log_dir)  # into the ring /api/v1/logs reads
     served = (tls.cert, tls.key) if tls else None
-    async with serving(control_plane, host, port, served, trusted_proxies) as url:
+    async with serving(
+        control_plane, host, port, served, named_hosts=named_hosts, trusted_proxies=trusted_proxies
+    ) as url:
         pinned = {"tls_fingerprint": tls.fingerprint(), "tls_ca": str(tls.ca or tls.cert)} if tls else {}
         say(json.dumps({"event": "control_plane", "url": url, "api": f"{url}/api/v1", "mcp": f"{url}/mcp",
                         "registry": f"{url}/schemas", "health": f"{url}/health", "metrics": f"{url}/metrics",

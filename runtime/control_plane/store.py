@@ -23,6 +23,7 @@ from cryptography.fernet import Fernet
 from streamforge.engine.secrets import own_secret
 from streamforge.runtime.control_plane.audit import current_call
 from streamforge.runtime.errors import ApiError
+from streamforge.runtime.files import private_file
 
 API_TOKEN_LIFETIME_S = 90 * 86400.0  # a named token's default lifetime
 
@@ -166,6 +167,8 @@ class Store:
         self._key = _load_key(key_file)
         self._fernet = Fernet(self._key)
         self.path = str(path)
+        if self.path != ":memory:":
+            private_file(Path(self.path))
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA busy_timeout=30000")  # a bulk writer on another connection finishes first
         self._db.row_factory = sqlite3.Row
@@ -250,8 +253,10 @@ class Store:
 
     def get_flow(self, flow_id: str, version: int | None = None) -> FlowVersion:
         wanted = version if version is not None else int(self._current(flow_id)["version"])
-        row = self._db.execute("SELECT * FROM flow_versions WHERE flow_id = ? AND version = ?",
-                               (flow_id, wanted)).fetchone()  # fmt: skip
+        row = None
+        if wanted in SQLITE_INTEGERS:  # a version past 64 bits was never saved: not found, not an overflow
+            row = self._db.execute("SELECT * FROM flow_versions WHERE flow_id = ? AND version = ?",
+                                   (flow_id, wanted)).fetchone()  # fmt: skip
         if row is None:
             raise ApiError(404, "not_found", f"flow {flow_id!r} has no version {wanted}")
         return FlowVersion(flow_id, wanted, json.loads(row["document"]), row["saved_at"], row["saved_by"])
@@ -544,6 +549,9 @@ class Store:
         return [dict(row) for row in rows]
 
 
+SQLITE_INTEGERS = range(-(2**63), 2**63)  # what an INTEGER column holds
+
+
 def _insert_token(db: sqlite3.Connection, token: str, username: str, name: str, scope: str, expires_at: float) -> None:
     db.execute("INSERT INTO tokens (id, token_hash, username, name, scope, created_at, expires_at) "
                "VALUES (?, ?, ?, ?, ?, ?, ?)", (f"tok_{secrets.token_hex(8)}", token_digest(token), username, name,
@@ -557,7 +565,7 @@ def _load_key(key_file: Path | None) -> bytes:
     if key_file is None:
         return Fernet.generate_key()  # an in-memory store: secrets live as long as the process
     if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         descriptor = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(Fernet.generate_key())

@@ -209,7 +209,11 @@ class DeadLetters:
         return letters, len(raw)
 
     async def listing(self, args: dict[str, Any]) -> dict[str, Any]:
-        limit = max(1, min(int(args.get("limit") or 200), 2000))
+        try:
+            limit = max(1, min(int(args.get("limit") or 200), 2000))
+        except (TypeError, ValueError):
+            raise ApiError(400, "bad_request", f"`limit` is a whole number from 1 to 2000, e.g. ?limit=200; got "
+                           f"{str(args.get('limit'))[:40]!r}") from None  # fmt: skip
         letters, scanned = await self.read(DlqFilter.parse(args))
         waiting = [letter for letter in letters if letter.reprocessed is None]
         counts = Counter(code for letter in waiting for code in set(letter.codes))

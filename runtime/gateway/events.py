@@ -19,6 +19,7 @@ from streamforge.runtime.errors import ApiError
 from streamforge.runtime.gateway.gateway import Gateway
 from streamforge.runtime.gateway.metrics import node_counters
 from streamforge.runtime.gateway.operations import GatewayOperations
+from streamforge.runtime.http_guard import log_unexpected
 from streamforge.runtime.kafka.clients import BatchConsumer
 from streamforge.runtime.logs import LogTail
 from streamforge.runtime.protocol import (
@@ -117,6 +118,11 @@ class EventsChannel:
             reply = CommandReply(protocol=PROTOCOL, id=command.id, result=json_safe(result))
         except ApiError as refused:
             reply = CommandReply(protocol=PROTOCOL, id=command.id, error=_error(refused))
+        except Exception as failed:  # a bug: still answered (the control plane would wait out its timeout), logged once
+            error_id = log_unexpected(failed, "COMMAND", str(command.op or command.name))
+            message = f"the gateway failed unexpectedly; it logged {error_id}"
+            reply = CommandReply(protocol=PROTOCOL, id=command.id,
+                                 error=ErrorBody(status=500, code="internal", message=message))  # fmt: skip
         await self.send(reply)
 
     async def _tap(self, request: TapRequest) -> None:

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from streamforge.runtime.files import private_dir
 from streamforge.runtime.kafka.install import KafkaDistribution, check_java
 
 log = logging.getLogger("streamforge.kafka")
@@ -97,7 +98,8 @@ class Broker:
             raise RuntimeError(
                 f"Kafka {self.dist.version} is not installed in {self.dist.home}: run `streamforge kafka install`"
             )
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.data_dir)  # 0700: the broker's settings and logs are this user's alone
+        private_dir(self.log_dir)
         settings = self.load_settings() or BrokerSettings(cluster_id=uuid.uuid4().hex[:22])
         remembered = [p for p in (settings.port, settings.controller_port) if p and port_open(settings.host, p)]
         if remembered:

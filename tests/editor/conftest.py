@@ -69,15 +69,22 @@ def pytest_runtest_makereport(
 
 
 FAILED = pytest.StashKey[bool]()
+# W7: the editor works under its CSP with nothing refused (an eval, an inline style or script); a refusal is no
+# console message Playwright sees, so the page reports it as one.
+REPORT_CSP_VIOLATIONS = """document.addEventListener("securitypolicyviolation", (event) =>
+  console.error(`Content Security Policy violation: ${event.violatedDirective} ${event.blockedURI}`));"""
 
 
 @pytest.fixture
 async def page(browser: Browser, stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[Page]:
     """A signed-in page; when its test fails, a screenshot of it lands in the temp dir, named in the log."""
     context = await browser.new_context(viewport={"width": 1600, "height": 1000}, accept_downloads=True)
+    await context.add_init_script(REPORT_CSP_VIOLATIONS)
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if "Content Security Policy" in message.text
+            else None)  # fmt: skip
     await sign_in(page, stack)
     yield page
     if request.node.stash.get(FAILED, False):
@@ -85,4 +92,4 @@ async def page(browser: Browser, stack: Stack, request: pytest.FixtureRequest) -
         await page.screenshot(path=shot)
         print(f"screenshot of the failed test: {shot}")
     await context.close()
-    assert not errors, f"the page threw: {errors}"
+    assert not errors, f"the page threw, or broke its CSP: {errors}"

@@ -33,7 +33,8 @@ async def test_a_retried_batch_reuses_its_key_and_arrives_whole_with_auth_gzip_n
     receiver: tuple[Receiver, str],
 ) -> None:
     server, url = receiver
-    config = {"url": url, "format": "ndjson", "gzip": True, "batch_records": 4, "bearer_token": "s3cret"}
+    config = {"url": url, "format": "ndjson", "gzip": True, "batch_records": 4, "bearer_token": "s3cret",
+              "headers": {"X-Api-Key": "k-1"}}  # fmt: skip
     async with NodeHarness(HttpSink, config, "out") as sink:
         messages = await sink.messages(readings(10), port="in")
         server.failures = [503]
@@ -45,6 +46,7 @@ async def test_a_retried_batch_reuses_its_key_and_arrives_whole_with_auth_gzip_n
     assert delivered[0]["headers"]["idempotency-key"] == failed["headers"]["idempotency-key"]  # the same request
     assert len({r["headers"]["idempotency-key"] for r in delivered}) == 3
     assert all(r["headers"]["authorization"] == "Bearer s3cret" for r in server.requests)
+    assert all(r["headers"]["x-api-key"] == "k-1" for r in server.requests)  # a secret header value, sent as is
     assert [r["value"] for r in server.accepted()] == [float(i) for i in range(10)]
     assert server.accepted()[0]["timestamps"]["device_time"] == T0.isoformat()
 

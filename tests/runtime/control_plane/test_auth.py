@@ -73,7 +73,7 @@ async def plane(tmp_path: Path, trusted_proxies: Sequence[str] = ()) -> AsyncIte
     password = ensure_admin(control_plane.store)
     assert password is not None
     async with (
-        serving(control_plane, "127.0.0.1", 0, None, trusted_proxies) as url,
+        serving(control_plane, "127.0.0.1", 0, None, trusted_proxies=trusted_proxies) as url,
         httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=60) as http,
     ):
         yield Plane(url, http, control_plane.store, clock, password)
