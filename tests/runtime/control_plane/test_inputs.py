@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from streamforge.runtime.control_plane.app import ControlPlane, control_plane_ap
 from streamforge.runtime.control_plane.openapi import BODY_MODELS, NO_BODY
 from streamforge.runtime.http_guard import CONTENT_SECURITY_POLICY, allowed_hosts
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
+from tests.eventually import eventually
 from tests.runtime.control_plane.test_api import Api, api, flow
 
 __all__ = ["api"]  # the module-scoped fixture: a control plane with a real gateway on the session's Kafka
@@ -43,19 +45,24 @@ async def test_json_nested_10000_deep_is_a_400_on_every_route_without_a_tracebac
         (method.upper(), path.removeprefix("/api/v1"))
         for path, operations in document["paths"].items()
         for method, spec in operations.items()
-        if "requestBody" in spec and path.startswith("/api/v1/")
+        if "requestBody" in spec
+        and path.startswith("/api/v1/")
+        and path not in ("/api/v1/auth/refresh", "/api/v1/auth/logout")  # read no body; logout ends the caller's
     ]
     assert ("POST", "/auth/login") in taking and ("POST", "/gateways/register") in taking and len(taking) > 20
     with caplog.at_level(logging.INFO):
         for method, path in taking:
-            url = path.replace("{flow}", "odd").replace("{gateway}", api.gateway_id).replace("{version}", "1")
-            url = url.format(name="x", node="n", command="c", action="acknowledge", subject="s")
+            # A gateway that does not exist: a route that reads no body (reject, delete) must not act on the real one.
+            url = path.replace("{flow}", "odd").replace("{gateway}", "gw_000000000000").replace("{version}", "1")
+            url = re.sub(r"\{(\w+)\}", lambda m: {"action": "acknowledge"}.get(m.group(1), f"{m.group(1)}_x"), url)
             answer = await api.http.request(method, url, content=DEEP, headers=api.as_("admin"))
             assert answer.status_code < 500, (method, url, answer.status_code, answer.text[:200])
             if answer.status_code == 400:  # not refused earlier for another reason (401 on a gateway's own route)
                 assert "nested deeper than 64 levels" in answer.json()["error"]["message"]
         for path in ("/auth/login", "/gateways/register"):  # before any credential
-            answer = await api.http.post(path, content=DEEP)
+            answer = await api.http.post(path, content=DEEP, headers={"content-type": "application/json"})
+            if answer.status_code == 413:  # registration's 16 KB bound refuses it before it is read
+                continue
             assert answer.status_code == 400 and "nested deeper" in answer.json()["error"]["message"], path
     assert _errors(caplog.records) == []
 
@@ -115,7 +122,13 @@ async def test_a_bad_live_message_is_answered_and_the_socket_stays(api: Api) -> 
 async def test_a_bad_dlq_query_is_a_400_from_the_gateway_at_once(api: Api) -> None:
     """D4: `GET /dlq?limit=abc` made the gateway's command task raise and never answer (a 60 s wait); now the
     gateway answers 400 saying what `limit` takes."""
-    answer = await api.http.get("/dlq", params={"limit": "abc", "gateway": api.gateway_id}, headers=api.as_("viewer"))
+    query = {"limit": "abc", "gateway": api.gateway_id}
+
+    async def answered() -> httpx.Response | None:  # once the gateway's events link is up (just approved)
+        answer = await api.http.get("/dlq", params=query, headers=api.as_("viewer"))
+        return None if answer.status_code == 503 and "gateway_offline" in answer.text else answer
+
+    answer = await eventually(answered, 60, what="the gateway's link")
     assert answer.status_code == 400, answer.text
     assert "`limit` is a whole number" in answer.json()["error"]["message"]
 
