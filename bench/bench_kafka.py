@@ -1,7 +1,9 @@
 """Benchmark: our producer/consumer helpers against bare aiokafka on the same broker, plus Avro codec cost.
 
-Run: .venv/bin/python bench/bench_kafka.py [--records N] [--rounds R] [--bootstrap HOST:PORT]
-Reports ratios against a baseline measured in the same run (absolute figures on a shared machine are noise).
+Run: .venv/bin/python bench/bench_kafka.py [--records N] [--rounds R] [--bootstrap HOST:PORT [--kafka-credentials F]]
+Reports ratios against a baseline measured in the same run (absolute figures on a shared machine are noise). On a
+fresh embedded broker the helpers are also run through a PLAINTEXT listener beside its SCRAM one: what the login
+costs.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from bench_pipeline import add_kafka_arguments, existing_kafka
 
 from streamforge.engine.records import telemetry
 from streamforge.engine.schema_registry import CachedSchemaRegistry, SchemaCache
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.serde import Decoder, encoder_for
+from streamforge.runtime.kafka.access import KafkaAccess
+from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.clients import PRODUCER_DEFAULTS, BatchConsumer, BatchProducer
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import create_topics
@@ -44,17 +48,17 @@ def spec_records(count: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-async def bare_aiokafka(bootstrap: str, topic: str, payloads: list[tuple[bytes, bytes]]) -> float:
+async def bare_aiokafka(bootstrap: KafkaAccess, topic: str, payloads: list[tuple[bytes, bytes]]) -> float:
     """Baseline: pre-serialized bytes, same delivery settings, futures awaited per batch, no decoding."""
     started = time.perf_counter()
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_DEFAULTS)
+    producer = bootstrap.producer(**PRODUCER_DEFAULTS)
     await producer.start()
     for start in range(0, len(payloads), BATCH):
         futures = [await producer.send(topic, value, key=key) for key, value in payloads[start : start + BATCH]]
         await asyncio.gather(*futures)
     await producer.stop()
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, group_id=f"{topic}.bare", max_poll_records=BATCH)  # fmt: skip
+    consumer = bootstrap.consumer(topic, auto_offset_reset="earliest", enable_auto_commit=False,
+                                  group_id=f"{topic}.bare", max_poll_records=BATCH)  # fmt: skip
     await consumer.start()
     seen = 0
     while seen < len(payloads):
@@ -63,7 +67,9 @@ async def bare_aiokafka(bootstrap: str, topic: str, payloads: list[tuple[bytes, 
     return time.perf_counter() - started
 
 
-async def helpers(bootstrap: str, topic: str, records: list[dict[str, Any]], registry: CachedSchemaRegistry) -> float:
+async def helpers(
+    bootstrap: KafkaAccess, topic: str, records: list[dict[str, Any]], registry: CachedSchemaRegistry
+) -> float:
     """Ours: encode + batch produce (acks=all, idempotent), then batch consume + decode + manual commit."""
     started = time.perf_counter()
     encoder = await encoder_for(registry, "bench-value", SCHEMAS["telemetry"])
@@ -105,7 +111,7 @@ async def codec_costs(records: list[dict[str, Any]], registry_schema_id: int, de
     }
 
 
-async def main(records_n: int, rounds: int, bootstrap: str | None) -> dict[str, Any]:
+async def main(records_n: int, rounds: int, bootstrap: KafkaAccess | None) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="sf-bench-"))
     registry = CachedSchemaRegistry(None, SchemaCache(workdir / "cache.json"))
     # No registry server in the loop: seed the cache so the id lookup is local, as on a gateway.
@@ -115,12 +121,14 @@ async def main(records_n: int, rounds: int, bootstrap: str | None) -> dict[str, 
     encoder = await encoder_for(registry, "bench-value", SCHEMAS["telemetry"])
     payloads = [(r["asset_id"].encode(), encoder.encode(r)) for r in records]
 
-    async def measure(servers: str) -> dict[str, Any]:
-        timings: dict[str, list[float]] = {"bare": [], "ours": []}
+    async def measure(servers: KafkaAccess, plaintext: KafkaAccess | None = None) -> dict[str, Any]:
         runs: list[tuple[str, Callable[[str], Awaitable[float]]]] = [
             ("bare", lambda topic: bare_aiokafka(servers, topic, payloads)),
             ("ours", lambda topic: helpers(servers, topic, records, registry)),
         ]
+        if plaintext is not None:
+            runs.append(("ours_plaintext", lambda topic: helpers(plaintext, topic, records, registry)))
+        timings: dict[str, list[float]] = {name: [] for name, _ in runs}
         for round_no in range(rounds):
             for name, run in runs if round_no % 2 == 0 else runs[::-1]:  # alternate order against drift
                 topic = f"bench.{name}.{time.time_ns()}"
@@ -129,7 +137,12 @@ async def main(records_n: int, rounds: int, bootstrap: str | None) -> dict[str, 
                 await create_topics(servers, [NewTopic(topic, 12, 1)])
                 timings[name].append(await run(topic))
         bare, ours = statistics.median(timings["bare"]), statistics.median(timings["ours"])
+        login = {} if plaintext is None else {
+            "helpers_plaintext_records_per_s": records_n / statistics.median(timings["ours_plaintext"]),
+            "throughput_ratio_scram_vs_plaintext": statistics.median(timings["ours_plaintext"]) / ours,
+        }  # fmt: skip
         return {
+            **login,
             "records": records_n,
             "rounds": rounds,
             "bare_aiokafka_records_per_s": records_n / bare,
@@ -141,8 +154,16 @@ async def main(records_n: int, rounds: int, bootstrap: str | None) -> dict[str, 
     if bootstrap:
         result = await measure(bootstrap)
     else:
-        async with EmbeddedKafka(workdir / "kafka") as kafka:
-            result = await measure(kafka.bootstrap)
+        host, port, controller, plain = "127.0.0.1", free_port(), free_port(), free_port()
+        protocols = "SASL_PLAINTEXT:SASL_PLAINTEXT,PLAINTEXT:PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+        listeners = {  # the SCRAM listener every client uses, and one without a login for this comparison only
+            "listeners": f"SASL_PLAINTEXT://{host}:{port},PLAINTEXT://{host}:{plain},CONTROLLER://{host}:{controller}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{host}:{port},PLAINTEXT://{host}:{plain}",
+            "listener.security.protocol.map": protocols,
+        }
+        async with EmbeddedKafka(workdir / "kafka", port=port, controller_port=controller,
+                                 broker_properties=listeners) as kafka:  # fmt: skip
+            result = await measure(kafka.access, KafkaAccess(f"{host}:{plain}"))
     result["codec"] = await codec_costs(records, encoder.schema_id, decoder)
     return result
 
@@ -151,9 +172,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--bootstrap", default=None, help="existing broker instead of a fresh embedded one")
+    add_kafka_arguments(parser)
     args = parser.parse_args()
-    outcome = asyncio.run(main(args.records, args.rounds, args.bootstrap))
+    outcome = asyncio.run(main(args.records, args.rounds, existing_kafka(args)))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
     (out / "kafka.json").write_text(json.dumps(outcome, indent=2))
@@ -161,5 +182,8 @@ if __name__ == "__main__":
     print(f"  bare aiokafka (no encoding): {outcome['bare_aiokafka_records_per_s']:>10,.0f} records/s")
     print(f"  streamforge helpers (Avro):  {outcome['helpers_records_per_s']:>10,.0f} records/s")
     print(f"  ratio helpers / bare:        {outcome['throughput_ratio_helpers_vs_bare']:>10.2f}")
+    if "throughput_ratio_scram_vs_plaintext" in outcome:
+        print(f"  helpers over PLAINTEXT:      {outcome['helpers_plaintext_records_per_s']:>10,.0f} records/s")
+        print(f"  ratio SCRAM / PLAINTEXT:     {outcome['throughput_ratio_scram_vs_plaintext']:>10.2f}")
     for name, value in outcome["codec"].items():
         print(f"  {name:<40} {value:8.2f}")

@@ -15,13 +15,14 @@ import argparse
 import asyncio
 from typing import Any
 
-from bench_pipeline import keep_outcome, latency, on_broker
+from bench_pipeline import add_kafka_arguments, existing_kafka, keep_outcome, latency, on_broker
 
 from streamforge.engine.schema_registry import InMemorySchemaRegistry
+from streamforge.runtime.kafka.access import KafkaAccess
 
 
-async def main(rates: list[float], rounds: int, seconds: float, bootstrap: str | None) -> dict[str, Any]:
-    async def measure(servers: str) -> dict[str, Any]:
+async def main(rates: list[float], rounds: int, seconds: float, bootstrap: KafkaAccess | None) -> dict[str, Any]:
+    async def measure(servers: KafkaAccess) -> dict[str, Any]:
         registry = InMemorySchemaRegistry()
         await latency(servers, registry, min(rates), seconds)  # warm-up, not reported
         return {f"{rate:.0f}": [await latency(servers, registry, rate, seconds) for _ in range(rounds)]
@@ -35,10 +36,10 @@ if __name__ == "__main__":
     parser.add_argument("--rates", default="13000,22000", help="offered readings per second, comma-separated")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--bootstrap", default=None, help="existing broker instead of a fresh embedded one")
+    add_kafka_arguments(parser)
     args = parser.parse_args()
     rates = [float(rate) for rate in args.rates.split(",")]
-    outcome = keep_outcome("latency", asyncio.run(main(rates, args.rounds, args.seconds, args.bootstrap)))
+    outcome = keep_outcome("latency", asyncio.run(main(rates, args.rounds, args.seconds, existing_kafka(args))))
     print("raw->clean on the broker clock (in raw -> in clean), per round; harness floor = append -> read alone")
     for rate, rounds_at_rate in outcome.items():
         for number, lat in enumerate(rounds_at_rate, 1):

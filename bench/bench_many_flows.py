@@ -15,21 +15,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import NewTopic
 from bench_pipeline import FLOW, VALIDATOR, fill, on_broker, print_rates, run_cli, stage
 
 from streamforge.engine.schema_registry import InMemorySchemaRegistry
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.topics import create_topics
 
 OTHER_FLOWS = ("other_1", "other_2", "other_3")
 ROUNDS = 5
 
 
-async def bare_read(bootstrap: str, topic: str, count: int) -> float:
+async def bare_read(bootstrap: KafkaAccess, topic: str, count: int) -> float:
     """Seconds for a consumer that decodes nothing to read `count` records of `topic`."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"{topic}.bare",
-                                auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
+    consumer = bootstrap.consumer(topic, group_id=f"{topic}.bare",
+                                  auto_offset_reset="earliest", enable_auto_commit=False)  # fmt: skip
     started = time.perf_counter()
     await consumer.start()
     try:
@@ -41,8 +41,8 @@ async def bare_read(bootstrap: str, topic: str, count: int) -> float:
         await consumer.stop()
 
 
-async def main(count: int, bootstrap: str | None) -> dict[str, Any]:
-    async def measure(servers: str) -> dict[str, Any]:
+async def main(count: int, bootstrap: KafkaAccess | None) -> dict[str, Any]:
+    async def measure(servers: KafkaAccess) -> dict[str, Any]:
         registry = InMemorySchemaRegistry()
         alone, shared = f"bench.alone.{time.time_ns()}", f"bench.shared.{time.time_ns()}"
         await create_topics(servers, [NewTopic(alone, 12, 1), NewTopic(shared, 12, 1)])

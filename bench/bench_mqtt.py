@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.peers, tests.load: the tests' own peers
@@ -39,6 +39,7 @@ from streamforge.engine.topics import TOPICS
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
 from streamforge.runtime.gateway.gateway import Gateway
 from streamforge.runtime.http import serve_app
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.clients import PRODUCER_DEFAULTS, BatchConsumer
 from streamforge.runtime.kafka.topics import create_topics, ensure_topics
@@ -60,9 +61,9 @@ class Landed:
     """How many records reached the flow's outputs since entry, from their end offsets: no fetch and no
     decode, so counting takes no CPU from the pipeline it watches."""
 
-    def __init__(self, bootstrap: str) -> None:
+    def __init__(self, bootstrap: KafkaAccess) -> None:
         self.bootstrap = bootstrap
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+        self.consumer = bootstrap.consumer(group_id=None, enable_auto_commit=False)
         self.partitions = [TopicPartition(s.name, p) for s in TOPICS if s.name in OUTPUTS for p in range(s.partitions)]
 
     async def __aenter__(self) -> Landed:
@@ -79,13 +80,13 @@ class Landed:
         return sum(ends[tp] - self.base[tp] for tp in self.partitions)
 
 
-async def bare_forwarder(port: int, bootstrap: str, prefix: str, count: int) -> float:
+async def bare_forwarder(port: int, bootstrap: KafkaAccess, prefix: str, count: int) -> float:
     """Baseline: subscribe, forward each payload to Kafka (acks=all, idempotent) in batches, nothing else.
     Timed from the first message, like the pipeline: connecting is not forwarding."""
     target = f"{prefix.replace('/', '.')}.bare"
     await create_topics(bootstrap, [NewTopic(target, 12, 1)])
     await queue_for(port, f"{target}-sub", prefix, count)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_DEFAULTS)
+    producer = bootstrap.producer(**PRODUCER_DEFAULTS)
     await producer.start()
     started: float | None = None
     done = 0
@@ -106,7 +107,7 @@ async def bare_forwarder(port: int, bootstrap: str, prefix: str, count: int) -> 
     return elapsed
 
 
-async def streamforge_pipeline(port: int, bootstrap: str, prefix: str, count: int) -> dict[str, Any]:
+async def streamforge_pipeline(port: int, bootstrap: KafkaAccess, prefix: str, count: int) -> dict[str, Any]:
     """A flow mqtt -> validator deployed on a real Gateway, as `streamforge up` runs it: the source in its own
     worker process, the validator in the gateway. Drains `count` queued messages (timed from the first record
     in telemetry.clean to the last: the worker's start-up is not the pipeline's speed), then takes the overload."""
@@ -155,7 +156,7 @@ async def sustained_rate(landed: Landed, count: int) -> float:
     return (count - first[1]) / (time.perf_counter() - first[0])
 
 
-async def read_back(bootstrap: str, registry: CachedSchemaRegistry, flow_id: str, total: int) -> dict[str, int]:
+async def read_back(bootstrap: KafkaAccess, registry: CachedSchemaRegistry, flow_id: str, total: int) -> dict[str, int]:
     """Read every output of the flow: each sequence number 0..total-1 must be in clean (or the DLQ)."""
     seen: set[int] = set()
     dlq = 0
@@ -171,11 +172,11 @@ async def read_back(bootstrap: str, registry: CachedSchemaRegistry, flow_id: str
     return {"clean": len(seen & set(range(total))), "dlq": dlq}
 
 
-async def main(count: int, bootstrap: str | None) -> dict[str, Any]:
+async def main(count: int, bootstrap: KafkaAccess | None) -> dict[str, Any]:
     port = free_port()
     mosquitto = start_mosquitto(Path(tempfile.mkdtemp(prefix="sf-bench-mqtt-")), port)
 
-    async def measure(servers: str) -> dict[str, Any]:
+    async def measure(servers: KafkaAccess) -> dict[str, Any]:
         bare = await bare_forwarder(port, servers, f"bench/{time.time_ns()}/bare", count)
         run = await streamforge_pipeline(port, servers, f"bench/{time.time_ns()}/sf", count)
         rates = {"bare_forwarder": count / bare, "streamforge": run["drain_rate"]}

@@ -35,12 +35,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.serde import body_reader
+from streamforge.runtime.kafka.access import CREDENTIALS_FILE, KafkaAccess
 from streamforge.runtime.kafka.broker import free_port
 from tests.peers import start_mosquitto
 
@@ -223,7 +224,7 @@ class StreamForge:
         self.process: subprocess.Popen[str] | None = None
         self.dir.mkdir(parents=True)
         (self.dir / "flow.json").write_text(json.dumps(flow))
-        self.bootstrap = ""
+        self.kafka: KafkaAccess | None = None  # its embedded broker, once it runs
 
     def start(self) -> None:
         self.process = process = subprocess.Popen(
@@ -234,7 +235,8 @@ class StreamForge:
         assert process.stdout is not None
         for line in process.stdout:
             if line.startswith("{") and json.loads(line).get("event") == "running":
-                self.bootstrap = json.loads(line)["kafka"]
+                bootstrap = json.loads(line)["kafka"]
+                self.kafka = KafkaAccess.load(bootstrap, self.dir / "data" / "kafka" / CREDENTIALS_FILE)
                 threading.Thread(target=lambda: [None for _ in process.stdout or ()], daemon=True).start()  # drain
                 time.sleep(2)  # the mqtt worker's subscription
                 return
@@ -268,7 +270,8 @@ class StreamForge:
         count, stop, looked = [0], threading.Event(), threading.Event()
 
         async def follow() -> None:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap)
+            assert self.kafka is not None
+            consumer = self.kafka.consumer()
             await consumer.start()
             try:
                 partitions = [TopicPartition("telemetry.clean", p) for p in range(12)]
@@ -281,7 +284,7 @@ class StreamForge:
 
         def latest() -> int:
             if not looked.wait(30):
-                raise RuntimeError(f"telemetry.clean's end offsets could not be read from {self.bootstrap} in 30 s")
+                raise RuntimeError(f"telemetry.clean's end offsets could not be read from {self.kafka} in 30 s")
             return count[0]
 
         thread = threading.Thread(target=asyncio.run, args=(follow(),), daemon=True)
@@ -296,8 +299,9 @@ class StreamForge:
         """Distinct readings in telemetry.clean (a redelivery after a crash may repeat some), told apart by asset and
         device time: loadgen's timestamps are unique per sequence number and asset below 100,000 msg/s. (Not by the
         whole body: a redelivered reading has a new gateway time, and counted twice it could hide one lost.)"""
-        consumer = AIOKafkaConsumer("telemetry.clean", bootstrap_servers=self.bootstrap, auto_offset_reset="earliest",
-                                    enable_auto_commit=False)  # fmt: skip
+        assert self.kafka is not None
+        consumer = self.kafka.consumer("telemetry.clean", auto_offset_reset="earliest",
+                                       enable_auto_commit=False)  # fmt: skip
         await consumer.start()
         read = body_reader(SCHEMAS["telemetry"])
         seen: set[tuple[str, Any]] = set()

@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import NewTopic
 
 from streamforge.engine.node_types import load_node_types
@@ -38,6 +37,7 @@ from streamforge.engine.serde import Encoder, encoder_for
 from streamforge.runtime.gateway.metrics import NodeMetrics
 from streamforge.runtime.gateway.runners import RuntimeEnv, changelog_spec, runner_for
 from streamforge.runtime.gateway.runners.consumer import ConsumingRunner
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.clients import (
     PRODUCER_DEFAULTS,
     BatchProducer,
@@ -78,7 +78,7 @@ def readings(count: int, start: int = 0) -> list[dict[str, Any]]:
     return out
 
 
-async def fill(bootstrap: str, registry: InMemorySchemaRegistry, topic: str, count: int,
+async def fill(bootstrap: KafkaAccess, registry: InMemorySchemaRegistry, topic: str, count: int,
                flows: tuple[str, ...] = (FLOW,)) -> None:  # fmt: skip
     """`count` readings from the node "source" of each of `flows`, 5,000 of one flow after another's."""
     encoder = await encoder_for(registry, f"{topic}-value", SCHEMAS["telemetry"])
@@ -91,21 +91,20 @@ async def fill(bootstrap: str, registry: InMemorySchemaRegistry, topic: str, cou
                 assert len(report.delivered) == min(5000, count - start)
 
 
-async def bare_passthrough(bootstrap: str, source: str, count: int) -> float:
+async def bare_passthrough(bootstrap: KafkaAccess, source: str, count: int) -> float:
     """Baseline: consume, produce every value unchanged (acks=all, idempotent), commit after the acks."""
     run = time.time_ns() % 10**9
     target = f"{source}.bare.{run}"
     await create_topics(bootstrap, [NewTopic(target, 12, 1)])
     started = time.perf_counter()
-    consumer = AIOKafkaConsumer(
+    consumer = bootstrap.consumer(
         source,
-        bootstrap_servers=bootstrap,
         group_id=f"{source}.bare.{run}",
         max_poll_records=2000,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **PRODUCER_DEFAULTS)
+    producer = bootstrap.producer(**PRODUCER_DEFAULTS)
     await consumer.start()
     await producer.start()
     done = 0
@@ -126,7 +125,7 @@ async def bare_passthrough(bootstrap: str, source: str, count: int) -> float:
     return elapsed
 
 
-async def node_plan(bootstrap: str, node_type: str, node_id: str, source: str, config: dict[str, Any],
+async def node_plan(bootstrap: KafkaAccess, node_type: str, node_id: str, source: str, config: dict[str, Any],
                     out_prefix: str | None = None, stamped: bool = False) -> NodePlan:  # fmt: skip
     """The plan of one processor reading `source`, its output and changelog topics created."""
     types = load_node_types(include_plugins=False)
@@ -144,7 +143,12 @@ async def node_plan(bootstrap: str, node_type: str, node_id: str, source: str, c
 
 
 async def stage(
-    bootstrap: str, registry: InMemorySchemaRegistry, node_type: str, config: dict[str, Any], source: str, count: int
+    bootstrap: KafkaAccess,
+    registry: InMemorySchemaRegistry,
+    node_type: str,
+    config: dict[str, Any],
+    source: str,
+    count: int,
 ) -> float:
     """One node in a real NodeRunner, from start until it processed every input record.
 
@@ -169,7 +173,9 @@ async def stage(
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def latency(bootstrap: str, registry: InMemorySchemaRegistry, rate: float, seconds: float) -> dict[str, Any]:
+async def latency(
+    bootstrap: KafkaAccess, registry: InMemorySchemaRegistry, rate: float, seconds: float
+) -> dict[str, Any]:
     """raw -> clean latency through a running validator, offered `rate` readings per second, beside the harness's
     own latency (the same producer and reader on a topic no node reads): its floor.
 
@@ -204,14 +210,14 @@ async def latency(bootstrap: str, registry: InMemorySchemaRegistry, rate: float,
 
 
 def timed_path(
-    bootstrap: str, schema_id: int, source: str, target: str, rate: float, seconds: float
+    bootstrap: KafkaAccess, schema_id: int, source: str, target: str, rate: float, seconds: float
 ) -> dict[str, float]:
     """In the harness process: offer paced readings to `source` for `seconds`; each one's time from being
     generated to being read from `target`."""
     return asyncio.run(_timed_path(bootstrap, schema_id, source, target, rate, seconds))
 
 
-async def _timed_path(bootstrap: str, schema_id: int, source: str, target: str, rate: float,
+async def _timed_path(bootstrap: KafkaAccess, schema_id: int, source: str, target: str, rate: float,
                       seconds: float) -> dict[str, float]:  # fmt: skip
     """Both topics stamp LogAppendTime. (target's append - source's append) is the stage's own latency on the
     broker's clock, joined by the value's bytes (the validator passes a GOOD reading's bytes through unchanged);
@@ -225,7 +231,7 @@ async def _timed_path(bootstrap: str, schema_id: int, source: str, target: str, 
     in_source: dict[bytes, int] = {}
     in_target: dict[bytes, int] = {}
     read_after: list[float] = []
-    reader = AIOKafkaConsumer(source, target, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    reader = bootstrap.consumer(source, target, group_id=None, enable_auto_commit=False)
     await reader.start()
     try:
         partitions = await assigned_partitions(reader, 10)
@@ -277,8 +283,8 @@ def percentiles(prefix: str, samples: list[float]) -> dict[str, float]:
                                                                                   ("999", 0.999))}  # fmt: skip
 
 
-async def main(count: int, bootstrap: str | None) -> dict[str, Any]:
-    async def measure(servers: str) -> dict[str, Any]:
+async def main(count: int, bootstrap: KafkaAccess | None) -> dict[str, Any]:
+    async def measure(servers: KafkaAccess) -> dict[str, Any]:
         registry = InMemorySchemaRegistry()
         source = f"bench.raw.{time.time_ns()}"
         await create_topics(servers, [NewTopic(source, 12, 1)])
@@ -308,22 +314,35 @@ async def main(count: int, bootstrap: str | None) -> dict[str, Any]:
     return await on_broker(bootstrap, measure)
 
 
-async def on_broker(bootstrap: str | None, measure: Callable[[str], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+async def on_broker(
+    bootstrap: KafkaAccess | None, measure: Callable[[KafkaAccess], Awaitable[dict[str, Any]]]
+) -> dict[str, Any]:
     """Run `measure` against an existing broker, or a fresh embedded one that is stopped afterwards."""
     if bootstrap:
         return await measure(bootstrap)
     async with EmbeddedKafka(Path(tempfile.mkdtemp(prefix="sf-bench-")) / "kafka") as kafka:
-        return await measure(kafka.bootstrap)
+        return await measure(kafka.access)
 
 
-def run_cli(doc: str | None, count_flag: str, main: Callable[[int, str | None], Coroutine[Any, Any, dict[str, Any]]],
+def add_kafka_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bootstrap", default=None, help="existing broker instead of a fresh embedded one")
+    parser.add_argument("--kafka-credentials", default=None, help="with --bootstrap: its SCRAM login file (0600)")
+
+
+def existing_kafka(args: argparse.Namespace) -> KafkaAccess | None:
+    """The broker --bootstrap and --kafka-credentials name, or None for a fresh embedded one."""
+    return KafkaAccess.load(args.bootstrap, args.kafka_credentials) if args.bootstrap else None
+
+
+def run_cli(doc: str | None, count_flag: str,
+            main: Callable[[int, KafkaAccess | None], Coroutine[Any, Any, dict[str, Any]]],
             name: str) -> dict[str, Any]:  # fmt: skip
     """Parse `count_flag` and --bootstrap, run `main`, keep the outcome in bench/results/<name>.json."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(count_flag, type=int, default=100_000, dest="count")
-    parser.add_argument("--bootstrap", default=None, help="existing broker instead of a fresh embedded one")
+    add_kafka_arguments(parser)
     args = parser.parse_args()
-    return keep_outcome(name, asyncio.run(main(args.count, args.bootstrap)))
+    return keep_outcome(name, asyncio.run(main(args.count, existing_kafka(args))))
 
 
 def keep_outcome(name: str, outcome: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,6 @@ import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 from aiobotocore.session import get_session
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import NewTopic
 from moto.server import ThreadedMotoServer
 from starlette.applications import Starlette
@@ -156,16 +155,20 @@ async def bench_postgres(records: list[dict[str, Any]], dsn: str) -> dict[str, f
 async def bench_kafka(records: list[dict[str, Any]]) -> dict[str, float]:
     async with EmbeddedKafka(Path(tempfile.mkdtemp(prefix="bench-customer-")) / "kafka") as kafka:
         names = ("bench.sink", "bench.sink_at_least_once", "bench.bare")
-        await create_topics(kafka.bootstrap, [NewTopic(name, 12, 1) for name in names])  # the customer's topics
+        await create_topics(kafka.access, [NewTopic(name, 12, 1) for name in names])  # the customer's topics
         rates: dict[str, float] = {}
         for name, exactly_once in (("sink", True), ("sink_at_least_once", False)):
-            settings = {"bootstrap": kafka.bootstrap, "security_protocol": "PLAINTEXT", "exactly_once": exactly_once,
+            login = kafka.access.credentials
+            assert login is not None
+            settings = {"bootstrap": kafka.bootstrap, "security_protocol": "SASL_PLAINTEXT",
+                        "exactly_once": exactly_once, "sasl_mechanism": login.mechanism,
+                        "username": login.username, "password": login.password,
                         "topics": {"telemetry": f"bench.{name}"}}  # fmt: skip
             async with NodeHarness(KafkaSink, settings, f"bench-{name}") as sink:
                 messages = await sink.messages(records, topic="telemetry.clean", port="in")
                 rates[name] = await timed(chunks(messages, BATCH), sink.write_messages)
-        producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all", enable_idempotence=True,
-                                    linger_ms=5, max_batch_size=512 * 1024)  # fmt: skip
+        producer = kafka.access.producer(acks="all", enable_idempotence=True,
+                                         linger_ms=5, max_batch_size=512 * 1024)  # fmt: skip
         await producer.start()
         try:
 

@@ -25,6 +25,7 @@ from streamforge.engine.sdk import Message, PeerUnavailable, PlainUrl, Port, Por
 from streamforge.engine.serde import Encoder, encoder_for
 from streamforge.engine.topics import topic_spec
 from streamforge.nodes.protocols.tls import client_context
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.clients import READ_TO_END_WAIT_MS, BatchProducer, read_to_end
 from streamforge.runtime.kafka.topics import create_topics
 
@@ -124,14 +125,14 @@ class KafkaSink(SinkNode[KafkaSinkConfig]):
         options = {**self._client_options(), "client_id": self._identity}
         if config.exactly_once:
             options["transactional_id"] = self._identity
-        producer = BatchProducer(config.bootstrap, **options)
+        producer = BatchProducer(KafkaAccess(config.bootstrap), **options)  # the customer's login: in `options`
         self._producer = producer
         await producer.start()  # a transactional one fences a predecessor with the same id, aborting its transaction
         if config.exactly_once:
             replicas = min(3, len(producer.producer.client.cluster.brokers()))
             try:
                 offsets = NewTopic(config.offsets_topic, 1, replicas, topic_configs={"cleanup.policy": "compact"})
-                await create_topics(config.bootstrap, [offsets], **self._client_options())
+                await create_topics(KafkaAccess(config.bootstrap), [offsets], **self._client_options())
             except KafkaError as exc:
                 raise PeerUnavailable(f"cannot create {config.offsets_topic} on {config.bootstrap} ({exc!r}): create "
                                       "it (cleanup.policy=compact) or allow this user to") from exc  # fmt: skip

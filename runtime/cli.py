@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +17,10 @@ from streamforge.engine.problems import Problem
 from streamforge.runtime.kafka.install import KAFKA_VERSION, InstallError, distribution, install
 from streamforge.runtime.logs import configure_logging
 from streamforge.runtime.process import return_freed_memory
+
+if TYPE_CHECKING:
+    from streamforge.runtime.control_plane.tls import TlsFiles
+    from streamforge.runtime.kafka.access import KafkaAccess
 
 
 def _fail(message: str) -> None:
@@ -66,10 +72,37 @@ _home_option = click.option(
     default=Path.home() / ".local" / "share" / "streamforge", show_default=True,
     help="Control-plane database, Kafka data, registry, node state [env STREAMFORGE_HOME].",
 )  # fmt: skip
-_bootstrap_option = click.option(
-    "--bootstrap", envvar="STREAMFORGE_KAFKA_BOOTSTRAP", default=None,
-    help="Use this existing Kafka cluster instead of the embedded broker [env STREAMFORGE_KAFKA_BOOTSTRAP].",
-)  # fmt: skip
+
+
+def _bootstrap_option(command: Callable[..., None]) -> Callable[..., None]:
+    """--bootstrap and --kafka-credentials: an existing cluster instead of the embedded broker."""
+    command = click.option(
+        "--kafka-credentials", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+        envvar="STREAMFORGE_KAFKA_CREDENTIALS",
+        help="With --bootstrap: the 0600 SCRAM login file of that cluster (another gateway's embedded broker keeps "
+        "its own in <its data dir>/kafka/client.credentials) [env STREAMFORGE_KAFKA_CREDENTIALS].",
+    )(command)  # fmt: skip
+    return click.option(
+        "--bootstrap", envvar="STREAMFORGE_KAFKA_BOOTSTRAP", default=None,
+        help="Use this existing Kafka cluster instead of the embedded broker [env STREAMFORGE_KAFKA_BOOTSTRAP].",
+    )(command)  # fmt: skip
+
+
+def _existing_kafka(bootstrap: str | None, credentials: Path | None) -> KafkaAccess | None:
+    """The cluster --bootstrap names, with --kafka-credentials' login; None: the embedded broker."""
+    from streamforge.runtime.kafka.access import CredentialsError, KafkaAccess
+
+    if bootstrap is None:
+        if credentials is not None:
+            _fail("--kafka-credentials needs --bootstrap: the embedded broker's clients use its own login")
+        return None
+    try:
+        return KafkaAccess.load(bootstrap, credentials)
+    except CredentialsError as exc:
+        _fail(str(exc))
+        raise
+
+
 _registry_option = click.option(
     "--registry", "registry_url", envvar="STREAMFORGE_REGISTRY_URL", default=None,
     help="The schema registry of the Kafka cluster (one per cluster) [env STREAMFORGE_REGISTRY_URL]; "
@@ -143,9 +176,10 @@ def kafka_start(
     pid = broker.start_detached(settings)
 
     async def ready() -> None:
-        await wait_ready(settings.bootstrap, timeout, alive=lambda: process_alive(pid))
+        access = broker.access(settings)
+        await wait_ready(access, timeout, alive=lambda: process_alive(pid))
         if not no_topics:
-            await ensure_topics(settings.bootstrap)
+            await ensure_topics(access)
 
     try:
         asyncio.run(ready())
@@ -157,6 +191,7 @@ def kafka_start(
             {
                 "pid": pid,
                 "bootstrap": settings.bootstrap,
+                "credentials_file": str(broker.credentials_path),
                 "version": broker.dist.version,
                 "ready": True,
                 "data_dir": str(broker.data_dir),
@@ -186,12 +221,13 @@ def kafka_status(cache_dir: Path | None, data_dir: Path | None) -> None:
     settings = broker.load_settings()
     pid = broker.running_pid()
     bootstrap = settings.bootstrap if settings else None
-    ready = bool(pid and bootstrap and asyncio.run(accepts_produce(bootstrap, timeout_s=5.0)))
+    ready = bool(pid and settings and asyncio.run(accepts_produce(broker.access(settings), timeout_s=5.0)))
     click.echo(
         json.dumps(
             {
                 "pid": pid,
                 "bootstrap": bootstrap,
+                "credentials_file": str(broker.credentials_path),
                 "version": broker.dist.version,
                 "ready": ready,
                 "installed": broker.dist.is_installed(),
@@ -308,8 +344,10 @@ def flow_plan(file: Path) -> None:
 @_bootstrap_option
 @_registry_option
 @click.option("--port", type=int, default=8080, show_default=True, help="Health and metrics port (0: any free).")
-def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | None, port: int) -> None:
+def run(file: Path, data_dir: Path, bootstrap: str | None, kafka_credentials: Path | None, registry_url: str | None,
+        port: int) -> None:  # fmt: skip
     """Run a gateway with embedded Kafka and FILE's flow until Ctrl-C. An invalid flow starts nothing."""
+    existing = _existing_kafka(bootstrap, kafka_credentials)
     from streamforge.runtime.gateway.run import run_plan
 
     plan = _compiled_to_run(file)
@@ -317,9 +355,25 @@ def run(file: Path, data_dir: Path, bootstrap: str | None, registry_url: str | N
 
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        asyncio.run(run_plan(plan, data_dir, bootstrap, port, click.echo, registry_url))
+        asyncio.run(run_plan(plan, data_dir, existing, port, click.echo, registry_url))
     except DeployFailed as exc:
         _fail(str(exc))
+
+
+def _control_plane_tls(data_dir: Path, host: str, tls_mode: str | None, tls_cert: Path | None, tls_key: Path | None,
+                       tls_names: tuple[str, ...] = ()) -> TlsFiles | None:  # fmt: skip
+    """The control plane's HTTPS files: given ones, else (`auto`, the default off loopback) its own CA's."""
+    from streamforge.runtime.control_plane.tls import TlsFiles, self_signed
+    from streamforge.runtime.http import is_loopback
+
+    if bool(tls_cert) != bool(tls_key):
+        _fail("--tls-cert and --tls-key go together")
+    loopback = is_loopback(host)
+    if tls_cert and tls_key:
+        return TlsFiles(tls_cert, tls_key)
+    if (tls_mode or ("off" if loopback else "auto")) == "auto":
+        return self_signed(data_dir / "tls", list(tls_names) + ([] if loopback else [host]))
+    return None
 
 
 @main.command("control-plane")
@@ -349,26 +403,13 @@ def control_plane_command(data_dir: Path, host: str | None, port: int, poll_inte
                           gateway_token_days: float, allowed_hosts: tuple[str, ...],
                           trusted_proxies: tuple[str, ...]) -> None:  # fmt: skip
     """The control plane alone: gateways register with it, are approved, and sync their flows from it."""
-    import ipaddress
-
     from streamforge.runtime.control_plane.serve import serve_control_plane
-    from streamforge.runtime.control_plane.tls import TlsFiles, self_signed
     from streamforge.runtime.files import private_dir
     from streamforge.runtime.http import http_host
 
     private_dir(data_dir)
-    if bool(tls_cert) != bool(tls_key):
-        _fail("--tls-cert and --tls-key go together")
-    tls: TlsFiles | None = None
     host = host or http_host()
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False  # a host name
-    if tls_cert and tls_key:
-        tls = TlsFiles(tls_cert, tls_key)
-    elif (tls_mode or ("off" if loopback else "auto")) == "auto":
-        tls = self_signed(data_dir / "tls", list(tls_names) + ([] if loopback else [host]))
+    tls = _control_plane_tls(data_dir, host, tls_mode, tls_cert, tls_key, tls_names)
     asyncio.run(serve_control_plane(data_dir, host, port, click.echo, poll_interval, tls, gateway_token_days * 86400,
                                     trusted_proxies=trusted_proxies, named_hosts=allowed_hosts))  # fmt: skip
 
@@ -395,8 +436,8 @@ def control_plane_command(data_dir: Path, host: str | None, port: int, poll_inte
 @click.option("--ca", "ca_file", type=click.Path(path_type=Path, exists=True), default=None,
               help="CA certificate the control plane's TLS certificate must chain to (pinned).")  # fmt: skip
 def gateway(control_plane: str, name: str | None, labels: tuple[str, ...], data_dir: Path, bootstrap: str | None,
-            port: int, enrolment_key: str | None, enrolment_key_file: Path | None, poll_interval: float,
-            registry_url: str | None, ca_file: Path | None) -> None:  # fmt: skip
+            kafka_credentials: Path | None, port: int, enrolment_key: str | None, enrolment_key_file: Path | None,
+            poll_interval: float, registry_url: str | None, ca_file: Path | None) -> None:  # fmt: skip
     """A gateway synced from a control plane; it keeps running from its cache when the control plane is away."""
     import os
     import socket
@@ -411,6 +452,7 @@ def gateway(control_plane: str, name: str | None, labels: tuple[str, ...], data_
     from streamforge.runtime.gateway.agent import InsecureControlPlane, check_transport
     from streamforge.runtime.gateway.standalone import run_gateway
 
+    existing = _existing_kafka(bootstrap, kafka_credentials)
     try:
         check_transport(control_plane)
         parsed = parse_labels(list(labels), "--label")
@@ -418,7 +460,7 @@ def gateway(control_plane: str, name: str | None, labels: tuple[str, ...], data_
         _fail(str(exc))
     data_dir.mkdir(parents=True, exist_ok=True)
     configure_logging("gateway", log_dir=data_dir / "logs")
-    asyncio.run(run_gateway(control_plane, data_dir, name or socket.gethostname(), parsed, click.echo, bootstrap,
+    asyncio.run(run_gateway(control_plane, data_dir, name or socket.gethostname(), parsed, click.echo, existing,
                             port, enrolment_key, poll_interval, ca_file, registry_url))  # fmt: skip
 
 
@@ -440,14 +482,26 @@ def gateway(control_plane: str, name: str | None, labels: tuple[str, ...], data_
     show_default=True,
     help="Also run the simulated Modbus TCP PLC (:15020) and OPC UA server (:14840) the demo flow reads.",
 )
+@click.option("--host", default=None, help="Address the control plane serves on [default: 127.0.0.1, or "
+              "$STREAMFORGE_HTTP_HOST]. Off loopback it serves HTTPS (its own CA, in <data-dir>/tls) unless "
+              "--tls off; the local gateway's port stays on 127.0.0.1 unless $STREAMFORGE_HTTP_HOST says so."
+)  # fmt: skip
+@click.option("--tls", "tls_mode", type=click.Choice(["auto", "off"]), default=None,
+              help="auto: HTTPS with a CA and certificate made on first start. Default: auto unless on loopback."
+)  # fmt: skip
 @_trusted_proxy_option
-def up(data_dir: Path, bootstrap: str | None, registry_url: str | None, port: int, demo: Path, devices: bool,
+def up(data_dir: Path, bootstrap: str | None, kafka_credentials: Path | None, registry_url: str | None, port: int,
+       demo: Path, devices: bool, host: str | None, tls_mode: str | None,
        trusted_proxies: tuple[str, ...]) -> None:  # fmt: skip
     """Control plane + gateway + embedded Kafka on this machine; Ctrl-C stops, the next `up` resumes."""
+    from streamforge.runtime.http import http_host
     from streamforge.runtime.up import up as run_up
 
+    existing = _existing_kafka(bootstrap, kafka_credentials)
     data_dir.mkdir(parents=True, exist_ok=True)
-    asyncio.run(run_up(data_dir, bootstrap, port, demo, click.echo, registry_url, devices, trusted_proxies))
+    host = host or http_host()
+    tls = _control_plane_tls(data_dir, host, tls_mode, None, None)
+    asyncio.run(run_up(data_dir, existing, port, demo, click.echo, registry_url, devices, host, tls, trusted_proxies))
 
 
 @main.group()
@@ -588,13 +642,14 @@ def registry_serve(db: Path, host: str, port: int) -> None:
 @_home_option
 @click.option("--records", type=int, default=1000, show_default=True, help="Telemetry readings to send.")
 @_bootstrap_option
-def roundtrip(data_dir: Path, records: int, bootstrap: str | None) -> None:
+def roundtrip(data_dir: Path, records: int, bootstrap: str | None, kafka_credentials: Path | None) -> None:
     """Smoke check: embedded Kafka and registry up, sample records of every type sent and read back."""
     from streamforge.runtime.roundtrip import round_trip
 
+    existing = _existing_kafka(bootstrap, kafka_credentials)
     data_dir.mkdir(parents=True, exist_ok=True)
     click.echo(f"StreamForge round trip: Apache Kafka {KAFKA_VERSION} (KRaft), Avro in the Confluent wire format")
-    received = asyncio.run(round_trip(data_dir, records, bootstrap, click.echo))
+    received = asyncio.run(round_trip(data_dir, records, existing, click.echo))
     if received == 0:
         _fail("no records came back")
 

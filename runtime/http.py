@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -19,6 +20,14 @@ from streamforge.runtime.protocol import PING_INTERVAL_S, PING_TIMEOUT_S
 def http_host() -> str:
     """Loopback unless STREAMFORGE_HTTP_HOST says otherwise (0.0.0.0 in a container)."""
     return os.environ.get("STREAMFORGE_HTTP_HOST", "127.0.0.1")
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine reaches (a host name other than localhost: not known to be)."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @contextlib.asynccontextmanager

@@ -17,6 +17,7 @@ from streamforge.engine.serde import Decoder, encoder_for
 from streamforge.engine.topics import topic_spec
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
 from streamforge.runtime.http import serve_app
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.clients import BatchConsumer, BatchProducer, node_headers
 from streamforge.runtime.kafka.supervisor import kafka_or_existing
 from streamforge.runtime.kafka.topics import ensure_topics
@@ -88,13 +89,19 @@ def sample_records(count: int) -> dict[str, list[Record]]:
     }
 
 
-async def round_trip(data_dir: Path, count: int, bootstrap: str | None, say: Callable[[str], None]) -> int:
+async def round_trip(data_dir: Path, count: int, existing_kafka: KafkaAccess | None, say: Callable[[str], None]) -> int:
     """Produce samples of every record type, read them back, print what came back. Returns records read."""
     started = time.monotonic()
     store = SchemaStore(data_dir / "registry.sqlite")
-    async with serve_app(schema_registry_app(store)) as registry_url, kafka_or_existing(data_dir, bootstrap) as kafka:
-        servers = kafka.bootstrap if kafka else str(bootstrap)
-        say(f"kafka ready at {servers} ({time.monotonic() - started:.1f}s); schema registry at {registry_url}")
+    async with (
+        serve_app(schema_registry_app(store)) as registry_url,
+        kafka_or_existing(data_dir, existing_kafka) as kafka,
+    ):
+        servers = kafka.access if kafka is not None else existing_kafka
+        assert servers is not None
+        say(
+            f"kafka ready at {servers.bootstrap} ({time.monotonic() - started:.1f}s); schema registry at {registry_url}"
+        )
         created = await ensure_topics(servers)
         say(f"topics: {len(created)} created, catalogue complete")
         http_registry = HttpSchemaRegistry(registry_url)

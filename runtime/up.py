@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from streamforge.engine.flow import load_flow
 from streamforge.engine.node_types import load_node_types
@@ -23,10 +24,12 @@ from streamforge.runtime.control_plane.app import ControlPlane, serving
 from streamforge.runtime.control_plane.auth import ensure_admin
 from streamforge.runtime.control_plane.service import DEPLOY_TIMEOUT_S
 from streamforge.runtime.control_plane.store import Store
+from streamforge.runtime.control_plane.tls import TlsFiles
 from streamforge.runtime.demo_devices import demo_devices
 from streamforge.runtime.files import write_durably
 from streamforge.runtime.gateway.run import stop_on_signals
 from streamforge.runtime.http import http_host
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.logs import configure_logging
 from streamforge.runtime.process import die_with_parent, terminate
 
@@ -57,14 +60,16 @@ class LocalGateway:
 
 
 @contextlib.asynccontextmanager
-async def local_gateway(url: str, data_dir: Path, enrolment_key: str, bootstrap: str | None,
-                        registry_url: str | None) -> AsyncIterator[LocalGateway]:  # fmt: skip
+async def local_gateway(url: str, data_dir: Path, enrolment_key: str, existing_kafka: KafkaAccess | None,
+                        registry_url: str | None, ca_file: Path | None = None,
+                        ) -> AsyncIterator[LocalGateway]:  # fmt: skip
     """Start the local gateway, pre-approved by `enrolment_key`, and stop it (SIGTERM, cleanly) on exit. It dies
-    with `up` if `up` is killed."""
+    with `up` if `up` is killed. `ca_file`: the CA it pins, when the control plane serves HTTPS."""
     args = [sys.executable, "-m", "streamforge.runtime.cli", "gateway", "--control-plane", url, "--name", "local",
             "--data-dir", str(data_dir), "--label", "gateway=local"]  # fmt: skip
-    args += ["--bootstrap", bootstrap] if bootstrap else []
+    args += existing_kafka.cli_arguments() if existing_kafka is not None else []
     args += ["--registry", registry_url] if registry_url else []
+    args += ["--ca", str(ca_file)] if ca_file else []
     key_file = data_dir / "enrolment.key"  # 0600, deleted by the gateway once read: in no environment or argv
     write_durably(key_file, enrolment_key.encode())
     args += ["--enrolment-key-file", str(key_file)]
@@ -120,17 +125,21 @@ async def resume(control_plane: ControlPlane, gateway_id: str) -> list[str]:
 
 async def up(
     data_dir: Path,
-    bootstrap: str | None,
+    existing_kafka: KafkaAccess | None,
     port: int,
     demo: Path | None,
     say: Callable[[str], None],
     registry_url: str | None = None,
     devices: bool = False,
+    host: str | None = None,
+    tls: TlsFiles | None = None,
     trusted_proxies: Sequence[str] = (),
 ) -> None:
     """Run until SIGINT/SIGTERM; the next `up` on the same data dir resumes with the same data.
 
     `devices`: also run the simulated Modbus PLC and OPC UA server the demo flow reads (runtime/demo_devices.py).
+    `host`: where the control plane serves (default http_host()); `tls`: HTTPS with these files (a container's
+    control plane, served off loopback). The local gateway reaches it on loopback either way.
     `trusted_proxies`: CIDRs whose X-Forwarded-For is believed (default none).
     """
     stop = stop_on_signals()
@@ -144,18 +153,28 @@ async def up(
     configure_logging("control-plane", log_dir=control_plane.log_dir)  # into the ring /api/v1/logs reads
     async with (
         demo_devices() if devices else contextlib.nullcontext() as simulated,
-        serving(control_plane, http_host(), port, None, trusted_proxies=trusted_proxies) as url,
+        serving(
+            control_plane,
+            host or http_host(),
+            port,
+            (tls.cert, tls.key) if tls else None,
+            trusted_proxies=trusted_proxies,
+        ) as url,
     ):
         if simulated is not None:
             say(json.dumps({"event": "demo_devices", "modbus": simulated.modbus, "opcua": simulated.opcua}))
         key = fleet.create_enrolment_key(LOCAL_LABELS, "streamforge up", ttl_s=600)
-        async with local_gateway(url, data_dir, key, bootstrap, registry_url) as gateway:
+        local_url = f"{urlsplit(url).scheme}://127.0.0.1:{urlsplit(url).port}"
+        ca_file = (tls.ca or tls.cert) if tls else None
+        async with local_gateway(local_url, data_dir, key, existing_kafka, registry_url, ca_file) as gateway:
             gateway_id = await fleet.approved(gateway.event["instance_id"])
             started = await resume(control_plane, gateway_id)
+            pinned = {"tls_fingerprint": tls.fingerprint(), "tls_ca": str(ca_file)} if tls else {}
             say(json.dumps({"event": "up", "editor": f"{url}/", "api": f"{url}/api/v1", "mcp": f"{url}/mcp",
                             "health": f"{url}/health", "metrics": f"{url}/metrics", "registry": f"{url}/schemas",
                             "kafka": gateway.event["kafka"], "gateway": gateway_id,
-                            "gateway_health": gateway.event["health"], "flows": started, "seeded": seeded,
-                            "url": url}))  # fmt: skip
+                            "gateway_health": gateway.event["health"], "gateway_token": gateway.event["token_file"],
+                            "flows": started, "seeded": seeded, "url": url,
+                            **pinned}))  # fmt: skip
             await stop.wait()
     say(json.dumps({"event": "stopped"}))

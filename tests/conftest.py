@@ -29,6 +29,7 @@ from streamforge.runtime.control_plane.schema_registry import SchemaStore, schem
 from streamforge.runtime.gateway.gateway import Gateway
 from streamforge.runtime.gateway.supervisor import RestartPolicy
 from streamforge.runtime.http import serve_app
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import create_topics
@@ -135,7 +136,7 @@ def unique(request: pytest.FixtureRequest) -> Iterator[str]:
     )
 
 
-async def create_topic(bootstrap: str, name: str, partitions: int = 12, **configs: str) -> str:
+async def create_topic(bootstrap: KafkaAccess, name: str, partitions: int = 12, **configs: str) -> str:
     """A test's own topic, ready for produce (every partition has a leader)."""
     await create_topics(bootstrap, [NewTopic(name, partitions, 1, topic_configs=configs)])
     return name
@@ -147,7 +148,7 @@ def in_process_gateway(
     """A gateway in the test's own process on `kafka`, with the built-in node types and a fast restart policy;
     sources and sinks still run in worker processes."""
     return Gateway(
-        kafka.bootstrap,
+        kafka.access,
         registry,
         load_node_types(include_plugins=False),
         state_dir,

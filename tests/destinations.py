@@ -11,7 +11,6 @@ from email import message_from_bytes
 from typing import Any
 
 import pyarrow.parquet as pq
-from aiokafka import AIOKafkaConsumer
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
@@ -66,9 +65,9 @@ async def s3_objects(client: Any, bucket: str) -> dict[str, list[dict[str, Any]]
 
 async def committed_records(kafka: EmbeddedKafka, topic: str, count: int) -> list[tuple[bytes, bytes]]:
     """(key, value) of every committed record of the topic once `count` arrived and 1 s more brought nothing, read
-    through the customer's plain listener as its consumers read (isolation.level=read_committed)."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, isolation_level="read_committed")  # fmt: skip
+    through the customer broker's own SCRAM listener as its consumers read (isolation.level=read_committed)."""
+    consumer = kafka.access.consumer(topic, auto_offset_reset="earliest",
+                                     enable_auto_commit=False, isolation_level="read_committed")  # fmt: skip
     await consumer.start()
     got: list[tuple[bytes, bytes]] = []
     try:

@@ -8,12 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.sdk import Message
 from streamforge.engine.serde import Decoder
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.clients import BatchConsumer
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import ensure_topics
@@ -31,7 +31,7 @@ async def read_from(
     """Everything `node` of `flow` wrote to `topic`, waiting until `expected` records arrived."""
     records: list[dict[str, Any]] = []
     group = f"reader.{flow}.{node}.{topic}.{time.time_ns()}"
-    async with BatchConsumer(kafka.bootstrap, group, [topic], Decoder(registry), upstream=[(flow, node)]) as consumer:
+    async with BatchConsumer(kafka.access, group, [topic], Decoder(registry), upstream=[(flow, node)]) as consumer:
         deadline = time.monotonic() + timeout_s
         idle = 0
         while time.monotonic() < deadline and (len(records) < expected or idle < 2):
@@ -48,8 +48,8 @@ async def tail(
     """Every record `node` of `flow` writes to `topics` from entry on, appended to the yielded list as it
     arrives. No consumer group, and nothing older is scanned: other tests' records do not slow it down."""
     arrived: list[Message] = []
-    await ensure_topics(kafka.bootstrap)  # as the gateway does on deploy, which may come after
-    async with BatchConsumer(kafka.bootstrap, None, topics, Decoder(registry), upstream=[(flow, node)]) as consumer:
+    await ensure_topics(kafka.access)  # as the gateway does on deploy, which may come after
+    async with BatchConsumer(kafka.access, None, topics, Decoder(registry), upstream=[(flow, node)]) as consumer:
         await consumer.start_at_end()
 
         async def follow() -> None:
@@ -65,9 +65,9 @@ async def tail(
                 await task
 
 
-async def topic_configs(bootstrap: str, names: list[str]) -> dict[str, dict[str, str]]:
+async def topic_configs(bootstrap: KafkaAccess, names: list[str]) -> dict[str, dict[str, str]]:
     """Each topic's configs as the broker describes them (defaults included)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = bootstrap.admin()
     await admin.start()
     try:
         responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])

@@ -108,18 +108,18 @@ SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;
 
 def sasl_ssl_kafka(workdir: Path, pki: Pki, users: dict[str, str]) -> tuple[EmbeddedKafka, str]:
     """A second, real Kafka broker like a customer's: a SASL_SSL listener (the PKI's server certificate; SASL PLAIN
-    and SCRAM-SHA-256/512 for `users`), beside the PLAINTEXT one a test reads back through. Returns it, unstarted,
-    and the SASL_SSL bootstrap."""
+    and SCRAM-SHA-256/512 for `users`), beside the SCRAM one of every embedded broker, which a test reads back
+    through with the broker's own login (`kafka.access`). Returns it, unstarted, and the SASL_SSL bootstrap."""
     host, port, controller, secure = "127.0.0.1", free_port(), free_port(), free_port()
     keystore = workdir / "broker-keystore.pem"  # Kafka's PEM keystore: the PKCS#8 key, then the certificate chain
     keystore.write_bytes(pki.server_key.read_bytes() + pki.server_cert.read_bytes())
     plain_users = " ".join(f'user_{name}="{password}"' for name, password in users.items())
     listener = "listener.name.sasl_ssl"
     properties = {
-        "listeners": f"PLAINTEXT://{host}:{port},SASL_SSL://{host}:{secure},CONTROLLER://{host}:{controller}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port},SASL_SSL://{host}:{secure}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
-        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        "listeners": f"SASL_PLAINTEXT://{host}:{port},SASL_SSL://{host}:{secure},CONTROLLER://{host}:{controller}",
+        "advertised.listeners": f"SASL_PLAINTEXT://{host}:{port},SASL_SSL://{host}:{secure}",
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:SASL_PLAINTEXT",
+        f"{listener}.sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
         f"{listener}.ssl.keystore.type": "PEM",
         f"{listener}.ssl.keystore.location": str(keystore),
         f"{listener}.plain.sasl.jaas.config":

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from streamforge.runtime.kafka.access import CREDENTIALS_FILE, KafkaAccess
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 
@@ -51,7 +52,7 @@ async def running_up(data: Path, demo: dict[str, Any], kafka: EmbeddedKafka, reg
     (data / "demo.json").write_text(json.dumps(demo))
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "streamforge.runtime.cli", "up", "--data-dir", str(data / "state"),
-        "--bootstrap", kafka.bootstrap, "--registry", registry_url, "--port", str(free_port()),
+        *kafka.access.cli_arguments(), "--registry", registry_url, "--port", str(free_port()),
         "--demo", str(data / "demo.json"), stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stdout is not None
@@ -101,6 +102,10 @@ class ServiceProcess:
                 self.event = json.loads(line)
                 return self.event
 
+    def local_token(self) -> dict[str, str]:
+        """The header a gateway's own port wants (W2): its local token, from the file its event names."""
+        return {"Authorization": f"Bearer {Path(self.event['token_file']).read_text().strip()}"}
+
     async def kill(self) -> None:
         """SIGKILL of the whole process group: nothing of it gets to clean up."""
         assert self.process is not None
@@ -121,12 +126,20 @@ class ServiceProcess:
 
 
 class GatewayProcess(ServiceProcess):
-    """`streamforge run FLOW`; `bootstrap` None: with its own embedded broker."""
+    """`streamforge run FLOW`; `kafka` None: with its own embedded broker."""
 
-    def __init__(self, flow: Path, data_dir: Path, registry_url: str, bootstrap: str | None = None) -> None:
+    def __init__(self, flow: Path, data_dir: Path, registry_url: str, kafka: KafkaAccess | None = None) -> None:
         args = ["run", str(flow), "--data-dir", str(data_dir), "--registry", registry_url, "--port", str(free_port())]
-        super().__init__([*args, "--bootstrap", bootstrap] if bootstrap else args,
+        super().__init__([*args, *kafka.cli_arguments()] if kafka else args,
                          data_dir.parent / f"{data_dir.name}.stderr", "running")  # fmt: skip
+        self.data_dir, self.existing_kafka = data_dir, kafka
+
+    @property
+    def kafka(self) -> KafkaAccess:
+        """Its broker: the one it was given, or its embedded one with the login beside that broker's data."""
+        if self.existing_kafka is not None:
+            return self.existing_kafka
+        return KafkaAccess.load(str(self.event["kafka"]), self.data_dir / "kafka" / CREDENTIALS_FILE)
 
     @property
     def health_url(self) -> str:
@@ -138,7 +151,7 @@ class GatewayProcess(ServiceProcess):
         return self.process.pid
 
     async def health(self) -> dict[str, Any]:
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(headers=self.local_token()) as http:
             return dict((await http.get(self.health_url)).json())
 
     async def kill(self, group: bool = False) -> None:

@@ -164,11 +164,12 @@ class DeadLetters:
         self._encoders: dict[str, Encoder] = {}
 
     def _consumer(self) -> AIOKafkaConsumer:
-        return AIOKafkaConsumer(bootstrap_servers=self.gateway.env.bootstrap, group_id=None, enable_auto_commit=False,
-                                isolation_level="read_committed", fetch_max_wait_ms=READ_TO_END_WAIT_MS)  # fmt: skip
+        return self.gateway.env.kafka.consumer(group_id=None, enable_auto_commit=False,
+                                               isolation_level="read_committed",
+                                               fetch_max_wait_ms=READ_TO_END_WAIT_MS)  # fmt: skip
 
     async def _ensure_markers_topic(self) -> None:
-        await create_topics(self.gateway.env.bootstrap, [NewTopic(MARKERS_TOPIC, 1, 1, topic_configs={
+        await create_topics(self.gateway.env.kafka, [NewTopic(MARKERS_TOPIC, 1, 1, topic_configs={
             "cleanup.policy": "compact"})])  # fmt: skip
 
     async def read(self, wanted: DlqFilter, scan: int | None = SCAN_PER_PARTITION) -> tuple[list[Letter], int]:
@@ -326,7 +327,7 @@ class DeadLetters:
             if missing:
                 raise ApiError(404, "not_found", f"no dead letter {sorted(missing)[0]} ({len(missing)} not found)")
         job.total = len(letters)
-        producer = BatchProducer(self.gateway.env.bootstrap,
+        producer = BatchProducer(self.gateway.env.kafka,
                                  transactional_id=f"streamforge.{self.gateway_id()}.dlq-reprocess")  # fmt: skip
         await producer.start()  # fences a predecessor that died mid-transaction, aborting it
         try:

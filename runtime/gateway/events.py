@@ -136,7 +136,7 @@ class EventsChannel:
                                          f"{request.flow}/{request.node}:{request.port} on this gateway: deploy the "
                                          "flow, then tap"))  # fmt: skip
                 return
-            consumer = BatchConsumer(self.gateway.env.bootstrap, None, [output.topic],
+            consumer = BatchConsumer(self.gateway.env.kafka, None, [output.topic],
                                      Decoder(self.gateway.env.registry),
                                      upstream=[(request.flow, request.node)])  # fmt: skip
             await consumer.start()

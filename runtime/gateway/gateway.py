@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.plan import ExecutionPlan, NodePlan
@@ -23,6 +24,7 @@ from streamforge.engine.sdk import CommandInvalid, Kind
 from streamforge.engine.topics import TOPICS
 from streamforge.runtime.errors import EXCEPTION_HANDLERS, ApiError, json_body
 from streamforge.runtime.gateway.compiling import compile_apart
+from streamforge.runtime.gateway.local_auth import RequireLocalToken, ensure_token, token_path
 from streamforge.runtime.gateway.metrics import NodeMetrics, merged_exposition, worker_metrics_path
 from streamforge.runtime.gateway.overflow import OverflowManager, Tier
 from streamforge.runtime.gateway.runners import CommandNotDelivered, NodeStatus, RuntimeEnv, changelog_spec
@@ -34,6 +36,8 @@ from streamforge.runtime.gateway.supervisor import (
     TaskHandle,
     WorkerSettings,
 )
+from streamforge.runtime.http import http_host, is_loopback
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.groups import start_new_flow_at_end
 from streamforge.runtime.kafka.topics import create_topics, ensure_topics
 
@@ -62,7 +66,7 @@ class Gateway:
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaAccess,
         registry: SchemaRegistry,
         node_types: NodeTypes,
         state_dir: Path,
@@ -73,15 +77,19 @@ class Gateway:
         registry_ca_file: Path | None = None,
     ) -> None:
         self.metrics = NodeMetrics()
-        self.env = RuntimeEnv(bootstrap, registry, self.metrics, node_types)
+        self.env = RuntimeEnv(kafka, registry, self.metrics, node_types)
         self.node_types = node_types
         self.state_dir = state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self.policy = policy or RestartPolicy()
         token_file = str(registry_token_file) if registry_token_file else None
         ca_file = str(registry_ca_file) if registry_ca_file else None
-        self.worker_settings = WorkerSettings(bootstrap, registry_url, str(state_dir), registry_token_file=token_file,
-                                              registry_ca_file=ca_file)  # fmt: skip
+        if kafka.credentials is not None and kafka.credentials_file is None:
+            raise ValueError("the gateway's Kafka login must come from a file: its workers are given the file's path")
+        kafka_credentials = str(kafka.credentials_file) if kafka.credentials_file else None
+        self.worker_settings = WorkerSettings(kafka.bootstrap, registry_url, str(state_dir),
+                                              registry_token_file=token_file, registry_ca_file=ca_file,
+                                              kafka_credentials_file=kafka_credentials)  # fmt: skip
         self.kafka_health = kafka_health
         self.plans: dict[str, ExecutionPlan] = {}
         # Every flow this gateway started deploying since it started, running or not: what it produced (an alarm
@@ -100,16 +108,16 @@ class Gateway:
     async def prepare_topics(self) -> None:
         """The catalogue's topics, once: at boot, so the first deploy does not wait for them."""
         if not self._topics_ready:
-            await ensure_topics(self.env.bootstrap)
+            await ensure_topics(self.env.kafka)
             self._topics_ready = True
 
     async def _ensure_topics(self, plan: ExecutionPlan) -> None:
         await self.prepare_topics()
         known = {spec.name for spec in TOPICS}
-        await create_topics(self.env.bootstrap, [NewTopic(topic, 12, 1) for topic in plan.topics if topic not in known])
+        await create_topics(self.env.kafka, [NewTopic(topic, 12, 1) for topic in plan.topics if topic not in known])
         # Reconfigured too: changelogs an older release made were all fsynced per write.
         changelogs = [changelog_spec(plan.flow_id, node, self.node_types) for node in plan.nodes]
-        await create_topics(self.env.bootstrap, changelogs, reconfigure=True)
+        await create_topics(self.env.kafka, changelogs, reconfigure=True)
 
     async def deploy(self, plan: ExecutionPlan, modified_only: bool = True) -> DeployReport:
         """Start `plan`; with modified_only, nodes whose fingerprint is unchanged keep running.
@@ -122,7 +130,7 @@ class Gateway:
             await self._ensure_topics(plan)
             previous = self.plans.get(plan.flow_id)
             if previous is None:  # first deploy here: a flow new to this Kafka skips the shared topics' history
-                await start_new_flow_at_end(self.env.bootstrap, {
+                await start_new_flow_at_end(self.env.kafka, {
                     node.consumer_group: sorted({inp.topic for inp in node.inputs})
                     for node in plan.nodes if node.consumer_group is not None
                 })  # fmt: skip
@@ -274,12 +282,16 @@ def health_app(
     extra_routes: Iterable[BaseRoute] = (),
     commands: bool = True,
     sync: Callable[[], dict[str, Any]] | None = None,
-) -> Starlette:
-    """`/health/live`, `/health/ready`, `/health`, `/metrics`, and (`commands`) unauthenticated node commands.
+    *,
+    token_dir: Path,
+) -> ASGIApp:
+    """`/health/live`, `/health/ready`, `/health`, `/metrics`, `/overflow` and (`commands`) node commands.
 
     A headless `streamforge run` gateway takes commands on its own port; a gateway under a control plane takes
     them only through the control plane's authenticated route (Operator and up), so it passes commands=False.
     `sync`: the state of its link to the control plane, shown in /health.
+    Everything but the probes (and /metrics when served on loopback) wants the local token in
+    `token_dir`/http.token (local_auth.py), made on first start.
     """
 
     async def command(request: Request) -> JSONResponse:
@@ -318,4 +330,6 @@ def health_app(
     if commands:
         routes.append(Route("/api/v1/flows/{flow}/nodes/{node}/commands/{command}", command, methods=["POST"]))
     routes += extra_routes
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS)
+    token = ensure_token(token_dir)
+    return RequireLocalToken(app, token, token_path(token_dir), metrics_open=is_loopback(http_host()))

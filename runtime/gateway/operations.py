@@ -79,7 +79,7 @@ class GatewayOperations:
         topic, limit = _text(args, "topic"), args.get("limit", 100)
         if not isinstance(limit, int) or not 1 <= limit <= RECENT_LIMIT:
             raise ApiError(422, "invalid", f"`limit` is a whole number from 1 to {RECENT_LIMIT}")
-        rows = await recent_records(self.gateway.env.bootstrap, topic, Decoder(self.gateway.env.registry), limit)
+        rows = await recent_records(self.gateway.env.kafka, topic, Decoder(self.gateway.env.registry), limit)
         return {"topic": topic, "records": [json_safe({k: v for k, v in record.items() if k != "payload"})
                                             for _ts, _partition, record in rows]}  # fmt: skip
 
@@ -114,7 +114,7 @@ async def alarm_uplink(
     replay after a crash changes nothing. Only the flows this gateway runs or has deployed (one still starting its
     nodes included) and its own (the disk budget's) are sent: another gateway on the same Kafka cluster sends its
     own."""
-    consumer = BatchConsumer(gateway.env.bootstrap, f"streamforge.{gateway_id}.uplink.alarms", [],
+    consumer = BatchConsumer(gateway.env.kafka, f"streamforge.{gateway_id}.uplink.alarms", [],
                              Decoder(gateway.env.registry), max_poll_records=UPLINK_BATCH)  # fmt: skip
     await consumer.start()
     consumer.consumer.subscribe(pattern=ALARM_TOPICS)

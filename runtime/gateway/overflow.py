@@ -30,6 +30,7 @@ from streamforge.engine.schemas import SCHEMAS
 from streamforge.engine.sdk import Record
 from streamforge.engine.serde import encoder_for
 from streamforge.engine.topics import TOPICS, Priority, TopicSpec, topic_spec
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.clients import BatchProducer, node_headers
 from streamforge.runtime.kafka.groups import committed_offsets
 
@@ -161,9 +162,9 @@ class OverflowManager:
     are idempotent: configs are set to what the tier wants (the catalogue's, plus the tier's), never toggled. Entering
     and leaving BLOCK raise and clear a CRITICAL alarm in alarms.clean (flow `_gateway`, node `overflow`)."""
 
-    def __init__(self, bootstrap: str, log_dir: Path, state_dir: Path, settings: OverflowSettings,
+    def __init__(self, kafka: KafkaAccess, log_dir: Path, state_dir: Path, settings: OverflowSettings,
                  registry: CollectorRegistry, schemas: SchemaRegistry | None = None) -> None:  # fmt: skip
-        self.bootstrap, self.log_dir, self.settings, self.schemas = bootstrap, log_dir, settings, schemas
+        self.kafka, self.log_dir, self.settings, self.schemas = kafka, log_dir, settings, schemas
         self.block_file = state_dir / BLOCK_FILE
         self.metrics = OverflowMetrics(registry)
         self.tier = Tier.NORMAL
@@ -205,8 +206,8 @@ class OverflowManager:
 
     async def _connect(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._clients is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+            admin = self.kafka.admin(request_timeout_ms=10_000)
+            consumer = self.kafka.consumer(enable_auto_commit=False)
             await admin.start()
             try:
                 await consumer.start()
@@ -277,7 +278,7 @@ class OverflowManager:
         if self.schemas is None:
             return
         encoder = await encoder_for(self.schemas, "alarms.clean-value", SCHEMAS["alarm"])
-        producer = BatchProducer(self.bootstrap)
+        producer = BatchProducer(self.kafka)
         await producer.start()
         try:
             record = disk_alarm(state, disk, self.settings, datetime.now(UTC))
@@ -411,11 +412,11 @@ def load_settings(data_dir: Path) -> OverflowSettings:
 
 
 @contextlib.asynccontextmanager
-async def watching_disk(bootstrap: str, log_dir: Path, state_dir: Path, settings: OverflowSettings,
+async def watching_disk(kafka: KafkaAccess, log_dir: Path, state_dir: Path, settings: OverflowSettings,
                         registry: CollectorRegistry, schemas: SchemaRegistry | None = None,
                         ) -> AsyncIterator[OverflowManager]:  # fmt: skip
     """An overflow manager running beside the gateway until the `async with` ends; its block file removed then."""
-    manager = OverflowManager(bootstrap, log_dir, state_dir, settings, registry, schemas)
+    manager = OverflowManager(kafka, log_dir, state_dir, settings, registry, schemas)
     task = asyncio.create_task(manager.run(), name="overflow")
     try:
         yield manager

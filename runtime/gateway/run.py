@@ -14,8 +14,10 @@ from streamforge.engine.plan import ExecutionPlan
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache, bearer_from_file
 from streamforge.runtime.control_plane.schema_registry import SchemaStore, schema_registry_app
 from streamforge.runtime.gateway.gateway import Gateway, health_app
+from streamforge.runtime.gateway.local_auth import token_path
 from streamforge.runtime.gateway.overflow import load_settings, watching_disk
 from streamforge.runtime.http import serve_app
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.supervisor import kafka_or_existing
 
 
@@ -41,12 +43,12 @@ def stop_on_signals() -> asyncio.Event:
 @contextlib.asynccontextmanager
 async def gateway_stack(
     data_dir: Path,
-    bootstrap: str | None,
+    existing_kafka: KafkaAccess | None,
     registry_url: str | None,
     registry_token_file: Path | None = None,
     registry_ca_file: Path | None = None,
 ) -> AsyncIterator[Gateway]:
-    """Schema registry, Kafka (embedded unless `bootstrap`) and a gateway; all stopped cleanly on exit.
+    """Schema registry, Kafka (embedded unless `existing_kafka`) and a gateway; all stopped cleanly on exit.
 
     `registry_token_file`: the gateway's credentials file, whose token the registry wants (the control plane's).
     `registry_ca_file`: the CA that signs the registry's certificate, when not one the system trusts (the control
@@ -55,13 +57,14 @@ async def gateway_stack(
     state_dir = data_dir / "gateway"
     async with (
         registry_or_existing(data_dir, registry_url) as schemas_url,
-        kafka_or_existing(data_dir, bootstrap) as kafka,
+        kafka_or_existing(data_dir, existing_kafka) as kafka,
     ):
-        servers = kafka.bootstrap if kafka else str(bootstrap)
+        access = kafka.access if kafka is not None else existing_kafka
+        assert access is not None
         credentials = bearer_from_file(registry_token_file) if registry_token_file else None
         remote = HttpSchemaRegistry(schemas_url, credentials=credentials, ca_file=registry_ca_file)
         registry = CachedSchemaRegistry(remote, SchemaCache(state_dir / "schema-cache" / "gateway.json"))
-        gateway = Gateway(servers, registry, load_node_types(deferred=True), state_dir, schemas_url,
+        gateway = Gateway(access, registry, load_node_types(deferred=True), state_dir, schemas_url,
                           kafka_health=kafka.health if kafka else None,
                           registry_token_file=registry_token_file, registry_ca_file=registry_ca_file)  # fmt: skip
         try:
@@ -72,7 +75,7 @@ async def gateway_stack(
                 yield gateway
             else:
                 settings = load_settings(data_dir)
-                async with watching_disk(servers, kafka.broker.log_dir, state_dir, settings,
+                async with watching_disk(access, kafka.broker.log_dir, state_dir, settings,
                                          gateway.metrics.registry, registry) as gateway.overflow:  # fmt: skip
                     yield gateway
         finally:
@@ -84,7 +87,7 @@ async def gateway_stack(
 async def run_plan(
     plan: ExecutionPlan,
     data_dir: Path,
-    bootstrap: str | None,
+    existing_kafka: KafkaAccess | None,
     port: int,
     say: Callable[[str], None],
     registry_url: str | None = None,
@@ -92,12 +95,13 @@ async def run_plan(
     """Run until SIGINT/SIGTERM, then stop every node and the broker cleanly."""
     stop = stop_on_signals()
     async with (
-        gateway_stack(data_dir, bootstrap, registry_url) as gateway,
-        serve_app(health_app(gateway), port=port) as health_url,
+        gateway_stack(data_dir, existing_kafka, registry_url) as gateway,
+        serve_app(health_app(gateway, token_dir=data_dir), port=port) as health_url,
     ):
         report = await gateway.deploy(plan)
         say(json.dumps({"event": "running", "flow": plan.flow_id, "version": plan.version,
-                        "kafka": gateway.env.bootstrap, "health": f"{health_url}/health",
-                        "metrics": f"{health_url}/metrics", "nodes": report.started}))  # fmt: skip
+                        "kafka": gateway.env.kafka.bootstrap, "health": f"{health_url}/health",
+                        "metrics": f"{health_url}/metrics", "token_file": str(token_path(data_dir)),
+                        "nodes": report.started}))  # fmt: skip
         await stop.wait()
     say(json.dumps({"event": "stopped", "flow": plan.flow_id}))

@@ -17,8 +17,10 @@ from starlette.routing import Route
 
 from streamforge.runtime.gateway.agent import SyncAgent
 from streamforge.runtime.gateway.gateway import health_app
+from streamforge.runtime.gateway.local_auth import token_path
 from streamforge.runtime.gateway.run import gateway_stack, stop_on_signals
 from streamforge.runtime.http import serve_app
+from streamforge.runtime.kafka.access import KafkaAccess
 
 
 def identify_logs(agent: SyncAgent) -> None:
@@ -40,7 +42,7 @@ async def run_gateway(
     name: str,
     labels: dict[str, str],
     say: Callable[[str], None],
-    bootstrap: str | None = None,
+    existing_kafka: KafkaAccess | None = None,
     port: int = 0,
     enrolment_key: str | None = None,
     poll_interval_s: float = 30.0,
@@ -54,7 +56,7 @@ async def run_gateway(
     schemas = registry_url or f"{control_plane.rstrip('/')}/schemas"
     # The control plane's registry trusts and is trusted as the control plane is; a cluster's own: its own.
     token_file, registry_ca = (None, None) if registry_url else (sync_dir / "credentials.json", ca_file)
-    async with gateway_stack(data_dir, bootstrap, schemas, token_file, registry_ca) as gateway:
+    async with gateway_stack(data_dir, existing_kafka, schemas, token_file, registry_ca) as gateway:
         agent = SyncAgent(gateway, control_plane, data_dir, name, labels, enrolment_key, poll_interval_s, verify,
                           version=version("streamforge"))  # fmt: skip
         identify_logs(agent)
@@ -67,11 +69,12 @@ async def run_gateway(
             return JSONResponse(await agent.operations.run("logs", dict(request.query_params)))
 
         routes = [Route("/sync", sync_status), Route("/api/v1/logs", logs)]
-        app = health_app(gateway, routes, commands=False, sync=agent.status.to_dict)
+        app = health_app(gateway, routes, commands=False, sync=agent.status.to_dict, token_dir=data_dir)
         async with serve_app(app, port=port) as url:
             await agent.boot()
             say(json.dumps({"event": "gateway", "health": f"{url}/health", "metrics": f"{url}/metrics",
-                            "sync": f"{url}/sync", "kafka": gateway.env.bootstrap, "flows": agent.running(),
+                            "sync": f"{url}/sync", "token_file": str(token_path(data_dir)),
+                            "kafka": gateway.env.kafka.bootstrap, "flows": agent.running(),
                             "instance_id": agent.identity.instance_id}))  # fmt: skip
             syncing = asyncio.create_task(agent.run(), name="sync")
             try:

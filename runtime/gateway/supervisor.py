@@ -189,6 +189,7 @@ class WorkerSettings:
     metrics_dir: str | None = None
     registry_token_file: str | None = None  # the gateway's credentials, when the registry wants them
     registry_ca_file: str | None = None  # the CA the registry's certificate is signed by, when not the system's
+    kafka_credentials_file: str | None = None  # the broker's 0600 login file: a path, never the password itself
 
 
 class ProcessHandle(NodeHandle):

@@ -19,6 +19,7 @@ from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaR
 from streamforge.runtime.gateway.metrics import METRICS_INTERVAL_S, NodeMetrics, worker_metrics_path, write_atomically
 from streamforge.runtime.gateway.overflow import producers_blocked
 from streamforge.runtime.gateway.runners import NodeStatus, RuntimeEnv, runner_for
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.logs import configure_logging
 from streamforge.runtime.process import return_freed_memory
 
@@ -41,7 +42,8 @@ async def serve(spec: dict[str, Any]) -> None:
     state_dir = Path(settings["state_dir"])
     cache = SchemaCache(state_dir / "schema-cache" / f"{spec['flow_id']}.{plan.node_id}.json")
     metrics = NodeMetrics()
-    env = RuntimeEnv(settings["bootstrap"], CachedSchemaRegistry(remote, cache), metrics, node_types_for(plan.type),
+    kafka = KafkaAccess.load(settings["bootstrap"], settings.get("kafka_credentials_file"))
+    env = RuntimeEnv(kafka, CachedSchemaRegistry(remote, cache), metrics, node_types_for(plan.type),
                      producers_blocked=lambda: producers_blocked(state_dir))  # fmt: skip
     metrics_file = worker_metrics_path(state_dir, spec["flow_id"], plan.node_id)
     runner = runner_for(plan, spec["flow_id"], env)

@@ -20,20 +20,36 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from streamforge.runtime.files import private_dir
+from streamforge.runtime.files import private_dir, write_durably
+from streamforge.runtime.kafka.access import (
+    CREDENTIALS_FILE,
+    KafkaAccess,
+    KafkaLogin,
+    ensure_credentials,
+)
 from streamforge.runtime.kafka.install import KafkaDistribution, check_java
 
 log = logging.getLogger("streamforge.kafka")
 
 HEALTH_TOPIC = "_streamforge.health"
 STATE_FILE = "broker.json"
+SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
 CLEANER_DEDUPE_BUFFER_BYTES = 16 * 1024 * 1024  # the log cleaner's key map, on the broker's heap (see _properties)
 LOCK_FILE = ".lock"  # Kafka's own lock on each log directory (a POSIX record lock, FileChannel.tryLock)
 _FLOCK = "hhqqi4x"  # struct flock on Linux: l_type, l_whence, l_start, l_len, l_pid (padded to 32 bytes)
+
+
+def _jaas(login: KafkaLogin, mechanism: str) -> str:
+    """A listener's login module for `mechanism`, with the broker's own login (for its connections to itself); for
+    PLAIN also the one user it accepts (SCRAM users live in the cluster's metadata)."""
+    own = f'username="{login.username}" password="{login.password}"'
+    if mechanism == "PLAIN":
+        return f'{PLAIN_MODULE} required {own} user_{login.username}="{login.password}";'
+    return f"{SCRAM_MODULE} required {own};"
 
 
 class BrokerConflict(RuntimeError):
@@ -83,6 +99,11 @@ class Broker:
         self.log_dir = self.data_dir / "log"
         self.state_path = self.data_dir / STATE_FILE
         self.pid_path = self.data_dir / "kafka.pid"
+        self.credentials_path = self.data_dir / CREDENTIALS_FILE
+
+    def access(self, settings: BrokerSettings) -> KafkaAccess:
+        """How this broker's clients reach it: its bootstrap and the login in its 0600 credentials file."""
+        return KafkaAccess.load(settings.bootstrap, self.credentials_path)
 
     def load_settings(self) -> BrokerSettings | None:
         if not self.state_path.exists():
@@ -98,8 +119,10 @@ class Broker:
             raise RuntimeError(
                 f"Kafka {self.dist.version} is not installed in {self.dist.home}: run `streamforge kafka install`"
             )
-        private_dir(self.data_dir)  # 0700: the broker's settings and logs are this user's alone
+        private_dir(self.data_dir)  # 0700: the broker's settings, login and logs are this user's alone
         private_dir(self.log_dir)
+        formatted = (self.log_dir / "meta.properties").exists()
+        credentials = ensure_credentials(self.data_dir, formatted)
         settings = self.load_settings() or BrokerSettings(cluster_id=uuid.uuid4().hex[:22])
         remembered = [p for p in (settings.port, settings.controller_port) if p and port_open(settings.host, p)]
         if remembered:
@@ -108,11 +131,12 @@ class Broker:
         settings.port = port or (settings.port if settings.port not in remembered else 0) or free_port(settings.host)
         settings.controller_port = (controller_port or (settings.controller_port if settings.controller_port
                                     not in remembered else 0) or free_port(settings.host))  # fmt: skip
-        (self.data_dir / "server.properties").write_text(self._properties(settings))
+        # 0600: it holds the controller listener's login (the same secret as the clients' SCRAM one).
+        write_durably(self.data_dir / "server.properties", self._properties(settings, credentials).encode(), mode=0o600)
         log4j = resources.files("streamforge.runtime.kafka").joinpath("templates/log4j2.xml").read_text()
         (self.data_dir / "log4j2.xml").write_text(log4j)
-        if not (self.log_dir / "meta.properties").exists():
-            self._format(settings)
+        if not formatted:
+            self._format(settings, credentials)
         self._save({"settings": asdict(settings), "version": self.dist.version})
         return settings
 
@@ -121,16 +145,26 @@ class Broker:
         tmp.write_text(json.dumps(state, indent=2))
         os.replace(tmp, self.state_path)
 
-    def _properties(self, s: BrokerSettings) -> str:
+    def _properties(self, s: BrokerSettings, login: KafkaLogin) -> str:
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{s.host}:{s.controller_port}",
-            "listeners": f"PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{s.host}:{s.port}",
+            # Clients must log in (SCRAM; the login is in the 0600 credentials file beside the data): a local process
+            # without it can neither forge an alarm nor read a changelog.
+            "listeners": f"SASL_PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{s.host}:{s.port}",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": login.mechanism,
+            "sasl.mechanism.inter.broker.protocol": login.mechanism,
+            f"listener.name.sasl_plaintext.{login.mechanism.lower()}.sasl.jaas.config": _jaas(login, login.mechanism),
+            # The controller listener takes admin requests too (KIP-919: configs, ACLs): it wants a login as well.
+            # PLAIN, as KRaft controllers cannot read SCRAM users (they live in the metadata the quorum serves).
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": _jaas(login, "PLAIN"),
             "log.dirs": str(self.log_dir),
             "num.partitions": "12",
             # One node: every replicated internal topic has exactly one replica.
@@ -161,23 +195,20 @@ class Broker:
         }
         return "".join(f"{key}={value}\n" for key, value in props.items())
 
-    def _format(self, s: BrokerSettings) -> None:
-        completed = subprocess.run(
-            [
-                *self._java(),
-                "kafka.tools.StorageTool",
-                "format",
-                "--ignore-formatted",
-                "-t",
-                s.cluster_id,
-                "-c",
-                str(self.data_dir / "server.properties"),
-                *self.format_arguments,
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+    def _format(self, s: BrokerSettings, credentials: KafkaLogin) -> None:
+        """Format the storage with the clients' SCRAM user in its first metadata: it exists before any client.
+        The tool's arguments go in a 0600 argument file (java @file), so the password is on no command line."""
+        user = f"{credentials.mechanism}=[name={credentials.username},password={credentials.password}]"
+        arguments = ["kafka.tools.StorageTool", "format", "--ignore-formatted", "-t", s.cluster_id, "-c",
+                     str(self.data_dir / "server.properties"), "--add-scram", user, *self.format_arguments]  # fmt: skip
+        argument_file = self.data_dir / ".format.args"
+        write_durably(argument_file, "".join(f'"{argument}"\n' for argument in arguments).encode(), mode=0o600)
+        try:
+            completed = subprocess.run(
+                [*self._java(), f"@{argument_file}"], capture_output=True, text=True, check=False
+            )
+        finally:
+            argument_file.unlink(missing_ok=True)
         if completed.returncode != 0:
             said = (completed.stdout + completed.stderr).strip()[-2000:]
             raise RuntimeError(f"formatting Kafka storage in {self.log_dir} failed:\n{said}")
@@ -271,7 +302,7 @@ class Broker:
         holder = self.lock_holder()
         if holder != pid:
             raise BrokerConflict(f"the lock on {self.log_dir} is held by pid {holder}, not by our broker (pid {pid})")
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=10_000)
+        admin = self.access(settings).admin(request_timeout_ms=10_000)
         try:
             await admin.start()
             cluster_id = (await admin.describe_cluster()).get("cluster_id")
@@ -335,10 +366,10 @@ def port_open(host: str, port: int) -> bool:
     return False
 
 
-async def accepts_produce(bootstrap: str, timeout_s: float = 10.0) -> bool:
+async def accepts_produce(kafka: KafkaAccess, timeout_s: float = 10.0) -> bool:
     """True once the broker accepts an acks=all produce request (creating the health topic if needed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=int(timeout_s * 1000))
+    admin = kafka.admin(request_timeout_ms=int(timeout_s * 1000))
+    producer = kafka.producer(acks="all", request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         with contextlib.suppress(TopicAlreadyExistsError):
@@ -355,14 +386,15 @@ async def accepts_produce(bootstrap: str, timeout_s: float = 10.0) -> bool:
             await admin.close()
 
 
-async def wait_ready(bootstrap: str, timeout_s: float, alive: Any = None) -> None:
+async def wait_ready(kafka: KafkaAccess, timeout_s: float, alive: Any = None) -> None:
     """Wait until the broker accepts produce requests; `alive()` False aborts early (process died)."""
+    bootstrap = kafka.bootstrap
     host, _, port = bootstrap.rpartition(":")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if alive is not None and not alive():
             raise RuntimeError(f"Kafka at {bootstrap} exited during start-up; see broker.log in its data dir")
-        if port_open(host, int(port)) and await accepts_produce(bootstrap, timeout_s=5.0):
+        if port_open(host, int(port)) and await accepts_produce(kafka, timeout_s=5.0):
             return
         await asyncio.sleep(0.3)
     raise TimeoutError(f"Kafka at {bootstrap} did not accept produce requests within {timeout_s:.0f}s")

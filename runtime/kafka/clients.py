@@ -15,6 +15,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from streamforge.engine.sdk import Message
 from streamforge.engine.serde import Decoder, Encoder, Record, RecordError
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.origin_batches import ONE_ORIGIN, OriginFilter
 from streamforge.runtime.kafka.partitioning import partition_of
 
@@ -114,10 +115,9 @@ class BatchProducer(_Lifecycle):
     producer, so retries after a broker restart create no duplicates).
     """
 
-    def __init__(self, bootstrap: str, **overrides: Any) -> None:
-        self.producer = self._client = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, **{**PRODUCER_DEFAULTS, **overrides}
-        )
+    def __init__(self, kafka: KafkaAccess, **overrides: Any) -> None:
+        """`overrides`: producer settings, and for another cluster than `kafka`'s login, its security settings."""
+        self.producer = self._client = AIOKafkaProducer(**{**kafka.client_options(), **PRODUCER_DEFAULTS, **overrides})
         self._partitioner = DefaultPartitioner()
         # murmur2 costs µs in Python; asset ids repeat, so hash each key once per partition count (a dict each: a
         # (key, count) tuple per key was ~60 B more of it). Bounded, and given up by a producer whose keys do not
@@ -246,7 +246,7 @@ class BatchConsumer(_Lifecycle):
 
     def __init__(
         self,
-        bootstrap: str,
+        kafka: KafkaAccess,
         group_id: str | None,  # None: no group, no commits (e.g. a debug tap)
         topics: Sequence[str],
         decoder: Decoder,
@@ -258,8 +258,8 @@ class BatchConsumer(_Lifecycle):
         # Whole batches of other nodes' records are passed over before aiokafka makes their records.
         self._passed_over = None if self.upstream is None else OriginFilter(self.upstream)
         options = {**CONSUMER_DEFAULTS, **overrides}
-        self.consumer = self._client = AIOKafkaConsumer(
-            *topics, bootstrap_servers=bootstrap, group_id=group_id, value_deserializer=self._passed_over, **options
+        self.consumer = self._client = kafka.consumer(
+            *topics, group_id=group_id, value_deserializer=self._passed_over, **options
         )
         self.decoder = decoder
         self._fetch_bytes = int(options.get("max_partition_fetch_bytes", 1024 * 1024))
@@ -389,12 +389,11 @@ async def assigned_partitions(consumer: AIOKafkaConsumer, timeout_s: float) -> l
     return sorted(consumer.assignment())
 
 
-async def recent_records(bootstrap: str, topic: str, decoder: Decoder, limit: int,
+async def recent_records(kafka: KafkaAccess, topic: str, decoder: Decoder, limit: int,
                          timeout_s: float = 5.0) -> list[tuple[int, int, Record]]:  # fmt: skip
     """The newest `limit` records of `topic` (per partition at most `limit`), oldest first, as
     (timestamp_ms, partition, record); read without a consumer group, so nothing is committed or moved."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                fetch_max_wait_ms=READ_TO_END_WAIT_MS)  # fmt: skip
+    consumer = kafka.consumer(group_id=None, enable_auto_commit=False, fetch_max_wait_ms=READ_TO_END_WAIT_MS)
     await consumer.start()
     try:
         deadline = asyncio.get_running_loop().time() + timeout_s

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import (
     GroupCoordinatorNotAvailableError,
@@ -19,6 +19,7 @@ from aiokafka.errors import (
 from aiokafka.protocol.commit import OffsetFetchRequest
 
 from streamforge.engine.retry import Backoff
+from streamforge.runtime.kafka.access import KafkaAccess
 
 log = logging.getLogger("streamforge.kafka.groups")
 
@@ -27,7 +28,7 @@ COORDINATOR_WAIT_S = 30.0
 NOT_READY = (GroupCoordinatorNotAvailableError, GroupLoadInProgressError, NotCoordinatorForGroupError)
 
 
-async def start_new_flow_at_end(bootstrap: str, groups: Mapping[str, Sequence[str]]) -> bool:
+async def start_new_flow_at_end(kafka: KafkaAccess, groups: Mapping[str, Sequence[str]]) -> bool:
     """If none of a flow's consumer groups (group -> its input topics) has ever committed, commit each one the
     current end of every partition of its inputs, and say True.
 
@@ -42,7 +43,7 @@ async def start_new_flow_at_end(bootstrap: str, groups: Mapping[str, Sequence[st
     local Kafka)."""
     if not groups:
         return False
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = kafka.admin()
     await admin.start()
     try:
         for group in groups:
@@ -53,14 +54,14 @@ async def start_new_flow_at_end(bootstrap: str, groups: Mapping[str, Sequence[st
                       for t in await admin.describe_topics(inputs)}  # fmt: skip
     finally:
         await admin.close()
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    reader = kafka.consumer(enable_auto_commit=False)
     await reader.start()
     try:
         ends = await reader.end_offsets([tp for tps in partitions.values() for tp in tps])
     finally:
         await reader.stop()
     for group, topics in groups.items():
-        committer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        committer = kafka.consumer(group_id=group, enable_auto_commit=False)
         await committer.start()
         try:
             owned = [tp for topic in topics for tp in partitions[topic]]

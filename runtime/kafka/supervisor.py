@@ -15,6 +15,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 
 from streamforge.engine.retry import Backoff, RestartWindow
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.broker import Broker, BrokerSettings, wait_ready
 from streamforge.runtime.kafka.install import distribution
 from streamforge.runtime.process import die_with_parent, terminate
@@ -73,6 +74,13 @@ class EmbeddedKafka:
         return self.settings.bootstrap
 
     @property
+    def access(self) -> KafkaAccess:
+        """What this broker's clients (the gateway's, its workers') connect with: bootstrap and SCRAM login."""
+        if self.settings is None:
+            raise RuntimeError("the embedded Kafka has not been started")
+        return self.broker.access(self.settings)
+
+    @property
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
@@ -122,7 +130,7 @@ class EmbeddedKafka:
             stderr.close()
         process = self._process
         log.info("kafka started", extra={"pid": process.pid, "bootstrap": self.bootstrap})
-        await wait_ready(self.bootstrap, self.start_timeout_s, alive=lambda: process.returncode is None)
+        await wait_ready(self.access, self.start_timeout_s, alive=lambda: process.returncode is None)
         await self.broker.check_ours(process.pid, self.settings)
         self.state = BrokerState.HEALTHY
         self._healthy.set()
@@ -190,9 +198,9 @@ class EmbeddedKafka:
 
 
 @contextlib.asynccontextmanager
-async def kafka_or_existing(data_dir: Path, bootstrap: str | None) -> AsyncIterator[EmbeddedKafka | None]:
+async def kafka_or_existing(data_dir: Path, existing: KafkaAccess | None) -> AsyncIterator[EmbeddedKafka | None]:
     """The supervised embedded broker under data_dir/kafka, or None when an existing cluster is given."""
-    if bootstrap:
+    if existing is not None:
         yield None
         return
     async with EmbeddedKafka(data_dir / "kafka") as kafka:

@@ -8,22 +8,22 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from streamforge.engine.topics import TOPIC_METADATA_TOPIC, TOPICS, TopicSpec
+from streamforge.runtime.kafka.access import KafkaAccess
 
 
 async def create_topics(
-    bootstrap: str, topics: Sequence[NewTopic], timeout_s: float = 30.0, reconfigure: bool = False, **client: Any
+    kafka: KafkaAccess, topics: Sequence[NewTopic], timeout_s: float = 30.0, reconfigure: bool = False, **client: Any
 ) -> list[str]:
     """Create the missing ones of `topics` and wait until every partition has a leader. Returns those created.
     `reconfigure`: a topic that exists already gets the configs given here (all of them: a config not named
     returns to the broker's default), e.g. what an older release created differently.
-    `client`: the admin client's security options (another cluster than ours)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client)
+    `client`: the admin client's settings, e.g. security options for another cluster than `kafka`'s login."""
+    admin = AIOKafkaAdminClient(**{**kafka.client_options(), **client})
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -61,14 +61,14 @@ async def _set_configs(admin: AIOKafkaAdminClient, topics: Sequence[NewTopic]) -
                 raise KafkaError(f"configs of topic {name} refused (error {error_code}): {error_message}")
 
 
-async def ensure_topics(bootstrap: str, specs: Sequence[TopicSpec] = TOPICS) -> list[str]:
+async def ensure_topics(kafka: KafkaAccess, specs: Sequence[TopicSpec] = TOPICS) -> list[str]:
     """Create every missing catalogue topic with its configs; (re)write each one's metadata record. Idempotent."""
     wanted = [NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.kafka_configs()) for spec in specs]
     wanted.append(
         NewTopic(TOPIC_METADATA_TOPIC, 1, 1, topic_configs={"cleanup.policy": "compact", "flush.messages": "1"})
     )
-    created = await create_topics(bootstrap, wanted)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    created = await create_topics(kafka, wanted)
+    producer = kafka.producer(acks="all", enable_idempotence=True)
     await producer.start()
     try:
         batch = producer.create_batch()

@@ -21,7 +21,7 @@ TIMEOUT_MS = 60_000
 async def remote_gateway(stack: Stack, kafka: EmbeddedKafka, registry_url: str, tmp_path: Path
                          ) -> AsyncIterator[ServiceProcess]:  # fmt: skip
     gateway = ServiceProcess(["gateway", "--control-plane", stack.url, "--name", "remote_1", "--data-dir",
-                              str(tmp_path / "remote_1"), "--bootstrap", kafka.bootstrap, "--registry", registry_url,
+                              str(tmp_path / "remote_1"), *kafka.access.cli_arguments(), "--registry", registry_url,
                               "--poll-interval", "5"], tmp_path / "remote_1.stderr", "gateway")  # fmt: skip
     await gateway.start()
     yield gateway

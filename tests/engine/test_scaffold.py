@@ -123,8 +123,7 @@ async def test_scaffolded_processor_runs_inside_a_flow(
         str(path),
         "--data-dir",
         str(tmp_path / "gw"),
-        "--bootstrap",
-        kafka.bootstrap,
+        *kafka.access.cli_arguments(),
         "--registry",
         registry_url,
         "--port",
@@ -137,7 +136,7 @@ async def test_scaffolded_processor_runs_inside_a_flow(
         assert json.loads(await asyncio.wait_for(gateway.stdout.readline(), 90))["event"] == "running"
         clean: list[tuple[float, str]] = []
         async with BatchConsumer(
-            kafka.bootstrap, f"{flow_id}.check", ["telemetry.clean"], Decoder(registry), upstream=[(flow_id, "val")]
+            kafka.access, f"{flow_id}.check", ["telemetry.clean"], Decoder(registry), upstream=[(flow_id, "val")]
         ) as consumer:
 
             async def twenty() -> bool:

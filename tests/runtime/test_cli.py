@@ -52,7 +52,7 @@ def test_start_status_stop_and_restart_on_same_storage(tmp_path: Path) -> None:
 
 
 async def test_round_trip_against_an_existing_cluster(kafka: EmbeddedKafka, tmp_path: Path) -> None:
-    args = ["roundtrip", "--data-dir", str(tmp_path), "--records", "300", "--bootstrap", kafka.bootstrap]
+    args = ["roundtrip", "--data-dir", str(tmp_path), "--records", "300", *kafka.access.cli_arguments()]
     process = await asyncio.create_subprocess_exec(
         *CLI, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )

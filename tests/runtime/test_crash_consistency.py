@@ -134,7 +134,7 @@ async def run_to_completion(
     prefix = f"{name}_{time.time_ns() % 10**9}_"
     flow_path = tmp / f"{flow_id}.json"
     flow_path.write_text(json.dumps(flow_document(flow_id, dsn, prefix)))
-    gateway = GatewayProcess(flow_path, tmp / flow_id, registry_url, kafka.bootstrap)
+    gateway = GatewayProcess(flow_path, tmp / flow_id, registry_url, kafka.access)
     await gateway.start()
     try:
         if chaos is not None:
@@ -201,7 +201,7 @@ async def test_uninterrupted_run_is_complete_and_correct(
     injected = await injected_faults()
     dead: Counter[str] = Counter()
     async with BatchConsumer(
-        kafka.bootstrap, f"{flow_id}.dlq-check", ["dlq.telemetry"], Decoder(registry), upstream=[(flow_id, "val")]
+        kafka.access, f"{flow_id}.dlq-check", ["dlq.telemetry"], Decoder(registry), upstream=[(flow_id, "val")]
     ) as consumer:
         idle = 0
         while idle < 3:

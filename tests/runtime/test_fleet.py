@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from streamforge.engine.schema_registry import CachedSchemaRegistry, HttpSchemaRegistry, SchemaCache
 from streamforge.engine.serde import Decoder
+from streamforge.runtime.kafka.access import CREDENTIALS_FILE, KafkaAccess
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.clients import BatchConsumer
 from tests.eventually import eventually
@@ -56,10 +57,12 @@ class Fleet:
 
     async def gateway_health(self, name: str) -> dict[str, Any]:
         async with httpx.AsyncClient() as http:
-            return dict((await http.get(self.gateways[name].event["health"])).json())
+            gateway = self.gateways[name]
+            return dict((await http.get(gateway.event["health"], headers=gateway.local_token())).json())
 
-    def kafka(self, name: str) -> str:
-        return str(self.gateways[name].event["kafka"])
+    def kafka(self, name: str) -> KafkaAccess:
+        """Gateway `name`'s embedded broker, with the login kept in its data dir."""
+        return KafkaAccess.load(str(self.gateways[name].event["kafka"]), self.root / name / "kafka" / CREDENTIALS_FILE)
 
 
 def control_plane_process(root: Path, port: int) -> ServiceProcess:

@@ -23,7 +23,7 @@ FLOWS = Path(__file__).resolve().parents[2] / "flows"
 async def start_up(data_dir: Path, kafka: EmbeddedKafka, registry_url: str, port: int
                    ) -> tuple[asyncio.subprocess.Process, list[str], dict[str, Any]]:  # fmt: skip
     process = await asyncio.create_subprocess_exec(
-        *CLI, "up", "--data-dir", str(data_dir), "--bootstrap", kafka.bootstrap, "--registry", registry_url,
+        *CLI, "up", "--data-dir", str(data_dir), *kafka.access.cli_arguments(), "--registry", registry_url,
         "--port", str(port), "--demo", str(FLOWS / "simulated_line.json"), stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stdout is not None
@@ -86,7 +86,13 @@ async def test_up_runs_the_demo_behind_auth_and_resumes(tmp_path: Path, kafka: E
         assert not (tmp_path / "enrolment.key").exists()
         processes = descendants(process.pid)
         assert any(b"gateway" in command for command, _ in processes)
+        assert any(b"streamforge.runtime.gateway.worker" in command for command, _ in processes)  # the demo's sources
         assert not [command for command, environment in processes if b"sfe_" in environment]
+        # V8: the Kafka login went to the gateway and its workers as its 0600 file's path, never as the password.
+        assert kafka.access.credentials is not None and kafka.access.credentials_file is not None
+        secret = kafka.access.credentials.password.encode()
+        assert not [command for command, environment in processes if secret in command or secret in environment]
+        assert [command for command, _ in processes if str(kafka.access.credentials_file).encode() in command]
     finally:
         assert '"event": "stopped"' in await stop(process)
     again, lines, event = await start_up(tmp_path, kafka, registry_url, port)

@@ -42,7 +42,7 @@ class NodeRunner(ABC):
         self.node: Node[Any] = cls(config, self.context)
         self.ready = asyncio.Event()
         self.outputs = OutputPorts(self.plan, flow_id, env, cls, self.cell)
-        self.changelog = Changelog(env.bootstrap, changelog_topic(flow_id, plan.node_id), self.context.state)
+        self.changelog = Changelog(env.kafka, changelog_topic(flow_id, plan.node_id), self.context.state)
 
     @property
     def status(self) -> NodeStatus:
@@ -68,7 +68,7 @@ class NodeRunner(ABC):
 
     async def run(self) -> None:
         """The node's whole life; returns on cancel, raises on failure (the supervisor restarts it)."""
-        producer = BatchProducer(self.env.bootstrap)
+        producer = BatchProducer(self.env.kafka)
         await producer.start()
         try:
             await self.outputs.prepare()

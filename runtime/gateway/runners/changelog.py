@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
 from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.plan import NodePlan
 from streamforge.engine.sdk import Kind
 from streamforge.engine.state import Changes, StateStore
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.clients import READ_TO_END_WAIT_MS, BatchProducer, read_to_end
 
 
@@ -36,11 +37,11 @@ def changelog_spec(flow_id: str, node: NodePlan, node_types: NodeTypes) -> NewTo
 class Changelog:
     """Between a node's StateStore and its changelog topic (one partition, compacted)."""
 
-    def __init__(self, bootstrap: str, topic: str, store: StateStore) -> None:
-        self.bootstrap, self.topic, self.store = bootstrap, topic, store
+    def __init__(self, kafka: KafkaAccess, topic: str, store: StateStore) -> None:
+        self.kafka, self.topic, self.store = kafka, topic, store
 
     async def load(self) -> None:
-        self.store.load(await read_state(self.bootstrap, self.topic))
+        self.store.load(await read_state(self.kafka, self.topic))
 
     async def save(self, producer: BatchProducer, changes: Changes | None = None) -> None:
         """Write the changed keys (or `changes`, taken from the store earlier) and wait for Kafka's ack: callers
@@ -55,10 +56,9 @@ class Changelog:
             raise RuntimeError(f"state changelog {self.topic} not acknowledged: {report.failed[0][1]!r}")
 
 
-async def read_state(bootstrap: str, topic: str) -> dict[str, bytes]:
+async def read_state(kafka: KafkaAccess, topic: str) -> dict[str, bytes]:
     """The whole state in a compacted changelog (last value per key wins; empty value deletes)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                fetch_max_wait_ms=READ_TO_END_WAIT_MS)  # fmt: skip
+    consumer = kafka.consumer(enable_auto_commit=False, fetch_max_wait_ms=READ_TO_END_WAIT_MS)
     await consumer.start()
     try:
         if topic not in await consumer.topics():

@@ -30,7 +30,7 @@ class ConsumingRunner(NodeRunner):
         topics = sorted({inp.topic for inp in self.plan.inputs})
         assert self.plan.consumer_group is not None
         consumer = BatchConsumer(
-            self.env.bootstrap, self.plan.consumer_group, topics, Decoder(self.env.registry), upstream=upstream,
+            self.env.kafka, self.plan.consumer_group, topics, Decoder(self.env.registry), upstream=upstream,
             max_poll_records=self.env.batch_size,
         )  # fmt: skip
         await consumer.start()

@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from streamforge.engine.node_types import NodeTypes
 from streamforge.engine.schema_registry import SchemaRegistry
 from streamforge.runtime.gateway.metrics import NodeMetrics
+from streamforge.runtime.kafka.access import KafkaAccess
 
 
 @dataclass
 class RuntimeEnv:
     """What every runner needs from its process."""
 
-    bootstrap: str
+    kafka: KafkaAccess
     registry: SchemaRegistry
     metrics: NodeMetrics
     node_types: NodeTypes

@@ -60,7 +60,7 @@ async def api(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) ->
     app = control_plane_app(control_plane)
     async with fleet_flusher(control_plane.fleet), serve_app(app, websockets=True) as url:
         key = control_plane.fleet.create_enrolment_key({}, "test")
-        async with local_gateway(url, root / "gateway", key, kafka.bootstrap, None) as gateway:
+        async with local_gateway(url, root / "gateway", key, kafka.access, None) as gateway:
             gateway_id = await control_plane.fleet.approved(gateway.event["instance_id"])
             async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=90) as http:
                 yield Api(http, tokens, store, root / "cp" / "control-plane.sqlite", root / "gateway", gateway_id)

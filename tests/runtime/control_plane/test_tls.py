@@ -16,6 +16,7 @@ from streamforge.engine.schema_registry import HttpSchemaRegistry, SchemaRegistr
 from streamforge.engine.serde import Decoder
 from streamforge.runtime.control_plane.tls import self_signed
 from streamforge.runtime.gateway.agent import InsecureControlPlane, check_transport
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.broker import free_port
 from streamforge.runtime.kafka.clients import BatchConsumer
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
@@ -39,10 +40,10 @@ def test_the_generated_ca_is_made_once_and_its_keys_are_private(tmp_path: Path) 
         assert key.stat().st_mode & 0o777 == 0o600
 
 
-def tls_gateway(root: Path, name: str, url: str, key: str, ca: Path, bootstrap: str) -> ServiceProcess:
+def tls_gateway(root: Path, name: str, url: str, key: str, ca: Path, bootstrap: KafkaAccess) -> ServiceProcess:
     """A gateway pinning `ca`; its schema registry is the control plane's (no --registry)."""
     return ServiceProcess(["gateway", "--control-plane", url, "--name", name, "--data-dir", str(root / name),
-                           "--bootstrap", bootstrap, "--enrolment-key", key, "--ca", str(ca), "--poll-interval", "2"],
+                           *bootstrap.cli_arguments(), "--enrolment-key", key, "--ca", str(ca), "--poll-interval", "2"],
                           root / f"{name}.stderr", "gateway")  # fmt: skip
 
 
@@ -55,7 +56,7 @@ def pinned_flow(flow_id: str) -> dict[str, object]:
             "edges": [{"from": "sim:out", "to": "check:in"}]}  # fmt: skip
 
 
-async def clean_readings(bootstrap: str, registry: HttpSchemaRegistry, flow_id: str) -> int:
+async def clean_readings(bootstrap: KafkaAccess, registry: HttpSchemaRegistry, flow_id: str) -> int:
     """How many of the flow's validated readings are in telemetry.clean, read within a few seconds."""
     consumer = BatchConsumer(bootstrap, None, ["telemetry.clean"], Decoder(registry), upstream=[(flow_id, "check")])
     async with consumer:
@@ -84,14 +85,15 @@ async def test_a_gateway_pinning_the_control_planes_ca_syncs_and_another_ca_is_r
             key = (await admin.post("/enrolment-keys", json={})).json()["enrolment_key"]
             other_ca = self_signed(tmp_path / "other", []).ca
             assert other_ca is not None
-            gateways = {name: tls_gateway(tmp_path, name, url, key, pinned, kafka.bootstrap)
+            gateways = {name: tls_gateway(tmp_path, name, url, key, pinned, kafka.access)
                         for name, pinned in (("pinned", ca), ("stranger", other_ca))}  # fmt: skip
             health = {name: (await gateway.start())["health"] for name, gateway in gateways.items()}
             try:
                 async with httpx.AsyncClient() as http:
                     deadline = time.monotonic() + 30
                     while time.monotonic() < deadline:
-                        sync = {n: (await http.get(h)).json()["sync"] for n, h in health.items()}
+                        sync = {n: (await http.get(h, headers=gateways[n].local_token())).json()["sync"]
+                                for n, h in health.items()}  # fmt: skip
                         if sync["pinned"]["approval"] == "approved" and sync["stranger"]["last_error"]:
                             break
                         await asyncio.sleep(0.3)
@@ -114,12 +116,13 @@ async def test_a_gateway_pinning_the_control_planes_ca_syncs_and_another_ca_is_r
                 async with httpx.AsyncClient() as http:
                     deadline, flows = time.monotonic() + 60, dict[str, int]()
                     while time.monotonic() < deadline and flows.get(flow_id) != version:
-                        flows = (await http.get(health["pinned"])).json()["flows"]
+                        answer = await http.get(health["pinned"], headers=gateways["pinned"].local_token())
+                        flows = answer.json()["flows"]
                         await asyncio.sleep(0.3)
                 assert flows.get(flow_id) == version, (tmp_path / "pinned.stderr").read_text()[-3000:]
                 token = admin.headers["Authorization"].split()[1]
                 reader = HttpSchemaRegistry(f"{url}/schemas", credentials=lambda: token, ca_file=ca)
-                assert await clean_readings(kafka.bootstrap, reader, flow_id) > 0
+                assert await clean_readings(kafka.access, reader, flow_id) > 0
                 unpinned = HttpSchemaRegistry(f"{url}/schemas", credentials=lambda: token, timeout_s=2)
                 with pytest.raises(SchemaRegistryUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
                     await unpinned.schema_by_id(1)
@@ -144,7 +147,7 @@ async def test_a_short_lived_gateway_token_is_renewed_before_it_expires(
             admin.headers["Authorization"] = f"Bearer {login.json()['token']}"
             key = (await admin.post("/enrolment-keys", json={})).json()["enrolment_key"]
         gateway = ServiceProcess(["gateway", "--control-plane", event["url"], "--name", "short", "--data-dir",
-                                  str(tmp_path / "gw"), "--bootstrap", kafka.bootstrap, "--registry", registry_url,
+                                  str(tmp_path / "gw"), *kafka.access.cli_arguments(), "--registry", registry_url,
                                   "--enrolment-key", key, "--poll-interval", "1"],
                                  tmp_path / "gw.stderr", "gateway")  # fmt: skip
         health = (await gateway.start())["health"]
@@ -152,7 +155,7 @@ async def test_a_short_lived_gateway_token_is_renewed_before_it_expires(
             async with httpx.AsyncClient() as http:
                 deadline, sync = time.monotonic() + 60, {}
                 while time.monotonic() < deadline:
-                    sync = (await http.get(health)).json()["sync"]
+                    sync = (await http.get(health, headers=gateway.local_token())).json()["sync"]
                     if sync["renewals"] >= 2:
                         break
                     await asyncio.sleep(0.5)

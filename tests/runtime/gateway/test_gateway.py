@@ -23,6 +23,7 @@ from streamforge.engine.problems import FlowInvalid
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.sdk import Emitted, Message, NodeConfig, Port, PortType, ProcessorNode
 from streamforge.runtime.gateway.gateway import DeployFailed, Gateway, health_app
+from streamforge.runtime.gateway.local_auth import read_token
 from streamforge.runtime.gateway.runners import CommandNotDelivered, changelog_spec, changelog_topic
 from streamforge.runtime.gateway.supervisor import TaskHandle
 from streamforge.runtime.http import serve_app
@@ -182,6 +183,11 @@ async def test_a_node_that_fails_to_start_rolls_the_deploy_back(gateway: Gateway
     assert {h.current_status().value for h in gateway.handles[flow].values()} == {"RUNNING"}
 
 
+def local_client(gateway: Gateway, url: str) -> httpx.AsyncClient:
+    """A client of the gateway's own port, sending its local token (W2)."""
+    return httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {read_token(gateway.state_dir)}"})
+
+
 async def test_restart_policy_gives_up_and_health_tells_the_truth(gateway: Gateway, unique: str) -> None:
     flow = unique.replace("-", "_")[:60]
     gateway.node_types.register(Crashy, "test")
@@ -190,7 +196,7 @@ async def test_restart_policy_gives_up_and_health_tells_the_truth(gateway: Gatew
     await eventually(lambda: handle.current_status().value == "FAILED", 20, what="crashy FAILED")
     assert handle.health()["status"] == "FAILED" and handle.restarts == 2
     assert "ValueError: bug in node code" in (handle.last_error or "")
-    async with serve_app(health_app(gateway)) as url, httpx.AsyncClient(base_url=url) as http:
+    async with serve_app(health_app(gateway, token_dir=gateway.state_dir)) as url, local_client(gateway, url) as http:
         assert (await http.get("/health/live")).status_code == 200
         ready = await http.get("/health/ready")
         assert ready.status_code == 503 and ready.json()["status"] == "UNHEALTHY"
@@ -224,7 +230,9 @@ async def test_alarm_acknowledged_through_the_runtime_api(
     assert [(r["state"], r["alarm_id"]) for r in raised] == [("ACTIVE", "hi|pump_1|pressure")]  # stays above 3
     base = f"/api/v1/flows/{flow}/nodes/alarm/commands"
     where = {"asset_id": "pump_1", "parameter": "pressure", "user": "operator_ana", "event_id": raised[0]["event_id"]}
-    async with serve_app(health_app(gateway)) as url, httpx.AsyncClient(base_url=url) as http:
+    async with serve_app(health_app(gateway, token_dir=gateway.state_dir)) as url, local_client(gateway, url) as http:
+        anonymous = await httpx.AsyncClient(base_url=url).post(f"{base}/acknowledge", json=where)
+        assert anonymous.status_code == 401  # W2: a node command on the gateway's own port wants its local token
         refused = await http.post(f"{base}/acknowledge", json={"asset_id": "pump_1", "parameter": "pressure"})
         assert refused.status_code == 422, refused.text  # the command's model says what is missing, and where
         assert sorted((p["code"], p["pointer"], p["node_id"]) for p in refused.json()["error"]["problems"]) == [
@@ -248,13 +256,13 @@ async def test_a_deploy_fsyncs_the_changelogs_no_replay_rebuilds_and_reconfigure
 ) -> None:
     flow = unique.replace("-", "_")[:60]
     # As a release before this one made it: every changelog fsynced per write. A deploy reconfigures it.
-    await create_topics(kafka.bootstrap, [NewTopic(changelog_topic(flow, "val"), 1, 1, topic_configs={
+    await create_topics(kafka.access, [NewTopic(changelog_topic(flow, "val"), 1, 1, topic_configs={
         "cleanup.policy": "compact", "flush.messages": "1"})])  # fmt: skip
     rule = {"rule_id": "hi", "asset_id": "pump_1", "parameter": "pressure", "high": 3.0}
     await gateway.deploy(simulated_flow(flow, [{"id": "alarm", "type": "alarm_rule", "config": rule}],
                                         [("val:clean", "alarm:in")]))  # fmt: skip
     names = {node: changelog_topic(flow, node) for node in ("sim", "val", "agg", "alarm")}
-    configs = await topic_configs(kafka.bootstrap, list(names.values()))
+    configs = await topic_configs(kafka.access, list(names.values()))
     flushed = {node: configs[topic]["flush.messages"] == "1" for node, topic in names.items()}
     assert flushed == {"sim": False, "val": False, "agg": False, "alarm": True}  # acknowledgements replay from nowhere
     assert {configs[topic]["cleanup.policy"] for topic in names.values()} == {"compact"}

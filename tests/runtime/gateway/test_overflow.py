@@ -19,8 +19,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streamforge.engine.compiler import compile_flow
@@ -30,6 +29,7 @@ from streamforge.engine.serde import Decoder
 from streamforge.engine.topics import TOPICS
 from streamforge.runtime.gateway.gateway import Gateway
 from streamforge.runtime.gateway.overflow import OverflowManager, OverflowSettings, Tier, watching_disk
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import ensure_topics
 from tests.conftest import MqttBroker, in_process_gateway
@@ -73,9 +73,9 @@ def fill_to(disk: Path, fraction: float) -> None:
         os.fsync(out.fileno())
 
 
-async def offsets(bootstrap: str, topic: str) -> tuple[int, int]:
+async def offsets(bootstrap: KafkaAccess, topic: str) -> tuple[int, int]:
     """(records evicted from the start, records written) of a topic, summed over its partitions."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = bootstrap.consumer()
     await consumer.start()
     try:
         partitions = [TopicPartition(topic, p) for p in range(12)]
@@ -85,10 +85,10 @@ async def offsets(bootstrap: str, topic: str) -> tuple[int, int]:
     return sum(starts.values()), sum(ends.values())
 
 
-async def read_all(bootstrap: str, registry: CachedSchemaRegistry, topic: str) -> list[dict[str, Any]]:
+async def read_all(bootstrap: KafkaAccess, registry: CachedSchemaRegistry, topic: str) -> list[dict[str, Any]]:
     """Every record still in the topic, decoded."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)  # fmt: skip
+    consumer = bootstrap.consumer(topic, auto_offset_reset="earliest",
+                                  enable_auto_commit=False)  # fmt: skip
     await consumer.start()
     got: list[bytes] = []
     try:
@@ -101,8 +101,8 @@ async def read_all(bootstrap: str, registry: CachedSchemaRegistry, topic: str) -
     return [record for _, record in decoded.ok]
 
 
-async def topic_config(bootstrap: str, topic: str, name: str) -> str | None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def topic_config(bootstrap: KafkaAccess, topic: str, name: str) -> str | None:
+    admin = bootstrap.admin()
     await admin.start()
     try:
         (response,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
@@ -118,7 +118,7 @@ async def gateway_on(kafka: EmbeddedKafka, registry: CachedSchemaRegistry, regis
     gateway = in_process_gateway(kafka, registry, registry_url, state)
     settings = OverflowSettings(interval_s=0.5)
     try:
-        async with watching_disk(kafka.bootstrap, kafka.broker.log_dir, state, settings,
+        async with watching_disk(kafka.access, kafka.broker.log_dir, state, settings,
                                  gateway.metrics.registry, registry) as gateway.overflow:  # fmt: skip
             yield gateway, gateway.overflow
     finally:
@@ -158,7 +158,7 @@ async def test_each_tier_acts_in_order_and_nothing_is_lost_that_was_not_counted(
         published += count
 
     async with EmbeddedKafka(small_disk / "kafka", broker_properties=SMALL_SEGMENTS) as kafka:
-        bootstrap = kafka.bootstrap
+        bootstrap = kafka.access
         await ensure_topics(bootstrap)
         async with gateway_on(kafka, registry, registry_url, tmp_path / "state") as (gateway, manager):
             await gateway.deploy(compile_flow(validate_flow(document), gateway.node_types))
@@ -218,10 +218,12 @@ async def test_each_tier_acts_in_order_and_nothing_is_lost_that_was_not_counted(
             assert set(counted) <= {"telemetry.raw", "telemetry.1s", "telemetry.clean"}  # never alarms or DLQ
         await check_everything(bootstrap, registry, flow, counted)
     async with EmbeddedKafka(small_disk / "kafka", broker_properties=SMALL_SEGMENTS) as restarted:  # clean restart
-        await check_everything(restarted.bootstrap, registry, flow, counted)
+        await check_everything(restarted.access, registry, flow, counted)
 
 
-async def check_everything(bootstrap: str, registry: CachedSchemaRegistry, flow: str, counted: dict[str, int]) -> None:
+async def check_everything(
+    bootstrap: KafkaAccess, registry: CachedSchemaRegistry, flow: str, counted: dict[str, int]
+) -> None:
     """Every reading is in raw or was evicted (and counted); clean likewise; every DLQ record and alarm is there."""
     total, bad = 9000, sum(1 for seq in range(9000) if seq % 120 > 100)
     for topic, expected in (("telemetry.raw", total), ("telemetry.clean", total - bad)):

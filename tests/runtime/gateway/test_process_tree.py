@@ -17,6 +17,7 @@ from pathlib import Path
 
 from streamforge.engine.schema_registry import CachedSchemaRegistry
 from streamforge.engine.serde import Decoder
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.broker import Broker, process_alive
 from streamforge.runtime.kafka.clients import BatchConsumer
 from streamforge.runtime.kafka.install import distribution
@@ -68,7 +69,9 @@ async def census(broker: Broker) -> AsyncIterator[BrokerCensus]:
             await task
 
 
-async def readings(bootstrap: str, registry: CachedSchemaRegistry, flow_id: str, expected: int) -> set[tuple[str, str]]:
+async def readings(
+    bootstrap: KafkaAccess, registry: CachedSchemaRegistry, flow_id: str, expected: int
+) -> set[tuple[str, str]]:
     """The distinct (asset, device time) readings `sim` wrote to telemetry.raw, once all `expected` are there."""
     seen: set[tuple[str, str]] = set()
     deadline = time.monotonic() + 120
@@ -118,7 +121,7 @@ async def test_group_sigkill_and_restart_three_times_keeps_one_broker_and_every_
             await gateway.start()  # at once, as systemd would
         kafka = (await gateway.health())["kafka"]
         assert kafka["status"] == "HEALTHY" and kafka["pid"] == broker.lock_holder()
-        got = await readings(gateway.event["kafka"], registry, flow_id, 2 * READINGS)
+        got = await readings(gateway.kafka, registry, flow_id, 2 * READINGS)
         await gateway.stop()
     assert seen.samples > 100 and seen.most == 1 and seen.foreign_holders == []
     assert got == expected_readings()  # every acknowledged reading read back, resumed at the acknowledged position

@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 
 from streamforge.engine.node_types import load_node_types
@@ -23,6 +23,7 @@ from streamforge.nodes.validator import Validator
 from streamforge.runtime.gateway.metrics import NodeMetrics
 from streamforge.runtime.gateway.runners import RuntimeEnv, changelog_topic, runner_for
 from streamforge.runtime.gateway.runners.outputs import DEAD_LETTER_TOPIC
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.clients import BatchProducer, node_headers
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import create_topics
@@ -33,7 +34,7 @@ FLOW, SERIES, ROUNDS = "checkpoint", 50, 40
 T0 = datetime(2026, 1, 29, 10, 0, tzinfo=UTC)
 
 
-async def validator_plan(bootstrap: str, prefix: str) -> NodePlan:
+async def validator_plan(bootstrap: KafkaAccess, prefix: str) -> NodePlan:
     outputs = tuple(OutputPlan(port.name, port.type.value, f"{prefix}.{port.name}") for port in Validator.outputs)
     changelog = NewTopic(changelog_topic(FLOW, prefix), 1, 1, topic_configs={"cleanup.policy": "compact"})
     await create_topics(bootstrap, [NewTopic(f"{prefix}.raw", 12, 1), changelog]
@@ -43,8 +44,8 @@ async def validator_plan(bootstrap: str, prefix: str) -> NodePlan:
                     "")  # fmt: skip
 
 
-async def committed(bootstrap: str, group: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+async def committed(bootstrap: KafkaAccess, group: str, topic: str) -> int:
+    consumer = bootstrap.consumer(group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
         offsets = [await consumer.committed(TopicPartition(topic, p)) for p in range(12)]
@@ -53,8 +54,8 @@ async def committed(bootstrap: str, group: str, topic: str) -> int:
         await consumer.stop()
 
 
-async def changelog_records(bootstrap: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def changelog_records(bootstrap: KafkaAccess, topic: str) -> int:
+    consumer = bootstrap.consumer()
     await consumer.start()
     try:
         return sum((await consumer.end_offsets([TopicPartition(topic, 0)])).values())
@@ -70,16 +71,16 @@ async def test_a_clean_stop_keeps_the_state_and_offsets_of_every_batch_delivered
     reading (each batch saved its series' state, acknowledged first). Two deliveries overlap, yet every series'
     readings reach `clean` in the order they were read: one batch's outputs never overtake the one's before."""
     node_id = unique.replace("_", "-")[-60:]
-    plan = await validator_plan(kafka.bootstrap, node_id)
+    plan = await validator_plan(kafka.access, node_id)
     encoder = await encoder_for(registry, f"{node_id}.raw-value", SCHEMAS["telemetry"])
-    async with BatchProducer(kafka.bootstrap) as producer:
+    async with BatchProducer(kafka.access) as producer:
         for n in range(ROUNDS):
             at = T0 + timedelta(seconds=n)
             readings = [telemetry(f"pump_{i}", "pressure", 5.0 + n / 10, device_time=at) for i in range(SERIES)]
             report = await producer.send_records(f"{node_id}.raw", readings, encoder, node_headers(FLOW, "source"))
             assert not report.failed and not report.rejected
     metrics = NodeMetrics()
-    runner = runner_for(plan, FLOW, RuntimeEnv(kafka.bootstrap, registry, metrics, load_node_types(False),
+    runner = runner_for(plan, FLOW, RuntimeEnv(kafka.access, registry, metrics, load_node_types(False),
                                                batch_size=SERIES))  # fmt: skip
     clean_out = metrics.records_out.labels(flow=FLOW, node=node_id, port="clean")
     task = asyncio.create_task(runner.run())
@@ -92,11 +93,11 @@ async def test_a_clean_stop_keeps_the_state_and_offsets_of_every_batch_delivered
     for record in await read_from(kafka, registry, f"{node_id}.clean", FLOW, node_id, SERIES * ROUNDS):
         device_times[record["asset_id"]].append(record["timestamps"]["device_time"])
     assert device_times == {f"pump_{i}": [T0 + timedelta(seconds=n) for n in range(ROUNDS)] for i in range(SERIES)}
-    assert await changelog_records(kafka.bootstrap, changelog_topic(FLOW, node_id)) >= SERIES  # every batch's
-    assert await committed(kafka.bootstrap, plan.consumer_group or "", f"{node_id}.raw") == SERIES * ROUNDS
+    assert await changelog_records(kafka.access, changelog_topic(FLOW, node_id)) >= SERIES  # every batch's
+    assert await committed(kafka.access, plan.consumer_group or "", f"{node_id}.raw") == SERIES * ROUNDS
 
     again = NodeMetrics()
-    restarted = runner_for(plan, FLOW, RuntimeEnv(kafka.bootstrap, registry, again, load_node_types(False)))
+    restarted = runner_for(plan, FLOW, RuntimeEnv(kafka.access, registry, again, load_node_types(False)))
     task = asyncio.create_task(restarted.run())
     try:
         await restarted.ready.wait()
@@ -130,7 +131,7 @@ async def test_an_output_its_schema_refuses_becomes_a_dead_letter_and_its_neighb
     node_id = unique.replace("_", "-")[-60:]
     outputs = (OutputPlan("out", "telemetry", f"{node_id}.out"),)
     changelog = NewTopic(changelog_topic(FLOW, node_id), 1, 1, topic_configs={"cleanup.policy": "compact"})
-    await create_topics(kafka.bootstrap, [NewTopic(f"{node_id}.raw", 12, 1), NewTopic(f"{node_id}.out", 12, 1),
+    await create_topics(kafka.access, [NewTopic(f"{node_id}.raw", 12, 1), NewTopic(f"{node_id}.out", 12, 1),
                                           NewTopic(DEAD_LETTER_TOPIC, 12, 1), changelog])  # fmt: skip
     plan = NodePlan(node_id, Relabel.type, "processor", "gateway", node_id, f"{node_id}.group",
                     (InputPlan("in", f"{node_id}.raw", ("source",)),), outputs, NO_CONFIG, "")  # fmt: skip
@@ -138,20 +139,20 @@ async def test_an_output_its_schema_refuses_becomes_a_dead_letter_and_its_neighb
         telemetry(f"pump_{i % 7}", "pressure", float(i), device_time=T0 + timedelta(seconds=i)) for i in range(100)
     ]
     encoder = await encoder_for(registry, f"{node_id}.raw-value", SCHEMAS["telemetry"])
-    async with BatchProducer(kafka.bootstrap) as producer:
+    async with BatchProducer(kafka.access) as producer:
         report = await producer.send_records(f"{node_id}.raw", readings, encoder, node_headers(FLOW, "source"))
         assert not report.failed and not report.rejected
     types = load_node_types(False)
     types.register(Relabel)
     metrics = NodeMetrics()
-    runner = runner_for(plan, FLOW, RuntimeEnv(kafka.bootstrap, registry, metrics, types, batch_size=30))
+    runner = runner_for(plan, FLOW, RuntimeEnv(kafka.access, registry, metrics, types, batch_size=30))
     task = asyncio.create_task(runner.run())
     try:
         good = await read_from(kafka, registry, f"{node_id}.out", FLOW, node_id, 80)
         letters = await read_from(kafka, registry, DEAD_LETTER_TOPIC, FLOW, node_id, 20)
 
         async def all_committed() -> bool | None:
-            return await committed(kafka.bootstrap, f"{node_id}.group", f"{node_id}.raw") == 100 or None
+            return await committed(kafka.access, f"{node_id}.group", f"{node_id}.raw") == 100 or None
 
         await eventually(all_committed, 30, what="every input offset committed")
     finally:
@@ -174,6 +175,8 @@ def test_a_runner_keeps_the_validated_config_not_the_text_beside_it(registry: Ca
     config_json = json.dumps({"rules": [{"parameter": "pressure", "min": 0, "max": 10}]})
     plan = NodePlan("kept", "validator", "processor", "gateway", "kept", "kept.group",
                     (InputPlan("in", "kept.raw", ("source",)),), outputs, packed_config(config_json), "")  # fmt: skip
-    runner = runner_for(plan, FLOW, RuntimeEnv("127.0.0.1:9", registry, NodeMetrics(), load_node_types(False)))
+    runner = runner_for(
+        plan, FLOW, RuntimeEnv(KafkaAccess("127.0.0.1:9"), registry, NodeMetrics(), load_node_types(False))
+    )
     assert runner.plan.config_json == "{}" and runner.plan.inputs == plan.inputs
     assert runner.node.config.rules[0].parameter == "pressure"

@@ -41,10 +41,10 @@ async def test_a_sinks_type_error_fails_the_node_instead_of_retrying_it_as_an_ou
     kafka: EmbeddedKafka, registry: CachedSchemaRegistry, unique: str
 ) -> None:
     node_id = unique.replace("_", "-")[-60:]
-    await create_topics(kafka.bootstrap, [NewTopic(f"{node_id}.raw", 1, 1), NewTopic(changelog_topic(FLOW, node_id),
+    await create_topics(kafka.access, [NewTopic(f"{node_id}.raw", 1, 1), NewTopic(changelog_topic(FLOW, node_id),
                         1, 1, topic_configs={"cleanup.policy": "compact"})])  # fmt: skip
     encoder = await encoder_for(registry, f"{node_id}.raw-value", SCHEMAS["telemetry"])
-    async with BatchProducer(kafka.bootstrap) as producer:
+    async with BatchProducer(kafka.access) as producer:
         report = await producer.send_records(f"{node_id}.raw", [telemetry("pump_1", "pressure", 5.0)], encoder,
                                              node_headers(FLOW, "source"))  # fmt: skip
         assert not report.failed
@@ -53,7 +53,7 @@ async def test_a_sinks_type_error_fails_the_node_instead_of_retrying_it_as_an_ou
     types = load_node_types(include_plugins=False)
     types.register(Typo, "test")
     metrics = NodeMetrics()
-    runner = runner_for(plan, FLOW, RuntimeEnv(kafka.bootstrap, registry, metrics, types))
+    runner = runner_for(plan, FLOW, RuntimeEnv(kafka.access, registry, metrics, types))
     with pytest.raises(TypeError, match="list indices must be integers"):  # the supervisor restarts, then FAILED
         await asyncio.wait_for(runner.run(), 60)
     assert metrics.records_out.labels(flow=FLOW, node=node_id, port="write")._value.get() == 0

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import TopicPartition
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streamforge.runtime.gateway.runners.changelog import read_state
+from streamforge.runtime.kafka.access import KafkaAccess
 from streamforge.runtime.kafka.broker import CLEANER_DEDUPE_BUFFER_BYTES
 from streamforge.runtime.kafka.clients import BatchProducer
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
@@ -18,9 +18,9 @@ KEYS = 500
 ROUNDS = 4
 
 
-async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
+async def read_all(bootstrap: KafkaAccess, topic: str) -> list[tuple[bytes, bytes]]:
     """Every record still in the topic (read_state keeps only the last per key: it cannot show compaction)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = bootstrap.consumer(enable_auto_commit=False)
     await consumer.start()
     try:
         tp = TopicPartition(topic, 0)
@@ -37,7 +37,7 @@ async def read_all(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
 
 
 async def test_a_changelog_is_compacted_to_the_last_value_of_each_key(kafka: EmbeddedKafka, unique: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    admin = kafka.access.admin()
     await admin.start()
     try:
         described = await admin.describe_configs([ConfigResource(ConfigResourceType.BROKER, "1")])
@@ -47,10 +47,10 @@ async def test_a_changelog_is_compacted_to_the_last_value_of_each_key(kafka: Emb
     # Kafka's default (128 MiB) held half the broker's heap for good.
     assert broker["log.cleaner.dedupe.buffer.size"] == str(CLEANER_DEDUPE_BUFFER_BYTES)
 
-    topic = await create_topic(kafka.bootstrap, f"{unique}.state", 1, **{
+    topic = await create_topic(kafka.access, f"{unique}.state", 1, **{
         "cleanup.policy": "compact", "segment.ms": "100", "min.cleanable.dirty.ratio": "0.01",
         "min.compaction.lag.ms": "0"})  # fmt: skip
-    async with BatchProducer(kafka.bootstrap) as producer:
+    async with BatchProducer(kafka.access) as producer:
         for round_ in range(ROUNDS):
             items = [(k, f"series-{k}".encode(), f"{round_}".encode()) for k in range(KEYS)]
             assert not (await producer.send_raw(topic, items)).failed
@@ -60,11 +60,11 @@ async def test_a_changelog_is_compacted_to_the_last_value_of_each_key(kafka: Emb
     written = ROUNDS * KEYS + 1
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 60  # the cleaner looks for work every 15 s (log.cleaner.backoff.ms)
-    records = await read_all(kafka.bootstrap, topic)
+    records = await read_all(kafka.access, topic)
     while len(records) >= written and loop.time() < deadline:
         await asyncio.sleep(1)
-        records = await read_all(kafka.bootstrap, topic)
+        records = await read_all(kafka.access, topic)
     assert len(records) < written, "the cleaner never compacted the changelog"
     # What a node restoring its state reads: the last value of every key, none lost to compaction.
-    restored = await read_state(kafka.bootstrap, topic)
+    restored = await read_state(kafka.access, topic)
     assert restored == {f"series-{k}": f"{ROUNDS - 1}".encode() for k in range(KEYS)} | {"roll": b"-"}

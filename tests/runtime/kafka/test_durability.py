@@ -29,14 +29,14 @@ async def test_acknowledged_records_survive_three_sigkills(
     tmp_path: Path, registry: CachedSchemaRegistry, unique: str
 ) -> None:
     async with EmbeddedKafka(tmp_path / "kafka", restart_backoff_s=0.2) as kafka:
-        topic = await create_topic(kafka.bootstrap, f"{unique}.telemetry")
+        topic = await create_topic(kafka.access, f"{unique}.telemetry")
         encoder = await encoder_for(registry, f"{topic}-value", SCHEMAS["telemetry"])
         acked: dict[int, tuple[int, int]] = {}  # seq -> (partition, offset) as Kafka acknowledged it
         failed: set[int] = set()
         kills = list(KILL_AFTER)
         killed = 0
 
-        async with BatchProducer(kafka.bootstrap, request_timeout_ms=60_000) as producer:
+        async with BatchProducer(kafka.access, request_timeout_ms=60_000) as producer:
             for start in range(0, TOTAL, BATCH):
                 records = [
                     dict(SAMPLES["telemetry"], asset_id=f"asset_{seq % 97}", value=float(seq))
@@ -59,7 +59,7 @@ async def test_acknowledged_records_survive_three_sigkills(
 
         seen: Counter[int] = Counter()
         located: dict[int, tuple[int, int]] = {}
-        async with BatchConsumer(kafka.bootstrap, f"{unique}.verify", [topic], Decoder(registry)) as consumer:
+        async with BatchConsumer(kafka.access, f"{unique}.verify", [topic], Decoder(registry)) as consumer:
             idle = 0
             while idle < 3:
                 batch = await consumer.next_batch(timeout_ms=1000, max_records=20_000)

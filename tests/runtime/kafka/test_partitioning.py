@@ -37,12 +37,12 @@ async def test_a_producer_whose_keys_never_repeat_stops_remembering_them_and_par
     """An aggregate's key (asset|parameter|window) is new every time: remembering it only costs memory. A producer
     of repeating keys (asset ids) keeps its memory. Either way each record lands where the Java client puts it."""
     monkeypatch.setattr(clients, "PARTITIONS_KEPT", 50)
-    topic = await create_topic(kafka.bootstrap, f"{unique}.keys")
+    topic = await create_topic(kafka.access, f"{unique}.keys")
     windows = [(i, f"pump_{i % 7}|pressure|{i}".encode(), b"v") for i in range(120)]
     assets = [(i, f"pump_{i % 40}".encode(), b"v") for i in range(120)]
     landed: dict[bytes, int] = {}
     for items, remembers in ((windows, False), (assets, True)):
-        async with BatchProducer(kafka.bootstrap) as producer:
+        async with BatchProducer(kafka.access) as producer:
             for start in range(0, 120, 30):
                 report = await producer.send_raw(topic, items[start : start + 30])
                 assert len(report.delivered) == 30

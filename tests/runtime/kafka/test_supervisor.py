@@ -20,11 +20,11 @@ async def test_crash_restart_keeps_data_and_ports_then_fails_past_limit(
     tmp_path: Path, registry: CachedSchemaRegistry, unique: str
 ) -> None:
     async with EmbeddedKafka(tmp_path / "kafka", max_restarts=1, restart_backoff_s=0.1) as kafka:
-        bootstrap, first_pid = kafka.bootstrap, kafka.pid
+        bootstrap, first_pid = kafka.access, kafka.pid
         assert kafka.health()["status"] == "HEALTHY"
-        topic = await create_topic(kafka.bootstrap, f"{unique}.t", partitions=3)
+        topic = await create_topic(kafka.access, f"{unique}.t", partitions=3)
         encoder = await encoder_for(registry, f"{topic}-value", SCHEMAS["telemetry"])
-        async with BatchProducer(kafka.bootstrap) as producer:
+        async with BatchProducer(kafka.access) as producer:
             report = await producer.send_records(topic, [SAMPLES["telemetry"]] * 50, encoder)
         assert len(report.delivered) == 50
 
@@ -33,8 +33,8 @@ async def test_crash_restart_keeps_data_and_ports_then_fails_past_limit(
         await kafka.wait_healthy(60)
         health = kafka.health()
         assert health["restarts"] == 1 and health["pid"] != first_pid and "exited" in health["last_error"]
-        assert kafka.bootstrap == bootstrap
-        async with BatchConsumer(kafka.bootstrap, f"{unique}.g", [topic], Decoder(registry)) as consumer:
+        assert kafka.access == bootstrap
+        async with BatchConsumer(kafka.access, f"{unique}.g", [topic], Decoder(registry)) as consumer:
             got: list[Message] = []
 
             async def all_back() -> bool:
@@ -52,7 +52,7 @@ async def test_crash_restart_keeps_data_and_ports_then_fails_past_limit(
 async def test_second_boot_reuses_storage(tmp_path: Path) -> None:
     async with EmbeddedKafka(tmp_path / "kafka") as kafka:
         meta = (kafka.data_dir / "log" / "meta.properties").read_text()
-        bootstrap = kafka.bootstrap
+        access = kafka.access
     async with EmbeddedKafka(tmp_path / "kafka") as again:
         assert (again.data_dir / "log" / "meta.properties").read_text() == meta  # not re-formatted
-        assert again.bootstrap == bootstrap
+        assert again.access == access  # the same port and the same login

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
-
 from streamforge.engine.topics import TOPIC_METADATA_TOPIC, TOPICS, Priority
 from streamforge.runtime.kafka.supervisor import EmbeddedKafka
 from streamforge.runtime.kafka.topics import ensure_topics
@@ -19,9 +16,9 @@ SPEC_TOPICS = {
 
 
 async def test_catalogue_is_created_with_configs_and_metadata(kafka: EmbeddedKafka) -> None:
-    await ensure_topics(kafka.bootstrap)
-    assert await ensure_topics(kafka.bootstrap) == []  # idempotent
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await ensure_topics(kafka.access)
+    assert await ensure_topics(kafka.access) == []  # idempotent
+    admin = kafka.access.admin()
     await admin.start()
     try:
         described = {t["topic"]: t for t in await admin.describe_topics(sorted(SPEC_TOPICS))}
@@ -29,7 +26,7 @@ async def test_catalogue_is_created_with_configs_and_metadata(kafka: EmbeddedKaf
         await admin.close()
     assert set(described) == SPEC_TOPICS
     assert all(len(t["partitions"]) == 12 for t in described.values())
-    configs = await topic_configs(kafka.bootstrap, sorted(SPEC_TOPICS))
+    configs = await topic_configs(kafka.access, sorted(SPEC_TOPICS))
     for spec in TOPICS:
         got = configs[spec.name]
         assert got["retention.ms"] == str(spec.retention_ms)
@@ -38,7 +35,7 @@ async def test_catalogue_is_created_with_configs_and_metadata(kafka: EmbeddedKaf
         assert got["flush.messages"] == ("1" if spec.priority is Priority.CRITICAL else "9223372036854775807")
     assert configs["alarms.clean"]["retention.ms"] == "-1"  # alarms are never evicted
 
-    consumer = AIOKafkaConsumer(TOPIC_METADATA_TOPIC, bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest")
+    consumer = kafka.access.consumer(TOPIC_METADATA_TOPIC, auto_offset_reset="earliest")
     await consumer.start()
     try:
         metadata: dict[str, dict[str, object]] = {}
