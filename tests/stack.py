@@ -71,7 +71,9 @@ async def running_up(data: Path, demo: dict[str, Any], kafka: EmbeddedKafka, reg
             yield stack
     finally:
         process.send_signal(signal.SIGINT)
-        await asyncio.wait_for(process.communicate(), 60)
+        # `up` gives its gateway 90 s to stop cleanly (runtime/up.py): wait longer than that, or a slow but clean
+        # stop under load looks like a hang.
+        await asyncio.wait_for(process.communicate(), 150)
 
 
 class ServiceProcess:
