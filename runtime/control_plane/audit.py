@@ -33,7 +33,6 @@ class AuditedCall:
     address: str
     identity: str | None = None
     role: str | None = None
-    channel: str = "rest"
     written: bool = False
 
 
@@ -91,8 +90,8 @@ class AuditTrail:
         template = getattr(route, "path", None)
         if call.written or template is None or status == 401:
             return
-        action = f"{scope['method']} {scope.get('root_path', '')}{template}"
-        if action.partition(" ")[2] in READS_OVER_POST or action.partition(" ")[2].startswith("/mcp"):
+        path = f"{scope.get('root_path', '')}{template}"
+        if path in READS_OVER_POST or path.startswith("/mcp"):
             return
         params = scope.get("path_params", {})
         target = ",".join(f"{key}={value}" for key, value in sorted(params.items())) or None
@@ -100,7 +99,9 @@ class AuditTrail:
                                      f"anonymous@{call.address}")  # fmt: skip
         outcome = "ok" if status < 400 else ("refused" if status < 500 else "error")
         detail = f"{status}" + (f" {_error_code(error)}" if error else "")
-        self.store.audit(identity, action, digest, target, outcome, detail, role=call.role, channel=call.channel)
+        self.store.audit(
+            identity, f"{scope['method']} {path}", digest, target, outcome, detail, role=call.role, channel="rest"
+        )
 
 
 def _error_code(body: bytes) -> str:

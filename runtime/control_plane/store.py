@@ -532,7 +532,7 @@ class Store:
         call = current_call.get()
         if call is not None:
             call.written = True
-            role, channel = role or call.role, channel or call.channel
+            role, channel = role or call.role, channel or "rest"
         self._db.execute("INSERT INTO audit (at, identity, tool, arguments_digest, target, outcome, detail, "
                          "approved_by, role, channel) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          (_now(), identity, tool, arguments_digest, target, outcome, detail, approved_by, role,
